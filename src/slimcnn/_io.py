@@ -1,0 +1,79 @@
+"""Atomic file writes and JSON helpers: outputs never half-written, inputs never overwritten."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        return _jsonable(obj.item())
+    return obj
+
+
+def to_json(obj: Any) -> str:
+    """Serialise dataclasses, tuples, paths and numpy/torch scalars to stable, diffable JSON."""
+    return json.dumps(_jsonable(obj), indent=2, sort_keys=False)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Atomically write ``text``."""
+    return atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Atomically write ``obj`` as JSON (dataclasses allowed)."""
+    return write_text(path, to_json(obj) + "\n")
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """Atomically ``torch.save`` ``obj``."""
+    import torch
+
+    return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def ensure_output_dir(out: str | Path, *, inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Create ``out``; refuse when it is (or contains) one of the user's input files."""
+    from slimcnn.errors import ConfigError
+
+    out = Path(out).resolve()
+    for src in inputs:
+        s = Path(src).resolve()
+        if s == out or (s.is_file() and s.parent == out and s.name in {"model.pt", "model.onnx", "model.slim"}):
+            raise ConfigError(f"--out {out} would overwrite the input {s}; choose another output directory")
+    out.mkdir(parents=True, exist_ok=True)
+    return out

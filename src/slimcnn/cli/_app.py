@@ -1,0 +1,46 @@
+"""The typer app and the helpers every command shares. Only the CLI prints or exits."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from slimcnn._io import to_json
+from slimcnn.errors import ConfigError
+
+app = typer.Typer(
+    name="slimcnn",
+    help="Make trained CNNs small and fast for embedded and edge hardware, with measured proof.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def emit_json(obj: Any) -> None:
+    """Print exactly one JSON object on stdout."""
+    sys.stdout.write(to_json(obj) + "\n")
+    sys.stdout.flush()
+
+
+def say(message: str = "") -> None:
+    """Human-readable progress/results go to stderr when --json owns stdout; here to stdout."""
+    typer.echo(message)
+
+
+def note(message: str) -> None:
+    """A remark that must not pollute --json stdout (e.g. 'model is untrained')."""
+    typer.echo(message, err=True)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """Parse ``1x3x224x224`` into ``(1, 3, 224, 224)``."""
+    try:
+        dims = tuple(int(t) for t in text.lower().replace("×", "x").split("x"))
+    except ValueError:
+        raise ConfigError(f"--input expects a shape like 1x3x224x224, got '{text}'") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise ConfigError(f"--input expects positive dimensions like 1x3x224x224, got '{text}'")
+    return dims
