@@ -13,7 +13,7 @@ from slimcnn.errors import SlimcnnError
 
 # Each module registers its command(s) on ``app`` when imported.
 _COMMAND_MODULES: tuple[str, ...] = (
-    "analyze",
+    # one line per command module, e.g. "analyze",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"slimcnn.cli.{_name}")

@@ -1,0 +1,7 @@
+"""``python -m slimcnn`` == the ``slimcnn`` command."""
+
+import sys
+
+from slimcnn.cli import main
+
+sys.exit(main())
