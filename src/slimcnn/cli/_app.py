@@ -44,3 +44,12 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not dims or any(d <= 0 for d in dims):
         raise ConfigError(f"--input expects positive dimensions like 1x3x224x224, got '{text}'")
     return dims
+
+
+@app.callback()
+def _root() -> None:
+    """Make trained CNNs small and fast for embedded and edge hardware, with measured proof.
+
+    MODEL is a source string: torchvision:NAME, timm:NAME, ultralytics:FILE, file:PATH,
+    python:pkg.module:factory or slimcnn:NAME (the built-in zoo). Add --debug for tracebacks.
+    """
