@@ -1,0 +1,192 @@
+"""One-shot greedy allocation over sensitivity curves, verified on the real model.
+
+Every knob's curve gives, per amount, the metric drop and the cost. The allocation takes the
+cheapest metric loss per unit of saved cost first (jumping ahead on a curve when a later amount is
+more efficient), which orders all increments into one *path* from the baseline to "everything at
+its largest amount". Each prefix of the path is a candidate model. The search bisects that path on
+*measured* values — the combined model is built (optionally fine-tuned), evaluated and costed — so
+the budget is checked on real models, not on the additive prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from slimcnn.search.budget import Budget, ConstraintCheck
+from slimcnn.search.sensitivity import SensitivityTable
+
+log = logging.getLogger(__name__)
+
+Assignment = dict[str, float]
+"""``{knob: amount}``; knobs not present stay at their baseline."""
+
+
+@dataclass(frozen=True)
+class PathStep:
+    """Moving one knob to a new amount, with the predicted effect."""
+
+    knob: str
+    amount: float
+    d_drop: float
+    d_saving: float
+
+
+@dataclass(frozen=True)
+class TriedPoint:
+    """A candidate measured on the real (combined, optionally fine-tuned) model."""
+
+    prefix: int
+    assignment: dict[str, float]
+    metric: float
+    drop: float
+    costs: dict[str, float]
+    checks: tuple[ConstraintCheck, ...]
+
+    @property
+    def feasible(self) -> bool:
+        """All constraints met."""
+        return all(c.met for c in self.checks)
+
+    def violation(self) -> float:
+        """How far from feasible (sum of relative overshoots), for the closest-point report."""
+        return sum(max(0.0, (c.value - c.limit) / max(abs(c.limit), 1e-12)) for c in self.checks)
+
+
+@dataclass
+class GreedyResult:
+    """The chosen point, whether it meets the budget, and every point tried."""
+
+    best: TriedPoint
+    met: bool
+    path: list[PathStep]
+    tried: list[TriedPoint] = field(default_factory=list)
+
+
+def allocation_path(table: SensitivityTable, cost_key: str = "macs") -> list[PathStep]:
+    """Order all increments by predicted metric loss per unit of saved cost (cheapest first)."""
+    curves = {k: table.curve(k) for k in table.knobs()}
+    base_cost = float(getattr(table, f"base_{cost_key}"))
+    position = {k: (0.0, 0.0, base_cost) for k in curves}  # (amount, drop, cost)
+    index = {k: 0 for k in curves}
+    path: list[PathStep] = []
+    while True:
+        best: tuple[float, str, int] | None = None
+        for knob, pts in curves.items():
+            _, drop0, cost0 = position[knob]
+            for j in range(index[knob], len(pts)):
+                saving = cost0 - float(getattr(pts[j], cost_key))
+                if saving <= 0:
+                    continue
+                eff = max(pts[j].drop - drop0, 0.0) / saving
+                if best is None or eff < best[0]:
+                    best = (eff, knob, j)
+        if best is None:
+            return path
+        _, knob, j = best
+        p = curves[knob][j]
+        _, drop0, cost0 = position[knob]
+        path.append(PathStep(knob, p.amount, p.drop - drop0, cost0 - float(getattr(p, cost_key))))
+        position[knob] = (p.amount, p.drop, float(getattr(p, cost_key)))
+        index[knob] = j + 1
+
+
+def assignment_at(path: list[PathStep], prefix: int) -> Assignment:
+    """The knob amounts after taking the first ``prefix`` steps of ``path``."""
+    out: Assignment = {}
+    for step in path[:prefix]:
+        out[step.knob] = step.amount
+    return out
+
+
+def predicted_prefix(path: list[PathStep], table: SensitivityTable, budget: Budget) -> int:
+    """Where the additive prediction says the budget is best met (the bisection's first probe)."""
+    from slimcnn.types import Score
+
+    base = Score(table.metric, table.baseline, table.higher_is_better)
+    drop_lim = budget.drop_limit(base)
+    drop = 0.0
+    best = 0
+    for i, step in enumerate(path, start=1):
+        drop += step.d_drop
+        if drop_lim is not None and drop > drop_lim:
+            break
+        best = i
+    return best
+
+
+def greedy_search(
+    table: SensitivityTable,
+    budget: Budget,
+    measure: Callable[[Assignment], TriedPoint],
+    *,
+    cost_key: str = "macs",
+    max_evaluations: int = 12,
+) -> GreedyResult:
+    """Find the longest path prefix (most compression) whose *measured* model meets the budget.
+
+    With a drop limit the objective is minimised (take as much as the drop allows, then check cost
+    limits); with only cost limits the shortest prefix that meets them keeps the best metric.
+
+    Args:
+        table: the sensitivity sweep.
+        budget: the constraints.
+        measure: builds, fine-tunes and measures the model for an assignment (returns a ``TriedPoint``
+            whose ``prefix`` the search fills in).
+        cost_key: the cost the allocation saves (``macs``, ``params`` or ``weight_bytes``).
+        max_evaluations: bound on real measurements.
+    """
+    path = allocation_path(table, cost_key)
+    tried: dict[int, TriedPoint] = {}
+
+    def at(prefix: int) -> TriedPoint:
+        if prefix not in tried:
+            point = measure(assignment_at(path, prefix))
+            tried[prefix] = TriedPoint(prefix, point.assignment, point.metric, point.drop, point.costs, point.checks)
+            log.info("greedy: prefix %d/%d drop=%.4f feasible=%s", prefix, len(path), point.drop, tried[prefix].feasible)
+        return tried[prefix]
+
+    def drop_ok(p: TriedPoint) -> bool:
+        return all(c.met for c in p.checks if c.name == "max_drop")
+
+    def cost_ok(p: TriedPoint) -> bool:
+        return all(c.met for c in p.checks if c.name != "max_drop")
+
+    n = len(path)
+    if budget.max_drop is not None:
+        # Largest prefix whose measured drop is within the limit (drop grows along the path).
+        lo, hi = 0, n
+        guess = predicted_prefix(path, table, budget)
+        if drop_ok(at(guess)):
+            lo = guess
+        else:
+            hi = guess - 1
+        while lo < hi and len(tried) < max_evaluations:
+            mid = (lo + hi + 1) // 2
+            if drop_ok(at(mid)):
+                lo = mid
+            else:
+                hi = mid - 1
+        chosen = at(lo)
+    else:
+        # Smallest prefix whose measured costs meet the limits (best metric).
+        lo, hi = 0, n
+        if not cost_ok(at(n)):
+            lo = n
+        while lo < hi and len(tried) < max_evaluations:
+            mid = (lo + hi) // 2
+            if cost_ok(at(mid)):
+                hi = mid
+            else:
+                lo = mid + 1
+        chosen = at(lo)
+    points = sorted(tried.values(), key=lambda p: p.prefix)
+    feasible = [p for p in points if p.feasible]
+    if chosen.feasible:
+        best = chosen
+    elif feasible:
+        best = max(feasible, key=lambda p: p.prefix) if budget.max_drop is not None else min(feasible, key=lambda p: p.prefix)
+    else:
+        best = min(points, key=lambda p: p.violation())
+    return GreedyResult(best, best.feasible, path, points)

@@ -1,0 +1,277 @@
+"""Sensitivity sweeps: metric(knob, amount) and cost(knob, amount) for any transform family.
+
+A *knob* is one place a transform can act with an amount (a dependency group's filter-pruning ratio,
+a layer's low-rank fraction, a layer's k-means bits, ...). The sweep evaluates the model with each
+knob alone at each amount on the user's validation subset. It is fast because (1) activations that a
+change cannot affect are recorded once and replayed (``_cache``), (2) it can spread knobs over worker
+processes, and (3) it is resumable: finished points are saved after every knob and skipped on rerun.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimcnn._io import write_json
+from slimcnn.errors import ConfigError
+from slimcnn.search._cache import Recording, cacheable_modules, changed_modules, execution_spans
+from slimcnn.tasks.base import Task
+from slimcnn.types import Score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One place a transform acts, and the amounts to try."""
+
+    name: str
+    amounts: tuple[float, ...]
+    layers: tuple[str, ...] = ()
+    """Module FQNs the knob touches (informational; the cache diffs models to find the change)."""
+
+
+Applier = Callable[[nn.Module, Knob, float], nn.Module]
+"""``apply(model, knob, amount) -> transformed copy`` (must not mutate ``model``)."""
+
+
+@dataclass(frozen=True)
+class SensitivityPoint:
+    """Metric and cost of the model with one knob at one amount."""
+
+    knob: str
+    amount: float
+    metric: float
+    drop: float
+    params: int
+    macs: int
+    weight_bytes: int
+    latency_ms: float | None = None
+
+
+@dataclass
+class SensitivityTable:
+    """All points of a sweep plus the conditions they were measured under."""
+
+    metric: str
+    baseline: float
+    higher_is_better: bool
+    base_params: int
+    base_macs: int
+    base_weight_bytes: int
+    points: list[SensitivityPoint] = field(default_factory=list)
+    conditions: dict[str, Any] = field(default_factory=dict)
+
+    def curve(self, knob: str) -> list[SensitivityPoint]:
+        """The points of one knob, by amount."""
+        return sorted((p for p in self.points if p.knob == knob), key=lambda p: p.amount)
+
+    def knobs(self) -> list[str]:
+        """Knob names in first-seen order."""
+        return list(dict.fromkeys(p.knob for p in self.points))
+
+    def save(self, path: str | Path) -> Path:
+        """Atomically write the table as JSON."""
+        return write_json(path, self)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SensitivityTable:
+        """Read a table written by :meth:`save`."""
+        data = json.loads(Path(path).read_text())
+        points = [SensitivityPoint(**p) for p in data.pop("points")]
+        return cls(points=points, **data)
+
+
+def _cost(model: nn.Module, example_input: Any) -> tuple[int, int, int]:
+    from slimcnn.measure import profile
+
+    c = profile(model, example_input)
+    return c.params, c.macs, c.weight_bytes
+
+
+class _Evaluator:
+    """Evaluates transformed copies, replaying cached activations where the change cannot reach."""
+
+    def __init__(self, model: nn.Module, task: Task, example_input: Any, *, limit: int | None, cache: bool,
+                 cache_limit_bytes: int, device: str) -> None:
+        self.model = model.eval()
+        self.task = task
+        self.limit = limit
+        self.device = device
+        self.cache = cache
+        self.cache_limit_bytes = cache_limit_bytes
+        self.spans = execution_spans(model, example_input) if cache else {}
+        self.recording: Recording | None = None
+        self.replayed_modules = 0
+
+    def evaluate(self, transformed: nn.Module) -> Score:
+        if not self.cache:
+            return self.task.evaluate(transformed, limit=self.limit, device=self.device)
+        names = cacheable_modules(self.spans, changed_modules(self.model, transformed))
+        if not names:
+            return self.task.evaluate(transformed, limit=self.limit, device=self.device)
+        if self.recording is None or self.recording.names != names:
+            self.recording = None
+            rec = Recording(names)
+            hooks = rec.record(self.model)
+            try:
+                self.task.evaluate(self.model, limit=self.limit, device=self.device)
+            finally:
+                for h in hooks:
+                    h.remove()
+            if rec.bytes > self.cache_limit_bytes:
+                log.info("activation cache for %s would hold %.0f MB > limit; evaluating without it",
+                         names[-1], rec.bytes / 1e6)
+                return self.task.evaluate(transformed, limit=self.limit, device=self.device)
+            self.recording = rec
+        replay = _shallow_module_copy(transformed)
+        self.recording.install(replay)
+        self.replayed_modules += len(names)
+        return self.task.evaluate(replay, limit=self.limit, device=self.device)
+
+
+def _shallow_module_copy(model: nn.Module) -> nn.Module:
+    """Copy the module tree (containers) but share parameters, so replays can be swapped in cheaply."""
+    memo: dict[int, Any] = {}
+    for p in model.parameters():
+        memo[id(p)] = p
+    for b in model.buffers():
+        memo[id(b)] = b
+    return copy.deepcopy(model, memo)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_run(knob: Knob) -> list[SensitivityPoint]:
+    torch.set_num_threads(1)
+    return _sweep_knob(**_WORKER, knob=knob)
+
+
+def _sweep_knob(*, model: nn.Module, task: Task, apply: Applier, example_input: Any, evaluator: _Evaluator,
+                baseline: Score, latency: Callable[[nn.Module], float] | None, knob: Knob) -> list[SensitivityPoint]:
+    out = []
+    for amount in knob.amounts:
+        transformed = apply(model, knob, amount).eval()
+        score = evaluator.evaluate(transformed)
+        params, macs, wbytes = _cost(transformed, example_input)
+        lat = latency(transformed) if latency else None
+        out.append(SensitivityPoint(knob.name, float(amount), score.value, baseline.drop_to(score), params, macs, wbytes, lat))
+    return out
+
+
+def sensitivity_sweep(
+    model: nn.Module,
+    task: Task,
+    knobs: Sequence[Knob],
+    apply: Applier,
+    *,
+    example_input: Any = None,
+    limit: int | None = None,
+    cache: bool = True,
+    cache_limit_mb: float = 2048.0,
+    workers: int = 1,
+    resume: str | Path | None = None,
+    latency: Callable[[nn.Module], float] | None = None,
+    progress: bool = True,
+    device: str = "cpu",
+) -> SensitivityTable:
+    """Measure metric and cost for every knob at every amount, one knob at a time.
+
+    Args:
+        model: the baseline model (never mutated).
+        task: judges each transformed copy (``task.evaluate(..., limit=limit)``).
+        knobs: where to act and which amounts to try.
+        apply: builds a transformed copy for ``(knob, amount)``.
+        example_input: input for cost counting (default ``task.example_input()``).
+        limit: evaluate on the first ``limit`` validation images (a user-sized subset).
+        cache: replay activations the change cannot affect.
+        cache_limit_mb: skip caching for a knob whose recording would exceed this.
+        workers: worker processes (fork); each runs whole knobs with one thread.
+        resume: JSON path: finished points are read from it (if present) and it is rewritten after
+            every knob, so an interrupted sweep continues where it stopped.
+        latency: optional ``latency(model) -> ms`` measured for each point.
+        progress: show a progress bar with ETA.
+        device: where to evaluate.
+
+    Returns:
+        The :class:`SensitivityTable`.
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    example_input = task.example_input() if example_input is None else example_input
+    t0 = time.perf_counter()
+    baseline = task.evaluate(model, limit=limit, device=device)
+    bp, bm, bw = _cost(model, example_input)
+    table = SensitivityTable(baseline.metric, baseline.value, baseline.higher_is_better, bp, bm, bw)
+    done: set[tuple[str, float]] = set()
+    if resume is not None and Path(resume).exists():
+        previous = SensitivityTable.load(resume)
+        if previous.base_params == bp and previous.base_macs == bm and abs(previous.baseline - baseline.value) < 1e-9:
+            table.points = previous.points
+            done = {(p.knob, p.amount) for p in previous.points}
+            log.info("resuming sweep: %d points already measured", len(done))
+        else:
+            log.warning("ignoring %s: it was measured on a different model or data", resume)
+    todo = [Knob(k.name, tuple(a for a in k.amounts if (k.name, float(a)) not in done), k.layers) for k in knobs]
+    todo = [k for k in todo if k.amounts]
+    evaluator = _Evaluator(model, task, example_input, limit=limit, cache=cache,
+                           cache_limit_bytes=int(cache_limit_mb * 1e6), device=device)
+    ctx = dict(model=model, task=task, apply=apply, example_input=example_input, evaluator=evaluator,
+               baseline=baseline, latency=latency)
+    bar = _progress(len(todo), progress)
+    if workers == 1 or len(todo) <= 1:
+        for knob in todo:
+            table.points.extend(_sweep_knob(**ctx, knob=knob))
+            _checkpoint(table, resume)
+            bar(knob.name)
+    else:
+        _WORKER.clear()
+        _WORKER.update(ctx)
+        with mp.get_context("fork").Pool(workers) as pool:
+            for points in pool.imap(_worker_run, todo):
+                table.points.extend(points)
+                _checkpoint(table, resume)
+                bar(points[0].knob if points else "")
+        _WORKER.clear()
+    table.conditions = {
+        "dataset": baseline.dataset, "subset": limit if limit is not None else baseline.n, "cache": cache,
+        "workers": workers, "seconds": round(time.perf_counter() - t0, 3), "device": device,
+        "replayed_modules": evaluator.replayed_modules,
+    }
+    _checkpoint(table, resume)
+    return table
+
+
+def _checkpoint(table: SensitivityTable, path: str | Path | None) -> None:
+    if path is not None:
+        table.save(path)
+
+
+def _progress(total: int, enabled: bool) -> Callable[[str], None]:
+    if not enabled or total == 0:
+        return lambda name: None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc="sensitivity", unit="knob")
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name[-30:])
+        bar.update(1)
+        if bar.n >= total:
+            bar.close()
+
+    return step
+
+
+__all__ = ["Applier", "Knob", "SensitivityPoint", "SensitivityTable", "sensitivity_sweep"]

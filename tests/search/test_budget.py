@@ -1,0 +1,57 @@
+"""Budget parsing (absolute vs relative) and constraint checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from slimcnn.errors import ConfigError
+from slimcnn.search.budget import Amount, Budget, parse_amount, parse_drop
+from slimcnn.types import Cost, LatencyStats, Score
+
+
+@pytest.mark.parametrize(
+    ("text", "what", "expected"),
+    [
+        ("0.5x", "macs", Amount(0.5, True)),
+        ("50%", "macs", Amount(0.5, True)),
+        ("4MB", "weight_bytes", Amount(4e6)),
+        ("4MiB", "weight_bytes", Amount(4 * 1024**2)),
+        ("512KB", "weight_bytes", Amount(512e3)),
+        ("12ms", "latency_ms", Amount(12.0)),
+        ("300M", "macs", Amount(3e8)),
+        ("1.2G", "macs", Amount(1.2e9)),
+        ("1e6", "params", Amount(1e6)),
+    ],
+)
+def test_parse_amount(text: str, what: str, expected: Amount) -> None:
+    assert parse_amount(text, what) == expected
+
+
+def test_parse_errors_name_the_flag() -> None:
+    with pytest.raises(ConfigError, match="--weight-bytes"):
+        parse_amount("four megs", "weight_bytes")
+    with pytest.raises(ConfigError, match="--max-drop"):
+        parse_drop("lots")
+
+
+def test_drop_absolute_and_relative() -> None:
+    base = Score("top1", 80.0)
+    assert Budget(max_drop=parse_drop("0.2")).drop_limit(base) == pytest.approx(0.2)
+    assert Budget(max_drop=parse_drop("1%")).drop_limit(base) == pytest.approx(0.8)
+
+
+def test_checks_are_measured_values() -> None:
+    lat = LatencyStats(5.0, 4.0, 6.0, 10, "onnxruntime", 2, "cpu", 1, (1, 3, 8, 8))
+    base = Cost(1000, 10_000, 4000, 0, latency=lat)
+    new = Cost(500, 6000, 2000, 0, latency=LatencyStats(3.0, 2.5, 3.5, 10, "onnxruntime", 2, "cpu", 1, (1, 3, 8, 8)))
+    budget = Budget.from_options(max_drop="0.5", macs="0.5x", weight_bytes="2KB", latency="3.5ms")
+    checks = {c.name: c for c in budget.check(base, Score("psnr", 30.0), new, Score("psnr", 29.6))}
+    assert checks["max_drop"].met and checks["max_drop"].value == pytest.approx(0.4)
+    assert not checks["macs"].met and checks["macs"].limit == 5000
+    assert checks["weight_bytes"].met and checks["latency_ms"].met
+    assert budget.objective == "latency_ms"
+
+
+def test_unknown_budget_key() -> None:
+    with pytest.raises(ConfigError):
+        Budget(limits={"flops": Amount(1.0)})
