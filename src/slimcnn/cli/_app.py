@@ -53,3 +53,22 @@ def _root() -> None:
     MODEL is a source string: torchvision:NAME, timm:NAME, ultralytics:FILE, file:PATH,
     python:pkg.module:factory or slimcnn:NAME (the built-in zoo). Add --debug for tracebacks.
     """
+
+
+def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = None, scale: int | None = None,
+                 num_classes: int | None = None) -> Any:
+    """Load MODEL like every command does and print its notes (e.g. 'untrained') on stderr."""
+    from slimcnn.models import load_model
+
+    loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes)
+    for line in loaded.info.notes:
+        note(f"note: {line}")
+    return loaded
+
+
+def example_for(loaded: Any, input_shape: str | None) -> Any:
+    """A seeded random example input of ``--input`` or the model's default shape."""
+    import torch
+
+    shape = parse_shape(input_shape) if input_shape else tuple(loaded.info.input_shape)
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))

@@ -1,0 +1,124 @@
+"""``slimcnn decompose MODEL``: hardware-aware low-rank decomposition (measured-faster layers only)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, say
+from slimcnn.errors import ConfigError
+
+
+def _table(rows: list[Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title="low-rank decisions (time of the layer alone)")
+    for col in ("layer", "method", "shape", "rank", "ms before", "ms after", "replaced", "why"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r.layer, r.method, "x".join(map(str, r.shape)), str(r.rank),
+                  "" if r.ms_before is None else f"{r.ms_before:.3f}", "" if r.ms_after is None else f"{r.ms_after:.3f}",
+                  "yes" if r.replaced else "no", r.reason)
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 200).print(t)
+
+
+@app.command("decompose")
+def decompose_cmd(
+    model: str = typer.Argument(..., help="Model source, e.g. torchvision:resnet50, slimcnn:resnet56, file:model.pt."),
+    ratio: float = typer.Option(2.0, "--ratio", help="Per-layer compression target α (2 = the paper's '2x ranks')."),
+    rank: int | None = typer.Option(None, "--rank", help="Explicit rank for every layer (overrides --ratio)."),
+    energy: float | None = typer.Option(None, "--energy", help="Keep this fraction of squared singular values."),
+    rank_multiple: int = typer.Option(8, "--rank-multiple", help="Round ranks down to a multiple of N."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="Where layers are timed: onnxruntime or torch."),
+    threads: int | None = typer.Option(None, "--threads", help="Runtime threads (default: physical cores)."),
+    only_faster: bool = typer.Option(True, "--only-faster/--all", help="Replace only layers measured faster."),
+    spatial: bool = typer.Option(False, "--spatial", help="Spatial SVD (k×1, 1×k) for k×k convs instead of Tucker-2."),
+    exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
+    freeze: str = typer.Option("outer", "--freeze", help="Fine-tuning: outer (freeze outer 1×1 factors), sequential, none."),
+    task: str | None = typer.Option(None, "--task", help="classification, sr or detection (enables evaluation)."),
+    data: str | None = typer.Option(None, "--data", help="Validation data for --task."),
+    train_data: str | None = typer.Option(None, "--train-data", help="Training data for fine-tuning (default: --data)."),
+    finetune_steps: int = typer.Option(0, "--finetune-steps", help="Recovery fine-tuning steps."),
+    lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: the task's)."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N validation images."),
+    weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
+    arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
+    scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
+    input: str | None = typer.Option(None, "--input", help="Input shape like 1x3x224x224 (default: the model's)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (model.pt, model.onnx, result.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
+) -> int:
+    """Decompose Conv2d/Linear layers (SVD, Tucker-2) where the factors are measured faster on --runtime."""
+    from slimcnn.lowrank import LowRankSpec, decompose
+    from slimcnn.lowrank.finetune import finetune_frozen, training_throughput
+    from slimcnn.measure import compare_latency, export_onnx, profile
+    from slimcnn._io import ensure_output_dir, write_json
+    from slimcnn.models import LoadedModel, save_model
+
+    if freeze not in ("outer", "sequential", "none"):
+        raise ConfigError(f"--freeze must be outer, sequential or none, got '{freeze}'")
+    if (task is None) != (data is None):
+        raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
+    if finetune_steps and task is None:
+        raise ConfigError("--finetune-steps needs --task and --data to train on")
+    loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
+    out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
+    example = example_for(loaded, input)
+    spec = LowRankSpec(ratio=ratio, rank=rank, energy=energy, rank_multiple=rank_multiple, only_faster=only_faster,
+                       spatial=spatial, exclude=tuple(exclude))
+    t0 = time.perf_counter()
+    new, result = decompose(loaded.model, example, spec, runtime=runtime, threads=threads, progress=not as_json)
+    seconds = time.perf_counter() - t0
+    task_obj = None
+    scores: dict[str, Any] = {}
+    throughput: dict[str, Any] = {}
+    if task is not None:
+        from slimcnn.tasks import make_task
+
+        task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data)  # type: ignore[arg-type]
+        scores["before"] = task_obj.evaluate(loaded.model, limit=limit)
+        scores["after_decompose"] = task_obj.evaluate(new, limit=limit)
+        if finetune_steps:
+            throughput = training_throughput(new, result, task_obj)
+            finetune_frozen(new, result, task_obj, finetune_steps, freeze=freeze, lr=lr)
+            scores["after_finetune"] = task_obj.evaluate(new, limit=limit)
+    lat = compare_latency({"before": loaded.model, "after": new}, example, runtime=runtime, threads=threads)  # type: ignore[arg-type]
+    before, after = profile(loaded.model, example), profile(new, example)
+    new_loaded = LoadedModel(new, loaded.source, loaded.info)
+    save_model(new_loaded, out_dir / "model.pt")
+    export_onnx(new, example, out_dir / "model.onnx")
+    report = {
+        "source": loaded.source,
+        "spec": dataclasses.asdict(spec),
+        "runtime": runtime,
+        "threads": lat["after"].threads,
+        "layers": [dataclasses.asdict(r) for r in result.layers],
+        "replaced": result.replaced,
+        "slower_layers": [r.layer for r in result.layers if r.replaced and r.ms_after is not None
+                          and r.ms_before is not None and r.ms_after >= r.ms_before],
+        "before": {"params": before.params, "macs": before.macs, "latency": dataclasses.asdict(lat["before"])},
+        "after": {"params": after.params, "macs": after.macs, "latency": dataclasses.asdict(lat["after"])},
+        "speedup": lat["before"].median_ms / lat["after"].median_ms,
+        "scores": {k: dataclasses.asdict(v) for k, v in scores.items()},
+        "training_throughput": throughput,
+        "seconds": round(seconds, 2),
+    }
+    write_json(out_dir / "result.json", report)
+    if as_json:
+        emit_json(report)
+    else:
+        _table(list(result.layers))
+        say(f"replaced {len(result.replaced)} of {len(result.layers)} layers; MACs {before.macs:,} → {after.macs:,}; "
+            f"latency {lat['before'].median_ms:.3f} → {lat['after'].median_ms:.3f} ms "
+            f"({report['speedup']:.3f}x, {runtime}, {lat['after'].threads} threads)")
+        for k, v in scores.items():
+            say(f"{k}: {v.metric} {v.value:.4f}")
+        say(f"wrote {out_dir}/model.pt, model.onnx, result.json")
+    return 0
