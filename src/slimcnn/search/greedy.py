@@ -66,8 +66,9 @@ class GreedyResult:
 
 def allocation_path(table: SensitivityTable, cost_key: str = "macs") -> list[PathStep]:
     """Order all increments by predicted metric loss per unit of saved cost (cheapest first)."""
-    curves = {k: table.curve(k) for k in table.knobs()}
     base_cost = float(getattr(table, f"base_{cost_key}"))
+    # Along each curve, from the least to the most saving (amounts may be ratios or bits).
+    curves = {k: sorted(table.curve(k), key=lambda p: -float(getattr(p, cost_key))) for k in table.knobs()}
     position = {k: (0.0, 0.0, base_cost) for k in curves}  # (amount, drop, cost)
     index = {k: 0 for k in curves}
     path: list[PathStep] = []

@@ -44,6 +44,10 @@ class Knob:
 Applier = Callable[[nn.Module, Knob, float], nn.Module]
 """``apply(model, knob, amount) -> transformed copy`` (must not mutate ``model``)."""
 
+CostFn = Callable[[nn.Module, dict[str, float]], tuple[int, int, int]]
+"""``cost(model, assignment) -> (params, macs, weight_bytes)``; the assignment lets a family count
+what a dense profile cannot see (e.g. k-means bits)."""
+
 
 @dataclass(frozen=True)
 class SensitivityPoint:
@@ -92,11 +96,15 @@ class SensitivityTable:
         return cls(points=points, **data)
 
 
-def _cost(model: nn.Module, example_input: Any) -> tuple[int, int, int]:
+def profile_cost(example_input: Any) -> CostFn:
+    """The default cost: params, MACs and fp32 weight bytes counted on the model itself."""
     from slimcnn.measure import profile
 
-    c = profile(model, example_input)
-    return c.params, c.macs, c.weight_bytes
+    def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
+        c = profile(model, example_input)
+        return c.params, c.macs, c.weight_bytes
+
+    return cost
 
 
 class _Evaluator:
@@ -158,13 +166,13 @@ def _worker_run(knob: Knob) -> list[SensitivityPoint]:
     return _sweep_knob(**_WORKER, knob=knob)
 
 
-def _sweep_knob(*, model: nn.Module, task: Task, apply: Applier, example_input: Any, evaluator: _Evaluator,
+def _sweep_knob(*, model: nn.Module, task: Task, apply: Applier, cost: CostFn, evaluator: _Evaluator,
                 baseline: Score, latency: Callable[[nn.Module], float] | None, knob: Knob) -> list[SensitivityPoint]:
     out = []
     for amount in knob.amounts:
         transformed = apply(model, knob, amount).eval()
         score = evaluator.evaluate(transformed)
-        params, macs, wbytes = _cost(transformed, example_input)
+        params, macs, wbytes = cost(transformed, {knob.name: float(amount)})
         lat = latency(transformed) if latency else None
         out.append(SensitivityPoint(knob.name, float(amount), score.value, baseline.drop_to(score), params, macs, wbytes, lat))
     return out
@@ -183,6 +191,7 @@ def sensitivity_sweep(
     workers: int = 1,
     resume: str | Path | None = None,
     latency: Callable[[nn.Module], float] | None = None,
+    cost: CostFn | None = None,
     progress: bool = True,
     device: str = "cpu",
 ) -> SensitivityTable:
@@ -201,6 +210,7 @@ def sensitivity_sweep(
         resume: JSON path: finished points are read from it (if present) and it is rewritten after
             every knob, so an interrupted sweep continues where it stopped.
         latency: optional ``latency(model) -> ms`` measured for each point.
+        cost: counts params/MACs/weight bytes (default :func:`profile_cost`).
         progress: show a progress bar with ETA.
         device: where to evaluate.
 
@@ -212,7 +222,8 @@ def sensitivity_sweep(
     example_input = task.example_input() if example_input is None else example_input
     t0 = time.perf_counter()
     baseline = task.evaluate(model, limit=limit, device=device)
-    bp, bm, bw = _cost(model, example_input)
+    cost = cost or profile_cost(example_input)
+    bp, bm, bw = cost(model, {})
     table = SensitivityTable(baseline.metric, baseline.value, baseline.higher_is_better, bp, bm, bw)
     done: set[tuple[str, float]] = set()
     if resume is not None and Path(resume).exists():
@@ -227,7 +238,7 @@ def sensitivity_sweep(
     todo = [k for k in todo if k.amounts]
     evaluator = _Evaluator(model, task, example_input, limit=limit, cache=cache,
                            cache_limit_bytes=int(cache_limit_mb * 1e6), device=device)
-    ctx = dict(model=model, task=task, apply=apply, example_input=example_input, evaluator=evaluator,
+    ctx = dict(model=model, task=task, apply=apply, cost=cost, evaluator=evaluator,
                baseline=baseline, latency=latency)
     bar = _progress(len(todo), progress)
     if workers == 1 or len(todo) <= 1:
@@ -274,4 +285,4 @@ def _progress(total: int, enabled: bool) -> Callable[[str], None]:
     return step
 
 
-__all__ = ["Applier", "Knob", "SensitivityPoint", "SensitivityTable", "sensitivity_sweep"]
+__all__ = ["Applier", "CostFn", "Knob", "SensitivityPoint", "SensitivityTable", "profile_cost", "sensitivity_sweep"]

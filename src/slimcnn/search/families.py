@@ -1,0 +1,142 @@
+"""Transform families a search can turn: each exposes knobs, a single-knob applier and a combined one.
+
+A family turns an ``assignment`` (``{knob: amount}``) into a transformed copy of the model and
+counts its cost. Amounts grow with compression for ratios (``prune``, ``lowrank``: the fraction of
+weights/filters removed) and shrink for ``kmeans`` (bits per weight).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import nn
+
+from slimcnn.registry import Registry
+from slimcnn.search.sensitivity import CostFn, Knob, profile_cost
+
+
+class Family(Protocol):
+    """What a search needs from a transform family."""
+
+    name: str
+
+    def knobs(self, model: nn.Module, example_input: Any) -> list[Knob]:
+        """Where the transform can act and the amounts a sweep tries."""
+        ...
+
+    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
+        """A copy with one knob turned."""
+        ...
+
+    def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
+        """A copy with every knob of ``assignment`` turned."""
+        ...
+
+    def cost(self, example_input: Any) -> CostFn:
+        """How to count params / MACs / weight bytes of transformed copies."""
+        ...
+
+    def details(self, model: nn.Module, assignment: dict[str, float]) -> dict[str, Any]:
+        """Concrete, re-appliable facts for ``plan.json`` (kept channels, ranks, bits...)."""
+        ...
+
+
+FAMILIES: Registry[Callable[..., Family]] = Registry("search method")
+
+
+@dataclass
+class LowRankFamily:
+    """Per-layer low-rank decomposition; amount = fraction of the layer's weights removed."""
+
+    example_input: Any
+    amounts: tuple[float, ...] = (0.25, 0.5, 0.75)
+    rank_multiple: int = 8
+    name: str = "lowrank"
+
+    def _spec(self, layer: str, amount: float) -> Any:
+        from slimcnn.lowrank import LowRankSpec
+
+        return LowRankSpec(ratio=1.0 / max(1e-6, 1.0 - amount), rank_multiple=self.rank_multiple,
+                           only_faster=False, include=(layer,))
+
+    def knobs(self, model: nn.Module, example_input: Any) -> list[Knob]:
+        from slimcnn.lowrank import decompose
+
+        _, probe = decompose(model, example_input, self._spec("*", 0.5), runtime=None)
+        return [Knob(r.layer, self.amounts, (r.layer,)) for r in probe.layers if r.replaced]
+
+    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
+        return self.apply_many(model, {knob.name: amount})
+
+    def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
+        from slimcnn.lowrank import decompose_
+
+        new = copy.deepcopy(model)
+        for layer, amount in assignment.items():
+            if amount > 0:
+                decompose_(new, self.example_input, self._spec(layer, amount), runtime=None)
+        return new
+
+    def cost(self, example_input: Any) -> CostFn:
+        return profile_cost(example_input)
+
+    def details(self, model: nn.Module, assignment: dict[str, float]) -> dict[str, Any]:
+        ranks = {}
+        for name in assignment:
+            seq = model.get_submodule(name)
+            if isinstance(seq, nn.Sequential):
+                ranks[name] = [int(getattr(m, "out_channels", getattr(m, "out_features", 0))) for m in list(seq)[:-1]]
+        return {"ranks": ranks}
+
+
+@dataclass
+class KMeansFamily:
+    """Per-layer k-means weight sharing; amount = bits per weight (fewer = smaller)."""
+
+    example_input: Any
+    amounts: tuple[float, ...] = (8, 6, 5, 4, 3, 2)
+    name: str = "kmeans"
+
+    def knobs(self, model: nn.Module, example_input: Any) -> list[Knob]:
+        from slimcnn.quantize import quantizable_layers
+
+        return [Knob(n, self.amounts, (n,)) for n in quantizable_layers(model)]
+
+    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
+        return self.apply_many(model, {knob.name: amount})
+
+    def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
+        from slimcnn.quantize import KMeansQuantSpec, quantize_model
+
+        if not assignment:
+            return copy.deepcopy(model)
+        spec = KMeansQuantSpec(bits=tuple((_literal(k), int(v)) for k, v in assignment.items()))
+        return quantize_model(model, spec).model
+
+    def cost(self, example_input: Any) -> CostFn:
+        dense = profile_cost(example_input)
+
+        def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
+            params, macs, wbytes = dense(model, assignment)
+            for layer, bits in assignment.items():
+                n = model.get_submodule(layer).weight.numel()
+                wbytes -= n * 4
+                wbytes += int(-(-n * int(bits) // 8))
+            return params, macs, wbytes
+
+        return cost
+
+    def details(self, model: nn.Module, assignment: dict[str, float]) -> dict[str, Any]:
+        return {"bits": {k: int(v) for k, v in assignment.items()}}
+
+
+def _literal(name: str) -> str:
+    """Escape fnmatch metacharacters so a layer FQN matches only itself."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
+
+
+FAMILIES.add("lowrank", LowRankFamily)
+FAMILIES.add("kmeans", KMeansFamily)
