@@ -1,0 +1,101 @@
+"""Model sources and the built-in zoo.
+
+``load_model("torchvision:resnet18")``, ``load_model("slimcnn:fsrcnn", scale=3)``,
+``load_model("file:out/model.pt")`` ... each returns a :class:`LoadedModel` (module, source string
+and :class:`ModelInfo`). Nothing is downloaded: weights come only from local files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from slimcnn.models import _ultralytics  # noqa: F401  (registers the ultralytics: source)
+from slimcnn.models._weights import load_state_dict_strict, load_weights_file, read_state_dict
+from slimcnn.models._zoo import ZOO, LoadedModel, ModelInfo, ZooEntry, register_zoo_model
+from slimcnn.models.files import FILE_LOADERS, read_sidecar, register_file_loader, save_model
+from slimcnn.models.sources import SOURCES, LoadOptions, ModelSource, register_model_source, split_source
+
+_ZOO_MODULES: list[str] = [
+    "slimcnn.models.sr",
+    "slimcnn.models.cifar",
+    "slimcnn.models.alexnet",
+    "slimcnn.models.small",
+]
+"""Modules that register zoo models on import; a new zoo module appends its name here."""
+
+for _mod in _ZOO_MODULES:
+    importlib.import_module(_mod)
+
+__all__ = [
+    "FILE_LOADERS",
+    "SOURCES",
+    "ZOO",
+    "LoadOptions",
+    "LoadedModel",
+    "ModelInfo",
+    "ModelSource",
+    "ZooEntry",
+    "list_models",
+    "load_model",
+    "load_state_dict_strict",
+    "load_weights_file",
+    "read_sidecar",
+    "read_state_dict",
+    "register_file_loader",
+    "register_model_source",
+    "register_zoo_model",
+    "save_model",
+]
+
+
+def load_model(
+    source: str,
+    *,
+    weights: str | None = None,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    scale: int | None = None,
+) -> LoadedModel:
+    """Build or read a model from a source string, in eval mode on CPU.
+
+    Args:
+        source: ``torchvision:NAME``, ``timm:NAME``, ``ultralytics:FILE`` (``.yaml``/``.pt``),
+            ``file:PATH``, ``python:pkg.module:factory`` or ``slimcnn:NAME``.
+        weights: a local state_dict file loaded strictly into the model (overrides zoo weights).
+        arch: for ``file:`` holding a bare state_dict, the source that builds its architecture.
+        num_classes: output classes when building a model.
+        scale: super-resolution factor (``slimcnn:`` SR models).
+
+    Returns:
+        The model with its source and :class:`ModelInfo` (``info.pretrained`` is False for random
+        weights, with a note saying so).
+
+    Raises:
+        UnknownNameError: unknown prefix or model name (the message lists close matches).
+        ModelLoadError: missing, corrupt or mismatching files.
+        ConfigError: options that do not apply to the source.
+
+    Example:
+        >>> m = load_model("slimcnn:resnet20")
+        >>> m.info.input_shape
+        (1, 3, 32, 32)
+    """
+    src, name = split_source(source)
+    opts = LoadOptions(weights=weights, arch=arch, num_classes=num_classes, scale=scale)
+    if arch is not None and src.prefix != "file":
+        from slimcnn.errors import ConfigError
+
+        raise ConfigError(f"--arch only applies to file: sources holding a state_dict, not {src.prefix}:")
+    loaded = src.load(name, opts)
+    if weights is not None and not src.handles_weights:
+        load_weights_file(loaded.model, weights)
+        notes = tuple(n for n in loaded.info.notes if not n.startswith("untrained"))
+        loaded.info = dataclasses.replace(loaded.info, pretrained=True, weights=str(weights), notes=notes)
+    loaded.model.eval()
+    return loaded
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the built-in zoo models (``slimcnn:NAME``) matching an fnmatch ``pattern``."""
+    return ZOO.names(pattern)

@@ -1,0 +1,181 @@
+"""The ``file:PATH`` source, the file-suffix loader registry and :func:`save_model`.
+
+A model file is a pickled module (``torch.save(model)``), a TorchScript archive, or a state_dict
+that needs ``arch=SOURCE``. slimcnn writes ``DIR/model.pt`` with a JSON sidecar ``DIR/model.json``
+holding the :class:`ModelInfo`, so ``file:DIR/model.pt`` comes back with the right preprocessing.
+Other formats (``.slim`` packed files) register a loader in :data:`FILE_LOADERS` by suffix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimcnn._io import save_torch, write_json
+from slimcnn.errors import ConfigError, ModelLoadError
+from slimcnn.models._weights import (
+    check_file,
+    extract_state_dict,
+    is_torchscript,
+    load_state_dict_strict,
+    torch_load,
+)
+from slimcnn.models._zoo import LoadedModel, ModelInfo
+from slimcnn.models.sources import LoadOptions, ModelSource, _first_in_channels, register_model_source
+from slimcnn.registry import Registry
+from slimcnn.types import from_dict
+
+log = logging.getLogger(__name__)
+
+SIDECAR_FORMAT = "slimcnn-model-info"
+SIDECAR_VERSION = 1
+
+FileLoader = Callable[[Path, LoadOptions], LoadedModel]
+FILE_LOADERS: Registry[FileLoader] = Registry("model file suffix")
+"""Suffix (``".slim"``) -> loader; suffixes not registered go to the default torch loader."""
+
+
+def register_file_loader(suffix: str, *, override: bool = False) -> Callable[[FileLoader], FileLoader]:
+    """Decorator registering a loader for files ending in ``suffix`` (e.g. ``".slim"``)."""
+    return FILE_LOADERS.register(suffix.lower(), override=override)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``DIR/model.pt`` -> ``DIR/model.json``."""
+    return Path(path).with_suffix(".json")
+
+
+def read_sidecar(path: str | Path) -> tuple[ModelInfo, str | None] | None:
+    """The :class:`ModelInfo` (and original source) stored next to ``path``, or None when absent.
+
+    Raises:
+        ModelLoadError: when the sidecar exists but is not a slimcnn model-info file.
+    """
+    side = sidecar_path(path)
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ModelLoadError(f"sidecar '{side}' is not valid JSON ({e}); delete or fix it") from e
+    if not isinstance(data, dict) or data.get("format") != SIDECAR_FORMAT:
+        log.debug("ignoring %s: not a slimcnn model-info sidecar", side)
+        return None
+    if int(data.get("version", 0)) > SIDECAR_VERSION:
+        raise ModelLoadError(
+            f"sidecar '{side}' has version {data.get('version')}; upgrade slimcnn to read it"
+        )
+    try:
+        info = from_dict(ModelInfo, data.get("info", {}))
+    except TypeError as e:
+        raise ModelLoadError(f"sidecar '{side}' has unexpected fields ({e}); delete or fix it") from e
+    return info, data.get("source")
+
+
+def save_model(loaded: LoadedModel, path: str | Path) -> Path:
+    """Write ``loaded.model`` as a pickled module to ``path`` plus the :class:`ModelInfo` sidecar.
+
+    Both files are written atomically. ``path`` may be a directory, which gets ``model.pt``.
+
+    Args:
+        loaded: the model and its metadata.
+        path: ``DIR/model.pt`` (or ``DIR``).
+
+    Returns:
+        The path of the written ``.pt`` file.
+
+    Example:
+        >>> save_model(load_model("slimcnn:tiny_cnn"), "out/model.pt")  # doctest: +SKIP
+        >>> load_model("file:out/model.pt").info.input_shape  # doctest: +SKIP
+        (1, 3, 32, 32)
+    """
+    p = Path(path)
+    if p.is_dir() or p.suffix == "":
+        p = p / "model.pt"
+    save_torch(p, loaded.model)
+    write_json(
+        sidecar_path(p),
+        {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "source": loaded.source, "info": loaded.info},
+    )
+    return p
+
+
+def _load_torch_file(path: Path, opts: LoadOptions) -> LoadedModel:
+    """Pickled module, TorchScript archive, or state_dict (+ ``opts.arch``)."""
+    from slimcnn.models import load_model
+
+    if is_torchscript(path):
+        try:
+            model: nn.Module = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as e:
+            raise ModelLoadError(
+                f"cannot read TorchScript archive '{path}' ({str(e).splitlines()[0]}); re-export it"
+            ) from e
+        return LoadedModel(model, f"file:{path}", ModelInfo(pretrained=True, weights=str(path)))
+    try:
+        obj: Any = torch_load(path, weights_only=True)
+    except pickle.UnpicklingError:
+        # Holds classes: a pickled module. Only the user's own file reaches here, so unpickle it.
+        obj = torch_load(path, weights_only=False)
+    if isinstance(obj, dict):
+        inner = next((obj[k] for k in ("ema", "model") if isinstance(obj.get(k), nn.Module)), None)
+        if isinstance(inner, nn.Module):
+            obj = inner
+    if isinstance(obj, nn.Module):
+        if opts.arch is not None:
+            raise ConfigError(f"'{path}' holds a whole model; drop --arch (it is only for bare state_dicts)")
+        return LoadedModel(obj.float(), f"file:{path}", ModelInfo(pretrained=True, weights=str(path)))
+    state_dict = extract_state_dict(obj, path)
+    if opts.arch is None:
+        raise ConfigError(
+            f"'{path}' holds a state_dict ({len(state_dict)} tensors), not a model; "
+            "pass --arch with the architecture, e.g. --arch torchvision:resnet18 or --arch slimcnn:resnet56"
+        )
+    if opts.arch.startswith("file:"):
+        raise ConfigError(
+            f"--arch must build an architecture (torchvision:, slimcnn:, ...), got '{opts.arch}'"
+        )
+    base = load_model(opts.arch, num_classes=opts.num_classes, scale=opts.scale, weights=None)
+    load_state_dict_strict(base.model, state_dict, path)
+    notes = tuple(n for n in base.info.notes if not n.startswith("untrained"))
+    info = dataclasses.replace(base.info, pretrained=True, weights=str(path), notes=notes)
+    return LoadedModel(base.model, f"file:{path}", info)
+
+
+def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
+    path = check_file(name, "model")
+    suffix = path.suffix.lower()
+    loader = FILE_LOADERS.get(suffix) if suffix in FILE_LOADERS else _load_torch_file
+    loaded = loader(path, opts)
+    side = read_sidecar(path)
+    if side is not None:
+        info, _ = side
+        loaded = dataclasses.replace(loaded, info=dataclasses.replace(info, weights=str(path)))
+    elif loaded.info.task is None and opts.arch is None:
+        ch = _first_in_channels(loaded.model) or 3
+        note = f"no sidecar {sidecar_path(path).name}: input shape (1, {ch}, 224, 224) and preprocessing are guesses"
+        loaded = dataclasses.replace(
+            loaded,
+            info=dataclasses.replace(
+                loaded.info, input_shape=(1, ch, 224, 224), notes=(*loaded.info.notes, note)
+            ),
+        )
+    if opts.num_classes is not None and opts.arch is None:
+        raise ConfigError(
+            "--num-classes cannot change a saved model; use --arch with a state_dict to rebuild it"
+        )
+    if opts.scale is not None and loaded.info.scale not in (None, opts.scale):
+        raise ConfigError(f"'{path}' is a x{loaded.info.scale} model; --scale {opts.scale} cannot change it")
+    loaded.model.eval()
+    return loaded
+
+
+register_model_source(ModelSource("file", "file:PATH", "file:out/model.pt", _load_file))
