@@ -14,6 +14,8 @@ from slimcnn.errors import SlimcnnError
 # Each module registers its command(s) on ``app`` when imported.
 _COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module, e.g. "analyze",
+    "analyze",
+    "decompose",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"slimcnn.cli.{_name}")

@@ -1,0 +1,102 @@
+"""``slimcnn analyze MODEL``: params, MACs, memory and latency of a model, per layer."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import typer
+
+from slimcnn.cli._app import app, emit_json, note, parse_shape
+from slimcnn.errors import ConfigError
+from slimcnn.measure._latency import RUNTIMES
+from slimcnn.types import Cost
+
+
+def _human(n: float, unit: str = "") -> str:
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {suffix}{unit}"
+    return f"{n:.0f} {unit}".rstrip()
+
+
+def cost_to_json(cost: Cost, *, source: str, notes: tuple[str, ...] = (), pretrained: bool | None = None) -> dict[str, Any]:
+    """The ``--json`` object: totals, ``latency`` (or null), ``layers`` and where it came from."""
+    return {
+        "source": source,
+        "input_shape": list(cost.input_shape),
+        "params": cost.params,
+        "macs": cost.macs,
+        "weight_bytes": cost.weight_bytes,
+        "activation_bytes": cost.activation_bytes,
+        "latency": dataclasses.asdict(cost.latency) if cost.latency is not None else None,
+        "layers": [dataclasses.asdict(row) for row in cost.layers],
+        "pretrained": pretrained,
+        "notes": list(notes),
+    }
+
+
+def _print_table(cost: Cost, source: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    shape = "x".join(str(d) for d in cost.input_shape)
+    table = Table(title=f"{source} @ {shape}", show_footer=True)
+    has_lat = any(r.latency_ms is not None for r in cost.layers)
+    table.add_column("layer", footer="total")
+    table.add_column("type", no_wrap=True)
+    table.add_column("params", justify="right", footer=f"{cost.params:,}")
+    table.add_column("MACs", justify="right", footer=f"{cost.macs:,}")
+    table.add_column("output", justify="right")
+    if has_lat:
+        table.add_column("latency_ms", justify="right", footer="(alone)")
+    for r in cost.layers:
+        cells = [r.name or "(model)", r.type, f"{r.params:,}", f"{r.macs:,}", "x".join(str(d) for d in r.output_shape)]
+        if has_lat:
+            cells.append("" if r.latency_ms is None else f"{r.latency_ms:.3f}")
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    console.print(f"params {_human(cost.params)}  MACs {_human(cost.macs)}  weights {_human(cost.weight_bytes, 'B')}  "
+                  f"peak activations {_human(cost.activation_bytes, 'B')}")
+    lat = cost.latency
+    if lat is not None:
+        console.print(f"latency {lat.median_ms:.3f} ms median (p10 {lat.p10_ms:.3f}, p90 {lat.p90_ms:.3f}, n={lat.n}) "
+                      f"on {lat.runtime}, {lat.threads} threads, {lat.device}, batch {lat.batch}")
+
+
+@app.command("analyze")
+def analyze_cmd(
+    model: str = typer.Argument(..., help="Model source, e.g. torchvision:resnet18, slimcnn:fsrcnn, file:model.pt."),
+    weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
+    arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
+    scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor (slimcnn: SR models)."),
+    input_shape: str | None = typer.Option(None, "--input", help="Input shape like 1x3x224x224 (default: the model's)."),
+    runtime: str = typer.Option("onnxruntime", "--runtime", help="Latency runtime: onnxruntime or torch."),
+    threads: int | None = typer.Option(None, "--threads", help="Intra-op threads (default: physical cores)."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Count params/MACs/memory only; skip timing."),
+    per_layer: bool = typer.Option(True, "--per-layer/--no-per-layer", help="Also time each conv/linear layer alone."),
+    bits: int = typer.Option(32, "--bits", help="Bits per weight for the weight size."),
+    runs: int = typer.Option(50, "--runs", help="Timed runs of the whole model."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
+) -> int:
+    """Params, MACs, weight and activation memory, and latency of MODEL (per layer and in total)."""
+    import torch
+
+    from slimcnn.measure import analyze
+    from slimcnn.models import load_model
+
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be one of {list(RUNTIMES)}, got '{runtime}'")
+    loaded = load_model(model, weights=weights, arch=arch, scale=scale)
+    for line in loaded.info.notes:
+        note(f"note: {line}")
+    shape = parse_shape(input_shape) if input_shape else tuple(loaded.info.input_shape)
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    cost = analyze(loaded.model, example, runtime=runtime, threads=threads, per_layer=per_layer,  # type: ignore[arg-type]
+                   bits=bits, latency=not no_latency, runs=runs)
+    if as_json:
+        emit_json(cost_to_json(cost, source=loaded.source, notes=loaded.info.notes, pretrained=loaded.info.pretrained))
+    else:
+        _print_table(cost, loaded.source)
+    return 0

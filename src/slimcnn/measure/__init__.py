@@ -1,0 +1,57 @@
+"""Measure what a model costs: params, MACs, weight bytes, activation memory, latency, ONNX export.
+
+Counting conventions (see ``docs/readme/measure.md``): MACs are the multiply-accumulates of
+convolutions and matrix products only; batch norm, activations, pooling and bias additions
+count 0. Latency defaults to ONNX Runtime on the CPU with one thread per physical core.
+
+Example:
+    >>> import torch, torchvision
+    >>> from slimcnn.measure import profile
+    >>> cost = profile(torchvision.models.resnet18(), torch.randn(1, 3, 224, 224))
+    >>> cost.params, round(cost.macs / 1e9, 2)
+    (11689512, 1.81)
+"""
+
+from slimcnn.measure._analyze import analyze
+from slimcnn.measure._inputs import ExampleInput
+from slimcnn.measure._latency import (
+    compare_latency,
+    cpu_model,
+    device_name,
+    eval_mode,
+    measure_latency,
+    physical_cores,
+    torch_threads,
+)
+from slimcnn.measure._layers import (
+    TIMED_LAYERS,
+    clear_memory_cache,
+    default_cache_path,
+    layer_latencies,
+    time_module,
+)
+from slimcnn.measure._onnx import ExportError, export_onnx, onnx_bytes
+from slimcnn.measure._profile import count_params, profile, weight_bytes
+
+__all__ = [
+    "TIMED_LAYERS",
+    "ExampleInput",
+    "ExportError",
+    "analyze",
+    "clear_memory_cache",
+    "compare_latency",
+    "count_params",
+    "cpu_model",
+    "default_cache_path",
+    "device_name",
+    "eval_mode",
+    "export_onnx",
+    "layer_latencies",
+    "measure_latency",
+    "onnx_bytes",
+    "physical_cores",
+    "profile",
+    "time_module",
+    "torch_threads",
+    "weight_bytes",
+]

@@ -1,0 +1,304 @@
+"""Latency on ONNX Runtime (default) or torch eager, with fixed threads, warm-up and percentiles.
+
+Method: build the runner once (an ORT ``InferenceSession`` with ``threads`` intra-op threads,
+1 inter-op thread, sequential execution and all graph optimisations; or the torch model in eval
+mode under ``inference_mode`` with ``torch.set_num_threads(threads)`` restored afterwards), run
+``warmup`` untimed calls, then time each of ``runs`` calls with ``time.perf_counter`` (on CUDA:
+events recorded after a synchronize) and report the median, p10, p90 and n.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimcnn.errors import ConfigError
+from slimcnn.measure._inputs import ExampleInput, input_shape, run_model, to_device
+from slimcnn.types import LatencyStats
+
+log = logging.getLogger(__name__)
+
+Runtime = Literal["onnxruntime", "torch"]
+RUNTIMES: tuple[str, ...] = ("onnxruntime", "torch")
+Clock = Callable[[], float]
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The CPU's model name from ``/proc/cpuinfo`` (``platform.processor()`` elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+@functools.cache
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads counted once); at least 1."""
+    try:
+        allowed = os.sched_getaffinity(0)
+    except AttributeError:  # not Linux
+        allowed = set(range(os.cpu_count() or 1))
+    cores: set[tuple[str, str]] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            proc, phys = -1, "0"
+            for line in f:
+                key, _, val = line.partition(":")
+                key, val = key.strip(), val.strip()
+                if key == "processor":
+                    proc = int(val)
+                elif key == "physical id":
+                    phys = val
+                elif key == "core id" and proc in allowed:
+                    cores.add((phys, val))
+    except (OSError, ValueError):
+        cores = set()
+    return max(1, len(cores) if cores else len(allowed))
+
+
+def device_name(device: str = "cpu") -> str:
+    """A device description carrying the hardware, e.g. ``"cpu (AMD EPYC)"``."""
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    return f"cpu ({cpu_model()})"
+
+
+def _stats(samples_ms: Sequence[float]) -> tuple[float, float, float]:
+    """``(median, p10, p90)`` of ``samples_ms`` (linear interpolation between order statistics).
+
+    Raises:
+        ConfigError: no samples.
+    """
+    if len(samples_ms) == 0:
+        raise ConfigError("latency statistics need at least one timed run (runs >= 1)")
+    a = np.asarray(samples_ms, dtype=np.float64)
+    p10, med, p90 = np.percentile(a, [10.0, 50.0, 90.0])
+    return float(med), float(p10), float(p90)
+
+
+def _time_runs(fn: Callable[[], Any], *, warmup: int, runs: int, min_seconds: float | None = None,
+               clock: Clock = time.perf_counter, max_runs: int = 100_000) -> list[float]:
+    """Call ``fn`` ``warmup`` times untimed, then time it; returns per-call milliseconds.
+
+    Timing continues past ``runs`` calls until ``min_seconds`` of timed calls have accumulated
+    (capped at ``max_runs``).
+    """
+    if runs < 1 or warmup < 0:
+        raise ConfigError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    total = 0.0
+    while len(samples) < runs or (min_seconds is not None and total < min_seconds and len(samples) < max_runs):
+        t0 = clock()
+        fn()
+        dt = clock() - t0
+        samples.append(dt * 1e3)
+        total += dt
+    return samples
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Set ``torch.set_num_threads(threads)`` inside the block and restore the old value after."""
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module) -> Iterator[None]:
+    """Put ``models`` in eval mode inside the block and restore each module's own flag after."""
+    saved = [(m, m.training) for model in models for m in model.modules()]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in saved:
+            m.training = flag
+
+
+def resolve_threads(threads: int | None) -> int:
+    """``threads`` or, when ``None``, the number of physical cores."""
+    if threads is None:
+        return physical_cores()
+    if int(threads) < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    return int(threads)
+
+
+def make_runner(model: nn.Module, example_input: ExampleInput, *, runtime: str, threads: int,
+                device: str = "cpu", spin: bool = True) -> Callable[[], Any]:
+    """A no-argument callable running one inference of ``model`` on ``runtime``.
+
+    The caller puts the model in eval mode (:func:`eval_mode`) and, for the torch runner, sets
+    the thread count (:func:`torch_threads`); on CUDA the model must already be on ``device``.
+
+    Raises:
+        ConfigError: unknown runtime, or ONNX Runtime asked for a CUDA device.
+        ExportError: the model cannot be exported to ONNX.
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got '{runtime}'")
+    if runtime == "onnxruntime":
+        if device != "cpu":
+            raise ConfigError(f"runtime 'onnxruntime' measures on the CPU only; got device '{device}'. "
+                              "Use --runtime torch for CUDA")
+        from slimcnn.measure._onnx import ExportError, onnx_bytes, ort_feed, ort_session
+
+        try:
+            data = onnx_bytes(model, example_input)
+        except ExportError as e:
+            raise ExportError(f"{e}; measure with runtime='torch' (--runtime torch) instead") from e
+        session = ort_session(data, threads=threads, spin=spin)
+        feed = ort_feed(session, example_input)
+        return functools.partial(session.run, None, feed)
+    x = to_device(example_input, device)
+
+    def run() -> Any:
+        with torch.inference_mode():
+            return run_model(model, x)
+
+    return run
+
+
+def _cuda_timed(fn: Callable[[], Any]) -> Callable[[], float]:
+    """Wrap ``fn`` so each call returns its CUDA time in ms (events after a synchronize)."""
+
+    def timed() -> float:
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+
+    return timed
+
+
+def _samples(fn: Callable[[], Any], *, device: str, warmup: int, runs: int, min_seconds: float | None,
+             clock: Clock) -> list[float]:
+    if device.startswith("cuda"):
+        timed = _cuda_timed(fn)
+        for _ in range(warmup):
+            timed()
+        out: list[float] = []
+        while len(out) < runs or (min_seconds is not None and sum(out) < min_seconds * 1e3):
+            out.append(timed())
+        return out
+    return _time_runs(fn, warmup=warmup, runs=runs, min_seconds=min_seconds, clock=clock)
+
+
+def _make_stats(samples: Sequence[float], *, runtime: str, threads: int, device: str, shape: tuple[int, ...],
+                warmup: int) -> LatencyStats:
+    med, p10, p90 = _stats(samples)
+    return LatencyStats(median_ms=med, p10_ms=p10, p90_ms=p90, n=len(samples), runtime=runtime, threads=threads,
+                        device=device_name(device), batch=shape[0] if shape else 1, input_shape=shape,
+                        warmup=warmup)
+
+
+def measure_latency(model: nn.Module, example_input: ExampleInput, *, runtime: Runtime = "onnxruntime",
+                    threads: int | None = None, warmup: int = 10, runs: int = 50,
+                    min_seconds: float | None = None, device: str = "cpu",
+                    clock: Clock = time.perf_counter) -> LatencyStats:
+    """Time one inference of ``model`` on ``example_input``.
+
+    Args:
+        model: the module (not modified; put in eval mode).
+        example_input: ``Tensor[N, C, H, W]`` or a tuple of tensors (ONNX Runtime); the torch
+            runtime also takes lists/dicts (see :mod:`slimcnn.measure`).
+        runtime: ``"onnxruntime"`` (exported with :func:`export_onnx`'s exporter, CPU) or ``"torch"``.
+        threads: intra-op threads; ``None`` = physical cores of this machine.
+        warmup: untimed calls before timing.
+        runs: timed calls (at least).
+        min_seconds: keep timing until this many seconds of timed calls have accumulated.
+        device: ``"cpu"`` or ``"cuda[:i]"`` (torch runtime only).
+        clock: the timer (injectable for tests); ignored on CUDA, where events are used.
+
+    Returns:
+        :class:`~slimcnn.types.LatencyStats` with the median, p10, p90 and the conditions.
+    """
+    threads_n = resolve_threads(threads)
+    with eval_mode(model), torch_threads(threads_n if runtime == "torch" else None):
+        fn = make_runner(model, example_input, runtime=runtime, threads=threads_n, device=device)
+        samples = _samples(fn, device=device, warmup=warmup, runs=runs, min_seconds=min_seconds, clock=clock)
+    stats = _make_stats(samples, runtime=runtime, threads=threads_n, device=device,
+                        shape=input_shape(example_input), warmup=warmup)
+    log.info("latency %s/%d threads: median %.3f ms (p10 %.3f, p90 %.3f, n=%d)", runtime, threads_n,
+             stats.median_ms, stats.p10_ms, stats.p90_ms, stats.n)
+    return stats
+
+
+def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *,
+                    runtime: Runtime = "onnxruntime", threads: int | None = None, warmup: int = 10,
+                    runs: int = 50, device: str = "cpu", runtimes: dict[str, Runtime] | None = None,
+                    clock: Clock = time.perf_counter) -> dict[str, LatencyStats]:
+    """Time several models in one process, interleaved round-robin, so their ratios are fair.
+
+    Every model is warmed up, then each round times one call of every model; the order of the
+    models rotates from round to round, so drift (thermal, other load) hits all of them alike.
+    ONNX Runtime sessions are built with spinning off so that one model's idle worker threads
+    do not busy-wait on the cores the next model needs.
+
+    Args:
+        models: name -> module; all take ``example_input``.
+        example_input: as in :func:`measure_latency`.
+        runtime: ``"onnxruntime"`` or ``"torch"``.
+        threads: intra-op threads (``None`` = physical cores).
+        warmup: untimed calls per model.
+        runs: timed calls per model.
+        device: ``"cpu"`` or ``"cuda[:i]"`` (torch runtime only).
+        runtimes: per-model runtime overriding ``runtime`` (e.g. the same module twice, once on
+            ``"onnxruntime"`` and once on ``"torch"``, to compare runtimes fairly).
+        clock: the timer (injectable for tests).
+
+    Returns:
+        name -> :class:`~slimcnn.types.LatencyStats`, in the order of ``models``.
+    """
+    if not models:
+        raise ConfigError("compare_latency needs at least one model")
+    threads_n = resolve_threads(threads)
+    names = list(models)
+    rt = {n: (runtimes or {}).get(n, runtime) for n in names}
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    with eval_mode(*models.values()), torch_threads(threads_n if "torch" in rt.values() else None):
+        fns = {n: make_runner(m, example_input, runtime=rt[n], threads=threads_n, device=device, spin=False)
+               for n, m in models.items()}
+        if device.startswith("cuda"):
+            fns = {n: _cuda_timed(f) for n, f in fns.items()}
+        for n in names:
+            for _ in range(warmup):
+                fns[n]()
+        for r in range(runs):
+            k = r % len(names)
+            for n in names[k:] + names[:k]:
+                if device.startswith("cuda"):
+                    samples[n].append(float(fns[n]()))
+                else:
+                    t0 = clock()
+                    fns[n]()
+                    samples[n].append((clock() - t0) * 1e3)
+    shape = input_shape(example_input)
+    return {n: _make_stats(samples[n], runtime=rt[n], threads=threads_n, device=device, shape=shape,
+                           warmup=warmup) for n in names}

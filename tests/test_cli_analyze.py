@@ -1,0 +1,71 @@
+"""``slimcnn analyze``: JSON contract, table, errors (one stderr line, exit 2)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from slimcnn.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIMCNN_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_json_no_latency(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["analyze", "torchvision:resnet18", "--json", "--input", "1x3x64x64", "--no-latency"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    data = json.loads(out)  # exactly one JSON object
+    for key in ("params", "macs", "weight_bytes", "activation_bytes", "latency", "layers", "source", "input_shape"):
+        assert key in data
+    assert data["params"] == 11_689_512 and data["weight_bytes"] == 4 * 11_689_512
+    assert data["input_shape"] == [1, 3, 64, 64] and data["latency"] is None
+    assert data["source"] == "torchvision:resnet18"
+    assert {"name", "type", "params", "macs", "latency_ms"} <= set(data["layers"][0])
+    assert sum(row["macs"] for row in data["layers"]) == data["macs"]
+    assert "untrained" in err  # the info note goes to stderr, not into the JSON
+
+
+def test_json_with_latency_torch_runtime(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["analyze", "torchvision:resnet18", "--json", "--input", "1x3x32x32", "--runtime", "torch",
+               "--threads", "1", "--runs", "2"])
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    lat = json.loads(out)["latency"]
+    assert {"median_ms", "p10_ms", "p90_ms", "n", "runtime", "threads", "device"} <= set(lat)
+    assert lat["runtime"] == "torch" and lat["threads"] == 1 and lat["n"] == 2
+    rows = {r["name"]: r for r in json.loads(out)["layers"]}
+    assert rows["conv1"]["latency_ms"] > 0 and rows["bn1"]["latency_ms"] is None
+
+
+def test_table_output(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["analyze", "torchvision:resnet18", "--input", "1x3x32x32", "--no-latency"])
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    assert "layer4.1.conv2" in out and "total" in out and "11,689,512" in out
+
+
+def test_unknown_source_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["analyze", "nosuch:model"])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "torchvision:" in lines[0] and "slimcnn:" in lines[0]
+
+
+def test_wrong_input_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["analyze", "torchvision:resnet18", "--input", "1x1x32x32", "--no-latency"])
+    _, err = capsys.readouterr()
+    assert rc == 2
+    error_lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(error_lines) == 1 and "1x1x32x32" in error_lines[0] and "3 input channels" in error_lines[0]
+
+
+@pytest.mark.parametrize("args", [["--runtime", "tvm"], ["--input", "1xAx3"]])
+def test_bad_options_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "torchvision:resnet18", "--no-latency", *args]) == 2
+    assert "error:" in capsys.readouterr().err
