@@ -16,6 +16,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module, e.g. "analyze",
     "analyze",
     "decompose",
+    "search",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"slimcnn.cli.{_name}")

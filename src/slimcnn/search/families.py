@@ -138,5 +138,62 @@ def _literal(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
+@dataclass
+class PruneFamily:
+    """Filter/channel pruning per coupled group; amount = fraction of the group's channels removed.
+
+    Knobs are named after the group's first producer layer; the criterion ranks channels inside it.
+    """
+
+    example_input: Any
+    criterion: str = "l1"
+    amounts: tuple[float, ...] = (0.25, 0.5, 0.75)
+    round_to: int = 1
+    exclude: tuple[str, ...] = ()
+    task: Any = None
+    calib: int = 8
+    source: str = ""
+    name: str = "prune"
+    last_plan: Any = None
+
+    def knobs(self, model: nn.Module, example_input: Any) -> list[Knob]:
+        import fnmatch
+
+        from slimcnn.graph import trace
+
+        knobs = []
+        for g in trace(model, example_input).groups():
+            producers = [m.layer for m in g.producers]
+            if not g.prunable or not producers:
+                continue
+            if any(fnmatch.fnmatch(layer, pat) for layer in g.layers() for pat in self.exclude):
+                continue
+            knobs.append(Knob(producers[0], self.amounts, tuple(g.layers())))
+        return knobs
+
+    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
+        return self.apply_many(model, {knob.name: amount})
+
+    def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
+        from slimcnn.prune import prune_model_
+
+        new = copy.deepcopy(model)
+        ratios = {_literal(k): float(v) for k, v in assignment.items() if v > 0}
+        if not ratios:
+            return new
+        outcome = prune_model_(new, self.example_input, criterion=self.criterion, prune_ratio=ratios,
+                               round_to=self.round_to, exclude=self.exclude, task=self.task, calib=self.calib,
+                               source=self.source)
+        self.last_plan = outcome.plan
+        return new
+
+    def cost(self, example_input: Any) -> CostFn:
+        return profile_cost(example_input)
+
+    def details(self, model: nn.Module, assignment: dict[str, float]) -> dict[str, Any]:
+        return {"prune_plan": self.last_plan.to_dict() if self.last_plan is not None else None}
+
+
+FAMILIES.add("prune", PruneFamily)
 FAMILIES.add("lowrank", LowRankFamily)
 FAMILIES.add("kmeans", KMeansFamily)

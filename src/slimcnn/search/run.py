@@ -1,0 +1,228 @@
+"""The search: baseline → strategy (greedy, cpo, iterative) → final model measured against the budget."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from slimcnn.errors import ConfigError
+from slimcnn.registry import Registry
+from slimcnn.search.budget import Budget, ConstraintCheck
+from slimcnn.search.families import FAMILIES, Family
+from slimcnn.search.greedy import TriedPoint, greedy_search
+from slimcnn.search.sensitivity import SensitivityTable, sensitivity_sweep
+from slimcnn.tasks.base import Task
+from slimcnn.types import Cost, Score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How to search (the budget says for what)."""
+
+    method: str = "prune"
+    """Transform family: ``prune``, ``lowrank``, ``kmeans``."""
+    strategy: str = "greedy"
+    """``greedy`` (default), ``cpo`` (Liu et al.), ``iterative`` (Pavlitska et al.)."""
+    criterion: str | None = None
+    """Channel criterion for ``prune`` (default ``l1``; ``cpo`` defaults to Liu's ``sparsity``)."""
+    amounts: tuple[float, ...] | None = None
+    """Amounts a sweep tries (family default when None)."""
+    finetune_steps: int = 0
+    """Fine-tuning steps: per measured point (greedy), per CPO step, per iteration (iterative)."""
+    finetune: dict[str, Any] = field(default_factory=dict)
+    """Extra options for ``task.finetune`` (lr, optimizer, batch_size...)."""
+    limit: int | None = None
+    """Validation images used while searching (the final model is judged on all of them)."""
+    workers: int = 1
+    runtime: str | None = None
+    """Runtime for latency (``onnxruntime``/``torch``); needed for a latency budget."""
+    threads: int | None = None
+    iterations: int = 3
+    alpha: float = 20.0
+    params_layers: int = 6
+    flops_layers: int = 5
+    round_to: int = 1
+    exclude: tuple[str, ...] = ()
+    max_evaluations: int = 12
+
+    def __post_init__(self) -> None:
+        if self.method not in FAMILIES:
+            FAMILIES.get(self.method)  # raises with close matches
+        STRATEGIES.get(self.strategy)
+        if self.strategy in ("cpo", "iterative") and self.method != "prune":
+            raise ConfigError(f"--strategy {self.strategy} works on filters: use --method prune")
+
+
+@dataclass
+class SearchResult:
+    """The chosen model and everything measured on the way."""
+
+    model: nn.Module
+    assignment: dict[str, float]
+    details: dict[str, Any]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    checks: list[ConstraintCheck]
+    met: bool
+    tried: list[dict[str, Any]]
+    strategy_log: dict[str, Any]
+    sensitivity: SensitivityTable | None
+    seconds: float
+
+
+class _Context:
+    """Shared state of one search: the model, task, family, budget and how to measure a point."""
+
+    def __init__(self, model: nn.Module, task: Task, budget: Budget, spec: SearchSpec, example_input: Any,
+                 source: str, progress: bool) -> None:
+        self.model, self.task, self.budget, self.spec = model.eval(), task, budget, spec
+        self.example_input, self.progress = example_input, progress
+        self.need_latency = "latency_ms" in budget.limits or budget.objective == "latency_ms" or spec.runtime is not None
+        self.runtime = spec.runtime or "onnxruntime"
+        kwargs: dict[str, Any] = {"example_input": example_input}
+        if spec.amounts is not None:
+            kwargs["amounts"] = spec.amounts
+        if spec.method == "prune":
+            default = "sparsity" if spec.strategy == "cpo" else "l1"
+            kwargs |= {"criterion": spec.criterion or default, "round_to": spec.round_to, "exclude": spec.exclude,
+                       "task": task, "source": source}
+        self.family: Family = FAMILIES.get(spec.method)(**kwargs)
+        self.cost_fn = self.family.cost(example_input)
+        self.base_score = task.evaluate(model, limit=spec.limit)
+        self.base_cost = self.measure_cost(model, {})
+        self.tried: list[TriedPoint] = []
+
+    def measure_cost(self, model: nn.Module, assignment: dict[str, float]) -> Cost:
+        params, macs, wbytes = self.cost_fn(model, assignment)
+        lat = None
+        if self.need_latency:
+            from slimcnn.measure import measure_latency
+
+            lat = measure_latency(model, self.example_input, runtime=self.runtime, threads=self.spec.threads,  # type: ignore[arg-type]
+                                  runs=20, warmup=3)
+        return Cost(params, macs, wbytes, 0, latency=lat)
+
+    def finetune(self, model: nn.Module) -> None:
+        if self.spec.finetune_steps > 0:
+            self.task.finetune(model, self.spec.finetune_steps, progress=False, **self.spec.finetune)
+
+    def measure(self, assignment: dict[str, float]) -> TriedPoint:
+        model = self.family.apply_many(self.model, assignment)
+        self.finetune(model)
+        score = self.task.evaluate(model, limit=self.spec.limit)
+        cost = self.measure_cost(model, assignment)
+        point = _point(len(self.tried), assignment, self.base_score, score, cost, self.budget, self.base_cost)
+        self.tried.append(point)
+        return point
+
+
+def _point(i: int, assignment: dict[str, float], base: Score, score: Score, cost: Cost, budget: Budget,
+           base_cost: Cost) -> TriedPoint:
+    costs = {"params": float(cost.params), "macs": float(cost.macs), "weight_bytes": float(cost.weight_bytes)}
+    if cost.latency is not None:
+        costs["latency_ms"] = cost.latency.median_ms
+    checks = tuple(budget.check(base_cost, base, cost, score))
+    return TriedPoint(i, dict(assignment), score.value, base.drop_to(score), costs, checks)
+
+
+Strategy = Any
+STRATEGIES: Registry[Strategy] = Registry("search strategy")
+
+
+@STRATEGIES.register("greedy")
+def _greedy(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTable | None]:
+    table = sensitivity_sweep(ctx.model, ctx.task, ctx.family.knobs(ctx.model, ctx.example_input), ctx.family.apply,
+                              example_input=ctx.example_input, limit=ctx.spec.limit, workers=ctx.spec.workers,
+                              cost=ctx.cost_fn, progress=ctx.progress, resume=ctx.resume)
+    cost_key = ctx.budget.objective if ctx.budget.objective != "latency_ms" else "macs"
+    result = greedy_search(table, ctx.budget, ctx.measure, cost_key=cost_key, max_evaluations=ctx.spec.max_evaluations)
+    log_ = {"path": [dataclasses.asdict(s) for s in result.path], "chosen_prefix": result.best.prefix}
+    return result.best.assignment, log_, table
+
+
+@STRATEGIES.register("cpo")
+def _cpo(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTable | None]:
+    from slimcnn.search.cpo import cpo_search
+    from slimcnn.search.prune_oracle import PruneOracle
+
+    oracle = PruneOracle(ctx)
+    macs_lim = ctx.budget.limits.get("macs")
+    drop_lim = ctx.budget.drop_limit(ctx.base_score)
+    if drop_lim is None and macs_lim is None:
+        raise ConfigError("--strategy cpo needs --max-drop (least computation) or --macs (best metric)")
+    result = cpo_search(oracle, oracle.layers(), max_drop=drop_lim if macs_lim is None else None,
+                        macs_budget=macs_lim.limit(ctx.base_cost.macs) if macs_lim is not None else None)
+    log_ = {"order": result.order, "steps": [dataclasses.asdict(s) for s in result.steps],
+            "evaluations": result.evaluations, "met": result.met}
+    return result.ratios, log_, None
+
+
+@STRATEGIES.register("iterative")
+def _iterative(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTable | None]:
+    from slimcnn.search.iterative_loop import run_iterations
+
+    return run_iterations(ctx)
+
+
+def search(
+    model: nn.Module,
+    task: Task,
+    budget: Budget,
+    spec: SearchSpec | None = None,
+    *,
+    example_input: Any = None,
+    source: str = "",
+    resume: str | None = None,
+    progress: bool = True,
+) -> SearchResult:
+    """Find the smallest/fastest transformed ``model`` that meets ``budget`` (``model`` is not mutated).
+
+    The final model is re-measured on the whole validation set and the constraints are checked on
+    those measurements; an infeasible budget still returns the closest point reached (``met=False``).
+    """
+    spec = spec or SearchSpec()
+    t0 = time.perf_counter()
+    example_input = task.example_input() if example_input is None else example_input
+    ctx = _Context(model, task, budget, spec, example_input, source, progress)
+    ctx.resume = resume  # type: ignore[attr-defined]
+    strategy = STRATEGIES.get(spec.strategy)
+    assignment, strategy_log, table = strategy(ctx)
+    if spec.strategy == "iterative":  # pruned and fine-tuned round by round already
+        final = ctx.model_override  # type: ignore[attr-defined]
+        details: dict[str, Any] = {}
+    else:
+        final = ctx.family.apply_many(model, assignment)
+        details = ctx.family.details(final, assignment)
+        ctx.finetune(final)
+    full_before = task.evaluate(model) if spec.limit is not None else ctx.base_score
+    full_after = task.evaluate(final)
+    cost_after = ctx.measure_cost(final, assignment)
+    checks = budget.check(ctx.base_cost, full_before, cost_after, full_after)
+    tried = _pareto([dataclasses.asdict(p) | {"feasible": p.feasible} for p in ctx.tried], budget)
+    return SearchResult(
+        model=final, assignment=assignment, details=details,
+        before={"score": full_before, "cost": ctx.base_cost}, after={"score": full_after, "cost": cost_after},
+        checks=checks, met=all(c.met for c in checks), tried=tried, strategy_log=strategy_log,
+        sensitivity=table, seconds=time.perf_counter() - t0,
+    )
+
+
+def _pareto(points: list[dict[str, Any]], budget: Budget) -> list[dict[str, Any]]:
+    """Flag points not dominated in (metric higher, objective cost lower)."""
+    key = budget.objective
+    flat = [{**p, **p["costs"]} for p in points]
+    for p in flat:
+        x = p.get(key, p.get("macs"))
+        p["pareto"] = not any(
+            q is not p and q["metric"] >= p["metric"] and q.get(key, q.get("macs")) <= x
+            and (q["metric"] > p["metric"] or q.get(key, q.get("macs")) < x)
+            for q in flat
+        )
+    return flat
