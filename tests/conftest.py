@@ -13,7 +13,7 @@ from slimcnn.paths import shared_path
 @pytest.fixture(autouse=True)
 def _seed_and_threads() -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
 
 
 def need_shared(*parts: str) -> Path:

@@ -17,6 +17,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "analyze",
     "decompose",
     "search",
+    "evaluate",
+    "train",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"slimcnn.cli.{_name}")

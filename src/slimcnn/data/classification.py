@@ -1,0 +1,393 @@
+"""Classification data: ImageFolder folders and .tar archives, CIFAR python batches, built-in digits.
+
+Every source is decoded once per process into a ``uint8`` tensor ``[N, C, H, W]`` at the model's
+input size (:class:`ImageSet`); batches are then cheap tensor slices, normalised on the fly.
+
+Layouts (``spec`` is a path or the name ``"digits"``):
+
+- **ImageFolder** folder or ``.tar``/``.tar.gz`` archive: ``<class>/<image>`` — optionally below one
+  common folder (``test/<class>/...``) or split into ``train/`` and ``test/`` (or ``val/``) folders.
+  Classes are the sorted folder names. Images of another size are resized (shorter side to the
+  target) and centre-cropped. Archives are read in memory, never extracted. The images are put in a
+  fixed shuffled order (seed 0) so that "the first N" covers every class.
+- **CIFAR python** folder (``data_batch_1..5``, ``test_batch``, optionally inside
+  ``cifar-10-batches-py/``; CIFAR-100's ``train``/``test`` files too).
+- **digits**: scikit-learn's 1,797 real 8x8 handwritten digits, split 1,437 train / 360 val with a
+  fixed permutation (seed 0), bilinearly resized to the target size, grayscale in [0, 1].
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import pickle
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from slimcnn.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+Split = Literal["train", "test"]
+BUILTIN: tuple[str, ...] = ("digits",)
+IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"})
+_SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
+_ALL_SPLIT_DIRS = frozenset(n for names in _SPLIT_DIRS.values() for n in names)
+DIGITS_TRAIN = 1437
+_CACHE: dict[tuple[object, ...], ImageSet] = {}
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A decoded classification set held in memory."""
+
+    images: torch.Tensor
+    """``uint8`` images ``[N, C, H, W]``."""
+    labels: torch.Tensor
+    """``int64`` class indices ``[N]``."""
+    classes: tuple[str, ...]
+    """Class names; ``labels`` index into them."""
+    name: str
+    """Where it came from, e.g. ``"test-10k.tar:test"``."""
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def check_source(spec: str | Path) -> str | Path:
+    """Normalise a data spec: ``"digits"`` or an existing path.
+
+    Raises:
+        DataError: The path does not exist.
+    """
+    if isinstance(spec, str) and spec in BUILTIN:
+        return spec
+    p = Path(spec).expanduser()
+    if not p.exists():
+        raise DataError(
+            f"data directory {spec} does not exist; pass a folder of images, a CIFAR folder, "
+            "an ImageFolder .tar, or 'digits'"
+        )
+    return p
+
+
+def source_splits(spec: str | Path) -> frozenset[str]:
+    """The splits a source holds: ``{"train", "test"}`` for digits/CIFAR/split folders, else one or none."""
+    spec = check_source(spec)
+    if spec == "digits":
+        return frozenset({"train", "test"})
+    root = _cifar_root(Path(spec))
+    if root is not None:
+        have = {"train"} if any(root.glob("data_batch_*")) or (root / "train").is_file() else set()
+        if (root / "test_batch").is_file() or (root / "test").is_file():
+            have.add("test")
+        return frozenset(have)
+    tops = _folder_layout(_list_images(Path(spec)))[1]
+    return frozenset(s for s, names in _SPLIT_DIRS.items() if tops & set(names))
+
+
+def find_train_sibling(spec: str | Path) -> Path | None:
+    """A training set next to an evaluation-only ImageFolder source, or None.
+
+    ``.../test`` or ``.../val`` folder -> ``.../train``; ``X/test*.tar`` -> the only ``X/train*.tar``.
+    """
+    if spec in BUILTIN:
+        return None
+    path = Path(spec)
+    if path.is_dir():
+        cand = path.parent / "train"
+        return cand if path.name.lower() in _ALL_SPLIT_DIRS and cand.is_dir() else None
+    if _is_archive(path):
+        found = [p for p in sorted(path.parent.iterdir()) if p != path and _is_archive(p) and p.name.lower().startswith("train")]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def load_classification(
+    spec: str | Path,
+    split: Split,
+    *,
+    size: tuple[int, int] | None = None,
+    channels: int | None = None,
+) -> ImageSet:
+    """Decode a classification source (cached per process).
+
+    Args:
+        spec: ``"digits"``, an ImageFolder folder/.tar, or a CIFAR python folder.
+        split: ``"train"`` or ``"test"``; a source with a single set returns it for either.
+        size: Target ``(H, W)``; None keeps the source's size (folders: the first image's).
+        channels: 1 (grayscale) or 3 (RGB); None keeps the source's (digits 1, others 3).
+
+    Returns:
+        The :class:`ImageSet`.
+
+    Raises:
+        DataError: Missing path, unknown layout, empty set or unreadable images.
+    """
+    spec = check_source(spec)
+    if channels not in (None, 1, 3):
+        raise DataError(f"classification data can feed 1- or 3-channel models, got {channels} channels")
+    path = None if spec == "digits" else Path(spec).resolve()
+    stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path is not None else ()
+    key = (str(path or spec), stamp, split, size, channels)
+    if key not in _CACHE:
+        if spec == "digits":
+            out = _load_digits(split, size, channels)
+        elif _cifar_root(Path(spec)) is not None:
+            out = _load_cifar(Path(spec), split, size, channels)
+        else:
+            out = _load_folder(Path(spec), split, size, channels)
+        if len(out) == 0:
+            raise DataError(f"no images found in {spec}")
+        _CACHE[key] = out
+        logger.info("loaded %s: %d images, %d classes, %s", out.name, len(out), len(out.classes), tuple(out.images.shape[1:]))
+    return _CACHE[key]
+
+
+def clear_cache() -> None:
+    """Forget every decoded set (frees memory)."""
+    _CACHE.clear()
+
+
+# --------------------------------------------------------------------------------------------- tensors
+def resize_uint8(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinearly resize ``uint8 [N, C, H, W]`` images (antialiased when shrinking)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    x = F.interpolate(images.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def set_channels(images: torch.Tensor, channels: int | None) -> torch.Tensor:
+    """Convert ``uint8 [N, C, H, W]`` between grayscale (ITU-R 601 luma) and RGB."""
+    c = images.shape[1]
+    if channels is None or channels == c:
+        return images
+    if channels == 3 and c == 1:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    if channels == 1 and c == 3:
+        w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (images.float() * w).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
+    raise DataError(f"cannot convert {c}-channel images to {channels} channels")
+
+
+def normalize(
+    images: torch.Tensor, mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None
+) -> torch.Tensor:
+    """``uint8 [N, C, H, W]`` -> float in [0, 1], then ``(x - mean) / std`` per channel when given."""
+    x = images.float().div_(255.0)
+    if mean is not None and std is not None:
+        c = x.shape[1]
+        m = torch.tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+        s = torch.tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+        if m.shape[1] not in (1, c) or s.shape[1] not in (1, c):
+            raise DataError(f"mean/std have {m.shape[1]} values but the images have {c} channels")
+        x = (x - m) / s
+    return x
+
+
+def augment_uint8(images: torch.Tensor, generator: torch.Generator, *, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """CIFAR-style augmentation: zero-pad by ``pad``, random crop back, random horizontal flip."""
+    n, _, h, w = images.shape
+    out = images
+    if pad > 0:
+        padded = F.pad(images, (pad, pad, pad, pad))
+        offs = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator).tolist()
+        out = torch.stack([padded[i, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(offs)])
+    if flip:
+        mask = torch.rand(n, generator=generator) < 0.5
+        out = out.clone() if out is images else out
+        out[mask] = out[mask].flip(-1)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- digits
+def _load_digits(split: Split, size: tuple[int, int] | None, channels: int | None) -> ImageSet:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.RandomState(0).permutation(len(d.target))
+    idx = order[:DIGITS_TRAIN] if split == "train" else order[DIGITS_TRAIN:]
+    x = torch.from_numpy(d.images[idx] / 16.0).float().unsqueeze(1)  # [N, 1, 8, 8] in [0, 1]
+    if size is not None and tuple(size) != (8, 8):
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    images = set_channels(x.mul(255).round_().clamp_(0, 255).to(torch.uint8), channels)
+    labels = torch.from_numpy(d.target[idx]).long()
+    return ImageSet(images, labels, tuple(str(i) for i in range(10)), f"digits:{'train' if split == 'train' else 'val'}")
+
+
+# --------------------------------------------------------------------------------------------- CIFAR
+def _cifar_root(path: Path) -> Path | None:
+    if not path.is_dir():
+        return None
+    for root in (path, path / "cifar-10-batches-py", path / "cifar-100-python"):
+        if (root / "data_batch_1").is_file() or (root / "test_batch").is_file():
+            return root
+        if (root / "meta").is_file() and ((root / "train").is_file() or (root / "test").is_file()):
+            return root
+    return None
+
+
+def _unpickle(path: Path) -> dict[bytes, object]:
+    try:
+        with path.open("rb") as f:
+            out = pickle.load(f, encoding="bytes")  # the CIFAR python format is a pickle
+    except (OSError, pickle.UnpicklingError, EOFError) as e:
+        raise DataError(f"cannot read CIFAR batch {path}: {e}") from e
+    if not isinstance(out, dict):
+        raise DataError(f"{path} is not a CIFAR python batch (expected a dict)")
+    return out
+
+
+def _load_cifar(path: Path, split: Split, size: tuple[int, int] | None, channels: int | None) -> ImageSet:
+    root = _cifar_root(path)
+    if root is None:
+        raise DataError(f"{path} is not a CIFAR python folder (no data_batch_*/test_batch)")
+    if (root / "data_batch_1").is_file() or (root / "test_batch").is_file():
+        files = sorted(root.glob("data_batch_*")) if split == "train" else [root / "test_batch"]
+        meta_file, names_key = root / "batches.meta", b"label_names"
+    else:
+        files = [root / ("train" if split == "train" else "test")]
+        meta_file, names_key = root / "meta", b"fine_label_names"
+    files = [f for f in files if f.is_file()]
+    if not files:  # single-split folder: use what is there
+        files = sorted(root.glob("data_batch_*")) or [f for f in (root / "test_batch", root / "test", root / "train") if f.is_file()]
+    datas, labels = [], []
+    for f in files:
+        b = _unpickle(f)
+        lab = b.get(b"labels", b.get(b"fine_labels"))
+        if b"data" not in b or lab is None:
+            raise DataError(f"{f} is not a CIFAR python batch (no data/labels)")
+        datas.append(np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(lab, dtype=np.int64))
+    x = torch.from_numpy(np.concatenate(datas))
+    y = torch.from_numpy(np.concatenate(labels))
+    n_classes = int(y.max()) + 1
+    classes = tuple(str(i) for i in range(n_classes))
+    if meta_file.is_file():
+        names = _unpickle(meta_file).get(names_key)
+        if isinstance(names, list) and len(names) >= n_classes:
+            classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+    if size is not None:
+        x = resize_uint8(x, size)
+    split_name = files[0].name if len(files) == 1 else "train"
+    return ImageSet(set_channels(x, channels), y, classes, f"{path.name}:{'test' if split_name in ('test_batch', 'test') else 'train'}")
+
+
+# --------------------------------------------------------------------------------------------- folders
+def _is_archive(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and name.endswith((".tar", ".tar.gz", ".tgz"))
+
+
+def _list_images(path: Path) -> list[tuple[str, ...]]:
+    if path.is_dir():
+        return sorted(p.relative_to(path).parts for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+    if _is_archive(path):
+        try:
+            with tarfile.open(path, "r:*") as tar:
+                return sorted(
+                    tuple(p for p in m.name.split("/") if p not in ("", "."))
+                    for m in tar.getmembers()
+                    if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTS
+                )
+        except (tarfile.TarError, OSError) as e:
+            raise DataError(f"cannot read archive {path}: {e}") from e
+    raise DataError(
+        f"{path} is neither a folder nor a .tar archive; pass a folder of images, a CIFAR folder, "
+        "an ImageFolder .tar, or 'digits'"
+    )
+
+
+def _folder_layout(paths: list[tuple[str, ...]]) -> tuple[int, frozenset[str]]:
+    """(number of leading common folders to skip, split folder names found at that level)."""
+    skip = 0
+    while paths and all(len(p) > skip + 2 for p in paths) and len({p[skip] for p in paths}) == 1:
+        if paths[0][skip].lower() in _ALL_SPLIT_DIRS:
+            break
+        skip += 1
+    tops = {p[skip].lower() for p in paths if len(p) > skip + 2}
+    if tops and tops <= _ALL_SPLIT_DIRS and all(len(p) > skip + 2 for p in paths):
+        return skip, frozenset(tops)
+    return skip, frozenset()
+
+
+def _select(paths: list[tuple[str, ...]], split: Split, where: Path) -> tuple[list[tuple[str, ...]], list[str], str]:
+    """Pick the split's images; return them, their class names and the split label."""
+    skip, tops = _folder_layout(paths)
+    if tops:
+        wanted = [t for t in _SPLIT_DIRS[split] if t in tops]
+        if wanted:
+            chosen = wanted[0]
+        elif len(tops) == 1:
+            chosen = next(iter(tops))
+        else:
+            raise DataError(f"{where} holds the splits {sorted(tops)} but no '{split}' split")
+        sel = [p for p in paths if p[skip].lower() == chosen]
+        return sel, [p[skip + 1] for p in sel], chosen
+    bad = [p for p in paths if len(p) < skip + 2]
+    if bad or not paths:
+        raise DataError(
+            f"{where} has no images in class folders (expected <class>/<image>, e.g. cat/0001.jpg); "
+            f"found {len(paths)} images" + (f", e.g. {'/'.join(bad[0])} at the top level" if bad else "")
+        )
+    return paths, [p[skip] for p in paths], "all"
+
+
+def _read_images(path: Path, rels: list[tuple[str, ...]]) -> Iterator[tuple[tuple[str, ...], bytes]]:
+    if path.is_dir():
+        for rel in rels:
+            yield rel, path.joinpath(*rel).read_bytes()
+        return
+    wanted = set(rels)
+    with tarfile.open(path, "r:*") as tar:
+        for m in tar:
+            rel = tuple(p for p in m.name.split("/") if p not in ("", "."))
+            if m.isfile() and rel in wanted:
+                f = tar.extractfile(m)
+                if f is not None:
+                    yield rel, f.read()
+
+
+def _decode(data: bytes, name: str, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im = im.convert("L" if gray else "RGB")
+            if size is not None and (im.height, im.width) != tuple(size):
+                th, tw = size
+                s = max(th / im.height, tw / im.width)
+                nh, nw = max(th, round(im.height * s)), max(tw, round(im.width * s))
+                im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None)
+                top, left = (nh - th) // 2, (nw - tw) // 2
+                im = im.crop((left, top, left + tw, top + th))
+            arr = np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"cannot decode image {name}: {e}") from e
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+
+
+def _load_folder(path: Path, split: Split, size: tuple[int, int] | None, channels: int | None) -> ImageSet:
+    rels, class_of, chosen = _select(_list_images(path), split, path)
+    classes = sorted(set(class_of))
+    index = {c: i for i, c in enumerate(classes)}
+    label_of = dict(zip(rels, (index[c] for c in class_of), strict=True))
+    gray = channels == 1
+    arrays: dict[tuple[str, ...], np.ndarray] = {}
+    for rel, data in _read_images(path, rels):
+        arr = _decode(data, "/".join(rel), size, gray)
+        if size is None:
+            size = (arr.shape[1], arr.shape[2])
+        arrays[rel] = arr
+    order = [rels[i] for i in np.random.RandomState(0).permutation(len(rels))]  # fixed, class-mixed order
+    images = torch.from_numpy(np.stack([arrays[r] for r in order]))
+    labels = torch.tensor([label_of[r] for r in order], dtype=torch.long)
+    return ImageSet(set_channels(images, channels), labels, tuple(classes), f"{path.name}:{chosen}")

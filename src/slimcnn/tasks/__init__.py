@@ -1,0 +1,89 @@
+"""Tasks: a dataset + metric + loss behind one protocol (:class:`~slimcnn.tasks.base.Task`).
+
+Task modules register a factory in :data:`~slimcnn.tasks.base.TASKS` when imported;
+:func:`make_task` imports them on demand.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from slimcnn.models._zoo import ModelInfo
+from slimcnn.tasks.base import TASKS, Batch, Task, TrainStats
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TASKS", "Batch", "Task", "TrainStats", "list_tasks", "make_task"]
+
+# Modules under slimcnn.tasks that register a task when imported (one line each).
+_TASK_MODULES: tuple[str, ...] = (
+    "classification",
+    "sr",
+    "detection",
+)
+
+
+def _import_task_modules(kind: str | None = None) -> None:
+    """Import the module named ``kind`` if it is one, else every task module."""
+    names = (kind,) if kind in _TASK_MODULES else _TASK_MODULES
+    for name in names:
+        module = f"slimcnn.tasks.{name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a dependency of the task module is missing: say so
+                raise
+            logger.debug("task module %s is listed but not present", module)
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered task."""
+    _import_task_modules()
+    return TASKS.names()
+
+
+def make_task(
+    kind: str,
+    data: str | Path,
+    *,
+    info: ModelInfo | None = None,
+    scale: int | None = None,
+    val_data: str | Path | None = None,
+    train_data: str | Path | None = None,
+    subset: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> Task:
+    """Build the task ``kind`` over ``data``.
+
+    Options left ``None`` are not passed, so each task's own default applies.
+
+    Args:
+        kind: ``"classification"``, ``"sr"``, ``"detection"`` (any name in ``TASKS``).
+        data: The task's data: a path or a built-in set name (``digits``, ``photos``).
+        info: The model's metadata (input size, normalisation, scale).
+        scale: Super-resolution factor.
+        val_data: Evaluate on this instead of ``data``.
+        train_data: Fine-tune on this (see each task for its default).
+        subset: Evaluate on the first N samples only.
+        batch_size: Batch size (task default when None).
+        seed: Shuffling/augmentation seed.
+
+    Returns:
+        The task.
+
+    Raises:
+        UnknownNameError: ``kind`` is not a registered task (the message lists close matches).
+        DataError: The data does not exist or cannot be read.
+    """
+    _import_task_modules(kind)
+    if kind not in TASKS:
+        _import_task_modules()
+    factory = TASKS.get(kind)
+    options: dict[str, Any] = {
+        "scale": scale, "val_data": val_data, "train_data": train_data, "subset": subset, "batch_size": batch_size,
+    }
+    return factory(data, info=info, seed=seed, **{k: v for k, v in options.items() if v is not None})

@@ -1,0 +1,294 @@
+"""Image classification: top-1/top-5 accuracy, cross-entropy fine-tuning.
+
+Which data is used for what (``data``, ``val_data``, ``train_data`` are specs as accepted by
+:func:`slimcnn.data.classification.load_classification`):
+
+- **Evaluation** uses ``val_data`` if given, else ``data``. For a source with splits (``digits``, a
+  CIFAR folder, a folder/.tar with ``train/`` and ``test/`` or ``val/``) that is its test split;
+  for a plain ImageFolder it is the whole set.
+- **Training** (``finetune``, ``training_batches``, ``calibration_batches``) uses ``train_data`` if
+  given; else ``data`` when ``val_data`` was given; else the train split of ``data``; else a sibling
+  training set (``X/test`` -> ``X/train``; ``test-10k.tar`` -> the only ``train*.tar`` beside it);
+  else, with a warning, the evaluation data itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimcnn.data.classification import (
+    ImageSet,
+    augment_uint8,
+    check_source,
+    find_train_sibling,
+    load_classification,
+    normalize,
+    source_splits,
+)
+from slimcnn.errors import ConfigError, DataError
+from slimcnn.models._zoo import ModelInfo
+from slimcnn.tasks.base import TASKS, Batch, TrainStats
+from slimcnn.types import Score
+
+logger = logging.getLogger(__name__)
+
+DataSpec = str | Path
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The class logits of a model's output (a tensor, the first of a tuple, or ``out``/``logits`` of a dict)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    if isinstance(output, dict):
+        for key in ("logits", "out"):
+            if isinstance(output.get(key), torch.Tensor):
+                return output[key]
+    raise ConfigError(f"a classification model must return logits [N, classes]; it returned {type(output).__name__}")
+
+
+class ClassificationTask:
+    """Top-1 accuracy (%) on in-memory images; cross-entropy fine-tuning with :func:`slimcnn.train.fit_`.
+
+    Args:
+        data: ``"digits"``, an ImageFolder folder or .tar, or a CIFAR python folder (see module doc).
+        info: The model's metadata: input size/channels and normalisation ``mean``/``std``.
+        val_data: Evaluate on this instead of ``data`` (``data`` then becomes the training set).
+        subset: Evaluate on the first N images only (fixed order that mixes the classes).
+        batch_size: Batch size for evaluation and the default for training.
+        seed: Seeds shuffling and augmentation.
+        train_data: Training set for ``finetune`` (see module doc for the default).
+        scale: Not used by classification; present so a stray ``--scale`` gives a clear error.
+
+    Raises:
+        DataError: A data path does not exist.
+        ConfigError: Bad ``subset``/``batch_size`` or ``scale`` given.
+    """
+
+    name = "classification"
+
+    def __init__(
+        self,
+        data: DataSpec,
+        *,
+        info: ModelInfo | None = None,
+        val_data: DataSpec | None = None,
+        subset: int | None = None,
+        batch_size: int = 128,
+        seed: int = 0,
+        train_data: DataSpec | None = None,
+        scale: int | None = None,
+    ) -> None:
+        if scale is not None:
+            raise ConfigError("--scale applies to the sr task, not classification; drop it")
+        if batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {batch_size}")
+        if subset is not None and subset < 1:
+            raise ConfigError(f"subset must be >= 1 images, got {subset}")
+        self.info = info
+        self.batch_size = batch_size
+        self.subset = subset
+        self.seed = seed
+        self.data = check_source(data)
+        self.eval_source = check_source(val_data) if val_data is not None else self.data
+        self._train_spec = check_source(train_data) if train_data is not None else None
+        self._val_given = val_data is not None
+        self.size: tuple[int, int] | None = None
+        self.channels: int | None = None
+        if info is not None and len(info.input_shape) == 4:
+            self.channels, self.size = info.input_shape[1], (info.input_shape[2], info.input_shape[3])
+
+    # ------------------------------------------------------------------------------------------ data
+    def _load(self, spec: str | Path, split: str) -> ImageSet:
+        return load_classification(spec, "train" if split == "train" else "test", size=self.size, channels=self.channels)
+
+    @property
+    def eval_set(self) -> ImageSet:
+        """The evaluation images (decoded on first use, cached per process)."""
+        return self._load(self.eval_source, "test")
+
+    def train_source(self) -> tuple[str | Path, str]:
+        """The training data spec and the split to read from it (see the module doc)."""
+        if self._train_spec is not None:
+            return self._train_spec, "train"
+        if self._val_given:
+            return self.data, "train"
+        if "train" in source_splits(self.data):
+            return self.data, "train"
+        sibling = find_train_sibling(self.data)
+        if sibling is not None:
+            logger.info("training on %s (beside the evaluation data %s)", sibling, self.data)
+            return sibling, "train"
+        logger.warning("no training set found for %s; fine-tuning on the evaluation data (pass --train-data)", self.data)
+        return self.data, "test"
+
+    @property
+    def train_set(self) -> ImageSet:
+        """The training images (decoded on first use, cached per process)."""
+        spec, split = self.train_source()
+        out = self._load(spec, split)
+        ev = self.eval_set
+        if out.classes != ev.classes:
+            raise DataError(
+                f"training data {out.name} has classes {list(out.classes)[:5]}... but evaluation data {ev.name} "
+                f"has {list(ev.classes)[:5]}...; both must hold the same class folders"
+            )
+        return out
+
+    def _inputs(self, images: torch.Tensor) -> torch.Tensor:
+        mean = self.info.mean if self.info is not None else None
+        std = self.info.std if self.info is not None else None
+        return normalize(images, mean, std)
+
+    def _augments(self, ds: ImageSet) -> bool:
+        """Pad-4 crop + flip for natural images up to 64 px (CIFAR-size); never for digits."""
+        return not ds.name.startswith("digits") and max(ds.images.shape[-2:]) <= 64
+
+    def _stream(self, ds: ImageSet, batch_size: int, *, augment: bool, seed: int) -> Iterator[Batch]:
+        """Endless shuffled batches (a new permutation per pass), deterministic from ``seed``."""
+        g = torch.Generator().manual_seed(seed)
+        n = len(ds)
+        bs = min(batch_size, n)
+        while True:
+            perm = torch.randperm(n, generator=g)
+            for i in range(0, n - bs + 1, bs):
+                idx = perm[i : i + bs]
+                x = ds.images[idx]
+                if augment:
+                    x = augment_uint8(x, g, pad=max(1, x.shape[-1] // 8))
+                yield self._inputs(x), ds.labels[idx]
+
+    # ------------------------------------------------------------------------------------------ Task
+    def evaluate(self, model: nn.Module, *, limit: int | None = None, device: str = "cpu") -> Score:
+        """Top-1 (headline) and top-5 accuracy in percent on the evaluation data.
+
+        Args:
+            model: The classifier (not modified; its train/eval mode and device are restored).
+            limit: Evaluate on the first N images only (also capped by ``subset``).
+            device: Where to run.
+
+        Returns:
+            ``Score(metric="top1", value=percent, metrics={"top1", "top5"}, n, dataset)``.
+        """
+        ds = self.eval_set
+        n = len(ds)
+        for cap in (limit, self.subset):
+            if cap is not None:
+                n = min(n, int(cap))
+        if n < 1:
+            raise ConfigError(f"--limit must be >= 1, got {limit}")
+        was_training = model.training
+        home = next(iter(model.parameters()), torch.empty(0)).device
+        model.eval().to(device)
+        correct1 = correct5 = 0
+        try:
+            with torch.inference_mode():
+                for i in range(0, n, self.batch_size):
+                    j = min(n, i + self.batch_size)
+                    logits = logits_of(model(self._inputs(ds.images[i:j]).to(device))).float().cpu()
+                    if logits.dim() != 2 or logits.shape[1] < len(ds.classes):
+                        raise DataError(
+                            f"the model outputs {tuple(logits.shape)} but {ds.name} has {len(ds.classes)} classes; "
+                            "load the model with a matching number of classes"
+                        )
+                    y = ds.labels[i:j]
+                    top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+                    correct1 += int((top[:, 0] == y).sum())
+                    correct5 += int((top == y[:, None]).any(dim=1).sum())
+        finally:
+            model.train(was_training).to(home)
+        top1, top5 = 100.0 * correct1 / n, 100.0 * correct5 / n
+        return Score(metric="top1", value=top1, metrics={"top1": top1, "top5": top5}, n=n, dataset=ds.name)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Cross-entropy of the model's logits against the labels."""
+        x, y = batch
+        return F.cross_entropy(logits_of(model(x)), y)
+
+    def finetune(
+        self,
+        model: nn.Module,
+        steps: int,
+        *,
+        lr: float = 0.01,
+        optimizer: str = "sgd",
+        batch_size: int | None = None,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        warmup_steps: int = 0,
+        schedule: str = "cosine",
+        grad_clip: float | None = None,
+        augment: bool | None = None,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 0,
+        progress: bool = True,
+        device: str = "cpu",
+        params: Any = None,
+        seed: int | None = None,
+    ) -> TrainStats:
+        """Fine-tune ``model`` in place with cross-entropy on the training data (see the module doc).
+
+        Args:
+            model: The classifier (trained in place, returned in eval mode).
+            steps: Optimiser steps.
+            lr: Peak learning rate (cosine-annealed by default).
+            optimizer: ``"sgd"``, ``"adam"`` or ``"adamw"``.
+            batch_size: Defaults to the task's batch size.
+            momentum: SGD momentum.
+            weight_decay: Weight decay.
+            warmup_steps: Linear warm-up steps.
+            schedule: ``"cosine"``, ``"constant"`` or ``"step"``.
+            grad_clip: Clip the gradient norm.
+            augment: Random crop + flip; None = on for natural images up to 64 px, off for digits.
+            checkpoint: Checkpoint file to write and resume from.
+            checkpoint_every: Steps between checkpoints.
+            progress: Show a progress bar on a terminal.
+            device: Where to train.
+            params: Train only these parameters.
+            seed: Shuffling/augmentation seed (defaults to the task's).
+
+        Returns:
+            :class:`~slimcnn.tasks.base.TrainStats`.
+        """
+        from slimcnn.train import fit_
+
+        ds = self.train_set
+        use_aug = self._augments(ds) if augment is None else augment
+        s = self.seed if seed is None else seed
+        bs = batch_size or self.batch_size
+        return fit_(
+            model, lambda: self._stream(ds, bs, augment=use_aug, seed=s), self.loss, steps=steps,
+            optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,  # type: ignore[arg-type]
+            warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip,  # type: ignore[arg-type]
+            checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+            device=device, params=params, seed=s,
+        )
+
+    def training_batches(self, n: int) -> list[Batch]:
+        """``n`` shuffled, un-augmented ``(inputs, labels)`` batches from the training data (seeded)."""
+        stream = self._stream(self.train_set, self.batch_size, augment=False, seed=self.seed)
+        return [next(stream) for _ in range(n)]
+
+    def calibration_batches(self, n: int) -> list[torch.Tensor]:
+        """``n`` shuffled, un-augmented input batches from the training data (seeded)."""
+        return [x for x, _ in self.training_batches(n)]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """The first ``batch`` evaluation images, model-ready (repeated if the set is smaller)."""
+        ds = self.eval_set
+        idx = torch.arange(batch) % len(ds)
+        return self._inputs(ds.images[idx])
+
+    def __repr__(self) -> str:
+        return f"ClassificationTask(data={self.eval_source!s}, size={self.size}, batch_size={self.batch_size})"
+
+
+TASKS.add("classification", ClassificationTask)

@@ -1,0 +1,60 @@
+"""``slimcnn evaluate`` and ``slimcnn train`` end to end on the built-in digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from slimcnn.cli import main
+
+
+def test_evaluate_json_and_untrained_note(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["evaluate", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--limit", "50", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    obj = json.loads(out)
+    assert {"metric", "value", "metrics", "n", "dataset", "source", "pretrained"} <= obj.keys()
+    assert obj["metric"] == "top1" and obj["n"] == 50 and obj["dataset"] == "digits:val"
+    assert obj["source"] == "slimcnn:lenet5" and obj["pretrained"] is False
+    assert set(obj["metrics"]) == {"top1", "top5"} and 0 <= obj["value"] <= 100
+    assert "untrained" in err
+
+
+def test_evaluate_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["evaluate", "slimcnn:lenet5", "--task", "clasification", "--data", "digits"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Did you mean ['classification']" in err and "\n" not in err
+    assert main(["evaluate", "slimcnn:lenet5", "--data", str(tmp_path / "nope")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: data directory") and "'digits'" in err and "\n" not in err
+
+
+def test_train_writes_a_loadable_model(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    torch.set_num_threads(1)  # tiny net: one thread is fastest on a busy 2-core box
+    out = tmp_path / "run"
+    rc = main(["train", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--steps", "100",
+               "--lr", "0.05", "--batch-size", "64", "--out", str(out), "--json"])
+    stdout, _ = capsys.readouterr()
+    assert rc == 0
+    res = json.loads(stdout)
+    assert res["after"]["value"] > 85 > res["before"]["value"]
+    assert res["train"]["steps"] == 100 and res["options"]["lr"] == "0.05"
+    assert json.loads((out / "result.json").read_text())["after"] == res["after"]
+    assert (out / "model.pt").is_file() and (out / "model.json").is_file()
+
+    rc = main(["evaluate", f"file:{out / 'model.pt'}", "--data", "digits", "--json"])
+    again = json.loads(capsys.readouterr().out)
+    assert rc == 0 and again["value"] == pytest.approx(res["after"]["value"]) and again["pretrained"] is True
+
+    # never over the input model
+    assert main(["train", f"file:{out / 'model.pt'}", "--data", "digits", "--steps", "1", "--out", str(out)]) == 2
+    assert "would overwrite" in capsys.readouterr().err
+
+
+def test_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
+    for cmd, flag in (("evaluate", "--data"), ("train", "--train-data")):
+        assert main([cmd, "--help"]) == 0
+        assert flag in capsys.readouterr().out
