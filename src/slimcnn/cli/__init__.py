@@ -19,6 +19,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "search",
     "evaluate",
     "train",
+    "quantize",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"slimcnn.cli.{_name}")

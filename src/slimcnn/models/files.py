@@ -9,6 +9,7 @@ Other formats (``.slim`` packed files) register a loader in :data:`FILE_LOADERS`
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import pickle
@@ -40,6 +41,9 @@ SIDECAR_VERSION = 1
 
 FileLoader = Callable[[Path, LoadOptions], LoadedModel]
 FILE_LOADERS: Registry[FileLoader] = Registry("model file suffix")
+
+_PLUGIN_MODULES = {".slim": "slimcnn.quantize"}
+"""Suffixes whose loader lives in another room, imported on first use."""
 """Suffix (``".slim"``) -> loader; suffixes not registered go to the default torch loader."""
 
 
@@ -153,6 +157,8 @@ def _load_torch_file(path: Path, opts: LoadOptions) -> LoadedModel:
 def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
     path = check_file(name, "model")
     suffix = path.suffix.lower()
+    if suffix in _PLUGIN_MODULES and suffix not in FILE_LOADERS:
+        importlib.import_module(_PLUGIN_MODULES[suffix])  # registers its loader
     loader = FILE_LOADERS.get(suffix) if suffix in FILE_LOADERS else _load_torch_file
     loaded = loader(path, opts)
     side = read_sidecar(path)

@@ -1,0 +1,60 @@
+"""``slimcnn quantize MODEL --bits ... --out DIR``: k-means weight sharing + pruning into a packed file."""
+
+from __future__ import annotations
+
+import typer
+
+from slimcnn.cli._app import app, emit_json, note, say
+
+MIB = 2**20
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: str = typer.Argument(..., help="Model source, e.g. slimcnn:alexnet_bvlc, slimcnn:resnet56, torchvision:resnet18."),
+    bits: str | None = typer.Option(None, "--bits", help="Bits per layer by fnmatch on module names, first match wins: 'conv1=9,conv*=8,fc*=1' (1..16); '8' = every conv/linear."),
+    prune: str | None = typer.Option(None, "--prune", help="Magnitude-pruning factor f per layer (keep 1/f), applied before k-means: 'conv3=2,conv4=2,fc*=3'."),
+    global_prune: float | None = typer.Option(None, "--global-prune", help="One magnitude threshold over all quantised layers keeping 1/f in total (instead of --prune)."),
+    per_channel: bool = typer.Option(False, "--per-channel", help="One codebook per output channel."),
+    method: str = typer.Option("exact", "--method", help="exact (optimal 1-D k-means) or lloyd (Deep Compression: linear init)."),
+    codebook: str = typer.Option("fp32", "--codebook", help="Centroid storage: fp16 or fp32 (the quantised model uses the stored values)."),
+    huffman: bool = typer.Option(False, "--huffman", help="Huffman-code the indices where that is smaller."),
+    finetune_steps: int = typer.Option(0, "--finetune-steps", help="Centroid fine-tuning steps (needs --task/--data); 0 = off as in Tomè et al."),
+    task: str | None = typer.Option(None, "--task", help="Task for before/after metric: classification, sr, detection."),
+    data: str | None = typer.Option(None, "--data", help="The task's data (folder, .tar, built-in set)."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N images only."),
+    weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Planner: fit the weight payload into this many bytes (4MB, 4MiB, 512KB)."),
+    max_drop: float | None = typer.Option(None, "--max-drop", help="Planner: fail when the metric drops more than this (metric units)."),
+    weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
+    out: str = typer.Option(..., "--out", help="Output directory: model.slim, model.pt, model.onnx, result.json."),
+    no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX export."),
+    as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
+) -> int:
+    """Share weights by k-means (+ magnitude pruning) and write a packed .slim file with honest sizes."""
+    from slimcnn.quantize import KMeansQuantSpec, parse_bytes
+    from slimcnn.quantize._run import quantize_to_dir
+
+    options = {"per_channel": per_channel, "method": method, "codebook_dtype": codebook, "global_prune": global_prune}
+    spec = KMeansQuantSpec.parse(bits, prune, **options) if bits is not None else None
+    if spec is None and weight_bytes is not None:
+        spec = KMeansQuantSpec.parse("8", None, **options)
+    budget = parse_bytes(weight_bytes) if weight_bytes is not None else None
+    res = quantize_to_dir(
+        model, out, spec=spec, weights=weights, huffman=huffman, task=task, data=data, limit=limit,
+        finetune_steps=finetune_steps, weight_bytes=budget, max_drop=max_drop, onnx=not no_onnx,
+    )
+    for line in res.notes:
+        note(f"note: {line}")
+    if as_json:
+        emit_json(res)
+        return 0
+    say(f"{'layer':<24}{'bits':>5}{'keep':>8}{'payload KiB':>13}{'file KiB':>10}  solver")
+    for row in res.layers:
+        fb = row.get("file_codebook_bytes", 0) + row.get("file_index_bytes", 0) + row.get("file_mask_bytes", 0)
+        say(f"{row['name']:<24}{row['bits']:>5}{1 - row['sparsity']:>8.3f}{row['payload_bytes'] / 1024:>13.1f}{fb / 1024:>10.1f}  {row['solver']}")
+    say(f"payload (bits x kept / 8): {res.payload_bytes / MIB:.3f} MiB   file: {res.file_bytes / MIB:.3f} MiB   "
+        f"original: {res.original_bytes / MIB:.2f} MiB  ({res.compression_payload:.1f}x / {res.compression_file:.1f}x)")
+    if res.before is not None and res.after is not None:
+        say(f"{res.before['metric']}: {res.before['value']:.2f} -> {res.after['value']:.2f} (drop {res.drop:.2f})")
+    say(f"wrote {', '.join(res.files.values())}, {res.out}/result.json")
+    return 0

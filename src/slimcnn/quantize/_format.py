@@ -1,0 +1,345 @@
+"""The ``.slim`` packed file: versioned header, checksummed payload, bit-packed k-means layers.
+
+Layout (little-endian)::
+
+    b"SLIMCNN\\0"  magic (8 bytes)
+    u16 version, u16 reserved, u64 header length H
+    H bytes of UTF-8 JSON header (source, model info, spec, tensor table, per-layer report)
+    32 bytes SHA-256 of the header
+    payload (segments addressed by [offset, length] in the header, each with its SHA-256)
+
+A k-means tensor holds its codebook (fp16/fp32), its indices (fixed ``ceil(log2 K)``-bit packing
+or canonical Huffman) and, when pruned, the keep mask as the smaller of a bitmap and Deep
+Compression relative indexing. Every other state-dict entry is stored raw; tied tensors once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimcnn._io import atomic_write
+from slimcnn.errors import ConfigError, DataError, ModelLoadError
+from slimcnn.quantize import _bits
+from slimcnn.quantize._kmeans import dequantize
+from slimcnn.quantize._model import QuantizedLayer, QuantizeResult
+
+MAGIC = b"SLIMCNN\x00"
+VERSION = 1
+_PRE = struct.Struct("<8sHHQ")
+
+
+@dataclass(frozen=True)
+class PackedLayerBytes:
+    """Bytes one quantised layer takes in the file, by part."""
+
+    name: str
+    codebook_bytes: int
+    index_bytes: int
+    mask_bytes: int
+    index_coding: str
+    mask_coding: str
+
+
+@dataclass(frozen=True)
+class PackReport:
+    """Sizes of a written ``.slim`` file."""
+
+    path: str
+    file_bytes: int
+    """``os.path.getsize`` of the file: everything (header, codebooks, masks, raw tensors)."""
+    payload_bytes: float
+    """Paper accounting: Σ bits x kept weights / 8."""
+    raw_bytes: int
+    """Bytes of tensors stored as-is (biases, BN statistics, unquantised layers)."""
+    header_bytes: int
+    layers: tuple[PackedLayerBytes, ...]
+
+
+def _dtype_name(dt: torch.dtype) -> str:
+    return str(dt).removeprefix("torch.")
+
+
+def _dtype(name: str) -> torch.dtype:
+    dt = getattr(torch, name, None)
+    if not isinstance(dt, torch.dtype):
+        raise DataError(f"packed file names an unknown dtype '{name}'")
+    return dt
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous()
+    return t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+
+
+class _Payload:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, data: bytes) -> list[Any]:
+        seg = [self.size, len(data), hashlib.sha256(data).hexdigest()]
+        self.parts.append(data)
+        self.size += len(data)
+        return seg
+
+
+def _encode_layer(q: QuantizedLayer, pay: _Payload, *, codebook_dtype: str, huffman: bool) -> tuple[dict[str, Any], PackedLayerBytes]:
+    book = q.codebook.to(torch.float16 if codebook_dtype == "fp16" else torch.float32)
+    k = int(q.codebook.shape[-1])
+    width = max(1, math.ceil(math.log2(k))) if k > 1 else 1
+    idx = q.indices.numpy().astype(np.int64)
+    coding, idx_bytes, lengths_seg = "fixed", b"", None
+    if huffman and k <= 4096 and idx.size:
+        lengths = _bits.huffman_lengths(np.bincount(idx, minlength=k).astype(np.int64))
+        if int(lengths.max()) <= _bits.MAX_CODE_LEN and int((lengths[idx]).sum()) < idx.size * width:
+            coding, idx_bytes = "huffman", _bits.huffman_encode(idx, lengths)
+            lengths_seg = pay.add(lengths.astype(np.uint8).tobytes())
+    if coding == "fixed":
+        idx_bytes = _bits.pack_uint(idx, width)
+    entry: dict[str, Any] = {
+        "kind": "kmeans",
+        "shape": list(q.shape),
+        "dtype": _dtype_name(q.dtype),
+        "bits": q.bits,
+        "codebook": {"dtype": codebook_dtype, "shape": list(book.shape), "seg": pay.add(_tensor_bytes(book))},
+        "indices": {"coding": coding, "width": width, "count": int(idx.size), "seg": pay.add(idx_bytes)},
+        "mask": None,
+    }
+    if lengths_seg is not None:
+        entry["indices"]["lengths"] = lengths_seg
+    mask_bytes, mask_coding = 0, "none"
+    if q.mask is not None:
+        flat = q.mask.reshape(-1).numpy().astype(bool)
+        kind, mwidth = _bits.best_sparse_coding(flat)
+        data, n_entries = _bits.encode_mask(flat, kind, mwidth)
+        entry["mask"] = {"coding": kind, "width": mwidth, "entries": n_entries, "seg": pay.add(data)}
+        mask_bytes, mask_coding = len(data), f"{kind}" + (f"/{mwidth}bit" if kind == "relative" else "")
+    sizes = PackedLayerBytes(
+        q.name, int(entry["codebook"]["seg"][1]), len(idx_bytes) + (k if lengths_seg else 0), mask_bytes, coding, mask_coding
+    )
+    return entry, sizes
+
+
+def _tied_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], str]:
+    return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
+
+
+def save_packed(
+    path: str | Path,
+    result: QuantizeResult,
+    *,
+    source: str,
+    info: Any = None,
+    huffman: bool = False,
+) -> PackReport:
+    """Write ``result`` as a ``.slim`` file (atomically) and report its sizes.
+
+    Args:
+        path: output file.
+        result: from :func:`~slimcnn.quantize.quantize_model`.
+        source: the model source string the architecture is rebuilt from at load time
+            (``slimcnn:alexnet_bvlc``, ``torchvision:resnet18``...).
+        info: the model's ``ModelInfo`` (stored for the loader), or None.
+        huffman: Huffman-code the indices of a layer when that is smaller than fixed width.
+    """
+    pay = _Payload()
+    tensors: dict[str, Any] = {}
+    layer_bytes: list[PackedLayerBytes] = []
+    by_param = {f"{n}.weight": q for n, q in result.layers.items()}
+    seen: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], str], str] = {}
+    raw = 0
+    for key, t in result.model.state_dict(keep_vars=False).items():
+        tk = _tied_key(t)
+        if tk in seen and t.numel():
+            tensors[key] = {"kind": "alias", "of": seen[tk]}
+            continue
+        seen[tk] = key
+        if key in by_param:
+            entry, lb = _encode_layer(by_param[key], pay, codebook_dtype=result.spec.codebook_dtype, huffman=huffman)
+            layer_bytes.append(lb)
+            tensors[key] = entry
+        else:
+            data = _tensor_bytes(t)
+            raw += len(data)
+            tensors[key] = {"kind": "raw", "dtype": _dtype_name(t.dtype), "shape": list(t.shape), "seg": pay.add(data)}
+    payload = b"".join(pay.parts)
+    header = {
+        "format": "slimcnn.packed",
+        "version": VERSION,
+        "source": source,
+        "info": dataclasses.asdict(info) if dataclasses.is_dataclass(info) and not isinstance(info, type) else None,
+        "spec": dataclasses.asdict(result.spec),
+        "paper_payload_bytes": result.payload_bytes,
+        "original_bytes": result.original_bytes,
+        "payload_size": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "tensors": tensors,
+        "layers": [dataclasses.asdict(r) for r in result.reports()],
+    }
+    hbytes = json.dumps(header, separators=(",", ":")).encode()
+
+    def write(p: Path) -> None:
+        with open(p, "wb") as f:
+            f.write(_PRE.pack(MAGIC, VERSION, 0, len(hbytes)))
+            f.write(hbytes)
+            f.write(hashlib.sha256(hbytes).digest())
+            f.write(payload)
+
+    atomic_write(path, write)
+    return PackReport(
+        path=str(path),
+        file_bytes=os.path.getsize(path),
+        payload_bytes=result.payload_bytes,
+        raw_bytes=raw,
+        header_bytes=_PRE.size + len(hbytes) + 32,
+        layers=tuple(layer_bytes),
+    )
+
+
+@dataclass
+class PackedFile:
+    """A verified ``.slim`` file: its header and the decoded state dict."""
+
+    header: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+
+
+def read_packed(path: str | Path) -> PackedFile:
+    """Read, verify (sizes, SHA-256) and decode a ``.slim`` file without building a model.
+
+    Raises:
+        DataError: not a slim file, unsupported version, truncated or corrupt (one-line message).
+    """
+    p = Path(path)
+    blob = p.read_bytes()
+    if len(blob) < _PRE.size or blob[:8] != MAGIC:
+        raise DataError(f"{p} is not a slimcnn packed file (bad magic)")
+    _, version, _, hlen = _PRE.unpack_from(blob)
+    if version != VERSION:
+        raise DataError(f"{p} has packed-format version {version}; this slimcnn reads version {VERSION}")
+    start = _PRE.size
+    if len(blob) < start + hlen + 32:
+        raise DataError(f"{p} is truncated ({len(blob)} bytes; the header alone needs {start + hlen + 32})")
+    hbytes = blob[start : start + hlen]
+    if hashlib.sha256(hbytes).digest() != blob[start + hlen : start + hlen + 32]:
+        raise DataError(f"{p} is corrupt: header checksum mismatch")
+    header = json.loads(hbytes)
+    payload = memoryview(blob)[start + hlen + 32 :]
+    if len(payload) != header["payload_size"]:
+        raise DataError(f"{p} is truncated or padded: payload is {len(payload)} bytes, header says {header['payload_size']}")
+    if hashlib.sha256(payload).hexdigest() != header["payload_sha256"]:
+        bad = [k for k, e in header["tensors"].items() if "seg" in e and hashlib.sha256(_seg(payload, e["seg"])).hexdigest() != e["seg"][2]]
+        where = f" (first bad tensor: {bad[0]})" if bad else ""
+        raise DataError(f"{p} is corrupt: payload checksum mismatch{where}")
+    sd: dict[str, torch.Tensor] = {}
+    for key, e in header["tensors"].items():
+        if e["kind"] == "raw":
+            sd[key] = _raw(_seg(payload, e["seg"]), e["dtype"], e["shape"])
+        elif e["kind"] == "kmeans":
+            sd[key] = _decode_kmeans(payload, e)
+    for key, e in header["tensors"].items():
+        if e["kind"] == "alias":
+            sd[key] = sd[e["of"]]
+    return PackedFile(header, {k: sd[k] for k in header["tensors"]})
+
+
+def _seg(payload: memoryview, seg: list[Any]) -> bytes:
+    off, n = int(seg[0]), int(seg[1])
+    if off + n > len(payload):
+        raise DataError("packed file is truncated: a segment runs past the end")
+    return bytes(payload[off : off + n])
+
+
+def _raw(data: bytes, dtype: str, shape: list[int]) -> torch.Tensor:
+    dt = _dtype(dtype)
+    if not data:
+        return torch.zeros(shape, dtype=dt)
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dt).reshape(shape).clone()
+
+
+def _decode_kmeans(payload: memoryview, e: dict[str, Any]) -> torch.Tensor:
+    cb = e["codebook"]
+    book = _raw(_seg(payload, cb["seg"]), "float16" if cb["dtype"] == "fp16" else "float32", cb["shape"]).float()
+    ix = e["indices"]
+    data = _seg(payload, ix["seg"])
+    if ix["coding"] == "huffman":
+        lengths = np.frombuffer(_seg(payload, ix["lengths"]), dtype=np.uint8).astype(np.int64)
+        idx = _bits.huffman_decode(data, lengths, ix["count"])
+    else:
+        idx = _bits.unpack_uint(data, ix["width"], ix["count"])
+    shape = tuple(e["shape"])
+    numel = int(np.prod(shape)) if shape else 1
+    mask = None
+    if e["mask"] is not None:
+        m = e["mask"]
+        flat = _bits.decode_mask(_seg(payload, m["seg"]), m["coding"], m["width"], m["entries"], numel)
+        mask = torch.from_numpy(flat).reshape(shape)
+    if idx.size and int(idx.max()) >= book.shape[-1]:
+        raise DataError("packed file is corrupt: an index points past its codebook")
+    return dequantize(book, torch.from_numpy(idx), mask, shape).to(_dtype(e["dtype"]))
+
+
+def load_packed(path: str | Path, *, model: nn.Module | None = None) -> Any:
+    """Load a ``.slim`` file as a :class:`~slimcnn.models.LoadedModel`.
+
+    The architecture is rebuilt from the stored source string with
+    ``slimcnn.models.load_model`` (zoo, torchvision, timm... sources) unless ``model`` is given;
+    the decoded weights are bit-identical to the in-memory quantised model.
+
+    Raises:
+        DataError: the file is truncated, corrupt or not a packed file.
+        ModelLoadError: the architecture cannot be rebuilt from the stored source.
+    """
+    pf = read_packed(path)
+    source = str(pf.header.get("source") or "")
+    from slimcnn.models._zoo import LoadedModel, ModelInfo
+    from slimcnn.types import from_dict
+
+    info = from_dict(ModelInfo, pf.header["info"]) if pf.header.get("info") else ModelInfo()
+    if model is None:
+        try:
+            from slimcnn.models import load_model
+        except ImportError as e:  # pragma: no cover - models room always present in releases
+            raise ModelLoadError("slimcnn.models.load_model is unavailable; pass model=") from e
+        if source.startswith("file:"):
+            raise ModelLoadError(f"{path} was made from '{source}'; rebuild that model and pass it as model=")
+        opts = {k: v for k, v in (("scale", info.scale), ("num_classes", info.num_classes)) if v is not None}
+        try:
+            model = load_model(source, **opts).model  # type: ignore[arg-type]
+        except ConfigError:
+            model = load_model(source).model
+    try:
+        model.load_state_dict(pf.state_dict, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ModelLoadError(f"{path}: weights do not fit the architecture from '{source}': {first}") from e
+    info = dataclasses.replace(info, weights=str(path))
+    return LoadedModel(model=model.eval(), source=source, info=info)
+
+
+def _slim_file_loader(path: Path, opts: Any) -> Any:
+    """``file:model.slim`` for every command (registered in ``slimcnn.models.FILE_LOADERS``)."""
+    if getattr(opts, "arch", None) is not None:
+        raise ConfigError(f"'{path}' is a packed file that names its own architecture; drop --arch")
+    loaded = load_packed(path)
+    return dataclasses.replace(loaded, source=f"file:{path}")
+
+
+def register_slim_loader() -> None:
+    """Register :func:`_slim_file_loader` for ``.slim`` (idempotent)."""
+    from slimcnn.models.files import FILE_LOADERS, register_file_loader
+
+    if ".slim" not in FILE_LOADERS:
+        register_file_loader(".slim")(_slim_file_loader)

@@ -1,0 +1,148 @@
+"""SRAM planner: per-layer bits and pruning factors that fit a weight-byte budget.
+
+1. Sensitivity sweep: each layer alone at every (bits, prune factor) option; metric drop measured on
+   the task's evaluation data (optionally the first ``limit`` images).
+2. Greedy allocation: start every layer at its largest option and repeatedly take the move with the
+   least metric drop per byte saved (Δdrop / Δbytes) until the paper-accounted payload fits.
+3. The chosen settings are applied together and measured once more.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimcnn.errors import BudgetError, ConfigError
+from slimcnn.quantize._kmeans import dequantize, fit_kmeans
+from slimcnn.quantize._model import KMeansQuantSpec, quantizable_layers, quantize_model
+from slimcnn.quantize._prune import magnitude_mask, n_keep
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LayerOption:
+    """One sweep point: a layer at ``bits`` and pruning factor ``prune``."""
+
+    layer: str
+    bits: int
+    prune: float
+    payload_bytes: float
+    drop: float
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The planner's answer (JSON-ready)."""
+
+    spec: KMeansQuantSpec
+    choices: tuple[LayerOption, ...]
+    weight_bytes: int
+    payload_bytes: float
+    baseline: float
+    metric: str
+    measured: float
+    drop: float
+    predicted_drop: float
+    sweep: tuple[LayerOption, ...]
+    limit: int | None
+
+
+def _evaluate(task: Any, model: nn.Module, limit: int | None) -> Any:
+    return task.evaluate(model, limit=limit)
+
+
+def plan_memory(
+    model: nn.Module,
+    task: Any,
+    *,
+    weight_bytes: int,
+    max_drop: float | None = None,
+    bits_options: tuple[int, ...] = (8, 7, 6, 5, 4, 3, 2, 1),
+    prune_options: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0),
+    limit: int | None = None,
+    base_spec: KMeansQuantSpec | None = None,
+) -> MemoryPlan:
+    """Pick per-layer bits and pruning factors so the payload fits ``weight_bytes`` losing least metric.
+
+    Bytes are the paper's accounting (``bits x kept weights / 8``, no masks or codebooks). The
+    caller's model is not modified.
+
+    Args:
+        model: the trained model.
+        task: a :class:`~slimcnn.tasks.Task`; drops are in its metric's unit.
+        weight_bytes: the budget (e.g. ``parse_bytes("4MB")``).
+        max_drop: raise :class:`BudgetError` when the final measured drop exceeds it.
+        bits_options: bit widths tried per layer.
+        prune_options: pruning factors tried per layer.
+        limit: evaluate on the first N images only (sweep and final check).
+        base_spec: method/per-channel/codebook options for the quantiser (its rules are ignored).
+
+    Raises:
+        BudgetError: even the smallest options do not fit, or ``max_drop`` is exceeded.
+    """
+    if not bits_options or not prune_options:
+        raise ConfigError("bits_options and prune_options must not be empty")
+    base = base_spec or KMeansQuantSpec(bits=(("*", 8),))
+    work = copy.deepcopy(model)  # the sweep edits weights; the caller's model is never touched
+    layers = quantizable_layers(work)
+    modules = dict(work.named_modules())
+    ref = _evaluate(task, work, limit)
+    sign = 1.0 if ref.higher_is_better else -1.0
+    sweep: list[LayerOption] = []
+    for name in layers:
+        weight = modules[name].weight
+        orig = weight.detach().clone()
+        for f in prune_options:
+            mask = magnitude_mask(orig, f)
+            kept = n_keep(orig.numel(), f)
+            for b in bits_options:
+                fit = fit_kmeans(orig, b, per_channel=base.per_channel, method=base.method, mask=mask)
+                with torch.no_grad():
+                    weight.copy_(dequantize(fit.codebook, fit.indices, mask, orig.shape).to(orig.dtype))
+                s = _evaluate(task, work, limit)
+                sweep.append(LayerOption(name, b, f, b * kept / 8, sign * (ref.value - s.value)))
+        with torch.no_grad():
+            weight.copy_(orig)
+        log.info("planner: swept %s", name)
+    by_layer: dict[str, list[LayerOption]] = {n: sorted((o for o in sweep if o.layer == n), key=lambda o: -o.payload_bytes) for n in layers}
+    current = {n: opts[0] for n, opts in by_layer.items()}
+    total = sum(o.payload_bytes for o in current.values())
+    while total > weight_bytes:
+        best: tuple[float, LayerOption] | None = None
+        for n, cur in current.items():
+            for o in by_layer[n]:
+                saved = cur.payload_bytes - o.payload_bytes
+                if saved <= 0:
+                    continue
+                ratio = (o.drop - cur.drop) / saved
+                if best is None or ratio < best[0]:
+                    best = (ratio, o)
+        if best is None:
+            raise BudgetError(f"smallest options need {total:.0f} bytes > budget {weight_bytes}; allow fewer bits or more pruning")
+        o = best[1]
+        total += o.payload_bytes - current[o.layer].payload_bytes
+        current[o.layer] = o
+    choices = tuple(current[n] for n in layers)
+    spec = replace(
+        base,
+        bits=tuple((c.layer, c.bits) for c in choices),
+        prune=tuple((c.layer, c.prune) for c in choices if c.prune > 1.0),
+        global_prune=None,
+    )
+    result = quantize_model(model, spec)
+    final = _evaluate(task, result.model, limit)
+    drop = sign * (ref.value - final.value)
+    plan = MemoryPlan(spec, choices, weight_bytes, result.payload_bytes, ref.value, ref.metric, final.value, drop,
+                      sum(c.drop for c in choices), tuple(sweep), limit)
+    if max_drop is not None and drop > max_drop:
+        raise BudgetError(
+            f"fitting {weight_bytes} bytes costs {drop:.3f} {ref.metric} (> --max-drop {max_drop}); "
+            f"closest point: payload {result.payload_bytes:.0f} bytes, {ref.metric} {final.value:.3f}"
+        )
+    return plan
