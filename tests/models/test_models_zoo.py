@@ -78,7 +78,7 @@ def test_zoo_model_forwards_on_its_input_shape(name: str) -> None:
 
 
 def test_untrained_zoo_model_says_so(no_shared_data: None, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         loaded = load_model("slimcnn:vdsr")
     assert loaded.info.pretrained is False
     assert any(

@@ -20,6 +20,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "train",
     "quantize",
+    "demo",
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"slimcnn.cli.{_name}")

@@ -275,7 +275,7 @@ def _load_zoo(name: str, opts: LoadOptions) -> LoadedModel:
                 note = (
                     f"untrained: slimcnn ships no weights for slimcnn:{name}{opts_text}; pass --weights PATH"
                 )
-            log.warning("slimcnn:%s is %s", name, note)
+            log.info("slimcnn:%s is %s", name, note)  # the CLI prints info.notes once
             info = dataclasses.replace(info, pretrained=False, notes=(*info.notes, note))
     model.eval()
     return LoadedModel(model, f"slimcnn:{name}", info)
