@@ -100,11 +100,13 @@ def run_demo(out_dir: str | Path = "demo-out", *, say: Say = print, quick: bool 
 
     # 3. super-resolution --------------------------------------------------------------------------
     say("[3/3] super-resolution: FSRCNN x2 trained on scikit-image's photos, redundant filters removed")
-    fsrcnn = load_model("slimcnn:fsrcnn", scale=2, weights=None)
-    fsrcnn.model = _reinit(fsrcnn.model)
+    from slimcnn.tasks.sr_recipes import paper_init_
+
+    fsrcnn = load_model("slimcnn:fsrcnn", scale=2)
+    paper_init_(fsrcnn.model)  # the demo trains from scratch, with the paper's initialisation
     sr = make_task("sr", "photos-train", info=dataclasses.replace(fsrcnn.info, pretrained=False), scale=2,
                    val_data="photos-val")
-    sr.finetune(fsrcnn.model, 150 if quick else 1500, progress=False)
+    sr.finetune(fsrcnn.model, 200 if quick else 2000, progress=False)
     fsrcnn.info = dataclasses.replace(fsrcnn.info, pretrained=True, notes=("trained on built-in photos by slimcnn demo",))
     base = sr.evaluate(fsrcnn.model)
     say(f"  trained: PSNR {base.value:.2f} dB on held-out photos (bicubic {base.metrics.get('psnr_bicubic', float('nan')):.2f} dB)")
@@ -117,14 +119,6 @@ def run_demo(out_dir: str | Path = "demo-out", *, say: Say = print, quick: bool 
     write_json(out / "demo.json", report)
     say(f"done in {report['seconds']:.0f} s; results in {out}/ (demo.json, */result.json, */pareto.png)")
     return report
-
-
-def _reinit(model: nn.Module) -> nn.Module:
-    """The demo trains from scratch: reset every layer that can be reset."""
-    for m in model.modules():
-        if hasattr(m, "reset_parameters") and m is not model:
-            m.reset_parameters()
-    return model
 
 
 def _memory_section(loaded: Any, task: Any, out: Path, say: Say) -> dict[str, Any]:

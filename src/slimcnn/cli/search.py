@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, load_for_cli, say
+from slimcnn.cli._app import app, emit_json, load_for_cli, note, say
 from slimcnn.errors import ConfigError
 
 
@@ -87,9 +87,10 @@ def search_cmd(
             f"weights {b['weight_bytes']:,} → {a['weight_bytes']:,} B")
         for c in report["checks"]:
             say(f"  {c['name']}: {c['value']:.6g} (limit {c['limit']:.6g}) {'met' if c['met'] else 'NOT MET'}")
-        if not report["met"]:
-            say("budget NOT met: the closest point reached was saved")
         say(f"wrote {out_dir}/ model.pt model.onnx plan.json result.json pareto.json pareto.png")
+    if not report["met"]:
+        note("budget NOT met: the closest point reached is saved in " + str(out_dir) + " (exit code 1)")
+        return 1
     return 0
 
 

@@ -1,0 +1,266 @@
+"""Super-resolution data: HR images -> (HR Y, LR Y, bicubic Y) triples, the literature's protocol.
+
+Protocol (SRCNN / FSRCNN / VDSR evaluation code):
+
+1. Read the HR image; RGB -> Y with MATLAB's BT.601 ``rgb2ycbcr`` (Y in [16, 235]/255). A
+   1-channel image (Set14 ``bridge``) is used as Y as-is, in [0, 1], as the MATLAB scripts do.
+2. ``modcrop`` to a multiple of the scale (bottom/right).
+3. ``LR = imresize(HR_y, 1/scale)``; ``bicubic = imresize(LR, scale)`` with the MATLAB-compatible
+   :func:`~slimcnn.data.imresize.imresize`.
+
+Sources: a folder of images (``png``/``bmp``/``jpg``/``jpeg``/``tif``; Set5/Set14/T91/BSD200 style),
+or a built-in set: ``photos`` (the natural photos shipped inside scikit-image and scikit-learn),
+``photos-train`` / ``photos-val`` (a fixed split of it). Triples are computed once per
+(source, scale) and cached in memory.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from slimcnn.data.imresize import imresize, modcrop, rgb2y
+from slimcnn.errors import ConfigError, DataError, unknown_name
+
+__all__ = [
+    "PHOTOS",
+    "PHOTOS_VAL",
+    "SRDataset",
+    "SRImage",
+    "builtin_sr_sets",
+    "load_sr_dataset",
+    "make_sr_image",
+    "read_y",
+    "sample_patches",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff")
+
+PHOTOS: tuple[str, ...] = (
+    "skimage:astronaut.png",
+    "skimage:camera.png",
+    "skimage:chelsea.png",
+    "skimage:coffee.png",
+    "skimage:coins.png",
+    "skimage:rocket.jpg",
+    "skimage:hubble_deep_field.jpg",
+    "skimage:motorcycle_left.png",
+    "skimage:retina.jpg",
+    "skimage:brick.png",
+    "skimage:grass.png",
+    "skimage:gravel.png",
+    "sklearn:china.jpg",
+    "sklearn:flower.jpg",
+)
+"""Natural photos bundled (no download) with scikit-image 0.2x and scikit-learn."""
+
+PHOTOS_VAL: tuple[str, ...] = ("skimage:astronaut.png", "skimage:chelsea.png", "skimage:coffee.png")
+"""The held-out part of ``photos`` (``photos-val``); the rest is ``photos-train``."""
+
+
+@dataclass(frozen=True)
+class SRImage:
+    """One evaluation/training image at one scale; all arrays are Y in [0, 1], float64."""
+
+    name: str
+    hr: np.ndarray
+    """Modcropped ground truth ``[H, W]``."""
+    lr: np.ndarray
+    """``imresize(hr, 1/scale)``, ``[H/scale, W/scale]``."""
+    bicubic: np.ndarray
+    """``imresize(lr, scale)``, ``[H, W]`` (the input of SRCNN/VDSR)."""
+
+
+@dataclass(frozen=True)
+class SRDataset:
+    """A named set of :class:`SRImage` at one scale."""
+
+    name: str
+    scale: int
+    images: tuple[SRImage, ...]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _package_file(ref: str) -> Path:
+    pkg, _, fname = ref.partition(":")
+    if pkg == "skimage":
+        import skimage.data
+
+        base = Path(skimage.data.__file__).parent
+    elif pkg == "sklearn":
+        import sklearn.datasets
+
+        base = Path(sklearn.datasets.__file__).parent / "images"
+    else:
+        raise ConfigError(f"unknown bundled-image package '{pkg}' in '{ref}'")
+    return base / fname
+
+
+def builtin_sr_sets() -> dict[str, tuple[str, ...]]:
+    """Built-in set names -> bundled image references, keeping only files present in this install."""
+    present = tuple(r for r in PHOTOS if _package_file(r).is_file())
+    val = tuple(r for r in PHOTOS_VAL if r in present)
+    return {"photos": present, "photos-val": val, "photos-train": tuple(r for r in present if r not in val)}
+
+
+def read_y(path: str | Path) -> np.ndarray:
+    """Read an image file as its Y channel in [0, 1] (float64, ``[H, W]``).
+
+    RGB(A) images go through MATLAB's BT.601 ``rgb2ycbcr``; 1-channel images are returned as
+    ``gray / 255`` (how the MATLAB SR scripts treat Set14's ``bridge``).
+
+    Raises:
+        DataError: The file cannot be read as an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            if im.mode in ("L", "LA", "1"):
+                return np.asarray(im.convert("L"), dtype=np.float64) / 255.0
+            if im.mode.startswith("I;16"):
+                return np.asarray(im, dtype=np.float64) / 65535.0
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+    return rgb2y(rgb)
+
+
+def make_sr_image(name: str, y: np.ndarray, scale: int) -> SRImage:
+    """Build the (HR, LR, bicubic) triple of one Y image with the MATLAB degradation."""
+    hr = modcrop(np.asarray(y, dtype=np.float64), scale)
+    if min(hr.shape) < 2 * scale:
+        raise DataError(f"image '{name}' ({y.shape[0]}x{y.shape[1]}) is too small for scale {scale}")
+    lr = imresize(hr, 1.0 / scale)
+    if lr.shape != (hr.shape[0] // scale, hr.shape[1] // scale):  # guard against ceil() rounding
+        lr = imresize(hr, output_shape=(hr.shape[0] // scale, hr.shape[1] // scale))
+    return SRImage(name=name, hr=hr, lr=lr, bicubic=imresize(lr, output_shape=hr.shape))
+
+
+def _list_source(source: str) -> tuple[str, list[tuple[str, Path]]]:
+    sets = builtin_sr_sets()
+    if source in sets:
+        refs = sets[source]
+        if not refs:
+            raise DataError(
+                f"built-in set '{source}' has no images in this scikit-image/scikit-learn install"
+            )
+        return source, [(r.partition(":")[2].rsplit(".", 1)[0], _package_file(r)) for r in refs]
+    p = Path(source).expanduser()
+    if not p.exists():
+        raise DataError(
+            f"SR data folder {p} does not exist; give a folder of HR images or one of {sorted(sets)}"
+        )
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+    return p.name, [(f.stem, f) for f in files]
+
+
+@functools.lru_cache(maxsize=16)
+def _load_cached(source: str, scale: int) -> SRDataset:
+    name, files = _list_source(source)
+    images = tuple(make_sr_image(stem, read_y(f), scale) for stem, f in files)
+    log.info("prepared %d SR images from %s at x%d", len(images), source, scale)
+    return SRDataset(name=name, scale=scale, images=images)
+
+
+def load_sr_dataset(source: str | Path | SRDataset, scale: int) -> SRDataset:
+    """Load (once per process) a super-resolution set at ``scale``.
+
+    Args:
+        source: A folder of HR images, one image file, ``"photos"``, ``"photos-train"``,
+            ``"photos-val"``, or an :class:`SRDataset` (returned unchanged if its scale matches).
+        scale: Integer upscaling factor (2, 3, 4, ...).
+
+    Returns:
+        The cached :class:`SRDataset`; treat its arrays as read-only.
+
+    Raises:
+        ConfigError: ``scale`` is not an integer >= 2 or a given dataset has another scale.
+        DataError: The folder is missing, empty or holds unreadable/too-small images.
+        UnknownNameError: ``source`` looks like a set name but is not a built-in one.
+    """
+    if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 2:
+        raise ConfigError(f"SR scale must be an integer >= 2, got {scale!r}")
+    if isinstance(source, SRDataset):
+        if source.scale != scale:
+            raise ConfigError(f"dataset '{source.name}' was built for x{source.scale}, not x{scale}")
+        return source
+    key = str(source)
+    sets = builtin_sr_sets()
+    if key not in sets:
+        p = Path(key).expanduser()
+        if not p.exists() and isinstance(source, str) and not any(c in key for c in "/\\."):
+            raise unknown_name("SR dataset", key, sets)  # a bare name, not a path: suggest built-ins
+        key = str(p.resolve())
+    return _load_cached(key, int(scale))
+
+
+def sample_patches(
+    images: tuple[SRImage, ...],
+    n: int,
+    *,
+    patch: int,
+    scale: int,
+    sr_input: Literal["upsampled", "lr"],
+    rng: np.random.Generator,
+    augment: bool = True,
+    min_std: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Random aligned (input, target) crops for training, float32.
+
+    For ``sr_input="upsampled"`` the input is a ``patch x patch`` crop of the bicubic image and the
+    target the same crop of HR (VDSR: 41, SRCNN: 33). For ``"lr"`` the input is a ``patch x patch``
+    LR crop at ``(i, j)`` and the target the HR crop at ``(i*scale, j*scale)`` of size
+    ``patch*scale``. Crops start on multiples of ``scale`` in HR so LR and HR pixels line up.
+    With ``augment`` each pair gets the same random horizontal flip and 90-degree rotation.
+    Images are picked uniformly. With ``min_std > 0`` a crop whose
+    HR target has a standard deviation below it (flat sky, black borders) is redrawn, up to 4 times.
+
+    Returns:
+        ``inputs [n, 1, p, p]`` and ``targets [n, 1, P, P]``.
+    """
+    if n < 1 or patch < 1:
+        raise ConfigError(f"need n >= 1 and patch >= 1, got n={n}, patch={patch}")
+    lr_p = patch if sr_input == "lr" else -(-patch // scale)
+    usable = [k for k, im in enumerate(images) if min(im.lr.shape) >= lr_p]
+    if not usable:
+        raise DataError(f"no training image is large enough for {patch}x{patch} patches at x{scale}")
+    in_sz = patch
+    out_sz = patch * scale if sr_input == "lr" else patch
+    xs = np.empty((n, 1, in_sz, in_sz), dtype=np.float32)
+    ys = np.empty((n, 1, out_sz, out_sz), dtype=np.float32)
+    picks = rng.choice(usable, size=n)  # uniform over images (area weighting trained worse: see docs)
+    for b, k in enumerate(picks):
+        im = images[k]
+        for _ in range(5 if min_std > 0 else 1):
+            if sr_input == "lr":
+                i = int(rng.integers(0, im.lr.shape[0] - patch + 1))
+                j = int(rng.integers(0, im.lr.shape[1] - patch + 1))
+                x = im.lr[i : i + patch, j : j + patch]
+                y = im.hr[i * scale : i * scale + out_sz, j * scale : j * scale + out_sz]
+            else:
+                i = int(rng.integers(0, (im.hr.shape[0] - patch) // scale + 1)) * scale
+                j = int(rng.integers(0, (im.hr.shape[1] - patch) // scale + 1)) * scale
+                x = im.bicubic[i : i + patch, j : j + patch]
+                y = im.hr[i : i + patch, j : j + patch]
+            if min_std <= 0 or float(y.std()) >= min_std:
+                break
+        if augment:
+            rot = int(rng.integers(0, 4))
+            if rng.random() < 0.5:
+                x, y = x[:, ::-1], y[:, ::-1]
+            x, y = np.rot90(x, rot), np.rot90(y, rot)
+        xs[b, 0] = x
+        ys[b, 0] = y
+    return xs, ys

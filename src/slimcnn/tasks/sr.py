@@ -1,0 +1,296 @@
+"""Super-resolution task: PSNR/SSIM on Y with the MATLAB bicubic degradation, and SR training recipes.
+
+Evaluation follows the SRCNN/FSRCNN/VDSR papers exactly (see :mod:`slimcnn.data.sr`): Y channel
+(BT.601), modcrop, ``LR = imresize(HR, 1/scale)``, PSNR/SSIM on 0-255 with a ``scale``-pixel border
+shaved, model output clamped to [0, 1], whole images (no tiling), mean over images.
+
+Models are fed according to :attr:`ModelInfo.sr_input`: ``"upsampled"`` (SRCNN, VDSR) get the
+bicubic-upscaled Y and return HR Y; ``"lr"`` (FSRCNN, ESPCN) get LR Y and return an HR-sized Y.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimcnn.data.sr import SRDataset, SRImage, load_sr_dataset, sample_patches
+from slimcnn.errors import ConfigError, DataError
+from slimcnn.models._zoo import ModelInfo
+from slimcnn.tasks.base import TASKS, Batch, TrainStats
+from slimcnn.tasks.metrics import psnr, ssim
+from slimcnn.tasks.sr_recipes import SR_RECIPES, SRRecipe, recipe_for
+from slimcnn.types import Score
+
+__all__ = ["SR_RECIPES", "SRRecipe", "SRTask", "recipe_for"]
+
+log = logging.getLogger(__name__)
+
+SRInput = Literal["upsampled", "lr"]
+
+
+class SRTask:
+    """Super-resolution task (registered as ``"sr"``).
+
+    Args:
+        data: Evaluation/training data: HR image folder, ``"photos"``, ``"photos-train"``,
+            ``"photos-val"`` or an :class:`~slimcnn.data.sr.SRDataset`.
+        info: The model's metadata; gives ``scale`` and ``sr_input`` (default ``"upsampled"``).
+        scale: Upscaling factor; default ``info.scale`` or 2.
+        val_data: Evaluate on this instead of ``data``.
+        train_data: Train on this instead of ``data``.
+        subset: Evaluate on at most this many images (the first ones).
+        batch_size: Training batch size (default: the recipe's).
+        patch: Training patch side (default: the recipe's).
+        seed: Seed for patch sampling.
+    """
+
+    name = "sr"
+
+    def __init__(
+        self,
+        data: str | Path | SRDataset,
+        *,
+        info: ModelInfo | None = None,
+        scale: int | None = None,
+        val_data: str | Path | SRDataset | None = None,
+        train_data: str | Path | SRDataset | None = None,
+        subset: int | None = None,
+        batch_size: int | None = None,
+        patch: int | None = None,
+        seed: int = 0,
+        **unused: Any,
+    ) -> None:
+        if unused:
+            raise ConfigError(
+                f"the sr task does not take {sorted(unused)}; it takes info, scale, val_data, train_data, "
+                "subset, batch_size, patch and seed"
+            )
+        self.info = info
+        self.scale = int(scale or (info.scale if info is not None and info.scale else 2))
+        sr_input = (info.sr_input if info is not None else None) or "upsampled"
+        if sr_input not in ("upsampled", "lr"):
+            raise ConfigError(f"ModelInfo.sr_input must be 'upsampled' or 'lr', got {sr_input!r}")
+        self.sr_input: SRInput = sr_input
+        if subset is not None and subset < 1:
+            raise ConfigError(f"--subset must be >= 1, got {subset}")
+        self.subset = subset
+        self.batch_size = batch_size
+        self.patch = patch
+        self.seed = seed
+        self._data, self._val_data, self._train_data = data, val_data, train_data
+
+    # -- data ---------------------------------------------------------------------------------
+    @property
+    def val_set(self) -> SRDataset:
+        """The evaluation set (loaded and degraded once, then cached)."""
+        return load_sr_dataset(self._val_data if self._val_data is not None else self._data, self.scale)
+
+    @property
+    def train_set(self) -> SRDataset:
+        """The training set (loaded and degraded once, then cached)."""
+        return load_sr_dataset(self._train_data if self._train_data is not None else self._data, self.scale)
+
+    def _input_of(self, im: SRImage) -> np.ndarray:
+        return im.bicubic if self.sr_input == "upsampled" else im.lr
+
+    def _default_recipe(self) -> SRRecipe:
+        return SR_RECIPES.get("srcnn" if self.sr_input == "upsampled" else "fsrcnn")
+
+    def _patch_size(self) -> int:
+        """``patch``, else the side of ``info.input_shape`` (the model's own example), else the recipe's."""
+        if self.patch:
+            return self.patch
+        shape = self.info.input_shape if self.info is not None else ()
+        if len(shape) == 4 and shape[1] == 1:  # a 1-channel (Y) example input of the model
+            return int(shape[-1])
+        return self._default_recipe().patch
+
+    def _patches(
+        self,
+        rng: np.random.Generator,
+        *,
+        patch: int | None = None,
+        batch_size: int | None = None,
+        augment: bool = True,
+        min_std: float = 0.0,
+    ) -> Batch:
+        r = self._default_recipe()
+        x, y = sample_patches(
+            self.train_set.images,
+            batch_size or self.batch_size or r.batch_size,
+            patch=patch or self._patch_size(),
+            scale=self.scale,
+            sr_input=self.sr_input,
+            rng=rng,
+            augment=augment,
+            min_std=min_std,
+        )
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+    def _stream(self, *, patch: int, batch_size: int, seed: int, min_std: float) -> Iterator[Batch]:
+        rng = np.random.default_rng(seed)
+        while True:
+            yield self._patches(rng, patch=patch, batch_size=batch_size, min_std=min_std)
+
+    def training_batches(self, n: int) -> list[Batch]:
+        """``n`` random (input, HR target) patch batches from the training data (seeded)."""
+        rng = np.random.default_rng(self.seed)
+        return [self._patches(rng) for _ in range(n)]
+
+    def calibration_batches(self, n: int) -> list[torch.Tensor]:
+        """``n`` model-ready input patch batches (no augmentation), for data-driven criteria."""
+        rng = np.random.default_rng(self.seed + 1)
+        return [self._patches(rng, augment=False)[0] for _ in range(n)]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """A ``[batch, 1, p, p]`` zero input (``p``: ``patch``, else ``info.input_shape``, else the recipe's)."""
+        p = self._patch_size()
+        return torch.zeros(batch, 1, p, p)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """MSE between the model's output and the HR patch (the L2 loss of SRCNN/FSRCNN/VDSR)."""
+        x, y = batch
+        out = self._fit_output(model(x), y.shape[-2:])
+        return nn.functional.mse_loss(out, y)
+
+    def _fit_output(self, out: torch.Tensor, hw: tuple[int, ...] | torch.Size) -> torch.Tensor:
+        h, w = int(hw[0]), int(hw[1])
+        if out.dim() != 4 or out.shape[1] != 1:
+            raise DataError(f"SR model must return [N, 1, H, W] (Y channel), got shape {tuple(out.shape)}")
+        if out.shape[-2] < h or out.shape[-1] < w:
+            raise DataError(
+                f"SR model output {tuple(out.shape[-2:])} is smaller than the HR size {(h, w)} at x{self.scale}; "
+                f"check --scale and the model's sr_input ('{self.sr_input}')"
+            )
+        return out[..., :h, :w]
+
+    # -- evaluate -----------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, *, limit: int | None = None, device: str = "cpu") -> Score:
+        """Mean PSNR (dB) over the evaluation images, with SSIM and the bicubic PSNR alongside.
+
+        Whole images are run one at a time in ``inference_mode``; the output is clamped to [0, 1].
+        """
+        images = self.val_set.images
+        n = min(x for x in (limit, self.subset, len(images)) if x is not None)
+        if n < 1:
+            raise ConfigError(f"limit must be >= 1, got {limit}")
+        was_training = model.training
+        home = next((t.device for t in model.parameters()), torch.device("cpu"))
+        model.eval().to(device)
+        ps, ss, pb = [], [], []
+        try:
+            with torch.inference_mode():
+                for im in images[:n]:
+                    x = torch.from_numpy(self._input_of(im).astype(np.float32))[None, None].to(device)
+                    out = self._fit_output(model(x), im.hr.shape).clamp(0.0, 1.0)
+                    sr = out[0, 0].double().cpu().numpy()
+                    ps.append(psnr(sr, im.hr, shave=self.scale))
+                    ss.append(ssim(sr, im.hr, shave=self.scale))
+                    pb.append(psnr(im.bicubic, im.hr, shave=self.scale))
+        finally:
+            model.to(home).train(was_training)
+        value = float(np.mean(ps))
+        if not math.isfinite(value):
+            log.warning("PSNR is not finite (%s); the model reproduces the ground truth exactly", value)
+        return Score(
+            metric="psnr",
+            value=value,
+            higher_is_better=True,
+            metrics={"psnr": value, "ssim": float(np.mean(ss)), "psnr_bicubic": float(np.mean(pb))},
+            n=n,
+            dataset=f"{self.val_set.name} x{self.scale}",
+        )
+
+    def evaluate_bicubic(self, *, limit: int | None = None) -> Score:
+        """PSNR/SSIM of plain bicubic upscaling (the baseline every SR table reports)."""
+        images = self.val_set.images[: limit or self.subset or None]
+        ps = [psnr(im.bicubic, im.hr, shave=self.scale) for im in images]
+        ss = [ssim(im.bicubic, im.hr, shave=self.scale) for im in images]
+        v = float(np.mean(ps))
+        return Score(
+            metric="psnr",
+            value=v,
+            metrics={"psnr": v, "ssim": float(np.mean(ss)), "psnr_bicubic": v},
+            n=len(images),
+            dataset=f"{self.val_set.name} x{self.scale}",
+        )
+
+    # -- train --------------------------------------------------------------------------------
+    def finetune(
+        self,
+        model: nn.Module,
+        steps: int,
+        *,
+        lr: float | None = None,
+        optimizer: Literal["sgd", "adam", "adamw"] | None = None,
+        batch_size: int | None = None,
+        patch: int | None = None,
+        grad_clip: float | None = None,
+        recipe: str | None = None,
+        progress: bool = True,
+        device: str = "cpu",
+        **kw: Any,
+    ) -> TrainStats:
+        """Train ``model`` in place on random HR patches with the model family's recipe.
+
+        Patches are cut from the precomputed HR/LR/bicubic images of the training data (the same
+        MATLAB degradation as evaluation), flipped/rotated at random, and fitted with MSE via
+        :func:`slimcnn.train.fit_`. Explicit arguments override the recipe (see :data:`SR_RECIPES`);
+        other keywords (``schedule``, ``warmup_steps``, ``weight_decay``, ``checkpoint``, ...) go to
+        ``fit_``.
+
+        Returns:
+            The :class:`~slimcnn.tasks.base.TrainStats` of the run.
+        """
+        from slimcnn.train import fit_
+
+        rname, r = recipe_for(model, self.info, recipe)
+        p = patch or self.patch or r.patch
+        bs = batch_size or self.batch_size or r.batch_size
+        seed = int(kw.pop("seed", self.seed))
+        opts: dict[str, Any] = {
+            "optimizer": optimizer or r.optimizer,
+            "lr": lr or r.lr,
+            "momentum": r.momentum,
+            "weight_decay": r.weight_decay,
+            "schedule": r.schedule,
+            "warmup_steps": min(r.warmup_steps, steps // 5),
+            "grad_clip": grad_clip if grad_clip is not None else r.grad_clip,
+        }
+        unknown = set(kw) - {
+            "schedule",
+            "warmup_steps",
+            "weight_decay",
+            "momentum",
+            "checkpoint",
+            "checkpoint_every",
+            "params",
+        }
+        if unknown:
+            raise ConfigError(f"unknown SR finetune options {sorted(unknown)}")
+        opts.update(kw)
+        log.info("SR finetune: recipe %s, %d steps, patch %d, batch %d, %s", rname, steps, p, bs, opts)
+
+        def batches() -> Iterator[Batch]:
+            return self._stream(patch=p, batch_size=bs, seed=seed, min_std=r.min_patch_std)
+
+        return fit_(
+            model, batches, self.loss, steps=steps, progress=progress, device=device, seed=seed, **opts
+        )
+
+
+def _make_sr_task(data: Any, **kwargs: Any) -> SRTask:
+    return SRTask(data, **kwargs)
+
+
+if "sr" not in TASKS:
+    TASKS.add("sr", _make_sr_task)
+else:  # pragma: no cover - re-import under a different module name
+    log.debug("task 'sr' already registered")

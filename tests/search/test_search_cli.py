@@ -1,0 +1,58 @@
+"""``slimcnn search`` end to end on the built-in digits: the budget is checked on the final model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from slimcnn.cli import main
+from slimcnn.models import load_model, save_model
+from slimcnn.tasks import make_task
+
+
+@pytest.fixture(scope="module")
+def trained_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    loaded = load_model("slimcnn:lenet5")
+    task = make_task("classification", "digits", info=loaded.info)
+    task.finetune(loaded.model, 120, lr=0.05, batch_size=64, progress=False)
+    path = tmp_path_factory.mktemp("lenet") / "model.pt"
+    save_model(loaded, path)
+    return path
+
+
+def test_search_meets_drop_and_macs_on_the_final_model(trained_lenet: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s"
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits",
+               "--max-drop", "3", "--macs", "0.6x", "--finetune-steps", "20", "--lr", "0.01", "--out", str(out), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert rc == 0 and report["met"]
+    assert checks["macs"]["value"] <= 0.6 * report["before"]["macs"]
+    assert report["before"]["score"]["value"] - report["after"]["score"]["value"] <= 3.0
+    for name in ("model.pt", "model.onnx", "plan.json", "pareto.json", "pareto.png", "sensitivity.json", "result.json"):
+        assert (out / name).exists(), name
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["method"] == "prune" and plan["details"]["prune_plan"]["layers"]
+    reloaded = load_model(f"file:{out / 'model.pt'}")
+    assert reloaded.model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+
+
+def test_infeasible_budget_saves_the_closest_point(trained_lenet: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "inf"
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits",
+               "--max-drop", "0.0", "--macs", "0.02x", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "NOT met" in captured.err
+    assert (out / "model.pt").exists() and not json.loads((out / "result.json").read_text())["met"]
+
+
+def test_search_needs_a_target(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--out", str(tmp_path)])
+    assert rc == 2 and "--max-drop" in capsys.readouterr().err
