@@ -15,11 +15,13 @@ from slimcnn.errors import SlimcnnError
 _COMMAND_MODULES: tuple[str, ...] = (
     # one line per command module, e.g. "analyze",
     "analyze",
+    "apply",
+    "prune",
     "decompose",
     "search",
     "evaluate",
-    "train",
     "quantize",
+    "train",
     "demo",
 )
 for _name in _COMMAND_MODULES:

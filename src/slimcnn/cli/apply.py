@@ -1,0 +1,43 @@
+"""``slimcnn apply PLAN MODEL``: re-apply a saved pruning plan (plan.json) to an unpruned model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, say
+
+
+@app.command("apply")
+def apply_cmd(
+    plan: Path = typer.Argument(..., help="plan.json written by slimcnn prune."),
+    model: str = typer.Argument(..., help="The same model source the plan was made on (unpruned)."),
+    weights: str | None = typer.Option(None, "--weights", help="Local weights to load."),
+    arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
+    scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
+    input: str | None = typer.Option(None, "--input", help="Input shape (default: the plan's, else the model's)."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Skip the ONNX Runtime latency comparison."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
+) -> int:
+    """Prune MODEL to exactly the channels kept in PLAN (structure fingerprint must match)."""
+    import copy
+
+    from slimcnn._io import ensure_output_dir
+    from slimcnn.cli.prune import finish_outputs
+    from slimcnn.prune import PrunePlan, apply_plan
+
+    p = PrunePlan.load(plan)
+    loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
+    out_dir = ensure_output_dir(out, inputs=tuple(x for x in (str(plan), model.removeprefix("file:"), weights) if x))
+    shape = input or ("x".join(map(str, p.input_shape)) if p.input_shape else None)
+    example = example_for(loaded, shape)
+    new_model = copy.deepcopy(loaded.model)
+    apply_plan(new_model, p, example)
+    result = finish_outputs(loaded, new_model, example, out_dir, p, latency=not no_latency)
+    if as_json:
+        emit_json(result)
+    else:
+        say(f"applied {plan} to {loaded.source}: MACs {result['macs']['ratio']:.3f}x; wrote {out_dir}")
+    return 0

@@ -1,0 +1,134 @@
+"""``slimcnn prune MODEL``: physical filter/channel pruning with coupled-channel groups."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, say
+from slimcnn.errors import ConfigError
+
+
+def parse_macs(text: str) -> float:
+    """``0.5x`` / ``0.5`` / ``50%`` -> 0.5 (fraction of the original MACs to keep)."""
+    t = text.strip().lower()
+    try:
+        if t.endswith("%"):
+            return float(t[:-1]) / 100
+        return float(t.removesuffix("x"))
+    except ValueError:
+        raise ConfigError(f"--macs expects a fraction of the original like 0.5x, got '{text}'") from None
+
+
+def finish_outputs(loaded: Any, new_model: Any, example: Any, out_dir: Path, plan: Any, *, task_obj: Any = None,
+                   limit: int | None = None, extra: dict[str, Any] | None = None,
+                   latency: bool = True) -> dict[str, Any]:
+    """Write model.pt (+ ultralytics best.pt), model.onnx, plan.json, result.json; return the result dict."""
+    import dataclasses
+
+    from slimcnn._io import write_json
+    from slimcnn.measure import compare_latency, export_onnx, profile
+    from slimcnn.models import LoadedModel, save_model
+    from slimcnn.prune._ultralytics import (
+        is_ultralytics_model,
+        save_ultralytics_checkpoint,
+        sync_ultralytics_widths_,
+    )
+
+    if is_ultralytics_model(new_model):
+        sync_ultralytics_widths_(new_model)
+    before, after = profile(loaded.model, example), profile(new_model, example)
+    save_model(LoadedModel(new_model, loaded.source, loaded.info), out_dir / "model.pt")
+    if is_ultralytics_model(new_model):
+        save_ultralytics_checkpoint(new_model, out_dir / "yolo.pt")
+    export_onnx(new_model, example, out_dir / "model.onnx")
+    plan.save(out_dir / "plan.json")
+    result: dict[str, Any] = {
+        "source": loaded.source,
+        "input_shape": list(example.shape),
+        "params": {"before": before.params, "after": after.params, "ratio": after.params / max(before.params, 1)},
+        "macs": {"before": before.macs, "after": after.macs, "ratio": after.macs / max(before.macs, 1)},
+        "pruned_layers": len(plan.layers),
+        "criterion": plan.criterion,
+        "options": plan.options,
+    }
+    if latency:
+        lat = compare_latency({"before": loaded.model, "after": new_model}, example, runtime="onnxruntime", runs=20, warmup=3)
+        result["latency"] = {k: dataclasses.asdict(v) for k, v in lat.items()}
+        result["latency"]["speedup"] = lat["before"].median_ms / max(lat["after"].median_ms, 1e-9)
+    if task_obj is not None:
+        result["score"] = {"before": task_obj.evaluate(loaded.model, limit=limit), "after": task_obj.evaluate(new_model, limit=limit)}
+    result.update(extra or {})
+    write_json(out_dir / "result.json", result)
+    return result
+
+
+@app.command("prune")
+def prune_cmd(
+    model: str = typer.Argument(..., help="Model source, e.g. torchvision:resnet18, slimcnn:resnet56, ultralytics:yolov8n.yaml."),
+    criterion: str = typer.Option("l1", "--criterion", help="l1, l2, bn_scale, taylor, random, sparsity or chip."),
+    ratio: float | None = typer.Option(None, "--ratio", help="Fraction of each coupled group's channels to remove."),
+    macs: str | None = typer.Option(None, "--macs", help="Target MACs as a fraction of the original, e.g. 0.5x."),
+    scope: str = typer.Option("local", "--scope", help="local (same ratio per group) or global ranking."),
+    round_to: int = typer.Option(1, "--round-to", help="Round kept widths up to a multiple of N."),
+    exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers whose groups stay (repeatable)."),
+    reduce: str = typer.Option("sum", "--reduce", help="Group score over members: sum, mean or max."),
+    task: str | None = typer.Option(None, "--task", help="classification, sr or detection (needed by taylor/chip; adds the metric)."),
+    data: str | None = typer.Option(None, "--data", help="Data for --task."),
+    calib: int = typer.Option(8, "--calib", help="Calibration/training batches for data-driven criteria."),
+    limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N validation images."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the random criterion and example input."),
+    weights: str | None = typer.Option(None, "--weights", help="Local weights to load."),
+    arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
+    scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
+    input: str | None = typer.Option(None, "--input", help="Input shape like 1x3x224x224 (default: the model's)."),
+    no_latency: bool = typer.Option(False, "--no-latency", help="Skip the ONNX Runtime latency comparison."),
+    out: Path = typer.Option(..., "--out", help="Output directory (model.pt, model.onnx, plan.json, result.json)."),
+    as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
+) -> int:
+    """Remove whole filters/channels (coupled groups found by tracing) and write the pruned model."""
+    import copy
+
+    from slimcnn._io import ensure_output_dir
+    from slimcnn.prune import CRITERIA, prune_model_
+
+    if (ratio is None) == (macs is None):
+        raise ConfigError("give exactly one of --ratio R or --macs 0.5x")
+    if scope not in ("local", "global"):
+        raise ConfigError(f"--scope must be local or global, got '{scope}'")
+    if reduce not in ("sum", "mean", "max"):
+        raise ConfigError(f"--reduce must be sum, mean or max, got '{reduce}'")
+    CRITERIA.get(criterion)
+    if criterion == "taylor" and not (task and data):
+        raise ConfigError("--criterion taylor needs --task and --data (it backpropagates the task loss)")
+    loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
+    out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
+    example = example_for(loaded, input)
+    task_obj = None
+    if task and data:
+        from slimcnn.tasks import make_task
+
+        task_obj = make_task(task, data, info=loaded.info, scale=scale, seed=seed)  # type: ignore[arg-type]
+    elif task or data:
+        raise ConfigError("--task and --data go together")
+    new_model = copy.deepcopy(loaded.model)
+    t0 = time.perf_counter()
+    outcome = prune_model_(
+        new_model, example, criterion=criterion, prune_ratio=ratio, macs=parse_macs(macs) if macs else None,
+        scope=scope, round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib,  # type: ignore[arg-type]
+        seed=seed, source=loaded.source,
+    )
+    seconds = time.perf_counter() - t0
+    result = finish_outputs(loaded, new_model, example, out_dir, outcome.plan, task_obj=task_obj, limit=limit,
+                            extra={"prune_seconds": seconds, "prune_ratio_used": outcome.prune_ratio},
+                            latency=not no_latency)
+    if as_json:
+        emit_json(result)
+    else:
+        say(f"pruned {loaded.source} with {criterion}: params {result['params']['before']:,} -> "
+            f"{result['params']['after']:,}, MACs {result['macs']['before']:,} -> {result['macs']['after']:,} "
+            f"({result['macs']['ratio']:.3f}x); wrote {out_dir}")
+    return 0

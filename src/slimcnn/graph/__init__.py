@@ -1,0 +1,25 @@
+"""Channel dependency graph of any CNN from one real forward, and physical channel surgery.
+
+``trace(model, x)`` records which channels are coupled (residual adds, concat, split/chunk, flatten ->
+Linear, grouped/depthwise conv, per-channel layers, pixel shuffle, channel shuffle, SE multiplies,
+pooling/upsampling) and returns a :class:`ChannelGraph`; ``graph.groups()`` lists the
+:class:`ChannelGroup` s that must be pruned together. ``slice_layers_`` edits the layers.
+"""
+
+from slimcnn.graph._graph import ChannelGraph, ChannelGroup, GroupMember, trace
+from slimcnn.graph._leaf import LEAF_TYPES, leaf_kind
+from slimcnn.graph._surgery import SLICERS, register_slicer, slice_layers_
+from slimcnn.graph._zero import zeroed_forward
+
+__all__ = [
+    "LEAF_TYPES",
+    "SLICERS",
+    "ChannelGraph",
+    "ChannelGroup",
+    "GroupMember",
+    "leaf_kind",
+    "register_slicer",
+    "slice_layers_",
+    "trace",
+    "zeroed_forward",
+]

@@ -1,0 +1,296 @@
+"""One real forward pass that labels every tensor element with the channel it carries.
+
+Each output channel of a *producer* (Conv, ConvTranspose, Linear) gets a global integer id. A tensor
+carries a compact id tensor (broadcastable to its shape, ``-1`` = data of no prunable channel). Module
+hooks handle parameterised layers; a ``TorchFunctionMode`` sees every functional op and Tensor method.
+Shape ops are replayed on the id tensors; element-wise ops union the ids they combine (union-find);
+consumers union all ids that land in one of their input channels. Ops that cannot be mapped, and every
+tensor the model returns, *block* the ids they touch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
+
+from slimcnn.graph._leaf import LEAF_TYPES, leaf_kind
+
+log = logging.getLogger(__name__)
+_ATTR = "_slimcnn_ids"
+
+
+class UnionFind:
+    """Union-find over integer ids with path halving."""
+
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+
+    def add(self, n: int) -> int:
+        """Allocate ``n`` new ids; returns the first."""
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return start
+
+    def find(self, a: int) -> int:
+        p = self.parent
+        while p[a] != a:
+            p[a] = p[p[a]]
+            a = p[a]
+        return a
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+@dataclass
+class LayerRecord:
+    """What the trace saw of one leaf layer (all calls merged)."""
+
+    fqn: str
+    kind: str
+    """``conv``, ``convt``, ``linear``, ``bn``, ``gn``, ``in``, ``prelu``."""
+    out_base: int = -1
+    """First id of this producer's output channels (``-1`` for per-channel layers)."""
+    n_out: int = 0
+    in_rep: list[int] = field(default_factory=list)
+    """One representative id per input channel (``-1``: carries no prunable channel)."""
+    groups: int = 1
+    macs_per_pair: int = 0
+    """MACs per (kept out channel x kept in channel per group), summed over calls (conv/linear)."""
+    calls: int = 0
+
+
+@dataclass
+class TraceState:
+    """Everything one trace learned; :class:`~slimcnn.graph.ChannelGraph` is built from it."""
+
+    uf: UnionFind = field(default_factory=UnionFind)
+    owner: list[tuple[str, int]] = field(default_factory=list)
+    blocked: dict[int, str] = field(default_factory=dict)
+    layers: dict[str, LayerRecord] = field(default_factory=dict)
+
+
+class _Tracer(TorchFunctionMode):
+    def __init__(self, model: nn.Module, zero_mask: Callable[[str, int], bool] | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.st = TraceState()
+        self.token = object()
+        self.suspended = 0
+        self.names = {m: n for n, m in model.named_modules()}
+        self.zero_mask = zero_mask
+        self._mask: Tensor | None = None
+
+    # ---- id tensors -------------------------------------------------------------------------
+    def ids(self, t: Any) -> Tensor | None:
+        if not isinstance(t, Tensor):
+            return None
+        v = getattr(t, _ATTR, None)
+        if v is None or v[0] is not self.token:
+            return None
+        ids: Tensor = v[1]
+        if ids.dim() != t.dim():
+            return None
+        if any(a != 1 and a != b for a, b in zip(ids.shape, t.shape, strict=False)):
+            return None
+        return ids
+
+    def set_ids(self, t: Tensor, ids: Tensor | None) -> None:
+        if ids is None or not bool((ids >= 0).any()):
+            if getattr(t, _ATTR, None) is not None:
+                setattr(t, _ATTR, None)
+            return
+        setattr(t, _ATTR, (self.token, ids))
+        if self.zero_mask is not None:
+            m = self.mask_table()[ids]
+            if bool(m.any()):
+                with torch.no_grad():
+                    t.masked_fill_(m.expand(t.shape), 0)
+
+    def mask_table(self) -> Tensor:
+        n = len(self.st.owner)
+        if self._mask is None or self._mask.numel() != n + 1:
+            assert self.zero_mask is not None
+            vals = [self.zero_mask(f, c) for f, c in self.st.owner] + [False]
+            self._mask = torch.tensor(vals, dtype=torch.bool)
+        return self._mask
+
+    def block(self, ids: Tensor | None, reason: str) -> None:
+        if ids is None:
+            return
+        for i in torch.unique(ids[ids >= 0]).tolist():
+            self.st.blocked.setdefault(int(i), reason)
+
+    def union_pairs(self, a: Tensor, b: Tensor) -> None:
+        a, b = torch.broadcast_tensors(a, b)
+        m = (a >= 0) & (b >= 0) & (a != b)
+        if bool(m.any()):
+            pairs = torch.unique(torch.stack([a[m], b[m]], 1), dim=0).tolist()
+            for x, y in pairs:
+                self.st.uf.union(x, y)
+
+    def union_all(self, ids: Tensor) -> int:
+        u = torch.unique(ids[ids >= 0]).tolist()
+        for x in u[1:]:
+            self.st.uf.union(u[0], x)
+        return int(u[0]) if u else -1
+
+    # ---- per-channel view of an input ------------------------------------------------------
+    def channel_reps(self, x: Tensor, dim: int, where: str) -> list[int]:
+        """One id per channel along ``dim``; unions ids sharing a channel, blocks partly-fixed channels."""
+        ids = self.ids(x)
+        c = x.shape[dim]
+        if ids is None:
+            return [-1] * c
+        full = ids.expand(x.shape).movedim(dim, 0).reshape(c, -1)
+        first = full[:, :1]
+        const = (full == first).all(1)
+        reps = first[:, 0].tolist()
+        for ch in (~const).nonzero().flatten().tolist():
+            row = full[ch]
+            if bool((row < 0).any()):
+                self.block(row, f"channel {ch} of the input of {where} mixes prunable and fixed data")
+            reps[ch] = self.union_all(row)
+        return [int(r) for r in reps]
+
+    # ---- leaf modules -------------------------------------------------------------------------
+    def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        self.suspended += 1
+
+    def post_hook(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
+        self.suspended -= 1
+        fqn = self.names.get(module)
+        x = args[0] if args else None
+        if fqn is None or not isinstance(x, Tensor) or not isinstance(out, Tensor):
+            for t in tree_flatten((args, out))[0]:
+                self.block(self.ids(t), f"{type(module).__name__} called outside the model's module tree")
+            return None
+        kind = leaf_kind(module)
+        rec = self.st.layers.get(fqn)
+        if rec is None:
+            rec = self.st.layers[fqn] = LayerRecord(fqn, kind, groups=int(getattr(module, "groups", 1)))
+        rec.calls += 1
+        ch_dim = x.dim() - 1 if kind == "linear" else 1
+        reps = self.channel_reps(x, ch_dim, f"{type(module).__name__} '{fqn}'") if x.dim() > ch_dim else []
+        self._merge_in(rec, reps, fqn)
+        if kind in ("conv", "convt", "linear"):
+            return self._producer(module, rec, x, out, fqn)
+        if kind == "gn":
+            self._tie_groups(rec, int(module.num_groups), None, fqn)  # type: ignore[arg-type]
+        self.set_ids(out, self.ids(x))
+        return None
+
+    def _merge_in(self, rec: LayerRecord, reps: list[int], fqn: str) -> None:
+        if not rec.in_rep:
+            rec.in_rep = list(reps)
+            return
+        for c, (old, new) in enumerate(zip(rec.in_rep, reps, strict=False)):
+            if old >= 0 and new >= 0:
+                self.st.uf.union(old, new)
+            elif old >= 0 or new >= 0:
+                i = max(old, new)
+                self.st.blocked.setdefault(i, f"'{fqn}' input channel {c} is prunable in one call but not another")
+                rec.in_rep[c] = i
+
+    def _producer(self, module: nn.Module, rec: LayerRecord, x: Tensor, out: Tensor, fqn: str) -> None:
+        o_dim = out.dim() - 1 if rec.kind == "linear" else 1
+        n_out = out.shape[o_dim]
+        if rec.out_base < 0:
+            rec.out_base = self.st.uf.add(n_out)
+            rec.n_out = n_out
+            self.st.owner.extend((fqn, c) for c in range(n_out))
+        shape = [1] * out.dim()
+        shape[o_dim] = n_out
+        ids = torch.arange(rec.out_base, rec.out_base + n_out).view(shape)
+        w = getattr(module, "weight", None)
+        k = int(w[0, 0].numel()) if isinstance(w, Tensor) and w.dim() > 2 else 1
+        spatial = out.numel() // max(n_out, 1)
+        rec.macs_per_pair += spatial * k
+        if rec.kind == "linear":
+            xi = self.ids(x)
+            if xi is not None and any(s > 1 for s in xi.shape[:-1]):
+                self.block(xi, f"Linear '{fqn}' sees channels along a non-feature axis")
+        if rec.groups > 1:
+            self._tie_groups(rec, rec.groups, ids, fqn)
+        self.set_ids(out, ids)
+        return None
+
+    def _tie_groups(self, rec: LayerRecord, groups: int, out_ids: Tensor | None, fqn: str) -> None:
+        """Grouped conv / GroupNorm: the channels of one group go (or stay) together."""
+        n_in = len(rec.in_rep)
+        if groups <= 1 or n_in % groups:
+            return
+        per_in = n_in // groups
+        per_out = rec.n_out // groups if out_ids is not None else 0
+        for g in range(groups):
+            members = rec.in_rep[g * per_in : (g + 1) * per_in]
+            if out_ids is not None:
+                members = members + list(range(rec.out_base + g * per_out, rec.out_base + (g + 1) * per_out))
+            valid = [m for m in members if m >= 0]
+            if len(valid) < len(members) and valid:
+                for m in valid:
+                    self.st.blocked.setdefault(m, f"group {g} of '{fqn}' also holds fixed channels")
+            for m in valid[1:]:
+                self.st.uf.union(valid[0], m)
+
+    # ---- functional ops ------------------------------------------------------------------------
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if self.suspended:
+            return out
+        flat_in = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)]
+        labeled = [t for t in flat_in if self.ids(t) is not None]
+        if not labeled:
+            return out
+        from slimcnn.graph._rules import handle_op
+
+        self.suspended += 1
+        try:
+            handle_op(self, func, args, kwargs, out, labeled)
+        finally:
+            self.suspended -= 1
+        return out
+
+
+def run_trace(
+    model: nn.Module,
+    example_input: Any,
+    *,
+    zero_mask: Callable[[str, int], bool] | None = None,
+) -> tuple[TraceState, Any]:
+    """Run ``model`` once on ``example_input`` under the tracer; returns the state and the output.
+
+    ``example_input``: a Tensor (called as ``model(x)``), a tuple (``model(*x)``) or anything else
+    (``model(x)``, e.g. a list of images for torchvision detectors). With ``zero_mask(fqn, channel)``
+    every tensor element that carries a masked producer channel is set to zero (the reference of the
+    equivalence tests).
+    """
+    tracer = _Tracer(model, zero_mask)
+    handles = []
+    for m in model.modules():
+        if isinstance(m, LEAF_TYPES):
+            handles.append(m.register_forward_pre_hook(tracer.pre_hook))
+            handles.append(m.register_forward_hook(tracer.post_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), tracer:
+            out = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+            tracer.suspended += 1
+            for t in tree_flatten(out)[0]:
+                tracer.block(tracer.ids(t), "reaches a model output")
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return tracer.st, out

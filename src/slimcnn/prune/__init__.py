@@ -1,0 +1,32 @@
+"""Channel pruning: importance criteria, channel selection and structural edits.
+
+``prune_model_(model, x, criterion="l1", prune_ratio=0.5)`` scores, selects and physically removes
+channels; ``prune_(model, x, removal)`` removes given channels; ``PrunePlan``/``apply_plan`` store and
+replay the result. Coupled channels come from :mod:`slimcnn.graph`.
+"""
+
+from slimcnn.prune._api import PruneOutcome, prune_model_
+from slimcnn.prune._criteria import CRITERIA, ScoreContext, group_scores, score_groups
+from slimcnn.prune._plan import PrunePlan, apply_plan, fingerprint
+from slimcnn.prune._presets import chip_cifar_resnet_keep, parse_sparsity
+from slimcnn.prune._select import removal_for_keep, removal_for_macs, select_removal
+from slimcnn.prune._surgery import kept_channels, prune_
+
+__all__ = [
+    "CRITERIA",
+    "PruneOutcome",
+    "PrunePlan",
+    "ScoreContext",
+    "apply_plan",
+    "chip_cifar_resnet_keep",
+    "parse_sparsity",
+    "fingerprint",
+    "group_scores",
+    "kept_channels",
+    "prune_",
+    "prune_model_",
+    "removal_for_keep",
+    "removal_for_macs",
+    "score_groups",
+    "select_removal",
+]

@@ -1,0 +1,90 @@
+"""One call from a criterion and an amount to a pruned model and its plan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from torch import nn
+
+from slimcnn.errors import ConfigError
+from slimcnn.graph import ChannelGraph, trace
+from slimcnn.prune._criteria import ScoreContext, score_groups
+from slimcnn.prune._plan import PrunePlan, fingerprint
+from slimcnn.prune._select import removal_for_keep, removal_for_macs, select_removal
+from slimcnn.prune._surgery import prune_
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    """What :func:`prune_model_` did."""
+
+    plan: PrunePlan
+    removal: dict[int, list[int]]
+    """{group id: removed group channels} (group ids of the trace of the unpruned model)."""
+    prune_ratio: float | None
+    """The ratio used (the bisected one for a MACs target)."""
+    macs_before: int
+    macs_after: int
+    """Conv/linear MACs of the traced forward, before and after (exact for those layers)."""
+
+
+def prune_model_(
+    model: nn.Module,
+    example_input: Any,
+    *,
+    criterion: str = "l1",
+    prune_ratio: float | Mapping[str, float] | None = None,
+    macs: float | None = None,
+    keep: Mapping[str, int] | None = None,
+    scope: Literal["local", "global"] = "local",
+    round_to: int = 1,
+    exclude: Sequence[str] = (),
+    reduce: Literal["sum", "mean", "max"] = "sum",
+    task: Any = None,
+    calib: int = 8,
+    batches: Sequence[Any] = (),
+    seed: int = 0,
+    source: str = "",
+    graph: ChannelGraph | None = None,
+) -> PruneOutcome:
+    """Score channels with ``criterion`` and physically prune ``model`` in place.
+
+    Exactly one amount: ``prune_ratio`` (fraction removed, per group; a ``{FQN pattern: ratio}`` map for
+    per-layer ratios; ``scope="global"`` ranks all groups together), ``macs`` (target fraction of the
+    original conv/linear MACs, e.g. ``0.5``; the ratio is found by bisection) or ``keep`` (``{producer
+    FQN: output channels to keep}``).
+
+    Example:
+        >>> out = prune_model_(model, torch.randn(1, 3, 32, 32), criterion="l1", prune_ratio=0.5)
+        >>> out.plan.save("plan.json")
+    """
+    if sum(a is not None for a in (prune_ratio, macs, keep)) != 1:
+        raise ConfigError("give exactly one of --ratio, --macs (or keep counts)")
+    fp = fingerprint(model)
+    graph = graph or trace(model, example_input)
+    ctx = ScoreContext(model, graph, example_input, task, calib, seed, list(batches))
+    scores = score_groups(ctx, criterion, reduce=reduce)
+    used: float | None = None
+    if keep is not None:
+        removal = removal_for_keep(graph, scores, keep)
+    elif macs is not None:
+        removal, used = removal_for_macs(graph, scores, macs, scope=scope, round_to=round_to, exclude=exclude)
+    else:
+        assert prune_ratio is not None
+        removal = select_removal(graph, scores, prune_ratio, scope=scope, round_to=round_to, exclude=exclude)
+        used = prune_ratio if isinstance(prune_ratio, float) else None
+    before = graph.estimate_macs()
+    after = graph.estimate_macs(graph.removed_roots(removal))
+    kept = prune_(model, example_input, removal, graph=graph)
+    shape = tuple(example_input.shape) if hasattr(example_input, "shape") else ()
+    options = {"prune_ratio": prune_ratio if not isinstance(prune_ratio, Mapping) else dict(prune_ratio),
+               "macs": macs, "keep": dict(keep) if keep else None, "scope": scope, "round_to": round_to,
+               "exclude": list(exclude), "reduce": reduce, "seed": seed, "calib": calib}
+    plan = PrunePlan({k: tuple(v) for k, v in kept.items()}, criterion, source, fp, shape, options)
+    log.info("pruned: conv/linear MACs %d -> %d", before, after)
+    return PruneOutcome(plan, removal, used, before, after)

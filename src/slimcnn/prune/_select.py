@@ -1,0 +1,210 @@
+"""How many and which channels to remove: per-group ratio, global ratio, MACs target, keep counts.
+
+Counts are in *group channels* (units removed together). Rules applied everywhere:
+
+* fixed channels (reaching an output, passing an unmappable op, or in an ``exclude``d layer's group) stay;
+* keep-counts are rounded **up** to a multiple of ``round_to`` (the group width, e.g. 8 for SIMD);
+* no layer axis ever loses all its channels (a channel whose removal would empty a layer is skipped).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from slimcnn.errors import BudgetError, ConfigError
+from slimcnn.graph import ChannelGraph, ChannelGroup
+
+Removal = dict[int, list[int]]
+
+
+def _excluded(g: ChannelGroup, exclude: Sequence[str]) -> bool:
+    return any(fnmatch.fnmatch(layer, pat) for layer in g.layers() for pat in exclude)
+
+
+def _pick(g: ChannelGroup, scores: Tensor, n_remove: int, allowed: set[int] | None = None,
+          already: Sequence[int] = ()) -> list[int]:
+    """The ``n_remove`` lowest-scoring free channels of ``g`` (within ``allowed``) that leave every member
+    layer non-empty, after the channels in ``already``."""
+    if n_remove <= 0:
+        return []
+    fixed = g.fixed_set | set(already)
+    left = []
+    per_atom: dict[int, list[tuple[int, int]]] = {}
+    for mi, mem in enumerate(g.members):
+        counts: dict[int, int] = {}
+        for a in mem.index:
+            if a >= 0:
+                counts[a] = counts.get(a, 0) + 1
+        left.append(len(mem.index))
+        for a, c in counts.items():
+            per_atom.setdefault(a, []).append((mi, c))
+    for a in already:
+        for mi, c in per_atom.get(a, []):
+            left[mi] -= c
+    order = sorted((i for i in range(g.size) if i not in fixed and (allowed is None or i in allowed)),
+                   key=lambda i: (float(scores[i]), i))
+    chosen: list[int] = []
+    for a in order:
+        if len(chosen) >= n_remove:
+            break
+        hits = per_atom.get(a, [])
+        if any(left[mi] - c <= 0 for mi, c in hits):
+            continue
+        for mi, c in hits:
+            left[mi] -= c
+        chosen.append(a)
+    return sorted(chosen)
+
+
+def _n_remove(g: ChannelGroup, ratio: float, round_to: int) -> int:
+    keep = g.size - int(math.floor(ratio * g.size + 1e-9))
+    if round_to > 1 and g.size > round_to:
+        keep = min(g.size, int(math.ceil(keep / round_to)) * round_to)
+    keep = max(keep, len(g.fixed), 1)
+    return g.size - keep
+
+
+def _ratio_of(g: ChannelGroup, prune_ratio: float | Mapping[str, float]) -> float:
+    if isinstance(prune_ratio, (int, float)):
+        return float(prune_ratio)
+    for mem in g.producers:
+        for pat, r in prune_ratio.items():
+            if fnmatch.fnmatch(mem.layer, pat):
+                return float(r)
+    return 0.0
+
+
+def select_removal(
+    graph: ChannelGraph,
+    scores: Mapping[int, Tensor],
+    prune_ratio: float | Mapping[str, float],
+    *,
+    scope: Literal["local", "global"] = "local",
+    round_to: int = 1,
+    exclude: Sequence[str] = (),
+) -> Removal:
+    """Choose channels to remove.
+
+    Args:
+        graph: the traced graph.
+        scores: ``{group id: Tensor[group size]}`` (higher = keep).
+        prune_ratio: fraction of each group's channels to remove (``local``), of all prunable
+            channels ranked together (``global``; scores are divided by their group's mean), or a
+            ``{FQN pattern: ratio}`` map matched against each group's producers (per-layer).
+        scope: ``local`` or ``global`` (ignored for a per-layer map).
+        round_to: keep-counts rounded up to a multiple of this.
+        exclude: fnmatch patterns of layer FQNs whose groups are left untouched.
+
+    Returns:
+        ``{group id: [group channels to remove]}``.
+    """
+    if isinstance(prune_ratio, (int, float)) and not 0.0 <= prune_ratio < 1.0:
+        raise ConfigError(f"--ratio is the fraction removed and must be in [0, 1), got {prune_ratio}")
+    if round_to < 1:
+        raise ConfigError(f"--round-to must be >= 1, got {round_to}")
+    groups = [g for g in graph.groups() if g.prunable and g.id in scores and not _excluded(g, exclude)]
+    counts: dict[int, int] = {}
+    if scope == "global" and isinstance(prune_ratio, (int, float)):
+        pool: list[tuple[float, int]] = []
+        for g in groups:
+            s = scores[g.id].double()
+            norm = s / (s.abs().mean() + 1e-12)
+            pool += [(float(norm[i]), g.id) for i in range(g.size) if i not in g.fixed_set]
+        total = sum(g.size for g in groups)
+        pool.sort()
+        for _, gid in pool[: int(prune_ratio * total)]:
+            counts[gid] = counts.get(gid, 0) + 1
+        for g in groups:
+            counts[g.id] = _n_remove(g, counts.get(g.id, 0) / g.size, round_to)
+    else:
+        for g in groups:
+            counts[g.id] = _n_remove(g, _ratio_of(g, prune_ratio), round_to)
+    out: Removal = {}
+    for g in groups:
+        picked = _pick(g, scores[g.id], counts.get(g.id, 0))
+        if picked:
+            out[g.id] = picked
+    return out
+
+
+def removal_for_macs(
+    graph: ChannelGraph,
+    scores: Mapping[int, Tensor],
+    macs_ratio: float,
+    *,
+    scope: Literal["local", "global"] = "local",
+    round_to: int = 1,
+    exclude: Sequence[str] = (),
+    tol: float = 0.005,
+) -> tuple[Removal, float]:
+    """Bisect the prune ratio until conv/linear MACs are at most ``macs_ratio`` x the original.
+
+    Returns the removal and the ratio used. Raises :class:`BudgetError` when even the largest ratio
+    (0.99) cannot reach the target (e.g. most channels are protected).
+    """
+    if not 0.0 < macs_ratio <= 1.0:
+        raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs_ratio}")
+    base = graph.estimate_macs()
+
+    def macs_at(r: float) -> tuple[Removal, float]:
+        rem = select_removal(graph, scores, r, scope=scope, round_to=round_to, exclude=exclude)
+        return rem, graph.estimate_macs(graph.removed_roots(rem)) / max(base, 1)
+
+    lo, hi = 0.0, 0.99
+    best, frac = macs_at(hi)
+    if frac > macs_ratio + tol:
+        raise BudgetError(
+            f"cannot reach {macs_ratio:.3g}x MACs: pruning 99% of every prunable group gives {frac:.3g}x "
+            "(the rest is protected: outputs, unmappable ops, excluded layers)"
+        )
+    best_r = hi
+    for _ in range(20):
+        mid = (lo + hi) / 2
+        rem, f = macs_at(mid)
+        if f <= macs_ratio:
+            best, best_r, hi = rem, mid, mid
+            if macs_ratio - f < tol:
+                break
+        else:
+            lo = mid
+    return best, best_r
+
+
+def removal_for_keep(
+    graph: ChannelGraph,
+    scores: Mapping[int, Tensor],
+    keep: Mapping[str, int],
+) -> Removal:
+    """Remove channels so that each listed producer layer keeps ``keep[fqn]`` output channels.
+
+    Layers of one coupled group must agree (their group is pruned once); the count is in the
+    producer's own channels, so e.g. a pixel-shuffle producer keeps a multiple of r^2.
+    """
+    out: Removal = {}
+    want: dict[tuple[int, frozenset[int]], tuple[str, int]] = {}
+    for fqn, k in keep.items():
+        gid = graph.producer_group(fqn)
+        g = graph.group(gid)
+        n_layer = len(graph.out_roots[fqn])
+        units = frozenset(graph.atom[r][1] for r in graph.out_roots[fqn])
+        per = max(1, n_layer // len(units))
+        if not 1 <= int(k) <= n_layer:
+            raise ConfigError(f"keep count {k} for '{fqn}' must be in [1, {n_layer}]")
+        remove = len(units) - int(k) // per
+        if (gid, units) in want:
+            if want[(gid, units)][1] != remove:
+                raise ConfigError(f"'{fqn}' and '{want[(gid, units)][0]}' are coupled (group {gid}) but ask for different widths")
+            continue
+        want[(gid, units)] = (fqn, remove)
+        picked = _pick(g, scores.get(gid, torch.zeros(g.size)), remove, set(units), out.get(gid, []))
+        if len(picked) < remove:
+            raise BudgetError(f"'{fqn}' can drop only {len(picked)} of the {remove} channels asked (protected)")
+        if picked:
+            out[gid] = sorted(set(out.get(gid, [])) | set(picked))
+    return out

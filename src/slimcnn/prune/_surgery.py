@@ -1,0 +1,90 @@
+"""``prune_``: physically remove channels given by group or by producer layer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+from slimcnn.errors import UnsupportedLayerError
+from slimcnn.graph import ChannelGraph, slice_layers_, trace
+
+log = logging.getLogger(__name__)
+
+
+def _shapes(out: Any) -> list[tuple[int, ...]]:
+    return [tuple(t.shape) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+
+
+def _forward(model: nn.Module, x: Any) -> Any:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(*x) if isinstance(x, tuple) else model(x)
+    finally:
+        model.train(was)
+
+
+def kept_channels(graph: ChannelGraph, removed: set[int]) -> dict[str, list[int]]:
+    """{producer FQN: kept output channel indices} for every producer of a touched group."""
+    touched = {graph.atom[r][0] for r in removed}
+    res = {}
+    for fqn, outs in graph.out_roots.items():
+        if outs and graph.atom[outs[0]][0] in touched:
+            res[fqn] = [c for c, r in enumerate(outs) if r not in removed]
+    return res
+
+
+def prune_(
+    model: nn.Module,
+    example_input: Any,
+    removal: Mapping[int | str, Iterable[int]],
+    *,
+    graph: ChannelGraph | None = None,
+    verify: bool = True,
+) -> dict[str, list[int]]:
+    """Physically remove channels from ``model`` (in place).
+
+    Args:
+        model: the model; traced on ``example_input`` unless ``graph`` is given.
+        example_input: see :func:`slimcnn.graph.trace`.
+        removal: ``{group id: [group channel indices]}`` and/or ``{producer FQN: [output channels]}``.
+            Removing a channel removes every channel coupled with it.
+        graph: a trace of this very model (saves one forward).
+        verify: run the pruned model once and check that every output keeps its shape.
+
+    Returns:
+        ``{producer FQN: kept output channels}`` for every producer whose group was touched
+        (the ``layers`` of a :class:`~slimcnn.prune.PrunePlan`).
+
+    Raises:
+        ConfigError: a channel is protected (reaches an output, passes an unmappable op) or a layer
+            would lose all its channels.
+        UnsupportedLayerError: the pruned model no longer runs or changed an output shape (e.g. the
+            model's Python code hard-codes a channel count).
+    """
+    if graph is None:
+        graph = trace(model, example_input)
+    removed = graph.removed_roots(removal)
+    kept = kept_channels(graph, removed)
+    if not removed:
+        return kept
+    before = _shapes(graph.output)
+    changed = slice_layers_(model, graph, removed)
+    log.info("pruned %d channel units across %d layers", len(removed), len(changed))
+    if verify:
+        try:
+            after = _shapes(_forward(model, example_input))
+        except (RuntimeError, ValueError, IndexError) as e:
+            raise UnsupportedLayerError(
+                f"the pruned model fails to run ({str(e).splitlines()[0]}); its forward code probably hard-codes "
+                "a channel count. Exclude the affected layers (--exclude) or make the count dynamic"
+            ) from e
+        if after != before:
+            raise UnsupportedLayerError(f"pruning changed the output shapes {before} -> {after}")
+    return kept

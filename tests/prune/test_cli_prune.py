@@ -1,0 +1,30 @@
+"""`slimcnn prune` / `slimcnn apply` end to end on a tiny zoo model."""
+
+from __future__ import annotations
+
+import json
+
+from slimcnn.cli import main
+
+
+def test_prune_then_apply(tmp_path, capsys) -> None:
+    out = tmp_path / "p"
+    rc = main(["prune", "slimcnn:tiny_cnn", "--criterion", "l2", "--macs", "0.5x", "--round-to", "2",
+               "--no-latency", "--out", str(out), "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["macs"]["after"] < 0.55 * result["macs"]["before"]
+    for name in ("model.pt", "model.onnx", "plan.json", "result.json"):
+        assert (out / name).stat().st_size > 0
+    rc = main(["apply", str(out / "plan.json"), "slimcnn:tiny_cnn", "--no-latency", "--out", str(tmp_path / "a"),
+               "--json"])
+    assert rc == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["params"]["after"] == result["params"]["after"]
+
+
+def test_prune_errors_are_one_line(tmp_path, capsys) -> None:
+    assert main(["prune", "slimcnn:tiny_cnn", "--out", str(tmp_path / "x")]) == 2
+    assert "exactly one of --ratio" in capsys.readouterr().err
+    assert main(["prune", "slimcnn:tiny_cnn", "--criterion", "l3", "--ratio", "0.5", "--out", str(tmp_path / "y")]) == 2
+    assert "Did you mean" in capsys.readouterr().err

@@ -1,0 +1,104 @@
+"""Criteria, amounts, plans."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torchvision
+from graph._nets import Concat, Residual, randomize_
+
+from slimcnn.errors import ConfigError
+from slimcnn.graph import trace
+from slimcnn.prune import CRITERIA, PrunePlan, ScoreContext, apply_plan, prune_, prune_model_, score_groups
+
+
+def test_registry_names() -> None:
+    assert set(CRITERIA.names()) >= {"l1", "l2", "bn_scale", "taylor", "random", "sparsity", "chip"}
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l2", "bn_scale", "random", "sparsity", "chip"])
+def test_criteria_prune_and_run(criterion: str) -> None:
+    m = randomize_(Residual())
+    x = torch.randn(2, 3, 8, 8)
+    out = prune_model_(m, x, criterion=criterion, prune_ratio=0.5)
+    assert out.macs_after < out.macs_before
+    assert m(x).shape == (2, 5, 8, 8)
+
+
+def test_sparsity_matches_definition() -> None:
+    m = Residual().eval()
+    g = trace(m, torch.randn(1, 3, 8, 8))
+    s = CRITERIA.get("sparsity")(ScoreContext(m, g))[("a.0", "out")]
+    w = m.a[0].weight.detach().abs()
+    expected = -(w < w.mean()).float().reshape(12, -1).mean(1)
+    torch.testing.assert_close(s, expected)
+
+
+def test_taylor_uses_task_batches() -> None:
+    class T:
+        def training_batches(self, n):
+            return [(torch.randn(2, 3, 8, 8), None) for _ in range(n)]
+
+        def loss(self, model, batch):
+            return model(batch[0]).pow(2).mean()
+
+    m = randomize_(Residual())
+    g = trace(m, torch.randn(1, 3, 8, 8))
+    scores = score_groups(ScoreContext(m, g, task=T(), calib=2), "taylor")
+    assert all(torch.isfinite(v).all() for v in scores.values()) and any(v.sum() > 0 for v in scores.values())
+    with pytest.raises(ConfigError):
+        CRITERIA.get("taylor")(ScoreContext(m, g))
+
+
+def test_random_is_seeded() -> None:
+    m = Residual().eval()
+    g = trace(m, torch.randn(1, 3, 8, 8))
+    a = score_groups(ScoreContext(m, g, seed=3), "random")
+    b = score_groups(ScoreContext(m, g, seed=3), "random")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_round_to_and_never_zero() -> None:
+    m = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 32, 32)
+    g = trace(m, x)
+    prune_model_(m, x, prune_ratio=0.9, round_to=8, graph=g)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            assert mod.out_channels % 8 == 0 and mod.out_channels >= 8
+
+
+def test_macs_target_and_global_scope() -> None:
+    m = torchvision.models.resnet18().eval()
+    x = torch.randn(1, 3, 32, 32)
+    out = prune_model_(m, x, prune_ratio=None, macs=0.5, scope="global")
+    assert 0.45 <= out.macs_after / out.macs_before <= 0.5
+    assert m(x).shape == (1, 1000)
+
+
+def test_protected_channel_refused() -> None:
+    m = Residual().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ConfigError, match="model output"):
+        prune_(m, x, {"head": [0]})
+    with pytest.raises(ConfigError, match="zero channels"):
+        prune_(m, x, {"a.0": list(range(12))})
+
+
+def test_plan_round_trip_and_apply(tmp_path) -> None:
+    base = randomize_(Concat())
+    x = torch.randn(1, 3, 8, 8)
+    m = copy.deepcopy(base)
+    out = prune_model_(m, x, prune_ratio=0.5, criterion="l2", source="test:concat")
+    path = out.plan.save(tmp_path / "plan.json")
+    plan = PrunePlan.load(path)
+    assert plan == out.plan and json.loads(path.read_text())["_type"] == "PrunePlan"
+    again = copy.deepcopy(base)
+    apply_plan(again, plan, x)
+    with torch.no_grad():
+        torch.testing.assert_close(again(x), m(x))
+    with pytest.raises(ConfigError, match="does not match"):
+        apply_plan(Residual(), plan, x)
