@@ -21,6 +21,7 @@ _ZOO_MODULES: list[str] = [
     "slimcnn.models.cifar",
     "slimcnn.models.alexnet",
     "slimcnn.models.small",
+    "slimcnn.models.yolo_fastestv2",
 ]
 """Modules that register zoo models on import; a new zoo module appends its name here."""
 

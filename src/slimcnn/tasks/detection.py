@@ -1,0 +1,325 @@
+"""Object detection task: COCO mAP (pycocotools), log-average miss rate, YOLO-style fine-tuning.
+
+Models plug in through :data:`DETECTION_ADAPTERS`, keyed by the model's class name (looked up
+along its MRO, so subclasses and pruned copies keep their adapter):
+
+- ``YoloFastestV2`` (``slimcnn:yolo_fastestv2``): plain resize to 352×352 RGB [0, 1], raw maps
+  decoded by :func:`slimcnn.models.yolo_fastestv2.decode`; fine-tuned with
+  :func:`~slimcnn.models.yolo_fastestv2.yolo_loss`.
+- torchvision detectors (``GeneralizedRCNN``, ``RetinaNet``, ``FCOS``, ``SSD``): a list of RGB
+  [0, 1] images at original size; their outputs are COCO category ids (1..90), mapped to the
+  80 contiguous classes when the data has 80 classes (YOLO-style COCO sets such as coco8) or
+  through the json's category ids (COCO json sets). Fine-tuning uses their own loss dict.
+- ultralytics ``DetectionModel``: square resize to the model's input size, RGB [0, 1], raw
+  output filtered by ``ultralytics.utils.nms.non_max_suppression``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimcnn.data.detection import DetectionSample, DetectionSet, load_detection
+from slimcnn.errors import ConfigError, UnsupportedLayerError
+from slimcnn.models._zoo import ModelInfo
+from slimcnn.registry import Registry
+from slimcnn.tasks.base import TASKS, Batch, TrainStats
+from slimcnn.tasks.detmetrics import Detections, coco_map, log_average_miss_rate
+from slimcnn.types import Score
+
+__all__ = ["COCO80_TO_91", "DETECTION_ADAPTERS", "DetectionAdapter", "DetectionTask", "get_adapter"]
+
+log = logging.getLogger(__name__)
+
+COCO80_TO_91: tuple[int, ...] = (
+    *range(1, 12), *range(13, 26), 27, 28, *range(31, 45), *range(46, 66), 67, 70, *range(72, 83), *range(84, 91)
+)
+"""COCO category id (as torchvision detectors output) of each of the 80 contiguous classes."""
+
+
+def _load_rgb(path: Path, size: int | None) -> torch.Tensor:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if size is not None:
+            im = im.resize((size, size), Image.BILINEAR)
+        a = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1)  # uint8 CHW
+
+
+@dataclass(frozen=True)
+class DetectionAdapter:
+    """How one model family is fed, decoded and trained.
+
+    ``predict(model, samples, task)`` returns detections in original image pixels with labels in
+    the dataset's 0-based label space; ``loss(model, batch, task)`` a differentiable scalar, or
+    None when the family cannot be fine-tuned here.
+    """
+
+    name: str
+    predict: Callable[[nn.Module, list[DetectionSample], DetectionTask], list[Detections]]
+    input_size: Callable[[nn.Module, DetectionTask], int | None]
+    loss: Callable[[nn.Module, Batch, DetectionTask], torch.Tensor] | None = None
+
+
+DETECTION_ADAPTERS: Registry[DetectionAdapter] = Registry("detection model family")
+"""Adapters keyed by model class name (``YoloFastestV2``, ``GeneralizedRCNN``, ``DetectionModel``…)."""
+
+
+def get_adapter(model: nn.Module) -> DetectionAdapter:
+    """The adapter of the first class in ``type(model).__mro__`` that has one."""
+    for cls in type(model).__mro__:
+        if cls.__name__ in DETECTION_ADAPTERS:
+            return DETECTION_ADAPTERS.get(cls.__name__)
+    raise UnsupportedLayerError(
+        f"no detection adapter for {type(model).__name__}; supported: {', '.join(DETECTION_ADAPTERS.names())}. "
+        "Register one with DETECTION_ADAPTERS.add(class_name, DetectionAdapter(...))"
+    )
+
+
+def _to_np(d: dict[str, torch.Tensor], sx: float, sy: float) -> Detections:
+    scale = torch.tensor([sx, sy, sx, sy], dtype=torch.float32)
+    return {"boxes": (d["boxes"].float().cpu() * scale).numpy(), "scores": d["scores"].float().cpu().numpy(),
+            "labels": d["labels"].cpu().numpy().astype(np.int64)}
+
+
+# ------------------------------------------------------------------------------ Yolo-FastestV2
+
+
+def _yf_size(model: nn.Module, task: DetectionTask) -> int:
+    return task.input_size or 352
+
+
+def _yf_predict(model: nn.Module, samples: list[DetectionSample], task: DetectionTask) -> list[Detections]:
+    from slimcnn.models.yolo_fastestv2 import decode
+
+    size = _yf_size(model, task)
+    x = torch.stack([_load_rgb(s.path, size) for s in samples]).to(task.device).float() / 255
+    dets = decode(model(x), conf_thres=task.conf_thres, nms_iou=task.nms_iou, input_size=size)
+    return [_to_np(d, s.width / size, s.height / size) for d, s in zip(dets, samples, strict=True)]
+
+
+def _yf_loss(model: nn.Module, batch: Batch, task: DetectionTask) -> torch.Tensor:
+    from slimcnn.models.yolo_fastestv2 import yolo_loss
+
+    return yolo_loss(model(batch[0]), batch[1], input_size=tuple(batch[0].shape[-2:]))  # type: ignore[arg-type]
+
+
+DETECTION_ADAPTERS.add("YoloFastestV2", DetectionAdapter("yolo_fastestv2", _yf_predict, _yf_size, _yf_loss))
+
+
+# --------------------------------------------------------------------------------- torchvision
+
+
+def _tv_label_map(task: DetectionTask) -> dict[int, int]:
+    if task.data.coco_ids:
+        return {cid: i for i, cid in enumerate(task.data.coco_ids)}
+    if len(task.data.names) == 80:
+        return {cid: i for i, cid in enumerate(COCO80_TO_91)}
+    return {i + 1: i for i in range(len(task.data.names))}  # fine-tuned: 0 = background
+
+
+def _tv_predict(model: nn.Module, samples: list[DetectionSample], task: DetectionTask) -> list[Detections]:
+    outs = model([_load_rgb(s.path, None).to(task.device).float() / 255 for s in samples])
+    lut = _tv_label_map(task)
+    res = []
+    for o in outs:
+        labels = [lut.get(int(v), -1) for v in o["labels"]]
+        keep = torch.tensor([v >= 0 for v in labels], dtype=torch.bool)
+        d = {"boxes": o["boxes"][keep], "scores": o["scores"][keep], "labels": torch.tensor(labels)[keep]}
+        res.append(_to_np(d, 1.0, 1.0))
+    return res
+
+
+def _tv_loss(model: nn.Module, batch: Batch, task: DetectionTask) -> torch.Tensor:
+    targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in batch[1]]
+    losses = model(list(batch[0]), targets)
+    return sum(losses.values())  # type: ignore[return-value]
+
+
+for _name in ("GeneralizedRCNN", "RetinaNet", "FCOS", "SSD"):
+    DETECTION_ADAPTERS.add(_name, DetectionAdapter("torchvision", _tv_predict, lambda m, t: t.input_size, _tv_loss))
+
+
+# -------------------------------------------------------------------------------- ultralytics
+
+
+def _ul_size(model: nn.Module, task: DetectionTask) -> int:
+    return task.input_size or 640
+
+
+def _ul_predict(model: nn.Module, samples: list[DetectionSample], task: DetectionTask) -> list[Detections]:
+    from ultralytics.utils.nms import non_max_suppression
+
+    size = _ul_size(model, task)
+    x = torch.stack([_load_rgb(s.path, size) for s in samples]).to(task.device).float() / 255
+    out = model(x)
+    pred = non_max_suppression(out[0] if isinstance(out, (tuple, list)) else out, task.conf_thres, task.nms_iou)
+    return [_to_np({"boxes": p[:, :4], "scores": p[:, 4], "labels": p[:, 5].long()}, s.width / size, s.height / size)
+            for p, s in zip(pred, samples, strict=True)]
+
+
+DETECTION_ADAPTERS.add("DetectionModel", DetectionAdapter("ultralytics", _ul_predict, _ul_size))
+
+
+# ---------------------------------------------------------------------------------------- task
+
+
+class DetectionTask:
+    """COCO-style detection on a :class:`~slimcnn.data.detection.DetectionSet`.
+
+    Args:
+        data: spec of the data (YOLO folder, VOC folder with split CSVs, COCO json).
+        info: the model's metadata; ``input_shape[-1]`` sets the square input size.
+        val_data: evaluate on this spec instead (default: ``data``'s val/test split).
+        train_data: fine-tune on this spec (default: ``data``'s train split).
+        subset: evaluate on the first N images only.
+        batch_size: images per batch (default 8).
+        seed: augmentation / shuffling seed.
+        metric: headline metric, ``"map50_95"`` (default) or ``"map50"``.
+        conf_thres: score threshold before NMS (0.01, as in COCO evaluation practice).
+        nms_iou: NMS IoU threshold.
+    """
+
+    name = "detection"
+
+    def __init__(
+        self, data: str | Path, *, info: ModelInfo | None = None, val_data: str | Path | None = None,
+        train_data: str | Path | None = None, subset: int | None = None, batch_size: int = 8, seed: int = 0,
+        metric: Literal["map50_95", "map50"] = "map50_95", conf_thres: float = 0.01, nms_iou: float = 0.5,
+        device: str = "cpu", scale: int | None = None,
+    ) -> None:
+        if scale is not None:
+            raise ConfigError(f"--scale is a super-resolution option; the detection task takes none (got {scale})")
+        if metric not in ("map50_95", "map50"):
+            raise ConfigError(f"detection metric must be 'map50_95' or 'map50', got {metric!r}")
+        self.data = load_detection(val_data or data, "val").head(subset)
+        self._train_spec = train_data or data
+        self._train: DetectionSet | None = None
+        self.info = info
+        shape = info.input_shape if info is not None else None
+        self.input_size: int | None = int(shape[-1]) if shape and len(shape) == 4 else None
+        self.batch_size, self.seed, self.metric = batch_size, seed, metric
+        self.conf_thres, self.nms_iou, self.device = conf_thres, nms_iou, device
+        self._cache: dict[Path, torch.Tensor] = {}
+
+    @property
+    def train_set(self) -> DetectionSet:
+        """The training split (loaded on first use)."""
+        if self._train is None:
+            self._train = load_detection(self._train_spec, "train")
+        return self._train
+
+    @torch.inference_mode()
+    def predict(self, model: nn.Module, data: DetectionSet | None = None, device: str = "cpu") -> list[Detections]:
+        """Detections of ``model`` on every sample (original pixels, dataset label space)."""
+        adapter, data = get_adapter(model), data or self.data
+        self.device = device
+        was_training = model.training
+        model.eval().to(device)
+        try:
+            out: list[Detections] = []
+            for i in range(0, len(data), self.batch_size):
+                out.extend(adapter.predict(model, list(data.samples[i : i + self.batch_size]), self))
+        finally:
+            model.train(was_training)
+        return out
+
+    def evaluate(self, model: nn.Module, *, limit: int | None = None, device: str = "cpu") -> Score:
+        """COCO mAP@[.5:.95] and mAP@.5 (+ LAMR for single-class sets) on the evaluation split."""
+        data = self.data.head(limit)
+        preds = self.predict(model, data, device)
+        m5095, m50 = coco_map(data, preds)
+        metrics = {"map50_95": m5095, "map50": m50}
+        if len(data.names) == 1:
+            metrics["lamr"] = log_average_miss_rate(data, preds)
+        return Score(self.metric, metrics[self.metric], True, metrics, len(data),
+                     f"{data.source}:{data.split}" if data.split else data.source)
+
+    # ------------------------------------------------------------------ training-side API
+
+    def _image(self, s: DetectionSample, size: int) -> torch.Tensor:
+        if s.path not in self._cache:
+            self._cache[s.path] = _load_rgb(s.path, size)
+        return self._cache[s.path]
+
+    def _batch(self, samples: list[DetectionSample], gen: torch.Generator | None) -> Batch:
+        size = self.input_size or 352
+        imgs, targets = [], []
+        for s in samples:
+            x = self._image(s, size).float() / 255
+            boxes = torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4)
+            boxes *= torch.tensor([size / s.width, size / s.height] * 2)
+            if gen is not None and torch.rand((), generator=gen) < 0.5:  # horizontal flip
+                x = x.flip(-1)
+                boxes = torch.stack((size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]), 1)
+            imgs.append(x)
+            targets.append({"boxes": boxes, "labels": torch.tensor(s.labels, dtype=torch.int64)})
+        return torch.stack(imgs), targets
+
+    def _stream(self, augment: bool) -> Iterator[Batch]:
+        gen = torch.Generator().manual_seed(self.seed)
+        samples = self.train_set.samples
+        while True:
+            order = torch.randperm(len(samples), generator=gen).tolist()
+            for i in range(0, len(order) - self.batch_size + 1 if len(order) >= self.batch_size else 1,
+                           self.batch_size):
+                yield self._batch([samples[j] for j in order[i : i + self.batch_size]], gen if augment else None)
+
+    def training_batches(self, n: int) -> list[Batch]:
+        """``n`` augmented (images Tensor[B, 3, S, S], targets in input pixels) batches."""
+        it = self._stream(True)
+        return [next(it) for _ in range(n)]
+
+    def calibration_batches(self, n: int) -> list[torch.Tensor]:
+        """``n`` un-augmented input batches from the training split."""
+        it = self._stream(False)
+        return [next(it)[0] for _ in range(n)]
+
+    def example_input(self, batch: int = 1) -> torch.Tensor:
+        """A zero input of the model's size (352 by default)."""
+        size = self.input_size or 352
+        return torch.zeros(batch, 3, size, size)
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """The family's training loss on ``batch`` (moved to the model's device)."""
+        adapter = get_adapter(model)
+        if adapter.loss is None:
+            raise UnsupportedLayerError(f"fine-tuning {adapter.name} models is not supported by the detection task")
+        dev = next(model.parameters()).device
+        x, targets = batch
+        targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
+        return adapter.loss(model, (x.to(dev), targets), self)
+
+    def finetune(self, model: nn.Module, steps: int, **options: Any) -> TrainStats:
+        """Fine-tune in place with :func:`slimcnn.train.fit_` (default Adam, lr 1e-3, cosine).
+
+        Options are forwarded to ``fit_`` (``lr``, ``optimizer``, ``device``, ``warmup_steps``…).
+        """
+        from slimcnn.train import fit_
+
+        if steps <= 0:
+            return TrainStats(0, float("nan"), 0.0, 0.0, str(options.get("device", "cpu")))
+        opts: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "progress": False, "warmup_steps": min(20, steps // 10)}
+        opts.update(options)
+        t0 = time.perf_counter()
+        model.train()
+        stats = fit_(model, lambda: self._stream(True), self.loss, steps=steps, **opts)
+        log.info("detection finetune: %d steps in %.1fs", steps, time.perf_counter() - t0)
+        return stats
+
+
+def _factory(data: str | Path, **kwargs: Any) -> DetectionTask:
+    return DetectionTask(data, **kwargs)
+
+
+TASKS.add("detection", _factory)
