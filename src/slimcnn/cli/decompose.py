@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,15 @@ def _table(rows: list[Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    t = Table(title="low-rank decisions (time of the layer alone)")
-    for col in ("layer", "method", "shape", "rank", "ms before", "ms after", "replaced", "why"):
+    t = Table(title="low-rank decisions (each layer timed alone; original vs factors side by side)")
+    for col in ("layer", "method", "shape", "rank", "ms before", "ms after", "speed-up", "replaced", "why"):
         t.add_column(col)
     for r in rows:
+        sp = r.speedup
         t.add_row(r.layer, r.method, "x".join(map(str, r.shape)), str(r.rank),
                   "" if r.ms_before is None else f"{r.ms_before:.3f}", "" if r.ms_after is None else f"{r.ms_after:.3f}",
-                  "yes" if r.replaced else "no", r.reason)
+                  "" if sp is None else f"{sp:.2f}x", ("yes, SLOWER" if r.slower else "yes") if r.replaced else "no",
+                  r.reason)
     import sys
 
     Console(width=None if sys.stdout.isatty() else 200).print(t)
@@ -39,6 +42,10 @@ def decompose_cmd(
     runtime: str = typer.Option("onnxruntime", "--runtime", help="Where layers are timed: onnxruntime or torch."),
     threads: int | None = typer.Option(None, "--threads", help="Runtime threads (default: physical cores)."),
     only_faster: bool = typer.Option(True, "--only-faster/--all", help="Replace only layers measured faster."),
+    min_speedup: float = typer.Option(1.05, "--min-speedup", help="Replace a layer only if measured at least this much faster."),
+    scan_runs: int = typer.Option(10, "--scan-runs", help="Timed runs per candidate rank in the quick scan (cached)."),
+    confirm_runs: int = typer.Option(40, "--confirm-runs", help="Interleaved rounds of the side-by-side confirmation."),
+    e2e_runs: int = typer.Option(50, "--e2e-runs", help="Interleaved rounds of the whole-model before/after timing."),
     spatial: bool = typer.Option(False, "--spatial", help="Spatial SVD (k×1, 1×k) for k×k convs instead of Tucker-2."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     freeze: str = typer.Option("outer", "--freeze", help="Fine-tuning: outer (freeze outer 1×1 factors), sequential, none."),
@@ -56,10 +63,10 @@ def decompose_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
     """Decompose Conv2d/Linear layers (SVD, Tucker-2) where the factors are measured faster on --runtime."""
+    from slimcnn._io import ensure_output_dir, write_json
     from slimcnn.lowrank import LowRankSpec, decompose
     from slimcnn.lowrank.finetune import finetune_frozen, training_throughput
     from slimcnn.measure import compare_latency, export_onnx, profile
-    from slimcnn._io import ensure_output_dir, write_json
     from slimcnn.models import LoadedModel, save_model
 
     if freeze not in ("outer", "sequential", "none"):
@@ -72,9 +79,10 @@ def decompose_cmd(
     out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
     example = example_for(loaded, input)
     spec = LowRankSpec(ratio=ratio, rank=rank, energy=energy, rank_multiple=rank_multiple, only_faster=only_faster,
-                       spatial=spatial, exclude=tuple(exclude))
+                       min_speedup=min_speedup, spatial=spatial, exclude=tuple(exclude))
     t0 = time.perf_counter()
-    new, result = decompose(loaded.model, example, spec, runtime=runtime, threads=threads, progress=not as_json)
+    new, result = decompose(loaded.model, example, spec, runtime=runtime, threads=threads,
+                         scan_runs=scan_runs, confirm_runs=confirm_runs, progress=not as_json)
     seconds = time.perf_counter() - t0
     task_obj = None
     scores: dict[str, Any] = {}
@@ -89,7 +97,8 @@ def decompose_cmd(
             throughput = training_throughput(new, result, task_obj)
             finetune_frozen(new, result, task_obj, finetune_steps, freeze=freeze, lr=lr)
             scores["after_finetune"] = task_obj.evaluate(new, limit=limit)
-    lat = compare_latency({"before": loaded.model, "after": new}, example, runtime=runtime, threads=threads)  # type: ignore[arg-type]
+    lat = compare_latency({"before": loaded.model, "after": new}, example, runtime=runtime, threads=threads,  # type: ignore[arg-type]
+                          runs=e2e_runs)
     before, after = profile(loaded.model, example), profile(new, example)
     new_loaded = LoadedModel(new, loaded.source, loaded.info)
     save_model(new_loaded, out_dir / "model.pt")
@@ -101,23 +110,26 @@ def decompose_cmd(
         "threads": lat["after"].threads,
         "layers": [dataclasses.asdict(r) for r in result.layers],
         "replaced": result.replaced,
-        "slower_layers": [r.layer for r in result.layers if r.replaced and r.ms_after is not None
-                          and r.ms_before is not None and r.ms_after >= r.ms_before],
+        "slower_layers": result.slower,
         "before": {"params": before.params, "macs": before.macs, "latency": dataclasses.asdict(lat["before"])},
         "after": {"params": after.params, "macs": after.macs, "latency": dataclasses.asdict(lat["after"])},
         "speedup": lat["before"].median_ms / lat["after"].median_ms,
         "scores": {k: dataclasses.asdict(v) for k, v in scores.items()},
         "training_throughput": throughput,
         "seconds": round(seconds, 2),
+        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     write_json(out_dir / "result.json", report)
     if as_json:
         emit_json(report)
     else:
         _table(list(result.layers))
+        if result.slower:
+            say(f"{len(result.slower)} replaced layers timed SLOWER alone: {', '.join(result.slower)}")
         say(f"replaced {len(result.replaced)} of {len(result.layers)} layers; MACs {before.macs:,} → {after.macs:,}; "
             f"latency {lat['before'].median_ms:.3f} → {lat['after'].median_ms:.3f} ms "
-            f"({report['speedup']:.3f}x, {runtime}, {lat['after'].threads} threads)")
+            f"({report['speedup']:.3f}x side by side; p10 {lat['before'].p10_ms:.3f} → {lat['after'].p10_ms:.3f}; "
+            f"{runtime}, {lat['after'].threads} threads; decisions took {seconds:.0f} s)")
         for k, v in scores.items():
             say(f"{k}: {v.metric} {v.value:.4f}")
         say(f"wrote {out_dir}/model.pt, model.onnx, result.json")

@@ -25,13 +25,23 @@ from slimcnn.lowrank.factorize import (
     tucker2_factors,
 )
 from slimcnn.lowrank.rank import energy_rank, round_rank, svd_rank, tucker2_rank
-from slimcnn.lowrank.select import LayerDecision, LowRankSpec, Timer, choose_rank, decide_layer, rank_candidates
+from slimcnn.lowrank.select import (
+    Comparer,
+    LayerDecision,
+    LowRankSpec,
+    Timer,
+    build_factors,
+    choose_rank,
+    decide_layer,
+    rank_candidates,
+    timing_factors,
+)
 
 __all__ = [
-    "LayerDecision", "LowRankResult", "LowRankSpec", "Timer", "choose_rank", "decompose", "decompose_",
+    "Comparer", "LayerDecision", "LowRankResult", "LowRankSpec", "Timer", "build_factors", "choose_rank", "decompose", "decompose_",
     "decompose_linear", "decompose_pointwise", "decompose_spatial", "decompose_tucker2", "energy_rank",
-    "factor_groups", "freeze_factors_", "rank_candidates", "round_rank", "runtime_timer", "svd_factors",
-    "svd_rank", "tucker2_factors", "tucker2_rank",
+    "factor_groups", "freeze_factors_", "rank_candidates", "round_rank", "runtime_comparer", "runtime_timer", "svd_factors",
+    "svd_rank", "timing_factors", "tucker2_factors", "tucker2_rank",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,15 +61,51 @@ class LowRankResult:
         """FQNs of the layers that were replaced by factors."""
         return [row.layer for row in self.layers if row.replaced]
 
+    @property
+    def slower(self) -> list[str]:
+        """FQNs of replaced layers whose factors timed no faster than the original (only with ``--all``)."""
+        return [row.layer for row in self.layers if row.slower]
 
-def runtime_timer(runtime: str = "onnxruntime", threads: int | None = None, runs: int = 30) -> Timer:
-    """A :data:`Timer` on a real runtime (ONNX Runtime by default), cached by shape in ``slimcnn.measure``."""
+
+def runtime_timer(runtime: str = "onnxruntime", threads: int | None = None, runs: int = 10) -> Timer:
+    """A :data:`Timer` for the quick rank scan: median of ``runs`` calls of the layer alone.
+
+    Uses :func:`slimcnn.measure.time_module`, cached by (runtime, threads, layer shapes, input
+    shape), so identical layers (e.g. the repeated blocks of a ResNet stage) are timed once.
+    """
     from slimcnn.measure import time_module
 
     def timer(module: nn.Module, input_shape: tuple[int, ...]) -> float:
-        return time_module(module, input_shape, runtime=runtime, threads=threads, runs=runs).median_ms
+        return time_module(module, input_shape, runtime=runtime, threads=threads, runs=runs, warmup=3).median_ms  # type: ignore[arg-type]
 
     return timer
+
+
+def runtime_comparer(runtime: str = "onnxruntime", threads: int | None = None, runs: int = 40) -> Comparer:
+    """A :data:`Comparer` for the confirmatory timing: original and factors interleaved, side by side.
+
+    Both modules run ``runs`` rounds in one process with :func:`slimcnn.measure.compare_latency`
+    (round-robin, rotating order). The speed-up is taken conservatively as the smaller of the
+    median and p10 speed-ups, and the pair of times of that statistic is returned, so a gain that
+    shows only in one statistic (noise) does not count. Results are memoised per (layer shapes,
+    input shape) for the life of the comparer, so identical layers get identical decisions.
+    """
+    from slimcnn.measure import compare_latency
+
+    memo: dict[tuple[str, str, tuple[int, ...]], tuple[float, float]] = {}
+
+    def compare(original: nn.Module, replacement: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, float]:
+        key = (repr(original), repr(replacement), tuple(input_shape))
+        if key not in memo:
+            x = torch.randn(input_shape, generator=torch.Generator().manual_seed(0))
+            lat = compare_latency({"original": copy.deepcopy(original), "factors": copy.deepcopy(replacement)}, x,
+                                  runtime=runtime, threads=threads, runs=runs, warmup=5)  # type: ignore[arg-type]
+            a, b = lat["original"], lat["factors"]
+            med, p10 = (a.median_ms, b.median_ms), (a.p10_ms, b.p10_ms)
+            memo[key] = min(med, p10, key=lambda t: t[0] / max(t[1], 1e-9))
+        return memo[key]
+
+    return compare
 
 
 def _input_shapes(model: nn.Module, example_input: torch.Tensor, names: set[str]) -> dict[str, tuple[int, ...]]:
@@ -100,8 +146,11 @@ def decompose_(
     spec: LowRankSpec | None = None,
     *,
     timer: Timer | None = None,
+    compare: Comparer | None = None,
     runtime: str | None = "onnxruntime",
     threads: int | None = None,
+    scan_runs: int = 10,
+    confirm_runs: int = 40,
     progress: bool = False,
 ) -> LowRankResult:
     """Replace layers of ``model`` in place by their low-rank factors (``nn.Sequential``s).
@@ -110,10 +159,16 @@ def decompose_(
         model: the network; layers are swapped by FQN.
         example_input: a model-ready input; each layer is timed at the input shape it sees here.
         spec: ranks and selection options (defaults: α = 2, ranks rounded to 8, only measured-faster).
-        timer: ``timer(module, input_shape) -> ms``; default times on ``runtime`` with ``threads``.
+        timer: ``timer(module, input_shape) -> ms`` for the rank scan; default
+            :func:`runtime_timer` on ``runtime`` with ``threads`` and ``scan_runs``.
+        compare: ``compare(original, factors, input_shape) -> (ms, ms)`` confirming a replacement
+            side by side; default :func:`runtime_comparer` with ``confirm_runs`` when ``timer`` is
+            also the default (a custom ``timer`` alone decides from the scan).
         runtime: ``"onnxruntime"`` or ``"torch"``; ``None`` disables timing (then every layer that
             shrinks is replaced, as with ``--all``).
-        threads: threads for the runtime (default: the runtime's choice recorded in the report).
+        threads: threads for the runtime (default: physical cores).
+        scan_runs: timed calls per candidate rank in the scan.
+        confirm_runs: interleaved rounds of the confirmatory timing.
         progress: show a progress bar.
 
     Returns:
@@ -121,7 +176,8 @@ def decompose_(
     """
     spec = spec or LowRankSpec()
     if timer is None and runtime is not None:
-        timer = runtime_timer(runtime, threads)
+        timer = runtime_timer(runtime, threads, scan_runs)
+        compare = compare or runtime_comparer(runtime, threads, confirm_runs)
     names = _candidates(model, spec)
     shapes = _input_shapes(model, example_input, set(names))
     rows = []
@@ -134,10 +190,14 @@ def decompose_(
         if name not in shapes:  # never reached by the forward pass
             continue
         layer = model.get_submodule(name)
-        row, factors = decide_layer(name, layer, shapes[name], spec, timer)
+        row, factors = decide_layer(name, layer, shapes[name], spec, timer, compare)
         rows.append(row)
         if factors is not None:
             _set_submodule(model, name, factors.to(layer.weight.device))
+    if timer is not None and runtime is not None and threads is None:
+        from slimcnn.measure import physical_cores
+
+        threads = physical_cores()  # what the runtime timers used
     return LowRankResult(spec, tuple(rows), runtime if timer else None, threads)
 
 

@@ -52,8 +52,7 @@ def tucker2_factors(
 def decompose_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     """``Linear(C→S)`` as ``Linear(C→R, no bias) → Linear(R→S)``."""
     a, b = svd_factors(layer.weight.detach(), rank)
-    first = nn.Linear(layer.in_features, b.shape[0], bias=False)
-    last = nn.Linear(b.shape[0], layer.out_features, bias=layer.bias is not None)
+    first, last = linear_shells(layer, b.shape[0])
     with torch.no_grad():
         first.weight.copy_(b)
         last.weight.copy_(a)
@@ -66,9 +65,7 @@ def decompose_pointwise(layer: nn.Conv2d, rank: int) -> nn.Sequential:
     """1×1 ``Conv2d(C→S)`` as ``1×1 C→R`` (stride/padding kept) ``→ 1×1 R→S``."""
     _check_conv(layer, pointwise=True)
     a, b = svd_factors(layer.weight.detach()[:, :, 0, 0], rank)
-    r = b.shape[0]
-    first = nn.Conv2d(layer.in_channels, r, 1, stride=layer.stride, padding=layer.padding, bias=False)
-    last = nn.Conv2d(r, layer.out_channels, 1, bias=layer.bias is not None)
+    first, last = pointwise_shells(layer, b.shape[0])
     with torch.no_grad():
         first.weight.copy_(b[:, :, None, None])
         last.weight.copy_(a[:, :, None, None])
@@ -81,13 +78,7 @@ def decompose_tucker2(layer: nn.Conv2d, rank_in: int, rank_out: int, *, iters: i
     """k×k ``Conv2d(C→S)`` as ``1×1 C→R1 → k×k R1→R2`` (original stride/padding/dilation) ``→ 1×1 R2→S``."""
     _check_conv(layer, pointwise=False)
     first_w, core_w, last_w = tucker2_factors(layer.weight.detach(), rank_in, rank_out, iters=iters)
-    r1, r2 = first_w.shape[0], last_w.shape[1]
-    first = nn.Conv2d(layer.in_channels, r1, 1, bias=False)
-    core = nn.Conv2d(
-        r1, r2, layer.kernel_size, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
-        bias=False, padding_mode=layer.padding_mode,
-    )
-    last = nn.Conv2d(r2, layer.out_channels, 1, bias=layer.bias is not None)
+    first, core, last = tucker2_shells(layer, first_w.shape[0], last_w.shape[1])
     with torch.no_grad():
         first.weight.copy_(first_w[:, :, None, None])
         core.weight.copy_(core_w)
@@ -105,20 +96,59 @@ def decompose_spatial(layer: nn.Conv2d, rank: int) -> nn.Sequential:
     mat = w.permute(1, 2, 0, 3).reshape(c_in * kh, s_out * kw)  # rows (c, h), cols (s, w)
     a, b = svd_factors(mat, rank)  # a[(c,h), R], b[R, (s,w)]
     r = a.shape[1]
-    vertical = nn.Conv2d(
-        c_in, r, (kh, 1), stride=(layer.stride[0], 1), padding=(layer.padding[0], 0),
-        dilation=(layer.dilation[0], 1), bias=False,
-    )
-    horizontal = nn.Conv2d(
-        r, s_out, (1, kw), stride=(1, layer.stride[1]), padding=(0, layer.padding[1]),
-        dilation=(1, layer.dilation[1]), bias=layer.bias is not None,
-    )
+    vertical, horizontal = spatial_shells(layer, r)
     with torch.no_grad():
         vertical.weight.copy_(a.reshape(c_in, kh, r).permute(2, 0, 1)[..., None])
         horizontal.weight.copy_(b.reshape(r, s_out, kw).permute(1, 0, 2)[:, :, None, :])
         if layer.bias is not None:
             horizontal.bias.copy_(layer.bias)
     return nn.Sequential(vertical, horizontal)
+
+
+# ------------------------------------------------------------------------------------------------
+# Shells: the factor layers with the right shapes but untouched (default-initialised) weights.
+# Dense float latency does not depend on weight values, so the rank search times shells and only
+# the chosen rank pays for the decomposition itself.
+
+
+def linear_shells(layer: nn.Linear, rank: int) -> tuple[nn.Linear, nn.Linear]:
+    """``Linear(C→R, no bias)`` and ``Linear(R→S)`` for ``layer``, weights not set."""
+    return (nn.Linear(layer.in_features, rank, bias=False),
+            nn.Linear(rank, layer.out_features, bias=layer.bias is not None))
+
+
+def pointwise_shells(layer: nn.Conv2d, rank: int) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """``1×1 C→R`` (the layer's stride/padding) and ``1×1 R→S`` for a 1×1 ``layer``, weights not set."""
+    _check_conv(layer, pointwise=True)
+    return (nn.Conv2d(layer.in_channels, rank, 1, stride=layer.stride, padding=layer.padding, bias=False),
+            nn.Conv2d(rank, layer.out_channels, 1, bias=layer.bias is not None))
+
+
+def tucker2_shells(layer: nn.Conv2d, rank_in: int, rank_out: int) -> tuple[nn.Conv2d, nn.Conv2d, nn.Conv2d]:
+    """``1×1 C→R1``, ``k×k R1→R2`` (the layer's stride/padding/dilation) and ``1×1 R2→S``, weights not set."""
+    _check_conv(layer, pointwise=False)
+    first = nn.Conv2d(layer.in_channels, rank_in, 1, bias=False)
+    core = nn.Conv2d(
+        rank_in, rank_out, layer.kernel_size, stride=layer.stride, padding=layer.padding,
+        dilation=layer.dilation, bias=False, padding_mode=layer.padding_mode,
+    )
+    last = nn.Conv2d(rank_out, layer.out_channels, 1, bias=layer.bias is not None)
+    return first, core, last
+
+
+def spatial_shells(layer: nn.Conv2d, rank: int) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """``kh×1 C→R`` and ``1×kw R→S`` for a k×k ``layer``, weights not set."""
+    _check_conv(layer, pointwise=False)
+    kh, kw = layer.kernel_size
+    vertical = nn.Conv2d(
+        layer.in_channels, rank, (kh, 1), stride=(layer.stride[0], 1), padding=(layer.padding[0], 0),
+        dilation=(layer.dilation[0], 1), bias=False,
+    )
+    horizontal = nn.Conv2d(
+        rank, layer.out_channels, (1, kw), stride=(1, layer.stride[1]), padding=(0, layer.padding[1]),
+        dilation=(1, layer.dilation[1]), bias=layer.bias is not None,
+    )
+    return vertical, horizontal
 
 
 def _check_conv(layer: nn.Conv2d, *, pointwise: bool) -> None:
