@@ -11,7 +11,7 @@ from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, say
 
 @app.command("apply")
 def apply_cmd(
-    plan: Path = typer.Argument(..., help="plan.json written by slimcnn prune."),
+    plan: Path = typer.Argument(..., help="plan.json written by slimcnn prune or slimcnn search."),
     model: str = typer.Argument(..., help="The same model source the plan was made on (unpruned)."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
@@ -21,20 +21,25 @@ def apply_cmd(
     out: Path = typer.Option(..., "--out", help="Output directory."),
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
-    """Prune MODEL to exactly the channels kept in PLAN (structure fingerprint must match)."""
+    """Re-apply PLAN (from prune or search) to the unpruned MODEL (structure fingerprint must match)."""
     import copy
 
     from slimcnn._io import ensure_output_dir
     from slimcnn.cli.prune import finish_outputs
-    from slimcnn.prune import PrunePlan, apply_plan
+    from slimcnn.prune import apply_plan
+    from slimcnn.search.plan import SearchPlan, apply_search_plan, load_plan
 
-    p = PrunePlan.load(plan)
+    p = load_plan(plan)
     loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
     out_dir = ensure_output_dir(out, inputs=tuple(x for x in (str(plan), model.removeprefix("file:"), weights) if x))
-    shape = input or ("x".join(map(str, p.input_shape)) if p.input_shape else None)
+    plan_shape = getattr(p, "input_shape", ())
+    shape = input or ("x".join(map(str, plan_shape)) if plan_shape else None)
     example = example_for(loaded, shape)
-    new_model = copy.deepcopy(loaded.model)
-    apply_plan(new_model, p, example)
+    if isinstance(p, SearchPlan):
+        new_model = apply_search_plan(loaded.model, p, example)
+    else:
+        new_model = copy.deepcopy(loaded.model)
+        apply_plan(new_model, p, example)
     result = finish_outputs(loaded, new_model, example, out_dir, p, latency=not no_latency)
     if as_json:
         emit_json(result)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +72,9 @@ def finish_outputs(loaded: Any, new_model: Any, example: Any, out_dir: Path, pla
 @app.command("prune")
 def prune_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. torchvision:resnet18, slimcnn:resnet56, ultralytics:yolov8n.yaml."),
-    criterion: str = typer.Option("l1", "--criterion", help="l1, l2, bn_scale, taylor, random, sparsity or chip."),
+    criterion: str = typer.Option("l1", "--criterion", help="l1, l2, bn_scale, taylor, random, sparsity or chip (kernel: l1, sparsity)."),
+    granularity: str = typer.Option("filter", "--granularity", help="filter (channels), kernel (free k×k kernels, compact .slimk file) or grouped (grouped convs)."),
+    groups: int = typer.Option(2, "--groups", help="--granularity grouped: groups G per conv (keeps 1/G of the kernels)."),
     ratio: float | None = typer.Option(None, "--ratio", help="Fraction of each coupled group's channels to remove."),
     macs: str | None = typer.Option(None, "--macs", help="Target MACs as a fraction of the original, e.g. 0.5x."),
     scope: str = typer.Option("local", "--scope", help="local (same ratio per group) or global ranking."),
@@ -95,6 +100,12 @@ def prune_cmd(
     from slimcnn._io import ensure_output_dir
     from slimcnn.prune import CRITERIA, prune_model_
 
+    if granularity not in ("filter", "kernel", "grouped"):
+        raise ConfigError(f"--granularity must be filter, kernel or grouped, got '{granularity}'")
+    if granularity != "filter":
+        return _kernel_granularity(model, granularity, criterion=criterion, ratio=ratio, groups=groups, weights=weights,
+                                   arch=arch, scale=scale, input=input, task=task, data=data, limit=limit,
+                                   no_latency=no_latency, out=out, as_json=as_json)
     if (ratio is None) == (macs is None):
         raise ConfigError("give exactly one of --ratio R or --macs 0.5x")
     if scope not in ("local", "global"):
@@ -131,4 +142,83 @@ def prune_cmd(
         say(f"pruned {loaded.source} with {criterion}: params {result['params']['before']:,} -> "
             f"{result['params']['after']:,}, MACs {result['macs']['before']:,} -> {result['macs']['after']:,} "
             f"({result['macs']['ratio']:.3f}x); wrote {out_dir}")
+    return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class _KernelPlan:
+    """plan.json of a kernel-granularity run: per layer the kept kernels or the group layout."""
+
+    layers: dict[str, Any]
+    criterion: str
+    options: dict[str, Any]
+
+    def save(self, path: Path) -> Path:
+        from slimcnn._io import write_json
+
+        return write_json(path, {"_type": "KernelPlan", "_version": 1, **dataclasses.asdict(self)})
+
+
+def _kernel_granularity(model: str, granularity: str, *, criterion: str, ratio: float | None, groups: int,
+                        weights: str | None, arch: str | None, scale: int | None, input: str | None,
+                        task: str | None, data: str | None, limit: int | None, no_latency: bool, out: Path,
+                        as_json: bool) -> int:
+    """``--granularity kernel|grouped``: Liu et al.'s criterion at the level of single k×k kernels."""
+    import copy
+
+    from slimcnn._io import ensure_output_dir
+    from slimcnn.prune.kernel import (
+        apply_kernel_masks_,
+        default_kernel_layers,
+        drop_removable_channels_,
+        group_kernels_,
+        kernel_masks,
+        save_kernel_compact,
+    )
+
+    if criterion not in ("l1", "sparsity"):
+        raise ConfigError(f"--granularity {granularity} ranks kernels by l1 or sparsity, got '{criterion}'")
+    if granularity == "kernel" and ratio is None:
+        raise ConfigError("--granularity kernel needs --ratio R (the fraction of k×k kernels to remove)")
+    if groups < 2:
+        raise ConfigError(f"--groups must be >= 2, got {groups}")
+    loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
+    out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
+    example = example_for(loaded, input)
+    task_obj = None
+    if task and data:
+        from slimcnn.tasks import make_task
+
+        task_obj = make_task(task, data, info=loaded.info, scale=scale)
+    new_model = copy.deepcopy(loaded.model)
+    extra: dict[str, Any] = {"granularity": granularity}
+    if granularity == "kernel":
+        masks = kernel_masks(new_model, ratio, criterion)  # type: ignore[arg-type]
+        apply_kernel_masks_(new_model, masks)
+        stats = save_kernel_compact(new_model, masks, out_dir / "model.slimk", source=loaded.source, scale=scale)
+        dense_bytes = sum(t.numel() * t.element_size() for t in new_model.state_dict().values())
+        extra["compact_file"] = dataclasses.asdict(stats) | {"dense_state_bytes": dense_bytes,
+                                                            "ratio": stats.file_bytes / max(dense_bytes, 1)}
+        extra["dropped_channels"] = drop_removable_channels_(new_model, example)
+        plan = _KernelPlan({k: m.nonzero().tolist() for k, m in masks.items()}, criterion, {"prune_ratio": ratio})
+    else:
+        layers = {name: groups for name in default_kernel_layers(new_model)}
+        report = group_kernels_(new_model, layers, criterion, example_input=example)
+        from slimcnn._io import to_json
+
+        grouped = json.loads(to_json(report))
+        extra["grouped"] = {"permuted": grouped["permuted"], "pinned": grouped["pinned"],
+                            "max_abs_error": grouped["max_abs_error"]}
+        plan = _KernelPlan({g["layer"]: g for g in grouped["layers"]}, criterion, {"groups": groups})
+    result = finish_outputs(loaded, new_model, example, out_dir, plan, task_obj=task_obj, limit=limit, extra=extra,
+                            latency=not no_latency)
+    if as_json:
+        emit_json(result)
+    else:
+        say(f"{granularity} pruning of {loaded.source} ({criterion}): MACs {result['macs']['before']:,} -> "
+            f"{result['macs']['after']:,} ({result['macs']['ratio']:.3f}x); wrote {out_dir}")
+        if "compact_file" in extra:
+            cf = extra["compact_file"]
+            say(f"compact file model.slimk: {cf['file_bytes']:,} B vs dense {cf['dense_state_bytes']:,} B "
+                f"({cf['ratio']:.3f}x; index overhead {cf['index_bytes']:,} B)")
     return 0

@@ -1,0 +1,44 @@
+"""``slimcnn prune --granularity kernel|grouped``: compact file, grouped convs, unchanged output shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from slimcnn.cli import main
+from slimcnn.models import load_model
+
+
+def test_kernel_granularity_writes_a_smaller_compact_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "k"
+    rc = main(["prune", "slimcnn:vdsr", "--granularity", "kernel", "--criterion", "sparsity", "--ratio", "0.5",
+               "--no-latency", "--out", str(out), "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    cf = result["compact_file"]
+    assert cf["kernels_kept"] < cf["kernels_total"]
+    assert cf["file_bytes"] < 0.7 * cf["dense_state_bytes"]
+    assert (out / "model.slimk").exists() and json.loads((out / "plan.json").read_text())["_type"] == "KernelPlan"
+    pruned = load_model(f"file:{out / 'model.pt'}").model
+    assert pruned(torch.rand(1, 1, 24, 24)).shape == (1, 1, 24, 24)
+
+
+def test_grouped_granularity_halves_macs_of_the_grouped_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "g"
+    rc = main(["prune", "slimcnn:vdsr", "--granularity", "grouped", "--groups", "2", "--no-latency",
+               "--out", str(out), "--json"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert 0.45 < result["macs"]["ratio"] < 0.6
+    assert result["grouped"]["max_abs_error"] < 1e-3
+    grouped = load_model(f"file:{out / 'model.pt'}").model
+    assert any(getattr(m, "groups", 1) == 2 for m in grouped.modules())
+
+
+def test_kernel_granularity_rejects_other_criteria(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["prune", "slimcnn:vdsr", "--granularity", "kernel", "--criterion", "chip", "--ratio", "0.5",
+               "--out", str(tmp_path / "x")])
+    assert rc == 2 and "l1 or sparsity" in capsys.readouterr().err
