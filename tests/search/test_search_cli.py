@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ def trained_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
     loaded = load_model("slimcnn:lenet5")
     task = make_task("classification", "digits", info=loaded.info)
     task.finetune(loaded.model, 120, lr=0.05, batch_size=64, progress=False)
+    loaded.info = dataclasses.replace(loaded.info, pretrained=True, notes=())
     path = tmp_path_factory.mktemp("lenet") / "model.pt"
     save_model(loaded, path)
     return path
@@ -56,3 +58,16 @@ def test_infeasible_budget_saves_the_closest_point(trained_lenet: Path, tmp_path
 def test_search_needs_a_target(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--out", str(tmp_path)])
     assert rc == 2 and "--max-drop" in capsys.readouterr().err
+
+
+def test_apply_reproduces_a_search_plan(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s"
+    assert main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits",
+                 "--method", "lowrank", "--max-drop", "5", "--params", "0.7x", "--out", str(out)]) == 0
+    again = tmp_path / "again"
+    assert main(["apply", str(out / "plan.json"), f"file:{trained_lenet}", "--no-latency", "--out", str(again), "--json"]) == 0
+    capsys.readouterr()
+    a = load_model(f"file:{out / 'model.pt'}").model
+    b = load_model(f"file:{again / 'model.pt'}").model
+    x = torch.randn(2, 1, 32, 32)
+    torch.testing.assert_close(a(x), b(x))

@@ -30,6 +30,7 @@ def search_cmd(
     task: str = typer.Option(..., "--task", help="classification, sr or detection."),
     data: str = typer.Option(..., "--data", help="Training data (also validation unless --val-data)."),
     val_data: str | None = typer.Option(None, "--val-data", help="Validation data that drives the search."),
+    metric: str | None = typer.Option(None, "--metric", help="Detection metric driving the search: map50_95 (default) or map50."),
     method: str = typer.Option("prune", "--method", help="prune, lowrank or kmeans."),
     strategy: str = typer.Option("greedy", "--strategy", help="greedy, cpo (Liu et al.) or iterative (Pavlitska et al.)."),
     criterion: str | None = typer.Option(None, "--criterion", help="Channel criterion for prune (l1, sparsity, chip...)."),
@@ -70,7 +71,7 @@ def search_cmd(
                                  latency=latency, objective=objective)  # type: ignore[arg-type]
     loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes)
     out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
-    task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data)
+    task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric)
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=round_to, exclude=tuple(exclude))

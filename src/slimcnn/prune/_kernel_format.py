@@ -211,3 +211,32 @@ def load_kernel_compact(path: str | Path, model: nn.Module | None = None) -> nn.
     except RuntimeError as e:
         raise ModelLoadError(f"{path} does not fit the model: {str(e).splitlines()[0]}") from e
     return model.eval()
+
+
+def _slimk_file_loader(path: Path, opts: Any) -> Any:
+    """``file:model.slimk`` for every command (registered in ``slimcnn.models.FILE_LOADERS``)."""
+    import dataclasses
+
+    from slimcnn.models import load_model
+
+    if getattr(opts, "arch", None) is not None:
+        raise ConfigError(f"'{path}' is a kernel-compact file that names its own architecture; drop --arch")
+    header, _ = read_kernel_compact(path)
+    if not header.get("source"):
+        raise ModelLoadError(f"{path} stores no model source; load it with load_kernel_compact(path, model=...)")
+    base = load_model(header["source"], scale=header.get("scale"), weights=None)
+    model = load_kernel_compact(path, model=base.model)
+    info = dataclasses.replace(base.info, pretrained=True, weights=str(path),
+                               notes=tuple(n for n in base.info.notes if not n.startswith("untrained")))
+    return dataclasses.replace(base, model=model, source=f"file:{path}", info=info)
+
+
+def register_slimk_loader() -> None:
+    """Register :func:`_slimk_file_loader` for ``.slimk`` (idempotent)."""
+    from slimcnn.models.files import FILE_LOADERS, register_file_loader
+
+    if ".slimk" not in FILE_LOADERS:
+        register_file_loader(".slimk")(_slimk_file_loader)
+
+
+register_slimk_loader()

@@ -78,31 +78,80 @@ def _has_ancestor_in(name: str, names: set[str]) -> bool:
 
 
 class Recording:
-    """Outputs of some modules over one evaluation pass, in call order."""
+    """Outputs of modules of the *original* model over one evaluation pass, in call order.
 
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
-        self.outputs: dict[str, list[Any]] = {n: [] for n in names}
-        self.bytes = 0
+    Recordings accumulate across knobs: a later knob whose replayable prefix is longer only records
+    the modules it lacks, and that recording pass itself replays what is already stored, so a sweep
+    visiting knobs in execution order pays for about one full forward pass of recording in total.
+    """
 
-    def record(self, model: nn.Module) -> list[Any]:
-        """Attach recording hooks; returns handles to remove."""
+    def __init__(self) -> None:
+        self.outputs: dict[str, list[Any]] = {}
+        self.sizes: dict[str, int] = {}
+
+    @property
+    def bytes(self) -> int:
+        """Bytes held by all stored outputs."""
+        return sum(self.sizes.values())
+
+    def missing(self, names: list[str]) -> list[str]:
+        """Those of ``names`` not recorded yet."""
+        return [n for n in names if n not in self.outputs]
+
+    def record(self, model: nn.Module, names: list[str], max_bytes: int | None = None) -> list[Any]:
+        """Attach hooks to ``model`` that record ``names``; returns handles to remove.
+
+        With ``max_bytes``, a module whose output would push the total past it stops being recorded
+        and is dropped after the pass (see :meth:`drop_incomplete`).
+        """
         hooks = []
-        for name in self.names:
+        self.incomplete: set[str] = set()
+        for name in names:
+            self.outputs[name], self.sizes[name] = [], 0
+
             def hook(m: nn.Module, args: Any, out: Any, name: str = name) -> None:
-                stored = _clone(out)
-                self.outputs[name].append(stored)
-                self.bytes += _nbytes(stored)
+                if name in self.incomplete:
+                    return
+                size = _nbytes(out)
+                if max_bytes is not None and self.bytes + size > max_bytes:
+                    self.incomplete.add(name)
+                    return
+                self.outputs[name].append(_clone(out))
+                self.sizes[name] += size
 
             hooks.append(model.get_submodule(name).register_forward_hook(hook))
         return hooks
 
-    def install(self, model: nn.Module) -> None:
-        """Swap the recorded modules of ``model`` (a transformed copy) for replays."""
-        for name in self.names:
+    def drop_incomplete(self) -> list[str]:
+        """Discard modules whose recording stopped at the byte limit; returns them."""
+        dropped = sorted(getattr(self, "incomplete", set()))
+        self.discard(dropped)
+        self.incomplete = set()
+        return dropped
+
+    def forget(self, keep: set[str]) -> None:
+        """Drop every recorded module not in ``keep`` (to bound memory)."""
+        for name in [n for n in self.outputs if n not in keep]:
+            del self.outputs[name], self.sizes[name]
+
+    def discard(self, names: list[str]) -> None:
+        """Drop ``names`` (e.g. a recording pass that failed half-way)."""
+        for name in names:
+            self.outputs.pop(name, None)
+            self.sizes.pop(name, None)
+
+    def install(self, model: nn.Module, names: list[str] | None = None) -> list[str]:
+        """Swap recorded modules of ``model`` (a copy) for replays; returns the names swapped.
+
+        Only outermost recorded modules are swapped (a replayed container never runs its children).
+        """
+        wanted = set(self.outputs if names is None else names)
+        outer = [n for n in wanted if n in self.outputs and not _has_ancestor_in(n, wanted)]
+        for name in outer:
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
             setattr(parent, child, _Replay(self.outputs[name]))
+        return outer
 
 
 class _Replay(nn.Module):

@@ -1,8 +1,8 @@
 """Transform families a search can turn: each exposes knobs, a single-knob applier and a combined one.
 
 A family turns an ``assignment`` (``{knob: amount}``) into a transformed copy of the model and
-counts its cost. Amounts grow with compression for ratios (``prune``, ``lowrank``: the fraction of
-weights/filters removed) and shrink for ``kmeans`` (bits per weight).
+counts its cost. Amounts grow with compression for ratios (``prune``, ``lowrank``, ``kernel``: the
+fraction of weights/filters/2-D kernels removed) and shrink for ``kmeans`` (bits per weight).
 """
 
 from __future__ import annotations
@@ -194,6 +194,84 @@ class PruneFamily:
         return {"prune_plan": self.last_plan.to_dict() if self.last_plan is not None else None}
 
 
+@dataclass
+class KernelFamily:
+    """Free-pattern 2-D kernel removal per conv; amount = fraction of the layer's ``k×k`` kernels removed.
+
+    Knobs are :func:`slimcnn.prune.kernel.default_kernel_layers` (``groups=1`` convs with more than
+    one input and output channel). Removed kernels are zeroed in place (the architecture is
+    unchanged), ranked by ``criterion`` (:func:`slimcnn.prune.kernel.kernel_masks`).
+
+    The cost is **kernel-sparse**: params and MACs count only the kept kernels of the knob layers
+    (a kernel whose weights are all zero counts as removed), as a sparse kernel engine would run them;
+    the dense runtime does not get faster. ``weight_bytes`` is what the compact ``.slimk`` format
+    (:func:`slimcnn.prune.kernel.save_kernel_compact`) stores: every other tensor dense, the kept
+    kernels' weights plus a per-layer index (bitmap or uint16/uint32 list, whichever is smaller).
+    """
+
+    example_input: Any
+    criterion: str = "l1"
+    amounts: tuple[float, ...] = (0.25, 0.5, 0.75)
+    name: str = "kernel"
+
+    def knobs(self, model: nn.Module, example_input: Any) -> list[Knob]:
+        from slimcnn.prune.kernel import default_kernel_layers
+
+        return [Knob(n, self.amounts, (n,)) for n in default_kernel_layers(model)]
+
+    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
+        return self.apply_many(model, {knob.name: amount})
+
+    def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
+        from slimcnn.prune.kernel import apply_kernel_masks_, kernel_masks
+
+        new = copy.deepcopy(model)
+        for layer, amount in assignment.items():
+            if amount > 0:
+                apply_kernel_masks_(new, kernel_masks(new, float(amount), self.criterion, layers=[layer]))
+        return new
+
+    def cost(self, example_input: Any) -> CostFn:
+        from slimcnn.measure import profile
+
+        def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
+            c = profile(model, example_input)
+            per_layer = {lc.name: lc for lc in c.layers}
+            params, macs, wbytes = c.params, c.macs, c.weight_bytes
+            for layer in (k for k, v in assignment.items() if v > 0):
+                w = model.get_submodule(layer).weight
+                o, i, kh, kw = w.shape
+                kept = int((w.detach().abs().amax(dim=(2, 3)) > 0).sum())
+                gone = o * i - kept
+                params -= gone * kh * kw
+                if layer in per_layer:
+                    macs -= per_layer[layer].macs * gone // (o * i)
+                wbytes += kernel_index_bytes(o * i, kept) - gone * kh * kw * w.element_size()
+            return params, macs, wbytes
+
+        return cost
+
+    def details(self, model: nn.Module, assignment: dict[str, float]) -> dict[str, Any]:
+        kept = {}
+        for layer, amount in assignment.items():
+            if amount > 0:
+                w = model.get_submodule(layer).weight.detach()
+                kept[layer] = [int(w.shape[0] * w.shape[1]), int((w.abs().amax(dim=(2, 3)) > 0).sum())]
+        return {"criterion": self.criterion, "kernels_total_kept": kept}
+
+
+def kernel_index_bytes(n_kernels: int, n_kept: int) -> int:
+    """Index overhead of one layer in the compact kernel format: a bitmap or a flat-index list.
+
+    Mirrors :mod:`slimcnn.prune._kernel_format`: the list (uint16 when ``n_kernels <= 65536``, else
+    uint32) is used when it is strictly smaller than the ``ceil(n_kernels / 8)``-byte bitmap.
+    """
+    bitmap = -(-n_kernels // 8)
+    lst = n_kept * (2 if n_kernels <= 65536 else 4)
+    return lst if lst < bitmap else bitmap
+
+
 FAMILIES.add("prune", PruneFamily)
 FAMILIES.add("lowrank", LowRankFamily)
 FAMILIES.add("kmeans", KMeansFamily)
+FAMILIES.add("kernel", KernelFamily)

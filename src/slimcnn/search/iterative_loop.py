@@ -18,7 +18,7 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
     current = ctx.model
     rows: list[dict[str, Any]] = []
     table: SensitivityTable | None = None
-    base = ctx.base_score
+    base = ctx.task.evaluate(ctx.model) if spec.limit is not None else ctx.base_score
     for it in range(1, spec.iterations + 1):
         family = ctx.family
         knobs = [k for k in family.knobs(current, ctx.example_input)]
@@ -37,9 +37,11 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
             break
         assignment = {s.layer: s.rate for s in chosen}
         pruned = family.apply_many(current, assignment)
-        before_ft = ctx.task.evaluate(pruned, limit=spec.limit)
+        # The per-iteration table is a report: judged on the whole validation set (--limit only
+        # shortens the sweeps, as for the other strategies' final model).
+        before_ft = ctx.task.evaluate(pruned)
         ctx.finetune(pruned)
-        after_ft = ctx.task.evaluate(pruned, limit=spec.limit)
+        after_ft = ctx.task.evaluate(pruned)
         cost = ctx.measure_cost(pruned, {})
         ctx.tried.append(_as_point(len(ctx.tried), assignment, base, after_ft, cost, ctx))
         rows.append({

@@ -121,31 +121,74 @@ class _Evaluator:
         self.spans = execution_spans(model, example_input) if cache else {}
         self.recording: Recording | None = None
         self.replayed_modules = 0
+        self.recording_passes = 0
 
     def evaluate(self, transformed: nn.Module) -> Score:
         if not self.cache:
             return self.task.evaluate(transformed, limit=self.limit, device=self.device)
         names = cacheable_modules(self.spans, changed_modules(self.model, transformed))
-        if not names:
+        if not names or not self._ensure_recorded(names):
             return self.task.evaluate(transformed, limit=self.limit, device=self.device)
-        if self.recording is None or self.recording.names != names:
-            self.recording = None
-            rec = Recording(names)
-            hooks = rec.record(self.model)
-            try:
-                self.task.evaluate(self.model, limit=self.limit, device=self.device)
-            finally:
-                for h in hooks:
-                    h.remove()
-            if rec.bytes > self.cache_limit_bytes:
-                log.info("activation cache for %s would hold %.0f MB > limit; evaluating without it",
-                         names[-1], rec.bytes / 1e6)
-                return self.task.evaluate(transformed, limit=self.limit, device=self.device)
-            self.recording = rec
+        assert self.recording is not None
         replay = _shallow_module_copy(transformed)
-        self.recording.install(replay)
-        self.replayed_modules += len(names)
+        self.replayed_modules += len(self.recording.install(replay, names))
         return self.task.evaluate(replay, limit=self.limit, device=self.device)
+
+    def prime(self, knobs: Sequence[Knob]) -> None:
+        """Record, in one pass, every module replayable for some knob (predicted from ``knob.layers``).
+
+        Each knob's replayable prefix would otherwise need its own recording pass (which runs the
+        whole rest of the network); outputs that do not fit the memory limit are simply not primed.
+        """
+        if not self.cache:
+            return
+        wanted: set[str] = set()
+        for knob in knobs:
+            wanted.update(cacheable_modules(self.spans, {n for n in knob.layers if n in self.spans}))
+        if not wanted:
+            return
+        self.recording = self.recording or Recording()
+        names = self.recording.missing(sorted(wanted))
+        hooks = self.recording.record(self.model, names, max_bytes=self.cache_limit_bytes)
+        try:
+            self.task.evaluate(self.model, limit=self.limit, device=self.device)
+        finally:
+            for h in hooks:
+                h.remove()
+        self.recording.drop_incomplete()
+        self.recording_passes += 1
+
+    def _ensure_recorded(self, names: list[str]) -> bool:
+        """Record the outputs of ``names`` on the original model (replaying what is already stored).
+
+        Returns False when the recording would exceed the memory limit (the caller evaluates plainly).
+        """
+        if self.recording is None:
+            self.recording = Recording()
+        rec = self.recording
+        missing = rec.missing(names)
+        if not missing:
+            return True
+        if rec.bytes > self.cache_limit_bytes:
+            rec.forget(set(names))
+        original = _shallow_module_copy(self.model)
+        rec.install(original, [n for n in names if n not in missing])
+        hooks = rec.record(original, missing)
+        try:
+            self.task.evaluate(original, limit=self.limit, device=self.device)
+        except BaseException:
+            rec.discard(missing)
+            raise
+        finally:
+            for h in hooks:
+                h.remove()
+        self.recording_passes += 1
+        if sum(rec.sizes[n] for n in names) > self.cache_limit_bytes:
+            log.info("activation cache for %s would hold %.0f MB > limit; evaluating without it",
+                     names[-1], sum(rec.sizes[n] for n in names) / 1e6)
+            rec.discard(missing)
+            return False
+        return True
 
 
 def _shallow_module_copy(model: nn.Module) -> nn.Module:
@@ -238,6 +281,7 @@ def sensitivity_sweep(
     todo = [k for k in todo if k.amounts]
     evaluator = _Evaluator(model, task, example_input, limit=limit, cache=cache,
                            cache_limit_bytes=int(cache_limit_mb * 1e6), device=device)
+    evaluator.prime(todo)
     ctx = dict(model=model, task=task, apply=apply, cost=cost, evaluator=evaluator,
                baseline=baseline, latency=latency)
     bar = _progress(len(todo), progress)
@@ -258,7 +302,7 @@ def sensitivity_sweep(
     table.conditions = {
         "dataset": baseline.dataset, "subset": limit if limit is not None else baseline.n, "cache": cache,
         "workers": workers, "seconds": round(time.perf_counter() - t0, 3), "device": device,
-        "replayed_modules": evaluator.replayed_modules,
+        "replayed_modules": evaluator.replayed_modules, "recording_passes": evaluator.recording_passes,
     }
     _checkpoint(table, resume)
     return table

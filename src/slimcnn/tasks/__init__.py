@@ -56,6 +56,7 @@ def make_task(
     subset: int | None = None,
     batch_size: int | None = None,
     seed: int = 0,
+    metric: str | None = None,
 ) -> Task:
     """Build the task ``kind`` over ``data``.
 
@@ -71,12 +72,14 @@ def make_task(
         subset: Evaluate on the first N samples only.
         batch_size: Batch size (task default when None).
         seed: Shuffling/augmentation seed.
+        metric: The headline metric, for tasks that offer a choice (detection: ``map50_95`` or ``map50``).
 
     Returns:
         The task.
 
     Raises:
         UnknownNameError: ``kind`` is not a registered task (the message lists close matches).
+        ConfigError: ``metric`` was given for a task that has no choice of metric.
         DataError: The data does not exist or cannot be read.
     """
     _import_task_modules(kind)
@@ -85,5 +88,10 @@ def make_task(
     factory = TASKS.get(kind)
     options: dict[str, Any] = {
         "scale": scale, "val_data": val_data, "train_data": train_data, "subset": subset, "batch_size": batch_size,
+        "metric": metric,
     }
+    if metric is not None and kind != "detection":
+        from slimcnn.errors import ConfigError
+
+        raise ConfigError(f"--metric chooses the detection metric (map50_95, map50); the {kind} task has one metric")
     return factory(data, info=info, seed=seed, **{k: v for k, v in options.items() if v is not None})
