@@ -131,8 +131,8 @@ class Bench:
             "row": name, "val_psnr": val.value, "val_drop": self.base_val.value - val.value,
             "test_psnr": test.value, "test_drop": self.base_test.value - test.value,
             "params_pct": 100.0 * params / self.base_cost.params,
-            "paper_params_pct": 100.0 * (paper_params(model) if kernel_sparse is None
-                                         else kernel_sparse[0]) / self.base_paper,
+            "paper_params_pct": 100.0 * (paper_params(model) if kernel_sparse is None  # kernel rows: minus removed
+                                         else self.base_paper - (c.params - kernel_sparse[0])) / self.base_paper,
             "macs_pct": 100.0 * macs / self.base_cost.macs, "dense_macs_pct": 100.0 * c.macs / self.base_cost.macs,
             "retrain": retrain, "seconds": round(seconds, 1),
             "images": f"{self.args.limit or 'all'}/{self.args.test_limit or 'all'}", **(extra or {}),
@@ -246,7 +246,8 @@ def markdown(results: dict[str, Any]) -> str:
                 "| row | images | val drop | test drop | params % | paper params % | MACs % | dense MACs % | latency ratio "
                 "| retraining (steps×batch×patch²) | paper: val / params % / FLOP % / Set14 |",
                 "|---|---|---|---|---|---|---|---|---|---|---|"]
-        for r in res["rows"]:
+        order = {"UR": 0, "CPO": 1, "kernel": 2}
+        for r in sorted(res["rows"], key=lambda r: order.get(r["row"].split()[0], 3)):
             p = PAPER.get(r["row"]) if name == "vdsr" else None
             ptxt = f"{p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f} / {p[3]:.2f}" if p else "–"
             out.append(f"| {r['row']} | {r.get('images', '–')} | {_f(r['val_drop'])} | {_f(r['test_drop'])} | {_f(r['params_pct'])} | "

@@ -80,9 +80,8 @@ def _has_ancestor_in(name: str, names: set[str]) -> bool:
 class Recording:
     """Outputs of modules of the *original* model over one evaluation pass, in call order.
 
-    Recordings accumulate across knobs: a later knob whose replayable prefix is longer only records
-    the modules it lacks, and that recording pass itself replays what is already stored, so a sweep
-    visiting knobs in execution order pays for about one full forward pass of recording in total.
+    Recordings accumulate across knobs: the sweep primes them in one pass for every knob, and a knob
+    whose prefix was not primed records only the modules it lacks (replaying what is stored).
     """
 
     def __init__(self) -> None:

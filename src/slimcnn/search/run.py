@@ -93,6 +93,8 @@ class _Context:
             default = "sparsity" if spec.strategy == "cpo" else "l1"
             kwargs |= {"criterion": spec.criterion or default, "round_to": spec.round_to, "exclude": spec.exclude,
                        "task": task, "source": source}
+        elif spec.method == "kernel" and spec.criterion is not None:
+            kwargs["criterion"] = spec.criterion
         self.family: Family = FAMILIES.get(spec.method)(**kwargs)
         self.cost_fn = self.family.cost(example_input)
         self.base_score = task.evaluate(model, limit=spec.limit)
