@@ -4,8 +4,9 @@
    for the smallest pruned model within 1 point of top-1 and at most half the MACs;
 2. memory — k-means weight sharing + magnitude pruning of the same model into a packed ``.slim``
    file (Tomè et al.): bytes before/after, per layer, and the accuracy change;
-3. super-resolution — train FSRCNN ×2 on scikit-image's photos, then remove redundant filters
-   (Liu et al.'s sparsity criterion) under a PSNR-drop and a MACs target.
+3. super-resolution — train ESPCN ×2 on scikit-image's photos, then remove redundant filters
+   (Liu et al.'s sparsity criterion) under a PSNR-drop and a MACs target. (FSRCNN's 12-channel
+   mapping layers lose several dB per removed filter, so the wider ESPCN shows the method better.)
 
 Every number comes from a real measurement (ONNX Runtime latency, the tasks' metrics).
 """
@@ -99,21 +100,23 @@ def run_demo(out_dir: str | Path = "demo-out", *, say: Say = print, quick: bool 
     report["memory"] = _memory_section(lenet, digits, out / "memory", say)
 
     # 3. super-resolution --------------------------------------------------------------------------
-    say("[3/3] super-resolution: FSRCNN x2 trained on scikit-image's photos, redundant filters removed")
+    say("[3/3] super-resolution: ESPCN x2 trained on scikit-image's photos, redundant filters removed")
     from slimcnn.tasks.sr_recipes import paper_init_
 
-    fsrcnn = load_model("slimcnn:fsrcnn", scale=2)
-    paper_init_(fsrcnn.model)  # the demo trains from scratch, with the paper's initialisation
-    sr = make_task("sr", "photos-train", info=dataclasses.replace(fsrcnn.info, pretrained=False), scale=2,
+    espcn = load_model("slimcnn:espcn", scale=2)
+    paper_init_(espcn.model)  # the demo trains from scratch, with the paper's initialisation
+    sr = make_task("sr", "photos-train", info=dataclasses.replace(espcn.info, pretrained=False), scale=2,
                    val_data="photos-val")
-    sr.finetune(fsrcnn.model, 200 if quick else 2000, progress=False)
-    fsrcnn.info = dataclasses.replace(fsrcnn.info, pretrained=True, notes=("trained on built-in photos by slimcnn demo",))
-    base = sr.evaluate(fsrcnn.model)
+    sr.finetune(espcn.model, 300 if quick else 2000, progress=False)
+    espcn.info = dataclasses.replace(espcn.info, pretrained=True, notes=("trained on built-in photos by slimcnn demo",))
+    base = sr.evaluate(espcn.model)
     say(f"  trained: PSNR {base.value:.2f} dB on held-out photos (bicubic {base.metrics.get('psnr_bicubic', float('nan')):.2f} dB)")
-    say("  search: remove the sparsest filters (Liu et al.) for <= 0.2 dB drop and <= 0.7x MACs")
+    say("  search: remove the sparsest filters (Liu et al.) for <= 0.2 dB drop and <= 0.8x MACs")
+    # A fresh task: the model is trained now, so fine-tuning uses the gentle (not the from-scratch) recipe.
+    sr = make_task("sr", "photos-train", info=espcn.info, scale=2, val_data="photos-val")
     report["super_resolution"] = _search_section(
-        "super_resolution", fsrcnn, sr, Budget.from_options(max_drop="0.2", macs="0.7x"),
-        SearchSpec(method="prune", criterion="sparsity", finetune_steps=20 if quick else 100),
+        "super_resolution", espcn, sr, Budget.from_options(max_drop="0.2", macs="0.8x"),
+        SearchSpec(method="prune", criterion="sparsity", finetune_steps=50 if quick else 500),
         out / "sr-search", say)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out / "demo.json", report)

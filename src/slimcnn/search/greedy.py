@@ -1,8 +1,8 @@
 """One-shot greedy allocation over sensitivity curves, verified on the real model.
 
 Every knob's curve gives, per amount, the metric drop and the cost. The allocation takes the
-cheapest metric loss per unit of saved cost first (jumping ahead on a curve when a later amount is
-more efficient), which orders all increments into one *path* from the baseline to "everything at
+cheapest metric loss per unit of saved cost first (each knob offering its next amount), which
+orders all increments into one *path* from the baseline to "everything at
 its largest amount". Each prefix of the path is a candidate model. The search bisects that path on
 *measured* values — the combined model is built (optionally fine-tuned), evaluated and costed — so
 the budget is checked on real models, not on the additive prediction.
@@ -76,13 +76,16 @@ def allocation_path(table: SensitivityTable, cost_key: str = "macs") -> list[Pat
         best: tuple[float, str, int] | None = None
         for knob, pts in curves.items():
             _, drop0, cost0 = position[knob]
-            for j in range(index[knob], len(pts)):
-                saving = cost0 - float(getattr(pts[j], cost_key))
-                if saving <= 0:
-                    continue
-                eff = max(pts[j].drop - drop0, 0.0) / saving
-                if best is None or eff < best[0]:
-                    best = (eff, knob, j)
+            # Only a knob's *next* amount competes: every amount stays a step of the path, so the
+            # measured bisection can stop between them (jumping ahead would skip the mild amounts).
+            j = index[knob]
+            while j < len(pts) and cost0 - float(getattr(pts[j], cost_key)) <= 0:
+                j += 1
+            if j >= len(pts):
+                continue
+            eff = max(pts[j].drop - drop0, 0.0) / (cost0 - float(getattr(pts[j], cost_key)))
+            if best is None or eff < best[0]:
+                best = (eff, knob, j)
         if best is None:
             return path
         _, knob, j = best
