@@ -47,8 +47,15 @@ class Family(Protocol):
 FAMILIES: Registry[Callable[..., Family]] = Registry("search method")
 
 
+class _OneKnob:
+    """``apply`` is ``apply_many`` with a single knob."""
+
+    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
+        return self.apply_many(model, {knob.name: amount})  # type: ignore[attr-defined,no-any-return]
+
+
 @dataclass
-class LowRankFamily:
+class LowRankFamily(_OneKnob):
     """Per-layer low-rank decomposition; amount = fraction of the layer's weights removed."""
 
     example_input: Any
@@ -67,9 +74,6 @@ class LowRankFamily:
 
         _, probe = decompose(model, example_input, self._spec("*", 0.5), runtime=None)
         return [Knob(r.layer, self.amounts, (r.layer,)) for r in probe.layers if r.replaced]
-
-    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
-        return self.apply_many(model, {knob.name: amount})
 
     def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
         from slimcnn.lowrank import decompose_
@@ -93,7 +97,7 @@ class LowRankFamily:
 
 
 @dataclass
-class KMeansFamily:
+class KMeansFamily(_OneKnob):
     """Per-layer k-means weight sharing; amount = bits per weight (fewer = smaller)."""
 
     example_input: Any
@@ -104,9 +108,6 @@ class KMeansFamily:
         from slimcnn.quantize import quantizable_layers
 
         return [Knob(n, self.amounts, (n,)) for n in quantizable_layers(model)]
-
-    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
-        return self.apply_many(model, {knob.name: amount})
 
     def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
         from slimcnn.quantize import KMeansQuantSpec, quantize_model
@@ -139,7 +140,7 @@ def _literal(name: str) -> str:
 
 
 @dataclass
-class PruneFamily:
+class PruneFamily(_OneKnob):
     """Filter/channel pruning per coupled group; amount = fraction of the group's channels removed.
 
     Knobs are named after the group's first producer layer; the criterion ranks channels inside it.
@@ -171,9 +172,6 @@ class PruneFamily:
             knobs.append(Knob(producers[0], self.amounts, tuple(g.layers())))
         return knobs
 
-    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
-        return self.apply_many(model, {knob.name: amount})
-
     def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
         from slimcnn.prune import prune_model_
 
@@ -195,7 +193,7 @@ class PruneFamily:
 
 
 @dataclass
-class KernelFamily:
+class KernelFamily(_OneKnob):
     """Free-pattern 2-D kernel removal per conv; amount = fraction of the layer's ``k×k`` kernels removed.
 
     Knobs are :func:`slimcnn.prune.kernel.default_kernel_layers` (``groups=1`` convs with more than
@@ -218,9 +216,6 @@ class KernelFamily:
         from slimcnn.prune.kernel import default_kernel_layers
 
         return [Knob(n, self.amounts, (n,)) for n in default_kernel_layers(model)]
-
-    def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
-        return self.apply_many(model, {knob.name: amount})
 
     def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
         from slimcnn.prune.kernel import apply_kernel_masks_, kernel_masks
