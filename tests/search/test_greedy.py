@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from slimcnn.search.budget import Budget, Amount
+from slimcnn.search.budget import Amount, Budget
 from slimcnn.search.greedy import TriedPoint, allocation_path, greedy_search
 from slimcnn.search.sensitivity import SensitivityPoint, SensitivityTable
 

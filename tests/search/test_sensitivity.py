@@ -29,7 +29,7 @@ class ToyTask:
         self.calls += 1
         err = 0.0
         with torch.no_grad():
-            for b, y in zip(self.batches, self.labels):
+            for b, y in zip(self.batches, self.labels, strict=True):
                 err += float((model(b) - y).pow(2).mean())
         return Score("fidelity", -1e3 * err, True, n=32, dataset="toy")
 

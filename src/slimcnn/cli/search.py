@@ -58,7 +58,7 @@ def search_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
     """Search per-layer amounts of a transform so the model meets --max-drop and the hardware limits."""
-    from slimcnn._io import ensure_output_dir, write_json
+    from slimcnn._io import ensure_output_dir
     from slimcnn.models import LoadedModel, save_model
     from slimcnn.search import Budget, SearchSpec, search
     from slimcnn.tasks import make_task
