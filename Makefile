@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.slimcnn-installed
 
-.PHONY: install demo test test-slow lint clean
+.PHONY: install demo test test-slow lint readme clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ test-slow: install
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+
+# README.md is assembled from the per-room sections in docs/readme/ (edit those, then run this).
+README_PARTS := 00-intro models measure tasks_classification sr detection prune chip kernel search \
+                sr_liu2018 graph_vs_tp quantize lowrank 99-dev
+readme:
+	for f in $(README_PARTS); do cat docs/readme/$$f.md; echo; done > README.md
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
