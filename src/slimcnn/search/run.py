@@ -81,9 +81,9 @@ class _Context:
     """Shared state of one search: the model, task, family, budget and how to measure a point."""
 
     def __init__(self, model: nn.Module, task: Task, budget: Budget, spec: SearchSpec, example_input: Any,
-                 source: str, progress: bool) -> None:
+                 source: str, progress: bool, resume: str | None = None) -> None:
         self.model, self.task, self.budget, self.spec = model.eval(), task, budget, spec
-        self.example_input, self.progress = example_input, progress
+        self.example_input, self.progress, self.resume = example_input, progress, resume
         self.need_latency = "latency_ms" in budget.limits or budget.objective == "latency_ms" or spec.runtime is not None
         self.runtime = spec.runtime or "onnxruntime"
         kwargs: dict[str, Any] = {"example_input": example_input}
@@ -192,8 +192,7 @@ def search(
     spec = spec or SearchSpec()
     t0 = time.perf_counter()
     example_input = task.example_input() if example_input is None else example_input
-    ctx = _Context(model, task, budget, spec, example_input, source, progress)
-    ctx.resume = resume  # type: ignore[attr-defined]
+    ctx = _Context(model, task, budget, spec, example_input, source, progress, resume)
     strategy = STRATEGIES.get(spec.strategy)
     assignment, strategy_log, table = strategy(ctx)
     if spec.strategy == "iterative":  # pruned and fine-tuned round by round already
