@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from slimcnn.measure import cpu_model
 from slimcnn.prune.chip import ChipMethod, chip_scores
 
 LAYERS = [(16, 32), (32, 16), (64, 8)]
@@ -35,14 +36,6 @@ METHODS: tuple[ChipMethod, ...] = ("gram", "secular")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _real_features(n: int, seed: int) -> tuple[dict[int, torch.Tensor], str] | None:
@@ -167,7 +160,7 @@ def _run(
         rows.append(row)
         print(json.dumps(row))
     meta = {
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimcnn.measure import compare_latency, export_onnx, profile
+from slimcnn.measure import compare_latency, cpu_model, export_onnx, profile
 from slimcnn.models import load_model
 from slimcnn.prune import prune_model_
 
@@ -323,14 +323,6 @@ def equal_macs(name: str, runs: int, threads: int, repeats: int) -> dict[str, An
     return entry
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def env(threads: int) -> dict[str, Any]:
@@ -342,7 +334,7 @@ def env(threads: int) -> dict[str, Any]:
             vers[pkg] = None
     return {
         "versions": vers,
-        "cpu": _cpu(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "python": platform.python_version(),
