@@ -158,6 +158,12 @@ class CifarVGG(nn.Module):
 _AKAMASTER = {20: "resnet20-12fca82f.th", 56: "resnet56-4bfd9763.th"}
 
 
+CIFAR10_INFO = ModelInfo(
+    task="classification", input_shape=(1, 3, 32, 32), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=10
+)
+"""What every CIFAR-10 zoo model takes: 32×32 RGB in [0, 1], ImageNet mean/std (as akamaster trained)."""
+
+
 def _make_resnet(depth: int) -> None:
     def build(num_classes: int = 10) -> CifarResNet:
         return CifarResNet(depth, num_classes)
@@ -175,13 +181,7 @@ def _make_resnet(depth: int) -> None:
         ZooEntry(
             name=f"resnet{depth}",
             build=build,
-            info=ModelInfo(
-                task="classification",
-                input_shape=(1, 3, 32, 32),
-                mean=IMAGENET_MEAN,
-                std=IMAGENET_STD,
-                num_classes=10,
-            ),
+            info=CIFAR10_INFO,
             weights=weights,
             description=f"CIFAR-10 ResNet-{depth}, option-A shortcuts; {where}",
         )
@@ -201,13 +201,7 @@ register_zoo_model(
     ZooEntry(
         name="vgg16_bn_cifar",
         build=build_vgg16_bn_cifar,
-        info=ModelInfo(
-            task="classification",
-            input_shape=(1, 3, 32, 32),
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            num_classes=10,
-        ),
+        info=CIFAR10_INFO,
         description="CIFAR VGG-16-BN (HRank/CHIP layout, 14.98 M params); no shared weights",
     )
 )
