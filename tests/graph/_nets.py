@@ -207,6 +207,28 @@ class OptionA(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
+class Scatter(nn.Module):
+    """Option-A and identity shortcuts as ChannelScatter layers: both sides of a shortcut prune on their own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from slimcnn.models.cifar import IdentityShortcut, ZeroPadShortcut
+
+        self.stem = cbr(3, 8)
+        self.a = cbr(8, 8)
+        self.id = IdentityShortcut(8)
+        self.c1 = cbr(8, 16, s=2)
+        self.c2 = nn.Conv2d(16, 16, 3, padding=1)
+        self.down = ZeroPadShortcut(8, 16)
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.stem(x)
+        y = F.relu(self.a(y) + self.id(y))
+        y = F.relu(self.c2(self.c1(y)) + self.down(y))
+        return self.fc(y.mean((2, 3)))
+
+
 PATTERNS: dict[str, type[nn.Module]] = {
     "residual": Residual,
     "concat": Concat,
@@ -220,6 +242,7 @@ PATTERNS: dict[str, type[nn.Module]] = {
     "flatten_linear": FlattenLinear,
     "channel_mix": ChannelMix,
     "option_a": OptionA,
+    "scatter": Scatter,
 }
 
 

@@ -73,6 +73,16 @@ def test_option_a_pad_protects_padded_positions() -> None:
     assert grp.prunable and len(grp.fixed) == 8  # the 8 pad positions of c2's output stay
 
 
+def test_channel_scatter_decouples_both_sides() -> None:
+    from ._nets import Scatter
+
+    g = trace(Scatter().eval(), torch.randn(1, 3, 8, 8))
+    stem, block, down = _group_of(g, "stem.0"), _group_of(g, "a.0"), _group_of(g, "c2")
+    assert len({stem.id, block.id, down.id}) == 3  # three widths, not one residual stream
+    assert all(grp.prunable and not grp.fixed for grp in (stem, block, down))
+    assert down.size == 16 and {m.layer for m in down.producers} == {"c2", "down"}
+
+
 def test_squeezenet_classifier_conv_is_protected() -> None:
     m = torchvision.models.squeezenet1_0().eval()
     g = trace(m, torch.randn(1, 3, 64, 64))

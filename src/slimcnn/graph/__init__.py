@@ -7,7 +7,7 @@ pooling/upsampling) and returns a :class:`ChannelGraph`; ``graph.groups()`` list
 """
 
 from slimcnn.graph._graph import ChannelGraph, ChannelGroup, GroupMember, trace
-from slimcnn.graph._leaf import LEAF_TYPES, leaf_kind
+from slimcnn.graph._leaf import LEAF_TYPES, ChannelScatter, leaf_kind
 from slimcnn.graph._surgery import SLICERS, register_slicer, slice_layers_
 from slimcnn.graph._zero import zeroed_forward
 
@@ -16,6 +16,7 @@ __all__ = [
     "SLICERS",
     "ChannelGraph",
     "ChannelGroup",
+    "ChannelScatter",
     "GroupMember",
     "leaf_kind",
     "register_slicer",

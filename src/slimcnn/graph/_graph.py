@@ -29,7 +29,7 @@ class GroupMember:
     layer: str
     """Module FQN, e.g. ``"layer1.0.conv1"``."""
     kind: str
-    """``conv``, ``convt``, ``linear``, ``bn``, ``gn``, ``in`` or ``prelu``."""
+    """``scatter``, ``conv``, ``convt``, ``linear``, ``bn``, ``gn``, ``in`` or ``prelu``."""
     role: str
     """``out`` (the layer produces these channels) or ``in`` (it reads them; per-channel layers: ``in``)."""
     dim: int

@@ -70,6 +70,11 @@ def _conv_like(m: nn.Module, ko: list[int], ki: list[int], transposed: bool) -> 
     m.out_channels, m.in_channels = len(ko), len(ki)
 
 
+@register_slicer("scatter")
+def _scatter(m: nn.Module, ko: list[int], ki: list[int]) -> None:
+    m.prune_channels_(ko, ki)
+
+
 @register_slicer("conv")
 def _conv(m: nn.Module, ko: list[int], ki: list[int]) -> None:
     _conv_like(m, ko, ki, transposed=False)

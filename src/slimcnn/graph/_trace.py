@@ -57,7 +57,7 @@ class LayerRecord:
 
     fqn: str
     kind: str
-    """``conv``, ``convt``, ``linear``, ``bn``, ``gn``, ``in``, ``prelu``."""
+    """``scatter``, ``conv``, ``convt``, ``linear``, ``bn``, ``gn``, ``in``, ``prelu``."""
     out_base: int = -1
     """First id of this producer's output channels (``-1`` for per-channel layers)."""
     n_out: int = 0
@@ -182,7 +182,7 @@ class _Tracer(TorchFunctionMode):
         ch_dim = x.dim() - 1 if kind == "linear" else 1
         reps = self.channel_reps(x, ch_dim, f"{type(module).__name__} '{fqn}'") if x.dim() > ch_dim else []
         self._merge_in(rec, reps, fqn)
-        if kind in ("conv", "convt", "linear"):
+        if kind in ("conv", "convt", "linear", "scatter"):
             return self._producer(module, rec, x, out, fqn)
         if kind == "gn":
             self._tie_groups(rec, int(module.num_groups), None, fqn)  # type: ignore[arg-type]
@@ -214,7 +214,8 @@ class _Tracer(TorchFunctionMode):
         w = getattr(module, "weight", None)
         k = int(w[0, 0].numel()) if isinstance(w, Tensor) and w.dim() > 2 else 1
         spatial = out.numel() // max(n_out, 1)
-        rec.macs_per_pair += spatial * k
+        if rec.kind != "scatter":  # a scatter only copies
+            rec.macs_per_pair += spatial * k
         if rec.kind == "linear":
             xi = self.ids(x)
             if xi is not None and any(s > 1 for s in xi.shape[:-1]):

@@ -11,31 +11,57 @@ from collections import OrderedDict
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimcnn.graph import ChannelScatter
 from slimcnn.models._zoo import ModelInfo, ZooEntry, register_zoo_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ZeroPadShortcut(nn.Module):
+class ZeroPadShortcut(ChannelScatter):
     """Option-A shortcut ([He et al. 2016](https://arxiv.org/abs/1512.03385)): subsample by 2, zero-pad channels.
 
     Holds no parameters; the pad is split evenly on both sides of the channel axis
-    (``out_channels - in_channels`` must be even), as the akamaster checkpoints expect.
+    (``out_channels - in_channels`` must be even), as the akamaster checkpoints expect. As a
+    :class:`~slimcnn.graph.ChannelScatter` the block input and output widths prune independently
+    (CHIP's per-stage widths); a pruned shortcut routes the kept channels to their new positions.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
-        super().__init__()
-        self.in_channels = in_channels
-        self.out_channels = out_channels
+        pad = (out_channels - in_channels) // 2
+        super().__init__(range(pad, pad + in_channels), out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x (Tensor[N, C_in, H, W])`` -> ``Tensor[N, C_out, H/2, W/2]``."""
-        pad = (self.out_channels - self.in_channels) // 2
-        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, pad, pad))
+        return self.route(x[:, :, ::2, ::2])
 
     def extra_repr(self) -> str:
         return f"{self.in_channels}->{self.out_channels}, stride=2"
+
+
+class IdentityShortcut(ChannelScatter):
+    """Identity shortcut as a :class:`~slimcnn.graph.ChannelScatter`: the block's input and output
+    channels prune independently (see :func:`decouple_shortcuts_`)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(range(channels), channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x (Tensor[N, C_in, H, W])`` -> ``Tensor[N, C_out, H, W]``."""
+        return self.route(x)
+
+
+def decouple_shortcuts_(model: nn.Module) -> nn.Module:
+    """Replace the ``nn.Identity`` shortcuts of a CIFAR ResNet by :class:`IdentityShortcut` (in place).
+
+    Function-preserving. Afterwards every block's output width is its own pruning group instead of one
+    residual stream per stage — CHIP's architecture, whose blocks keep independently chosen, misaligned
+    residual channels (PAPERS.md §5.4); a pruned shortcut then routes, and zero-fills, channels.
+    """
+    for block in model.modules():
+        if isinstance(block, BasicBlock) and isinstance(block.shortcut, nn.Identity):
+            block.shortcut = IdentityShortcut(block.conv2.out_channels)
+    return model
 
 
 class BasicBlock(nn.Module):

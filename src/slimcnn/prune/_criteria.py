@@ -47,7 +47,11 @@ CRITERIA: Registry[Criterion] = Registry("pruning criterion")
 
 def _producers(ctx: ScoreContext) -> list[tuple[str, nn.Module, str]]:
     mods = ctx.modules()
-    return [(f, mods[f], r.kind) for f, r in ctx.graph.layers.items() if r.out_base >= 0 and f in mods]
+    return [
+        (f, mods[f], r.kind)
+        for f, r in ctx.graph.layers.items()
+        if r.out_base >= 0 and r.kind != "scatter" and f in mods  # a scatter has no filters to score
+    ]
 
 
 def _filters(m: nn.Module, kind: str) -> Tensor:

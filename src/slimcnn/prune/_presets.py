@@ -23,20 +23,29 @@ def parse_sparsity(text: str) -> list[float]:
 def chip_cifar_resnet_keep(model: nn.Module, sparsity: list[float] | str) -> dict[str, int]:
     """Keep-counts for a slimcnn CIFAR ResNet (``slimcnn:resnet56``/``resnet110``) from CHIP's vector.
 
-    CHIP semantics (PAPERS.md §5.4): ``sp[0]`` stem, ``sp[1]``/``sp[2]`` the residual-stream widths of
-    stages 1/2, ``sp[3:]`` each block's inner width ``int(planes * (1 - r))``. Exact (equivalence-
-    preserving) pruning ties the stem and all residual streams into one coupled group (option-A
-    shortcuts pad the *same* channels into the next stage), so the stream is pruned once, to the
-    stage-1 width ``int(16 * (1 - sp[1]))``; CHIP's independently chosen, misaligned stage widths
-    cannot be expressed without changing the architecture. The inner widths are reproduced exactly.
+    CHIP semantics (PAPERS.md §5.4): ``sp[0]`` stem, ``sp[1]``/``sp[2]`` every block output of stages
+    1/2 (stage 3 is never pruned), ``sp[3:]`` each block's inner width ``int(planes * (1 - r))``. CHIP
+    selects each block's output channels on its own, so the model's shortcuts must be decoupled first
+    (:func:`slimcnn.models.cifar.decouple_shortcuts_`, function-preserving); the result is then exact
+    with respect to the original with the removed channels zeroed.
+
+    Raises:
+        ConfigError: wrong vector length, or the identity shortcuts are still plain ``nn.Identity``.
     """
     sp = parse_sparsity(sparsity) if isinstance(sparsity, str) else list(sparsity)
     blocks = [n for n, m in model.named_modules() if n.startswith("layer") and n.count(".") == 1]
     if len(sp) != 3 + len(blocks):
         raise ConfigError(f"sparsity has {len(sp)} values; this model needs 3 + {len(blocks)} (one per block)")
     mods = dict(model.named_modules())
-    keep: dict[str, int] = {"conv1": int(16 * (1 - sp[1]))}
+    if any(isinstance(mods[f"{b}.shortcut"], nn.Identity) for b in blocks):
+        raise ConfigError(
+            "CHIP prunes every block output on its own: call slimcnn.models.cifar.decouple_shortcuts_(model) first"
+        )
+    keep: dict[str, int] = {"conv1": int(16 * (1 - sp[0]))}
     for r, b in zip(sp[3:], blocks, strict=False):
         planes = mods[f"{b}.conv1"].out_channels
         keep[f"{b}.conv1"] = int(planes * (1 - r))
+        stage = {16: 1, 32: 2}.get(planes)
+        if stage is not None:
+            keep[f"{b}.conv2"] = int(planes * (1 - sp[stage]))
     return keep
