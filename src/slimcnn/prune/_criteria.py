@@ -215,12 +215,21 @@ def group_scores(
     A layer channel that maps to group channel ``i`` adds its score to ``i`` (several layer channels
     in one group channel, e.g. a pixel-shuffle block, add up). Groups that no criterion score reaches
     use ``fallback`` (typically ``l1``), else zeros.
+
+    When a scored member covers only part of the group (a concat of several producers, e.g. SqueezeNet's
+    expand1x1 ‖ expand3x3), every member's scores are divided by their mean magnitude first: the norms
+    of a 1×1 and a 3×3 filter are not on one scale, and ranking them raw would empty the 1×1 branch.
     """
     res: dict[int, Tensor] = {}
     for g in graph.groups():
         if not g.prunable:
             continue
         for source in (layer_scores, fallback or {}):
+            partial = any(
+                (s := source.get((m.layer, m.role))) is not None and s.numel() == len(m.index)
+                and len({i for i in m.index if i >= 0}) < g.size
+                for m in g.members
+            )
             vals = torch.zeros(g.size, dtype=torch.float64)
             cnt = torch.zeros(g.size, dtype=torch.float64)
             mx = torch.full((g.size,), -float("inf"), dtype=torch.float64)
@@ -232,6 +241,8 @@ def group_scores(
                 idx = torch.tensor(mem.index)
                 ok = idx >= 0
                 sv = s.detach().double().cpu()[ok]
+                if partial and sv.numel() and float(sv.abs().mean()) > 0:
+                    sv = sv / sv.abs().mean()
                 vals.index_add_(0, idx[ok], sv)
                 cnt.index_add_(0, idx[ok], torch.ones_like(sv))
                 mx = mx.scatter_reduce(0, idx[ok], sv, "amax")
