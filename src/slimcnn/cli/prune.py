@@ -83,6 +83,7 @@ def prune_cmd(
     task: str | None = typer.Option(None, "--task", help="classification, sr or detection (needed by taylor/chip; adds the metric)."),
     data: str | None = typer.Option(None, "--data", help="Data for --task."),
     calib: int = typer.Option(8, "--calib", help="Calibration/training batches for data-driven criteria."),
+    compensate: bool = typer.Option(False, "--compensate", help="Fold the mean activation of removed channels into the next layer's bias (needs --task/--data)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N validation images."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random criterion and example input."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights to load."),
@@ -101,6 +102,8 @@ def prune_cmd(
 
     if granularity not in ("filter", "kernel", "grouped"):
         raise ConfigError(f"--granularity must be filter, kernel or grouped, got '{granularity}'")
+    if granularity != "filter" and compensate:
+        raise ConfigError(f"--compensate works with --granularity filter only, got '{granularity}'")
     if granularity != "filter":
         return _kernel_granularity(model, granularity, criterion=criterion, ratio=ratio, groups=groups, weights=weights,
                                    arch=arch, scale=scale, input=input, task=task, data=data, limit=limit,
@@ -114,6 +117,8 @@ def prune_cmd(
     CRITERIA.get(criterion)
     if criterion == "taylor" and not (task and data):
         raise ConfigError("--criterion taylor needs --task and --data (it backpropagates the task loss)")
+    if compensate and not (task and data):
+        raise ConfigError("--compensate needs calibration data: pass --task and --data")
     loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
     out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
     example = example_for(loaded, input)
@@ -129,7 +134,7 @@ def prune_cmd(
     outcome = prune_model_(
         new_model, example, criterion=criterion, prune_ratio=ratio, macs=parse_macs(macs) if macs else None,
         scope=scope, round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib,  # type: ignore[arg-type]
-        seed=seed, source=loaded.source,
+        seed=seed, source=loaded.source, compensate=compensate,
     )
     seconds = time.perf_counter() - t0
     result = finish_outputs(loaded, new_model, example, out_dir, outcome.plan, task_obj=task_obj, limit=limit,

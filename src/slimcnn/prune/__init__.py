@@ -2,10 +2,12 @@
 
 ``prune_model_(model, x, criterion="l1", prune_ratio=0.5)`` scores, selects and physically removes
 channels; ``prune_(model, x, removal)`` removes given channels; ``PrunePlan``/``apply_plan`` store and
-replay the result. Coupled channels come from :mod:`slimcnn.graph`.
+replay the result; ``compensate=True`` folds the removed channels' mean activations into the next layers'
+biases (:func:`compensation_deltas`, :func:`apply_bias_deltas_`). Coupled channels come from :mod:`slimcnn.graph`.
 """
 
 from slimcnn.prune._api import PruneOutcome, prune_model_
+from slimcnn.prune._compensate import apply_bias_deltas_, bias_delta, compensation_deltas
 from slimcnn.prune._criteria import CRITERIA, ScoreContext, group_scores, score_groups
 from slimcnn.prune._plan import PrunePlan, apply_plan, fingerprint
 from slimcnn.prune._presets import chip_cifar_resnet_keep, parse_sparsity
@@ -17,8 +19,11 @@ __all__ = [
     "PruneOutcome",
     "PrunePlan",
     "ScoreContext",
+    "apply_bias_deltas_",
     "apply_plan",
+    "bias_delta",
     "chip_cifar_resnet_keep",
+    "compensation_deltas",
     "parse_sparsity",
     "fingerprint",
     "group_scores",

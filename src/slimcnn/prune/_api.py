@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 from slimcnn.errors import ConfigError
 from slimcnn.graph import ChannelGraph, trace
+from slimcnn.prune._compensate import apply_bias_deltas_, compensation_deltas
 from slimcnn.prune._criteria import ScoreContext, score_groups
 from slimcnn.prune._plan import PrunePlan, fingerprint
 from slimcnn.prune._select import removal_for_keep, removal_for_macs, select_removal
@@ -51,6 +52,7 @@ def prune_model_(
     seed: int = 0,
     source: str = "",
     graph: ChannelGraph | None = None,
+    compensate: bool = False,
 ) -> PruneOutcome:
     """Score channels with ``criterion`` and physically prune ``model`` in place.
 
@@ -59,12 +61,23 @@ def prune_model_(
     original conv/linear MACs, e.g. ``0.5``; the ratio is found by bisection) or ``keep`` (``{producer
     FQN: output channels to keep}``).
 
+    ``compensate=True`` folds each removed channel's mean activation over the calibration data
+    (``batches``, else ``task.calibration_batches(calib)``) into the bias of the layers that read it
+    (see :mod:`slimcnn.prune._compensate`; exact for 1×1 / unpadded convs and Linear consumers,
+    approximate at the borders of padded ``k > 1`` convs). Recorded as ``plan.options["compensate"]``.
+
+    Raises:
+        ConfigError: not exactly one amount, or ``compensate`` without ``task`` or ``batches``.
+
     Example:
         >>> out = prune_model_(model, torch.randn(1, 3, 32, 32), criterion="l1", prune_ratio=0.5)
         >>> out.plan.save("plan.json")
     """
     if sum(a is not None for a in (prune_ratio, macs, keep)) != 1:
         raise ConfigError("give exactly one of --ratio, --macs (or keep counts)")
+    if compensate and task is None and not batches:
+        raise ConfigError("mean compensation (--compensate) needs calibration data: pass --task and --data "
+                          "(Python: task=... or batches=[...])")
     fp = fingerprint(model)
     graph = graph or trace(model, example_input)
     ctx = ScoreContext(model, graph, example_input, task, calib, seed, list(batches))
@@ -79,12 +92,21 @@ def prune_model_(
         removal = select_removal(graph, scores, prune_ratio, scope=scope, round_to=round_to, exclude=exclude)
         used = prune_ratio if isinstance(prune_ratio, float) else None
     before = graph.estimate_macs()
-    after = graph.estimate_macs(graph.removed_roots(removal))
+    removed = graph.removed_roots(removal)
+    after = graph.estimate_macs(removed)
+    deltas: dict[str, Tensor] = {}
+    if compensate:
+        calib_batches = list(batches) or list(task.calibration_batches(calib))
+        deltas = compensation_deltas(model, graph, removed, calib_batches)
     kept = prune_(model, example_input, removal, graph=graph)
+    if deltas:
+        apply_bias_deltas_(model, graph, removed, deltas)
+        log.info("mean compensation: folded removed channels into the bias of %d layers", len(deltas))
     shape = tuple(example_input.shape) if hasattr(example_input, "shape") else ()
     options = {"prune_ratio": prune_ratio if not isinstance(prune_ratio, Mapping) else dict(prune_ratio),
                "macs": macs, "keep": dict(keep) if keep else None, "scope": scope, "round_to": round_to,
-               "exclude": list(exclude), "reduce": reduce, "seed": seed, "calib": calib}
+               "exclude": list(exclude), "reduce": reduce, "seed": seed, "calib": calib,
+               "compensate": compensate}
     plan = PrunePlan({k: tuple(v) for k, v in kept.items()}, criterion, source, fp, shape, options)
     log.info("pruned: conv/linear MACs %d -> %d", before, after)
     return PruneOutcome(plan, removal, used, before, after)

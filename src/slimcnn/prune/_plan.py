@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,15 +84,48 @@ class PrunePlan:
             raise ConfigError(f"{path} is not valid JSON ({e})") from e
 
 
-def apply_plan(model: nn.Module, plan: PrunePlan, example_input: Any, *, strict: bool = True) -> None:
+def apply_plan(
+    model: nn.Module,
+    plan: PrunePlan,
+    example_input: Any,
+    *,
+    strict: bool = True,
+    batches: Sequence[Any] = (),
+    compensate: bool | None = None,
+) -> None:
     """Prune ``model`` in place to exactly the channels kept in ``plan``.
 
-    Raises:
-        ConfigError: the model's fingerprint differs from the plan's (``strict``), or the plan's kept
-            sets are inconsistent with the model's channel coupling.
-    """
-    from slimcnn.prune._surgery import prune_
+    A plan made with mean compensation (``plan.options["compensate"]``) stores no bias values: the
+    compensation is re-computed from ``batches``, so the result equals the original pruning only when
+    they are the same calibration batches (``task.calibration_batches(calib)`` with the plan's
+    ``calib`` and seed).
 
+    Args:
+        model: the unpruned model (same structural fingerprint as the plan's).
+        plan: the plan.
+        example_input: input for tracing.
+        strict: check the fingerprint.
+        batches: calibration inputs for mean compensation.
+        compensate: ``None`` follows the plan; ``False`` applies only the structure (the biases of the
+            consumers then differ from the pruned model the plan was made with).
+
+    Raises:
+        ConfigError: the model's fingerprint differs from the plan's (``strict``), the plan's kept
+            sets are inconsistent with the model's channel coupling, or the plan needs mean
+            compensation and no ``batches`` were given.
+    """
+    from slimcnn.prune._compensate import apply_bias_deltas_, compensation_deltas
+    from slimcnn.prune._surgery import kept_channels, prune_
+
+    if compensate is None:
+        compensate = bool(plan.options.get("compensate", False))
+    if compensate and not batches:
+        raise ConfigError(
+            "the plan was made with mean compensation (options.compensate), which needs calibration data "
+            "to re-create: pass batches=task.calibration_batches(calib), or compensate=False for the "
+            "structure only; on the command line re-run `slimcnn prune ... --compensate --task T --data D` "
+            "or use the pruned model.pt it wrote"
+        )
     fp = fingerprint(model)
     if strict and plan.fingerprint and fp != plan.fingerprint:
         raise ConfigError(
@@ -105,12 +139,14 @@ def apply_plan(model: nn.Module, plan: PrunePlan, example_input: Any, *, strict:
         if n == 0:
             graph.producer_group(fqn)  # raises a helpful unknown-name error
         removal[fqn] = sorted(set(range(n)) - set(kept))
-    from slimcnn.prune._surgery import kept_channels
-
-    expected = kept_channels(graph, graph.removed_roots(removal))
+    removed = graph.removed_roots(removal)
+    expected = kept_channels(graph, removed)
     for fqn, kept in plan.layers.items():
         if fqn in expected and tuple(expected[fqn]) != tuple(kept):
             raise ConfigError(
                 f"plan keeps {len(kept)} channels of '{fqn}' but its coupled layers force {len(expected[fqn])}"
             )
+    deltas = compensation_deltas(model, graph, removed, list(batches)) if compensate else {}
     prune_(model, example_input, removal, graph=graph)
+    if deltas:
+        apply_bias_deltas_(model, graph, removed, deltas)
