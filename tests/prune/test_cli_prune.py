@@ -28,3 +28,27 @@ def test_prune_errors_are_one_line(tmp_path, capsys) -> None:
     assert "exactly one of --ratio" in capsys.readouterr().err
     assert main(["prune", "slimcnn:tiny_cnn", "--criterion", "l3", "--ratio", "0.5", "--out", str(tmp_path / "y")]) == 2
     assert "Did you mean" in capsys.readouterr().err
+
+
+def test_compensated_plan_reapplied_with_the_same_data(tmp_path, capsys) -> None:
+    import torch
+
+    from slimcnn.models import load_model, save_model
+
+    src = tmp_path / "lenet5.pt"
+    save_model(load_model("slimcnn:lenet5"), src)  # one fixed set of weights for both runs
+    model = f"file:{src}"
+    out = tmp_path / "p"
+    common = ["--task", "classification", "--data", "digits"]
+    assert main(["prune", model, "--ratio", "0.5", "--compensate", *common, "--no-latency",
+                 "--out", str(out)]) == 0
+    assert json.loads((out / "plan.json").read_text())["options"]["compensate"] is True
+    assert main(["apply", str(out / "plan.json"), model, "--no-latency", "--out", str(tmp_path / "x")]) == 2
+    assert "mean compensation" in capsys.readouterr().err
+    assert main(["apply", str(out / "plan.json"), model, *common, "--no-latency",
+                 "--out", str(tmp_path / "a")]) == 0
+    a = load_model(f"file:{out / 'model.pt'}").model.eval()
+    b = load_model(f"file:{tmp_path / 'a' / 'model.pt'}").model.eval()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), b(x))

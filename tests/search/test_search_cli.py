@@ -71,3 +71,12 @@ def test_apply_reproduces_a_search_plan(trained_lenet: Path, tmp_path: Path, cap
     b = load_model(f"file:{again / 'model.pt'}").model
     x = torch.randn(2, 1, 32, 32)
     torch.testing.assert_close(a(x), b(x))
+
+
+def test_search_with_mean_compensation(trained_lenet: Path, tmp_path: Path) -> None:
+    out = tmp_path / "c"
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--compensate",
+               "--max-drop", "2", "--macs", "0.6x", "--out", str(out)])
+    assert rc in (0, 1) and (out / "plan.json").exists()
+    assert main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--compensate",
+                 "--method", "kmeans", "--max-drop", "2", "--out", str(tmp_path / "k")]) == 2

@@ -17,11 +17,17 @@ def apply_cmd(
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     input: str | None = typer.Option(None, "--input", help="Input shape (default: the plan's, else the model's)."),
+    task: str | None = typer.Option(None, "--task", help="Task of the calibration data a --compensate plan needs."),
+    data: str | None = typer.Option(None, "--data", help="Data for --task (the same as at prune time)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip the ONNX Runtime latency comparison."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
-    """Re-apply PLAN (from prune or search) to the unpruned MODEL (structure fingerprint must match)."""
+    """Re-apply PLAN (from prune or search) to the unpruned MODEL (structure fingerprint must match).
+
+    A prune plan made with --compensate re-computes the folded biases from --task/--data (the same data
+    and seed give the same model). Search plans replay the structure only (no fine-tuning, no compensation).
+    """
     import copy
 
     from slimcnn._io import ensure_output_dir
@@ -38,8 +44,15 @@ def apply_cmd(
     if isinstance(p, SearchPlan):
         new_model = apply_search_plan(loaded.model, p, example)
     else:
+        batches: list = []
+        if task and data:
+            from slimcnn.tasks import make_task
+
+            seed = int(p.options.get("seed", 0))
+            task_obj = make_task(task, data, info=loaded.info, scale=scale, seed=seed)  # type: ignore[arg-type]
+            batches = list(task_obj.calibration_batches(int(p.options.get("calib", 8))))
         new_model = copy.deepcopy(loaded.model)
-        apply_plan(new_model, p, example)
+        apply_plan(new_model, p, example, batches=batches)
     result = finish_outputs(loaded, new_model, example, out_dir, p, latency=not no_latency)
     if as_json:
         emit_json(result)

@@ -50,6 +50,7 @@ def search_cmd(
     alpha: float = typer.Option(20.0, "--alpha", help="Metric exponent of the iterative strategy's score."),
     round_to: int = typer.Option(1, "--round-to", help="Round kept channels to a multiple of N."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
+    compensate: bool = typer.Option(False, "--compensate", help="prune: fold removed channels' mean activations into the next layer's bias."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
@@ -74,7 +75,8 @@ def search_cmd(
     task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric)
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
-                      threads=threads, iterations=iterations, alpha=alpha, round_to=round_to, exclude=tuple(exclude))
+                      threads=threads, iterations=iterations, alpha=alpha, round_to=round_to, exclude=tuple(exclude),
+                      compensate=compensate)
     result = search(loaded.model, task_obj, budget, spec, source=loaded.source,
                     resume=str(out_dir / "sensitivity.json"), progress=not as_json)
     write_outputs(result, loaded, out_dir, spec, budget, save_model=save_model, loaded_cls=LoadedModel)

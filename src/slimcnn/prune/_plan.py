@@ -123,8 +123,7 @@ def apply_plan(
         raise ConfigError(
             "the plan was made with mean compensation (options.compensate), which needs calibration data "
             "to re-create: pass batches=task.calibration_batches(calib), or compensate=False for the "
-            "structure only; on the command line re-run `slimcnn prune ... --compensate --task T --data D` "
-            "or use the pruned model.pt it wrote"
+            "structure only; on the command line pass the prune run's --task and --data to `slimcnn apply`"
         )
     fp = fingerprint(model)
     if strict and plan.fingerprint and fp != plan.fingerprint:

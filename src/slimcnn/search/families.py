@@ -153,6 +153,8 @@ class PruneFamily(_OneKnob):
     exclude: tuple[str, ...] = ()
     task: Any = None
     calib: int = 8
+    compensate: bool = False
+    """Fold removed channels' mean activations into the next bias (needs ``task``)."""
     source: str = ""
     name: str = "prune"
     last_plan: Any = None
@@ -181,7 +183,7 @@ class PruneFamily(_OneKnob):
             return new
         outcome = prune_model_(new, self.example_input, criterion=self.criterion, prune_ratio=ratios,
                                round_to=self.round_to, exclude=self.exclude, task=self.task, calib=self.calib,
-                               source=self.source)
+                               source=self.source, compensate=self.compensate)
         self.last_plan = outcome.plan
         return new
 

@@ -39,7 +39,8 @@ class SearchPlan:
 
 
 def apply_search_plan(model: nn.Module, plan: SearchPlan, example_input: Any) -> nn.Module:
-    """A copy of ``model`` transformed as ``plan`` says (weights are not fine-tuned here).
+    """A copy of ``model`` transformed as ``plan`` says (structure only: weights are neither fine-tuned
+    nor mean-compensated here).
 
     Prune plans replay the exact kept channels (one plan per iteration for the iterative strategy);
     low-rank and k-means plans re-run the deterministic transform per knob.
@@ -61,7 +62,7 @@ def apply_search_plan(model: nn.Module, plan: SearchPlan, example_input: Any) ->
         steps = [s for s in raw.get("steps") or [] if s] or [raw.get("details", {}).get("prune_plan")]
         for step in steps:
             if step:
-                apply_plan(new, PrunePlan.from_dict(step), example_input, strict=False)
+                apply_plan(new, PrunePlan.from_dict(step), example_input, strict=False, compensate=False)
         return new
     from slimcnn.search.families import FAMILIES
 

@@ -50,6 +50,8 @@ class SearchSpec:
     flops_layers: int = 5
     round_to: int = 1
     exclude: tuple[str, ...] = ()
+    compensate: bool = False
+    """``prune``: fold removed channels' mean activations into the next layer's bias."""
     max_evaluations: int = 12
 
     def __post_init__(self) -> None:
@@ -58,6 +60,8 @@ class SearchSpec:
         STRATEGIES.get(self.strategy)
         if self.strategy in ("cpo", "iterative") and self.method != "prune":
             raise ConfigError(f"--strategy {self.strategy} works on filters: use --method prune")
+        if self.compensate and self.method != "prune":
+            raise ConfigError(f"--compensate works with --method prune, not '{self.method}'")
 
 
 @dataclass
@@ -92,7 +96,7 @@ class _Context:
         if spec.method == "prune":
             default = "sparsity" if spec.strategy == "cpo" else "l1"
             kwargs |= {"criterion": spec.criterion or default, "round_to": spec.round_to, "exclude": spec.exclude,
-                       "task": task, "source": source}
+                       "task": task, "source": source, "compensate": spec.compensate}
         elif spec.method == "kernel" and spec.criterion is not None:
             kwargs["criterion"] = spec.criterion
         self.family: Family = FAMILIES.get(spec.method)(**kwargs)
