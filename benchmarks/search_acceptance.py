@@ -6,9 +6,12 @@
     the binomial standard deviation of top-1 there; MACs are recounted and latency re-measured on the
     final model side by side with the baseline (interleaved rounds, onnxruntime, 1 thread).
 (b) FSRCNN ×3 (shared weights): search driven by Set5 with fine-tuning on the built-in ``photos``:
-    ``--max-drop 0.2 --macs 0.7x --finetune-steps N``; the drop is also measured on Set14 (held out).
+    ``--max-drop 0.2 --macs M --latency L --runtime onnxruntime --criterion C [--compensate]
+    --finetune-steps N``; the drop is also measured on Set14 (held out), MACs recounted and latency
+    re-measured on the final model side by side with the baseline.
 
-Usage: ``python benchmarks/search_acceptance.py [--part digits|fsrcnn] [--sr-steps N]``
+Usage: ``python benchmarks/search_acceptance.py [--part digits|fsrcnn] [--sr-steps N] [--sr-macs 0.7x]
+[--sr-latency 0.9x] [--sr-criterion taylor] [--no-sr-compensate]``
 Writes ``benchmarks/results/search_acceptance.{json,md}`` (parts merge into the same files).
 """
 
@@ -81,15 +84,20 @@ def part_digits(work: Path) -> dict[str, Any]:
     }
 
 
-def part_fsrcnn(work: Path, steps: int, limit: int | None) -> dict[str, Any]:
+def part_fsrcnn(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     set5, set14 = shared_path("sr", "Set5"), shared_path("sr", "Set14")
     if set5 is None or set14 is None:
         raise SystemExit("needs ../shared/data/sr/Set5 and Set14")
     torch.manual_seed(0)
     out = work / "fsrcnn"
-    opts = ["--max-drop", "0.2", "--macs", "0.7x", "--finetune-steps", str(steps)]
-    if limit is not None:
-        opts += ["--limit", str(limit)]
+    opts = ["--max-drop", "0.2", "--macs", args.sr_macs, "--finetune-steps", str(args.sr_steps),
+            "--criterion", args.sr_criterion]
+    if args.sr_latency:
+        opts += ["--latency", args.sr_latency, "--runtime", "onnxruntime"]
+    if args.sr_compensate:
+        opts.append("--compensate")
+    if args.sr_limit is not None:
+        opts += ["--limit", str(args.sr_limit)]
     rc, res = _search(["slimcnn:fsrcnn", "--scale", "3", "--task", "sr", "--data", "photos", "--val-data", str(set5),
                        *opts], out)
     loaded = load_model("slimcnn:fsrcnn", scale=3)
@@ -99,8 +107,9 @@ def part_fsrcnn(work: Path, steps: int, limit: int | None) -> dict[str, Any]:
     b5, a5 = t5.evaluate(loaded.model), t5.evaluate(final)
     b14, a14 = t14.evaluate(loaded.model), t14.evaluate(final)
     x = t5.example_input()
+    lat = _latency_pair(loaded.model.eval(), final, x) if args.sr_latency else None
     return {
-        "part": "fsrcnn", "command": "slimcnn search slimcnn:fsrcnn --scale 3 --task sr --data photos "
+        "part": "fsrcnn", "macs_limit": args.sr_macs, "latency_limit": args.sr_latency, "latency": lat, "command": "slimcnn search slimcnn:fsrcnn --scale 3 --task sr --data photos "
         f"--val-data sr/Set5 {' '.join(opts)}", "rc": rc, "met_in_search": res["met"],
         "checks_in_search": res["checks"],
         "set5_before": b5.value, "set5_after": a5.value, "set5_drop": b5.value - a5.value,
@@ -142,7 +151,10 @@ def _markdown(rows: dict[str, Any]) -> str:
             "(limit 0.2) |",
             f"| PSNR Set14 (held out) dB | {f['set14_before']:.3f} | {f['set14_after']:.3f} | {f['set14_drop']:.3f} |",
             f"| MACs | {f['macs_before']:,} | {f['macs_after']:,} | {f['macs_after'] / f['macs_before']:.3f}× "
-            "(limit 0.7×) |",
+            f"(limit {f.get('macs_limit', '0.7x')}) |",
+            *([f"| latency ms (onnxruntime, 1 thread, median of {f['latency']['rounds']} interleaved rounds) | "
+               f"{f['latency']['base_ms']:.4f} | {f['latency']['final_ms']:.4f} | {f['latency']['ratio']:.3f}× "
+               f"(limit {f['latency_limit']}) |"] if f.get("latency") else []),
             f"| params | {f['params_before']:,} | {f['params_after']:,} | |", "",
             "Points the search measured (each fine-tuned): " + ", ".join(
                 f"{p['macs'] / f['macs_before']:.2f}× MACs → drop {p['drop']:.3f} dB" for p in f.get("tried", [])) + ".", "",
@@ -158,6 +170,11 @@ def main() -> None:
     ap.add_argument("--part", choices=("digits", "fsrcnn"), default=None)
     ap.add_argument("--sr-steps", type=int, default=100, help="fine-tuning steps per measured point (FSRCNN)")
     ap.add_argument("--sr-limit", type=int, default=None, help="Set5 images used while searching")
+    ap.add_argument("--sr-macs", default="0.7x", help="FSRCNN MACs budget")
+    ap.add_argument("--sr-latency", default="0.9x", help="FSRCNN ONNX Runtime latency budget ('' for none)")
+    ap.add_argument("--sr-criterion", default="taylor",
+                    help="FSRCNN channel criterion (weight norms pick its few high-variance channels: see README)")
+    ap.add_argument("--no-sr-compensate", dest="sr_compensate", action="store_false", help="no mean compensation")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -168,7 +185,7 @@ def main() -> None:
             new["digits"] = part_digits(Path(tmp))
             print(json.dumps(new["digits"], default=str))
         if args.part in (None, "fsrcnn"):
-            new["fsrcnn"] = part_fsrcnn(Path(tmp), args.sr_steps, args.sr_limit)
+            new["fsrcnn"] = part_fsrcnn(Path(tmp), args)
             print(json.dumps(new["fsrcnn"], default=str))
     path = OUT / "search_acceptance.json"  # read late: parts may run concurrently
     rows: dict[str, Any] = (json.loads(path.read_text()) if path.exists() else {}) | new

@@ -8,6 +8,8 @@ Appends/replaces the model's section in ``<out>/sr_liu2018.{json,md}``.
   ``--bsd200``), all from ``../shared/data/sr`` (``--data``). PSNR on Y, MATLAB bicubic, shave = scale.
 * UR: one reducing factor ``r`` for every prunable filter group, filters ranked by Liu's ``sparsity``
   (:func:`slimcnn.prune.prune_model_`; the 1-filter output layer is protected), then retraining.
+  ``--criterion NAME`` / ``--compensate`` (mean compensation) give extra rows labelled ``[NAME+comp]``
+  next to the paper-faithful ones (UR and CPO).
 * CPO: :func:`slimcnn.search.search` with ``strategy="cpo"`` under ``--max-drop D_exp`` (dB).
 * kernel: free-pattern 2-D kernel removal (sparsity per kernel, masked retraining, kernel-sparse
   MACs) at the MACs of each UR row, and the grouped pattern (G = 2, real MACs).
@@ -142,25 +144,35 @@ class Bench:
         self.models[name] = model
         return row
 
+    @property
+    def variant(self) -> str:
+        """Row-name suffix for a non-paper criterion or mean compensation."""
+        a = self.args
+        if a.criterion == "sparsity" and not a.compensate:
+            return ""
+        return f" [{a.criterion}{'+comp' if a.compensate else ''}]"
+
     def ur(self) -> None:
         for r in UR_RATIOS:
             t0 = time.perf_counter()
             m = copy.deepcopy(self.base)
-            prune_model_(m, self.x, criterion="sparsity", prune_ratio=r)
+            prune_model_(m, self.x, criterion=self.args.criterion, prune_ratio=r, task=self.val,
+                         compensate=self.args.compensate)
             if self.args.retrain_steps > 0:
                 self.val.finetune(m, self.args.retrain_steps, progress=False, **self.ft)
-            self.record(f"UR r={r:g}", m.eval(), retrain=self.budget_str(self.args.retrain_steps),
+            self.record(f"UR r={r:g}{self.variant}", m.eval(), retrain=self.budget_str(self.args.retrain_steps),
                         seconds=time.perf_counter() - t0)
 
     def cpo(self) -> None:
         for d in self.args.cpo_drops:
             t0 = time.perf_counter()
-            spec = SearchSpec(method="prune", strategy="cpo", criterion="sparsity",
+            spec = SearchSpec(method="prune", strategy="cpo", criterion=self.args.criterion,
+                              compensate=self.args.compensate,
                               finetune_steps=self.args.cpo_steps, finetune=dict(self.ft), limit=self.args.cpo_limit)
             res = search(self.base, self.val, Budget.from_options(max_drop=f"{d:g}"), spec, example_input=self.x,
                          progress=False)
             n_eval = int(res.strategy_log.get("evaluations", 0))
-            self.record(f"CPO D_exp={d:.2f}", res.model.eval(),
+            self.record(f"CPO D_exp={d:.2f}{self.variant}", res.model.eval(),
                         retrain=self.budget_str(self.args.cpo_steps, n_eval + 1) if self.args.cpo_steps else "none",
                         extra={"cpo_evaluations": n_eval, "cpo_met": res.met,
                                "ratios": {k: round(v, 4) for k, v in res.assignment.items()}},
@@ -172,7 +184,7 @@ class Bench:
         cost = fam.cost(self.x)
         per_layer = {lc.name: lc.macs for lc in self.base_cost.layers}
         knob_macs = sum(per_layer[n] for n in layers)
-        for ur in [r for r in self.rows if r["row"].startswith("UR")]:
+        for ur in [r for r in self.rows if r["row"].startswith("UR") and "[" not in r["row"]]:
             t0 = time.perf_counter()
             # kernel-sparse MACs = base - p * knob_macs; match the UR row's MACs where the knobs allow it
             p = (1.0 - ur["macs_pct"] / 100.0) * self.base_cost.macs / knob_macs
@@ -276,6 +288,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20, help="timed latency runs per model")
     ap.add_argument("--data", default="../shared/data/sr")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--criterion", default="sparsity", help="UR/CPO filter criterion (paper: sparsity)")
+    ap.add_argument("--compensate", action="store_true", help="mean compensation of removed filters (not in the paper)")
     ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON")
     args = ap.parse_args()
     if args.render:
@@ -294,7 +308,7 @@ def main() -> None:
     if "ur" in rows:
         b.ur()
     if "kernel" in rows:
-        if "ur" in rows:
+        if "ur" in rows and not b.variant:
             b.kernel()
         else:
             not_run.append("kernel: needs the UR rows (matched MACs)")
@@ -307,6 +321,7 @@ def main() -> None:
                      "batch": cfg["batch"], "patch": cfg["patch"], "lr": args.lr or cfg["lr"],
                      "limit": args.limit, "cpo_limit": args.cpo_limit,
                      "test_limit": args.test_limit, "rows": args.rows, "cpo_drops": args.cpo_drops,
+                     "criterion": args.criterion, "compensate": args.compensate,
                      "train": "T91 + BSD200" if args.bsd200 else "T91", "input": list(b.x.shape),
                      "paper_retraining": "5 epochs after each pruning step (data set not stated)"},
         "baseline": {"val_psnr": b.base_val.value, "test_psnr": b.base_test.value, "params": b.base_cost.params,
@@ -320,8 +335,8 @@ def main() -> None:
     prev = allres.get(args.model, {})
     names = {r["row"] for r in res["rows"]}
     res["rows"] = [r for r in prev.get("rows", []) if r["row"] not in names] + res["rows"]
-    res["not_run"] = [n for n in prev.get("not_run", []) + not_run
-                      if n.split(":")[0] not in {r["row"].split()[0].lower() for r in res["rows"]}]
+    done = {r["row"] for r in res["rows"]} | {r["row"].split()[0].lower() for r in res["rows"]}
+    res["not_run"] = [n for n in prev.get("not_run", []) + not_run if n.split(":")[0] not in done]
     res["runs"] = prev.get("runs", []) + [{"settings": res["settings"], "machine": res["machine"],
                                             "baseline": res["baseline"], "seconds": res["seconds"]}]
     allres[args.model] = res

@@ -52,3 +52,11 @@ def test_compensated_plan_reapplied_with_the_same_data(tmp_path, capsys) -> None
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x))
+
+
+def test_odd_widths_get_a_round_to_hint(tmp_path, capsys) -> None:
+    assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--no-latency", "--out", str(tmp_path / "a")]) == 0
+    assert "--round-to 8" in capsys.readouterr().err
+    assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--round-to", "8", "--no-latency",
+                 "--out", str(tmp_path / "b")]) == 0
+    assert "--round-to 8" not in capsys.readouterr().err

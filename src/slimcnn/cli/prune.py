@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, say
+from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, note, say
 from slimcnn.errors import ConfigError
 
 
@@ -137,6 +137,11 @@ def prune_cmd(
         seed=seed, source=loaded.source, compensate=compensate,
     )
     seconds = time.perf_counter() - t0
+    odd = [f for f, kept in outcome.plan.layers.items() if len(kept) >= 32 and len(kept) % 8]
+    if round_to == 1 and odd:
+        # measured: widths off ORT's 8-channel blocks made a 0.5x-MACs resnet50 8 % slower (README)
+        note(f"{len(odd)} pruned layers keep a width that is not a multiple of 8 (e.g. '{odd[0]}'); "
+             "--round-to 8 usually runs faster on ONNX Runtime CPU")
     result = finish_outputs(loaded, new_model, example, out_dir, outcome.plan, task_obj=task_obj, limit=limit,
                             extra={"prune_seconds": seconds, "prune_ratio_used": outcome.prune_ratio},
                             latency=not no_latency)
