@@ -172,6 +172,9 @@ def test_round_decimals_reproduces_official_rounding() -> None:
         (torch.rand(2, 3, 4, 4), {"round_decimals": True}, "round_decimals"),
         (torch.rand(2, 3, 4, 4), {"batch_size": 0}, "batch_size"),
         (torch.full((2, 3, 4, 4), float("nan")), {}, "NaN"),
+        *[(torch.rand(2, 3, 4, 4).index_put_((torch.tensor(1), torch.tensor(2), torch.tensor(3), torch.tensor(0)),
+                                             torch.tensor(bad)), {"method": m}, "NaN or Inf")
+          for bad in (float("nan"), float("inf")) for m in ("secular", "gram", "direct")],
         ("not a tensor", {}, "torch.Tensor"),
     ],
 )
