@@ -109,6 +109,8 @@ def part_fsrcnn(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         opts += ["--latency", args.sr_latency, "--runtime", "onnxruntime"]
     if args.sr_compensate:
         opts.append("--compensate")
+    if args.sr_amounts:
+        opts += ["--amounts", args.sr_amounts]
     if args.sr_limit is not None:
         opts += ["--limit", str(args.sr_limit)]
     rc, res = _search(["slimcnn:fsrcnn", "--scale", "3", "--task", "sr", "--data", "photos", "--val-data", str(set5),
@@ -193,6 +195,8 @@ def main() -> None:
     ap.add_argument("--sr-latency", default="0.9x", help="FSRCNN ONNX Runtime latency budget ('' for none)")
     ap.add_argument("--sr-criterion", default="taylor",
                     help="FSRCNN channel criterion (weight norms pick its few high-variance channels: see README)")
+    ap.add_argument("--sr-amounts", default="0.125,0.25,0.375,0.5,0.625,0.75",
+                    help="fractions per group the sweep tries (finer steps on FSRCNN's 12-channel layers)")
     ap.add_argument("--no-sr-compensate", dest="sr_compensate", action="store_false", help="no mean compensation")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

@@ -80,3 +80,15 @@ def test_search_with_mean_compensation(trained_lenet: Path, tmp_path: Path) -> N
     assert rc in (0, 1) and (out / "plan.json").exists()
     assert main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--compensate",
                  "--method", "kmeans", "--max-drop", "2", "--out", str(tmp_path / "k")]) == 2
+
+
+def test_amounts_option(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = [f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--max-drop", "5",
+              "--macs", "0.9x"]
+    assert main(["search", *common, "--amounts", "0.5,x", "--out", str(tmp_path / "bad")]) == 2
+    assert "--amounts" in capsys.readouterr().err
+    out = tmp_path / "ok"
+    assert main(["search", *common, "--amounts", "0.5", "--out", str(out)]) in (0, 1)
+    table = json.loads((out / "sensitivity.json").read_text())
+    amounts = {float(p["amount"]) for p in table["points"]}
+    assert amounts <= {0.0, 0.5} and 0.5 in amounts

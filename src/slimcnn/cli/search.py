@@ -50,6 +50,7 @@ def search_cmd(
     alpha: float = typer.Option(20.0, "--alpha", help="Metric exponent of the iterative strategy's score."),
     round_to: int = typer.Option(1, "--round-to", help="Round kept channels to a multiple of N."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
+    amounts: str | None = typer.Option(None, "--amounts", help="Amounts the sweep tries per knob, e.g. 0.125,0.25,0.5 (prune: fraction removed; lowrank: fraction of weights removed; kmeans: bits)."),
     compensate: bool = typer.Option(False, "--compensate", help="prune: fold removed channels' mean activations into the next layer's bias."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
@@ -76,7 +77,7 @@ def search_cmd(
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=round_to, exclude=tuple(exclude),
-                      compensate=compensate)
+                      compensate=compensate, amounts=_parse_amounts(amounts))
     result = search(loaded.model, task_obj, budget, spec, source=loaded.source,
                     resume=str(out_dir / "sensitivity.json"), progress=not as_json)
     write_outputs(result, loaded, out_dir, spec, budget, save_model=save_model, loaded_cls=LoadedModel)
@@ -135,3 +136,16 @@ def result_example(loaded: Any) -> Any:
     import torch
 
     return torch.randn(tuple(loaded.info.input_shape), generator=torch.Generator().manual_seed(0))
+
+
+def _parse_amounts(text: str | None) -> tuple[float, ...] | None:
+    """``"0.25,0.5"`` -> ``(0.25, 0.5)``; a one-line error for anything else."""
+    if text is None:
+        return None
+    try:
+        vals = tuple(sorted({float(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        vals = ()
+    if not vals or any(v <= 0 for v in vals):
+        raise ConfigError(f"--amounts must be positive numbers separated by commas, got '{text}'")
+    return vals
