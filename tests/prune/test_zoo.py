@@ -1,5 +1,7 @@
 """Zoo sweep: every model prunes at --ratio 0.5 and --macs 0.5x; forward works, output shapes are
-unchanged, MACs drop, ONNX export runs. A fast subset runs by default; the full sweep is ``-m slow``."""
+unchanged, MACs drop, ONNX export runs. A fast subset runs by default; ``-m slow`` sweeps the lists below;
+``benchmarks/prune_zoo.py`` runs every torchvision CNN with ``_build`` and these checks (results in
+``benchmarks/results/prune_zoo.md``)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from torch.utils._pytree import tree_flatten
 
 from slimcnn.errors import BudgetError
 from slimcnn.measure import profile
+from slimcnn.models import ZOO
 from slimcnn.prune import prune_model_
 
 TV_CLASSIFIERS = [
@@ -24,8 +27,7 @@ TV_CLASSIFIERS = [
 ]
 TV_DETECTORS = ["fasterrcnn_mobilenet_v3_large_fpn", "ssdlite320_mobilenet_v3_large", "retinanet_resnet50_fpn",
                 "fcos_resnet50_fpn"]
-SLIMCNN = ["resnet20", "resnet56", "vgg16_bn_cifar", "espcn", "fsrcnn", "srcnn", "vdsr", "lenet5", "tiny_cnn",
-           "tiny_sr", "alexnet_bvlc", "yolo_fastestv2"]
+SLIMCNN = sorted(ZOO)  # every zoo model, including ones added later
 ULTRA = ["yolov8n.yaml", "yolo11n.yaml"]
 FAST = {"tv:squeezenet1_0", "slimcnn:espcn",
         "slimcnn:tiny_cnn"}
