@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.metadata as md
 import json
 import os
 import platform
@@ -43,7 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimcnn.measure import compare_latency, cpu_model, export_onnx, profile
+from slimcnn.measure import compare_latency, cpu_model, export_onnx, package_versions, profile
 from slimcnn.models import load_model
 from slimcnn.prune import prune_model_
 
@@ -326,14 +325,8 @@ def equal_macs(name: str, runs: int, threads: int, repeats: int) -> dict[str, An
 
 
 def env(threads: int) -> dict[str, Any]:
-    vers = {}
-    for pkg in ("slimcnn", "torch", "torchvision", "torch-pruning", "onnxruntime", "onnx", "ultralytics"):
-        try:
-            vers[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            vers[pkg] = None
     return {
-        "versions": vers,
+        "versions": package_versions(("slimcnn", "torch", "torchvision", "torch-pruning", "onnxruntime", "onnx", "ultralytics")),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads,

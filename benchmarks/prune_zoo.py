@@ -33,7 +33,6 @@ with the expected error.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata as md
 import json
 import os
 import platform
@@ -237,16 +236,10 @@ def run_isolated(key: str, mode: str, timeout: float) -> dict[str, Any]:
 def env() -> dict[str, Any]:
     import torch
 
-    from slimcnn.measure import cpu_model
+    from slimcnn.measure import cpu_model, package_versions
 
-    vers = {}
-    for pkg in ("slimcnn", "torch", "torchvision", "onnx", "onnxruntime", "ultralytics"):
-        try:
-            vers[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            vers[pkg] = None
     return {
-        "versions": vers,
+        "versions": package_versions(("slimcnn", "torch", "torchvision", "onnx", "onnxruntime", "ultralytics")),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

@@ -159,3 +159,10 @@ def test_compare_latency_per_model_runtime() -> None:
                           runtimes={"eager": "torch"})
     assert out["ort"].runtime == "onnxruntime" and out["eager"].runtime == "torch"
     assert out["ort"].n == out["eager"].n == 2
+
+
+def test_package_versions() -> None:
+    from slimcnn.measure import package_versions
+
+    got = package_versions(["torch", "surely-not-installed-pkg"])
+    assert got["torch"] == torch.__version__.split("+")[0] and got["surely-not-installed-pkg"] is None

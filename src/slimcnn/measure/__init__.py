@@ -20,6 +20,7 @@ from slimcnn.measure._latency import (
     device_name,
     eval_mode,
     measure_latency,
+    package_versions,
     physical_cores,
     torch_threads,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "compare_latency",
     "count_params",
     "cpu_model",
+    "package_versions",
     "default_cache_path",
     "device_name",
     "eval_mode",

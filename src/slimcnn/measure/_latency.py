@@ -46,6 +46,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown cpu"
 
 
+def package_versions(names: Sequence[str]) -> dict[str, str | None]:
+    """Installed version of each distribution (``None`` when absent), for benchmark headers."""
+    import importlib.metadata as md
+
+    out: dict[str, str | None] = {}
+    for name in names:
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 @functools.cache
 def physical_cores() -> int:
     """Physical cores this process may use (hyper-threads counted once); at least 1."""
