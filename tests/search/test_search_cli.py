@@ -88,7 +88,8 @@ def test_amounts_option(trained_lenet: Path, tmp_path: Path, capsys: pytest.Capt
     assert main(["search", *common, "--amounts", "0.5,x", "--out", str(tmp_path / "bad")]) == 2
     assert "--amounts" in capsys.readouterr().err
     out = tmp_path / "ok"
-    assert main(["search", *common, "--amounts", "0.5", "--out", str(out)]) in (0, 1)
+    assert main(["search", *common, "--amounts", "0.5", "--input", "2x1x32x32", "--out", str(out)]) in (0, 1)
+    assert json.loads((out / "plan.json").read_text())["input_shape"] == [2, 1, 32, 32]
     table = json.loads((out / "sensitivity.json").read_text())
     amounts = {float(p["amount"]) for p in table["points"]}
     assert amounts <= {0.0, 0.5} and 0.5 in amounts

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, load_for_cli, note, say
+from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, note, say
 from slimcnn.errors import ConfigError
 
 
@@ -51,6 +51,7 @@ def search_cmd(
     round_to: int = typer.Option(1, "--round-to", help="Round kept channels to a multiple of N."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     amounts: str | None = typer.Option(None, "--amounts", help="Amounts the sweep tries per knob, e.g. 0.125,0.25,0.5 (prune: fraction removed; lowrank: fraction of weights removed; kmeans: bits)."),
+    input: str | None = typer.Option(None, "--input", help="Input shape for costs and latency, e.g. 1x1x128x128 (default: the task's example input)."),
     compensate: bool = typer.Option(False, "--compensate", help="prune: fold removed channels' mean activations into the next layer's bias."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
@@ -78,9 +79,11 @@ def search_cmd(
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=round_to, exclude=tuple(exclude),
                       compensate=compensate, amounts=_parse_amounts(amounts))
-    result = search(loaded.model, task_obj, budget, spec, source=loaded.source,
+    example = example_for(loaded, input) if input else None
+    result = search(loaded.model, task_obj, budget, spec, source=loaded.source, example_input=example,
                     resume=str(out_dir / "sensitivity.json"), progress=not as_json)
-    write_outputs(result, loaded, out_dir, spec, budget, save_model=save_model, loaded_cls=LoadedModel)
+    write_outputs(result, loaded, out_dir, spec, budget, save_model=save_model, loaded_cls=LoadedModel,
+                  example=example)
     report = json.loads((out_dir / "result.json").read_text())
     if as_json:
         emit_json(report)
@@ -99,20 +102,21 @@ def search_cmd(
 
 
 def write_outputs(result: Any, loaded: Any, out_dir: Path, spec: Any, budget: Any, *, save_model: Any,
-                  loaded_cls: Any) -> None:
+                  loaded_cls: Any, example: Any = None) -> None:
     """model.pt, model.onnx, plan.json, pareto.json (+png), sensitivity.png, result.json — all atomic."""
     from slimcnn._io import write_json
     from slimcnn.measure import export_onnx
     from slimcnn.prune import fingerprint
     from slimcnn.report import plot_pareto, plot_sensitivity
 
-    example = result_example(loaded)
+    example = example_for(loaded, None) if example is None else example
     save_model(loaded_cls(result.model, loaded.source, loaded.info), out_dir / "model.pt")
     export_onnx(result.model, example, out_dir / "model.onnx")
     plan = {"_type": "SearchPlan", "_version": 1, "method": spec.method, "strategy": spec.strategy,
             "criterion": spec.criterion, "source": loaded.source, "fingerprint": fingerprint(loaded.model),
             "assignment": result.assignment, "details": result.details,
-            "steps": result.strategy_log.get("plans", []), "finetune_steps": spec.finetune_steps}
+            "steps": result.strategy_log.get("plans", []), "finetune_steps": spec.finetune_steps,
+            "input_shape": list(example.shape) if hasattr(example, "shape") else None}
     write_json(out_dir / "plan.json", plan)
     write_json(out_dir / "pareto.json", {"objective": budget.objective, "points": result.tried})
     if result.tried:
@@ -129,13 +133,6 @@ def write_outputs(result: Any, loaded: Any, out_dir: Path, spec: Any, budget: An
         **summary, "assignment": result.assignment, "strategy": result.strategy_log,
         "seconds": round(result.seconds, 2),
     })
-
-
-def result_example(loaded: Any) -> Any:
-    """The model's default example input (seeded)."""
-    import torch
-
-    return torch.randn(tuple(loaded.info.input_shape), generator=torch.Generator().manual_seed(0))
 
 
 def _parse_amounts(text: str | None) -> tuple[float, ...] | None:

@@ -33,6 +33,11 @@ class SearchPlan:
     def options(self) -> dict[str, Any]:
         return {k: self.raw.get(k) for k in ("method", "strategy", "finetune_steps")}
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The example input's shape the search measured costs at (``()`` in older plans)."""
+        return tuple(self.raw.get("input_shape") or ())
+
     def save(self, path: str | Path) -> Path:
         """Write the plan atomically."""
         return write_text(path, json.dumps(self.raw, indent=2) + "\n")
