@@ -60,3 +60,13 @@ def test_odd_widths_get_a_round_to_hint(tmp_path, capsys) -> None:
     assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--round-to", "8", "--no-latency",
                  "--out", str(tmp_path / "b")]) == 0
     assert "--round-to 8" not in capsys.readouterr().err
+
+
+def test_unreachable_macs_target_saves_the_closest_model(tmp_path, capsys) -> None:
+    out = tmp_path / "p"
+    rc = main(["prune", "slimcnn:tiny_cnn", "--macs", "0.1x", "--exclude", "stem*", "--exclude", "down*",
+               "--no-latency", "--out", str(out), "--json"])
+    assert rc == 1
+    result = json.loads(capsys.readouterr().out)
+    assert result["macs_target_met"] is False and result["macs"]["ratio"] < 1.0
+    assert (out / "model.pt").exists() and (out / "plan.json").exists()

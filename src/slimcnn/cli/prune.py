@@ -134,7 +134,7 @@ def prune_cmd(
     outcome = prune_model_(
         new_model, example, criterion=criterion, prune_ratio=ratio, macs=parse_macs(macs) if macs else None,
         scope=scope, round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib,  # type: ignore[arg-type]
-        seed=seed, source=loaded.source, compensate=compensate,
+        seed=seed, source=loaded.source, compensate=compensate, best_effort=True,
     )
     seconds = time.perf_counter() - t0
     odd = [f for f, kept in outcome.plan.layers.items() if len(kept) >= 32 and len(kept) % 8]
@@ -142,8 +142,12 @@ def prune_cmd(
         # measured: widths off ORT's 8-channel blocks made a 0.5x-MACs resnet50 8 % slower (README)
         note(f"{len(odd)} pruned layers keep a width that is not a multiple of 8 (e.g. '{odd[0]}'); "
              "--round-to 8 usually runs faster on ONNX Runtime CPU")
+    target = parse_macs(macs) if macs else None
+    reached = outcome.macs_after / max(outcome.macs_before, 1)
+    target_met = target is None or reached <= target + 0.005
     result = finish_outputs(loaded, new_model, example, out_dir, outcome.plan, task_obj=task_obj, limit=limit,
-                            extra={"prune_seconds": seconds, "prune_ratio_used": outcome.prune_ratio},
+                            extra={"prune_seconds": seconds, "prune_ratio_used": outcome.prune_ratio,
+                                   "macs_target": target, "macs_target_met": target_met},
                             latency=not no_latency)
     if as_json:
         emit_json(result)
@@ -151,6 +155,10 @@ def prune_cmd(
         say(f"pruned {loaded.source} with {criterion}: params {result['params']['before']:,} -> "
             f"{result['params']['after']:,}, MACs {result['macs']['before']:,} -> {result['macs']['after']:,} "
             f"({result['macs']['ratio']:.3f}x); wrote {out_dir}")
+    if not target_met:
+        note(f"MACs target {target:g}x NOT met: the closest model, {reached:.3f}x, is saved in {out_dir} "
+             "(the rest is protected: outputs, unmappable ops, excluded layers) (exit code 1)")
+        return 1
     return 0
 
 

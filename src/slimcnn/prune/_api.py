@@ -53,6 +53,7 @@ def prune_model_(
     source: str = "",
     graph: ChannelGraph | None = None,
     compensate: bool = False,
+    best_effort: bool = False,
 ) -> PruneOutcome:
     """Score channels with ``criterion`` and physically prune ``model`` in place.
 
@@ -66,8 +67,12 @@ def prune_model_(
     (see :mod:`slimcnn.prune._compensate`; exact for 1×1 / unpadded convs and Linear consumers,
     approximate at the borders of padded ``k > 1`` convs). Recorded as ``plan.options["compensate"]``.
 
+    With ``macs`` and ``best_effort=True`` an unreachable target prunes as far as possible (check
+    ``macs_after``) instead of raising :class:`~slimcnn.errors.BudgetError`.
+
     Raises:
         ConfigError: not exactly one amount, or ``compensate`` without ``task`` or ``batches``.
+        BudgetError: ``macs`` cannot be reached and ``best_effort`` is False.
 
     Example:
         >>> out = prune_model_(model, torch.randn(1, 3, 32, 32), criterion="l1", prune_ratio=0.5)
@@ -86,7 +91,8 @@ def prune_model_(
     if keep is not None:
         removal = removal_for_keep(graph, scores, keep)
     elif macs is not None:
-        removal, used = removal_for_macs(graph, scores, macs, scope=scope, round_to=round_to, exclude=exclude)
+        removal, used = removal_for_macs(graph, scores, macs, scope=scope, round_to=round_to, exclude=exclude,
+                                         best_effort=best_effort)
     else:
         assert prune_ratio is not None
         removal = select_removal(graph, scores, prune_ratio, scope=scope, round_to=round_to, exclude=exclude)

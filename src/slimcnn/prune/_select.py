@@ -10,6 +10,7 @@ Counts are in *group channels* (units removed together). Rules applied everywher
 from __future__ import annotations
 
 import fnmatch
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -21,6 +22,8 @@ from slimcnn.errors import BudgetError, ConfigError
 from slimcnn.graph import ChannelGraph, ChannelGroup
 
 Removal = dict[int, list[int]]
+
+log = logging.getLogger(__name__)
 
 
 def _excluded(g: ChannelGroup, exclude: Sequence[str]) -> bool:
@@ -142,11 +145,13 @@ def removal_for_macs(
     round_to: int = 1,
     exclude: Sequence[str] = (),
     tol: float = 0.005,
+    best_effort: bool = False,
 ) -> tuple[Removal, float]:
     """Bisect the prune ratio until conv/linear MACs are at most ``macs_ratio`` x the original.
 
-    Returns the removal and the ratio used. Raises :class:`BudgetError` when even the largest ratio
-    (0.99) cannot reach the target (e.g. most channels are protected).
+    Returns the removal and the ratio used. When even the largest ratio (0.99) cannot reach the target
+    (e.g. most channels are protected) it raises :class:`BudgetError`, or with ``best_effort`` logs a
+    warning and returns that largest removal (the closest point).
     """
     if not 0.0 < macs_ratio <= 1.0:
         raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs_ratio}")
@@ -159,10 +164,12 @@ def removal_for_macs(
     lo, hi = 0.0, 0.99
     best, frac = macs_at(hi)
     if frac > macs_ratio + tol:
-        raise BudgetError(
-            f"cannot reach {macs_ratio:.3g}x MACs: pruning 99% of every prunable group gives {frac:.3g}x "
-            "(the rest is protected: outputs, unmappable ops, excluded layers)"
-        )
+        msg = (f"cannot reach {macs_ratio:.3g}x MACs: pruning 99% of every prunable group gives {frac:.3g}x "
+               "(the rest is protected: outputs, unmappable ops, excluded layers)")
+        if not best_effort:
+            raise BudgetError(msg)
+        log.warning("%s; keeping that closest point", msg)
+        return best, hi
     best_r = hi
     for _ in range(20):
         mid = (lo + hi) / 2
