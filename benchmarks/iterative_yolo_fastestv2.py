@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from slimcnn.cli import main as cli
+from slimcnn.measure import compare_latency
 from slimcnn.models import load_model, save_model
 from slimcnn.paths import shared_path
 from slimcnn.tasks import make_task
@@ -35,7 +36,8 @@ from slimcnn.tasks import make_task
 OUT = Path(__file__).parent / "results"
 
 
-def run(pre_steps: int, iterations: int, steps: int, work: Path, limit: int | None, workers: int) -> dict[str, Any]:
+def run(pre_steps: int, iterations: int, steps: int, work: Path, limit: int | None, workers: int,
+        round_to: int = 1) -> dict[str, Any]:
     data = shared_path("detection", "raccoon")
     if data is None:
         raise SystemExit("needs ../shared/data/detection/raccoon")
@@ -49,7 +51,8 @@ def run(pre_steps: int, iterations: int, steps: int, work: Path, limit: int | No
     out = work / "search"
     args = ["search", f"file:{path}", "--task", "detection", "--data", str(data), "--metric", "map50",
             "--strategy", "iterative", "--iterations", str(iterations), "--finetune-steps", str(steps),
-            "--lr", "1e-3", "--runtime", "onnxruntime", "--max-drop", "1", "--workers", str(workers)]
+            "--lr", "1e-3", "--runtime", "onnxruntime", "--max-drop", "1", "--workers", str(workers),
+            "--round-to", str(round_to)]
     if limit is not None:
         args += ["--limit", str(limit)]
     args += ["--out", str(out)]
@@ -60,7 +63,12 @@ def run(pre_steps: int, iterations: int, steps: int, work: Path, limit: int | No
              "latency_ms": b["latency"]["median_ms"] if b["latency"] else None,
              "metric_before_ft": b["score"]["value"], "metric_after_ft": b["score"]["value"], "selected": []}]
     rows += res["strategy"]["iterations"]
+    # the per-iteration latencies are single in-search measurements; time start and final side by side
+    start, final = load_model(f"file:{path}").model.eval(), load_model(f"file:{out / 'model.pt'}").model.eval()
+    lat = compare_latency({"start": start, "final": final}, task.example_input(), runtime="onnxruntime",
+                          threads=torch.get_num_threads(), runs=100)
     return {
+        "interleaved_latency_ms": {k: v.median_ms for k, v in lat.items()},
         "command": "slimcnn " + " ".join(a if not a.startswith(str(work)) else "…" for a in args[:-2]),
         "rc": rc, "pre_steps": pre_steps, "map50_coco_head_before_pre": before_pre.value,
         "final": {"metric": res["after"]["score"]["value"], "metrics": res["after"]["score"].get("metrics"),
@@ -90,6 +98,11 @@ def markdown(r: dict[str, Any]) -> str:
     for row in r["rows"][1:]:
         sel = ", ".join(f"`{s['layer']}`@{s['rate']:g} ({s['reason']})" for s in row["selected"])
         lines.append(f"- iteration {row['iteration']}: {sel}")
+    il = r.get("interleaved_latency_ms")
+    if il:
+        lines += ["", f"Start vs final model timed side by side (`compare_latency`, onnxruntime, interleaved, 100 runs): "
+                  f"{il['start']:.2f} ms → {il['final']:.2f} ms ({il['final'] / il['start']:.2f}×); the per-iteration "
+                  "column above is one in-search measurement each and noisier."]
     lines += ["", f"Search wall time {r['seconds']:.0f} s on {r['threads']} threads. "
               "Regenerate: `python benchmarks/iterative_yolo_fastestv2.py`."]
     return "\n".join(lines) + "\n"
@@ -102,11 +115,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=40, help="fine-tuning steps per iteration")
     ap.add_argument("--limit", type=int, default=None, help="test images per sensitivity point (table: all 40)")
     ap.add_argument("--workers", type=int, default=1, help="sensitivity sweep worker processes")
+    ap.add_argument("--round-to", type=int, default=1, help="kept widths rounded to a multiple of N")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        r = run(args.pre_steps, args.iterations, args.steps, Path(tmp), args.limit, args.workers)
+        r = run(args.pre_steps, args.iterations, args.steps, Path(tmp), args.limit, args.workers, args.round_to)
     OUT.mkdir(exist_ok=True)
     (OUT / "iterative_yolo_fastestv2.json").write_text(json.dumps(r, indent=2, default=str))
     (OUT / "iterative_yolo_fastestv2.md").write_text(markdown(r))
