@@ -9,7 +9,7 @@ import torch
 
 from slimcnn.errors import ConfigError
 from slimcnn.graph import trace, zeroed_forward
-from slimcnn.measure import profile
+from slimcnn.measure import export_onnx, profile
 from slimcnn.models import load_model
 from slimcnn.models.cifar import decouple_shortcuts_
 from slimcnn.prune import chip_cifar_resnet_keep, parse_sparsity, prune_model_
@@ -20,7 +20,7 @@ def test_parse_sparsity() -> None:
     assert len(sp) == 30 and sp[:4] == [0.0, 0.15, 0.15, 0.4]
 
 
-def test_chip_resnet56_setting() -> None:
+def test_chip_resnet56_setting(tmp_path) -> None:
     m = load_model("slimcnn:resnet56").model.eval()
     x = torch.randn(2, 3, 32, 32)
     base = profile(m, x[:1])
@@ -44,3 +44,4 @@ def test_chip_resnet56_setting() -> None:
     assert 0.48e6 <= cost.params <= 0.49e6
     with torch.no_grad():
         torch.testing.assert_close(m(x), zeroed_forward(original, x, graph, out.removal), rtol=1e-4, atol=1e-5)
+    export_onnx(m, x, tmp_path / "m.onnx")  # the pruned shortcuts (gather + zero fill) run in ORT, parity checked
