@@ -437,6 +437,12 @@ def summary(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def _load_line(label: str, entries: dict[str, Any]) -> str:
+    """``label: model before/after, ...`` from the recorded 1-minute load averages."""
+    return f"{label}: " + ", ".join(
+        f"{n} {e['load_avg'][0]:.1f}/{e['load_avg_after'][0]:.1f}" for n, e in entries.items()) + "."
+
+
 def render(data: dict[str, Any]) -> str:
     envs = data.get("env", {})
     parts = [
@@ -467,13 +473,7 @@ def render(data: dict[str, Any]) -> str:
             coverage_table(data["coverage"]),
             "",
         ]
-        loads = {n: (e["load_avg"][0], e["load_avg_after"][0]) for n, e in data["coverage"].items()}
-        parts.append(
-            "Load average (1 min) before/after each model: "
-            + ", ".join(f"{n} {a:.1f}/{b:.1f}" for n, (a, b) in loads.items())
-            + "."
-        )
-        parts.append("")
+        parts += [_load_line("Load average (1 min) before/after each model", data["coverage"]), ""]
     if data.get("equal_macs"):
         parts += [
             "## Equal MACs (0.5x) at 1x3x224x224",
@@ -486,13 +486,7 @@ def render(data: dict[str, Any]) -> str:
             equal_table(data["equal_macs"]),
             "",
         ]
-        loads = {n: (e["load_avg"][0], e["load_avg_after"][0]) for n, e in data["equal_macs"].items()}
-        parts.append(
-            "Load average (1 min) before/after: "
-            + ", ".join(f"{n} {a:.1f}/{b:.1f}" for n, (a, b) in loads.items())
-            + "."
-        )
-        parts.append("")
+        parts += [_load_line("Load average (1 min) before/after", data["equal_macs"]), ""]
     return "\n".join(parts)
 
 
