@@ -75,7 +75,7 @@ def masked_finetune(task: Any, model: nn.Module, masks: dict[str, torch.Tensor],
     for fqn, mask in masks.items():
         w = model.get_submodule(fqn).weight
         m4 = mask.to(w.dtype)[:, :, None, None]
-        hooks.append(w.register_hook(lambda g, m4=m4: g * m4))
+        hooks.append(w.register_hook(lambda g, m4=m4: g * m4.to(g.device)))
     try:
         if steps > 0:
             task.finetune(model, steps, progress=False, **kw)
@@ -109,13 +109,11 @@ class Bench:
                              train_data=_train_dir(data, args.bsd200))
         self.test = make_task("sr", str(data / "Set14"), info=self.loaded.info, scale=cfg["scale"])
         self.x = self.val.example_input()
-        self.ft = {"batch_size": cfg["batch"], "patch": cfg["patch"], "lr": args.lr or cfg["lr"]}
-        if args.device != "cpu":
-            self.ft["device"] = args.device
+        self.ft = {"batch_size": cfg["batch"], "patch": cfg["patch"], "lr": args.lr or cfg["lr"], "device": args.device}
         self.base_cost = profile(self.base, self.x)
         self.base_paper = paper_params(self.base)
-        self.base_val = self.val.evaluate(self.base, limit=args.limit)
-        self.base_test = self.test.evaluate(self.base, limit=args.test_limit)
+        self.base_val = self.val.evaluate(self.base, limit=args.limit, device=args.device)
+        self.base_test = self.test.evaluate(self.base, limit=args.test_limit, device=args.device)
         self.models: dict[str, nn.Module] = {"baseline": self.base}
         self.rows: list[dict[str, Any]] = []
 
@@ -127,8 +125,8 @@ class Bench:
                extra: dict[str, Any] | None = None, seconds: float = 0.0) -> dict[str, Any]:
         c = profile(model, self.x)
         params, macs = kernel_sparse or (c.params, c.macs)
-        val = self.val.evaluate(model, limit=self.args.limit)
-        test = self.test.evaluate(model, limit=self.args.test_limit)
+        val = self.val.evaluate(model, limit=self.args.limit, device=self.args.device)
+        test = self.test.evaluate(model, limit=self.args.test_limit, device=self.args.device)
         row = {
             "row": name, "val_psnr": val.value, "val_drop": self.base_val.value - val.value,
             "test_psnr": test.value, "test_drop": self.base_test.value - test.value,
@@ -166,9 +164,10 @@ class Bench:
     def cpo(self) -> None:
         for d in self.args.cpo_drops:
             t0 = time.perf_counter()
+            ft = {k: v for k, v in self.ft.items() if k != "device"}
             spec = SearchSpec(method="prune", strategy="cpo", criterion=self.args.criterion,
-                              compensate=self.args.compensate,
-                              finetune_steps=self.args.cpo_steps, finetune=dict(self.ft), limit=self.args.cpo_limit)
+                              compensate=self.args.compensate, device=self.args.device,
+                              finetune_steps=self.args.cpo_steps, finetune=ft, limit=self.args.cpo_limit)
             res = search(self.base, self.val, Budget.from_options(max_drop=f"{d:g}"), spec, example_input=self.x,
                          progress=False)
             n_eval = int(res.strategy_log.get("evaluations", 0))
@@ -223,7 +222,8 @@ class Bench:
 def machine(args: argparse.Namespace) -> dict[str, Any]:
     return {"cpu": cpu_model(), "python": platform.python_version(), "torch": torch.__version__,
             "onnxruntime": onnxruntime.__version__, "threads": args.threads, "device": args.device,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")} | (
+        {"gpu": torch.cuda.get_device_name(torch.device(args.device))} if args.device.startswith("cuda") else {})
 
 
 def _f(v: Any, nd: int = 2) -> str:
@@ -251,7 +251,10 @@ def markdown(results: dict[str, Any]) -> str:
                        f"Set5 {bl['val_psnr']:.2f} dB, Set14 {bl['test_psnr']:.2f} dB, {bl['params']:,} params "
                        f"({bl['paper_params']:,} paper-convention), {bl['macs']:.3e} MACs at {tuple(rs['input'])}, "
                        f"ORT {_f(bl.get('latency_ms'))} ms; {mc['cpu']}, {mc['threads']} threads, torch "
-                       f"{mc['torch']}, ORT {mc['onnxruntime']}, {mc['date']}, wall {run['seconds']:.0f} s.")
+                       f"{mc['torch']}, ORT {mc['onnxruntime']}, {mc['date']}, wall {run['seconds']:.0f} s"
+                       + (f"; retraining and evaluation on {mc.get('gpu', mc['device'])}" if mc.get("device", "cpu") != "cpu" else "")
+                       + (f"; latency timed on {lm['cpu']}, {lm['threads']} threads, ORT {lm['onnxruntime']}, "
+                          f"{lm['date']}" if (lm := run.get("latency_machine")) else "") + ".")
         out.append("")
         out += [
                 "Rows may come from several invocations (`runs` in the JSON); `images` = Set5/Set14 images used.", "",
@@ -259,10 +262,10 @@ def markdown(results: dict[str, Any]) -> str:
                 "| retraining (steps×batch×patch²) | paper: val / params % / FLOP % / Set14 |",
                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         order = {"UR": 0, "CPO": 1, "kernel": 2}
-        for r in sorted(res["rows"], key=lambda r: order.get(r["row"].split()[0], 3)):
+        for r in sorted(res["rows"], key=lambda r: (order.get(r["row"].split()[0], 3), r["row"])):
             p = PAPER.get(r["row"]) if name == "vdsr" else None
             ptxt = f"{p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f} / {p[3]:.2f}" if p else "–"
-            out.append(f"| {r['row']} | {r.get('images', '–')} | {_f(r['val_drop'])} | {_f(r['test_drop'])} | {_f(r['params_pct'])} | "
+            out.append(f"| {r['row']} | {r.get('images', '–')} | {_f(r['val_drop'], 3)} | {_f(r['test_drop'], 3)} | {_f(r['params_pct'])} | "
                        f"{_f(r['paper_params_pct'])} | {_f(r['macs_pct'])} | {_f(r['dense_macs_pct'])} | "
                        f"{_f(r.get('latency_ratio'), 3)} | {r['retrain']} | {ptxt} |")
         for note in res.get("not_run", []):
@@ -291,17 +294,24 @@ def main() -> None:
     ap.add_argument("--criterion", default="sparsity", help="UR/CPO filter criterion (paper: sparsity)")
     ap.add_argument("--compensate", action="store_true", help="mean compensation of removed filters (not in the paper)")
     ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON")
+    ap.add_argument("--save-models", metavar="FILE", help="also torch.save the measured rows' models (for --import)")
+    ap.add_argument("--import", dest="imports", action="append", default=[], metavar="DIR",
+                    help="merge a run made elsewhere (its --out DIR, run with --save-models DIR/models.pt) and "
+                         "time its models here against the baseline; repeatable")
     args = ap.parse_args()
     if args.render:
         allres = json.loads((Path(args.out) / "sr_liu2018.json").read_text())
         (Path(args.out) / "sr_liu2018.md").write_text(markdown(allres) + "\n")
+        return
+    torch.set_num_threads(args.threads)
+    if args.imports:
+        import_runs(args)
         return
     args.cpo_steps = args.retrain_steps if args.cpo_steps is None else args.cpo_steps
     args.cpo_limit = args.limit if args.cpo_limit is None else args.cpo_limit
     args.cpo_drops = [float(d) for d in args.cpo_drops.split(",") if d]
     rows = set(args.rows.split(","))
     torch.manual_seed(0)
-    torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     b = Bench(args)
     not_run = [f"{k}: not requested in this run (--rows {args.rows})" for k in ("ur", "cpo", "kernel") if k not in rows]
@@ -314,7 +324,10 @@ def main() -> None:
             not_run.append("kernel: needs the UR rows (matched MACs)")
     if "cpo" in rows:
         b.cpo()
-    b.latency()
+    if args.runs > 0:
+        b.latency()
+    if args.save_models:
+        torch.save({k: m.cpu() for k, m in b.models.items() if k != "baseline"}, args.save_models)
     cfg = MODELS[args.model]
     res = {
         "settings": {"scale": cfg["scale"], "retrain_steps": args.retrain_steps, "cpo_steps": args.cpo_steps,
@@ -325,24 +338,59 @@ def main() -> None:
                      "train": "T91 + BSD200" if args.bsd200 else "T91", "input": list(b.x.shape),
                      "paper_retraining": "5 epochs after each pruning step (data set not stated)"},
         "baseline": {"val_psnr": b.base_val.value, "test_psnr": b.base_test.value, "params": b.base_cost.params,
-                     "paper_params": b.base_paper, "macs": b.base_cost.macs, "latency_ms": b.base_latency},
+                     "paper_params": b.base_paper, "macs": b.base_cost.macs,
+                     "latency_ms": getattr(b, "base_latency", None)},
         "rows": b.rows, "not_run": not_run, "machine": machine(args), "seconds": time.perf_counter() - t0,
     }
-    out = Path(args.out)
+    merge(Path(args.out), args.model, [res])
+
+
+def merge(out: Path, model: str, results: list[dict[str, Any]]) -> None:
+    """Add runs to ``out/sr_liu2018.json``: rows replace same-named ones, runs are appended."""
     out.mkdir(parents=True, exist_ok=True)
     jpath = out / "sr_liu2018.json"
     allres = json.loads(jpath.read_text()) if jpath.is_file() else {}
-    prev = allres.get(args.model, {})
-    names = {r["row"] for r in res["rows"]}
-    res["rows"] = [r for r in prev.get("rows", []) if r["row"] not in names] + res["rows"]
-    done = {r["row"] for r in res["rows"]} | {r["row"].split()[0].lower() for r in res["rows"]}
-    res["not_run"] = [n for n in prev.get("not_run", []) + not_run if n.split(":")[0] not in done]
-    res["runs"] = prev.get("runs", []) + [{"settings": res["settings"], "machine": res["machine"],
-                                            "baseline": res["baseline"], "seconds": res["seconds"]}]
-    allres[args.model] = res
+    merged = allres.get(model, {})
+    for res in results:
+        names = {r["row"] for r in res["rows"]}
+        rows = [r for r in merged.get("rows", []) if r["row"] not in names] + res["rows"]
+        done = {r["row"] for r in rows} | {r["row"].split()[0].lower() for r in rows}
+        not_run = [n for n in merged.get("not_run", []) + res["not_run"] if n.split(":")[0] not in done]
+        runs = merged.get("runs", []) + res.get("runs", [{k: res[k] for k in ("settings", "machine", "baseline",
+                                                                                 "seconds")}])
+        merged = {**res, "rows": rows, "not_run": not_run, "runs": runs}
+    allres[model] = merged
     jpath.write_text(json.dumps(allres, indent=1) + "\n")
     (out / "sr_liu2018.md").write_text(markdown(allres) + "\n")
-    print(f"wrote {jpath} and sr_liu2018.md ({res['seconds']:.0f} s)")
+    print(f"wrote {jpath} and sr_liu2018.md")
+
+
+def import_runs(args: argparse.Namespace) -> None:
+    """Merge runs made on another machine (a GPU box) and time their saved models here, interleaved."""
+    cfg = MODELS[args.model]
+    loaded = load_model(cfg["source"], scale=cfg["scale"])
+    x = make_task("sr", str(Path(args.data) / "Set5"), info=loaded.info, scale=cfg["scale"]).example_input()
+    models: dict[str, nn.Module] = {"baseline": loaded.model.eval()}
+    results = []
+    for d in map(Path, args.imports):
+        res = json.loads((d / "sr_liu2018.json").read_text())[args.model]
+        saved = torch.load(d / "models.pt", weights_only=False)
+        missing = {r["row"] for r in res["rows"]} - set(saved)
+        if missing:
+            raise SystemExit(f"{d}/models.pt lacks the models of rows {sorted(missing)}")
+        models |= saved
+        results.append(res)
+    stats = compare_latency(models, x, runtime="onnxruntime", threads=args.threads, warmup=3, runs=args.runs)
+    base = stats["baseline"].median_ms
+    timed_here = machine(args)
+    for res in results:
+        for r in res["rows"]:
+            r["latency_ms"] = stats[r["row"]].median_ms
+            r["latency_ratio"] = stats[r["row"]].median_ms / base
+        for run in res["runs"]:
+            run["baseline"]["latency_ms"] = base
+            run["latency_machine"] = timed_here
+    merge(Path(args.out), args.model, results)
 
 
 if __name__ == "__main__":

@@ -58,3 +58,21 @@ def test_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:
     for cmd, flag in (("evaluate", "--data"), ("train", "--train-data")):
         assert main([cmd, "--help"]) == 0
         assert flag in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", [
+    ["evaluate", "slimcnn:lenet5", "--data", "digits"],
+    ["train", "slimcnn:lenet5", "--data", "digits", "--steps", "1"],
+    ["search", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--max-drop", "1"],
+])
+def test_unusable_device_is_a_one_line_error(command: list[str], capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
+    out = ["--out", str(tmp_path / "out")] if command[0] != "evaluate" else []
+    assert main([*command, *out, "--device", "gpu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--device expects cpu, cuda or cuda:N, got 'gpu'" in err and "\n" not in err
+    if not torch.cuda.is_available():
+        assert main([*command, *out, "--device", "cuda"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "no CUDA GPU is usable here" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()

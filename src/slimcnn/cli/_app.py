@@ -46,6 +46,23 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def check_device(device: str) -> str:
+    """Fail early, in one line, on a ``--device`` torch cannot use here."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device expects cpu, cuda or cuda:N, got '{device}'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA GPU is usable here; use --device cpu")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device}: slimcnn trains on cpu or cuda")
+    return device
+
+
 @app.callback()
 def _root() -> None:
     """Make trained CNNs small and fast for embedded and edge hardware, with measured proof.

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, note, say
+from slimcnn.cli._app import app, check_device, emit_json, note, say
 from slimcnn.errors import ConfigError
 from slimcnn.types import Score
 
@@ -68,6 +68,7 @@ def evaluate_cmd(
     from slimcnn.models import load_model
     from slimcnn.tasks import make_task
 
+    check_device(device)
     loaded = load_model(model, weights=weights, arch=arch, scale=scale)
     kind = resolve_task(task, loaded.info)
     t = make_task(kind, data, info=loaded.info, scale=scale, batch_size=batch_size)

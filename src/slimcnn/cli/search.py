@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, note, say
+from slimcnn.cli._app import app, check_device, emit_json, example_for, load_for_cli, note, say
 from slimcnn.errors import ConfigError
 
 
@@ -53,6 +53,7 @@ def search_cmd(
     amounts: str | None = typer.Option(None, "--amounts", help="Amounts the sweep tries per knob, e.g. 0.125,0.25,0.5 (prune: fraction removed; lowrank: fraction of weights removed; kmeans: bits)."),
     input: str | None = typer.Option(None, "--input", help="Input shape for costs and latency, e.g. 1x1x128x128 (default: the task's example input)."),
     compensate: bool = typer.Option(False, "--compensate", help="prune: fold removed channels' mean activations into the next layer's bias."),
+    device: str = typer.Option("cpu", "--device", help="Where fine-tuning and evaluation run: cpu, cuda, cuda:1, ..."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
@@ -66,6 +67,7 @@ def search_cmd(
     from slimcnn.search import Budget, SearchSpec, search
     from slimcnn.tasks import make_task
 
+    check_device(device)
     if max_drop is None and not any((macs, params, weight_bytes, latency)):
         raise ConfigError("give a target: --max-drop and/or one of --macs, --params, --weight-bytes, --latency")
     if latency is not None and runtime is None:
@@ -78,7 +80,7 @@ def search_cmd(
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=round_to, exclude=tuple(exclude),
-                      compensate=compensate, amounts=_parse_amounts(amounts))
+                      compensate=compensate, amounts=_parse_amounts(amounts), device=device)
     example = example_for(loaded, input) if input else None
     result = search(loaded.model, task_obj, budget, spec, source=loaded.source, example_input=example,
                     resume=str(out_dir / "sensitivity.json"), progress=not as_json)

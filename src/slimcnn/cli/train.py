@@ -7,7 +7,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, note, say
+from slimcnn.cli._app import app, check_device, emit_json, note, say
 from slimcnn.cli.evaluate import DATA_HELP, TASK_HELP, format_score, model_notes, resolve_task, score_to_json
 
 
@@ -45,6 +45,7 @@ def train_cmd(
     from slimcnn.models import LoadedModel, load_model, save_model
     from slimcnn.tasks import make_task
 
+    check_device(device)
     out_dir = ensure_output_dir(out, inputs=_input_files(model, weights))
     loaded = load_model(model, weights=weights, arch=arch, scale=scale)
     kind = resolve_task(task, loaded.info)

@@ -18,13 +18,14 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
     current = ctx.model
     rows: list[dict[str, Any]] = []
     table: SensitivityTable | None = None
-    base = ctx.task.evaluate(ctx.model) if spec.limit is not None else ctx.base_score
+    base = ctx.evaluate(ctx.model) if spec.limit is not None else ctx.base_score
     for it in range(1, spec.iterations + 1):
         family = ctx.family
         knobs = [k for k in family.knobs(current, ctx.example_input)]
         knobs = [type(k)(k.name, tuple(spec.amounts or (0.25, 0.5, 0.75)), k.layers) for k in knobs]
         table = sensitivity_sweep(current, ctx.task, knobs, family.apply, example_input=ctx.example_input,
-                                  limit=spec.limit, workers=spec.workers, cost=ctx.cost_fn, progress=ctx.progress)
+                                  limit=spec.limit, workers=spec.workers, cost=ctx.cost_fn, progress=ctx.progress,
+                                  device=spec.device)
         ref = table.baseline if table.baseline else 1.0
         points = [
             SensitivityPoint(p.knob, p.amount, _normalised(p.metric, ref, table.higher_is_better),
@@ -39,9 +40,9 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
         pruned = family.apply_many(current, assignment)
         # The per-iteration table is a report: judged on the whole validation set (--limit only
         # shortens the sweeps, as for the other strategies' final model).
-        before_ft = ctx.task.evaluate(pruned)
+        before_ft = ctx.evaluate(pruned)
         ctx.finetune(pruned)
-        after_ft = ctx.task.evaluate(pruned)
+        after_ft = ctx.evaluate(pruned)
         cost = ctx.measure_cost(pruned, {})
         ctx.tried.append(_as_point(len(ctx.tried), assignment, base, after_ft, cost, ctx))
         rows.append({

@@ -53,6 +53,8 @@ class SearchSpec:
     compensate: bool = False
     """``prune``: fold removed channels' mean activations into the next layer's bias."""
     max_evaluations: int = 12
+    device: str = "cpu"
+    """Where fine-tuning and evaluation run (``cuda`` on a GPU machine); costs and latency stay on CPU."""
 
     def __post_init__(self) -> None:
         if self.method not in FAMILIES:
@@ -101,7 +103,7 @@ class _Context:
             kwargs["criterion"] = spec.criterion
         self.family: Family = FAMILIES.get(spec.method)(**kwargs)
         self.cost_fn = self.family.cost(example_input)
-        self.base_score = task.evaluate(model, limit=spec.limit)
+        self.base_score = self.evaluate(model, limit=spec.limit)
         self.base_cost = self.measure_cost(model, {})
         self.tried: list[TriedPoint] = []
 
@@ -115,14 +117,18 @@ class _Context:
                                   runs=20, warmup=3)
         return Cost(params, macs, wbytes, 0, latency=lat)
 
+    def evaluate(self, model: nn.Module, *, limit: int | None = None) -> Score:
+        return self.task.evaluate(model, limit=limit, device=self.spec.device)
+
     def finetune(self, model: nn.Module) -> None:
         if self.spec.finetune_steps > 0:
-            self.task.finetune(model, self.spec.finetune_steps, progress=False, **self.spec.finetune)
+            opts = {"device": self.spec.device} | self.spec.finetune
+            self.task.finetune(model, self.spec.finetune_steps, progress=False, **opts)
 
     def measure(self, assignment: dict[str, float]) -> TriedPoint:
         model = self.family.apply_many(self.model, assignment)
         self.finetune(model)
-        score = self.task.evaluate(model, limit=self.spec.limit)
+        score = self.evaluate(model, limit=self.spec.limit)
         cost = self.measure_cost(model, assignment)
         point = _point(len(self.tried), assignment, self.base_score, score, cost, self.budget, self.base_cost)
         self.tried.append(point)
@@ -146,7 +152,8 @@ STRATEGIES: Registry[Strategy] = Registry("search strategy")
 def _greedy(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTable | None]:
     table = sensitivity_sweep(ctx.model, ctx.task, ctx.family.knobs(ctx.model, ctx.example_input), ctx.family.apply,
                               example_input=ctx.example_input, limit=ctx.spec.limit, workers=ctx.spec.workers,
-                              cost=ctx.cost_fn, progress=ctx.progress, resume=ctx.resume)
+                              cost=ctx.cost_fn, progress=ctx.progress, resume=ctx.resume,
+                              device=ctx.spec.device)
     cost_key = ctx.budget.objective if ctx.budget.objective != "latency_ms" else "macs"
     result = greedy_search(table, ctx.budget, ctx.measure, cost_key=cost_key, max_evaluations=ctx.spec.max_evaluations)
     log_ = {"path": [dataclasses.asdict(s) for s in result.path], "chosen_prefix": result.best.prefix}
@@ -206,8 +213,8 @@ def search(
         final = ctx.family.apply_many(model, assignment)
         details = ctx.family.details(final, assignment)
         ctx.finetune(final)
-    full_before = task.evaluate(model) if spec.limit is not None else ctx.base_score
-    full_after = task.evaluate(final)
+    full_before = ctx.evaluate(model) if spec.limit is not None else ctx.base_score
+    full_after = ctx.evaluate(final)
     cost_after = ctx.measure_cost(final, assignment)
     checks = budget.check(ctx.base_cost, full_before, cost_after, full_after)
     tried = _pareto([dataclasses.asdict(p) | {"feasible": p.feasible} for p in ctx.tried], budget)

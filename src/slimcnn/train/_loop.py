@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -198,11 +199,12 @@ def fit_(
         if rng is not None:  # after the replay, in case the batch source draws from torch's RNG
             torch.set_rng_state(rng)
         try:
-            seconds, samples = _run(
-                model, stream, loss_fn, opt, losses, start=start, steps=steps, lr=lr,
-                warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip, ckpt=ckpt,
-                checkpoint_every=checkpoint_every, progress=progress, dev=dev,
-            )
+            with _deterministic_cudnn(dev.type == "cuda"):
+                seconds, samples = _run(
+                    model, stream, loss_fn, opt, losses, start=start, steps=steps, lr=lr,
+                    warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip, ckpt=ckpt,
+                    checkpoint_every=checkpoint_every, progress=progress, dev=dev,
+                )
         finally:
             for p, flag in frozen:
                 p.requires_grad_(flag)
@@ -216,6 +218,19 @@ def fit_(
         samples_per_s=samples / seconds if seconds > 0 else 0.0,
         device=str(dev),
     )
+
+
+@contextlib.contextmanager
+def _deterministic_cudnn(on: bool) -> Iterator[None]:
+    """Seeded GPU training reproduces exactly: a search re-trains its chosen point and must get the same model."""
+    cudnn = torch.backends.cudnn
+    saved = cudnn.deterministic, cudnn.benchmark
+    if on:
+        cudnn.deterministic, cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        cudnn.deterministic, cudnn.benchmark = saved
 
 
 def _run(
