@@ -103,6 +103,20 @@ def test_c64_hw64_all_methods_and_batching() -> None:
             assert float((got - ref).abs().max()) <= TOL * scale
 
 
+def test_chunks_on_several_cores_give_the_single_thread_result_and_restore_threads() -> None:
+    feats = torch.relu(torch.randn(40, 16, 4, 4, generator=torch.Generator().manual_seed(3)))
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = chip_scores(feats, batch_size=3)
+        torch.set_num_threads(2)
+        two = chip_scores(feats, batch_size=3)  # 14 chunks over 2 worker threads
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(one, two)
+    assert torch.allclose(one, chip_scores(feats, method="direct"), rtol=1e-6, atol=1e-9)
+
 def test_known_values() -> None:
     # Orthogonal rows: ||A||_* = sum of row norms, so CI(i) = ||row i||.
     a = torch.zeros(1, 3, 2, 2)

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
 
@@ -74,8 +75,8 @@ _S_HI = 1e8
 """Upper end of the integration grid, relative to ``sqrt(lam_max)``."""
 _SINGLE_THREAD_MAX_C = 128
 """Up to this many channels, CPU work runs single-threaded (see ``_small_problem_threads``)."""
-_CHUNK_ELEMENTS = 1 << 20
-"""Largest float64 work tensor (elements, 8 MiB) a chunk may create when ``batch_size`` is None.
+_CHUNK_ELEMENTS = 1 << 19
+"""Largest float64 work tensor (elements, 4 MiB) a chunk may create when ``batch_size`` is None.
 
 Small chunks stay cache-resident and avoid page-faulting large fresh allocations; measured faster
 than one big batch on the benchmark machine."""
@@ -109,7 +110,7 @@ def chip_scores(
             of the ``C`` masked copies; slow, the reference) or ``"auto"`` (currently
             ``"secular"``; see ``benchmarks/results/chip_speed.md``).
         batch_size: Images processed per chunk. ``None`` picks the largest chunk whose biggest
-            float64 work tensor stays under 8 MiB. Does not change the result beyond rounding.
+            float64 work tensor stays under 4 MiB. Does not change the result beyond rounding.
 
     Returns:
         Tensor[C]: float64 mean channel independence on ``features.device``.
@@ -136,21 +137,28 @@ def chip_scores(
         }[method]
     )
     chunk = batch_size if batch_size is not None else max(1, _CHUNK_ELEMENTS // max(per_image, 1))
+    ci_of = {"secular": _ci_secular, "gram": _ci_gram, "direct": _ci_direct}[method]
+
+    def chunk_sum(start: int) -> Tensor:
+        block = x[start : start + chunk].to(torch.float64)
+        if method == "direct" and not bool(torch.isfinite(block).all()):
+            raise ConfigError(_NOT_FINITE)
+        if round_decimals is not None:
+            block = torch.round(block, decimals=round_decimals)
+        return ci_of(block).sum(0)
+
+    starts = range(0, n, chunk)
     total = torch.zeros(c, dtype=torch.float64, device=x.device)
-    with _small_problem_threads(x.device, c):
-        for start in range(0, n, chunk):
-            block = x[start : start + chunk].to(torch.float64)
-            if method == "direct" and not bool(torch.isfinite(block).all()):
-                raise ConfigError(_NOT_FINITE)
-            if round_decimals is not None:
-                block = torch.round(block, decimals=round_decimals)
-            if method == "secular":
-                ci = _ci_secular(block)
-            elif method == "gram":
-                ci = _ci_gram(block)
-            else:
-                ci = _ci_direct(block)
-            total += ci.sum(0)
+    with _small_problem_threads(x.device, c) as workers:
+        if workers > 1 and len(starts) > 1:
+            # Chunks are independent and torch releases the GIL inside each op: the cores work on
+            # different chunks (one thread each) instead of sharing every small eigh.
+            with ThreadPoolExecutor(min(workers, len(starts))) as pool:
+                sums = list(pool.map(chunk_sum, starts))
+        else:
+            sums = [chunk_sum(start) for start in starts]
+    for part in sums:  # in chunk order: the same rounding for any number of workers
+        total += part
     return total / n
 
 
@@ -188,23 +196,25 @@ def _validate(features: Tensor, round_decimals: int | None, method: str, batch_s
 
 
 @contextmanager
-def _small_problem_threads(device: torch.device, channels: int) -> Iterator[None]:
-    """Run the per-chunk work single-threaded on CPU when the per-image matrices are small.
+def _small_problem_threads(device: torch.device, channels: int) -> Iterator[int]:
+    """Run each chunk single-threaded on CPU when the per-image matrices are small; yield how many
+    chunks may run at once.
 
     Torch loops over a batch of small matrices and lets MKL/OpenMP thread *inside* each one (and
     inside each small elementwise op), so a ``64x64`` ``eigh`` spends its time in barriers: on the
     shared 2-CPU benchmark machine it ran ~10-50x slower with 2 threads than with 1 (see
     ``benchmarks/results/chip_speed.md``). For ``C <= _SINGLE_THREAD_MAX_C`` the thread count is
     set to 1 for the duration of one :func:`chip_scores` call and restored in ``finally`` (the
-    switch is process-global: other threads of the process run single-threaded meanwhile).
+    switch is process-global: other threads of the process run single-threaded meanwhile), and the
+    caller spreads chunks over the ``torch.get_num_threads()`` cores it had instead.
     """
     previous = torch.get_num_threads()
     if device.type != "cpu" or previous == 1 or channels > _SINGLE_THREAD_MAX_C:
-        yield
+        yield 1
         return
     torch.set_num_threads(1)
     try:
-        yield
+        yield previous
     finally:
         torch.set_num_threads(previous)
 
