@@ -16,6 +16,9 @@ Appends/replaces the model's section in ``<out>/sr_liu2018.{json,md}``.
 * Params are counted two ways: ``params`` = our model's tensors; ``paper params`` = conv weights + one
   bias per conv filter (the TCAS Table II convention; our VDSR has no biases).
 * Latency: one :func:`slimcnn.measure.compare_latency` call per model (ONNX Runtime, interleaved).
+* GPU: ``--device cuda --runs 0 --save-models DIR/models.pt --out DIR`` retrains and evaluates on the
+  GPU and skips latency; ``--import DIR`` (repeatable) on the CPU machine then times the saved models
+  there against the baseline in one interleaved call and merges the rows into ``--out``.
 
 The paper retrains 5 epochs after each pruning step (data set unstated); on CPU we retrain
 ``--retrain-steps`` steps of ``batch × patch²``, recorded in every row. ``--retrain-steps 0`` = no retraining.
@@ -116,6 +119,7 @@ class Bench:
         self.base_test = self.test.evaluate(self.base, limit=args.test_limit, device=args.device)
         self.models: dict[str, nn.Module] = {"baseline": self.base}
         self.rows: list[dict[str, Any]] = []
+        self.base_latency: float | None = None  # set by latency() (not with --runs 0)
 
     def budget_str(self, steps: int, times: int = 1) -> str:
         b, p = self.cfg["batch"], self.cfg["patch"]
@@ -327,6 +331,7 @@ def main() -> None:
     if args.runs > 0:
         b.latency()
     if args.save_models:
+        Path(args.save_models).parent.mkdir(parents=True, exist_ok=True)
         torch.save({k: m.cpu() for k, m in b.models.items() if k != "baseline"}, args.save_models)
     cfg = MODELS[args.model]
     res = {
@@ -339,7 +344,7 @@ def main() -> None:
                      "paper_retraining": "5 epochs after each pruning step (data set not stated)"},
         "baseline": {"val_psnr": b.base_val.value, "test_psnr": b.base_test.value, "params": b.base_cost.params,
                      "paper_params": b.base_paper, "macs": b.base_cost.macs,
-                     "latency_ms": getattr(b, "base_latency", None)},
+                     "latency_ms": b.base_latency},
         "rows": b.rows, "not_run": not_run, "machine": machine(args), "seconds": time.perf_counter() - t0,
     }
     merge(Path(args.out), args.model, [res])
