@@ -30,6 +30,7 @@ import argparse
 import copy
 import json
 import platform
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -148,11 +149,11 @@ class Bench:
 
     @property
     def variant(self) -> str:
-        """Row-name suffix for a non-paper criterion or mean compensation."""
+        """Row-name suffix for a non-paper criterion, mean compensation or accumulated CPO retraining."""
         a = self.args
-        if a.criterion == "sparsity" and not a.compensate:
-            return ""
-        return f" [{a.criterion}{'+comp' if a.compensate else ''}]"
+        tags = [f"{a.criterion}{'+comp' if a.compensate else ''}"] if a.criterion != "sparsity" or a.compensate else []
+        tags += ["accumulated"] if a.accumulate else []
+        return f" [{', '.join(tags)}]" if tags else ""
 
     def ur(self) -> None:
         for r in UR_RATIOS:
@@ -170,7 +171,7 @@ class Bench:
             t0 = time.perf_counter()
             ft = {k: v for k, v in self.ft.items() if k != "device"}
             spec = SearchSpec(method="prune", strategy="cpo", criterion=self.args.criterion,
-                              compensate=self.args.compensate, device=self.args.device,
+                              compensate=self.args.compensate, device=self.args.device, accumulate=self.args.accumulate,
                               finetune_steps=self.args.cpo_steps, finetune=ft, limit=self.args.cpo_limit)
             res = search(self.base, self.val, Budget.from_options(max_drop=f"{d:g}"), spec, example_input=self.x,
                          progress=False)
@@ -245,11 +246,15 @@ def markdown(results: dict[str, Any]) -> str:
         out += [f"## {name} ×{s['scale']}", "",
                 "**Retraining shortened from the paper's 5 epochs (after every pruning step) to the number of "
                 "steps in the `retraining` column** (steps × batch × patch², the SR task's Adam fine-tuning "
-                f"recipe with Adam lr {s.get('lr', '–')}; CPO rows: evaluations × steps, retraining after every CPO step). "
+                f"recipe with Adam lr {s.get('lr', '–')}; CPO rows: evaluations × steps, retraining after every CPO step: "
+                "each trial prunes the original model, or with `[accumulated]` the retrained model of the state it "
+                "extends, as the paper does). "
                 f"Retraining data: {s['train']}. Set5 = validation (drives CPO), Set14 = test.", ""]
         for run in res.get("runs", [res]):
             rs, mc, bl = run["settings"], run["machine"], run["baseline"]
-            out.append(f"- run `--rows {rs['rows']}`: UR/kernel retraining {rs['retrain_steps']} steps, CPO "
+            flags = "".join([f" --criterion {rs['criterion']}" if rs.get("criterion", "sparsity") != "sparsity" else "",
+                             " --compensate" if rs.get("compensate") else "", " --accumulate" if rs.get("accumulate") else ""])
+            out.append(f"- run `--rows {rs['rows']}{flags}`: UR/kernel retraining {rs['retrain_steps']} steps, CPO "
                        f"{rs['cpo_steps']} steps per step on {rs['cpo_limit'] or 'all'} Set5 image(s); reported "
                        f"drops on {rs['limit'] or 'all'} Set5 / {rs['test_limit'] or 'all'} Set14 images; baseline "
                        f"Set5 {bl['val_psnr']:.2f} dB, Set14 {bl['test_psnr']:.2f} dB, {bl['params']:,} params "
@@ -267,7 +272,8 @@ def markdown(results: dict[str, Any]) -> str:
                 "|---|---|---|---|---|---|---|---|---|---|---|"]
         order = {"UR": 0, "CPO": 1, "kernel": 2}
         for r in sorted(res["rows"], key=lambda r: (order.get(r["row"].split()[0], 3), r["row"])):
-            p = PAPER.get(r["row"]) if name == "vdsr" else None
+            # "[...]" / "(...)": the paper's setting with another criterion, retraining or run
+            p = PAPER.get(re.split(r" [\[(]", r["row"])[0]) if name == "vdsr" else None
             ptxt = f"{p[0]:.2f} / {p[1]:.2f} / {p[2]:.2f} / {p[3]:.2f}" if p else "–"
             out.append(f"| {r['row']} | {r.get('images', '–')} | {_f(r['val_drop'], 3)} | {_f(r['test_drop'], 3)} | {_f(r['params_pct'])} | "
                        f"{_f(r['paper_params_pct'])} | {_f(r['macs_pct'])} | {_f(r['dense_macs_pct'])} | "
@@ -297,6 +303,8 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--criterion", default="sparsity", help="UR/CPO filter criterion (paper: sparsity)")
     ap.add_argument("--compensate", action="store_true", help="mean compensation of removed filters (not in the paper)")
+    ap.add_argument("--accumulate", action="store_true",
+                    help="CPO trials prune the retrained model of the state they extend (the paper's procedure)")
     ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON")
     ap.add_argument("--save-models", metavar="FILE", help="also torch.save the measured rows' models (for --import)")
     ap.add_argument("--import", dest="imports", action="append", default=[], metavar="DIR",
@@ -339,7 +347,7 @@ def main() -> None:
                      "batch": cfg["batch"], "patch": cfg["patch"], "lr": args.lr or cfg["lr"],
                      "limit": args.limit, "cpo_limit": args.cpo_limit,
                      "test_limit": args.test_limit, "rows": args.rows, "cpo_drops": args.cpo_drops,
-                     "criterion": args.criterion, "compensate": args.compensate,
+                     "criterion": args.criterion, "compensate": args.compensate, "accumulate": args.accumulate,
                      "train": "T91 + BSD200" if args.bsd200 else "T91", "input": list(b.x.shape),
                      "paper_retraining": "5 epochs after each pruning step (data set not stated)"},
         "baseline": {"val_psnr": b.base_val.value, "test_psnr": b.base_test.value, "params": b.base_cost.params,

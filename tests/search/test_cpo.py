@@ -15,6 +15,7 @@ class Oracle:
         self.a = a
         self.n = n
         self.calls: list[dict[str, float]] = []
+        self.accepted: list[dict[str, float]] = []
         self.chain = list(a)
 
     def drop(self, ratios: dict[str, float]) -> float:
@@ -28,6 +29,9 @@ class Oracle:
 
     def filters(self, layer: str) -> int:
         return self.n
+
+    def accept(self, ratios: dict[str, float]) -> None:
+        self.accepted.append(dict(ratios))
 
     def cost(self, ratios: dict[str, float]) -> float:
         total = 0.0
@@ -56,6 +60,7 @@ def test_ratio_sequence_and_step_back_to_midpoint() -> None:
     assert seq[3] == ("step_back", (0.75 + 0.875) / 2)  # 0.8125: 0.660 <= 0.7 -> accepted
     assert result.ratios["x"] == pytest.approx(0.8125)
     assert result.drop <= 0.7
+    assert oracle.accepted == [{"x": pytest.approx(0.8125)}]  # the oracle learns each fixed state
 
 
 def test_switch_to_runner_up_when_ps_exceeds_it() -> None:
@@ -76,6 +81,9 @@ def test_ps_recomputed_after_inputs_shrink() -> None:
     assert result.order[0] == "b"
     # Without recomputation c (0.45) would precede a (0.5); its input shrank so its PS now exceeds a's.
     assert result.order[1] == "a"
+    # every fixed state extends the previous one (what a step-by-step retraining oracle relies on)
+    for before, after in zip(oracle.accepted, oracle.accepted[1:], strict=False):
+        assert all(after[k] >= v for k, v in before.items())
 
 
 def test_budget_direction_stops_when_cost_fits() -> None:

@@ -93,3 +93,18 @@ def test_amounts_option(trained_lenet: Path, tmp_path: Path, capsys: pytest.Capt
     table = json.loads((out / "sensitivity.json").read_text())
     amounts = {float(p["amount"]) for p in table["points"]}
     assert amounts <= {0.0, 0.5} and 0.5 in amounts
+
+
+def test_cpo_search_and_apply_its_plan(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, again = tmp_path / "cpo", tmp_path / "cpo_again"
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--strategy", "cpo",
+               "--criterion", "l1", "--max-drop", "2", "--finetune-steps", "3", "--limit", "100", "--out", str(out),
+               "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["met"] and report["after"]["macs"] < report["before"]["macs"]
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["strategy"] == "cpo" and plan["steps"]  # the chain of prune steps, original first
+    assert main(["apply", str(out / "plan.json"), f"file:{trained_lenet}", "--no-latency", "--out", str(again)]) == 0
+    searched = load_model(f"file:{out / 'model.pt'}").model
+    replayed = load_model(f"file:{again / 'model.pt'}").model
+    assert {n: p.shape for n, p in replayed.named_parameters()} == {n: p.shape for n, p in searched.named_parameters()}

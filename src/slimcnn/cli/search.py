@@ -53,6 +53,7 @@ def search_cmd(
     amounts: str | None = typer.Option(None, "--amounts", help="Amounts the sweep tries per knob, e.g. 0.125,0.25,0.5 (prune: fraction removed; lowrank: fraction of weights removed; kmeans: bits)."),
     input: str | None = typer.Option(None, "--input", help="Input shape for costs and latency, e.g. 1x1x128x128 (default: the task's example input)."),
     compensate: bool = typer.Option(False, "--compensate", help="prune: fold removed channels' mean activations into the next layer's bias."),
+    accumulate: bool = typer.Option(False, "--accumulate", help="cpo: prune each step's retrained model further (the paper) instead of the original."),
     device: str = typer.Option("cpu", "--device", help="Where fine-tuning and evaluation run: cpu, cuda, cuda:1, ..."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
@@ -80,7 +81,8 @@ def search_cmd(
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=round_to, exclude=tuple(exclude),
-                      compensate=compensate, amounts=_parse_amounts(amounts), device=device)
+                      compensate=compensate, amounts=_parse_amounts(amounts), device=device,
+                      accumulate=accumulate)
     example = example_for(loaded, input) if input else None
     result = search(loaded.model, task_obj, budget, spec, source=loaded.source, example_input=example,
                     resume=str(out_dir / "sensitivity.json"), progress=not as_json)

@@ -43,6 +43,10 @@ class CPOOracle(Protocol):
         """Computation (MACs) of the model pruned by ``ratios`` (no retraining needed)."""
         ...
 
+    def accept(self, ratios: dict[str, float]) -> None:
+        """CPO fixed a layer: every later query extends ``ratios`` (earlier states can be forgotten)."""
+        ...
+
 
 @dataclass(frozen=True)
 class CPOStep:
@@ -163,6 +167,7 @@ def cpo_search(
             before = {name: oracle.filter_size(name, ratios) for name in remaining}
             ratios[layer] = accepted
             current_drop = d_accepted
+            oracle.accept(dict(ratios))
             for name in remaining:  # PS_{i+1} with its reduced input channels C_{i+1}
                 size = oracle.filter_size(name, ratios)
                 if size != before[name]:

@@ -53,6 +53,9 @@ class SearchSpec:
     compensate: bool = False
     """``prune``: fold removed channels' mean activations into the next layer's bias."""
     max_evaluations: int = 12
+    accumulate: bool = False
+    """``cpo``: each trial prunes the retrained model of the state it extends (the paper) instead of the
+    original; retraining then accumulates along the steps."""
     device: str = "cpu"
     """Where fine-tuning and evaluation run (``cuda`` on a GPU machine); costs and latency stay on CPU."""
 
@@ -62,6 +65,8 @@ class SearchSpec:
         STRATEGIES.get(self.strategy)
         if self.strategy in ("cpo", "iterative") and self.method != "prune":
             raise ConfigError(f"--strategy {self.strategy} works on filters: use --method prune")
+        if self.accumulate and self.strategy != "cpo":
+            raise ConfigError("--accumulate works with --strategy cpo")
         if self.compensate and self.method != "prune":
             raise ConfigError(f"--compensate works with --method prune, not '{self.method}'")
 
@@ -135,8 +140,10 @@ class _Context:
             opts = {"device": self.spec.device} | self.spec.finetune
             self.task.finetune(model, self.spec.finetune_steps, progress=False, **opts)
 
-    def measure(self, assignment: dict[str, float]) -> TriedPoint:
-        model = self.family.apply_many(self.model, assignment)
+    def measure(self, assignment: dict[str, float], model: nn.Module | None = None) -> TriedPoint:
+        """Fine-tune and judge ``model`` (default: the original transformed by ``assignment``)."""
+        if model is None:
+            model = self.family.apply_many(self.model, assignment)
         self.finetune(model)
         score = self.evaluate(model, limit=self.spec.limit)
         cost = self.measure_cost(model, assignment)
@@ -182,8 +189,10 @@ def _cpo(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTa
         raise ConfigError("--strategy cpo needs --max-drop (least computation) or --macs (best metric)")
     result = cpo_search(oracle, oracle.layers(), max_drop=drop_lim if macs_lim is None else None,
                         macs_budget=macs_lim.limit(ctx.base_cost.macs) if macs_lim is not None else None)
+    final, plans = oracle.trained(result.ratios)
+    ctx.model_override = final  # type: ignore[attr-defined]  # pruned and retrained step by step already
     log_ = {"order": result.order, "steps": [dataclasses.asdict(s) for s in result.steps],
-            "evaluations": result.evaluations, "met": result.met}
+            "evaluations": result.evaluations, "met": result.met, "plans": plans}
     return result.ratios, log_, None
 
 
@@ -216,7 +225,7 @@ def search(
     ctx = _Context(model, task, budget, spec, example_input, source, progress, resume)
     strategy = STRATEGIES.get(spec.strategy)
     assignment, strategy_log, table = strategy(ctx)
-    if spec.strategy == "iterative":  # pruned and fine-tuned round by round already
+    if spec.strategy in ("iterative", "cpo"):  # pruned and fine-tuned step by step already
         final = ctx.model_override  # type: ignore[attr-defined]
         details: dict[str, Any] = {}
     else:
