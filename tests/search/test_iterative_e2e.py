@@ -11,7 +11,8 @@ from slimcnn.models import load_model
 from slimcnn.search import Budget, SearchSpec, search
 from slimcnn.tasks import make_task
 
-ROW_FIELDS = {"iteration", "selected", "params", "macs", "latency_ms", "metric_before_ft", "metric_after_ft"}
+ROW_FIELDS = {"iteration", "selected", "params", "macs", "latency_ms", "latency_ratio", "metric_before_ft",
+              "metric_after_ft"}
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def test_table_has_one_row_per_iteration_with_every_field(result) -> None:  # ty
         assert row["selected"] and all(0 < s["rate"] < 1 and s["reason"] in ("params", "flops", "both")
                                        for s in row["selected"])
         assert 0.0 <= row["metric_before_ft"] <= 100.0 and 0.0 <= row["metric_after_ft"] <= 100.0
-        assert row["latency_ms"] is not None and row["latency_ms"] > 0
+        assert row["latency_ms"] is not None and row["latency_ms"] > 0 and row["latency_ratio"] > 0
     assert len(res.strategy_log["plans"]) == 2 and len(res.tried) == 2
 
 

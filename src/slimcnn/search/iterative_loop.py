@@ -43,12 +43,16 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
         before_ft = ctx.evaluate(pruned)
         ctx.finetune(pruned)
         after_ft = ctx.evaluate(pruned)
-        cost = ctx.measure_cost(pruned, {})
-        ctx.tried.append(_as_point(len(ctx.tried), assignment, base, after_ft, cost, ctx))
+        cost, base_cost = ctx.measure_cost(pruned, {}, timed=False), ctx.base_cost
+        if ctx.need_latency:  # the round's model and the original side by side, not minutes apart
+            base_cost, cost = ctx.retime(ctx.model, pruned, base_cost, cost)
+        ctx.tried.append(_as_point(len(ctx.tried), assignment, base, after_ft, cost, ctx, base_cost))
         rows.append({
             "iteration": it, "selected": [{"layer": s.layer, "rate": s.rate, "reason": s.reason} for s in chosen],
             "params": cost.params, "macs": cost.macs,
             "latency_ms": cost.latency.median_ms if cost.latency else None,
+            "latency_ratio": cost.latency.median_ms / base_cost.latency.median_ms
+            if cost.latency and base_cost.latency else None,
             "metric_before_ft": before_ft.value, "metric_after_ft": after_ft.value,
             "plan": family.last_plan.to_dict() if getattr(family, "last_plan", None) is not None else None,
         })
@@ -65,7 +69,7 @@ def _normalised(metric: float, ref: float, higher_is_better: bool) -> float:
     return abs(ref) / max(metric, 1e-12)
 
 
-def _as_point(i: int, assignment: dict[str, float], base: Any, score: Any, cost: Any, ctx: Any) -> Any:
+def _as_point(i: int, assignment: dict[str, float], base: Any, score: Any, cost: Any, ctx: Any, base_cost: Any) -> Any:
     from slimcnn.search.run import _point
 
-    return _point(i, assignment, base, score, cost, ctx.budget, ctx.base_cost)
+    return _point(i, assignment, base, score, cost, ctx.budget, base_cost)
