@@ -16,6 +16,14 @@ def _seed_and_threads() -> None:
     torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _uncontended(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layer timings are cached whatever the CI machine's load (tests that need load set it themselves)."""
+    import slimcnn.measure._layers as layers
+
+    monkeypatch.setattr(layers, "_contended", lambda: False)
+
+
 def need_shared(*parts: str) -> Path:
     """Return ``../shared/data/<parts>`` or skip the test with a clear reason."""
     p = shared_path(*parts)

@@ -13,6 +13,8 @@ import slimcnn.measure._layers as layers_mod
 from slimcnn.measure import analyze, clear_memory_cache, default_cache_path, layer_latencies, time_module
 from slimcnn.types import LatencyStats
 
+_REAL_CONTENDED = layers_mod._contended
+
 
 def _fake_stats(median: float) -> LatencyStats:
     return LatencyStats(median_ms=median, p10_ms=median, p90_ms=median, n=1, runtime="torch", threads=1,
@@ -47,6 +49,19 @@ def test_time_module_caches_in_memory_and_on_disk(tmp_path: Path, monkeypatch: p
     assert len(calls) == 4
     time_module(conv, (1, 3, 16, 16), runtime="torch", threads=1, cache_path=cache, cache=False)
     assert len(calls) == 5
+
+
+def test_timings_under_load_are_not_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layers_mod, "measure_latency", lambda module, x, **kw: _fake_stats(1.0))
+    monkeypatch.setattr(layers_mod.os, "getloadavg", lambda: (99.0, 99.0, 99.0))
+    monkeypatch.setattr(layers_mod, "_contended", _REAL_CONTENDED)  # conftest stubs it for every other test
+    cache = tmp_path / "lat.json"
+    time_module(nn.Conv2d(3, 8, 3), (1, 3, 16, 16), runtime="torch", threads=1, cache_path=cache)
+    assert not cache.exists()
+    monkeypatch.setattr(layers_mod.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    clear_memory_cache()
+    time_module(nn.Conv2d(3, 8, 3), (1, 3, 16, 16), runtime="torch", threads=1, cache_path=cache)
+    assert len(json.loads(cache.read_text())["entries"]) == 1
 
 
 def test_default_cache_path_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -115,12 +115,23 @@ def time_module(module: nn.Module, input_shape: tuple[int, ...], *, runtime: Run
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=gen).to(device)
     stats = measure_latency(layer, x, runtime=runtime, threads=threads_n, warmup=warmup, runs=runs, device=device)
-    if cache:
+    if cache and device == "cpu" and _contended():
+        log.info("not caching the latency of %s: load average above the %d CPUs", key[:80], os.cpu_count() or 1)
+    elif cache:
         with _LOCK:
             entries = _load(path)
             entries[key] = stats
             _save(path, entries)
     return stats
+
+
+def _contended() -> bool:
+    """More runnable processes than CPUs: a CPU timing taken now would be slow for the load, not the layer,
+    and must not be reused from the cache later."""
+    try:
+        return os.getloadavg()[0] > (os.cpu_count() or 1)
+    except OSError:  # no load average on this platform
+        return False
 
 
 def layer_latencies(model: nn.Module, example_input: ExampleInput, *, runtime: Runtime = "onnxruntime",
