@@ -54,12 +54,35 @@ def test_compensated_plan_reapplied_with_the_same_data(tmp_path, capsys) -> None
         torch.testing.assert_close(a(x), b(x))
 
 
-def test_odd_widths_get_a_round_to_hint(tmp_path, capsys) -> None:
+def test_odd_widths_get_a_round_to_hint_and_auto_rounds_to_the_ort_block(tmp_path, capsys, monkeypatch) -> None:
+    import slimcnn.measure
+
+    monkeypatch.setattr(slimcnn.measure, "ort_channel_block", lambda: 8)  # an AVX2 machine, whatever runs the test
     assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--no-latency", "--out", str(tmp_path / "a")]) == 0
-    assert "--round-to 8" in capsys.readouterr().err
-    assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--round-to", "8", "--no-latency",
+    err = capsys.readouterr().err
+    assert "not a multiple of 8" in err and "--round-to auto" in err
+    assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--round-to", "auto", "--no-latency",
                  "--out", str(tmp_path / "b")]) == 0
-    assert "--round-to 8" not in capsys.readouterr().err
+    assert "--round-to auto" not in capsys.readouterr().err
+    plan = json.loads((tmp_path / "b" / "plan.json").read_text())
+    assert all(len(kept) % 8 == 0 for kept in plan["layers"].values() if len(kept) >= 8)
+    for bad in ("0", "eight"):
+        assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--round-to", bad, "--out", str(tmp_path / "c")]) == 2
+        assert "--round-to" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+
+
+def test_ort_channel_block_follows_the_cpu_flags(monkeypatch) -> None:
+    import builtins
+    import io
+
+    from slimcnn.measure import ort_channel_block
+
+    real_open = builtins.open
+    for flags, block in (("fpu avx2 avx512f", 16), ("fpu sse4_2 avx2", 8), ("fpu neon", 1)):
+        monkeypatch.setattr(builtins, "open", lambda path, *a, flags=flags, **k: io.StringIO(f"flags\t: {flags}\n")
+                            if path == "/proc/cpuinfo" else real_open(path, *a, **k))
+        assert ort_channel_block() == block
 
 
 def test_unreachable_macs_target_saves_the_closest_model(tmp_path, capsys) -> None:

@@ -46,6 +46,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+def parse_round_to(text: str) -> int:
+    """``--round-to``: a positive int, or ``auto`` = ONNX Runtime's channel block on this CPU (16/8/1)."""
+    if text.strip().lower() == "auto":
+        from slimcnn.measure import ort_channel_block
+
+        return ort_channel_block()
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"--round-to expects a positive integer or 'auto', got '{text}'") from None
+    if value < 1:
+        raise ConfigError(f"--round-to must be >= 1 (or 'auto'), got {value}")
+    return value
+
+
 def check_device(device: str) -> str:
     """Fail early, in one line, on a ``--device`` torch cannot use here."""
     import torch

@@ -9,7 +9,16 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, check_device, emit_json, example_for, load_for_cli, note, say
+from slimcnn.cli._app import (
+    app,
+    check_device,
+    emit_json,
+    example_for,
+    load_for_cli,
+    note,
+    parse_round_to,
+    say,
+)
 from slimcnn.errors import ConfigError
 
 
@@ -48,7 +57,7 @@ def search_cmd(
     workers: int = typer.Option(1, "--workers", help="Worker processes for the sensitivity sweep."),
     iterations: int = typer.Option(3, "--iterations", help="Iterations of the iterative strategy."),
     alpha: float = typer.Option(20.0, "--alpha", help="Metric exponent of the iterative strategy's score."),
-    round_to: int = typer.Option(1, "--round-to", help="Round kept channels to a multiple of N."),
+    round_to: str = typer.Option("1", "--round-to", help="Round kept channels to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     amounts: str | None = typer.Option(None, "--amounts", help="Amounts the sweep tries per knob, e.g. 0.125,0.25,0.5 (prune: fraction removed; lowrank: fraction of weights removed; kmeans: bits)."),
     input: str | None = typer.Option(None, "--input", help="Input shape for costs and latency, e.g. 1x1x128x128 (default: the task's example input)."),
@@ -80,7 +89,7 @@ def search_cmd(
     task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric)
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
-                      threads=threads, iterations=iterations, alpha=alpha, round_to=round_to, exclude=tuple(exclude),
+                      threads=threads, iterations=iterations, alpha=alpha, round_to=parse_round_to(round_to), exclude=tuple(exclude),
                       compensate=compensate, amounts=_parse_amounts(amounts), device=device,
                       accumulate=accumulate)
     example = example_for(loaded, input) if input else None
