@@ -111,6 +111,8 @@ class _Context:
         self.base_score = self.evaluate(model, limit=spec.limit)
         self.base_cost = self.measure_cost(model, {})
         self.tried: list[TriedPoint] = []
+        self.model_override: nn.Module | None = None
+        """The final model when the strategy built it step by step (``cpo``, ``iterative``)."""
 
     def measure_cost(self, model: nn.Module, assignment: dict[str, float], *, timed: bool = True) -> Cost:
         params, macs, wbytes = self.cost_fn(model, assignment)
@@ -190,7 +192,7 @@ def _cpo(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTa
     result = cpo_search(oracle, oracle.layers(), max_drop=drop_lim if macs_lim is None else None,
                         macs_budget=macs_lim.limit(ctx.base_cost.macs) if macs_lim is not None else None)
     final, plans = oracle.trained(result.ratios)
-    ctx.model_override = final  # type: ignore[attr-defined]  # pruned and retrained step by step already
+    ctx.model_override = final
     log_ = {"order": result.order, "steps": [dataclasses.asdict(s) for s in result.steps],
             "evaluations": result.evaluations, "met": result.met, "plans": plans}
     return result.ratios, log_, None
@@ -225,8 +227,8 @@ def search(
     ctx = _Context(model, task, budget, spec, example_input, source, progress, resume)
     strategy = STRATEGIES.get(spec.strategy)
     assignment, strategy_log, table = strategy(ctx)
-    if spec.strategy in ("iterative", "cpo"):  # pruned and fine-tuned step by step already
-        final = ctx.model_override  # type: ignore[attr-defined]
+    if ctx.model_override is not None:  # pruned and fine-tuned step by step already
+        final = ctx.model_override
         details: dict[str, Any] = {}
     else:
         final = ctx.family.apply_many(model, assignment)
