@@ -439,7 +439,8 @@ def summary(data: dict[str, Any]) -> list[str]:
             orig = statistics.median(r["original"]["median_ms"] for r in e["latency_rounds"])
             sms = statistics.median(r[sk]["median_ms"] for r in e["latency_rounds"])
             out.append(
-                f"- {name} at 0.5x MACs, round_to={rt}: slimcnn/TP median-latency ratio per round "
+                f"- {name} at <= 0.5x MACs (slimcnn {e[sk]['macs_x']:.3f}x, TP {e[tk]['macs_x']:.3f}x), round_to={rt}: "
+                "slimcnn/TP median-latency ratio per round "
                 f"{', '.join(f'{r:.3f}' for r in ratios)} (median {statistics.median(ratios):.3f}; "
                 f"<= 1 = slimcnn at least as fast); slimcnn vs original {sms / orig:.2f}x latency."
             )
