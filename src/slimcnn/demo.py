@@ -61,10 +61,10 @@ def _search_section(name: str, loaded: Any, task: Any, budget: Any, spec: Any, o
         f"{row['macs_after']:,} ({row['macs_after'] / row['macs_before']:.2f}x)   ONNX Runtime latency at "
         f"{'x'.join(map(str, timing_shape))} {lat['before']:.3f} -> {lat['after']:.3f} ms   "
         f"budget {'met' if result.met else 'NOT met'}")
-    if row["macs_after"] < 0.9 * row["macs_before"] and lat["after"] > 0.95 * lat["before"]:
-        from slimcnn.measure import ort_channel_block
+    from slimcnn.measure import ort_channel_block
 
-        block = ort_channel_block()
+    block = ort_channel_block()
+    if block > 1 and row["macs_after"] < 0.9 * row["macs_before"] and lat["after"] > 0.95 * lat["before"]:
         say(f"  note: fewer MACs but no less time: ONNX Runtime runs convs in blocks of {block} channels on this "
             f"CPU, so a kept width off that block costs the next multiple; `--round-to auto` rounds to it")
     return row
