@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from slimcnn.search.iterative import SensitivityPoint, select_layers
@@ -57,7 +58,7 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
             "plan": family.last_plan.to_dict() if getattr(family, "last_plan", None) is not None else None,
         })
         current = pruned
-    ctx.model_override = current
+    ctx.model_override = current if current is not ctx.model else copy.deepcopy(current)  # never the caller's model
     return {}, {"iterations": [{k: v for k, v in r.items() if k != "plan"} for r in rows], "alpha": spec.alpha,
                 "plans": [r["plan"] for r in rows]}, table
 
