@@ -215,13 +215,19 @@ class Bench:
                     seconds=time.perf_counter() - t0)
 
     def latency(self) -> None:
-        stats = compare_latency(self.models, self.x, runtime="onnxruntime", threads=self.args.threads,
-                                warmup=3, runs=self.args.runs)
-        base = stats["baseline"].median_ms
-        for r in self.rows:
-            r["latency_ms"] = stats[r["row"]].median_ms
-            r["latency_ratio"] = stats[r["row"]].median_ms / base
-        self.base_latency = base
+        self.base_latency = time_rows(self.models, self.rows, self.x, self.args)
+
+
+def time_rows(models: dict[str, nn.Module], rows: list[dict[str, Any]], x: torch.Tensor,
+              args: argparse.Namespace) -> float:
+    """One interleaved ``compare_latency`` run of ``models`` (``"baseline"`` among them); writes each row's
+    ``latency_ms`` and ``latency_ratio`` and returns the baseline's median ms."""
+    stats = compare_latency(models, x, runtime="onnxruntime", threads=args.threads, warmup=3, runs=args.runs)
+    base = stats["baseline"].median_ms
+    for r in rows:
+        r["latency_ms"] = stats[r["row"]].median_ms
+        r["latency_ratio"] = stats[r["row"]].median_ms / base
+    return base
 
 
 def machine(args: argparse.Namespace) -> dict[str, Any]:
@@ -393,13 +399,9 @@ def import_runs(args: argparse.Namespace) -> None:
             raise SystemExit(f"{d}/models.pt lacks the models of rows {sorted(missing)}")
         models |= saved
         results.append(res)
-    stats = compare_latency(models, x, runtime="onnxruntime", threads=args.threads, warmup=3, runs=args.runs)
-    base = stats["baseline"].median_ms
+    base = time_rows(models, [r for res in results for r in res["rows"]], x, args)
     timed_here = machine(args)
     for res in results:
-        for r in res["rows"]:
-            r["latency_ms"] = stats[r["row"]].median_ms
-            r["latency_ratio"] = stats[r["row"]].median_ms / base
         for run in res["runs"]:
             run["baseline"]["latency_ms"] = base
             run["latency_machine"] = timed_here
