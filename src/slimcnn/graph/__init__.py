@@ -9,6 +9,7 @@ pooling/upsampling) and returns a :class:`ChannelGraph`; ``graph.groups()`` list
 from slimcnn.graph._graph import ChannelGraph, ChannelGroup, GroupMember, trace
 from slimcnn.graph._leaf import LEAF_TYPES, ChannelScatter, leaf_kind
 from slimcnn.graph._surgery import SLICERS, register_slicer, slice_layers_
+from slimcnn.graph._transaction import ModuleSnapshot, rollback_on_error
 from slimcnn.graph._zero import zeroed_forward
 
 __all__ = [
@@ -18,8 +19,10 @@ __all__ = [
     "ChannelGroup",
     "ChannelScatter",
     "GroupMember",
+    "ModuleSnapshot",
     "leaf_kind",
     "register_slicer",
+    "rollback_on_error",
     "slice_layers_",
     "trace",
     "zeroed_forward",

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 
 from slimcnn.errors import ConfigError
-from slimcnn.graph import ChannelGraph, trace
+from slimcnn.graph import ChannelGraph, rollback_on_error, trace
 from slimcnn.prune._compensate import apply_bias_deltas_, compensation_deltas
 from slimcnn.prune._criteria import ScoreContext, score_groups
 from slimcnn.prune._plan import PrunePlan, fingerprint
@@ -57,6 +57,9 @@ def prune_model_(
 ) -> PruneOutcome:
     """Score channels with ``criterion`` and physically prune ``model`` in place.
 
+    Transactional: when it raises (a refused removal, a pruned forward that fails, a failed
+    compensation), ``model`` is left exactly as it was.
+
     Exactly one amount: ``prune_ratio`` (fraction removed, per group; a ``{FQN pattern: ratio}`` map for
     per-layer ratios; ``scope="global"`` ranks all groups together), ``macs`` (target fraction of the
     original conv/linear MACs, e.g. ``0.5``; the ratio is found by bisection) or ``keep`` (``{producer
@@ -73,6 +76,8 @@ def prune_model_(
     Raises:
         ConfigError: not exactly one amount, or ``compensate`` without ``task`` or ``batches``.
         BudgetError: ``macs`` cannot be reached and ``best_effort`` is False.
+        UnsupportedLayerError: the pruned model fails to run or changes an output shape (e.g. its
+            forward hard-codes a channel count); the model is restored first.
 
     Example:
         >>> out = prune_model_(model, torch.randn(1, 3, 32, 32), criterion="l1", prune_ratio=0.5)
@@ -104,10 +109,11 @@ def prune_model_(
     if compensate:
         calib_batches = list(batches) or list(task.calibration_batches(calib))
         deltas = compensation_deltas(model, graph, removed, calib_batches)
-    kept = prune_(model, example_input, removal, graph=graph)
-    if deltas:
-        apply_bias_deltas_(model, graph, removed, deltas)
-        log.info("mean compensation: folded removed channels into the bias of %d layers", len(deltas))
+    with rollback_on_error(model):  # a refusal (or any failure) leaves the caller's model untouched
+        kept = prune_(model, example_input, removal, graph=graph)
+        if deltas:
+            apply_bias_deltas_(model, graph, removed, deltas)
+            log.info("mean compensation: folded removed channels into the bias of %d layers", len(deltas))
     shape = tuple(example_input.shape) if hasattr(example_input, "shape") else ()
     options = {"prune_ratio": prune_ratio if not isinstance(prune_ratio, Mapping) else dict(prune_ratio),
                "macs": macs, "keep": dict(keep) if keep else None, "scope": scope, "round_to": round_to,

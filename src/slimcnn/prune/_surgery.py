@@ -11,7 +11,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from slimcnn.errors import UnsupportedLayerError
-from slimcnn.graph import ChannelGraph, slice_layers_, trace
+from slimcnn.graph import ChannelGraph, rollback_on_error, slice_layers_, trace
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def prune_(
     graph: ChannelGraph | None = None,
     verify: bool = True,
 ) -> dict[str, list[int]]:
-    """Physically remove channels from ``model`` (in place).
+    """Physically remove channels from ``model`` (in place, transactionally: when it raises, the model is
+    left exactly as it was).
 
     Args:
         model: the model; traced on ``example_input`` unless ``graph`` is given.
@@ -75,16 +76,20 @@ def prune_(
     if not removed:
         return kept
     before = _shapes(graph.output)
-    changed = slice_layers_(model, graph, removed)
-    log.info("pruned %d channel units across %d layers", len(removed), len(changed))
-    if verify:
-        try:
-            after = _shapes(_forward(model, example_input))
-        except (RuntimeError, ValueError, IndexError) as e:
-            raise UnsupportedLayerError(
-                f"the pruned model fails to run ({str(e).splitlines()[0]}); its forward code probably hard-codes "
-                "a channel count. Exclude the affected layers (--exclude) or make the count dynamic"
-            ) from e
-        if after != before:
-            raise UnsupportedLayerError(f"pruning changed the output shapes {before} -> {after}")
+    with rollback_on_error(model):  # a refusal leaves the caller's model as it was
+        changed = slice_layers_(model, graph, removed)
+        log.info("pruned %d channel units across %d layers", len(removed), len(changed))
+        if verify:
+            try:
+                after = _shapes(_forward(model, example_input))
+            except (RuntimeError, ValueError, IndexError) as e:
+                raise UnsupportedLayerError(
+                    f"the pruned model fails to run ({str(e).splitlines()[0]}); its forward code probably "
+                    "hard-codes a channel count. Exclude the affected layers (--exclude) or make the count "
+                    "dynamic. The model was left unchanged"
+                ) from e
+            if after != before:
+                raise UnsupportedLayerError(
+                    f"pruning changed the output shapes {before} -> {after}; the model was left unchanged"
+                )
     return kept
