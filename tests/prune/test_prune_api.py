@@ -102,3 +102,34 @@ def test_plan_round_trip_and_apply(tmp_path) -> None:
         torch.testing.assert_close(again(x), m(x))
     with pytest.raises(ConfigError, match="does not match"):
         apply_plan(Residual(), plan, x)
+
+
+def test_nothing_prunable_warns_and_leaves_model_unchanged() -> None:
+    from slimcnn.prune import NothingPrunableWarning
+
+    class OnlyHead(torch.nn.Module):  # every channel reaches the output
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            return self.head(x)
+
+    x = torch.randn(1, 3, 8, 8)
+    m = OnlyHead().eval()
+    sd = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.warns(NothingPrunableWarning, match="nothing to prune: all 1 channel groups are protected") as rec:
+        out = prune_model_(m, x, prune_ratio=0.5)
+    assert rec[0].filename == __file__  # stacklevel points at the caller
+    assert out.prunable_groups == 0 and out.removal == {} and out.plan.layers == {}
+    assert out.macs_after == out.macs_before
+    assert all(torch.equal(v, m.state_dict()[k]) for k, v in sd.items())
+    # every prunable group excluded: same, for a MACs target too (no BudgetError)
+    r = randomize_(Residual())
+    with pytest.warns(NothingPrunableWarning, match="outside --exclude"):
+        out = prune_model_(r, x, macs=0.5, exclude=["*"])
+    assert out.prunable_groups == 0
+    with pytest.raises(ConfigError, match="--ratio"):
+        prune_model_(OnlyHead(), x, prune_ratio=1.5)
+    out = prune_model_(randomize_(Residual()), x, prune_ratio=0.5)
+    assert out.prunable_groups > 0

@@ -6,16 +6,17 @@ replay the result; ``compensate=True`` folds the removed channels' mean activati
 biases (:func:`compensation_deltas`, :func:`apply_bias_deltas_`). Coupled channels come from :mod:`slimcnn.graph`.
 """
 
-from slimcnn.prune._api import PruneOutcome, prune_model_
+from slimcnn.prune._api import NothingPrunableWarning, PruneOutcome, prune_model_
 from slimcnn.prune._compensate import apply_bias_deltas_, bias_delta, compensation_deltas
 from slimcnn.prune._criteria import CRITERIA, ScoreContext, group_scores, score_groups
 from slimcnn.prune._plan import PrunePlan, apply_plan, fingerprint
 from slimcnn.prune._presets import chip_cifar_resnet_keep, parse_sparsity
-from slimcnn.prune._select import removal_for_keep, removal_for_macs, select_removal
+from slimcnn.prune._select import prunable_groups, removal_for_keep, removal_for_macs, select_removal
 from slimcnn.prune._surgery import kept_channels, prune_
 
 __all__ = [
     "CRITERIA",
+    "NothingPrunableWarning",
     "PruneOutcome",
     "PrunePlan",
     "ScoreContext",
@@ -29,6 +30,7 @@ __all__ = [
     "group_scores",
     "kept_channels",
     "prune_",
+    "prunable_groups",
     "prune_model_",
     "removal_for_keep",
     "removal_for_macs",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -14,10 +15,20 @@ from slimcnn.graph import ChannelGraph, rollback_on_error, trace
 from slimcnn.prune._compensate import apply_bias_deltas_, compensation_deltas
 from slimcnn.prune._criteria import ScoreContext, score_groups
 from slimcnn.prune._plan import PrunePlan, fingerprint
-from slimcnn.prune._select import removal_for_keep, removal_for_macs, select_removal
+from slimcnn.prune._select import (
+    prunable_groups,
+    removal_for_keep,
+    removal_for_macs,
+    select_removal,
+    validate_amount,
+)
 from slimcnn.prune._surgery import prune_
 
 log = logging.getLogger(__name__)
+
+
+class NothingPrunableWarning(UserWarning):
+    """:func:`prune_model_` found no group it may prune (all protected or excluded) and left the model as is."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,9 @@ class PruneOutcome:
     macs_before: int
     macs_after: int
     """Conv/linear MACs of the traced forward, before and after (exact for those layers)."""
+    prunable_groups: int = -1
+    """Channel groups that could be pruned (prunable and not excluded); ``0``: nothing was prunable, the
+    model is unchanged and a :class:`NothingPrunableWarning` was issued. ``-1``: not counted."""
 
 
 def prune_model_(
@@ -73,6 +87,9 @@ def prune_model_(
     With ``macs`` and ``best_effort=True`` an unreachable target prunes as far as possible (check
     ``macs_after``) instead of raising :class:`~slimcnn.errors.BudgetError`.
 
+    When no group may be pruned (every channel protected, or every prunable group matched by ``exclude``), the
+    model is returned unchanged with ``prunable_groups == 0`` and a :class:`NothingPrunableWarning`.
+
     Raises:
         ConfigError: not exactly one amount, or ``compensate`` without ``task`` or ``batches``.
         BudgetError: ``macs`` cannot be reached and ``best_effort`` is False.
@@ -88,8 +105,26 @@ def prune_model_(
     if compensate and task is None and not batches:
         raise ConfigError("mean compensation (--compensate) needs calibration data: pass --task and --data "
                           "(Python: task=... or batches=[...])")
+    validate_amount(prune_ratio=prune_ratio, macs=macs, round_to=round_to)
     fp = fingerprint(model)
     graph = graph or trace(model, example_input)
+    shape = tuple(example_input.shape) if hasattr(example_input, "shape") else ()
+    options = {"prune_ratio": prune_ratio if not isinstance(prune_ratio, Mapping) else dict(prune_ratio),
+               "macs": macs, "keep": dict(keep) if keep else None, "scope": scope, "round_to": round_to,
+               "exclude": list(exclude), "reduce": reduce, "seed": seed, "calib": calib,
+               "compensate": compensate}
+    n_prunable = len(prunable_groups(graph, exclude))
+    if n_prunable == 0 and keep is None:
+        n_groups = len(graph.groups())
+        why = (f"all {n_groups} channel groups are protected (they reach an output or pass an op that cannot be "
+               "mapped)" if not exclude else f"none of the {n_groups} channel groups is prunable outside --exclude "
+               f"{list(exclude)}")
+        warnings.warn(f"nothing to prune: {why}; the model is left unchanged. `slimcnn analyze` (or "
+                      "slimcnn.graph.trace(model, x).summary()) lists each group and why it is fixed",
+                      NothingPrunableWarning, stacklevel=2)
+        macs0 = graph.estimate_macs()
+        plan = PrunePlan({}, criterion, source, fp, shape, options)
+        return PruneOutcome(plan, {}, None, macs0, macs0, prunable_groups=0)
     ctx = ScoreContext(model, graph, example_input, task, calib, seed, list(batches))
     scores = score_groups(ctx, criterion, reduce=reduce)
     used: float | None = None
@@ -114,11 +149,6 @@ def prune_model_(
         if deltas:
             apply_bias_deltas_(model, graph, removed, deltas)
             log.info("mean compensation: folded removed channels into the bias of %d layers", len(deltas))
-    shape = tuple(example_input.shape) if hasattr(example_input, "shape") else ()
-    options = {"prune_ratio": prune_ratio if not isinstance(prune_ratio, Mapping) else dict(prune_ratio),
-               "macs": macs, "keep": dict(keep) if keep else None, "scope": scope, "round_to": round_to,
-               "exclude": list(exclude), "reduce": reduce, "seed": seed, "calib": calib,
-               "compensate": compensate}
     plan = PrunePlan({k: tuple(v) for k, v in kept.items()}, criterion, source, fp, shape, options)
     log.info("pruned: conv/linear MACs %d -> %d", before, after)
-    return PruneOutcome(plan, removal, used, before, after)
+    return PruneOutcome(plan, removal, used, before, after, prunable_groups=n_prunable)

@@ -30,6 +30,22 @@ def _excluded(g: ChannelGroup, exclude: Sequence[str]) -> bool:
     return any(fnmatch.fnmatch(layer, pat) for layer in g.layers() for pat in exclude)
 
 
+def validate_amount(*, prune_ratio: float | Mapping[str, float] | None = None, macs: float | None = None,
+                    round_to: int = 1) -> None:
+    """Raise :class:`ConfigError` for a ratio outside [0, 1), a MACs fraction outside (0, 1] or ``round_to < 1``."""
+    if isinstance(prune_ratio, (int, float)) and not 0.0 <= prune_ratio < 1.0:
+        raise ConfigError(f"--ratio is the fraction removed and must be in [0, 1), got {prune_ratio}")
+    if macs is not None and not 0.0 < macs <= 1.0:
+        raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs}")
+    if round_to < 1:
+        raise ConfigError(f"--round-to must be >= 1, got {round_to}")
+
+
+def prunable_groups(graph: ChannelGraph, exclude: Sequence[str] = ()) -> list[ChannelGroup]:
+    """The groups a selection may touch: prunable and not matched by an ``exclude`` pattern."""
+    return [g for g in graph.groups() if g.prunable and not _excluded(g, exclude)]
+
+
 def _pick(g: ChannelGroup, scores: Tensor, n_remove: int, allowed: set[int] | None = None,
           already: Sequence[int] = ()) -> list[int]:
     """The ``n_remove`` lowest-scoring free channels of ``g`` (within ``allowed``) that leave every member
@@ -107,10 +123,7 @@ def select_removal(
     Returns:
         ``{group id: [group channels to remove]}``.
     """
-    if isinstance(prune_ratio, (int, float)) and not 0.0 <= prune_ratio < 1.0:
-        raise ConfigError(f"--ratio is the fraction removed and must be in [0, 1), got {prune_ratio}")
-    if round_to < 1:
-        raise ConfigError(f"--round-to must be >= 1, got {round_to}")
+    validate_amount(prune_ratio=prune_ratio, round_to=round_to)
     groups = [g for g in graph.groups() if g.prunable and g.id in scores and not _excluded(g, exclude)]
     counts: dict[int, int] = {}
     if scope == "global" and isinstance(prune_ratio, (int, float)):
@@ -153,8 +166,7 @@ def removal_for_macs(
     (e.g. most channels are protected) it raises :class:`BudgetError`, or with ``best_effort`` logs a
     warning and returns that largest removal (the closest point).
     """
-    if not 0.0 < macs_ratio <= 1.0:
-        raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs_ratio}")
+    validate_amount(macs=macs_ratio, round_to=round_to)
     base = graph.estimate_macs()
 
     def macs_at(r: float) -> tuple[Removal, float]:
