@@ -13,14 +13,17 @@ def test_prune_then_apply(tmp_path, capsys) -> None:
                "--no-latency", "--out", str(out), "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["macs"]["after"] < 0.55 * result["macs"]["before"]
+    assert result["after"]["cost"]["macs"] < 0.55 * result["before"]["cost"]["macs"]
     for name in ("model.pt", "model.onnx", "plan.json", "result.json"):
         assert (out / name).stat().st_size > 0
     rc = main(["apply", str(out / "plan.json"), "slimcnn:tiny_cnn", "--no-latency", "--out", str(tmp_path / "a"),
                "--json"])
     assert rc == 0
     again = json.loads(capsys.readouterr().out)
-    assert again["params"]["after"] == result["params"]["after"]
+    assert again["after"]["cost"]["params"] == result["after"]["cost"]["params"]
+    # bit-identical replay: every artifact but plan.json has the same sha256
+    shas = {a["path"]: a["sha256"] for a in result["artifacts"]}
+    assert {a["path"]: a["sha256"] for a in again["artifacts"]} == shas
 
 
 def test_prune_errors_are_one_line(tmp_path, capsys) -> None:
@@ -42,7 +45,7 @@ def test_compensated_plan_reapplied_with_the_same_data(tmp_path, capsys) -> None
     common = ["--task", "classification", "--data", "digits"]
     assert main(["prune", model, "--ratio", "0.5", "--compensate", *common, "--no-latency",
                  "--out", str(out)]) == 0
-    assert json.loads((out / "plan.json").read_text())["options"]["compensate"] is True
+    assert json.loads((out / "plan.json").read_text())["steps"][0]["params"]["options"]["compensate"] is True
     assert main(["apply", str(out / "plan.json"), model, "--no-latency", "--out", str(tmp_path / "x")]) == 2
     assert "mean compensation" in capsys.readouterr().err
     assert main(["apply", str(out / "plan.json"), model, *common, "--no-latency",
@@ -64,7 +67,7 @@ def test_odd_widths_get_a_round_to_hint_and_auto_rounds_to_the_ort_block(tmp_pat
     assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--round-to", "auto", "--no-latency",
                  "--out", str(tmp_path / "b")]) == 0
     assert "--round-to auto" not in capsys.readouterr().err
-    plan = json.loads((tmp_path / "b" / "plan.json").read_text())
+    plan = json.loads((tmp_path / "b" / "plan.json").read_text())["steps"][0]["params"]
     assert all(len(kept) % 8 == 0 for kept in plan["layers"].values() if len(kept) >= 8)
     for bad in ("0", "eight"):
         assert main(["prune", "slimcnn:resnet20", "--ratio", "0.3", "--round-to", bad, "--out", str(tmp_path / "c")]) == 2
@@ -91,5 +94,5 @@ def test_unreachable_macs_target_saves_the_closest_model(tmp_path, capsys) -> No
                "--no-latency", "--out", str(out), "--json"])
     assert rc == 1
     result = json.loads(capsys.readouterr().out)
-    assert result["macs_target_met"] is False and result["macs"]["ratio"] < 1.0
+    assert result["details"]["macs_target_met"] is False and result["details"]["macs_reached"] < 1.0
     assert (out / "model.pt").exists() and (out / "plan.json").exists()

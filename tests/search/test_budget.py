@@ -20,7 +20,8 @@ from slimcnn.types import Cost, LatencyStats, Score
         ("12ms", "latency_ms", Amount(12.0)),
         ("300M", "macs", Amount(3e8)),
         ("1.2G", "macs", Amount(1.2e9)),
-        ("1e6", "params", Amount(1e6)),
+        ("1e6B", "weight_bytes", Amount(1e6)),
+        ("250us", "latency_ms", Amount(0.25)),
     ],
 )
 def test_parse_amount(text: str, what: str, expected: Amount) -> None:
@@ -32,6 +33,29 @@ def test_parse_errors_name_the_flag() -> None:
         parse_amount("four megs", "weight_bytes")
     with pytest.raises(ConfigError, match="--max-drop"):
         parse_drop("lots")
+
+
+@pytest.mark.parametrize(
+    ("text", "what", "says"),
+    [
+        ("0.5", "macs", "ambiguous"), ("1e6", "params", "ambiguous"), ("0x", "macs", "above 0x"),
+        ("1.5x", "params", "at most 1x"), ("150%", "macs", "at most 1x"), ("-3M", "macs", "above 0"),
+        ("4MB", "macs", "not a unit"), ("12ms", "weight_bytes", "not a unit"), ("300M", "latency_ms", "not a unit"),
+    ],
+)
+def test_one_grammar_refuses(text: str, what: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        parse_amount(text, what)
+
+
+@pytest.mark.parametrize("text", ["-1", "150%", "100%", "abc", "0.2 furlongs"])
+def test_drop_refuses(text: str) -> None:
+    with pytest.raises(ConfigError, match="--max-drop"):
+        parse_drop(text)
+
+
+def test_drop_units() -> None:
+    assert parse_drop("0.2dB") == Amount(0.2) and parse_drop("1pt") == Amount(1.0) and parse_drop(0) == Amount(0.0)
 
 
 def test_drop_absolute_and_relative() -> None:

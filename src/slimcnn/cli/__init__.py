@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from typing import Any
 
 import click
+import typer
 
 from slimcnn.cli._app import app
 from slimcnn.errors import SlimcnnError
@@ -28,35 +30,84 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(f"slimcnn.cli.{_name}")
 
 
+def _click_exceptions() -> tuple[Any, ...]:
+    """typer >= 0.20 vendors its own click: catch both copies' classes."""
+    mods = [click.exceptions]
+    try:
+        from typer._click import exceptions as vendored
+
+        mods.append(vendored)
+    except ImportError:  # older typer uses click itself
+        pass
+    return tuple(mods)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, turns user errors into one stderr line and exit code 2.
 
-    ``--debug`` anywhere on the command line shows full tracebacks instead.
+    ``--debug`` anywhere on the command line shows full tracebacks instead. Ctrl-C prints what an
+    interrupted run kept and exits 130; a usage error (unknown option or command, missing argument)
+    prints one line naming it and the ``--help`` to read, exit code 2.
     """
+    from slimcnn.run import _outdir
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if not args:
+        args = ["--help"]
+    if args in (["--version"], ["-V"]):
+        from slimcnn.version import __version__
+
+        click.echo(f"slimcnn {__version__}")
+        return 0
+    mods = _click_exceptions()
+    usage = tuple(m.UsageError for m in mods)
+    clicks = tuple(m.ClickException for m in mods)
+    aborts = (click.exceptions.Abort, typer.Abort)
+    exits = (click.exceptions.Exit, typer.Exit)
+    _outdir.last_interrupt = None
     try:
         result = app(args=args, prog_name="slimcnn", standalone_mode=False)
-    except click.exceptions.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except usage as e:
+        cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "slimcnn"
+        click.echo(f"error: {e.format_message()} (see {cmd} --help)", err=True)
+        return 2
+    except clicks as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        return 2
+    except (*aborts, KeyboardInterrupt):
+        click.echo(_outdir.last_interrupt or "interrupted", err=True)
         return 130
+    except exits as e:
+        return int(getattr(e, "exit_code", 0) or 0)
     except SlimcnnError as e:
         if debug:
             raise
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {_one_line(e)}", err=True)
         return 2
     except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as e:
         if debug:
             raise
-        click.echo(f"error: {e}; check the path", err=True)
+        click.echo(f"error: {_one_line(e)}; check the path", err=True)
+        return 2
+    except MemoryError:
+        if debug:
+            raise
+        click.echo("error: out of memory; use a smaller --input, --batch-size or --limit", err=True)
+        return 2
+    except OSError as e:  # a full disk, a vanished mount: the run was not committed, --out is unchanged
+        if debug:
+            raise
+        click.echo(f"error: {_one_line(e)}; nothing was written to --out (free space or choose another --out)", err=True)
         return 2
     return result if isinstance(result, int) else 0
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

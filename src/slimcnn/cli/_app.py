@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
@@ -43,6 +44,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
         raise ConfigError(f"--input expects a shape like 1x3x224x224, got '{text}'") from None
     if not dims or any(d <= 0 for d in dims):
         raise ConfigError(f"--input expects positive dimensions like 1x3x224x224, got '{text}'")
+    if math.prod(dims) > MAX_INPUT_ELEMENTS:
+        raise ConfigError(f"--input {text} has {math.prod(dims):,} elements, more than slimcnn allocates "
+                          f"({MAX_INPUT_ELEMENTS:,}); give the shape one deployed input has, e.g. 1x3x224x224")
     return dims
 
 
@@ -88,11 +92,13 @@ def _root() -> None:
 
 
 def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = None, scale: int | None = None,
-                 num_classes: int | None = None) -> Any:
-    """Load MODEL like every command does and print its notes (e.g. 'untrained') on stderr."""
+                 num_classes: int | None = None, seed: int | None = None) -> Any:
+    """Load MODEL like every command does and print its notes (e.g. 'untrained') on stderr.
+
+    ``seed`` seeds the initial weights of a model built without trained weights."""
     from slimcnn.models import load_model
 
-    loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes)
+    loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
     for line in loaded.info.notes:
         note(f"note: {line}")
     return loaded
@@ -104,3 +110,32 @@ def example_for(loaded: Any, input_shape: str | None) -> Any:
 
     shape = parse_shape(input_shape) if input_shape else tuple(loaded.info.input_shape)
     return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
+FORCE_HELP = "Replace an --out made with other options (slimcnn never overwrites folders it did not write)."
+RESUME_HELP = "Continue in an --out made with other options, reusing only the state whose options still match."
+MAX_INPUT_ELEMENTS = 2**28
+
+
+def input_files(model: str, weights: str | None) -> tuple[str, ...]:
+    """The user's files a run must never write over: a ``file:`` model and ``--weights``."""
+    return tuple(p for p in (model[len("file:"):] if model.startswith("file:") else None, weights) if p)
+
+
+def open_run(command: str, out: Any, *, model: str, weights: str | None = None, data: dict[str, str | None] | None = None,
+             options: dict[str, Any] | None = None, force: bool = False, resume: bool = False) -> Any:
+    """Validate ``--out`` against the inputs and open its transaction (before any model is loaded)."""
+    from slimcnn.run import Manifest, RunDir
+
+    if force and resume:
+        raise ConfigError("--force starts over and --resume continues: give one of them")
+    data = data or {}
+    manifest = Manifest.of(command, model=model, weights=weights, data=data, options=options)
+    return RunDir(out, manifest, force=force, resume=resume, inputs=input_files(model, weights),
+                  data=tuple(data.values()))
+
+
+def say_notes(run: Any) -> None:
+    """Print what the transaction decided (resumed, started fresh and why) on stderr."""
+    for line in run.notes:
+        note(f"note: {line}")

@@ -1,4 +1,4 @@
-"""``slimcnn apply PLAN MODEL``: re-apply a saved pruning plan (plan.json) to an unpruned model."""
+"""``slimcnn apply PLAN MODEL``: replay any plan.json (prune, kernel, grouped, low-rank, k-means, search) on MODEL."""
 
 from __future__ import annotations
 
@@ -6,56 +6,71 @@ from pathlib import Path
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, say
+from slimcnn.cli._app import (
+    FORCE_HELP,
+    RESUME_HELP,
+    app,
+    example_for,
+    load_for_cli,
+    open_run,
+    parse_shape,
+    say_notes,
+)
+from slimcnn.errors import ConfigError
 
 
 @app.command("apply")
 def apply_cmd(
-    plan: Path = typer.Argument(..., help="plan.json written by slimcnn prune or slimcnn search."),
-    model: str = typer.Argument(..., help="The same model source the plan was made on (unpruned)."),
+    plan: Path = typer.Argument(..., help="plan.json written by any slimcnn command (or its run folder)."),
+    model: str = typer.Argument(..., help="The model source the plan was made on (unchanged)."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     input: str | None = typer.Option(None, "--input", help="Input shape (default: the plan's, else the model's)."),
     task: str | None = typer.Option(None, "--task", help="Task of the calibration data a --compensate plan needs."),
     data: str | None = typer.Option(None, "--data", help="Data for --task (the same as at prune time)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the initial weights of a model without trained weights (as in the run)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip the ONNX Runtime latency comparison."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
-    """Re-apply PLAN (from prune or search) to the unpruned MODEL (structure fingerprint must match).
+    """Replay PLAN on the unchanged MODEL (its structure fingerprint must match) and write the result.
 
-    A prune plan made with --compensate re-computes the folded biases from --task/--data (the same data
-    and seed give the same model). Search plans replay the structure only (no fine-tuning, no compensation).
+    The steps replay bit-identically: kept channels, kept kernels, groups, low-rank factors, k-means
+    codebooks. Fine-tuning is not replayed: a plan from a run that fine-tuned gives the structure
+    with the original weights. A channel-pruning plan made with --compensate re-computes the folded
+    biases from --task/--data (the same data and seed give the same model).
     """
-    import copy
+    from slimcnn.cli.prune import _finish, _report
+    from slimcnn.run import Plan, apply_plan
 
-    from slimcnn._io import ensure_output_dir
-    from slimcnn.cli.prune import finish_outputs
-    from slimcnn.prune import apply_plan
-    from slimcnn.search.plan import SearchPlan, apply_search_plan, load_plan
-
-    p = load_plan(plan)
-    loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
-    out_dir = ensure_output_dir(out, inputs=tuple(x for x in (str(plan), model.removeprefix("file:"), weights) if x))
-    plan_shape = getattr(p, "input_shape", ())
-    shape = input or ("x".join(map(str, plan_shape)) if plan_shape else None)
-    example = example_for(loaded, shape)
-    if isinstance(p, SearchPlan):
-        new_model = apply_search_plan(loaded.model, p, example)
-    else:
+    p = Plan.load(plan)
+    if (task is None) != (data is None):
+        raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
+    shape = input or ("x".join(map(str, p.input_shape)) if p.input_shape else None)
+    if shape:
+        parse_shape(shape)
+    options = {"plan": str(plan), "input": shape, "seed": seed, "task": task, "arch": arch, "scale": scale, "latency": not no_latency,
+               "steps": [s.transform for s in p.steps]}
+    with open_run("apply", out, model=model, weights=weights, data={"data": data}, options=options, force=force,
+                  resume=resume) as run:
+        say_notes(run)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        example = example_for(loaded, shape)
         batches: list = []
+        task_obj = None
         if task and data:
             from slimcnn.tasks import make_task
 
-            seed = int(p.options.get("seed", 0))
-            task_obj = make_task(task, data, info=loaded.info, scale=scale, seed=seed)  # type: ignore[arg-type]
-            batches = list(task_obj.calibration_batches(int(p.options.get("calib", 8))))
-        new_model = copy.deepcopy(loaded.model)
-        apply_plan(new_model, p, example, batches=batches)
-    result = finish_outputs(loaded, new_model, example, out_dir, p, latency=not no_latency)
-    if as_json:
-        emit_json(result)
-    else:
-        say(f"applied {plan} to {loaded.source}: MACs {result['macs']['ratio']:.3f}x; wrote {out_dir}")
+            seeds = [int(s.params.get("options", {}).get("seed", 0)) for s in p.steps if s.transform == "prune_channels"]
+            task_obj = make_task(task, data, info=loaded.info, scale=scale, seed=seeds[0] if seeds else 0)  # type: ignore[arg-type]
+            calib = [int(s.params.get("options", {}).get("calib", 8)) for s in p.steps if s.transform == "prune_channels"]
+            batches = list(task_obj.calibration_batches(calib[0] if calib else 8))
+        new_model = apply_plan(loaded.model, p, example, batches=batches)
+        result = _finish(run, "apply", loaded, new_model, example, p.steps, task_obj, limit=None,
+                         latency=not no_latency, options=options, details={"finetuned_in_original_run": p.finetuned},
+                         seed=None, finetuned=False)
+    _report(result, run.out, as_json)
     return 0

@@ -10,62 +10,28 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, note, parse_round_to, say
+from slimcnn.cli._app import (
+    FORCE_HELP,
+    RESUME_HELP,
+    app,
+    emit_json,
+    example_for,
+    load_for_cli,
+    note,
+    open_run,
+    parse_round_to,
+    parse_shape,
+    say,
+    say_notes,
+)
 from slimcnn.errors import ConfigError
 
 
-def parse_macs(text: str) -> float:
-    """``0.5x`` / ``0.5`` / ``50%`` -> 0.5 (fraction of the original MACs to keep)."""
-    t = text.strip().lower()
-    try:
-        if t.endswith("%"):
-            return float(t[:-1]) / 100
-        return float(t.removesuffix("x"))
-    except ValueError:
-        raise ConfigError(f"--macs expects a fraction of the original like 0.5x, got '{text}'") from None
+def macs_keep(text: str) -> Any:
+    """``--macs`` in the one budget grammar: ``0.5x`` (fraction kept) or ``300M`` (absolute MACs)."""
+    from slimcnn.search.budget import parse_amount
 
-
-def finish_outputs(loaded: Any, new_model: Any, example: Any, out_dir: Path, plan: Any, *, task_obj: Any = None,
-                   limit: int | None = None, extra: dict[str, Any] | None = None,
-                   latency: bool = True) -> dict[str, Any]:
-    """Write model.pt (+ ultralytics best.pt), model.onnx, plan.json, result.json; return the result dict."""
-    import dataclasses
-
-    from slimcnn._io import write_json
-    from slimcnn.measure import compare_latency, export_onnx, profile
-    from slimcnn.models import LoadedModel, save_model
-    from slimcnn.prune._ultralytics import (
-        is_ultralytics_model,
-        save_ultralytics_checkpoint,
-        sync_ultralytics_widths_,
-    )
-
-    if is_ultralytics_model(new_model):
-        sync_ultralytics_widths_(new_model)
-    before, after = profile(loaded.model, example), profile(new_model, example)
-    save_model(LoadedModel(new_model, loaded.source, loaded.info), out_dir / "model.pt")
-    if is_ultralytics_model(new_model):
-        save_ultralytics_checkpoint(new_model, out_dir / "yolo.pt")
-    export_onnx(new_model, example, out_dir / "model.onnx")
-    plan.save(out_dir / "plan.json")
-    result: dict[str, Any] = {
-        "source": loaded.source,
-        "input_shape": list(example.shape),
-        "params": {"before": before.params, "after": after.params, "ratio": after.params / max(before.params, 1)},
-        "macs": {"before": before.macs, "after": after.macs, "ratio": after.macs / max(before.macs, 1)},
-        "pruned_layers": len(plan.layers),
-        "criterion": plan.criterion,
-        "options": plan.options,
-    }
-    if latency:
-        lat = compare_latency({"before": loaded.model, "after": new_model}, example, runtime="onnxruntime", runs=20, warmup=3)
-        result["latency"] = {k: dataclasses.asdict(v) for k, v in lat.items()}
-        result["latency"]["speedup"] = lat["before"].median_ms / max(lat["after"].median_ms, 1e-9)
-    if task_obj is not None:
-        result["score"] = {"before": task_obj.evaluate(loaded.model, limit=limit), "after": task_obj.evaluate(new_model, limit=limit)}
-    result.update(extra or {})
-    write_json(out_dir / "result.json", result)
-    return result
+    return parse_amount(text, "macs")
 
 
 @app.command("prune")
@@ -75,7 +41,7 @@ def prune_cmd(
     granularity: str = typer.Option("filter", "--granularity", help="filter (channels), kernel (free k×k kernels, compact .slimk file) or grouped (grouped convs)."),
     groups: int = typer.Option(2, "--groups", help="--granularity grouped: groups G per conv (keeps 1/G of the kernels)."),
     ratio: float | None = typer.Option(None, "--ratio", help="Fraction of each coupled group's channels to remove."),
-    macs: str | None = typer.Option(None, "--macs", help="Target MACs as a fraction of the original, e.g. 0.5x."),
+    macs: str | None = typer.Option(None, "--macs", help="Target MACs: 0.5x (fraction of the original) or 300M (absolute)."),
     scope: str = typer.Option("local", "--scope", help="local (same ratio per group) or global ranking."),
     round_to_text: str = typer.Option("1", "--round-to", help="Round kept widths up to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers whose groups stay (repeatable)."),
@@ -92,101 +58,128 @@ def prune_cmd(
     input: str | None = typer.Option(None, "--input", help="Input shape like 1x3x224x224 (default: the model's)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip the ONNX Runtime latency comparison."),
     out: Path = typer.Option(..., "--out", help="Output directory (model.pt, model.onnx, plan.json, result.json)."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
     """Remove whole filters/channels (coupled groups found by tracing) and write the pruned model."""
-    import copy
-
-    from slimcnn._io import ensure_output_dir
-    from slimcnn.measure import ort_channel_block
-    from slimcnn.prune import CRITERIA, prune_model_
+    from slimcnn.prune import CRITERIA
 
     round_to = parse_round_to(round_to_text)
     if granularity not in ("filter", "kernel", "grouped"):
         raise ConfigError(f"--granularity must be filter, kernel or grouped, got '{granularity}'")
     if granularity != "filter" and compensate:
         raise ConfigError(f"--compensate works with --granularity filter only, got '{granularity}'")
-    if granularity != "filter":
-        return _kernel_granularity(model, granularity, criterion=criterion, ratio=ratio, groups=groups, weights=weights,
-                                   arch=arch, scale=scale, input=input, task=task, data=data, limit=limit,
-                                   no_latency=no_latency, out=out, as_json=as_json)
-    if (ratio is None) == (macs is None):
-        raise ConfigError("give exactly one of --ratio R or --macs 0.5x")
-    if scope not in ("local", "global"):
-        raise ConfigError(f"--scope must be local or global, got '{scope}'")
-    if reduce not in ("sum", "mean", "max"):
-        raise ConfigError(f"--reduce must be sum, mean or max, got '{reduce}'")
-    CRITERIA.get(criterion)
-    if criterion == "taylor" and not (task and data):
-        raise ConfigError("--criterion taylor needs --task and --data (it backpropagates the task loss)")
-    if compensate and not (task and data):
-        raise ConfigError("--compensate needs calibration data: pass --task and --data")
-    loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
-    out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
-    example = example_for(loaded, input)
-    task_obj = None
-    if task and data:
-        from slimcnn.tasks import make_task
+    if (task is None) != (data is None):
+        raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
+    if ratio is not None and not 0 < ratio < 1:
+        raise ConfigError(f"--ratio is the fraction of channels removed, above 0 and below 1 (e.g. 0.3), got {ratio:g}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    shape = parse_shape(input) if input else None
+    target = macs_keep(macs) if macs else None
+    if granularity == "filter":
+        if (ratio is None) == (macs is None):
+            raise ConfigError("give exactly one of --ratio R or --macs 0.5x")
+        if scope not in ("local", "global"):
+            raise ConfigError(f"--scope must be local or global, got '{scope}'")
+        if reduce not in ("sum", "mean", "max"):
+            raise ConfigError(f"--reduce must be sum, mean or max, got '{reduce}'")
+        CRITERIA.get(criterion)
+        if criterion in ("taylor", "chip") and not task:
+            raise ConfigError(f"--criterion {criterion} needs --task and --data (it measures the model on data)")
+        if compensate and not task:
+            raise ConfigError("--compensate needs calibration data: pass --task and --data")
+        if calib < 1:
+            raise ConfigError(f"--calib must be >= 1, got {calib}")
+    else:
+        if criterion not in ("l1", "sparsity"):
+            raise ConfigError(f"--granularity {granularity} ranks kernels by l1 or sparsity, got '{criterion}'")
+        if granularity == "kernel" and ratio is None:
+            raise ConfigError("--granularity kernel needs --ratio R (the fraction of k×k kernels to remove)")
+        if macs is not None:
+            raise ConfigError(f"--granularity {granularity} takes --ratio (kernel) or --groups (grouped), not --macs")
+        if groups < 2:
+            raise ConfigError(f"--groups must be >= 2, got {groups}")
+    options = {"criterion": criterion, "granularity": granularity, "groups": groups if granularity == "grouped" else None,
+               "ratio": ratio, "macs": macs, "scope": scope, "round_to": round_to, "exclude": list(exclude),
+               "reduce": reduce, "task": task, "calib": calib, "compensate": compensate, "limit": limit, "seed": seed,
+               "arch": arch, "scale": scale, "input": input, "latency": not no_latency}
+    with open_run("prune", out, model=model, weights=weights, data={"data": data}, options=options,
+                  force=force, resume=resume) as run:
+        say_notes(run)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        example = example_for(loaded, input) if shape else example_for(loaded, None)
+        task_obj = None
+        if task and data:
+            from slimcnn.tasks import make_task
 
-        task_obj = make_task(task, data, info=loaded.info, scale=scale, seed=seed)  # type: ignore[arg-type]
-    elif task or data:
-        raise ConfigError("--task and --data go together")
+            task_obj = make_task(task, data, info=loaded.info, scale=scale, seed=seed)  # type: ignore[arg-type]
+        t0 = time.perf_counter()
+        if granularity == "filter":
+            new_model, plan_step, details = _prune_filters(loaded, example, task_obj, criterion=criterion, ratio=ratio,
+                                                           target=target, scope=scope, round_to=round_to,
+                                                           exclude=exclude, reduce=reduce, calib=calib, seed=seed,
+                                                           compensate=compensate)
+        else:
+            new_model, plan_step, details = _prune_kernels(loaded, example, run.path, granularity, criterion=criterion,
+                                                           ratio=ratio, groups=groups, scale=scale)
+        details["prune_seconds"] = round(time.perf_counter() - t0, 3)
+        result = _finish(run, "prune", loaded, new_model, example, (plan_step,), task_obj, limit=limit,
+                         latency=not no_latency, options=options, details=details, seed=seed, finetuned=False)
+    _report(result, run.out, as_json)
+    if details.get("macs_target_met") is False:
+        note(f"MACs target {macs} NOT met: the closest model, {details['macs_reached']:.3f}x, is saved in {run.out} "
+             "(the rest is protected: outputs, unmappable ops, excluded layers) (exit code 1)")
+        return 1
+    return 0
+
+
+def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, ratio: float | None, target: Any,
+                   scope: str, round_to: int, exclude: list[str], reduce: str, calib: int, seed: int,
+                   compensate: bool) -> tuple[Any, Any, dict[str, Any]]:
+    import copy
+
+    from slimcnn.measure import ort_channel_block, profile
+    from slimcnn.prune import prune_model_
+    from slimcnn.run import PlanStep
+
+    macs_frac = None
+    if target is not None:
+        macs_frac = target.value if target.relative else target.value / max(profile(loaded.model, example).macs, 1)
+        if macs_frac >= 1:
+            raise ConfigError(f"--macs {target.value:,.0f} is not below the model's MACs; give a smaller target")
     new_model = copy.deepcopy(loaded.model)
-    t0 = time.perf_counter()
     outcome = prune_model_(
-        new_model, example, criterion=criterion, prune_ratio=ratio, macs=parse_macs(macs) if macs else None,
-        scope=scope, round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib,  # type: ignore[arg-type]
-        seed=seed, source=loaded.source, compensate=compensate, best_effort=True,
+        new_model, example, criterion=criterion, prune_ratio=ratio, macs=macs_frac, scope=scope,  # type: ignore[arg-type]
+        round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib, seed=seed,  # type: ignore[arg-type]
+        source=loaded.source, compensate=compensate, best_effort=True,
     )
-    seconds = time.perf_counter() - t0
     block = ort_channel_block()
     odd = [f for f, kept in outcome.plan.layers.items() if len(kept) >= 2 * block and len(kept) % block]
     if round_to == 1 and block > 1 and odd:
         # ORT runs blocked convs in whole blocks: a width of 24 costs as much as 32 on AVX-512 (README)
         note(f"{len(odd)} pruned layers keep a width that is not a multiple of {block}, ONNX Runtime's channel "
              f"block on this CPU (e.g. '{odd[0]}'); --round-to auto usually runs faster")
-    target = parse_macs(macs) if macs else None
+    if not outcome.plan.layers:
+        note("warning: nothing was pruned: no channel group is prunable (outputs, excluded layers and unmappable "
+             "ops are protected); the written model equals the input")
     reached = outcome.macs_after / max(outcome.macs_before, 1)
-    target_met = target is None or reached <= target + 0.005
-    result = finish_outputs(loaded, new_model, example, out_dir, outcome.plan, task_obj=task_obj, limit=limit,
-                            extra={"prune_seconds": seconds, "prune_ratio_used": outcome.prune_ratio,
-                                   "macs_target": target, "macs_target_met": target_met},
-                            latency=not no_latency)
-    if as_json:
-        emit_json(result)
-    else:
-        say(f"pruned {loaded.source} with {criterion}: params {result['params']['before']:,} -> "
-            f"{result['params']['after']:,}, MACs {result['macs']['before']:,} -> {result['macs']['after']:,} "
-            f"({result['macs']['ratio']:.3f}x); wrote {out_dir}")
-    if not target_met:
-        note(f"MACs target {target:g}x NOT met: the closest model, {reached:.3f}x, is saved in {out_dir} "
-             "(the rest is protected: outputs, unmappable ops, excluded layers) (exit code 1)")
-        return 1
-    return 0
+    details: dict[str, Any] = {"prune_ratio_used": outcome.prune_ratio, "macs_reached": reached}
+    if macs_frac is not None:
+        details |= {"macs_target": macs_frac, "macs_target_met": reached <= macs_frac + 0.005}
+        if round_to > 1 and reached < macs_frac - 0.02:
+            note(f"note: --round-to {round_to} overshoots the MACs target: {reached:.3f}x instead of {macs_frac:.3f}x "
+                 "(kept widths move in whole blocks)")
+    step = PlanStep("prune_channels", tuple(outcome.plan.layers), outcome.plan.to_dict())
+    return new_model, step, details
 
 
-@dataclasses.dataclass(frozen=True)
-class _KernelPlan:
-    """plan.json of a kernel-granularity run: per layer the kept kernels or the group layout."""
-
-    layers: dict[str, Any]
-    criterion: str
-    options: dict[str, Any]
-
-    def save(self, path: Path) -> Path:
-        from slimcnn._io import write_json
-
-        return write_json(path, {"_type": "KernelPlan", "_version": 1, **dataclasses.asdict(self)})
-
-
-def _kernel_granularity(model: str, granularity: str, *, criterion: str, ratio: float | None, groups: int,
-                        weights: str | None, arch: str | None, scale: int | None, input: str | None,
-                        task: str | None, data: str | None, limit: int | None, no_latency: bool, out: Path,
-                        as_json: bool) -> int:
+def _prune_kernels(loaded: Any, example: Any, folder: Path, granularity: str, *, criterion: str, ratio: float | None,
+                   groups: int, scale: int | None) -> tuple[Any, Any, dict[str, Any]]:
     """``--granularity kernel|grouped``: Liu et al.'s criterion at the level of single k×k kernels."""
     import copy
 
-    from slimcnn._io import ensure_output_dir
     from slimcnn.prune.kernel import (
         apply_kernel_masks_,
         default_kernel_layers,
@@ -195,50 +188,63 @@ def _kernel_granularity(model: str, granularity: str, *, criterion: str, ratio: 
         kernel_masks,
         save_kernel_compact,
     )
+    from slimcnn.run import PlanStep
 
-    if criterion not in ("l1", "sparsity"):
-        raise ConfigError(f"--granularity {granularity} ranks kernels by l1 or sparsity, got '{criterion}'")
-    if granularity == "kernel" and ratio is None:
-        raise ConfigError("--granularity kernel needs --ratio R (the fraction of k×k kernels to remove)")
-    if groups < 2:
-        raise ConfigError(f"--groups must be >= 2, got {groups}")
-    loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
-    out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
-    example = example_for(loaded, input)
-    task_obj = None
-    if task and data:
-        from slimcnn.tasks import make_task
-
-        task_obj = make_task(task, data, info=loaded.info, scale=scale)
     new_model = copy.deepcopy(loaded.model)
-    extra: dict[str, Any] = {"granularity": granularity}
+    details: dict[str, Any] = {"granularity": granularity}
     if granularity == "kernel":
         masks = kernel_masks(new_model, ratio, criterion)  # type: ignore[arg-type]
         apply_kernel_masks_(new_model, masks)
-        stats = save_kernel_compact(new_model, masks, out_dir / "model.slimk", source=loaded.source, scale=scale)
+        stats = save_kernel_compact(new_model, masks, folder / "model.slimk", source=loaded.source, scale=scale)
         dense_bytes = sum(t.numel() * t.element_size() for t in new_model.state_dict().values())
-        extra["compact_file"] = dataclasses.asdict(stats) | {"dense_state_bytes": dense_bytes,
-                                                            "ratio": stats.file_bytes / max(dense_bytes, 1)}
-        extra["dropped_channels"] = drop_removable_channels_(new_model, example)
-        plan = _KernelPlan({k: m.nonzero().tolist() for k, m in masks.items()}, criterion, {"prune_ratio": ratio})
+        details["compact_file"] = dataclasses.asdict(stats) | {"dense_state_bytes": dense_bytes,
+                                                              "ratio": stats.file_bytes / max(dense_bytes, 1)}
+        details["dropped_channels"] = drop_removable_channels_(new_model, example)
+        kept = {k: m.flatten().nonzero().flatten().tolist() for k, m in masks.items()}
+        step = PlanStep("prune_kernels", tuple(kept), {"kept": kept, "criterion": criterion, "prune_ratio": ratio,
+                                                       "drop_channels": True})
     else:
         layers = {name: groups for name in default_kernel_layers(new_model)}
         report = group_kernels_(new_model, layers, criterion, example_input=example)
         from slimcnn._io import to_json
 
         grouped = json.loads(to_json(report))
-        extra["grouped"] = {"permuted": grouped["permuted"], "pinned": grouped["pinned"],
-                            "max_abs_error": grouped["max_abs_error"]}
-        plan = _KernelPlan({g["layer"]: g for g in grouped["layers"]}, criterion, {"groups": groups})
-    result = finish_outputs(loaded, new_model, example, out_dir, plan, task_obj=task_obj, limit=limit, extra=extra,
-                            latency=not no_latency)
+        details["grouped"] = {"permuted": grouped["permuted"], "pinned": grouped["pinned"],
+                              "max_abs_error": grouped["max_abs_error"], "layers": grouped["layers"]}
+        step = PlanStep("group_kernels", tuple(layers), {"groups": layers, "criterion": criterion})
+    return new_model, step, details
+
+
+def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, steps: tuple[Any, ...], task_obj: Any, *,
+            limit: int | None, latency: bool, options: dict[str, Any], details: dict[str, Any], seed: int | None,
+            finetuned: bool) -> Any:
+    """Write the model files, measure original vs written model, and commit the run."""
+    from slimcnn.prune import fingerprint
+    from slimcnn.run import Plan, RunResult, environment, write_run
+    from slimcnn.run._measure import measure_pair, save_model_files
+
+    written = save_model_files(loaded, new_model, example, run.path)
+    before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency)
+    plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(example.shape), finetuned=finetuned)
+    result = RunResult(command, loaded.source, seconds=round(time.perf_counter() - run.started, 2), task=getattr(task_obj, "name", None) if task_obj else None,
+                       before=before, after=after, plan=plan, options=options, details=details,
+                       environment=environment(seed))
+    write_run(run, result)
+    return result
+
+
+def _report(result: Any, out: Path, as_json: bool) -> None:
+    from slimcnn.run import read_result
+    from slimcnn.run._measure import summary_line
+
     if as_json:
-        emit_json(result)
+        emit_json(read_result(out))
     else:
-        say(f"{granularity} pruning of {loaded.source} ({criterion}): MACs {result['macs']['before']:,} -> "
-            f"{result['macs']['after']:,} ({result['macs']['ratio']:.3f}x); wrote {out_dir}")
-        if "compact_file" in extra:
-            cf = extra["compact_file"]
-            say(f"compact file model.slimk: {cf['file_bytes']:,} B vs dense {cf['dense_state_bytes']:,} B "
-                f"({cf['ratio']:.3f}x; index overhead {cf['index_bytes']:,} B)")
-    return 0
+        say(f"{result.command} {result.source}: {summary_line(result.before, result.after)}")
+        say(f"wrote {out}/ ({', '.join(a.path for a in read_result_artifacts(out))})")
+
+
+def read_result_artifacts(out: Path) -> list[Any]:
+    from slimcnn.run import Artifact, read_result
+
+    return [Artifact(**a) for a in read_result(out)["artifacts"]]

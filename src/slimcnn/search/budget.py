@@ -12,11 +12,17 @@ from slimcnn.types import Cost, Score
 CostKey = Literal["macs", "params", "weight_bytes", "latency_ms"]
 COST_KEYS: tuple[CostKey, ...] = ("macs", "params", "weight_bytes", "latency_ms")
 
-_UNITS = {
-    "": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12,
-    "b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024.0, "mib": 1024.0**2, "gib": 1024.0**3,
-    "ms": 1.0, "s": 1e3, "us": 1e-3,
-}
+_COUNT_UNITS = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_BYTE_UNITS = {"b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024.0, "mib": 1024.0**2, "gib": 1024.0**3}
+_TIME_UNITS = {"ms": 1.0, "s": 1e3, "us": 1e-3}
+_KIND = {"macs": "count", "params": "count", "weight_bytes": "bytes", "activation_bytes": "bytes", "latency_ms": "time"}
+_UNITS_OF = {"count": _COUNT_UNITS, "bytes": _BYTE_UNITS, "time": _TIME_UNITS}
+_EXAMPLE = {"count": "300M", "bytes": "4MB", "time": "12ms"}
+_FLAG = {"latency_ms": "latency"}
+
+
+def _flag(what: str) -> str:
+    return "--" + _FLAG.get(what, what).replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,12 @@ class Amount:
 
 
 def parse_amount(text: str | float | int, what: str) -> Amount:
-    """Parse ``0.5x`` (relative), ``4MB``/``4MiB``/``512KB`` (bytes), ``12ms``, ``1.2G``/``300M`` (counts).
+    """The one budget grammar of every command: ``0.5x`` (or ``50%``) is a fraction of the original,
+    ``300M`` / ``4MB`` / ``12ms`` an absolute value with a unit that suits ``what``.
+
+    ``what`` is ``macs`` or ``params`` (counts: k, M, G, T), ``weight_bytes`` or ``activation_bytes``
+    (B, KB, MB, GB, KiB, MiB, GiB) or ``latency_ms`` (us, ms, s). A bare number is refused (is ``0.5``
+    a ratio or half a MAC?); so are ratios outside (0, 1] and absolute values <= 0.
 
     Example:
         >>> parse_amount("4MB", "weight_bytes")
@@ -43,33 +54,54 @@ def parse_amount(text: str | float | int, what: str) -> Amount:
         >>> parse_amount("0.5x", "macs")
         Amount(value=0.5, relative=True)
     """
-    if isinstance(text, (int, float)):
-        return Amount(float(text))
-    s = text.strip().lower().replace(" ", "")
-    m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)(x|%|[a-z]*)", s)
-    if not m or (m.group(2) not in _UNITS and m.group(2) not in ("x", "%")):
-        raise ConfigError(
-            f"--{what.replace('_', '-')} expects a number with an optional unit (e.g. 0.5x, 4MB, 12ms, 300M), got '{text}'"
-        )
+    kind = _KIND.get(what)
+    if kind is None:
+        raise ConfigError(f"unknown budget '{what}'; valid: {', '.join(_KIND)}")
+    flag, example = _flag(what), _EXAMPLE[kind]
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        if text > 1:  # Python callers: a number above 1 is absolute, one at most 1 a ratio
+            return Amount(float(text))
+        text = f"{text}x"
+    s = str(text).strip().lower().replace(" ", "")
+    m = re.fullmatch(r"([+-]?[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)([a-z%]*)", s)
+    if not m:
+        raise ConfigError(f"{flag} expects a ratio like 0.5x or a value like {example}, got '{text}'")
     number, unit = float(m.group(1)), m.group(2)
-    if unit == "x":
-        return Amount(number, relative=True)
-    if unit == "%":
-        return Amount(number / 100.0, relative=True)
-    return Amount(number * _UNITS[unit])
+    if unit == "":
+        raise ConfigError(f"{flag} {text} is ambiguous: write {text}x for a fraction of the original or add a unit "
+                          f"(e.g. {example})")
+    if unit in ("x", "%"):
+        ratio = number / 100.0 if unit == "%" else number
+        if not 0 < ratio <= 1:
+            raise ConfigError(f"{flag} {text}: a ratio must be above 0x and at most 1x (e.g. 0.5x)")
+        return Amount(ratio, relative=True)
+    units = _UNITS_OF[kind]
+    if unit not in units:
+        raise ConfigError(f"{flag} {text}: '{unit}' is not a unit for {what.replace('_', ' ')}; use one of "
+                          f"{', '.join(units)} (e.g. {example}) or a ratio like 0.5x")
+    if number <= 0:
+        raise ConfigError(f"{flag} {text} must be above 0 (e.g. {example} or 0.5x)")
+    return Amount(number * units[unit])
 
 
 def parse_drop(text: str | float) -> Amount:
-    """``0.2`` = 0.2 in the metric's unit (dB, points); ``1%`` = 1 % of the baseline metric."""
-    if isinstance(text, (int, float)):
-        return Amount(float(text))
-    s = text.strip()
-    if s.endswith("%"):
-        return Amount(float(s[:-1]) / 100.0, relative=True)
-    try:
-        return Amount(float(s))
-    except ValueError:
-        raise ConfigError(f"--max-drop expects a number in the metric's unit (0.2) or a percentage (1%), got '{text}'") from None
+    """``--max-drop``: ``0.2`` (or ``0.2dB`` / ``0.5pt``) in the metric's unit; ``1%`` of the baseline metric.
+
+    Negative drops and percentages of 100 % or more are refused (they cannot mean a quality target).
+    """
+    s = str(text).strip().lower().replace(" ", "")
+    m = re.fullmatch(r"([+-]?[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)(%|db|pt|pts|points?)?", s)
+    if not m:
+        raise ConfigError(f"--max-drop expects a number in the metric's unit (0.2, 0.2dB, 1pt) or a percentage (1%), "
+                          f"got '{text}'")
+    number = float(m.group(1))
+    if number < 0:
+        raise ConfigError(f"--max-drop {text}: a drop must be >= 0 (0.2 allows 0.2 dB/points of loss)")
+    if m.group(2) == "%":
+        if number >= 100:
+            raise ConfigError(f"--max-drop {text}: a percentage must be below 100% (e.g. 1%)")
+        return Amount(number / 100.0, relative=True)
+    return Amount(number)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,110 @@
+"""Run manifests: what produced a run's outputs, so resumable state is reused only when it still applies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimcnn._io import to_json
+
+_HASH_LIMIT = 1 << 30  # files above 1 GiB are fingerprinted by size + mtime, not content
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a file's content (size + mtime for very large files)."""
+    p = Path(path)
+    st = p.stat()
+    if st.st_size > _HASH_LIMIT:
+        return f"size:{st.st_size}:mtime:{st.st_mtime_ns}"
+    return sha256_file(p)[:16]
+
+
+def sha256_file(path: str | Path) -> str:
+    """sha256 hex digest of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprint(data: str | None) -> str | None:
+    """A cheap fingerprint of a data folder/file (relative paths, sizes, mtimes) or a built-in set's name."""
+    if data is None:
+        return None
+    p = Path(data)
+    if not p.exists():
+        return f"builtin:{data}"
+    h = hashlib.sha256()
+    if p.is_file():
+        st = p.stat()
+        h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    else:
+        for root, dirs, files in os.walk(p):
+            dirs.sort()
+            for name in sorted(files):
+                f = Path(root) / name
+                st = f.stat()
+                h.update(f"{f.relative_to(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(source: str, weights: str | None = None) -> str:
+    """The source string plus the content of any local file it names (``file:``, ``--weights``)."""
+    parts = [source]
+    for path in (source[len("file:"):] if source.startswith("file:") else None, weights):
+        if path and Path(path).is_file():
+            parts.append(file_fingerprint(path))
+    return "|".join(parts)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The command, model, data and every option that changes a run's results."""
+
+    command: str
+    model: str = ""
+    """:func:`model_fingerprint` of the input model."""
+    data: dict[str, str | None] = field(default_factory=dict)
+    """``{option: data_fingerprint}`` for --data, --val-data, --train-data..."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """Result-changing options, JSON-normalised (``--json``, ``--out``, ``--force`` are not among them)."""
+
+    @classmethod
+    def of(cls, command: str, *, model: str = "", weights: str | None = None, data: dict[str, str | None] | None = None,
+           options: dict[str, Any] | None = None) -> Manifest:
+        """Fingerprint the inputs and normalise the options (tuples become lists, paths strings)."""
+        norm = json.loads(to_json(options or {}))
+        return cls(command, model_fingerprint(model, weights) if model else "",
+                   {k: data_fingerprint(v) for k, v in (data or {}).items()}, norm)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"command": self.command, "model": self.model, "data": dict(self.data), "options": dict(self.options)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Manifest:
+        """Inverse of :meth:`to_dict`."""
+        return cls(str(d.get("command", "")), str(d.get("model", "")), dict(d.get("data") or {}),
+                   dict(d.get("options") or {}))
+
+    def differences(self, other: Manifest, *, ignore: tuple[str, ...] = ()) -> list[str]:
+        """Human-readable differences (``--lr: 0.1 then 0.05``), empty when ``other`` matches."""
+        diffs = []
+        if self.command != other.command:
+            diffs.append(f"command: {other.command} then {self.command}")
+        if self.model != other.model:
+            diffs.append("the model (source or file content) changed")
+        for k in sorted(set(self.data) | set(other.data)):
+            if self.data.get(k) != other.data.get(k):
+                diffs.append(f"--{k.replace('_', '-')} (data) changed")
+        for k in sorted(set(self.options) | set(other.options)):
+            if k in ignore:
+                continue
+            if self.options.get(k) != other.options.get(k):
+                diffs.append(f"--{k.replace('_', '-')}: {other.options.get(k)} then {self.options.get(k)}")
+        return diffs

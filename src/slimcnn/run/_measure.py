@@ -1,0 +1,67 @@
+"""Measure the original and the written model the same way for every command (invariant 7)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from slimcnn.run._result import Measured
+
+
+def save_model_files(loaded: Any, model: nn.Module, example: Any, folder: Path, *, onnx: bool = True) -> nn.Module:
+    """Write ``model.pt`` (+ ``yolo.pt`` for ultralytics, + ``model.onnx``) and return the model re-loaded
+    from ``model.pt``, so every later measurement is of the artifact actually written."""
+    from slimcnn.measure import export_onnx
+    from slimcnn.models import LoadedModel, load_model, save_model
+    from slimcnn.prune._ultralytics import (
+        is_ultralytics_model,
+        save_ultralytics_checkpoint,
+        sync_ultralytics_widths_,
+    )
+
+    if is_ultralytics_model(model):
+        sync_ultralytics_widths_(model)
+    path = save_model(LoadedModel(model, loaded.source, loaded.info), folder / "model.pt")
+    if is_ultralytics_model(model):
+        save_ultralytics_checkpoint(model, folder / "yolo.pt")
+    if onnx:
+        export_onnx(model, example, folder / "model.onnx")
+    return load_model(f"file:{path}").model.eval()
+
+
+def measure_pair(original: nn.Module, new: nn.Module, example: Any, *, task: Any = None, limit: int | None = None,
+                 latency: bool = True, runtime: str = "onnxruntime", threads: int | None = None, runs: int = 20,
+                 device: str = "cpu") -> tuple[Measured, Measured]:
+    """Score, cost and (interleaved, one run) latency of the original and the new model."""
+    from slimcnn.measure import compare_latency, profile
+
+    before, after = profile(original, example), profile(new, example)
+    before, after = dataclasses.replace(before, layers=()), dataclasses.replace(after, layers=())
+    if latency:
+        lat = compare_latency({"before": original, "after": new}, example, runtime=runtime, threads=threads,  # type: ignore[arg-type]
+                              runs=runs, warmup=3)
+        before, after = dataclasses.replace(before, latency=lat["before"]), dataclasses.replace(after, latency=lat["after"])
+    s_before = s_after = None
+    if task is not None:
+        s_before = task.evaluate(original, limit=limit, device=device)
+        s_after = task.evaluate(new, limit=limit, device=device)
+    return Measured(s_before, before), Measured(s_after, after)
+
+
+def summary_line(before: Measured, after: Measured) -> str:
+    """``top1 98.9 -> 98.6 (drop 0.3); params a -> b; MACs a -> b (0.50x); ORT latency x -> y ms (0.62x)``."""
+    parts = []
+    if before.score is not None and after.score is not None:
+        s0, s1 = before.score, after.score
+        parts.append(f"{s0.metric} {s0.value:.4g} -> {s1.value:.4g} (drop {s0.drop_to(s1):.3g})")
+    if before.cost is not None and after.cost is not None:
+        c0, c1 = before.cost, after.cost
+        parts.append(f"params {c0.params:,} -> {c1.params:,}")
+        parts.append(f"MACs {c0.macs:,} -> {c1.macs:,} ({c1.macs / max(c0.macs, 1):.3f}x)")
+        if c0.latency is not None and c1.latency is not None:
+            parts.append(f"{c0.latency.runtime} latency {c0.latency.median_ms:.3f} -> {c1.latency.median_ms:.3f} ms "
+                         f"({c1.latency.median_ms / max(c0.latency.median_ms, 1e-9):.3f}x, {c1.latency.threads} threads)")
+    return "; ".join(parts)

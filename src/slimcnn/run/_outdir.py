@@ -1,0 +1,198 @@
+"""``--out`` as a transaction: stage beside it, rename into place at the end, keep only resumable state.
+
+A run writes into a hidden sibling staging folder (``.NAME.slimcnn-partial``) that carries the run's
+manifest. Only :meth:`RunDir.commit` puts it in place of ``--out`` (two renames), so an interrupted or
+failed run leaves the previous ``--out`` exactly as it was. What an interrupted run can resume from
+(a training checkpoint, a finished sensitivity sweep) stays in the staging folder; the next run with
+the same manifest continues from it, any other run discards it and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from slimcnn._io import write_json
+from slimcnn.errors import ConfigError
+from slimcnn.run._manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+_PARTIAL = ".slimcnn-partial"
+_OLD = ".slimcnn-old"
+
+last_interrupt: str | None = None
+"""What the last interrupted run kept and how to resume it (the CLI prints it on Ctrl-C)."""
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    return child == parent or parent in child.parents
+
+
+def check_out_path(out: str | Path, *, inputs: Iterable[str | Path | None] = (),
+                   data: Iterable[str | Path | None] = ()) -> Path:
+    """Refuse an ``--out`` that is a file, a data folder (or inside one) or an input model's folder."""
+    o = Path(out).expanduser().resolve()
+    if o.exists() and not o.is_dir():
+        raise ConfigError(f"--out {out} is an existing file; --out names a folder: choose a new folder name")
+    for d in data:
+        if d is not None and Path(d).exists():
+            dp = Path(d).resolve()
+            if _inside(o, dp) or (dp.is_file() and o == dp.parent):
+                raise ConfigError(f"--out {out} is inside the data {d}; outputs there would be read as data: "
+                                  "choose a folder outside it")
+    for i in inputs:
+        if i is not None and Path(i).exists():
+            ip = Path(i).resolve()
+            if o == ip or (ip.is_file() and o == ip.parent) or (ip.is_dir() and _inside(o, ip)):
+                raise ConfigError(f"--out {out} holds the input {i}; writing there could replace it: "
+                                  "choose another folder")
+    return o
+
+
+class RunDir:
+    """One run's output folder, staged and committed atomically.
+
+    Example:
+        >>> with RunDir("out", Manifest.of("prune", model="slimcnn:lenet5", options={"ratio": 0.5})) as run:
+        ...     save_model(loaded, run.path / "model.pt")
+        ...     write_run(run, result)          # writes result.json/plan.json and commits
+    """
+
+    def __init__(self, out: str | Path, manifest: Manifest, *, force: bool = False, resume: bool = False,
+                 inputs: Sequence[str | Path | None] = (), data: Sequence[str | Path | None] = ()) -> None:
+        self.out = check_out_path(out, inputs=inputs, data=data)
+        self.manifest = manifest
+        self.force, self.resume = force, resume
+        self.stage = self.out.parent / f".{self.out.name}{_PARTIAL}"
+        self.notes: list[str] = []
+        """Lines for the user (why state was discarded, what is resumed)."""
+        self.state: dict[str, bool] = {}
+        """Resumable files registered by the command: ``{name: keep in --out after commit}``."""
+        self.committed = False
+        self.started = time.perf_counter()
+        self._made_dirs: list[Path] = []
+        self._check_existing()
+
+    # -- opening ----------------------------------------------------------------------------------
+
+    def _check_existing(self) -> None:
+        old = self.out.parent / f".{self.out.name}{_OLD}"
+        if old.is_dir() and not self.out.exists():  # a commit was cut between its two renames
+            os.replace(old, self.out)
+        if not self.out.is_dir() or not any(self.out.iterdir()):
+            return
+        previous = _read_manifest(self.out)
+        if previous is None and not (self.out / "result.json").is_file():
+            raise ConfigError(f"--out {self.out} is a non-empty folder that slimcnn did not write; choose a new or "
+                              "empty folder (slimcnn never overwrites other files)")
+        diffs = ["written by an older slimcnn"] if previous is None else self.manifest.differences(previous)
+        if diffs and not (self.force or self.resume):
+            raise ConfigError(f"--out {self.out} holds a run with other options ({'; '.join(diffs[:3])}); pass --force "
+                              "to replace it, --resume to continue from what still applies, or choose another --out")
+
+    def __enter__(self) -> RunDir:
+        for p in reversed([self.out.parent, *self.out.parent.parents]):
+            if not p.exists():
+                p.mkdir()
+                self._made_dirs.append(p)
+        if self.stage.exists():
+            previous = _read_manifest(self.stage)
+            diffs = ["no manifest"] if previous is None else self.manifest.differences(previous)
+            if self.force or diffs:
+                shutil.rmtree(self.stage)
+                if not self.force:
+                    self.notes.append(f"starting fresh: the interrupted run's state differs ({'; '.join(diffs[:3])})")
+        if not self.stage.exists():
+            self.stage.mkdir()
+            self._seed_from_out()
+        write_json(self.stage / MANIFEST, self.manifest.to_dict())
+        return self
+
+    def _seed_from_out(self) -> None:
+        """Copy the previous run's resumable files when it was made with the same manifest (or --resume)."""
+        if self.force or not self.out.is_dir():
+            return
+        previous = _read_manifest(self.out)
+        if previous is None:
+            return
+        diffs = self.manifest.differences(previous)
+        if diffs:
+            if self.resume:
+                self.notes.append(f"starting fresh: --out was made with other options ({'; '.join(diffs[:3])})")
+            return
+        for name in _state_names(self.out):
+            src = self.out / name
+            if src.is_file():
+                shutil.copy2(src, self.stage / name)
+
+    @property
+    def path(self) -> Path:
+        """Where the command writes its files during the run."""
+        return self.stage
+
+    def state_file(self, name: str, *, keep: bool = False) -> Path:
+        """Register a resumable file (kept on interruption; in ``--out`` after commit only if ``keep``)."""
+        self.state[name] = keep
+        return self.stage / name
+
+    # -- closing ----------------------------------------------------------------------------------
+
+    def commit(self) -> Path:
+        """Drop transient state, record the state kept, and rename the staging folder onto ``--out``."""
+        for name, keep in self.state.items():
+            if not keep and (self.stage / name).exists():
+                (self.stage / name).unlink()
+        m = self.manifest.to_dict() | {"state": sorted(n for n, k in self.state.items() if k)}
+        write_json(self.stage / MANIFEST, m)
+        old = self.out.parent / f".{self.out.name}{_OLD}"
+        if old.exists():
+            shutil.rmtree(old)
+        if self.out.exists():
+            os.replace(self.out, old)
+        os.replace(self.stage, self.out)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        self.committed = True
+        return self.out
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        global last_interrupt
+        if self.committed or kind is None:
+            if not self.committed and kind is None:
+                self.commit()
+            return
+        kept = [n for n in self.state if (self.stage / n).exists()]
+        if kept:
+            hint = f"kept {', '.join(kept)} in {self.stage}; re-run the same command to resume"
+        else:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            for d in reversed(self._made_dirs):
+                if d.exists() and not any(d.iterdir()):
+                    d.rmdir()
+            hint = f"nothing to resume; {self.out} is unchanged"
+        if issubclass(kind, KeyboardInterrupt):
+            last_interrupt = f"interrupted: {hint}"
+        else:
+            log.info("run failed: %s", hint)
+
+
+def _read_manifest(folder: Path) -> Manifest | None:
+    try:
+        return Manifest.from_dict(json.loads((folder / MANIFEST).read_text()))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _state_names(folder: Path) -> list[str]:
+    try:
+        return [str(n) for n in json.loads((folder / MANIFEST).read_text()).get("state", [])]
+    except (OSError, ValueError, AttributeError):
+        return []
