@@ -35,11 +35,17 @@ def score_to_json(score: Score) -> dict[str, Any]:
 
 
 def model_notes(info: Any, source: str) -> None:
-    """Print the model's notes and, for a model without trained weights, say so (stderr)."""
+    """Print the model's notes and, for a model built with random weights, say so (stderr).
+
+    A ``file:`` model holds whatever weights were saved in it (trained or not): only its own notes
+    (from its sidecar) are printed, never a guess that it is untrained.
+    """
     lines = [str(line) for line in getattr(info, "notes", ())]
     for line in lines:
         note(f"note: {line}")
-    if not getattr(info, "pretrained", False) and not any("untrained" in line for line in lines):
+    if source.startswith("file:") or getattr(info, "pretrained", False):
+        return
+    if not any("untrained" in line for line in lines):
         note(f"note: {source} has no trained weights (random init); its score is meaningless until trained")
 
 
@@ -62,6 +68,7 @@ def evaluate_cmd(
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N images only."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Evaluation batch size (task default)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights (no --weights)."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
 ) -> int:
     """Score MODEL on a task's data (top-1/top-5 %, PSNR/SSIM dB, mAP)."""
@@ -69,7 +76,7 @@ def evaluate_cmd(
     from slimcnn.tasks import make_task
 
     check_device(device)
-    loaded = load_model(model, weights=weights, arch=arch, scale=scale)
+    loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
     kind = resolve_task(task, loaded.info)
     t = make_task(kind, data, info=loaded.info, scale=scale, batch_size=batch_size)
     model_notes(loaded.info, loaded.source)

@@ -43,6 +43,35 @@ _ALL_SPLIT_DIRS = frozenset(n for names in _SPLIT_DIRS.values() for n in names)
 DIGITS_TRAIN = 1437
 _CACHE: dict[tuple[object, ...], ImageSet] = {}
 
+CIFAR10_CLASSES: tuple[str, ...] = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+"""CIFAR-10's class names in label order (as in ``batches.meta``; also the sorted folder names)."""
+
+
+def class_key(name: str) -> str:
+    """A class name compared loosely: ``"Great_White-Shark"`` -> ``"great white shark"``."""
+    return " ".join(name.lower().replace("_", " ").replace("-", " ").split())
+
+
+def known_class_names(n: int, found: tuple[str, ...]) -> tuple[str, ...] | None:
+    """A well-known label order with ``n`` classes that shares names with ``found``, else None.
+
+    CIFAR-10 (10 classes) and ImageNet-1k (1000, torchvision's category names) are known.
+    """
+    keys = {class_key(c) for c in found}
+    if n == len(CIFAR10_CLASSES) and keys & set(CIFAR10_CLASSES):
+        return CIFAR10_CLASSES
+    if n == 1000:
+        try:
+            from torchvision.models import ResNet18_Weights
+        except ImportError:  # pragma: no cover - torchvision is a core dependency here
+            return None
+        names = tuple(str(c) for c in ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+        if keys & {class_key(c) for c in names}:
+            return names
+    return None
+
 
 @dataclass(frozen=True)
 class ImageSet:

@@ -10,10 +10,18 @@ from __future__ import annotations
 import dataclasses
 import importlib
 
+import torch
+
 from slimcnn.models import _ultralytics  # noqa: F401  (registers the ultralytics: source)
 from slimcnn.models._weights import load_state_dict_strict, load_weights_file, read_state_dict
 from slimcnn.models._zoo import ZOO, LoadedModel, ModelInfo, ZooEntry, register_zoo_model
-from slimcnn.models.files import FILE_LOADERS, read_sidecar, register_file_loader, save_model
+from slimcnn.models.files import (
+    FILE_LOADERS,
+    drop_untrained_notes,
+    read_sidecar,
+    register_file_loader,
+    save_model,
+)
 from slimcnn.models.sources import SOURCES, LoadOptions, ModelSource, register_model_source, split_source
 
 _ZOO_MODULES: list[str] = [
@@ -57,6 +65,7 @@ def load_model(
     arch: str | None = None,
     num_classes: int | None = None,
     scale: int | None = None,
+    seed: int | None = None,
 ) -> LoadedModel:
     """Build or read a model from a source string, in eval mode on CPU.
 
@@ -67,6 +76,9 @@ def load_model(
         arch: for ``file:`` holding a bare state_dict, the source that builds its architecture.
         num_classes: output classes when building a model.
         scale: super-resolution factor (``slimcnn:`` SR models).
+        seed: seed torch's RNG while the model is built, so a random initialisation (e.g.
+            ``slimcnn:lenet5`` or ``torchvision:resnet18`` without weights) is reproducible. The
+            global RNG state is left as it was (``torch.random.fork_rng``). None: not seeded.
 
     Returns:
         The model with its source and :class:`ModelInfo` (``info.pretrained`` is False for random
@@ -88,10 +100,15 @@ def load_model(
         from slimcnn.errors import ConfigError
 
         raise ConfigError(f"--arch only applies to file: sources holding a state_dict, not {src.prefix}:")
-    loaded = src.load(name, opts)
+    if seed is None:
+        loaded = src.load(name, opts)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            loaded = src.load(name, opts)
     if weights is not None and not src.handles_weights:
         load_weights_file(loaded.model, weights)
-        notes = tuple(n for n in loaded.info.notes if not n.startswith("untrained"))
+        notes = drop_untrained_notes(loaded.info.notes)
         loaded.info = dataclasses.replace(loaded.info, pretrained=True, weights=str(weights), notes=notes)
     loaded.model.eval()
     return loaded

@@ -29,6 +29,9 @@ class ModelInfo:
     sr_input: Literal["upsampled", "lr"] | None = None
     """SR nets: 'upsampled' take the bicubic-upscaled Y (SRCNN, VDSR); 'lr' take the LR Y (FSRCNN, ESPCN)."""
     num_classes: int | None = None
+    classes: tuple[str, ...] | None = None
+    """Class names in output order, when known (the CIFAR-10 zoo models); evaluation refuses data whose
+    class folders are these names in another order or a subset."""
     pretrained: bool = False
     """True when trained weights were loaded; otherwise every command says the model is untrained."""
     weights: str | None = None

@@ -11,6 +11,7 @@ from collections import OrderedDict
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from slimcnn.data.classification import CIFAR10_CLASSES
 from slimcnn.graph import ChannelScatter
 from slimcnn.models._zoo import ModelInfo, ZooEntry, register_zoo_model
 
@@ -185,7 +186,8 @@ _AKAMASTER = {20: "resnet20-12fca82f.th", 56: "resnet56-4bfd9763.th"}
 
 
 CIFAR10_INFO = ModelInfo(
-    task="classification", input_shape=(1, 3, 32, 32), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=10
+    task="classification", input_shape=(1, 3, 32, 32), mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=10,
+    classes=CIFAR10_CLASSES,
 )
 """What every CIFAR-10 zoo model takes: 32×32 RGB in [0, 1], ImageNet mean/std (as akamaster trained)."""
 

@@ -47,6 +47,11 @@ _PLUGIN_MODULES = {".slim": "slimcnn.quantize", ".slimk": "slimcnn.prune.kernel"
 """Suffix (``".slim"``) -> loader; suffixes not registered go to the default torch loader."""
 
 
+def drop_untrained_notes(notes: tuple[str, ...]) -> tuple[str, ...]:
+    """``notes`` without the ``"untrained: ..."`` lines (for a model whose weights were loaded or trained)."""
+    return tuple(n for n in notes if not n.startswith("untrained"))
+
+
 def register_file_loader(suffix: str, *, override: bool = False) -> Callable[[FileLoader], FileLoader]:
     """Decorator registering a loader for files ending in ``suffix`` (e.g. ``".slim"``)."""
     return FILE_LOADERS.register(suffix.lower(), override=override)
@@ -149,8 +154,7 @@ def _load_torch_file(path: Path, opts: LoadOptions) -> LoadedModel:
         )
     base = load_model(opts.arch, num_classes=opts.num_classes, scale=opts.scale, weights=None)
     load_state_dict_strict(base.model, state_dict, path)
-    notes = tuple(n for n in base.info.notes if not n.startswith("untrained"))
-    info = dataclasses.replace(base.info, pretrained=True, weights=str(path), notes=notes)
+    info = dataclasses.replace(base.info, pretrained=True, weights=str(path), notes=drop_untrained_notes(base.info.notes))
     return LoadedModel(base.model, f"file:{path}", info)
 
 
@@ -164,6 +168,8 @@ def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
     side = read_sidecar(path)
     if side is not None:
         info, _ = side
+        if info.pretrained:  # trained (e.g. by `slimcnn train`): the base model's 'untrained' note is stale
+            info = dataclasses.replace(info, notes=drop_untrained_notes(info.notes))
         loaded = dataclasses.replace(loaded, info=dataclasses.replace(info, weights=str(path)))
     elif loaded.info.task is None and opts.arch is None:
         ch = _first_in_channels(loaded.model) or 3

@@ -254,6 +254,8 @@ def _load_zoo(name: str, opts: LoadOptions) -> LoadedModel:
     build_opts = _zoo_options(name, entry.build, entry.info, opts)
     model = entry.build(**build_opts)
     info = dataclasses.replace(entry.info, **build_opts)
+    if info.classes is not None and len(info.classes) != info.num_classes:  # e.g. --num-classes 100
+        info = dataclasses.replace(info, classes=None)
     if info.task is None and opts.num_classes is not None:
         info = dataclasses.replace(info, task="classification")
     load = entry.load_weights or load_weights_file

@@ -27,14 +27,24 @@ from slimcnn.data.classification import (
     ImageSet,
     augment_uint8,
     check_source,
+    class_key,
     find_train_sibling,
+    known_class_names,
     load_classification,
     normalize,
     source_splits,
 )
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.models._zoo import ModelInfo
-from slimcnn.tasks.base import TASKS, Batch, TrainStats
+from slimcnn.tasks.base import (
+    TASKS,
+    Batch,
+    TrainStats,
+    describe_output,
+    first_line,
+    guess_task,
+    task_mismatch,
+)
 from slimcnn.types import Score
 
 logger = logging.getLogger(__name__)
@@ -53,6 +63,41 @@ def logits_of(output: Any) -> torch.Tensor:
             if isinstance(output.get(key), torch.Tensor):
                 return output[key]
     raise ConfigError(f"a classification model must return logits [N, classes]; it returned {type(output).__name__}")
+
+
+def _show(names: tuple[str, ...], k: int = 6) -> str:
+    return ", ".join(names[:k]) + (f", ... ({len(names)} in all)" if len(names) > k else "")
+
+
+def check_classes(found: tuple[str, ...], dataset: str, n_outputs: int, model_classes: tuple[str, ...] | None) -> None:
+    """Refuse data whose classes cannot be the model's outputs.
+
+    Refused: a class count other than the model's output count; class names that are the model's
+    (``model_classes``, else a known set: CIFAR-10, ImageNet-1k) at other positions (another order or
+    a subset), since label ``i`` of the data is scored against output ``i``. Names the model does not
+    know (``0``..``9``, the user's own) are accepted when the count matches.
+
+    Raises:
+        DataError: one line saying what was found and what the model expects.
+    """
+    expected = model_classes if model_classes is not None and len(model_classes) == n_outputs else None
+    expected = expected or known_class_names(n_outputs, found)
+    what = f" ({_show(expected)})" if expected else ""
+    if len(found) != n_outputs:
+        raise DataError(
+            f"{dataset} holds {len(found)} classes ({_show(found)}) but the model outputs {n_outputs} classes{what}; "
+            f"pass --data with the model's {n_outputs} class folders (or a model trained on these {len(found)})"
+        )
+    if expected is None:
+        return
+    position = {class_key(c): i for i, c in enumerate(expected)}
+    misplaced = [c for i, c in enumerate(found) if position.get(class_key(c), i) != i]
+    if misplaced:
+        raise DataError(
+            f"the class folders of {dataset} ({_show(found)}) are not the model's classes in its order "
+            f"({_show(expected)}): '{misplaced[0]}' is output {position[class_key(misplaced[0])]} but label "
+            f"{found.index(misplaced[0])} here; pass --data with exactly the model's classes"
+        )
 
 
 class ClassificationTask:
@@ -193,12 +238,8 @@ class ClassificationTask:
             with torch.inference_mode():
                 for i in range(0, n, self.batch_size):
                     j = min(n, i + self.batch_size)
-                    logits = logits_of(model(self._inputs(ds.images[i:j]).to(device))).float().cpu()
-                    if logits.dim() != 2 or logits.shape[1] < len(ds.classes):
-                        raise DataError(
-                            f"the model outputs {tuple(logits.shape)} but {ds.name} has {len(ds.classes)} classes; "
-                            "load the model with a matching number of classes"
-                        )
+                    x = self._inputs(ds.images[i:j]).to(device)
+                    logits = self._first_logits(model, x, ds) if i == 0 else logits_of(model(x)).float().cpu()
                     y = ds.labels[i:j]
                     top = logits.topk(min(5, logits.shape[1]), dim=1).indices
                     correct1 += int((top[:, 0] == y).sum())
@@ -207,6 +248,22 @@ class ClassificationTask:
             model.train(was_training).to(home)
         top1, top5 = 100.0 * correct1 / n, 100.0 * correct5 / n
         return Score(metric="top1", value=top1, metrics={"top1": top1, "top5": top5}, n=n, dataset=ds.name)
+
+    def _first_logits(self, model: nn.Module, x: torch.Tensor, ds: ImageSet) -> torch.Tensor:
+        """The logits of the first batch, after checking the model is a classifier for ``ds``'s classes."""
+        try:
+            out = model(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            raise task_mismatch("classification", f"fails on input {tuple(x.shape)} ({first_line(e)})",
+                                info=self.info) from e
+        try:
+            logits: torch.Tensor | None = logits_of(out) if guess_task(out) in (None, "classification") else None
+        except ConfigError:
+            logits = None
+        if logits is None or logits.dim() != 2:
+            raise task_mismatch("classification", f"outputs {describe_output(out)}", info=self.info, output=out)
+        check_classes(ds.classes, ds.name, int(logits.shape[1]), self.info.classes if self.info else None)
+        return logits.float().cpu()
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         """Cross-entropy of the model's logits against the labels."""

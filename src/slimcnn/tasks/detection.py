@@ -31,7 +31,7 @@ from slimcnn.data.detection import DetectionSample, DetectionSet, load_detection
 from slimcnn.errors import ConfigError, UnsupportedLayerError
 from slimcnn.models._zoo import ModelInfo
 from slimcnn.registry import Registry
-from slimcnn.tasks.base import TASKS, Batch, TrainStats
+from slimcnn.tasks.base import TASKS, Batch, TrainStats, describe_output, guess_task, task_mismatch
 from slimcnn.tasks.detmetrics import Detections, coco_map, log_average_miss_rate
 from slimcnn.types import Score
 
@@ -222,7 +222,7 @@ class DetectionTask:
     @torch.inference_mode()
     def predict(self, model: nn.Module, data: DetectionSet | None = None, device: str = "cpu") -> list[Detections]:
         """Detections of ``model`` on every sample (original pixels, dataset label space)."""
-        adapter, data = get_adapter(model), data or self.data
+        adapter, data = self._adapter(model), data or self.data
         self.device = device
         was_training = model.training
         model.eval().to(device)
@@ -233,6 +233,24 @@ class DetectionTask:
         finally:
             model.train(was_training)
         return out
+
+    def _adapter(self, model: nn.Module) -> DetectionAdapter:
+        """:func:`get_adapter`, or a one-line ``--task`` error for a classifier/SR model."""
+        try:
+            return get_adapter(model)
+        except UnsupportedLayerError as e:
+            own = getattr(self.info, "task", None)
+            if own not in (None, "detection"):
+                raise task_mismatch("detection", f"({type(model).__name__}) is not one (its task is {own})", info=self.info) from e
+            try:
+                with torch.inference_mode():
+                    out = model.eval()(self.example_input(1))
+            except (RuntimeError, ValueError, TypeError, IndexError):
+                raise e from None
+            if guess_task(out) in ("classification", "sr"):
+                raise task_mismatch("detection", f"({type(model).__name__}) outputs {describe_output(out)}",
+                                    info=self.info, output=out) from e
+            raise
 
     def evaluate(self, model: nn.Module, *, limit: int | None = None, device: str = "cpu") -> Score:
         """COCO mAP@[.5:.95] and mAP@.5 (+ LAMR for single-class sets) on the evaluation split."""

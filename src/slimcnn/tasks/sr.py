@@ -23,7 +23,7 @@ from torch import nn
 from slimcnn.data.sr import SRDataset, SRImage, load_sr_dataset, sample_patches
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.models._zoo import ModelInfo
-from slimcnn.tasks.base import TASKS, Batch, TrainStats
+from slimcnn.tasks.base import TASKS, Batch, TrainStats, describe_output, first_line, task_mismatch
 from slimcnn.tasks.metrics import psnr, ssim
 from slimcnn.tasks.sr_recipes import SR_RECIPES, SRRecipe, recipe_for
 from slimcnn.types import Score
@@ -160,10 +160,20 @@ class SRTask:
         out = self._fit_output(model(x), y.shape[-2:])
         return nn.functional.mse_loss(out, y)
 
-    def _fit_output(self, out: torch.Tensor, hw: tuple[int, ...] | torch.Size) -> torch.Tensor:
+    def _checked_forward(self, model: nn.Module, x: torch.Tensor) -> Any:
+        """``model(x)`` on the first image, turning a model made for another task into a one-line error."""
+        try:
+            out = model(x)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            raise task_mismatch("sr", f"fails on input {tuple(x.shape)} ({first_line(e)})", info=self.info) from e
+        if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[1] != 1:
+            raise task_mismatch("sr", f"outputs {describe_output(out)}", info=self.info, output=out)
+        return out
+
+    def _fit_output(self, out: Any, hw: tuple[int, ...] | torch.Size) -> torch.Tensor:
         h, w = int(hw[0]), int(hw[1])
-        if out.dim() != 4 or out.shape[1] != 1:
-            raise DataError(f"SR model must return [N, 1, H, W] (Y channel), got shape {tuple(out.shape)}")
+        if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[1] != 1:
+            raise task_mismatch("sr", f"outputs {describe_output(out)}", info=self.info, output=out)
         if out.shape[-2] < h or out.shape[-1] < w:
             raise DataError(
                 f"SR model output {tuple(out.shape[-2:])} is smaller than the HR size {(h, w)} at x{self.scale}; "
@@ -187,9 +197,10 @@ class SRTask:
         ps, ss, pb = [], [], []
         try:
             with torch.inference_mode():
-                for im in images[:n]:
+                for k, im in enumerate(images[:n]):
                     x = torch.from_numpy(self._input_of(im).astype(np.float32))[None, None].to(device)
-                    out = self._fit_output(model(x), im.hr.shape).clamp(0.0, 1.0)
+                    y = self._checked_forward(model, x) if k == 0 else model(x)
+                    out = self._fit_output(y, im.hr.shape).clamp(0.0, 1.0)
                     sr = out[0, 0].double().cpu().numpy()
                     ps.append(psnr(sr, im.hr, shave=self.scale))
                     ss.append(ssim(sr, im.hr, shave=self.scale))
