@@ -218,8 +218,11 @@ class _Tracer(TorchFunctionMode):
             rec.macs_per_pair += spatial * k
         if rec.kind == "linear":
             xi = self.ids(x)
-            if xi is not None and any(s > 1 for s in xi.shape[:-1]):
-                self.block(xi, f"Linear '{fqn}' sees channels along a non-feature axis")
+            if xi is not None:
+                from slimcnn.graph._rules import varying_dims
+
+                if any(d != xi.dim() - 1 for d in varying_dims(xi)):
+                    self.block(xi, f"Linear '{fqn}' sees channels along a non-feature axis")
         if rec.groups > 1:
             self._tie_groups(rec, rec.groups, ids, fqn)
         self.set_ids(out, ids)

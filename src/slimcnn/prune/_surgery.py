@@ -6,28 +6,13 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
 from slimcnn.errors import UnsupportedLayerError
 from slimcnn.graph import ChannelGraph, rollback_on_error, slice_layers_, trace
+from slimcnn.prune._verify import check_points, checked_shapes, shape_mismatch
 
 log = logging.getLogger(__name__)
-
-
-def _shapes(out: Any) -> list[tuple[int, ...]]:
-    return [tuple(t.shape) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
-
-
-def _forward(model: nn.Module, x: Any) -> Any:
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(*x) if isinstance(x, tuple) else model(x)
-    finally:
-        model.train(was)
 
 
 def kept_channels(graph: ChannelGraph, removed: set[int]) -> dict[str, list[int]]:
@@ -57,7 +42,9 @@ def prune_(
         removal: ``{group id: [group channel indices]}`` and/or ``{producer FQN: [output channels]}``.
             Removing a channel removes every channel coupled with it.
         graph: a trace of this very model (saves one forward).
-        verify: run the pruned model once and check that every output keeps its shape.
+        verify: run the pruned model once and check that every output keeps its shape (for torchvision
+            detectors: the outputs of the backbone and heads before box selection, see
+            :mod:`slimcnn.prune._verify`).
 
     Returns:
         ``{producer FQN: kept output channels}`` for every producer whose group was touched
@@ -75,21 +62,21 @@ def prune_(
     kept = kept_channels(graph, removed)
     if not removed:
         return kept
-    before = _shapes(graph.output)
+    points = check_points(model) if verify else None
+    before = checked_shapes(model, example_input, points, graph.output) if verify else {}
     with rollback_on_error(model):  # a refusal leaves the caller's model as it was
         changed = slice_layers_(model, graph, removed)
         log.info("pruned %d channel units across %d layers", len(removed), len(changed))
         if verify:
             try:
-                after = _shapes(_forward(model, example_input))
+                after = checked_shapes(model, example_input, points)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise UnsupportedLayerError(
                     f"the pruned model fails to run ({str(e).splitlines()[0]}); its forward code probably "
                     "hard-codes a channel count. Exclude the affected layers (--exclude) or make the count "
                     "dynamic. The model was left unchanged"
                 ) from e
-            if after != before:
-                raise UnsupportedLayerError(
-                    f"pruning changed the output shapes {before} -> {after}; the model was left unchanged"
-                )
+            bad = shape_mismatch(before, after)
+            if bad:
+                raise UnsupportedLayerError(f"{bad}; the model was left unchanged")
     return kept

@@ -1,0 +1,96 @@
+"""The shape check that ends every pruning: which tensors must keep their shape.
+
+By default the model's outputs. A detector's outputs come *after* box selection (score threshold, NMS,
+top-k), so their count follows the weights and says nothing about the pruning; for those models the
+check compares the outputs of the layers *before* box selection instead (backbone features, RPN head,
+RoI box/mask/keypoint heads, dense heads), ignoring their leading axis (batch, or the number of RoIs,
+which also follows the weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+CheckPoints = Callable[[nn.Module], list[str]]
+_CHECK_POINTS: list[tuple[Callable[[nn.Module], bool], CheckPoints]] = []
+
+
+def _present(model: nn.Module, names: list[str]) -> list[str]:
+    mods = dict(model.named_modules())
+    return [n for n in names if mods.get(n) is not None]
+
+
+def _torchvision_detectors() -> None:
+    try:
+        from torchvision.models.detection import FCOS, RetinaNet
+        from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+        from torchvision.models.detection.ssd import SSD
+    except ImportError:  # pragma: no cover - torchvision is a core dependency
+        return
+    rcnn = ["rpn.head", "roi_heads.box_predictor", "roi_heads.mask_predictor", "roi_heads.keypoint_predictor"]
+    _CHECK_POINTS.append((lambda m: isinstance(m, GeneralizedRCNN), lambda m: _present(m, rcnn)))
+    _CHECK_POINTS.append((lambda m: isinstance(m, (RetinaNet, FCOS, SSD)), lambda m: _present(m, ["head"])))
+
+
+_torchvision_detectors()
+
+
+def check_points(model: nn.Module) -> list[str] | None:
+    """FQNs of the submodules whose outputs the check compares, or None for the model's own outputs."""
+    for match, points in _CHECK_POINTS:
+        if match(model):
+            return points(model)
+    return None
+
+
+def _shapes(out: Any) -> list[tuple[int, ...]]:
+    return [tuple(t.shape) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+
+
+def forward(model: nn.Module, x: Any) -> Any:
+    """``model(x)`` (``model(*x)`` for a tuple) in eval mode without gradients; the mode is restored."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(*x) if isinstance(x, tuple) else model(x)
+    finally:
+        model.train(was)
+
+
+def checked_shapes(model: nn.Module, x: Any, points: list[str] | None, output: Any = None) -> dict[str, Any]:
+    """Shapes the check compares: ``{"output": [...]}`` or ``{point FQN: [shapes without dim 0]}`` (first call).
+
+    ``output``: the model's output on ``x`` when already known (saves a forward when ``points`` is None).
+    """
+    if points is None:
+        return {"output": _shapes(output if output is not None else forward(model, x))}
+    rec: dict[str, Any] = {}
+    mods = dict(model.named_modules())
+
+    def hook(name: str) -> Callable[..., None]:
+        def fn(m: nn.Module, i: Any, o: Any) -> None:
+            rec.setdefault(name, [s[1:] for s in _shapes(o)])
+        return fn
+
+    handles = [mods[p].register_forward_hook(hook(p)) for p in points]
+    try:
+        forward(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return rec
+
+
+def shape_mismatch(before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """A message naming the first tensor whose checked shape changed, or None."""
+    for k in before:
+        if k in after and before[k] != after[k]:
+            where = "output shapes" if k == "output" else f"output shapes of '{k}' (leading axis ignored)"
+            return f"pruning changed the {where} {before[k]} -> {after[k]}"
+    return None
