@@ -257,3 +257,23 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
             m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
     return model.eval()
+
+
+class LinearToConv(nn.Module):
+    """Generator/decoder: ``fc -> view(n, C, H, W) -> BN -> conv``; the Linear prunes in blocks of H*W."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(10, 8 * 4 * 4)
+        self.bn = nn.BatchNorm2d(8)
+        self.up = nn.ConvTranspose2d(8, 6, 2, stride=2)
+        self.out = nn.Conv2d(6, 3, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        y = self.fc(z).view(z.shape[0], -1, 4, 4)
+        return torch.tanh(self.out(F.relu(self.up(F.relu(self.bn(y))))))
+
+
+PATTERNS["linear_to_conv"] = LinearToConv
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {"linear_to_conv": (2, 10)}
+"""Example input shape of the patterns that do not take ``(2, 3, 16, 16)`` images."""

@@ -214,7 +214,11 @@ def _indexed_dims(name: str, args: Any, kwargs: Any, ndim: int) -> list[int] | N
 
 def _tie_reshape(tr: _Tracer, src: Tensor, res: Tensor, vary: list[int]) -> None:
     """A channel axis split into (outer, ..., inner) axes: channels at one inner position across all outer
-    positions are tied, so pruning keeps the outer sizes (groups/heads) and shrinks the inner one."""
+    positions are tied, so pruning keeps the outer sizes (groups/heads) and shrinks the inner one.
+
+    Exception: a trailing feature axis split into (C, spatial...) with C landing on axis 1 (a Linear's
+    outputs reshaped into conv channels, ``fc(z).view(n, -1, H, W)``): the H*W features of one channel
+    are tied instead, so C shrinks and the spatial sizes stay."""
     a, b = list(src.shape), list(res.shape)
     i = j = 0
     while i < len(a) and j < len(b):
@@ -232,7 +236,12 @@ def _tie_reshape(tr: _Tracer, src: Tensor, res: Tensor, vary: list[int]) -> None
             else:
                 break
         real_j = [x for x in gj if b[x] > 1]
-        if len(gi) == 1 and gi[0] in vary and len(real_j) >= 2:
+        if len(gi) == 1 and gi[0] in vary and len(real_j) >= 2 and gi[0] == len(a) - 1 and real_j[0] == 1:
+            # features -> (C, H, W) with C on axis 1 (``fc(z).view(n, -1, 4, 4)`` before a conv): one
+            # channel of the result is a block of H*W consecutive features; blocks prune as units
+            for row in res.movedim(1, 0).reshape(b[1], -1):
+                tr.union_all(row)
+        elif len(gi) == 1 and gi[0] in vary and len(real_j) >= 2:
             outer = real_j[:-1]
             n_out = math.prod(b[x] for x in outer)
             v = res.permute(*[x for x in range(res.dim()) if x not in outer], *outer)
