@@ -26,6 +26,8 @@ def quantize_cmd(
     weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Planner: fit the weight payload into this many bytes (4MB, 4MiB, 512KB)."),
     max_drop: float | None = typer.Option(None, "--max-drop", help="Planner: fail when the metric drops more than this (metric units)."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
+    arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights (no --weights)."),
     out: str = typer.Option(..., "--out", help="Output directory: model.slim, model.pt, model.onnx, result.json."),
     no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX export."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
@@ -42,6 +44,7 @@ def quantize_cmd(
     res = quantize_to_dir(
         model, out, spec=spec, weights=weights, huffman=huffman, task=task, data=data, limit=limit,
         finetune_steps=finetune_steps, weight_bytes=budget, max_drop=max_drop, onnx=not no_onnx,
+        arch=arch, seed=seed,
     )
     for line in res.notes:
         note(f"note: {line}")

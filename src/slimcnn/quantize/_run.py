@@ -49,6 +49,20 @@ class QuantizeRunResult:
     notes: list[str] = field(default_factory=list)
 
 
+def source_chain(source: str, hops: int = 8) -> list[str]:
+    """The sources a ``file:`` model was made from, read from the sidecars (``model.json``) along the way."""
+    from slimcnn.models import read_sidecar
+
+    chain: list[str] = []
+    while source.startswith("file:") and len(chain) < hops:
+        side = read_sidecar(source.removeprefix("file:"))
+        if side is None or not side[1] or side[1] in chain:
+            break
+        source = str(side[1])
+        chain.append(source)
+    return chain
+
+
 def quantize_to_dir(
     source: str,
     out: str | Path,
@@ -63,11 +77,15 @@ def quantize_to_dir(
     weight_bytes: int | None = None,
     max_drop: float | None = None,
     onnx: bool = True,
+    arch: str | None = None,
+    seed: int | None = None,
 ) -> QuantizeRunResult:
     """Quantise the model at ``source`` and write ``model.slim``, ``model.pt``, ``model.onnx``, ``result.json``.
 
     With ``weight_bytes`` the SRAM planner chooses the per-layer settings (needs a task);
-    ``spec`` then only provides method/per-channel/codebook options.
+    ``spec`` then only provides method/per-channel/codebook options. ``arch`` is the architecture
+    source of a ``file:`` state_dict (``--arch``); ``seed`` seeds a random-init model's weights.
+    ``model.slim`` reloads as ``file:model.slim`` whatever the source (checked before returning).
 
     Raises:
         ConfigError: inconsistent options (planner without a task, fine-tuning without a task...).
@@ -84,7 +102,7 @@ def quantize_to_dir(
     outdir = ensure_output_dir(out, inputs=inputs)
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    loaded = load_model(source, weights=weights)
+    loaded = load_model(source, weights=weights, arch=arch, seed=seed)
     notes = list(loaded.info.notes)
     the_task = None
     before = None
@@ -116,18 +134,18 @@ def quantize_to_dir(
         losses = finetune_centroids_(result, the_task, finetune_steps)
     t0 = time.perf_counter()
     slim = outdir / "model.slim"
-    pack = save_packed(slim, result, source=loaded.source, info=loaded.info, huffman=huffman)
+    rebuild = tuple(c for c in (*source_chain(source), arch) if c)
+    pack = save_packed(slim, result, source=loaded.source, info=loaded.info, huffman=huffman, rebuild_from=rebuild)
     t["pack"] = time.perf_counter() - t0
     # the decoded model written as model.pt is the in-memory quantised model (bit-identical to the .slim)
     decoded = dataclasses.replace(loaded, model=result.model.eval())
     files = {"slim": str(slim), "pt": str(save_model(decoded, outdir / "model.pt"))}
-    if not loaded.source.startswith("file:"):
-        t0 = time.perf_counter()
-        check = load_packed(slim).model
-        same = all(torch.equal(a, b) for a, b in zip(check.state_dict().values(), result.model.state_dict().values(), strict=True))
-        if not same:  # pragma: no cover - an invariant; tests cover it
-            raise RuntimeError("model.slim does not decode to the quantised model")
-        t["verify"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    check = load_packed(slim).model  # rebuilt as file:model.slim will be, whatever the source
+    same = all(torch.equal(a, b) for a, b in zip(check.state_dict().values(), result.model.state_dict().values(), strict=True))
+    if not same:  # pragma: no cover - an invariant; tests cover it
+        raise RuntimeError("model.slim does not decode to the quantised model")
+    t["verify"] = time.perf_counter() - t0
     if onnx:
         from slimcnn.measure import export_onnx
 
