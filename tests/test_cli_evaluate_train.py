@@ -40,18 +40,18 @@ def test_train_writes_a_loadable_model(capsys: pytest.CaptureFixture[str], tmp_p
     stdout, _ = capsys.readouterr()
     assert rc == 0
     res = json.loads(stdout)
-    assert res["after"]["value"] > 85 > res["before"]["value"]
-    assert res["train"]["steps"] == 100 and res["options"]["lr"] == "0.05"
+    assert res["after"]["score"]["value"] > 85 > res["before"]["score"]["value"]
+    assert res["details"]["train"]["steps"] == 100 and res["options"]["lr"] == 0.05
     assert json.loads((out / "result.json").read_text())["after"] == res["after"]
     assert (out / "model.pt").is_file() and (out / "model.json").is_file()
 
     rc = main(["evaluate", f"file:{out / 'model.pt'}", "--data", "digits", "--json"])
     again = json.loads(capsys.readouterr().out)
-    assert rc == 0 and again["value"] == pytest.approx(res["after"]["value"]) and again["pretrained"] is True
+    assert rc == 0 and again["value"] == pytest.approx(res["after"]["score"]["value"]) and again["pretrained"] is True
 
     # never over the input model
     assert main(["train", f"file:{out / 'model.pt'}", "--data", "digits", "--steps", "1", "--out", str(out)]) == 2
-    assert "would overwrite" in capsys.readouterr().err
+    assert "holds the input" in capsys.readouterr().err
 
 
 def test_commands_are_registered(capsys: pytest.CaptureFixture[str]) -> None:

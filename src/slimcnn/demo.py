@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from slimcnn._io import write_json
+from slimcnn.models import load_model
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,22 @@ def _lat(models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, float]:
 
 def _search_section(name: str, loaded: Any, task: Any, budget: Any, spec: Any, out: Path, say: Say,
                     timing_shape: tuple[int, ...]) -> dict[str, Any]:
-    from slimcnn.cli.search import write_outputs
-    from slimcnn.models import LoadedModel, save_model
-    from slimcnn.search import search
+    from slimcnn.run import Manifest, RunDir
+    from slimcnn.search.outputs import write_search_run
 
     x = task.example_input()
-    result = search(loaded.model, task, budget, spec, example_input=x, source=loaded.source, progress=False)
-    write_outputs(result, loaded, out, spec, budget, save_model=save_model, loaded_cls=LoadedModel)
+    options = dataclasses.asdict(spec) | {"max_drop": str(budget.max_drop), "limits": {k: str(v) for k, v in budget.limits.items()}}
+    with RunDir(out, Manifest.of("search", model=loaded.source, options=options), force=True) as run:
+        result = write_search_run(run, loaded, task, budget, spec, x, sweep=None, progress=False, options=options)
+    model = load_model(f"file:{out / 'model.pt'}").model  # the artifact written, not the in-memory copy
     # timed on a realistic workload: on a 32x32 patch these tiny nets measure ONNX Runtime's call overhead
-    lat = _lat({"before": loaded.model, "after": result.model},
+    lat = _lat({"before": loaded.model, "after": model},
                torch.randn(timing_shape, generator=torch.Generator().manual_seed(0)))
     b, a = result.before, result.after
     row = {
-        "metric": b["score"].metric, "before": b["score"].value, "after": a["score"].value,
-        "macs_before": b["cost"].macs, "macs_after": a["cost"].macs,
-        "params_before": b["cost"].params, "params_after": a["cost"].params,
+        "metric": b.score.metric, "before": b.score.value, "after": a.score.value,
+        "macs_before": b.cost.macs, "macs_after": a.cost.macs,
+        "params_before": b.cost.params, "params_after": a.cost.params,
         "latency_ms_before": lat["before"], "latency_ms_after": lat["after"], "latency_input": list(timing_shape),
         "met": result.met, "checks": [dataclasses.asdict(c) for c in result.checks], "out": str(out),
     }
@@ -73,18 +75,32 @@ def _search_section(name: str, loaded: Any, task: Any, budget: Any, spec: Any, o
 def run_demo(out_dir: str | Path = "demo-out", *, say: Say = print, quick: bool = False) -> dict[str, Any]:
     """Run the three demo sections and write ``out_dir/demo.json`` (plus each section's outputs).
 
+    The folder is one run (staged, then renamed into place): an interrupted demo leaves the previous
+    one as it was. A folder slimcnn did not write is refused.
+
     Args:
-        out_dir: where results go (created).
+        out_dir: where results go.
         say: where progress lines go (the CLI passes ``typer.echo``).
         quick: fewer training steps (used by the test suite).
     """
+    from slimcnn.run import Manifest, RunDir, RunResult, environment, write_run
+
+    with RunDir(out_dir, Manifest.of("demo", options={"quick": quick}), force=True) as run:
+        report = _sections(run.path, say, quick)
+        write_json(run.path / "demo.json", report)
+        write_run(run, RunResult("demo", "slimcnn:lenet5, slimcnn:espcn", options={"quick": quick},
+                                 details={"sections": sorted(report)}, seconds=report["seconds"],
+                                 environment=environment(0)))
+    say(f"done in {report['seconds']:.0f} s; results in {run.out}/ (demo.json, */result.json, */pareto.png)")
+    return report
+
+
+def _sections(out: Path, say: Say, quick: bool) -> dict[str, Any]:
     from slimcnn.measure import profile
-    from slimcnn.models import load_model, save_model
+    from slimcnn.models import save_model
     from slimcnn.search import Budget, SearchSpec
     from slimcnn.tasks import make_task
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     report: dict[str, Any] = {}
     torch.manual_seed(0)
@@ -129,8 +145,6 @@ def run_demo(out_dir: str | Path = "demo-out", *, say: Say = print, quick: bool 
         SearchSpec(method="prune", criterion="sparsity", finetune_steps=50 if quick else 500),
         out / "sr-search", say, timing_shape=(1, 1, 256, 256))
     report["seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(out / "demo.json", report)
-    say(f"done in {report['seconds']:.0f} s; results in {out}/ (demo.json, */result.json, */pareto.png)")
     return report
 
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from slimcnn.models import load_model
 from slimcnn.search import Budget, SearchSpec, search
-from slimcnn.search.plan import SearchPlan, apply_search_plan
+from slimcnn.run import apply_plan
+from slimcnn.search.plan import search_plan
 from slimcnn.tasks import make_task
 
 
@@ -44,8 +45,8 @@ def test_cpo_returns_the_measured_model(accumulate: bool) -> None:
     assert steps > spec.finetune_steps if accumulate else steps == spec.finetune_steps
     assert not hasattr(loaded.model, "trained_steps")  # the original is never trained
     # its plans rebuild its structure from the original
-    plan = SearchPlan({"method": "prune", "steps": log["plans"]})
-    replay = apply_search_plan(loaded.model, plan, task.example_input())
+    plan = search_plan(loaded.model, spec, res, task.example_input(), source=loaded.source)
+    replay = apply_plan(loaded.model, plan, task.example_input())
     shapes = {n: p.shape for n, p in res.model.named_parameters()}
     assert {n: p.shape for n, p in replay.named_parameters()} == shapes
     assert len(log["plans"]) >= len(res.assignment) if accumulate else len(log["plans"]) == 1

@@ -34,12 +34,13 @@ def test_search_meets_drop_and_macs_on_the_final_model(trained_lenet: Path, tmp_
     report = json.loads(capsys.readouterr().out)
     checks = {c["name"]: c for c in report["checks"]}
     assert rc == 0 and report["met"]
-    assert checks["macs"]["value"] <= 0.6 * report["before"]["macs"]
+    assert checks["macs"]["value"] <= 0.6 * report["before"]["cost"]["macs"]
     assert report["before"]["score"]["value"] - report["after"]["score"]["value"] <= 3.0
     for name in ("model.pt", "model.onnx", "plan.json", "pareto.json", "pareto.png", "sensitivity.json", "result.json"):
         assert (out / name).exists(), name
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["method"] == "prune" and plan["details"]["prune_plan"]["layers"]
+    assert plan["_type"] == "Plan" and plan["finetuned"] is True
+    assert plan["steps"][0]["transform"] == "prune_channels" and plan["steps"][0]["params"]["layers"]
     reloaded = load_model(f"file:{out / 'model.pt'}")
     assert reloaded.model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
 
@@ -101,10 +102,45 @@ def test_cpo_search_and_apply_its_plan(trained_lenet: Path, tmp_path: Path, caps
                "--criterion", "l1", "--max-drop", "2", "--finetune-steps", "3", "--limit", "100", "--out", str(out),
                "--json"])
     report = json.loads(capsys.readouterr().out)
-    assert rc == 0 and report["met"] and report["after"]["macs"] < report["before"]["macs"]
+    assert rc == 0 and report["met"] and report["after"]["cost"]["macs"] < report["before"]["cost"]["macs"]
     plan = json.loads((out / "plan.json").read_text())
-    assert plan["strategy"] == "cpo" and plan["steps"]  # the chain of prune steps, original first
+    assert report["options"]["strategy"] == "cpo" and plan["steps"]  # the chain of prune steps, original first
+    assert {s["transform"] for s in plan["steps"]} == {"prune_channels"}
     assert main(["apply", str(out / "plan.json"), f"file:{trained_lenet}", "--no-latency", "--out", str(again)]) == 0
     searched = load_model(f"file:{out / 'model.pt'}").model
     replayed = load_model(f"file:{again / 'model.pt'}").model
     assert {n: p.shape for n, p in replayed.named_parameters()} == {n: p.shape for n, p in searched.named_parameters()}
+
+
+@pytest.mark.parametrize("method", ["kmeans", "kernel", "lowrank"])
+def test_apply_replays_a_search_bit_identically(method: str, trained_lenet: Path, tmp_path: Path) -> None:
+    out, again = tmp_path / method, tmp_path / f"{method}_again"
+    budget = ["--weight-bytes", "0.5x"] if method == "kmeans" else ["--params", "0.8x"]
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--method", method,
+               "--max-drop", "5", *budget, "--limit", "200", "--out", str(out)])
+    assert rc in (0, 1)
+    steps = json.loads((out / "plan.json").read_text())["steps"]
+    assert steps and steps[0]["transform"] == {"kmeans": "kmeans", "kernel": "prune_kernels", "lowrank": "lowrank"}[method]
+    assert main(["apply", str(out), f"file:{trained_lenet}", "--no-latency", "--out", str(again)]) == 0
+    a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
+    b = load_model(f"file:{again / 'model.pt'}").model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_rerun_with_another_budget_reuses_the_sweep_only_with_resume(trained_lenet: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s"
+    common = ["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--limit", "100",
+              "--amounts", "0.5", "--out", str(out)]
+    assert main([*common, "--max-drop", "5", "--macs", "0.9x"]) in (0, 1)
+    before = (out / "result.json").read_bytes()
+    capsys.readouterr()
+    assert main([*common, "--max-drop", "5", "--macs", "0.8x"]) == 2  # other options: refused, --out untouched
+    err = capsys.readouterr().err
+    assert "--macs: 0.9x then 0.8x" in err and "--force" in err and "--resume" in err
+    assert (out / "result.json").read_bytes() == before
+    assert main([*common, "--max-drop", "5", "--macs", "0.8x", "--resume"]) in (0, 1)
+    assert "reusing sensitivity.json" in capsys.readouterr().err
+    assert main([*common, "--max-drop", "5", "--macs", "0.8x", "--criterion", "l2", "--resume"]) in (0, 1)
+    err = capsys.readouterr().err
+    assert "not reusing sensitivity.json" in err and "--criterion: None then l2" in err

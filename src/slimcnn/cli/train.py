@@ -7,15 +7,19 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, check_device, emit_json, note, say
-from slimcnn.cli.evaluate import DATA_HELP, TASK_HELP, format_score, model_notes, resolve_task, score_to_json
-
-
-def _input_files(model: str, weights: str | None) -> tuple[str, ...]:
-    files = [weights] if weights else []
-    if model.startswith("file:"):
-        files.append(model[len("file:"):])
-    return tuple(files)
+from slimcnn.cli._app import (
+    FORCE_HELP,
+    RESUME_HELP,
+    app,
+    check_device,
+    emit_json,
+    note,
+    open_run,
+    say,
+    say_notes,
+)
+from slimcnn.cli.evaluate import DATA_HELP, TASK_HELP, format_score, model_notes, resolve_task
+from slimcnn.errors import ConfigError
 
 
 @app.command("train")
@@ -24,7 +28,7 @@ def train_cmd(
     task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     data: str = typer.Option(..., "--data", help=DATA_HELP + " Evaluated before and after."),
     steps: int = typer.Option(..., "--steps", help="Optimiser steps."),
-    out: str = typer.Option(..., "--out", help="Output directory: model.pt (+ model.json) and result.json."),
+    out: str = typer.Option(..., "--out", help="Output directory: model.pt (+ model.json), result.json, manifest.json."),
     train_data: str | None = typer.Option(None, "--train-data", help="Training data (default: see the task)."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to start from."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
@@ -34,47 +38,80 @@ def train_cmd(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size (task default)."),
     warmup_steps: int | None = typer.Option(None, "--warmup-steps", help="Linear warm-up steps."),
     schedule: str | None = typer.Option(None, "--schedule", help="cosine, constant or step."),
-    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Write DIR/checkpoint.pt every N steps; resume from it."),
+    checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Checkpoint every N steps (0: about every tenth of the run); an interrupted run resumes from it."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N images only."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
     seed: int = typer.Option(0, "--seed", help="Shuffling/augmentation/dropout seed."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
 ) -> int:
-    """Fine-tune MODEL on a task's training data and write DIR/model.pt (load it as file:DIR/model.pt)."""
-    from slimcnn._io import ensure_output_dir, write_json
+    """Fine-tune MODEL on a task's training data and write DIR/model.pt (load it as file:DIR/model.pt).
+
+    Progress is checkpointed in the run's staging folder (every --checkpoint-every steps, default about
+    every tenth of the run): after Ctrl-C or a crash, the same command resumes from the last checkpoint.
+    """
+    import time
+
+    import torch
+
     from slimcnn.models import LoadedModel, load_model, save_model
+    from slimcnn.run import Measured, RunResult, environment, write_run
     from slimcnn.tasks import make_task
 
     check_device(device)
-    out_dir = ensure_output_dir(out, inputs=_input_files(model, weights))
-    loaded = load_model(model, weights=weights, arch=arch, scale=scale)
-    kind = resolve_task(task, loaded.info)
-    t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, batch_size=batch_size, seed=seed)
-    model_notes(loaded.info, loaded.source)
+    if steps < 1:
+        raise ConfigError(f"--steps must be >= 1, got {steps}")
+    for flag, value in (("--lr", lr), ("--batch-size", batch_size), ("--limit", limit)):
+        if value is not None and value <= 0:
+            raise ConfigError(f"{flag} must be above 0, got {value}")
+    if warmup_steps is not None and warmup_steps < 0:
+        raise ConfigError(f"--warmup-steps must be >= 0, got {warmup_steps}")
+    if checkpoint_every < 0:
+        raise ConfigError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    if optimizer is not None and optimizer not in ("sgd", "adam", "adamw"):
+        raise ConfigError(f"--optimizer must be sgd, adam or adamw, got '{optimizer}'")
+    if schedule is not None and schedule not in ("cosine", "constant", "step"):
+        raise ConfigError(f"--schedule must be cosine, constant or step, got '{schedule}'")
+    if task is not None and task not in ("classification", "sr", "detection"):
+        raise ConfigError(f"--task must be classification, sr or detection, got '{task}'")
     options: dict[str, Any] = {k: v for k, v in {
         "lr": lr, "optimizer": optimizer, "batch_size": batch_size, "warmup_steps": warmup_steps, "schedule": schedule,
     }.items() if v is not None}
-    if checkpoint_every:
-        options.update(checkpoint=out_dir / "checkpoint.pt", checkpoint_every=checkpoint_every)
-    before = t.evaluate(loaded.model, limit=limit, device=device)
-    (note if as_json else say)(f"before: {format_score(before)}")
-    stats = t.finetune(loaded.model, steps, device=device, seed=seed, progress=not as_json, **options)
-    after = t.evaluate(loaded.model, limit=limit, device=device)
-    trained = " ".join(f"{k}={v}" for k, v in options.items() if k != "checkpoint")
-    info = dataclasses.replace(
-        loaded.info, pretrained=True, weights=None,
-        notes=(*loaded.info.notes, f"fine-tuned by slimcnn train: {kind} on {data}, {steps} steps {trained}".rstrip()),
-    )
-    path = save_model(LoadedModel(loaded.model, loaded.source, info), out_dir / "model.pt")
-    result = {
-        "source": loaded.source, "task": kind, "data": data, "train_data": train_data, "steps": steps,
-        "options": {k: str(v) for k, v in options.items()}, "seed": seed,
-        "before": score_to_json(before), "after": score_to_json(after), "train": dataclasses.asdict(stats),
-        "model": str(path), "pretrained_before": loaded.info.pretrained,
-    }
-    write_json(out_dir / "result.json", result)
+    manifest_options = {**options, "task": task, "steps": steps, "seed": seed, "arch": arch, "scale": scale,
+                        "limit": limit, "device": device}
+    every = checkpoint_every or max(steps // 10, 1)
+    with open_run("train", out, model=model, weights=weights, data={"data": data, "train_data": train_data},
+                  options=manifest_options, force=force, resume=resume) as run:
+        say_notes(run)
+        ckpt = run.state_file("checkpoint.pt")
+        if ckpt.exists():
+            done = int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"])
+            note(f"resuming: step {done} of {steps} (checkpoint of an interrupted run with the same options)")
+        loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        kind = resolve_task(task, loaded.info)
+        t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, batch_size=batch_size, seed=seed)
+        model_notes(loaded.info, loaded.source)
+        before = t.evaluate(loaded.model, limit=limit, device=device)
+        (note if as_json else say)(f"before: {format_score(before)}")
+        stats = t.finetune(loaded.model, steps, device=device, seed=seed, progress=not as_json, checkpoint=ckpt,
+                           checkpoint_every=every, **options)
+        after = t.evaluate(loaded.model, limit=limit, device=device)
+        trained = " ".join(f"{k}={v}" for k, v in options.items())
+        info = dataclasses.replace(
+            loaded.info, pretrained=True, weights=None,
+            notes=(*loaded.info.notes, f"fine-tuned by slimcnn train: {kind} on {data}, {steps} steps {trained}".rstrip()),
+        )
+        save_model(LoadedModel(loaded.model, loaded.source, info), run.path / "model.pt")
+        result = RunResult("train", loaded.source, task=kind, before=Measured(before), after=Measured(after),
+                           options=manifest_options | {"data": data, "train_data": train_data, "checkpoint_every": every},
+                           details={"train": dataclasses.asdict(stats), "pretrained_before": loaded.info.pretrained},
+                           seconds=round(time.perf_counter() - run.started, 2), environment=environment(seed))
+        path = write_run(run, result) / "model.pt"
     if as_json:
-        emit_json({**result, "out": str(out_dir)})
+        from slimcnn.run import read_result
+
+        emit_json(read_result(run.out))
     else:
         say(f"after:  {format_score(after)}")
         say(f"trained {stats.steps} steps in {stats.seconds:.1f}s ({stats.samples_per_s:.0f} samples/s, "

@@ -112,36 +112,33 @@ class RunDir:
                     self.notes.append(f"starting fresh: the interrupted run's state differs ({'; '.join(diffs[:3])})")
         if not self.stage.exists():
             self.stage.mkdir()
-            self._seed_from_out()
         write_json(self.stage / MANIFEST, self.manifest.to_dict())
         return self
-
-    def _seed_from_out(self) -> None:
-        """Copy the previous run's resumable files when it was made with the same manifest (or --resume)."""
-        if self.force or not self.out.is_dir():
-            return
-        previous = _read_manifest(self.out)
-        if previous is None:
-            return
-        diffs = self.manifest.differences(previous)
-        if diffs:
-            if self.resume:
-                self.notes.append(f"starting fresh: --out was made with other options ({'; '.join(diffs[:3])})")
-            return
-        for name in _state_names(self.out):
-            src = self.out / name
-            if src.is_file():
-                shutil.copy2(src, self.stage / name)
 
     @property
     def path(self) -> Path:
         """Where the command writes its files during the run."""
         return self.stage
 
-    def state_file(self, name: str, *, keep: bool = False) -> Path:
-        """Register a resumable file (kept on interruption; in ``--out`` after commit only if ``keep``)."""
+    def state_file(self, name: str, *, keep: bool = False, ignore: tuple[str, ...] = ()) -> Path:
+        """Register a resumable file: kept when the run is interrupted, and in ``--out`` after commit if ``keep``.
+
+        When the staging folder lacks it and the previous ``--out`` holds it (listed in its manifest), it is
+        copied in if that run's manifest matches this one apart from the options in ``ignore`` (and not
+        ``--force``); otherwise the user is told why it is measured anew.
+        """
         self.state[name] = keep
-        return self.stage / name
+        path = self.stage / name
+        if path.exists() or self.force or not (self.out / name).is_file() or name not in _state_names(self.out):
+            return path
+        previous = _read_manifest(self.out)
+        diffs = self.manifest.differences(previous, ignore=ignore) if previous is not None else ["no manifest"]
+        if diffs:
+            self.notes.append(f"not reusing {name} of --out: {'; '.join(diffs[:3])}")
+        else:
+            shutil.copy2(self.out / name, path)
+            self.notes.append(f"reusing {name} of --out (same model, data and options)")
+        return path
 
     # -- closing ----------------------------------------------------------------------------------
 

@@ -198,12 +198,12 @@ def _group_kernels(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.Mo
 
 @TRANSFORMS.register("lowrank")
 def _lowrank(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.Module:
-    """``params``: ``{"layers": {layer: {"method": "svd|tucker2|spatial", "rank": r}}, "spec": LowRankSpec}``."""
+    """``params``: ``{"layers": {layer: {"method": "svd|tucker2|spatial", "rank": r, "spec": LowRankSpec}}}``."""
     from slimcnn.lowrank import LowRankSpec, build_factors
     from slimcnn.types import from_dict
 
-    spec = from_dict(LowRankSpec, dict(step.params.get("spec", {})))
     for layer, how in step.params.get("layers", {}).items():
+        spec = from_dict(LowRankSpec, dict(how.get("spec", {})))
         old = _module(model, layer)
         new = build_factors(old, how["method"], int(how["rank"]), spec).to(old.weight.device)
         parent, _, leaf = layer.rpartition(".")

@@ -1,88 +1,74 @@
-"""Re-apply a ``plan.json`` written by ``slimcnn search`` (any method, any strategy)."""
+"""A search's outcome as a :class:`~slimcnn.run.Plan`: the concrete steps that rebuild its model.
+
+Channel pruning is stored as the kept channels of every pruning step (one per CPO step / iteration);
+kernel, low-rank and k-means searches are stored as the facts their transform produced on the
+original weights (kept kernels, factor method and rank, bits), so :func:`slimcnn.run.apply_plan`
+replays them without the search.
+"""
 
 from __future__ import annotations
 
 import copy
-import json
-from dataclasses import dataclass
-from pathlib import Path
+import dataclasses
 from typing import Any
 
 from torch import nn
 
-from slimcnn._io import write_text
-from slimcnn.errors import ConfigError
+from slimcnn.run import Plan, PlanStep
 
 
-@dataclass(frozen=True)
-class SearchPlan:
-    """The JSON a search writes: method, per-knob amounts and the concrete facts to reproduce them."""
+def search_plan(model: nn.Module, spec: Any, result: Any, example_input: Any, *, source: str) -> Plan:
+    """The :class:`Plan` of a finished search (``result`` of :func:`slimcnn.search.search`) on ``model``."""
+    from slimcnn.prune import fingerprint
 
-    raw: dict[str, Any]
-
-    @property
-    def layers(self) -> dict[str, Any]:
-        """The assignment (knob -> amount)."""
-        return dict(self.raw.get("assignment", {}))
-
-    @property
-    def criterion(self) -> str:
-        return str(self.raw.get("criterion") or "")
-
-    @property
-    def options(self) -> dict[str, Any]:
-        return {k: self.raw.get(k) for k in ("method", "strategy", "finetune_steps")}
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        """The example input's shape the search measured costs at (``()`` in older plans)."""
-        return tuple(self.raw.get("input_shape") or ())
-
-    def save(self, path: str | Path) -> Path:
-        """Write the plan atomically."""
-        return write_text(path, json.dumps(self.raw, indent=2) + "\n")
+    steps = search_steps(model, spec, result, example_input)
+    return Plan(steps, source, fingerprint(model), tuple(getattr(example_input, "shape", ())),
+                finetuned=spec.finetune_steps > 0)
 
 
-def apply_search_plan(model: nn.Module, plan: SearchPlan, example_input: Any) -> nn.Module:
-    """A copy of ``model`` transformed as ``plan`` says (structure only: weights are neither fine-tuned
-    nor mean-compensated here).
+def search_steps(model: nn.Module, spec: Any, result: Any, example_input: Any) -> tuple[PlanStep, ...]:
+    """One step per transform the search applied, in order."""
+    assignment = {k: float(v) for k, v in result.assignment.items() if v}
+    if spec.method == "prune":
+        plans = [p for p in result.strategy_log.get("plans", []) if p] or [result.details.get("prune_plan")]
+        return tuple(PlanStep("prune_channels", tuple(p["layers"]), p) for p in plans if p)
+    if not assignment:
+        return ()
+    if spec.method == "kernel":
+        return (_kernel_step(model, spec, assignment),)
+    if spec.method == "lowrank":
+        return (_lowrank_step(model, assignment, example_input),)
+    if spec.method == "kmeans":
+        from slimcnn.search.families import _literal
 
-    Prune plans replay the exact kept channels (one plan per iteration for the iterative strategy);
-    low-rank and k-means plans re-run the deterministic transform per knob.
+        bits = [[_literal(k), int(v)] for k, v in assignment.items()]
+        return (PlanStep("kmeans", tuple(assignment), {"bits": bits}),)
+    raise ValueError(f"no plan for search method {spec.method!r}")  # pragma: no cover - FAMILIES are all above
 
-    Raises:
-        ConfigError: the model's structure differs from the one the plan was made on.
-    """
-    from slimcnn.prune import PrunePlan, apply_plan, fingerprint
 
-    raw = plan.raw
-    if raw.get("fingerprint") and raw["fingerprint"] != fingerprint(model):
-        raise ConfigError(
-            f"model structure {fingerprint(model)} does not match the plan's {raw['fingerprint']} "
-            f"(made on '{raw.get('source')}'); load the same unpruned model"
-        )
-    method = raw.get("method")
+def _kernel_step(model: nn.Module, spec: Any, assignment: dict[str, float]) -> PlanStep:
+    from slimcnn.prune.kernel import kernel_masks
+
+    criterion = spec.criterion or "l1"
     new = copy.deepcopy(model)
-    if method == "prune":
-        steps = [s for s in raw.get("steps") or [] if s] or [raw.get("details", {}).get("prune_plan")]
-        for step in steps:
-            if step:
-                apply_plan(new, PrunePlan.from_dict(step), example_input, strict=False, compensate=False)
-        return new
-    from slimcnn.search.families import FAMILIES
-
-    family = FAMILIES.get(str(method))(example_input=example_input)
-    return family.apply_many(new, {k: float(v) for k, v in raw.get("assignment", {}).items()})
+    kept = {}
+    for layer, amount in assignment.items():  # the family's order: masks of one layer never read another's
+        mask = kernel_masks(new, amount, criterion, layers=[layer])[layer]
+        kept[layer] = mask.flatten().nonzero().flatten().tolist()
+    return PlanStep("prune_kernels", tuple(kept), {"kept": kept, "criterion": criterion, "drop_channels": False})
 
 
-def load_plan(path: str | Path) -> SearchPlan | Any:
-    """A :class:`SearchPlan` or a ``PrunePlan``, by the file's ``_type``."""
-    from slimcnn.prune import PrunePlan
+def _lowrank_step(model: nn.Module, assignment: dict[str, float], example_input: Any) -> PlanStep:
+    from slimcnn.lowrank import decompose_
+    from slimcnn.search.families import LowRankFamily
 
-    try:
-        raw = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e})") from e
-    if raw.get("_type") == "SearchPlan":
-        return SearchPlan(raw)
-    return PrunePlan.from_dict(raw)
+    family = LowRankFamily(example_input)
+    new = copy.deepcopy(model)
+    layers: dict[str, dict[str, Any]] = {}
+    for layer, amount in assignment.items():
+        spec = family._spec(layer, amount)
+        spec_dict = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("include", "exclude")}
+        for row in decompose_(new, example_input, spec, runtime=None).layers:
+            if row.replaced:
+                layers[row.layer] = {"method": row.method, "rank": row.rank, "spec": spec_dict}
+    return PlanStep("lowrank", tuple(layers), {"layers": layers})

@@ -1,0 +1,52 @@
+"""A search run's outputs: the chosen model, the Pareto points and plots, the plan and result.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from slimcnn._io import write_json
+
+
+def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: Any, example: Any, *, sweep: Path | None,
+               progress: bool, options: dict[str, Any]) -> Any:
+    """Search, write every output into ``run`` (a :class:`~slimcnn.run.RunDir`) and commit it.
+
+    Writes model.pt (+ yolo.pt) and model.onnx of the chosen model, pareto.json/.png, sensitivity.png,
+    plan.json (the steps that rebuild the model from the original) and result.json.
+    Returns the :class:`~slimcnn.run.RunResult`.
+    """
+    from slimcnn.run import Measured, RunResult, environment, write_run
+    from slimcnn.run._measure import save_model_files
+    from slimcnn.search import search
+    from slimcnn.search.plan import search_plan
+
+    res = search(loaded.model, task_obj, budget, spec, source=loaded.source, example_input=example,
+                 resume=str(sweep) if sweep is not None else None, progress=progress)
+    example = task_obj.example_input() if example is None else example
+    save_model_files(loaded, res.model, example, run.path)
+    write_json(run.path / "pareto.json", {"objective": budget.objective, "points": res.tried})
+    if res.tried:
+        from slimcnn.report import plot_pareto
+
+        x = budget.objective if all(budget.objective in p for p in res.tried) else "macs"
+        chosen = res.tried[-1] if spec.strategy == "iterative" else None
+        plot_pareto(res.tried, run.path / "pareto.png", x=x, metric=res.before["score"].metric, chosen=chosen)
+    if res.sensitivity is not None and res.sensitivity.points:
+        from slimcnn.report import plot_sensitivity
+
+        plot_sensitivity(res.sensitivity, run.path / "sensitivity.png")
+    plan = search_plan(loaded.model, spec, res, example, source=loaded.source)
+
+    def side(d: dict[str, Any]) -> Measured:
+        return Measured(d["score"], dataclasses.replace(d["cost"], layers=()))
+
+    result = RunResult(
+        "search", loaded.source, task=task_obj.name if hasattr(task_obj, "name") else None,
+        before=side(res.before), after=side(res.after), plan=plan, checks=tuple(res.checks), met=res.met,
+        options=options, details={"assignment": res.assignment, "strategy": res.strategy_log},
+        seconds=round(res.seconds, 2), environment=environment(),
+    )
+    write_run(run, result)
+    return result
