@@ -10,6 +10,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
 
+from slimcnn.graph._layer_rules import find_channel_rule, rule_kind
+
 
 def _frozen_bn() -> tuple[type, ...]:
     try:
@@ -65,11 +67,21 @@ _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONVT = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 _BN = (_BatchNorm, *_frozen_bn())
 LEAF_TYPES: tuple[type, ...] = (ChannelScatter, *_CONV, *_CONVT, nn.Linear, *_BN, nn.GroupNorm, _InstanceNorm, nn.PReLU)
-"""Layer types with a handler: producers (conv, transposed conv, linear) and per-channel layers."""
+"""Built-in layer types with a handler: producers (conv, transposed conv, linear) and per-channel layers.
+Types with a :func:`~slimcnn.graph.register_channel_rule` rule are leaves too (see :func:`is_leaf`)."""
+BUILTIN_LEAF_TYPES = LEAF_TYPES
+
+
+def is_leaf(module: nn.Module) -> bool:
+    """True for a layer the tracer treats as one unit: a built-in handled type or one with a channel rule."""
+    return isinstance(module, LEAF_TYPES) or find_channel_rule(type(module)) is not None
 
 
 def leaf_kind(module: nn.Module) -> str:
-    """``scatter``, ``conv``, ``convt``, ``linear``, ``bn``, ``gn``, ``in`` or ``prelu``."""
+    """``scatter``, ``conv``, ``convt``, ``linear``, ``bn``, ``gn``, ``in``, ``prelu`` or, for a type with a
+    registered channel rule, ``rule:<module>.<qualname>``."""
+    if not isinstance(module, LEAF_TYPES) and find_channel_rule(type(module)) is not None:
+        return rule_kind(type(module))
     if isinstance(module, ChannelScatter):
         return "scatter"
     if isinstance(module, _CONVT):

@@ -73,7 +73,9 @@ def handle_op(tr: _Tracer, func: Any, args: Any, kwargs: dict[str, Any], out: An
     if name == "layer_norm" and args and args[0] is labeled[0]:
         k = len(tuple(_arg(args, kwargs, 1, "normalized_shape", ())))
         return _along(tr, name, list(range(-k, 0)), labeled[0], outs, "normalises across channels")
-    return _block_all(tr, labeled, out, f"op '{name}' is not supported by the channel tracer")
+    return _block_all(tr, labeled, out, f"op '{name}' is not supported by the channel tracer "
+                                            "(inside a custom layer? register its type with "
+                                            "slimcnn.graph.register_channel_rule)")
 
 
 def _elementwise(tr: _Tracer, name: str, args: Any, kwargs: Any, out: Tensor, labeled: list[Tensor]) -> None:
@@ -101,7 +103,13 @@ def _elementwise(tr: _Tracer, name: str, args: Any, kwargs: Any, out: Tensor, la
         shp = (1,) * (nd - t.dim()) + tuple(t.shape)
         rs = (1,) * (nd - res.dim()) + tuple(res.shape)
         if any(s > 1 and r > 1 for s, r in zip(shp, rs, strict=False)):
-            tr.block(res, f"'{name}' combines these channels with a fixed tensor of shape {tuple(t.shape)}")
+            owner = tr.tensor_name(t)
+            if owner is None:
+                tr.block(res, f"'{name}' combines these channels with a fixed tensor of shape {tuple(t.shape)}")
+            else:
+                tr.block(res, f"'{name}' combines these channels with '{owner}' (shape {tuple(t.shape)}), a "
+                              f"per-channel tensor slimcnn cannot slice: if it belongs to a custom layer, register "
+                              f"the layer's type with slimcnn.graph.register_channel_rule")
     while res.dim() > nd and res.shape[0] == 1:
         res = res[0]
     if res.dim() < nd:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from slimcnn.errors import UnsupportedLayerError
 from slimcnn.graph._graph import ChannelGraph
+from slimcnn.graph._layer_rules import rule_of_kind
 from slimcnn.graph._leaf import leaf_kind
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,9 @@ def slice_layers_(model: nn.Module, graph: ChannelGraph, removed: set[int]) -> d
             raise UnsupportedLayerError(f"layer '{fqn}' changed type since the trace ({rec.kind} -> {kind})")
         if rec.out_base < 0:
             ko = ki
-        SLICERS[kind](m, ko if rec.out_base >= 0 else ki, ki if n_in else list(range(_in_width(m))))
+        rule = rule_of_kind(kind)
+        slicer = rule.slice if rule is not None else SLICERS[kind]
+        slicer(m, ko if rec.out_base >= 0 else ki, ki if n_in else list(range(_in_width(m))))
         changed[fqn] = (n_out - len(ko)) + (n_in - len(ki))
         log.debug("sliced %s: out %d -> %d, in %d -> %d", fqn, n_out, len(ko), n_in, len(ki))
     return changed

@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from slimcnn.graph._leaf import LEAF_TYPES, leaf_kind
+from slimcnn.graph._layer_rules import rule_of_kind
+from slimcnn.graph._leaf import is_leaf, leaf_kind
 
 log = logging.getLogger(__name__)
 _ATTR = "_slimcnn_ids"
@@ -89,6 +90,16 @@ class _Tracer(TorchFunctionMode):
         self.names = {m: n for n, m in model.named_modules()}
         self.zero_mask = zero_mask
         self._mask: Tensor | None = None
+        self._tensor_names: dict[int, str] | None = None
+
+    def tensor_name(self, t: Tensor) -> str | None:
+        """Qualified name of the model parameter/buffer ``t`` is (or is a view of), else None."""
+        if self._tensor_names is None:
+            self._tensor_names = {id(v): n for n, v in (*self.model.named_parameters(), *self.model.named_buffers())}
+        for cand in (t, getattr(t, "_base", None)):
+            if cand is not None and id(cand) in self._tensor_names:
+                return self._tensor_names[id(cand)]
+        return None
 
     # ---- id tensors -------------------------------------------------------------------------
     def ids(self, t: Any) -> Tensor | None:
@@ -175,18 +186,37 @@ class _Tracer(TorchFunctionMode):
                 self.block(self.ids(t), f"{type(module).__name__} called outside the model's module tree")
             return None
         kind = leaf_kind(module)
+        rule = rule_of_kind(kind)
         rec = self.st.layers.get(fqn)
         if rec is None:
-            rec = self.st.layers[fqn] = LayerRecord(fqn, kind, groups=int(getattr(module, "groups", 1)))
+            groups = (rule.groups(module) if rule.groups else 1) if rule else int(getattr(module, "groups", 1))
+            rec = self.st.layers[fqn] = LayerRecord(fqn, kind, groups=int(groups))
         rec.calls += 1
         ch_dim = x.dim() - 1 if kind == "linear" else 1
+        if rule is not None:
+            ch_dim = rule.channel_dim % max(x.dim(), 1)
         reps = self.channel_reps(x, ch_dim, f"{type(module).__name__} '{fqn}'") if x.dim() > ch_dim else []
         self._merge_in(rec, reps, fqn)
-        if kind in ("conv", "convt", "linear", "scatter"):
+        if kind in ("conv", "convt", "linear", "scatter") or (rule is not None and rule.couples == "producer"):
             return self._producer(module, rec, x, out, fqn)
+        if rule is not None:
+            return self._channelwise(rec, reps, ch_dim, x, out, fqn)
         if kind == "gn":
             self._tie_groups(rec, int(module.num_groups), None, fqn)  # type: ignore[arg-type]
         self.set_ids(out, self.ids(x))
+        return None
+
+    def _channelwise(self, rec: LayerRecord, reps: list[int], ch_dim: int, x: Tensor, out: Tensor, fqn: str) -> None:
+        """A rule-declared channel-wise layer: output channel ``c`` carries input channel ``c``."""
+        if out.dim() != x.dim() or out.shape[ch_dim] != x.shape[ch_dim]:
+            ids = self.ids(x)
+            self.block(ids, f"'{fqn}' is declared channel-wise but changes the channel count "
+                            f"{x.shape[ch_dim]} -> {out.shape[ch_dim] if out.dim() > ch_dim else None}")
+            self.set_ids(out, None)
+            return None
+        shape = [1] * out.dim()
+        shape[ch_dim] = len(reps)
+        self.set_ids(out, torch.tensor(reps, dtype=torch.long).view(shape))
         return None
 
     def _merge_in(self, rec: LayerRecord, reps: list[int], fqn: str) -> None:
@@ -202,7 +232,10 @@ class _Tracer(TorchFunctionMode):
                 rec.in_rep[c] = i
 
     def _producer(self, module: nn.Module, rec: LayerRecord, x: Tensor, out: Tensor, fqn: str) -> None:
+        rule = rule_of_kind(rec.kind)
         o_dim = out.dim() - 1 if rec.kind == "linear" else 1
+        if rule is not None:
+            o_dim = rule.channel_dim % out.dim()
         n_out = out.shape[o_dim]
         if rec.out_base < 0:
             rec.out_base = self.st.uf.add(n_out)
@@ -216,13 +249,13 @@ class _Tracer(TorchFunctionMode):
         spatial = out.numel() // max(n_out, 1)
         if rec.kind != "scatter":  # a scatter only copies
             rec.macs_per_pair += spatial * k
-        if rec.kind == "linear":
+        if rec.kind == "linear" or (rule is not None and o_dim == out.dim() - 1):
             xi = self.ids(x)
             if xi is not None:
                 from slimcnn.graph._rules import varying_dims
 
                 if any(d != xi.dim() - 1 for d in varying_dims(xi)):
-                    self.block(xi, f"Linear '{fqn}' sees channels along a non-feature axis")
+                    self.block(xi, f"{type(module).__name__} '{fqn}' sees channels along a non-feature axis")
         if rec.groups > 1:
             self._tie_groups(rec, rec.groups, ids, fqn)
         self.set_ids(out, ids)
@@ -282,7 +315,7 @@ def run_trace(
     tracer = _Tracer(model, zero_mask)
     handles = []
     for m in model.modules():
-        if isinstance(m, LEAF_TYPES):
+        if is_leaf(m):
             handles.append(m.register_forward_pre_hook(tracer.pre_hook))
             handles.append(m.register_forward_hook(tracer.post_hook))
     was_training = model.training

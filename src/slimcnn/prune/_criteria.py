@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from slimcnn.errors import ConfigError
-from slimcnn.graph import ChannelGraph
+from slimcnn.graph import ChannelGraph, ChannelRule, get_channel_rule
 from slimcnn.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,26 @@ def _producers(ctx: ScoreContext) -> list[tuple[str, nn.Module, str]]:
     ]
 
 
+def _rule(m: nn.Module, kind: str) -> ChannelRule | None:
+    return get_channel_rule(m) if kind.startswith("rule:") else None
+
+
+def _weighted(ctx: ScoreContext) -> list[tuple[str, nn.Module, str]]:
+    """Producers with filters to score: built-in ones and rule-handled ones whose rule gives ``filters``."""
+    out = []
+    for f, m, k in _producers(ctx):
+        rule = _rule(m, k)
+        if rule is None or rule.filters is not None:
+            out.append((f, m, k))
+    return out
+
+
 def _filters(m: nn.Module, kind: str) -> Tensor:
     """Weight as [out channels, everything else]."""
+    rule = _rule(m, kind)
+    if rule is not None and rule.filters is not None:
+        f = rule.filters(m).detach()
+        return f.reshape(f.shape[0], -1)
     w = m.weight.detach()
     if kind == "convt":
         g = int(m.groups)
@@ -68,13 +86,13 @@ def _filters(m: nn.Module, kind: str) -> Tensor:
 @CRITERIA.register("l1")
 def l1(ctx: ScoreContext) -> LayerScores:
     """L1 norm of each filter ([Li et al. 2017](https://arxiv.org/abs/1608.08710))."""
-    return {(f, "out"): _filters(m, k).abs().sum(1) for f, m, k in _producers(ctx)}
+    return {(f, "out"): _filters(m, k).abs().sum(1) for f, m, k in _weighted(ctx)}
 
 
 @CRITERIA.register("l2")
 def l2(ctx: ScoreContext) -> LayerScores:
     """L2 norm of each filter."""
-    return {(f, "out"): _filters(m, k).norm(dim=1) for f, m, k in _producers(ctx)}
+    return {(f, "out"): _filters(m, k).norm(dim=1) for f, m, k in _weighted(ctx)}
 
 
 @CRITERIA.register("bn_scale")
@@ -98,7 +116,7 @@ def sparsity(ctx: ScoreContext) -> LayerScores:
     ``S(n) = #{|w| < M} / (C*H*W)`` over filter ``n``, with ``M`` the mean |w| of the *whole layer*;
     the sparsest filters are pruned first, so importance is ``-S``."""
     res: LayerScores = {}
-    for f, m, k in _producers(ctx):
+    for f, m, k in _weighted(ctx):
         w = _filters(m, k).abs()
         res[(f, "out")] = -(w < w.mean()).float().mean(1)
     return res
