@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from slimcnn.cli import main
+from slimcnn.models import load_model
 
 
 def test_cli_json_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -19,7 +20,11 @@ def test_cli_json_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     for name in ("model.slim", "model.pt", "model.onnx", "result.json"):
         assert (out / name).is_file()
     assert obj["file_bytes"] == (out / "model.slim").stat().st_size
-    assert obj["payload_bytes"] == pytest.approx(sum(r["bits"] * r["kept"] / 8 for r in obj["layers"]))
+    assert obj["paper_payload_bytes"] == pytest.approx(sum(r["bits"] * r["kept"] / 8 for r in obj["layers"]))
+    biases = sum(p.numel() for n, p in load_model("slimcnn:lenet5").model.named_parameters() if n.endswith(".bias"))
+    assert obj["float_bytes"] == 4 * biases  # every conv/linear quantised: the biases stay float32
+    assert obj["payload_bytes"] == pytest.approx(obj["paper_payload_bytes"] + obj["float_bytes"])
+    assert obj["compression_paper"] > obj["compression_payload"] and obj["larger"] is False
     assert {r["name"] for r in obj["layers"]} == {"conv1", "conv2", "fc1", "fc2", "fc3"}
     assert json.loads((out / "result.json").read_text())["original_bytes"] == obj["original_bytes"]
 
@@ -46,3 +51,34 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2
     assert msg in err[-1] and err[-1].startswith("error:")
+
+
+def test_unquantised_layers_count_and_a_larger_file_is_called_larger(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # fc* left float32: they count at 4 bytes per parameter in the headline payload, not as free
+    rc = main(["quantize", "slimcnn:lenet5", "--bits", "conv*=4", "--no-onnx", "--out", str(tmp_path / "a"), "--json"])
+    assert rc == 0
+    obj = json.loads(capsys.readouterr().out)
+    net = load_model("slimcnn:lenet5").model
+    fc = sum(p.numel() for n, p in net.named_parameters() if n.startswith("fc"))
+    conv_bias = sum(p.numel() for n, p in net.named_parameters() if n.startswith("conv") and n.endswith(".bias"))
+    assert obj["float_bytes"] == 4 * (fc + conv_bias)
+    assert obj["payload_bytes"] == pytest.approx(obj["paper_payload_bytes"] + obj["float_bytes"])
+    assert obj["compression_payload"] < 1.1 < obj["compression_paper"]
+
+    # a net so small that codebooks and header outweigh the savings: a warning, never "Nx" compression
+    (tmp_path / "nets.py").write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))\n"
+    )
+    rc = main(["quantize", f"python:{tmp_path / 'nets.py'}:build", "--bits", "4", "--no-onnx",
+               "--out", str(tmp_path / "b")])
+    out, err = capsys.readouterr()
+    assert rc == 0
+    res = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert res["larger"] is True and res["compression_file"] < 1
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warning) == 1 and "LARGER than the original float32 parameters" in warning[0]
+    file_line = next(line for line in out.splitlines() if line.startswith("model.slim file:"))
+    assert "x LARGER)" in file_line and "smaller" not in file_line

@@ -40,7 +40,8 @@ def test_roundtrip_bit_identical(tiny: nn.Module, tmp_path: Path, options: dict,
     with torch.no_grad():
         assert torch.equal(loaded.model(x), res.model.eval()(x))
     assert rep.file_bytes == (tmp_path / "m.slim").stat().st_size
-    assert rep.payload_bytes == sum(r.bits * r.kept / 8 for r in res.reports())
+    assert rep.paper_payload_bytes == sum(r.bits * r.kept / 8 for r in res.reports())
+    assert rep.payload_bytes == rep.paper_payload_bytes + res.float_bytes  # biases, BN count at float32
 
 
 def test_in_memory_model_uses_rounded_fp16_codebook(tiny: nn.Module) -> None:

@@ -39,7 +39,7 @@ def test_table1_payload(alexnet) -> None:  # type: ignore[no-untyped-def]
 def test_table1_full_quantize_pack_reload(alexnet, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     spec = KMeansQuantSpec.parse(TABLE1_BITS, TABLE1_PRUNE)
     res = quantize_model(alexnet.model, spec)
-    assert res.payload_bytes == pytest.approx(sum(payload_estimate(alexnet.model, spec).values()))
+    assert res.paper_payload_bytes == pytest.approx(sum(payload_estimate(alexnet.model, spec).values()))
     rep = save_packed(tmp_path / "a.slim", res, source=alexnet.source, info=alexnet.info)
     assert rep.file_bytes > res.payload_bytes  # masks, codebooks and biases are real bytes
     loaded = load_packed(tmp_path / "a.slim")

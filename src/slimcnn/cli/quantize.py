@@ -6,8 +6,6 @@ import typer
 
 from slimcnn.cli._app import app, emit_json, note, say
 
-MIB = 2**20
-
 
 @app.command("quantize")
 def quantize_cmd(
@@ -34,7 +32,7 @@ def quantize_cmd(
 ) -> int:
     """Share weights by k-means (+ magnitude pruning) and write a packed .slim file with honest sizes."""
     from slimcnn.quantize import KMeansQuantSpec, parse_bytes
-    from slimcnn.quantize._run import quantize_to_dir
+    from slimcnn.quantize._run import format_bytes, larger_warning, quantize_to_dir, size_ratio_text
 
     options = {"per_channel": per_channel, "method": method, "codebook_dtype": codebook, "global_prune": global_prune}
     spec = KMeansQuantSpec.parse(bits, prune, **options) if bits is not None else None
@@ -48,15 +46,23 @@ def quantize_cmd(
     )
     for line in res.notes:
         note(f"note: {line}")
+    warning = larger_warning(res)
+    if warning is not None:
+        note(warning)
     if as_json:
         emit_json(res)
         return 0
-    say(f"{'layer':<24}{'bits':>5}{'keep':>8}{'payload KiB':>13}{'file KiB':>10}  solver")
+    say(f"{'layer':<24}{'bits':>5}{'keep':>8}{'bits*kept/8 KiB':>17}{'file KiB':>10}  solver")
     for row in res.layers:
         fb = row.get("file_codebook_bytes", 0) + row.get("file_index_bytes", 0) + row.get("file_mask_bytes", 0)
-        say(f"{row['name']:<24}{row['bits']:>5}{1 - row['sparsity']:>8.3f}{row['payload_bytes'] / 1024:>13.1f}{fb / 1024:>10.1f}  {row['solver']}")
-    say(f"payload (bits x kept / 8): {res.payload_bytes / MIB:.3f} MiB   file: {res.file_bytes / MIB:.3f} MiB   "
-        f"original: {res.original_bytes / MIB:.2f} MiB  ({res.compression_payload:.1f}x / {res.compression_file:.1f}x)")
+        say(f"{row['name']:<24}{row['bits']:>5}{1 - row['sparsity']:>8.3f}{row['payload_bytes'] / 1024:>17.1f}{fb / 1024:>10.1f}  {row['solver']}")
+    orig = res.original_bytes
+    say(f"original (float32 parameters): {format_bytes(orig)}")
+    say(f"model.slim file: {format_bytes(res.file_bytes)}  ({size_ratio_text(orig, res.file_bytes)})")
+    say(f"payload: {format_bytes(res.payload_bytes)}  ({size_ratio_text(orig, res.payload_bytes)}; quantised weights "
+        f"{format_bytes(res.paper_payload_bytes)} + float32 rest {format_bytes(res.float_bytes)})")
+    say(f"paper accounting (bits x kept / 8, quantised layers only): {format_bytes(res.paper_payload_bytes)}  "
+        f"({size_ratio_text(orig, res.paper_payload_bytes)})")
     if res.before is not None and res.after is not None:
         say(f"{res.before['metric']}: {res.before['value']:.2f} -> {res.after['value']:.2f} (drop {res.drop:.2f})")
     say(f"wrote {', '.join(res.files.values())}, {res.out}/result.json")

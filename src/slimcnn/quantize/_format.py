@@ -70,7 +70,9 @@ class PackReport:
     file_bytes: int
     """``os.path.getsize`` of the file: everything (header, codebooks, masks, raw tensors)."""
     payload_bytes: float
-    """Paper accounting: Σ bits x kept weights / 8."""
+    """Honest weight payload: Σ bits x kept weights / 8 + float32 bytes of every parameter not quantised."""
+    paper_payload_bytes: float
+    """Paper accounting (Tomè et al.): Σ bits x kept weights / 8 over the quantised layers only."""
     raw_bytes: int
     """Bytes of tensors stored as-is (biases, BN statistics, unquantised layers)."""
     header_bytes: int
@@ -292,7 +294,8 @@ def save_packed(
         "arch": arch,
         "info": dataclasses.asdict(info) if dataclasses.is_dataclass(info) and not isinstance(info, type) else None,
         "spec": dataclasses.asdict(result.spec),
-        "paper_payload_bytes": result.payload_bytes,
+        "paper_payload_bytes": result.paper_payload_bytes,
+        "payload_bytes": result.payload_bytes,
         "original_bytes": result.original_bytes,
         "payload_size": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
@@ -313,6 +316,7 @@ def save_packed(
         path=str(path),
         file_bytes=os.path.getsize(path),
         payload_bytes=result.payload_bytes,
+        paper_payload_bytes=result.paper_payload_bytes,
         raw_bytes=raw,
         header_bytes=_PRE.size + len(hbytes) + 32,
         layers=tuple(layer_bytes),

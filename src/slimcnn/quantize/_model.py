@@ -126,9 +126,19 @@ class QuantizeResult:
     """float32 bytes of every parameter of the original model (weights and biases)."""
 
     @property
-    def payload_bytes(self) -> float:
-        """Paper accounting: Σ bits x kept weights / 8 over the quantised layers."""
+    def paper_payload_bytes(self) -> float:
+        """Paper accounting (Tomè et al.): Σ bits x kept weights / 8 over the quantised layers only."""
         return float(sum(q.report.payload_bytes for q in self.layers.values()))
+
+    @property
+    def float_bytes(self) -> int:
+        """float32 bytes of the parameters left as they are (biases, BN, layers no ``--bits`` rule matched)."""
+        return self.original_bytes - 4 * sum(q.report.params for q in self.layers.values())
+
+    @property
+    def payload_bytes(self) -> float:
+        """The honest weight payload: :attr:`paper_payload_bytes` + :attr:`float_bytes` (every parameter counts)."""
+        return self.paper_payload_bytes + self.float_bytes
 
     def reports(self) -> list[LayerReport]:
         """Per-layer rows in model order."""

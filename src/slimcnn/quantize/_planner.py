@@ -70,8 +70,9 @@ def plan_memory(
 ) -> MemoryPlan:
     """Pick per-layer bits and pruning factors so the payload fits ``weight_bytes`` losing least metric.
 
-    Bytes are the paper's accounting (``bits x kept weights / 8``, no masks or codebooks). The
-    caller's model is not modified.
+    Bytes are the honest payload: ``bits x kept weights / 8`` for the conv/linear weights (the
+    paper's accounting, no masks or codebooks) plus float32 bytes for every other parameter
+    (biases, BN), which the budget must hold too. The caller's model is not modified.
 
     Args:
         model: the trained model.
@@ -112,7 +113,8 @@ def plan_memory(
         log.info("planner: swept %s", name)
     by_layer: dict[str, list[LayerOption]] = {n: sorted((o for o in sweep if o.layer == n), key=lambda o: -o.payload_bytes) for n in layers}
     current = {n: opts[0] for n, opts in by_layer.items()}
-    total = sum(o.payload_bytes for o in current.values())
+    fixed = 4 * (sum(p.numel() for p in work.parameters()) - sum(modules[n].weight.numel() for n in layers))
+    total = fixed + sum(o.payload_bytes for o in current.values())  # float32 biases/BN count too
     while total > weight_bytes:
         best: tuple[float, LayerOption] | None = None
         for n, cur in current.items():
@@ -124,7 +126,10 @@ def plan_memory(
                 if best is None or ratio < best[0]:
                     best = (ratio, o)
         if best is None:
-            raise BudgetError(f"smallest options need {total:.0f} bytes > budget {weight_bytes}; allow fewer bits or more pruning")
+            raise BudgetError(
+                f"smallest options need {total:.0f} bytes ({fixed} of them float32 biases/BN) > budget {weight_bytes}; "
+                "allow fewer bits or more pruning"
+            )
         o = best[1]
         total += o.payload_bytes - current[o.layer].payload_bytes
         current[o.layer] = o

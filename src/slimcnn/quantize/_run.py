@@ -30,13 +30,24 @@ class QuantizeRunResult:
     out: str
     files: dict[str, str]
     payload_bytes: float
-    """Paper accounting (Tomè et al.): Σ bits x kept weights / 8, weights only."""
+    """Headline weight payload: Σ bits x kept / 8 over the quantised weights + float32 bytes of every
+    other parameter (biases, BN, layers no ``--bits`` rule matched); nothing counts as free."""
+    paper_payload_bytes: float
+    """Paper accounting (Tomè et al.): Σ bits x kept weights / 8 over the quantised layers only."""
+    float_bytes: int
+    """float32 bytes of the parameters left unquantised (part of ``payload_bytes``)."""
     file_bytes: int
-    """Honest size of ``model.slim`` on disk (codebooks, masks, biases, header included)."""
+    """Size of ``model.slim`` on disk (codebooks, masks, biases, BN statistics, header included)."""
     original_bytes: int
     """float32 bytes of every parameter of the input model."""
     compression_payload: float
+    """``original_bytes / payload_bytes``; below 1 the payload is larger than the original."""
+    compression_paper: float
+    """``original_bytes / paper_payload_bytes`` (the paper's ratio; quantised layers only)."""
     compression_file: float
+    """``original_bytes / file_bytes``; below 1 the file is LARGER than the original."""
+    larger: bool
+    """True when ``model.slim`` is not smaller than the original float32 parameters."""
     layers: list[dict[str, Any]]
     spec: dict[str, Any]
     before: dict[str, Any] | None = None
@@ -47,6 +58,35 @@ class QuantizeRunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+def size_ratio_text(original: float, new: float) -> str:
+    """``"8.0x smaller"``, ``"1.6x LARGER"`` or ``"the same size"``: ``new`` against ``original``."""
+    if new <= 0 or original <= 0:
+        return "n/a"
+    if abs(new - original) < 0.0005 * original:
+        return "the same size"
+    ratio = original / new if new < original else new / original
+    text = f"{ratio:.2f}x" if ratio < 2 else f"{ratio:.1f}x"
+    return f"{text} smaller" if new < original else f"{text} LARGER"
+
+
+def format_bytes(n: float) -> str:
+    """``512 B``, ``3.4 KiB``, ``216.94 MiB``."""
+    if n < 1024:
+        return f"{n:.0f} B"
+    if n < MIB:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / MIB:.2f} MiB"
+
+
+def larger_warning(res: QuantizeRunResult) -> str | None:
+    """The one-line warning when ``model.slim`` is not smaller than the original float32 parameters."""
+    if not res.larger:
+        return None
+    return (f"warning: model.slim ({format_bytes(res.file_bytes)}) is {size_ratio_text(res.original_bytes, res.file_bytes)} "
+            f"than the original float32 parameters ({format_bytes(res.original_bytes)}): its codebooks, masks, "
+            "float tensors and header outweigh what k-means saved; quantise more of the model or ship the float one")
 
 
 def source_chain(source: str, hops: int = 8) -> list[str]:
@@ -167,10 +207,14 @@ def quantize_to_dir(
         out=str(outdir),
         files=files,
         payload_bytes=pack.payload_bytes,
+        paper_payload_bytes=pack.paper_payload_bytes,
+        float_bytes=result.float_bytes,
         file_bytes=pack.file_bytes,
         original_bytes=result.original_bytes,
         compression_payload=result.original_bytes / max(pack.payload_bytes, 1e-9),
+        compression_paper=result.original_bytes / max(pack.paper_payload_bytes, 1e-9),
         compression_file=result.original_bytes / pack.file_bytes,
+        larger=pack.file_bytes >= result.original_bytes,
         layers=layers,
         spec=dataclasses.asdict(spec),
         before=dataclasses.asdict(before) if before is not None else None,
