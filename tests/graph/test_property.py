@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
@@ -114,3 +115,61 @@ def test_random_topologies(ops: list[str], width: int, head: str, ratio: float, 
         out = pruned(x)
     assert out.shape == orig.shape
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+
+
+INNER = {"residual": 6, "se": 3}
+"""Blocks with a private inner producer ``blocks.i.0`` (conv -> ReLU -> conv): its output channels are
+coupled with nothing but the next conv's inputs, so the reference needs no tracer."""
+
+
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(st.sampled_from(OPS), min_size=0, max_size=5),
+    inner=st.lists(st.sampled_from(sorted(INNER)), min_size=1, max_size=2),
+    pos=st.integers(0, 5),
+    width=st.integers(2, 10),
+    head=st.sampled_from(["conv", "linear"]),
+    seed=st.integers(0, 10_000),
+)
+def test_random_topologies_against_hand_zeroed_weights(
+    ops: list[str], inner: list[str], pos: int, width: int, head: str, seed: int
+) -> None:
+    """Pruned == a copy whose removed inner filters have zero weight and bias (built without the tracer),
+    and exactly the two layers around each inner producer change shape."""
+    for k, op in enumerate(inner):
+        ops.insert(min(pos + k, len(ops)), op)
+    torch.manual_seed(seed)
+    width = width + width % 2
+    model = randomize_(RandomNet(ops, width, head), seed)
+    x = torch.randn(2, 3, 8, 8)
+    gen = torch.Generator().manual_seed(seed)
+    removal: dict[str, list[int]] = {}
+    for i, op in enumerate(ops):
+        if op in INNER:
+            n = INNER[op]
+            k = int(torch.randint(1, n, (1,), generator=gen))  # 1 .. n-1 removed, one channel always kept
+            removal[f"blocks.{i}.0"] = sorted(torch.randperm(n, generator=gen)[:k].tolist())
+    ref_model = copy.deepcopy(model)
+    with torch.no_grad():
+        for fqn, chans in removal.items():
+            conv = ref_model.get_submodule(fqn)
+            conv.weight[chans] = 0
+            conv.bias[chans] = 0
+        ref = ref_model(x)
+        orig = model(x)
+    pruned = copy.deepcopy(model)
+    prune_(pruned, x, removal)
+    with torch.no_grad():
+        out = pruned(x)
+    assert out.shape == orig.shape
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
+    changed = {n for n, p in pruned.named_parameters() if p.shape != model.get_parameter(n).shape}
+    expected = set()
+    for fqn, chans in removal.items():
+        i = fqn.split(".")[1]
+        n = INNER[ops[int(i)]]
+        assert pruned.get_submodule(fqn).out_channels == n - len(chans)
+        assert pruned.get_submodule(f"blocks.{i}.2").in_channels == n - len(chans)
+        expected |= {f"{fqn}.weight", f"{fqn}.bias", f"blocks.{i}.2.weight"}
+    assert changed == expected
