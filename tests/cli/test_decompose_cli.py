@@ -38,3 +38,53 @@ def test_decompose_rejects_bad_freeze(capsys: pytest.CaptureFixture[str], tmp_pa
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--freeze" in err[0]
+
+
+_FAST = ["--scan-runs", "2", "--confirm-runs", "4", "--e2e-runs", "4", "--threads", "1"]
+
+
+def test_nothing_replaced_claims_no_speedup(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimcnn.measure
+
+    timed: list[tuple[str, ...]] = []
+    real = slimcnn.measure.compare_latency
+
+    def spy(models, *args, **kwargs):  # type: ignore[no-untyped-def]
+        timed.append(tuple(models))
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(slimcnn.measure, "compare_latency", spy)
+    out = tmp_path / "dec"
+    rc = main(["decompose", "slimcnn:lenet5", *_FAST, "--min-speedup", "100", "--out", str(out)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "no layer was replaced: the model is unchanged" in text and "x side by side" not in text
+    report = json.loads((out / "result.json").read_text())
+    assert report["replaced"] == [] and report["unchanged"] is True
+    assert report["speedup"] == 1.0 and report["slower"] is False
+    assert report["before"]["latency"] is None and report["after"]["latency"] is None
+    assert ("before", "after") not in timed  # the unchanged model is not re-timed end to end
+
+
+def test_a_slower_decomposed_model_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimcnn.measure
+    from slimcnn.types import LatencyStats
+
+    def second_is_slower(models, example, **kwargs):  # type: ignore[no-untyped-def]
+        ms = dict(zip(models, (1.0, 1.12), strict=False))
+        return {k: LatencyStats(ms[k], ms[k], ms[k], 4, "onnxruntime", 1, "cpu", 1, tuple(example.shape))
+                for k in models}
+
+    monkeypatch.setattr(slimcnn.measure, "compare_latency", second_is_slower)
+    out = tmp_path / "dec"
+    rc = main(["decompose", "slimcnn:lenet5", *_FAST, "--all", "--out", str(out), "--json"])
+    assert rc == 0
+    stdout, err = capsys.readouterr()
+    report = json.loads(stdout)
+    assert report["replaced"] and report["slower"] is True and report["speedup"] == pytest.approx(1 / 1.12)
+    warning = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert warning == [line for line in warning if "the decomposed model is SLOWER than the original "
+                                                   "(1.00 ms -> 1.12 ms, 0.89x" in line] and len(warning) == 1
+    assert json.loads((out / "result.json").read_text())["slower"] is True

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, example_for, load_for_cli, say
+from slimcnn.cli._app import app, emit_json, example_for, note, say
 from slimcnn.errors import ConfigError
 
 
@@ -59,6 +59,7 @@ def decompose_cmd(
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     input: str | None = typer.Option(None, "--input", help="Input shape like 1x3x224x224 (default: the model's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights (no --weights)."),
     out: Path = typer.Option(..., "--out", help="Output directory (model.pt, model.onnx, result.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
@@ -67,7 +68,7 @@ def decompose_cmd(
     from slimcnn.lowrank import LowRankSpec, decompose
     from slimcnn.lowrank.finetune import finetune_frozen, training_throughput
     from slimcnn.measure import compare_latency, export_onnx, profile
-    from slimcnn.models import LoadedModel, save_model
+    from slimcnn.models import LoadedModel, load_model, save_model
 
     if freeze not in ("outer", "sequential", "none"):
         raise ConfigError(f"--freeze must be outer, sequential or none, got '{freeze}'")
@@ -75,7 +76,9 @@ def decompose_cmd(
         raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
     if finetune_steps and task is None:
         raise ConfigError("--finetune-steps needs --task and --data to train on")
-    loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale)
+    loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+    for line in loaded.info.notes:
+        note(f"note: {line}")
     out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
     example = example_for(loaded, input)
     spec = LowRankSpec(ratio=ratio, rank=rank, energy=energy, rank_multiple=rank_multiple, only_faster=only_faster,
@@ -84,6 +87,7 @@ def decompose_cmd(
     new, result = decompose(loaded.model, example, spec, runtime=runtime, threads=threads,
                          scan_runs=scan_runs, confirm_runs=confirm_runs, progress=not as_json)
     seconds = time.perf_counter() - t0
+    unchanged = not result.replaced  # nothing to time, fine-tune or claim: the model is the original
     task_obj = None
     scores: dict[str, Any] = {}
     throughput: dict[str, Any] = {}
@@ -92,13 +96,16 @@ def decompose_cmd(
 
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data)  # type: ignore[arg-type]
         scores["before"] = task_obj.evaluate(loaded.model, limit=limit)
-        scores["after_decompose"] = task_obj.evaluate(new, limit=limit)
-        if finetune_steps:
+        scores["after_decompose"] = scores["before"] if unchanged else task_obj.evaluate(new, limit=limit)
+        if finetune_steps and not unchanged:
             throughput = training_throughput(new, result, task_obj)
             finetune_frozen(new, result, task_obj, finetune_steps, freeze=freeze, lr=lr)
             scores["after_finetune"] = task_obj.evaluate(new, limit=limit)
-    lat = compare_latency({"before": loaded.model, "after": new}, example, runtime=runtime, threads=threads,  # type: ignore[arg-type]
-                          runs=e2e_runs)
+    lat = None if unchanged else compare_latency(
+        {"before": loaded.model, "after": new}, example, runtime=runtime, threads=threads,  # type: ignore[arg-type]
+        runs=e2e_runs)
+    speedup = 1.0 if lat is None else lat["before"].median_ms / lat["after"].median_ms
+    slower = speedup < 1.0
     before, after = profile(loaded.model, example), profile(new, example)
     new_loaded = LoadedModel(new, loaded.source, loaded.info)
     save_model(new_loaded, out_dir / "model.pt")
@@ -107,29 +114,41 @@ def decompose_cmd(
         "source": loaded.source,
         "spec": dataclasses.asdict(spec),
         "runtime": runtime,
-        "threads": lat["after"].threads,
+        "threads": result.threads if lat is None else lat["after"].threads,
         "layers": [dataclasses.asdict(r) for r in result.layers],
         "replaced": result.replaced,
         "slower_layers": result.slower,
-        "before": {"params": before.params, "macs": before.macs, "latency": dataclasses.asdict(lat["before"])},
-        "after": {"params": after.params, "macs": after.macs, "latency": dataclasses.asdict(lat["after"])},
-        "speedup": lat["before"].median_ms / lat["after"].median_ms,
+        "unchanged": unchanged,
+        "before": {"params": before.params, "macs": before.macs,
+                   "latency": None if lat is None else dataclasses.asdict(lat["before"])},
+        "after": {"params": after.params, "macs": after.macs,
+                  "latency": None if lat is None else dataclasses.asdict(lat["after"])},
+        "speedup": speedup,
+        "slower": slower,
         "scores": {k: dataclasses.asdict(v) for k, v in scores.items()},
         "training_throughput": throughput,
         "seconds": round(seconds, 2),
         "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     write_json(out_dir / "result.json", report)
+    if lat is not None and slower:
+        b, a = lat["before"].median_ms, lat["after"].median_ms
+        note(f"warning: the decomposed model is SLOWER than the original ({b:.2f} ms -> {a:.2f} ms, {speedup:.2f}x "
+             f"end to end on {runtime}); keep the original, or raise --min-speedup / drop --all")
     if as_json:
         emit_json(report)
     else:
         _table(list(result.layers))
         if result.slower:
             say(f"{len(result.slower)} replaced layers timed SLOWER alone: {', '.join(result.slower)}")
-        say(f"replaced {len(result.replaced)} of {len(result.layers)} layers; MACs {before.macs:,} → {after.macs:,}; "
-            f"latency {lat['before'].median_ms:.3f} → {lat['after'].median_ms:.3f} ms "
-            f"({report['speedup']:.3f}x side by side; p10 {lat['before'].p10_ms:.3f} → {lat['after'].p10_ms:.3f}; "
-            f"{runtime}, {lat['after'].threads} threads; decisions took {seconds:.0f} s)")
+        if lat is None:
+            say(f"no layer was replaced: the model is unchanged (0 of {len(result.layers)} layers; speed-up 1.0, "
+                f"not re-timed; decisions took {seconds:.0f} s)")
+        else:
+            say(f"replaced {len(result.replaced)} of {len(result.layers)} layers; MACs {before.macs:,} → {after.macs:,}; "
+                f"latency {lat['before'].median_ms:.3f} → {lat['after'].median_ms:.3f} ms "
+                f"({speedup:.3f}x side by side; p10 {lat['before'].p10_ms:.3f} → {lat['after'].p10_ms:.3f}; "
+                f"{runtime}, {lat['after'].threads} threads; decisions took {seconds:.0f} s)")
         for k, v in scores.items():
             say(f"{k}: {v.metric} {v.value:.4f}")
         say(f"wrote {out_dir}/model.pt, model.onnx, result.json")
