@@ -13,7 +13,7 @@ from torch import nn
 
 from slimcnn._io import to_json, write_text
 from slimcnn.errors import ConfigError
-from slimcnn.graph import trace
+from slimcnn.graph import rollback_on_error, trace
 
 PLAN_VERSION = 1
 
@@ -146,6 +146,7 @@ def apply_plan(
                 f"plan keeps {len(kept)} channels of '{fqn}' but its coupled layers force {len(expected[fqn])}"
             )
     deltas = compensation_deltas(model, graph, removed, list(batches)) if compensate else {}
-    prune_(model, example_input, removal, graph=graph)
-    if deltas:
-        apply_bias_deltas_(model, graph, removed, deltas)
+    with rollback_on_error(model):  # a refusal leaves the model as it was
+        prune_(model, example_input, removal, graph=graph)
+        if deltas:
+            apply_bias_deltas_(model, graph, removed, deltas)
