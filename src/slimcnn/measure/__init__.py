@@ -13,7 +13,7 @@ Example:
 """
 
 from slimcnn.measure._analyze import analyze
-from slimcnn.measure._inputs import ExampleInput
+from slimcnn.measure._inputs import MAX_INPUT_ELEMENTS, ExampleInput, check_input_shape
 from slimcnn.measure._latency import (
     compare_latency,
     cpu_model,
@@ -39,7 +39,9 @@ __all__ = [
     "TIMED_LAYERS",
     "ExampleInput",
     "ExportError",
+    "MAX_INPUT_ELEMENTS",
     "analyze",
+    "check_input_shape",
     "clear_memory_cache",
     "compare_latency",
     "count_params",

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -14,6 +15,40 @@ ExampleInput = Any
 """A ``Tensor`` (``model(x)``), a ``list`` of tensors passed as *one* argument (torchvision
 detection models take ``model([img])``), a ``tuple`` of positional arguments (``model(*t)``)
 or a ``dict`` of keyword arguments (``model(**d)``)."""
+
+
+MAX_INPUT_ELEMENTS = 2**28
+"""Largest example input accepted (elements): 268 M, 1 GiB as float32 — far above any real image batch."""
+
+
+def check_input_shape(shape: Sequence[int], *, max_elements: int = MAX_INPUT_ELEMENTS) -> tuple[int, ...]:
+    """Refuse an example-input shape that cannot be a real input before anything is allocated.
+
+    Args:
+        shape: e.g. ``(1, 3, 224, 224)`` (what ``--input 1x3x224x224`` parses to).
+        max_elements: the limit on the product of the dimensions (default :data:`MAX_INPUT_ELEMENTS`).
+
+    Returns:
+        The shape as a tuple of ints.
+
+    Raises:
+        ConfigError: a dimension < 1, or more than ``max_elements`` elements (one line naming ``--input``).
+
+    Example:
+        >>> check_input_shape((1, 3, 224, 224))
+        (1, 3, 224, 224)
+    """
+    dims = tuple(int(d) for d in shape)
+    text = "x".join(str(d) for d in dims)
+    if not dims or any(d < 1 for d in dims):
+        raise ConfigError(f"--input expects positive dimensions like 1x3x224x224, got '{text}'")
+    n = math.prod(dims)
+    if n > max_elements:
+        raise ConfigError(
+            f"--input {text} has {n:,} elements ({n * 4 / 2**30:,.1f} GiB as float32), more than the "
+            f"{max_elements:,} slimcnn allocates; pass a realistic shape like 1x3x224x224"
+        )
+    return dims
 
 
 def call_args(example_input: ExampleInput) -> tuple[tuple[Any, ...], dict[str, Any]]:
