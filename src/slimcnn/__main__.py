@@ -2,6 +2,6 @@
 
 import sys
 
-from slimcnn.cli import main
+from slimcnn._entry import main
 
 sys.exit(main())

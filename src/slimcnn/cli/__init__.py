@@ -82,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(_outdir.last_interrupt or "interrupted", err=True)
         return 130
     except exits as e:
-        return int(getattr(e, "exit_code", 0) or 0)
+        code = int(getattr(e, "exit_code", 0) or 0)
+        if code == 130 or isinstance(e.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into Exit(130)
+            click.echo(_outdir.last_interrupt or "interrupted", err=True)
+            return 130
+        return code
     except SlimcnnError as e:
         if debug:
             raise
@@ -103,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         click.echo(f"error: {_one_line(e)}; nothing was written to --out (free space or choose another --out)", err=True)
         return 2
+    if result == 130:  # typer returns Exit(130) for Ctrl-C in non-standalone mode
+        click.echo(_outdir.last_interrupt or "interrupted: nothing was written", err=True)
     return result if isinstance(result, int) else 0
 
 

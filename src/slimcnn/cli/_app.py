@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import sys
 from typing import Any
 
@@ -42,12 +41,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
         dims = tuple(int(t) for t in text.lower().replace("×", "x").split("x"))
     except ValueError:
         raise ConfigError(f"--input expects a shape like 1x3x224x224, got '{text}'") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise ConfigError(f"--input expects positive dimensions like 1x3x224x224, got '{text}'")
-    if math.prod(dims) > MAX_INPUT_ELEMENTS:
-        raise ConfigError(f"--input {text} has {math.prod(dims):,} elements, more than slimcnn allocates "
-                          f"({MAX_INPUT_ELEMENTS:,}); give the shape one deployed input has, e.g. 1x3x224x224")
-    return dims
+    from slimcnn.measure import check_input_shape
+
+    return check_input_shape(dims)
 
 
 def parse_round_to(text: str) -> int:
@@ -114,7 +110,6 @@ def example_for(loaded: Any, input_shape: str | None) -> Any:
 
 FORCE_HELP = "Replace an --out made with other options (slimcnn never overwrites folders it did not write)."
 RESUME_HELP = "Continue in an --out made with other options, reusing only the state whose options still match."
-MAX_INPUT_ELEMENTS = 2**28
 
 
 def input_files(model: str, weights: str | None) -> tuple[str, ...]:

@@ -1,0 +1,132 @@
+"""Kill tests: SIGINT or SIGKILL at any moment leaves the previous --out intact, and a re-run resumes
+(or starts clean) to the same result as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from slimcnn.models import load_model
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def _start(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "slimcnn", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=ENV)
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slimcnn", *args], capture_output=True, text=True, env=ENV,
+                          timeout=600)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_model(f"file:{folder / 'model.pt'}").model.state_dict()
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+def _stage(out: Path) -> Path:
+    return out.parent / f".{out.name}.slimcnn-partial"
+
+
+def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 120) -> None:
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < timeout, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+TRAIN = ["train", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--steps", "240",
+         "--checkpoint-every", "30", "--batch-size", "32", "--lr", "0.05", "--limit", "200"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "ref"
+    done = _run([*TRAIN, "--out", str(out)])
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_train_killed_mid_run_keeps_out_and_resumes_to_the_same_model(sig: signal.Signals, uninterrupted: Path,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = _run([*TRAIN, "--out", str(out)])  # a previous, complete run of the same command
+    assert first.returncode == 0, first.stderr
+    previous = _snapshot(out)
+    proc = _start([*TRAIN, "--out", str(out)])
+    _wait_for(_stage(out) / "checkpoint.pt", proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert _snapshot(out) == previous  # the previous --out exactly as it was
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("interrupted: kept checkpoint.pt") and "re-run the same command" in last
+        assert "Traceback" not in err
+    again = _run([*TRAIN, "--out", str(out)])
+    assert again.returncode == 0, again.stderr
+    assert "resuming: step" in again.stderr and "of 240" in again.stderr
+    assert not _stage(out).exists()
+    _same_weights(out, uninterrupted)
+
+
+def test_killed_at_random_moments_then_rerun_equals_uninterrupted(uninterrupted: Path, tmp_path: Path) -> None:
+    rng = random.Random(12)
+    out = tmp_path / "run"
+    for delay in sorted(rng.uniform(0.2, 6.0) for _ in range(3)):
+        proc = _start([*TRAIN, "--out", str(out)])
+        time.sleep(delay)
+        proc.send_signal(rng.choice([signal.SIGINT, signal.SIGKILL]))
+        _, err = proc.communicate(timeout=120)
+        assert "Traceback" not in err
+        assert not out.exists() or proc.returncode == 0  # never a half-written --out
+    again = _run([*TRAIN, "--out", str(out)])
+    assert again.returncode == 0, again.stderr
+    _same_weights(out, uninterrupted)
+
+
+@pytest.mark.parametrize("command", [
+    ["prune", "slimcnn:resnet20", "--ratio", "0.4", "--no-latency"],
+])
+def test_other_commands_killed_leave_the_previous_out(command: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    first = _run([*command, "--out", str(out)])
+    assert first.returncode == 0, first.stderr
+    previous = _snapshot(out)
+    first_shas = json.loads(previous["result.json"])["artifacts"]
+    for delay, sig in ((0.5, signal.SIGKILL), (2.5, signal.SIGINT), (4.0, signal.SIGKILL)):
+        proc = _start([*command, "--out", str(out)])
+        time.sleep(delay)
+        proc.send_signal(sig)
+        proc.communicate(timeout=120)
+        assert _snapshot(out) == previous or proc.returncode == 0
+        if proc.returncode == 0:
+            previous = _snapshot(out)
+    again = _run([*command, "--out", str(out)])
+    assert again.returncode == 0, again.stderr
+    assert not _stage(out).exists()
+    shas = {x["path"]: x["sha256"] for x in first_shas}
+    assert {x["path"]: x["sha256"] for x in json.loads((out / "result.json").read_text())["artifacts"]} == shas
