@@ -58,11 +58,12 @@ def run(pre_steps: int, iterations: int, steps: int, work: Path, limit: int | No
     args += ["--out", str(out)]
     rc = cli(args)
     res = json.loads((out / "result.json").read_text())
-    b = res["before"]
+    b = res["before"]["cost"]
     rows = [{"iteration": 0, "params": b["params"], "macs": b["macs"],
              "latency_ms": b["latency"]["median_ms"] if b["latency"] else None, "latency_ratio": 1.0,
-             "metric_before_ft": b["score"]["value"], "metric_after_ft": b["score"]["value"], "selected": []}]
-    rows += res["strategy"]["iterations"]
+             "metric_before_ft": res["before"]["score"]["value"],
+             "metric_after_ft": res["before"]["score"]["value"], "selected": []}]
+    rows += res["details"]["strategy"]["iterations"]
     # each iteration was timed against the original in-search; time the start and the final model again here
     start, final = load_model(f"file:{path}").model.eval(), load_model(f"file:{out / 'model.pt'}").model.eval()
     lat = compare_latency({"start": start, "final": final}, task.example_input(), runtime="onnxruntime",
@@ -72,7 +73,7 @@ def run(pre_steps: int, iterations: int, steps: int, work: Path, limit: int | No
         "command": "slimcnn " + " ".join(a if not a.startswith(str(work)) else "…" for a in args[:-2]),
         "rc": rc, "pre_steps": pre_steps, "map50_coco_head_before_pre": before_pre.value,
         "final": {"metric": res["after"]["score"]["value"], "metrics": res["after"]["score"].get("metrics"),
-                  "params": res["after"]["params"], "macs": res["after"]["macs"]},
+                  "params": res["after"]["cost"]["params"], "macs": res["after"]["cost"]["macs"]},
         "rows": rows, "limit": limit, "workers": workers, "seconds": res["seconds"], "loadavg": os.getloadavg(), "threads": torch.get_num_threads(),
     }
 

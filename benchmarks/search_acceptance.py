@@ -79,7 +79,7 @@ def part_digits(work: Path) -> dict[str, Any]:
         "drop_ok_strict": (b.value - a.value) <= 1.0,
         "macs_before": macs_b, "macs_after": macs_a, "macs_ratio": macs_a / macs_b, "macs_ok": macs_a <= 0.5 * macs_b,
         "latency": lat, "latency_ok": lat["ratio"] <= 0.8,
-        "params_before": res["before"]["params"], "params_after": res["after"]["params"],
+        "params_before": res["before"]["cost"]["params"], "params_after": res["after"]["cost"]["params"],
         "seconds": res["seconds"], "loadavg": os.getloadavg(),
     }
 
@@ -135,8 +135,8 @@ def part_fsrcnn(work: Path, args: argparse.Namespace) -> dict[str, Any]:
         "set5_before": b5.value, "set5_after": a5.value, "set5_drop": b5.value - a5.value,
         "set14_before": b14.value, "set14_after": a14.value, "set14_drop": b14.value - a14.value,
         "macs_before": profile(loaded.model, x).macs, "macs_after": profile(final, x).macs,
-        "params_before": res["before"]["params"], "params_after": res["after"]["params"],
-        "assignment": res["assignment"], "seconds": res["seconds"], "loadavg": os.getloadavg(),
+        "params_before": res["before"]["cost"]["params"], "params_after": res["after"]["cost"]["params"],
+        "assignment": res["details"]["assignment"], "seconds": res["seconds"], "loadavg": os.getloadavg(),
         "tried": [{k: p[k] for k in ("metric", "drop", "macs", "feasible")}
                   for p in json.loads((out / "pareto.json").read_text())["points"]],
     }

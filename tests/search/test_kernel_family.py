@@ -81,6 +81,7 @@ def test_cli_search_method_kernel(tmp_path: Path, capsys: pytest.CaptureFixture[
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["met"]
     checks = {c["name"]: c for c in report["checks"]}
-    assert checks["macs"]["value"] <= 0.9 * report["before"]["macs"]
+    assert checks["macs"]["value"] <= 0.9 * report["before"]["cost"]["macs"]
     plan = json.loads((tmp_path / "s" / "plan.json").read_text())
-    assert plan["method"] == "kernel" and plan["details"]["kernels_total_kept"]
+    assert report["options"]["method"] == "kernel" and plan["steps"][0]["transform"] == "prune_kernels"
+    assert plan["steps"][0]["params"]["kept"]
