@@ -159,7 +159,6 @@ def _absolute_source(source: str) -> str:
 
 def _build_matching(candidate: str, model: nn.Module, info: Any) -> dict[str, Any] | None:
     """Options with which ``load_model(candidate, **options)`` builds ``model``'s exact architecture, or None."""
-    from slimcnn.errors import SlimcnnError
     from slimcnn.models import load_model
 
     want = _state_signature(model)
@@ -168,7 +167,7 @@ def _build_matching(candidate: str, model: nn.Module, info: Any) -> dict[str, An
     for options in ([implied, {}] if implied else [{}]):
         try:
             built = load_model(candidate, seed=0, **options).model
-        except (SlimcnnError, TypeError, ImportError) as e:
+        except Exception as e:  # a user's factory may fail any way: then this candidate simply does not fit
             log.debug("%s%s cannot rebuild the architecture: %s", candidate, options, e)
             continue
         if type(built).__name__ == type(model).__name__ and _state_signature(built) == want:

@@ -117,6 +117,11 @@ def task_mismatch(kind: str, got: str, *, info: Any = None, output: Any = None) 
     return ConfigError(f"--task {kind} expects a model that {_EXPECTS.get(kind, 'fits the task')}; this model {got}{tail}")
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """True for an allocation failure (not the model's fault, never reported as a ``--task`` mismatch)."""
+    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or "out of memory" in str(error).lower()
+
+
 def first_line(error: BaseException) -> str:
     """The first line of an exception's message (torch errors span several)."""
     text = str(error).strip()

@@ -43,6 +43,7 @@ from slimcnn.tasks.base import (
     describe_output,
     first_line,
     guess_task,
+    is_out_of_memory,
     task_mismatch,
 )
 from slimcnn.types import Score
@@ -254,6 +255,8 @@ class ClassificationTask:
         try:
             out = model(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            if is_out_of_memory(e):
+                raise
             raise task_mismatch("classification", f"fails on input {tuple(x.shape)} ({first_line(e)})",
                                 info=self.info) from e
         try:

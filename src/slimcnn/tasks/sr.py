@@ -23,7 +23,15 @@ from torch import nn
 from slimcnn.data.sr import SRDataset, SRImage, load_sr_dataset, sample_patches
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.models._zoo import ModelInfo
-from slimcnn.tasks.base import TASKS, Batch, TrainStats, describe_output, first_line, task_mismatch
+from slimcnn.tasks.base import (
+    TASKS,
+    Batch,
+    TrainStats,
+    describe_output,
+    first_line,
+    is_out_of_memory,
+    task_mismatch,
+)
 from slimcnn.tasks.metrics import psnr, ssim
 from slimcnn.tasks.sr_recipes import SR_RECIPES, SRRecipe, recipe_for
 from slimcnn.types import Score
@@ -165,6 +173,8 @@ class SRTask:
         try:
             out = model(x)
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            if is_out_of_memory(e):
+                raise
             raise task_mismatch("sr", f"fails on input {tuple(x.shape)} ({first_line(e)})", info=self.info) from e
         if not isinstance(out, torch.Tensor) or out.dim() != 4 or out.shape[1] != 1:
             raise task_mismatch("sr", f"outputs {describe_output(out)}", info=self.info, output=out)
