@@ -55,7 +55,10 @@ def test_slim_from_a_reshaped_file_stores_the_module(tmp_path: Path, capsys: pyt
     header = _quantize_then_evaluate(capsys, f"file:{path}", tmp_path / "q")
     assert header["arch"]["kind"] == "module" and header["source"] == f"file:{path}"
     path.unlink()  # the .slim needs nothing but itself
-    assert main(["evaluate", f"file:{tmp_path / 'q' / 'model.slim'}", "--data", "digits", "--limit", "5"]) == 0
+    slim = f"file:{tmp_path / 'q' / 'model.slim'}"
+    assert main(["evaluate", slim, "--data", "digits", "--limit", "5"]) == 0
+    assert main(["analyze", slim, "--json"]) == 0
+    assert main(["prune", slim, "--criterion", "l1", "--ratio", "0.25", "--out", str(tmp_path / "p")]) == 0
 
 
 def test_slim_from_python_factory_reloads_from_anywhere(tmp_path: Path, capsys: pytest.CaptureFixture[str],
