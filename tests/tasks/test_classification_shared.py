@@ -29,10 +29,12 @@ def _resnet56():  # type: ignore[no-untyped-def]
 
 def test_tar_pair_classes_and_sibling() -> None:
     test_tar = need_shared("cifar10-jpeg75", "test-10k.tar")
-    train_tar = need_shared("cifar10-jpeg75", "train-subset-10k.tar")
+    subset = need_shared("cifar10-jpeg75", "train-subset-10k.tar")
+    full = need_shared("cifar10-jpeg75", "train-50k.tar")
     task = make_task("classification", test_tar)
-    assert task.train_source() == (train_tar, "train")  # type: ignore[attr-defined]
-    ev, tr = task.eval_set, task.train_set  # type: ignore[attr-defined]
+    assert task.train_source() == (full, "train")  # type: ignore[attr-defined]  # the full set, not the subset
+    ev = task.eval_set  # type: ignore[attr-defined]
+    tr = make_task("classification", test_tar, train_data=str(subset)).train_set  # type: ignore[attr-defined]
     assert len(ev) == len(tr) == 10_000
     assert ev.classes == tr.classes and ev.classes[0] == "airplane" and len(ev.classes) == 10
     assert torch.bincount(ev.labels).tolist() == [1000] * 10

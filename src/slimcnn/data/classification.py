@@ -125,7 +125,9 @@ def source_splits(spec: str | Path) -> frozenset[str]:
 def find_train_sibling(spec: str | Path) -> Path | None:
     """A training set next to an evaluation-only ImageFolder source, or None.
 
-    ``.../test`` or ``.../val`` folder -> ``.../train``; ``X/test*.tar`` -> the only ``X/train*.tar``.
+    ``.../test`` or ``.../val`` folder -> ``.../train``; ``X/test*.tar`` -> the only ``X/train*.tar``, or,
+    when there are several, the only one that is not a subset (``train-50k.tar`` beside
+    ``train-subset-10k.tar``: the full training set; pass ``--train-data`` for another).
     """
     if spec in BUILTIN:
         return None
@@ -135,6 +137,8 @@ def find_train_sibling(spec: str | Path) -> Path | None:
         return cand if path.name.lower() in _ALL_SPLIT_DIRS and cand.is_dir() else None
     if _is_archive(path):
         found = [p for p in sorted(path.parent.iterdir()) if p != path and _is_archive(p) and p.name.lower().startswith("train")]
+        if len(found) > 1:
+            found = [p for p in found if not any(w in p.name.lower() for w in ("subset", "mini", "small", "tiny"))]
         return found[0] if len(found) == 1 else None
     return None
 
