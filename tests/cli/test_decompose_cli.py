@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from slimcnn.cli import main
+from slimcnn.models import load_model
 
 
 def test_decompose_all_writes_model_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -16,17 +17,21 @@ def test_decompose_all_writes_model_and_report(tmp_path: Path, capsys: pytest.Ca
     rc = main(["decompose", "slimcnn:resnet20", "--all", "--rank-multiple", "4", "--confirm-runs", "3", "--e2e-runs", "3",
                "--threads", "1", "--exclude", "layer2.*", "--exclude", "layer3.*", "--out", str(out), "--json"])
     assert rc == 0
-    report = json.loads(capsys.readouterr().out)
+    full = json.loads(capsys.readouterr().out)
+    report = full["details"]
     assert report["replaced"], "with --all every shrinking layer is replaced"
     assert not any(name.startswith(("layer2.", "layer3.")) for name in report["replaced"])  # --exclude honoured
-    assert report["after"]["macs"] < report["before"]["macs"]
+    assert full["after"]["cost"]["macs"] < full["before"]["cost"]["macs"]
     assert all(r["method"] in ("svd", "tucker2", "-") for r in report["layers"])
     timed = [r for r in report["layers"] if r["replaced"]]
     assert all(r["ms_before"] > 0 and r["ms_after"] > 0 for r in timed), "--all still times each replaced layer"
     slower = {r["layer"] for r in timed if r["ms_after"] >= r["ms_before"]}
     assert set(report["slower_layers"]) == slower
-    assert report["threads"] == 1 and report["after"]["latency"]["n"] == 3 and report["speedup"] > 0
-    assert (out / "model.onnx").exists() and json.loads((out / "result.json").read_text())["replaced"] == report["replaced"]
+    assert report["threads"] == 1 and full["after"]["cost"]["latency"]["n"] == 3 and report["speedup"] > 0
+    assert (out / "model.onnx").exists()
+    assert json.loads((out / "result.json").read_text())["details"]["replaced"] == report["replaced"]
+    steps = json.loads((out / "plan.json").read_text())["steps"]
+    assert steps[0]["transform"] == "lowrank" and set(steps[0]["layers"]) == set(report["replaced"])
     from slimcnn.models import load_model
 
     reloaded = load_model(f"file:{out / 'model.pt'}")
@@ -60,10 +65,12 @@ def test_nothing_replaced_claims_no_speedup(tmp_path: Path, capsys: pytest.Captu
     assert rc == 0
     text = capsys.readouterr().out
     assert "no layer was replaced: the model is unchanged" in text and "x side by side" not in text
-    report = json.loads((out / "result.json").read_text())
+    full = json.loads((out / "result.json").read_text())
+    report = full["details"]
     assert report["replaced"] == [] and report["unchanged"] is True
     assert report["speedup"] == 1.0 and report["slower"] is False
-    assert report["before"]["latency"] is None and report["after"]["latency"] is None
+    assert full["before"]["cost"]["latency"] is None and full["after"]["cost"]["latency"] is None
+    assert json.loads((out / "plan.json").read_text())["steps"] == []
     assert ("before", "after") not in timed  # the unchanged model is not re-timed end to end
 
 
@@ -82,9 +89,18 @@ def test_a_slower_decomposed_model_is_flagged(tmp_path: Path, capsys: pytest.Cap
     rc = main(["decompose", "slimcnn:lenet5", *_FAST, "--all", "--out", str(out), "--json"])
     assert rc == 0
     stdout, err = capsys.readouterr()
-    report = json.loads(stdout)
+    report = json.loads(stdout)["details"]
     assert report["replaced"] and report["slower"] is True and report["speedup"] == pytest.approx(1 / 1.12)
     warning = [line for line in err.splitlines() if line.startswith("warning:")]
     assert warning == [line for line in warning if "the decomposed model is SLOWER than the original "
                                                    "(1.00 ms -> 1.12 ms, 0.89x" in line] and len(warning) == 1
-    assert json.loads((out / "result.json").read_text())["slower"] is True
+    assert json.loads((out / "result.json").read_text())["details"]["slower"] is True
+
+
+def test_apply_replays_a_decomposition_bit_identically(tmp_path: Path) -> None:
+    out, again = tmp_path / "d", tmp_path / "a"
+    assert main(["decompose", "slimcnn:lenet5", *_FAST, "--all", "--out", str(out)]) == 0
+    assert main(["apply", str(out), "slimcnn:lenet5", "--no-latency", "--out", str(again)]) == 0
+    a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
+    b = load_model(f"file:{again / 'model.pt'}").model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -110,6 +110,7 @@ def test_killed_at_random_moments_then_rerun_equals_uninterrupted(uninterrupted:
 
 @pytest.mark.parametrize("command", [
     ["prune", "slimcnn:resnet20", "--ratio", "0.4", "--no-latency"],
+    ["quantize", "slimcnn:resnet20", "--bits", "4"],
 ])
 def test_other_commands_killed_leave_the_previous_out(command: list[str], tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from slimcnn.cli import main
 from slimcnn.models import load_model
@@ -16,7 +17,7 @@ def test_cli_json_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     rc = main(["quantize", "slimcnn:lenet5", "--bits", "conv*=6,fc*=2", "--prune", "fc*=3", "--codebook", "fp16",
                "--huffman", "--out", str(out), "--json"])
     assert rc == 0
-    obj = json.loads(capsys.readouterr().out)
+    obj = json.loads(capsys.readouterr().out)["details"]
     for name in ("model.slim", "model.pt", "model.onnx", "result.json"):
         assert (out / name).is_file()
     assert obj["file_bytes"] == (out / "model.slim").stat().st_size
@@ -26,7 +27,7 @@ def test_cli_json_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert obj["payload_bytes"] == pytest.approx(obj["paper_payload_bytes"] + obj["float_bytes"])
     assert obj["compression_paper"] > obj["compression_payload"] and obj["larger"] is False
     assert {r["name"] for r in obj["layers"]} == {"conv1", "conv2", "fc1", "fc2", "fc3"}
-    assert json.loads((out / "result.json").read_text())["original_bytes"] == obj["original_bytes"]
+    assert json.loads((out / "result.json").read_text())["details"]["original_bytes"] == obj["original_bytes"]
 
 
 def test_cli_with_task_reports_metric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,7 +35,7 @@ def test_cli_with_task_reports_metric(tmp_path: Path, capsys: pytest.CaptureFixt
                "--limit", "64", "--no-onnx", "--out", str(tmp_path / "q"), "--json"])
     assert rc == 0
     obj = json.loads(capsys.readouterr().out)
-    assert obj["before"]["metric"] == "top1" and obj["drop"] is not None
+    assert obj["before"]["score"]["metric"] == "top1" and obj["details"]["drop"] is not None
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,7 @@ def test_cli_with_task_reports_metric(tmp_path: Path, capsys: pytest.CaptureFixt
         (["--bits", "conv9=4"], "matches no conv/linear layer"),
         (["--bits", "conv*=20"], "--bits"),
         (["--weight-bytes", "4MB"], "--task"),
-        (["--bits", "4", "--weight-bytes", "4 parsecs"], "byte size"),
+        (["--bits", "4", "--weight-bytes", "4 parsecs"], "not a unit"),
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], msg: str) -> None:
@@ -58,7 +59,7 @@ def test_unquantised_layers_count_and_a_larger_file_is_called_larger(
     # fc* left float32: they count at 4 bytes per parameter in the headline payload, not as free
     rc = main(["quantize", "slimcnn:lenet5", "--bits", "conv*=4", "--no-onnx", "--out", str(tmp_path / "a"), "--json"])
     assert rc == 0
-    obj = json.loads(capsys.readouterr().out)
+    obj = json.loads(capsys.readouterr().out)["details"]
     net = load_model("slimcnn:lenet5").model
     fc = sum(p.numel() for n, p in net.named_parameters() if n.startswith("fc"))
     conv_bias = sum(p.numel() for n, p in net.named_parameters() if n.startswith("conv") and n.endswith(".bias"))
@@ -76,9 +77,28 @@ def test_unquantised_layers_count_and_a_larger_file_is_called_larger(
                "--out", str(tmp_path / "b")])
     out, err = capsys.readouterr()
     assert rc == 0
-    res = json.loads((tmp_path / "b" / "result.json").read_text())
+    res = json.loads((tmp_path / "b" / "result.json").read_text())["details"]
     assert res["larger"] is True and res["compression_file"] < 1
     warning = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "LARGER than the original float32 parameters" in warning[0]
     file_line = next(line for line in out.splitlines() if line.startswith("model.slim file:"))
     assert "x LARGER)" in file_line and "smaller" not in file_line
+
+
+def test_sram_budget_checked_on_the_written_model_and_plan_replays(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out, again = tmp_path / "q", tmp_path / "a"
+    common = ["quantize", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--limit", "64", "--no-onnx"]
+    assert main([*common, "--weight-bytes", "0.2x", "--out", str(out), "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    (check,) = res["checks"]
+    assert res["met"] is True and check["name"] == "weight_bytes" and check["value"] <= check["limit"]
+    assert check["value"] == res["details"]["payload_bytes"] and check["limit"] == pytest.approx(0.2 * 4 * 61706)
+    assert main(["apply", str(out), "slimcnn:lenet5", "--no-latency", "--out", str(again)]) == 0
+    a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
+    b = load_model(f"file:{again / 'model.pt'}").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # infeasible: a budget below the float32 biases alone; the closest model is written, exit code 1
+    assert main([*common, "--weight-bytes", "100B", "--out", str(tmp_path / "tiny")]) == 1
+    assert "NOT met" in capsys.readouterr().err
+    assert json.loads((tmp_path / "tiny" / "result.json").read_text())["met"] is False

@@ -23,7 +23,7 @@ def _quantize_then_evaluate(capsys: pytest.CaptureFixture[str], source: str, out
                "--limit", "60", "--json"])
     assert rc == 0
     again = json.loads(capsys.readouterr().out)
-    assert again["value"] == res["after"]["value"] and again["metrics"] == res["after"]["metrics"]
+    assert again["value"] == res["after"]["score"]["value"] and again["metrics"] == res["after"]["score"]["metrics"]
     return read_packed(out / "model.slim").header
 
 

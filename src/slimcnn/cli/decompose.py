@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, example_for, note, say
+from slimcnn.cli._app import (
+    FORCE_HELP,
+    RESUME_HELP,
+    app,
+    emit_json,
+    example_for,
+    note,
+    open_run,
+    parse_shape,
+    say,
+    say_notes,
+)
 from slimcnn.errors import ConfigError
 
 
@@ -60,83 +70,115 @@ def decompose_cmd(
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     input: str | None = typer.Option(None, "--input", help="Input shape like 1x3x224x224 (default: the model's)."),
     seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights (no --weights)."),
-    out: Path = typer.Option(..., "--out", help="Output directory (model.pt, model.onnx, result.json)."),
+    out: Path = typer.Option(..., "--out", help="Output directory (model.pt, model.onnx, plan.json, result.json)."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
     """Decompose Conv2d/Linear layers (SVD, Tucker-2) where the factors are measured faster on --runtime."""
-    from slimcnn._io import ensure_output_dir, write_json
     from slimcnn.lowrank import LowRankSpec, decompose
     from slimcnn.lowrank.finetune import finetune_frozen, training_throughput
-    from slimcnn.measure import compare_latency, export_onnx, profile
-    from slimcnn.models import LoadedModel, load_model, save_model
+    from slimcnn.measure import compare_latency, profile
+    from slimcnn.models import load_model
+    from slimcnn.prune import fingerprint
+    from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment, read_result, write_run
+    from slimcnn.run._measure import save_model_files
 
     if freeze not in ("outer", "sequential", "none"):
         raise ConfigError(f"--freeze must be outer, sequential or none, got '{freeze}'")
+    if runtime not in ("onnxruntime", "torch"):
+        raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
     if (task is None) != (data is None):
         raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
     if finetune_steps and task is None:
         raise ConfigError("--finetune-steps needs --task and --data to train on")
-    loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
-    for line in loaded.info.notes:
-        note(f"note: {line}")
-    out_dir = ensure_output_dir(out, inputs=tuple(p for p in (model.removeprefix("file:"), weights) if p))
-    example = example_for(loaded, input)
+    for flag, value, low in (("--rank", rank, 1), ("--rank-multiple", rank_multiple, 1), ("--threads", threads, 1),
+                             ("--scan-runs", scan_runs, 1), ("--confirm-runs", confirm_runs, 1),
+                             ("--e2e-runs", e2e_runs, 1), ("--finetune-steps", finetune_steps, 0), ("--limit", limit, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    if ratio <= 1:
+        raise ConfigError(f"--ratio is the per-layer compression α and must be above 1 (2 = half the weights), got {ratio:g}")
+    if energy is not None and not 0 < energy <= 1:
+        raise ConfigError(f"--energy is a fraction of the squared singular values in (0, 1], got {energy:g}")
+    if min_speedup <= 0:
+        raise ConfigError(f"--min-speedup must be above 0, got {min_speedup:g}")
+    if lr is not None and lr <= 0:
+        raise ConfigError(f"--lr must be above 0, got {lr:g}")
+    if input:
+        parse_shape(input)
     spec = LowRankSpec(ratio=ratio, rank=rank, energy=energy, rank_multiple=rank_multiple, only_faster=only_faster,
                        min_speedup=min_speedup, spatial=spatial, exclude=tuple(exclude))
-    t0 = time.perf_counter()
-    new, result = decompose(loaded.model, example, spec, runtime=runtime, threads=threads,
-                         scan_runs=scan_runs, confirm_runs=confirm_runs, progress=not as_json)
-    seconds = time.perf_counter() - t0
-    unchanged = not result.replaced  # nothing to time, fine-tune or claim: the model is the original
-    task_obj = None
-    scores: dict[str, Any] = {}
-    throughput: dict[str, Any] = {}
-    if task is not None:
-        from slimcnn.tasks import make_task
+    options = {"spec": dataclasses.asdict(spec), "runtime": runtime, "threads": threads, "scan_runs": scan_runs,
+               "confirm_runs": confirm_runs, "e2e_runs": e2e_runs, "freeze": freeze, "task": task,
+               "finetune_steps": finetune_steps, "lr": lr, "limit": limit, "arch": arch, "scale": scale, "input": input,
+               "seed": seed}
+    with open_run("decompose", out, model=model, weights=weights, data={"data": data, "train_data": train_data},
+                  options=options, force=force, resume=resume) as run:
+        say_notes(run)
+        loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        for line in loaded.info.notes:
+            note(f"note: {line}")
+        example = example_for(loaded, input)
+        t0 = time.perf_counter()
+        new, result = decompose(loaded.model, example, spec, runtime=runtime, threads=threads,
+                                scan_runs=scan_runs, confirm_runs=confirm_runs, progress=not as_json)
+        seconds = time.perf_counter() - t0
+        unchanged = not result.replaced  # nothing to time, fine-tune or claim: the model is the original
+        task_obj = None
+        scores: dict[str, Any] = {}
+        throughput: dict[str, Any] = {}
+        if task is not None:
+            from slimcnn.tasks import make_task
 
-        task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data)  # type: ignore[arg-type]
-        scores["before"] = task_obj.evaluate(loaded.model, limit=limit)
-        scores["after_decompose"] = scores["before"] if unchanged else task_obj.evaluate(new, limit=limit)
-        if finetune_steps and not unchanged:
-            throughput = training_throughput(new, result, task_obj)
-            finetune_frozen(new, result, task_obj, finetune_steps, freeze=freeze, lr=lr)
-            scores["after_finetune"] = task_obj.evaluate(new, limit=limit)
-    lat = None if unchanged else compare_latency(
-        {"before": loaded.model, "after": new}, example, runtime=runtime, threads=threads,  # type: ignore[arg-type]
-        runs=e2e_runs)
-    speedup = 1.0 if lat is None else lat["before"].median_ms / lat["after"].median_ms
-    slower = speedup < 1.0
-    before, after = profile(loaded.model, example), profile(new, example)
-    new_loaded = LoadedModel(new, loaded.source, loaded.info)
-    save_model(new_loaded, out_dir / "model.pt")
-    export_onnx(new, example, out_dir / "model.onnx")
-    report = {
-        "source": loaded.source,
-        "spec": dataclasses.asdict(spec),
-        "runtime": runtime,
-        "threads": result.threads if lat is None else lat["after"].threads,
-        "layers": [dataclasses.asdict(r) for r in result.layers],
-        "replaced": result.replaced,
-        "slower_layers": result.slower,
-        "unchanged": unchanged,
-        "before": {"params": before.params, "macs": before.macs,
-                   "latency": None if lat is None else dataclasses.asdict(lat["before"])},
-        "after": {"params": after.params, "macs": after.macs,
-                  "latency": None if lat is None else dataclasses.asdict(lat["after"])},
-        "speedup": speedup,
-        "slower": slower,
-        "scores": {k: dataclasses.asdict(v) for k, v in scores.items()},
-        "training_throughput": throughput,
-        "seconds": round(seconds, 2),
-        "load_avg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-    write_json(out_dir / "result.json", report)
+            task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data)  # type: ignore[arg-type]
+            scores["before"] = task_obj.evaluate(loaded.model, limit=limit)
+            scores["after_decompose"] = scores["before"] if unchanged else task_obj.evaluate(new, limit=limit)
+            if finetune_steps and not unchanged:
+                throughput = training_throughput(new, result, task_obj)
+                finetune_frozen(new, result, task_obj, finetune_steps, freeze=freeze, lr=lr)
+        written = save_model_files(loaded, new, example, run.path)
+        if task_obj is not None and finetune_steps and not unchanged:
+            scores["after_finetune"] = task_obj.evaluate(written, limit=limit)  # the artifact, re-loaded
+        lat = None if unchanged else compare_latency(
+            {"before": loaded.model, "after": written}, example, runtime=runtime, threads=threads,  # type: ignore[arg-type]
+            runs=e2e_runs)
+        speedup = 1.0 if lat is None else lat["before"].median_ms / lat["after"].median_ms
+        slower = speedup < 1.0
+        before, after = profile(loaded.model, example), profile(written, example)
+        if lat is not None:
+            before = dataclasses.replace(before, latency=lat["before"])
+            after = dataclasses.replace(after, latency=lat["after"])
+        spec_dict = {k: v for k, v in dataclasses.asdict(spec).items() if k not in ("include", "exclude")}
+        replaced = {r.layer: {"method": r.method, "rank": r.rank, "spec": spec_dict} for r in result.layers if r.replaced}
+        plan = Plan((PlanStep("lowrank", tuple(replaced), {"layers": replaced}),) if replaced else (), loaded.source,
+                    fingerprint(loaded.model), tuple(example.shape), finetuned=bool(finetune_steps and replaced))
+        details = {
+            "runtime": runtime,
+            "threads": result.threads if lat is None else lat["after"].threads,
+            "layers": [dataclasses.asdict(r) for r in result.layers],
+            "replaced": result.replaced,
+            "slower_layers": result.slower,
+            "unchanged": unchanged,
+            "speedup": speedup,
+            "slower": slower,
+            "scores": {k: dataclasses.asdict(v) for k, v in scores.items()},
+            "training_throughput": throughput,
+            "decide_seconds": round(seconds, 2),
+        }
+        final_score = scores.get("after_finetune", scores.get("after_decompose"))
+        run_result = RunResult(
+            "decompose", loaded.source, task=task,
+            before=Measured(scores.get("before"), dataclasses.replace(before, layers=())),
+            after=Measured(final_score, dataclasses.replace(after, layers=())), plan=plan, options=options,
+            details=details, seconds=round(time.perf_counter() - run.started, 2), environment=environment(seed))
+        write_run(run, run_result)
     if lat is not None and slower:
         b, a = lat["before"].median_ms, lat["after"].median_ms
         note(f"warning: the decomposed model is SLOWER than the original ({b:.2f} ms -> {a:.2f} ms, {speedup:.2f}x "
              f"end to end on {runtime}); keep the original, or raise --min-speedup / drop --all")
     if as_json:
-        emit_json(report)
+        emit_json(read_result(run.out))
     else:
         _table(list(result.layers))
         if result.slower:
@@ -151,5 +193,5 @@ def decompose_cmd(
                 f"{runtime}, {lat['after'].threads} threads; decisions took {seconds:.0f} s)")
         for k, v in scores.items():
             say(f"{k}: {v.metric} {v.value:.4f}")
-        say(f"wrote {out_dir}/model.pt, model.onnx, result.json")
+        say(f"wrote {run.out}/ model.pt, model.onnx, plan.json, result.json")
     return 0

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 
-from slimcnn.cli._app import app, emit_json, note, say
+from slimcnn.cli._app import FORCE_HELP, RESUME_HELP, app, emit_json, note, say
 
 
 @app.command("quantize")
@@ -21,28 +23,32 @@ def quantize_cmd(
     task: str | None = typer.Option(None, "--task", help="Task for before/after metric: classification, sr, detection."),
     data: str | None = typer.Option(None, "--data", help="The task's data (folder, .tar, built-in set)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N images only."),
-    weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Planner: fit the weight payload into this many bytes (4MB, 4MiB, 512KB)."),
-    max_drop: float | None = typer.Option(None, "--max-drop", help="Planner: fail when the metric drops more than this (metric units)."),
+    weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Planner: fit the weight payload (float32 rest included) into 4MB, 512KiB or 0.1x of the float32 bytes."),
+    max_drop: str | None = typer.Option(None, "--max-drop", help="Planner: allowed metric drop, 0.5 (metric units) or 1%; exit 1 when the written model loses more."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
     seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights (no --weights)."),
     out: str = typer.Option(..., "--out", help="Output directory: model.slim, model.pt, model.onnx, result.json."),
     no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX export."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
 ) -> int:
     """Share weights by k-means (+ magnitude pruning) and write a packed .slim file with honest sizes."""
-    from slimcnn.quantize import KMeansQuantSpec, parse_bytes
+    from slimcnn.quantize import KMeansQuantSpec
     from slimcnn.quantize._run import format_bytes, larger_warning, quantize_to_dir, size_ratio_text
+    from slimcnn.search.budget import parse_amount, parse_drop
 
     options = {"per_channel": per_channel, "method": method, "codebook_dtype": codebook, "global_prune": global_prune}
     spec = KMeansQuantSpec.parse(bits, prune, **options) if bits is not None else None
     if spec is None and weight_bytes is not None:
         spec = KMeansQuantSpec.parse("8", None, **options)
-    budget = parse_bytes(weight_bytes) if weight_bytes is not None else None
+    budget = parse_amount(weight_bytes, "weight_bytes") if weight_bytes is not None else None
+    drop = parse_drop(max_drop) if max_drop is not None else None
     res = quantize_to_dir(
         model, out, spec=spec, weights=weights, huffman=huffman, task=task, data=data, limit=limit,
-        finetune_steps=finetune_steps, weight_bytes=budget, max_drop=max_drop, onnx=not no_onnx,
-        arch=arch, seed=seed,
+        finetune_steps=finetune_steps, weight_bytes=budget, max_drop=drop, onnx=not no_onnx,
+        arch=arch, seed=seed, force=force, resume=resume,
     )
     for line in res.notes:
         note(f"note: {line}")
@@ -50,8 +56,10 @@ def quantize_cmd(
     if warning is not None:
         note(warning)
     if as_json:
-        emit_json(res)
-        return 0
+        from slimcnn.run import read_result
+
+        emit_json(read_result(res.out))
+        return _budget_exit(res)
     say(f"{'layer':<24}{'bits':>5}{'keep':>8}{'bits*kept/8 KiB':>17}{'file KiB':>10}  solver")
     for row in res.layers:
         fb = row.get("file_codebook_bytes", 0) + row.get("file_index_bytes", 0) + row.get("file_mask_bytes", 0)
@@ -65,5 +73,14 @@ def quantize_cmd(
         f"({size_ratio_text(orig, res.paper_payload_bytes)})")
     if res.before is not None and res.after is not None:
         say(f"{res.before['metric']}: {res.before['value']:.2f} -> {res.after['value']:.2f} (drop {res.drop:.2f})")
-    say(f"wrote {', '.join(res.files.values())}, {res.out}/result.json")
+    for c in res.checks:
+        say(f"  {c['name']}: {c['value']:.6g} (limit {c['limit']:.6g}) {'met' if c['met'] else 'NOT MET'}")
+    say(f"wrote {', '.join(res.files.values())}, {res.out}/plan.json, {res.out}/result.json")
+    return _budget_exit(res)
+
+
+def _budget_exit(res: Any) -> int:
+    if res.met is False:
+        note(f"budget NOT met: the closest model is saved in {res.out} (exit code 1)")
+        return 1
     return 0

@@ -299,7 +299,8 @@ def save_packed(
         "payload_size": len(payload),
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "tensors": tensors,
-        "layers": [dataclasses.asdict(r) for r in result.reports()],
+        # no timings in the file: the same model and spec give the same bytes (result.json has them)
+        "layers": [{k: v for k, v in dataclasses.asdict(r).items() if k != "seconds"} for r in result.reports()],
     }
     hbytes = json.dumps(header, separators=(",", ":")).encode()
 

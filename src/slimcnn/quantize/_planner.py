@@ -67,6 +67,7 @@ def plan_memory(
     prune_options: tuple[float, ...] = (1.0, 2.0, 3.0, 4.0),
     limit: int | None = None,
     base_spec: KMeansQuantSpec | None = None,
+    best_effort: bool = False,
 ) -> MemoryPlan:
     """Pick per-layer bits and pruning factors so the payload fits ``weight_bytes`` losing least metric.
 
@@ -83,6 +84,8 @@ def plan_memory(
         prune_options: pruning factors tried per layer.
         limit: evaluate on the first N images only (sweep and final check).
         base_spec: method/per-channel/codebook options for the quantiser (its rules are ignored).
+        best_effort: instead of raising, return the closest plan (the smallest options, or the plan that
+            fits but loses more than ``max_drop``); the caller checks ``payload_bytes`` and ``drop``.
 
     Raises:
         BudgetError: even the smallest options do not fit, or ``max_drop`` is exceeded.
@@ -126,6 +129,8 @@ def plan_memory(
                 if best is None or ratio < best[0]:
                     best = (ratio, o)
         if best is None:
+            if best_effort:
+                break
             raise BudgetError(
                 f"smallest options need {total:.0f} bytes ({fixed} of them float32 biases/BN) > budget {weight_bytes}; "
                 "allow fewer bits or more pruning"
@@ -145,7 +150,7 @@ def plan_memory(
     drop = sign * (ref.value - final.value)
     plan = MemoryPlan(spec, choices, weight_bytes, result.payload_bytes, ref.value, ref.metric, final.value, drop,
                       sum(c.drop for c in choices), tuple(sweep), limit)
-    if max_drop is not None and drop > max_drop:
+    if max_drop is not None and drop > max_drop and not best_effort:
         raise BudgetError(
             f"fitting {weight_bytes} bytes costs {drop:.3f} {ref.metric} (> --max-drop {max_drop}); "
             f"closest point: payload {result.payload_bytes:.0f} bytes, {ref.metric} {final.value:.3f}"

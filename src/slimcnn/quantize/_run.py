@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +11,10 @@ from typing import Any
 
 import torch
 
-from slimcnn._io import ensure_output_dir, write_json
 from slimcnn.errors import ConfigError
 from slimcnn.quantize._format import load_packed, save_packed
 from slimcnn.quantize._model import KMeansQuantSpec, quantize_model
+from slimcnn.search.budget import Amount, ConstraintCheck
 
 log = logging.getLogger(__name__)
 MIB = 2**20
@@ -58,6 +56,10 @@ class QuantizeRunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    """The budget checks (``weight_bytes`` on the honest payload, ``max_drop``) measured on the written model."""
+    met: bool | None = None
+    """Whether every check holds (``None`` without a budget)."""
 
 
 def size_ratio_text(original: float, new: float) -> str:
@@ -114,23 +116,30 @@ def quantize_to_dir(
     data: str | None = None,
     limit: int | None = None,
     finetune_steps: int = 0,
-    weight_bytes: int | None = None,
-    max_drop: float | None = None,
+    weight_bytes: Amount | int | None = None,
+    max_drop: Amount | float | None = None,
     onnx: bool = True,
     arch: str | None = None,
     seed: int | None = None,
+    force: bool = False,
+    resume: bool = False,
 ) -> QuantizeRunResult:
-    """Quantise the model at ``source`` and write ``model.slim``, ``model.pt``, ``model.onnx``, ``result.json``.
+    """Quantise the model at ``source`` and write ``model.slim``, ``model.pt``, ``model.onnx``, ``plan.json``,
+    ``result.json`` (a :class:`~slimcnn.run.RunResult` whose ``details`` hold this function's result).
 
-    With ``weight_bytes`` the SRAM planner chooses the per-layer settings (needs a task);
-    ``spec`` then only provides method/per-channel/codebook options. ``arch`` is the architecture
-    source of a ``file:`` state_dict (``--arch``); ``seed`` seeds a random-init model's weights.
-    ``model.slim`` reloads as ``file:model.slim`` whatever the source (checked before returning).
+    With ``weight_bytes`` (absolute bytes or a ratio of the float32 parameter bytes) the SRAM planner
+    chooses the per-layer settings (needs a task); ``spec`` then only provides method/per-channel/
+    codebook options. The budget checks (``weight_bytes`` on the honest payload, ``max_drop`` on the
+    metric) are measured on the model written; a budget that cannot be met still writes the closest
+    model, with ``met: false``. ``arch`` is the architecture source of a ``file:`` state_dict
+    (``--arch``); ``seed`` seeds a random-init model's weights. ``model.slim`` reloads as
+    ``file:model.slim`` whatever the source (checked before returning). ``--out`` is a transaction
+    (:class:`~slimcnn.run.RunDir`; ``force``/``resume`` as on the command line).
 
     Raises:
         ConfigError: inconsistent options (planner without a task, fine-tuning without a task...).
     """
-    from slimcnn.models import load_model, save_model
+    from slimcnn.run import Manifest, RunDir
 
     if spec is None and weight_bytes is None:
         raise ConfigError("give --bits (e.g. 'conv1=9,conv*=8,fc*=1') or --weight-bytes with --task/--data")
@@ -138,12 +147,41 @@ def quantize_to_dir(
         raise ConfigError("--weight-bytes, --max-drop and --finetune-steps need --task and --data")
     if (task is None) != (data is None):
         raise ConfigError("--task and --data go together")
-    inputs = tuple(p for p in (weights, source.removeprefix("file:") if source.startswith("file:") else None) if p)
-    outdir = ensure_output_dir(out, inputs=inputs)
+    if finetune_steps < 0:
+        raise ConfigError(f"--finetune-steps must be >= 0, got {finetune_steps}")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    if force and resume:
+        raise ConfigError("--force starts over and --resume continues: give one of them")
+    budget = Amount(float(weight_bytes)) if isinstance(weight_bytes, (int, float)) else weight_bytes
+    drop_limit = Amount(float(max_drop)) if isinstance(max_drop, (int, float)) else max_drop
+    options = {"spec": dataclasses.asdict(spec) if spec is not None else None, "huffman": huffman, "task": task,
+               "limit": limit, "finetune_steps": finetune_steps, "weight_bytes": str(budget) if budget else None,
+               "max_drop": str(drop_limit) if drop_limit else None, "onnx": onnx, "arch": arch, "seed": seed}
+    inputs = (weights, source.removeprefix("file:") if source.startswith("file:") else None)
+    manifest = Manifest.of("quantize", model=source, weights=weights, data={"data": data}, options=options)
+    with RunDir(out, manifest, force=force, resume=resume, inputs=inputs, data=(data,)) as run:
+        return _quantize(run, source, spec=spec, weights=weights, huffman=huffman, task=task, data=data, limit=limit,
+                         finetune_steps=finetune_steps, budget=budget, drop_limit=drop_limit, onnx=onnx, arch=arch,
+                         seed=seed, options=options)
+
+
+def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: str | None, huffman: bool,
+              task: str | None, data: str | None, limit: int | None, finetune_steps: int, budget: Amount | None,
+              drop_limit: Amount | None, onnx: bool, arch: str | None, seed: int | None,
+              options: dict[str, Any]) -> QuantizeRunResult:
+    from slimcnn.measure import profile
+    from slimcnn.models import load_model, save_model
+    from slimcnn.prune import fingerprint
+    from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment, write_run
+    from slimcnn.types import Cost
+
+    outdir = run.path
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     loaded = load_model(source, weights=weights, arch=arch, seed=seed)
     notes = list(loaded.info.notes)
+    original_bytes = 4 * sum(p.numel() for p in loaded.model.parameters())
     the_task = None
     before = None
     if task is not None:
@@ -151,12 +189,16 @@ def quantize_to_dir(
 
         the_task = make_task(task, data, info=loaded.info)  # type: ignore[arg-type]
         before = the_task.evaluate(loaded.model, limit=limit)
+    max_drop = None
+    if drop_limit is not None and before is not None:
+        max_drop = drop_limit.value * abs(before.value) if drop_limit.relative else drop_limit.value
     plan_dict = None
-    if weight_bytes is not None:
+    if budget is not None:
         from slimcnn.quantize._planner import plan_memory
 
         base = spec or KMeansQuantSpec(bits=(("*", 8),))
-        plan = plan_memory(loaded.model, the_task, weight_bytes=weight_bytes, max_drop=max_drop, limit=limit, base_spec=base)
+        plan = plan_memory(loaded.model, the_task, weight_bytes=int(budget.limit(original_bytes)), max_drop=max_drop,
+                           limit=limit, base_spec=base, best_effort=True)
         spec = plan.spec
         plan_dict = dataclasses.asdict(plan)
         plan_dict.pop("sweep")
@@ -179,19 +221,21 @@ def quantize_to_dir(
     t["pack"] = time.perf_counter() - t0
     # the decoded model written as model.pt is the in-memory quantised model (bit-identical to the .slim)
     decoded = dataclasses.replace(loaded, model=result.model.eval())
-    files = {"slim": str(slim), "pt": str(save_model(decoded, outdir / "model.pt"))}
+    save_model(decoded, outdir / "model.pt")
+    files = {"slim": "model.slim", "pt": "model.pt"}
     t0 = time.perf_counter()
     check = load_packed(slim).model  # rebuilt as file:model.slim will be, whatever the source
     same = all(torch.equal(a, b) for a, b in zip(check.state_dict().values(), result.model.state_dict().values(), strict=True))
     if not same:  # pragma: no cover - an invariant; tests cover it
         raise RuntimeError("model.slim does not decode to the quantised model")
     t["verify"] = time.perf_counter() - t0
+    x = the_task.example_input(1) if the_task is not None else torch.randn(*loaded.info.input_shape)
     if onnx:
         from slimcnn.measure import export_onnx
 
-        x = the_task.example_input(1) if the_task is not None else torch.randn(*loaded.info.input_shape)
-        files["onnx"] = str(export_onnx(result.model.eval(), x, outdir / "model.onnx"))
-    after = the_task.evaluate(result.model, limit=limit) if the_task is not None else None
+        export_onnx(check.eval(), x, outdir / "model.onnx")
+        files["onnx"] = "model.onnx"
+    after = the_task.evaluate(check, limit=limit) if the_task is not None else None  # the artifact, re-loaded
     drop = before.drop_to(after) if (before is not None and after is not None) else None
     per_pack = {lb.name: lb for lb in pack.layers}
     layers = []
@@ -202,10 +246,16 @@ def quantize_to_dir(
             row.update(file_codebook_bytes=lb.codebook_bytes, file_index_bytes=lb.index_bytes,
                        file_mask_bytes=lb.mask_bytes, index_coding=lb.index_coding, mask_coding=lb.mask_coding)
         layers.append(row)
+    checks = []
+    if budget is not None:
+        lim = budget.limit(original_bytes)
+        checks.append(ConstraintCheck("weight_bytes", float(pack.payload_bytes), float(lim), pack.payload_bytes <= lim))
+    if max_drop is not None and drop is not None:
+        checks.append(ConstraintCheck("max_drop", float(drop), float(max_drop), drop <= max_drop + 1e-12))
     res = QuantizeRunResult(
         source=loaded.source,
-        out=str(outdir),
-        files=files,
+        out=str(run.out),
+        files={k: str(run.out / v) for k, v in files.items()},
         payload_bytes=pack.payload_bytes,
         paper_payload_bytes=pack.paper_payload_bytes,
         float_bytes=result.float_bytes,
@@ -223,15 +273,21 @@ def quantize_to_dir(
         plan=plan_dict,
         finetune_losses=losses,
         seconds=t,
-        environment={
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "limit": limit,
-            "data": data,
-        },
+        environment={"limit": limit, "data": data},
         notes=notes,
+        checks=[dataclasses.asdict(c) for c in checks],
+        met=all(c.met for c in checks) if checks else None,
     )
-    write_json(outdir / "result.json", res)
+    cost_before, cost_after = profile(loaded.model, x), profile(check, x)
+    run_result = RunResult(
+        "quantize", loaded.source, task=task,
+        before=Measured(before, Cost(cost_before.params, cost_before.macs, result.original_bytes, 0, tuple(x.shape))),
+        after=Measured(after, Cost(cost_after.params, cost_after.macs, int(pack.payload_bytes), 0, tuple(x.shape))),
+        plan=Plan((PlanStep("kmeans", tuple(r["name"] for r in layers), dataclasses.asdict(spec)),), loaded.source,
+                  fingerprint(loaded.model), tuple(x.shape), finetuned=finetune_steps > 0),
+        checks=tuple(checks), met=res.met, options=options,
+        details={k: v for k, v in dataclasses.asdict(res).items() if k not in ("checks", "met", "before", "after")},
+        notes=tuple(notes), seconds=round(time.perf_counter() - run.started, 2), environment=environment(seed),
+    )
+    write_run(run, run_result)
     return res
