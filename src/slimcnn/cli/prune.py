@@ -14,6 +14,7 @@ from slimcnn.cli._app import (
     FORCE_HELP,
     RESUME_HELP,
     app,
+    check_task,
     emit_json,
     example_for,
     load_for_cli,
@@ -70,8 +71,7 @@ def prune_cmd(
         raise ConfigError(f"--granularity must be filter, kernel or grouped, got '{granularity}'")
     if granularity != "filter" and compensate:
         raise ConfigError(f"--compensate works with --granularity filter only, got '{granularity}'")
-    if (task is None) != (data is None):
-        raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
+    check_task(task, data)
     if ratio is not None and not 0 < ratio < 1:
         raise ConfigError(f"--ratio is the fraction of channels removed, above 0 and below 1 (e.g. 0.3), got {ratio:g}")
     if limit is not None and limit < 1:
@@ -159,7 +159,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
     odd = [f for f, kept in outcome.plan.layers.items() if len(kept) >= 2 * block and len(kept) % block]
     if round_to == 1 and block > 1 and odd:
         # ORT runs blocked convs in whole blocks: a width of 24 costs as much as 32 on AVX-512 (README)
-        note(f"{len(odd)} pruned layers keep a width that is not a multiple of {block}, ONNX Runtime's channel "
+        note(f"note: {len(odd)} pruned layers keep a width that is not a multiple of {block}, ONNX Runtime's channel "
              f"block on this CPU (e.g. '{odd[0]}'); --round-to auto usually runs faster")
     if not outcome.plan.layers:
         note("warning: nothing was pruned: no channel group is prunable (outputs, excluded layers and unmappable "

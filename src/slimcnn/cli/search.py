@@ -12,6 +12,7 @@ from slimcnn.cli._app import (
     RESUME_HELP,
     app,
     check_device,
+    check_task,
     emit_json,
     example_for,
     load_for_cli,
@@ -62,6 +63,7 @@ def search_cmd(
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
     num_classes: int | None = typer.Option(None, "--num-classes", help="Classes when building a model."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights and of the data order."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
@@ -82,15 +84,17 @@ def search_cmd(
     if runtime is not None and runtime not in ("onnxruntime", "torch"):
         raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
     for flag, value, low in (("--finetune-steps", finetune_steps, 0), ("--limit", limit, 1), ("--workers", workers, 1),
-                             ("--iterations", iterations, 1), ("--threads", threads, 1)):
+                             ("--iterations", iterations, 1), ("--threads", threads, 1),
+                             ("--num-classes", num_classes, 1), ("--scale", scale, 1)):
         if value is not None and value < low:
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
     if lr is not None and lr <= 0:
         raise ConfigError(f"--lr must be above 0, got {lr}")
+    if alpha <= 0:
+        raise ConfigError(f"--alpha is the metric's exponent in the iterative score and must be above 0, got {alpha:g}")
     budget = Budget.from_options(max_drop=max_drop, macs=macs, params=params, weight_bytes=weight_bytes,
                                  latency=latency, objective=objective)  # type: ignore[arg-type]
-    if task not in ("classification", "sr", "detection"):
-        raise ConfigError(f"--task must be classification, sr or detection, got '{task}'")
+    check_task(task, data)
     if input:
         parse_shape(input)
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
@@ -98,18 +102,19 @@ def search_cmd(
                       threads=threads, iterations=iterations, alpha=alpha, round_to=parse_round_to(round_to),
                       exclude=tuple(exclude), compensate=compensate, amounts=_parse_amounts(amounts), device=device,
                       accumulate=accumulate)
+    _check_criterion(method, criterion)
     budget_options = {"max_drop": max_drop, "macs": macs, "params": params, "weight_bytes": weight_bytes,
                       "latency": latency, "objective": objective}
     options = {**dataclasses.asdict(spec), **budget_options, "task": task, "metric": metric, "scale": scale,
-               "arch": arch, "num_classes": num_classes, "input": input}
+               "arch": arch, "num_classes": num_classes, "input": input, "seed": seed}
     with open_run("search", out, model=model, weights=weights, data={"data": data, "val_data": val_data},
                   options=options, force=force, resume=resume) as run:
         sweep = run.state_file("sensitivity.json", keep=True, ignore=tuple(budget_options))
         say_notes(run)
-        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
         from slimcnn.tasks import make_task
 
-        task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric)
+        task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric, seed=seed)
         example = example_for(loaded, input) if input else None
         result = write_search_run(run, loaded, task_obj, budget, spec, example, sweep=sweep, progress=not as_json,
                             options=options)
@@ -127,6 +132,21 @@ def search_cmd(
         note("budget NOT met: the closest point reached is saved in " + str(run.out) + " (exit code 1)")
         return 1
     return 0
+
+
+def _check_criterion(method: str, criterion: str | None) -> None:
+    """``--criterion`` names a channel criterion (prune) or a kernel one (kernel); other methods take none."""
+    if criterion is None:
+        return
+    if method == "prune":
+        from slimcnn.prune import CRITERIA
+
+        CRITERIA.get(criterion)
+    elif method == "kernel":
+        if criterion not in ("l1", "sparsity"):
+            raise ConfigError(f"--method kernel ranks kernels by l1 or sparsity, got --criterion '{criterion}'")
+    else:
+        raise ConfigError(f"--criterion applies to --method prune or kernel, not '{method}'")
 
 
 def _parse_amounts(text: str | None) -> tuple[float, ...] | None:

@@ -274,7 +274,9 @@ def sensitivity_sweep(
         if previous.base_params == bp and previous.base_macs == bm and abs(previous.baseline - baseline.value) < 1e-9:
             table.points = previous.points
             done = {(p.knob, p.amount) for p in previous.points}
-            log.info("resuming sweep: %d points already measured", len(done))
+            total = sum(len(k.amounts) for k in knobs)
+            log.warning("resuming the sensitivity sweep: %d of %d points already measured",
+                        len({(k.name, float(a)) for k in knobs for a in k.amounts} & done), total)
         else:
             log.warning("ignoring %s: it was measured on a different model or data", resume)
     todo = [Knob(k.name, tuple(a for a in k.amounts if (k.name, float(a)) not in done), k.layers) for k in knobs]
