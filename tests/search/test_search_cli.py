@@ -144,3 +144,14 @@ def test_rerun_with_another_budget_reuses_the_sweep_only_with_resume(trained_len
     assert main([*common, "--max-drop", "5", "--macs", "0.8x", "--criterion", "l2", "--resume"]) in (0, 1)
     err = capsys.readouterr().err
     assert "not reusing sensitivity.json" in err and "--criterion: None then l2" in err
+
+
+def test_apply_replays_a_prune_search_without_finetuning_bit_identically(trained_lenet: Path, tmp_path: Path) -> None:
+    out, again = tmp_path / "s", tmp_path / "a"
+    assert main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--limit", "100",
+                 "--max-drop", "5", "--macs", "0.7x", "--amounts", "0.25,0.5", "--out", str(out)]) in (0, 1)
+    assert json.loads((out / "plan.json").read_text())["finetuned"] is False
+    assert main(["apply", str(out), f"file:{trained_lenet}", "--no-latency", "--out", str(again)]) == 0
+    a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
+    b = load_model(f"file:{again / 'model.pt'}").model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
