@@ -150,6 +150,7 @@ def _sections(out: Path, say: Say, quick: bool) -> dict[str, Any]:
 
 def _memory_section(loaded: Any, task: Any, out: Path, say: Say) -> dict[str, Any]:
     from slimcnn.quantize import KMeansQuantSpec, quantize_model, save_packed
+    from slimcnn.quantize._run import size_ratio_text
 
     spec = KMeansQuantSpec.parse("conv*=6,fc*=4", prune="fc1=4")
     result = quantize_model(loaded.model, spec)
@@ -159,7 +160,7 @@ def _memory_section(loaded: Any, task: Any, out: Path, say: Say) -> dict[str, An
     for r in result.reports():
         say(f"  {r.name:6s} {r.bits} bit, {r.sparsity * 100:4.0f} % pruned: {r.original_bytes:,} B -> {r.payload_bytes:,.0f} B")
     say(f"  weights {fp32:,} B fp32 -> payload {packed.payload_bytes:,.0f} B; the whole .slim file is "
-        f"{packed.file_bytes:,} B ({fp32 / packed.file_bytes:.1f}x smaller); top-1 {before.value:.2f} -> {after.value:.2f} %")
+        f"{packed.file_bytes:,} B ({size_ratio_text(fp32, packed.file_bytes)}); top-1 {before.value:.2f} -> {after.value:.2f} %")
     return {"fp32_bytes": fp32, "payload_bytes": packed.payload_bytes, "file_bytes": packed.file_bytes,
             "top1_before": before.value, "top1_after": after.value,
             "layers": [dataclasses.asdict(r) for r in result.reports()], "out": str(out)}
