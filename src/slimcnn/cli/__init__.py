@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if not args:
         args = ["--help"]
+    empty = _empty_path_option(args)
+    if empty is not None:
+        click.echo(f"error: {empty} is empty; name a folder or file (is a shell variable unset?) "
+                   f"(see slimcnn --help)", err=True)
+        return 2
     if args in (["--version"], ["-V"]):
         from slimcnn.version import __version__
 
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         result = app(args=args, prog_name="slimcnn", standalone_mode=False)
     except usage as e:
         cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "slimcnn"
-        click.echo(f"error: {e.format_message()} (see {cmd} --help)", err=True)
+        click.echo(f"error: {_usage_message(e)} (see {cmd} --help)", err=True)
         return 2
     except clicks as e:
         click.echo(f"error: {e.format_message()}", err=True)
@@ -110,6 +115,26 @@ def main(argv: list[str] | None = None) -> int:
     if result == 130:  # typer returns Exit(130) for Ctrl-C in non-standalone mode
         click.echo(_outdir.last_interrupt or "interrupted: nothing was written", err=True)
     return result if isinstance(result, int) else 0
+
+
+_PATH_OPTIONS = ("--out", "--data", "--val-data", "--train-data", "--weights")
+
+
+def _empty_path_option(args: list[str]) -> str | None:
+    """The first path option given an empty value (``--out ""`` would mean the current folder)."""
+    for i, a in enumerate(args):
+        name, eq, value = a.partition("=")
+        if name in _PATH_OPTIONS and (value.strip() == "" if eq else i + 1 < len(args) and not args[i + 1].strip()):
+            return name
+    return None
+
+
+def _usage_message(e: Any) -> str:
+    """click's message, with a missing positional named as ``--help`` shows it (``MODEL``, not ``'model'``)."""
+    param = getattr(e, "param", None)
+    if type(e).__name__ == "MissingParameter" and getattr(param, "param_type_name", None) == "argument":
+        return f"Missing argument {param.metavar or str(param.name).upper()}."
+    return " ".join(e.format_message().split())
 
 
 def _one_line(e: BaseException) -> str:

@@ -61,6 +61,17 @@ def parse_round_to(text: str) -> int:
     return value
 
 
+TASK_NAMES: tuple[str, ...] = ("classification", "sr", "detection")
+
+
+def check_task(task: str | None, data: str | None = None, *, data_required: bool = True) -> None:
+    """Fail early, in one line, on an unknown ``--task`` or (where both are optional) one without ``--data``."""
+    if task is not None and task not in TASK_NAMES:
+        raise ConfigError(f"--task must be classification, sr or detection, got '{task}'")
+    if data_required and (task is None) != (data is None):
+        raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
+
+
 def check_device(device: str) -> str:
     """Fail early, in one line, on a ``--device`` torch cannot use here."""
     import torch
@@ -100,12 +111,24 @@ def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = N
     return loaded
 
 
-def example_for(loaded: Any, input_shape: str | None) -> Any:
-    """A seeded random example input of ``--input`` or the model's default shape."""
+def example_for(loaded: Any, input_shape: str | None, *, check: bool | None = None) -> Any:
+    """A seeded random example input of ``input_shape`` or the model's default shape.
+
+    ``check`` (default: when a shape is given, i.e. the user's ``--input``) runs one forward pass so a
+    shape the model cannot take fails now, in one line naming ``--input``."""
     import torch
 
     shape = parse_shape(input_shape) if input_shape else tuple(loaded.info.input_shape)
-    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    if input_shape if check is None else check:
+        from slimcnn.measure._inputs import forward_error, run_model
+
+        try:
+            with torch.no_grad():
+                run_model(loaded.model, example)
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            raise forward_error(loaded.model, example, e) from None
+    return example
 
 
 FORCE_HELP = "Replace an --out made with other options (slimcnn never overwrites folders it did not write)."

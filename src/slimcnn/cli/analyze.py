@@ -88,6 +88,13 @@ def analyze_cmd(
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"--runtime must be one of {list(RUNTIMES)}, got '{runtime}'")
+    for flag, value in (("--threads", threads), ("--runs", runs), ("--scale", scale)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    if not 1 <= bits <= 64:
+        raise ConfigError(f"--bits is the bits per weight, 1 to 64, got {bits}")
+    if input_shape:
+        parse_shape(input_shape)
     loaded = load_model(model, weights=weights, arch=arch, scale=scale)
     for line in loaded.info.notes:
         note(f"note: {line}")

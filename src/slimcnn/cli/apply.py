@@ -10,13 +10,13 @@ from slimcnn.cli._app import (
     FORCE_HELP,
     RESUME_HELP,
     app,
+    check_task,
     example_for,
     load_for_cli,
     open_run,
     parse_shape,
     say_notes,
 )
-from slimcnn.errors import ConfigError
 
 
 @app.command("apply")
@@ -46,9 +46,8 @@ def apply_cmd(
     from slimcnn.cli.prune import _finish, _report
     from slimcnn.run import Plan, apply_plan
 
+    check_task(task, data)
     p = Plan.load(plan)
-    if (task is None) != (data is None):
-        raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
     shape = input or ("x".join(map(str, p.input_shape)) if p.input_shape else None)
     if shape:
         parse_shape(shape)
@@ -58,7 +57,7 @@ def apply_cmd(
                   resume=resume) as run:
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
-        example = example_for(loaded, shape)
+        example = example_for(loaded, shape, check=input is not None)
         batches: list = []
         task_obj = None
         if task and data:

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, check_device, emit_json, note, say
+from slimcnn.cli._app import app, check_device, check_task, emit_json, note, say
 from slimcnn.errors import ConfigError
 from slimcnn.types import Score
 
@@ -76,6 +76,10 @@ def evaluate_cmd(
     from slimcnn.tasks import make_task
 
     check_device(device)
+    check_task(task, data_required=False)
+    for flag, value in (("--limit", limit), ("--batch-size", batch_size), ("--scale", scale)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
     loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
     kind = resolve_task(task, loaded.info)
     t = make_task(kind, data, info=loaded.info, scale=scale, batch_size=batch_size)

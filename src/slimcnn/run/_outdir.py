@@ -38,7 +38,9 @@ def _inside(child: Path, parent: Path) -> bool:
 
 def check_out_path(out: str | Path, *, inputs: Iterable[str | Path | None] = (),
                    data: Iterable[str | Path | None] = ()) -> Path:
-    """Refuse an ``--out`` that is a file, a data folder (or inside one) or an input model's folder."""
+    """Refuse an ``--out`` that is empty, a file, a data folder (or inside one) or an input model's folder."""
+    if not str(out).strip():
+        raise ConfigError("--out is empty; name the folder the run writes (e.g. --out runs/pruned)")
     o = Path(out).expanduser().resolve()
     if o.exists() and not o.is_dir():
         raise ConfigError(f"--out {out} is an existing file; --out names a folder: choose a new folder name")

@@ -13,6 +13,9 @@ CostKey = Literal["macs", "params", "weight_bytes", "latency_ms"]
 COST_KEYS: tuple[CostKey, ...] = ("macs", "params", "weight_bytes", "latency_ms")
 
 _COUNT_UNITS = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
+_UNIT_NAMES = {"count": "k, M, G, T", "bytes": "B, KB, MB, GB, KiB, MiB, GiB", "time": "us, ms, s"}
+_WHAT = {"macs": "MACs", "params": "parameters", "weight_bytes": "weight bytes", "activation_bytes": "activation bytes",
+         "latency_ms": "latency"}
 _BYTE_UNITS = {"b": 1.0, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024.0, "mib": 1024.0**2, "gib": 1024.0**3}
 _TIME_UNITS = {"ms": 1.0, "s": 1e3, "us": 1e-3}
 _KIND = {"macs": "count", "params": "count", "weight_bytes": "bytes", "activation_bytes": "bytes", "latency_ms": "time"}
@@ -67,9 +70,11 @@ def parse_amount(text: str | float | int, what: str) -> Amount:
     if not m:
         raise ConfigError(f"{flag} expects a ratio like 0.5x or a value like {example}, got '{text}'")
     number, unit = float(m.group(1)), m.group(2)
+    if unit == "" and number <= 0:
+        raise ConfigError(f"{flag} {text} must be above 0 (e.g. {example} or 0.5x)")
     if unit == "":
-        raise ConfigError(f"{flag} {text} is ambiguous: write {text}x for a fraction of the original or add a unit "
-                          f"(e.g. {example})")
+        ratio = f"write {text}x for a fraction of the original or " if number <= 1 else ""
+        raise ConfigError(f"{flag} {text} is ambiguous: {ratio}add a unit (e.g. {example}; a bare number is refused)")
     if unit in ("x", "%"):
         ratio = number / 100.0 if unit == "%" else number
         if not 0 < ratio <= 1:
@@ -77,8 +82,9 @@ def parse_amount(text: str | float | int, what: str) -> Amount:
         return Amount(ratio, relative=True)
     units = _UNITS_OF[kind]
     if unit not in units:
-        raise ConfigError(f"{flag} {text}: '{unit}' is not a unit for {what.replace('_', ' ')}; use one of "
-                          f"{', '.join(units)} (e.g. {example}) or a ratio like 0.5x")
+        typed = str(text).strip().replace(" ", "")[-len(unit):]
+        raise ConfigError(f"{flag} {text}: '{typed}' is not a unit of {_WHAT.get(what, what)}; use one of "
+                          f"{_UNIT_NAMES[kind]} (e.g. {example}) or a ratio like 0.5x")
     if number <= 0:
         raise ConfigError(f"{flag} {text} must be above 0 (e.g. {example} or 0.5x)")
     return Amount(number * units[unit])
@@ -129,7 +135,7 @@ class Budget:
             if key not in COST_KEYS:
                 raise ConfigError(f"unknown budget '{key}'; valid: {', '.join(COST_KEYS)}")
         if self.objective not in COST_KEYS:
-            raise ConfigError(f"unknown objective '{self.objective}'; valid: {', '.join(COST_KEYS)}")
+            raise ConfigError(f"--objective must be one of {', '.join(COST_KEYS)}, got '{self.objective}'")
 
     @classmethod
     def from_options(
