@@ -19,3 +19,12 @@ def test_quick_demo_runs_end_to_end(tmp_path: Path) -> None:
     for section in ("classification-search", "sr-search"):
         assert (out / section / "result.json").exists() and (out / section / "model.onnx").exists()
     assert (out / "memory" / "model.slim").exists()
+
+
+def test_demo_never_replaces_another_commands_run(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "p"
+    assert main(["prune", "slimcnn:tiny_cnn", "--ratio", "0.3", "--no-latency", "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    assert "holds a `prune` run" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from slimcnn._io import write_json
+from slimcnn.errors import ConfigError
 from slimcnn.models import load_model
 
 log = logging.getLogger(__name__)
@@ -83,8 +84,11 @@ def run_demo(out_dir: str | Path = "demo-out", *, say: Say = print, quick: bool 
         say: where progress lines go (the CLI passes ``typer.echo``).
         quick: fewer training steps (used by the test suite).
     """
-    from slimcnn.run import Manifest, RunDir, RunResult, environment, write_run
+    from slimcnn.run import Manifest, RunDir, RunResult, environment, read_result, write_run
 
+    if (Path(out_dir) / "result.json").is_file() and read_result(out_dir).get("command", "demo") != "demo":
+        raise ConfigError(f"--out {out_dir} holds a `{read_result(out_dir)['command']}` run, not a demo; choose "
+                          "another folder for the demo")
     with RunDir(out_dir, Manifest.of("demo", options={"quick": quick}), force=True) as run:
         report = _sections(run.path, say, quick)
         write_json(run.path / "demo.json", report)

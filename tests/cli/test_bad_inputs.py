@@ -27,10 +27,6 @@ QUANT = ["quantize", M, "--bits", "8", "--no-onnx", *OUT]
 DECOMP = ["decompose", M, "--runtime", "torch", *OUT]
 
 
-def _xfail(reason: str) -> Any:
-    return pytest.mark.xfail(reason=reason, strict=True)
-
-
 def row(rid: str, argv: list[str], expect: str, code: int = 2, marks: Any = ()) -> Any:
     return pytest.param(argv, expect, code, id=rid, marks=marks)
 
@@ -318,8 +314,8 @@ ROWS = [
     row("quantize-weight-bytes-no-task", with_(QUANT, "--weight-bytes", "4KB", drop=("--bits",)), "--task"),
     row("quantize-task-without-data", with_(QUANT, "--task", "classification"), "--data"),
     row("quantize-finetune-no-task", with_(QUANT, "--finetune-steps", "5"), "--task"),
-    row("quantize-global-prune-0", with_(QUANT, "--global-prune", "0"), "--global-prune", marks=_xfail("quantize: --global-prune < 1 is refused without naming the flag (library message; cli/quantize.py is being rewritten)")),
-    row("quantize-global-prune-half", with_(QUANT, "--global-prune", "0.5"), "--global-prune", marks=_xfail("quantize: --global-prune < 1 is refused without naming the flag (library message; cli/quantize.py is being rewritten)")),
+    row("quantize-global-prune-0", with_(QUANT, "--global-prune", "0"), "--global-prune"),
+    row("quantize-global-prune-half", with_(QUANT, "--global-prune", "0.5"), "--global-prune"),
     row("quantize-limit-0", with_(QUANT, "--limit", "0"), "--limit"),
     row("quantize-max-drop-negative", with_(QUANT, "--task", "classification", "--data", "digits", "--max-drop", "-1"),
         "--max-drop"),

@@ -126,3 +126,9 @@ def test_write_run_from_python(tmp_path: Path) -> None:
     out = write_run(tmp_path / "r", RunResult("custom", "slimcnn:tiny_cnn", plan=Plan(source="slimcnn:tiny_cnn")))
     res = read_result(out)
     assert res["command"] == "custom" and [a["path"] for a in res["artifacts"]] == ["plan.json"]
+
+
+def test_train_records_the_classes_it_was_trained_on(tmp_path: Path) -> None:
+    assert main([*TRAIN, "--out", str(tmp_path / "t")]) == 0
+    info = load_model(f"file:{tmp_path / 't' / 'model.pt'}").info
+    assert info.classes is not None and len(info.classes) == 10 and info.pretrained

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from slimcnn.models import load_model
-from slimcnn.search import Budget, SearchSpec, search
 from slimcnn.run import apply_plan
+from slimcnn.search import Budget, SearchSpec, search
 from slimcnn.search.plan import search_plan
 from slimcnn.tasks import make_task
 

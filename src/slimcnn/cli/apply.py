@@ -13,6 +13,7 @@ from slimcnn.cli._app import (
     check_task,
     example_for,
     load_for_cli,
+    note,
     open_run,
     parse_shape,
     say_notes,
@@ -56,6 +57,9 @@ def apply_cmd(
     with open_run("apply", out, model=model, weights=weights, data={"data": data}, options=options, force=force,
                   resume=resume) as run:
         say_notes(run)
+        if p.finetuned:
+            note("note: the run that made this plan fine-tuned its weights; a plan replays the structure and the "
+                 "transform's own weights, so this model has the original (not fine-tuned) weights")
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
         example = example_for(loaded, shape, check=input is not None)
         batches: list = []

@@ -98,8 +98,10 @@ def train_cmd(
                            checkpoint_every=every, **options)
         after = t.evaluate(loaded.model, limit=limit, device=device)
         trained = " ".join(f"{k}={v}" for k, v in options.items())
+        trained_on = getattr(getattr(t, "eval_set", None), "classes", None)  # the classes the model now predicts
         info = dataclasses.replace(
             loaded.info, pretrained=True, weights=None,
+            classes=tuple(trained_on) if trained_on is not None else loaded.info.classes,
             notes=(*loaded.info.notes, f"fine-tuned by slimcnn train: {kind} on {data}, {steps} steps {trained}".rstrip()),
         )
         save_model(LoadedModel(loaded.model, loaded.source, info), run.path / "model.pt")

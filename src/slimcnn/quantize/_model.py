@@ -60,7 +60,11 @@ class KMeansQuantSpec:
         if self.prune and self.global_prune is not None:
             raise ConfigError("Can't set both per-layer --prune rules and a global pruning factor")
         if self.global_prune is not None:
-            check_factor(self.global_prune)
+            try:
+                check_factor(self.global_prune)
+            except ConfigError:
+                raise ConfigError(f"--global-prune is a factor f >= 1 (keep 1/f of the weights over all quantised "
+                                  f"layers), got {self.global_prune!r}") from None
 
     @classmethod
     def parse(
