@@ -67,7 +67,11 @@ TASK_NAMES: tuple[str, ...] = ("classification", "sr", "detection")
 def check_task(task: str | None, data: str | None = None, *, data_required: bool = True) -> None:
     """Fail early, in one line, on an unknown ``--task`` or (where both are optional) one without ``--data``."""
     if task is not None and task not in TASK_NAMES:
-        raise ConfigError(f"--task must be classification, sr or detection, got '{task}'")
+        import difflib
+
+        close = difflib.get_close_matches(task, TASK_NAMES, n=1, cutoff=0.5)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ConfigError(f"--task must be classification, sr or detection, got '{task}'.{hint}")
     if data_required and (task is None) != (data is None):
         raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
 

@@ -9,12 +9,15 @@ the same manifest continues from it, any other run discards it and says why.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -154,12 +157,13 @@ class RunDir:
         old = self.out.parent / f".{self.out.name}{_OLD}"
         if old.exists():
             shutil.rmtree(old)
-        if self.out.exists():
-            os.replace(self.out, old)
-        os.replace(self.stage, self.out)
+        with _no_sigint():  # Ctrl-C cannot fall between the two renames (a SIGKILL there is healed on the next run)
+            if self.out.exists():
+                os.replace(self.out, old)
+            os.replace(self.stage, self.out)
+            self.committed = True
         if old.exists():
             shutil.rmtree(old, ignore_errors=True)
-        self.committed = True
         return self.out
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -181,6 +185,19 @@ class RunDir:
             last_interrupt = f"interrupted: {hint}"
         else:
             log.info("run failed: %s", hint)
+
+
+@contextlib.contextmanager
+def _no_sigint() -> Iterator[None]:
+    """Defer SIGINT (delivered on exit) where the platform allows it; a no-op elsewhere."""
+    block = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if block:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        if block:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def _read_manifest(folder: Path) -> Manifest | None:
