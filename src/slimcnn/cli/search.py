@@ -59,6 +59,7 @@ def search_cmd(
     compensate: bool = typer.Option(False, "--compensate", help="prune: fold removed channels' mean activations into the next layer's bias."),
     accumulate: bool = typer.Option(False, "--accumulate", help="cpo: prune each step's retrained model further (the paper) instead of the original."),
     device: str = typer.Option("cpu", "--device", help="Where fine-tuning and evaluation run: cpu, cuda, cuda:1, ..."),
+    recovery: str = typer.Option("plain", "--recovery", help="How fine-tuning recovers: plain (the task's loss) or kd (distillation from the original model)."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
@@ -101,7 +102,7 @@ def search_cmd(
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=parse_round_to(round_to),
                       exclude=tuple(exclude), compensate=compensate, amounts=_parse_amounts(amounts, method), device=device,
-                      accumulate=accumulate)
+                      accumulate=accumulate, recovery=recovery)
     _check_criterion(method, criterion)
     budget_options = {"max_drop": max_drop, "macs": macs, "params": params, "weight_bytes": weight_bytes,
                       "latency": latency, "objective": objective}

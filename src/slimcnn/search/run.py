@@ -58,8 +58,15 @@ class SearchSpec:
     original; retraining then accumulates along the steps."""
     device: str = "cpu"
     """Where fine-tuning and evaluation run (``cuda`` on a GPU machine); costs and latency stay on CPU."""
+    recovery: str = "plain"
+    """How fine-tuning recovers: ``plain`` (the task's loss) or ``kd`` (distillation from the search's
+    original model; KD knobs such as ``kd_temperature``/``kd_alpha`` go in ``finetune``)."""
 
     def __post_init__(self) -> None:
+        from slimcnn.train import RECOVERIES
+
+        if self.recovery not in RECOVERIES:
+            raise ConfigError(f"--recovery must be one of {', '.join(RECOVERIES)}, got '{self.recovery}'")
         if self.method not in FAMILIES:
             FAMILIES.get(self.method)  # raises with close matches
         STRATEGIES.get(self.strategy)
@@ -138,8 +145,11 @@ class _Context:
         return self.task.evaluate(model, limit=limit, device=self.spec.device)
 
     def finetune(self, model: nn.Module) -> None:
+        """Fine-tune ``model`` in place (``recovery="kd"``: distilled from the search's original model)."""
         if self.spec.finetune_steps > 0:
-            opts = {"device": self.spec.device} | self.spec.finetune
+            opts: dict[str, Any] = {"device": self.spec.device} | self.spec.finetune
+            if self.spec.recovery != "plain":
+                opts |= {"teacher": self.model, "recovery": self.spec.recovery}
             self.task.finetune(model, self.spec.finetune_steps, progress=False, **opts)
 
     def measure(self, assignment: dict[str, float], model: nn.Module | None = None) -> TriedPoint:

@@ -14,6 +14,7 @@ Which data is used for what (``data``, ``val_data``, ``train_data`` are specs as
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,8 +294,17 @@ class ClassificationTask:
         device: str = "cpu",
         params: Any = None,
         seed: int | None = None,
+        teacher: nn.Module | None = None,
+        recovery: str = "plain",
+        kd_temperature: float = 4.0,
+        kd_alpha: float = 0.9,
     ) -> TrainStats:
         """Fine-tune ``model`` in place with cross-entropy on the training data (see the module doc).
+
+        With ``recovery="kd"`` the loss is Hinton et al.'s distillation from ``teacher`` (the original
+        model, run in eval mode under ``no_grad`` on ``device``):
+        ``kd_alpha * T**2 * KL(teacher/T || student/T) + (1 - kd_alpha) * CE`` with ``T = kd_temperature``
+        (:func:`slimcnn.train.kd_logits_loss`).
 
         Args:
             model: The classifier (trained in place, returned in eval mode).
@@ -314,23 +324,45 @@ class ClassificationTask:
             device: Where to train.
             params: Train only these parameters.
             seed: Shuffling/augmentation seed (defaults to the task's).
+            teacher: The model to distil from (``recovery="kd"``); not modified.
+            recovery: ``"plain"`` (cross-entropy) or ``"kd"`` (distillation from ``teacher``).
+            kd_temperature: Softmax temperature ``T`` of the distillation term.
+            kd_alpha: Weight of the distillation term (the rest is cross-entropy), in [0, 1].
 
         Returns:
             :class:`~slimcnn.tasks.base.TrainStats`.
-        """
-        from slimcnn.train import fit_
 
+        Raises:
+            ConfigError: ``recovery="kd"`` without a teacher, or bad KD knobs.
+        """
+        from slimcnn.train import check_recovery, check_weight, fit_, kd_logits_loss, teacher_on
+
+        kd = check_recovery(recovery, teacher, model)
+        if kd:
+            check_weight("kd_alpha", kd_alpha)
+            if not kd_temperature > 0:
+                raise ConfigError(f"kd_temperature must be > 0, got {kd_temperature}")
         ds = self.train_set
         use_aug = self._augments(ds) if augment is None else augment
         s = self.seed if seed is None else seed
         bs = batch_size or self.batch_size
-        return fit_(
-            model, lambda: self._stream(ds, bs, augment=use_aug, seed=s), self.loss, steps=steps,
-            optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,  # type: ignore[arg-type]
-            warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip,  # type: ignore[arg-type]
-            checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
-            device=device, params=params, seed=s,
-        )
+        with contextlib.ExitStack() as stack:
+            loss_fn = self.loss
+            if kd:
+                run_teacher = stack.enter_context(teacher_on(teacher, device))  # type: ignore[arg-type]
+
+                def loss_fn(student: nn.Module, batch: Batch) -> torch.Tensor:
+                    x, y = batch
+                    return kd_logits_loss(logits_of(student(x)), logits_of(run_teacher(x)), y,
+                                          temperature=kd_temperature, alpha=kd_alpha)
+
+            return fit_(
+                model, lambda: self._stream(ds, bs, augment=use_aug, seed=s), loss_fn, steps=steps,
+                optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,  # type: ignore[arg-type]
+                warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip,  # type: ignore[arg-type]
+                checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
+                device=device, params=params, seed=s,
+            )
 
     def training_batches(self, n: int) -> list[Batch]:
         """``n`` shuffled, un-augmented ``(inputs, labels)`` batches from the training data (seeded)."""

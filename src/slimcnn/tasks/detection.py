@@ -62,13 +62,16 @@ class DetectionAdapter:
 
     ``predict(model, samples, task)`` returns detections in original image pixels with labels in
     the dataset's 0-based label space; ``loss(model, batch, task)`` a differentiable scalar, or
-    None when the family cannot be fine-tuned here.
+    None when the family cannot be fine-tuned here; ``head(output)`` the raw head tensors of a
+    ``model(images)`` output (the same in train and eval mode), used by distillation, or None when
+    the family's forward does not expose them.
     """
 
     name: str
     predict: Callable[[nn.Module, list[DetectionSample], DetectionTask], list[Detections]]
     input_size: Callable[[nn.Module, DetectionTask], int | None]
     loss: Callable[[nn.Module, Batch, DetectionTask], torch.Tensor] | None = None
+    head: Callable[[Any], torch.Tensor] | None = None
 
 
 DETECTION_ADAPTERS: Registry[DetectionAdapter] = Registry("detection model family")
@@ -114,7 +117,8 @@ def _yf_loss(model: nn.Module, batch: Batch, task: DetectionTask) -> torch.Tenso
     return yolo_loss(model(batch[0]), batch[1], input_size=tuple(batch[0].shape[-2:]))  # type: ignore[arg-type]
 
 
-DETECTION_ADAPTERS.add("YoloFastestV2", DetectionAdapter("yolo_fastestv2", _yf_predict, _yf_size, _yf_loss))
+DETECTION_ADAPTERS.add("YoloFastestV2", DetectionAdapter("yolo_fastestv2", _yf_predict, _yf_size, _yf_loss,
+                                                    head=lambda out: out))
 
 
 # --------------------------------------------------------------------------------- torchvision
@@ -318,22 +322,59 @@ class DetectionTask:
         targets = [{k: v.to(dev) for k, v in t.items()} for t in targets]
         return adapter.loss(model, (x.to(dev), targets), self)
 
-    def finetune(self, model: nn.Module, steps: int, **options: Any) -> TrainStats:
+    def finetune(
+        self, model: nn.Module, steps: int, *, teacher: nn.Module | None = None, recovery: str = "plain",
+        kd_alpha: float = 0.5, **options: Any,
+    ) -> TrainStats:
         """Fine-tune in place with :func:`slimcnn.train.fit_` (default Adam, lr 1e-3, cosine).
 
         Options are forwarded to ``fit_`` (``lr``, ``optimizer``, ``device``, ``warmup_steps``…).
-        """
-        from slimcnn.train import fit_
+        With ``recovery="kd"`` the loss is ``(1 - kd_alpha) * family loss + kd_alpha * MSE`` between the
+        student's and the ``teacher``'s raw head outputs (adapters with a ``head``; Yolo-FastestV2).
 
+        Raises:
+            ConfigError: ``recovery="kd"`` without a teacher, or for a family whose adapter exposes no head outputs.
+        """
+        from slimcnn.train import check_recovery, check_weight, fit_
+
+        kd = check_recovery(recovery, teacher, model)
+        if kd:
+            check_weight("kd_alpha", kd_alpha)
+            adapter = get_adapter(model)
+            if adapter.head is None:
+                raise ConfigError(f"--recovery kd needs the head outputs of {adapter.name} models, which their "
+                                  "adapter does not expose; use --recovery plain")
         if steps <= 0:
             return TrainStats(0, float("nan"), 0.0, 0.0, str(options.get("device", "cpu")))
         opts: dict[str, Any] = {"optimizer": "adam", "lr": 1e-3, "progress": False, "warmup_steps": min(20, steps // 10)}
         opts.update(options)
         t0 = time.perf_counter()
         model.train()
-        stats = fit_(model, lambda: self._stream(True), self.loss, steps=steps, **opts)
+        if kd:
+            stats = self._distil(model, teacher, adapter.head, steps, kd_alpha, opts)  # type: ignore[arg-type]
+        else:
+            stats = fit_(model, lambda: self._stream(True), self.loss, steps=steps, **opts)
         log.info("detection finetune: %d steps in %.1fs", steps, time.perf_counter() - t0)
         return stats
+
+    def _distil(self, model: nn.Module, teacher: nn.Module, head: Callable[[Any], torch.Tensor], steps: int,
+                alpha: float, opts: dict[str, Any]) -> TrainStats:
+        """``fit_`` with the family loss mixed with L2 to the teacher's head outputs (captured by a hook)."""
+        from slimcnn.train import fit_, output_distill_loss, teacher_on
+
+        seen: dict[str, Any] = {}
+        hook = model.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
+        try:
+            with teacher_on(teacher, opts.get("device", "cpu")) as run_teacher:
+                def loss(student: nn.Module, batch: Batch) -> torch.Tensor:
+                    seen.clear()
+                    task_loss = self.loss(student, batch)
+                    x = batch[0].to(next(student.parameters()).device)
+                    return (1.0 - alpha) * task_loss + alpha * output_distill_loss(head(seen["out"]), head(run_teacher(x)))
+
+                return fit_(model, lambda: self._stream(True), loss, steps=steps, **opts)
+        finally:
+            hook.remove()
 
 
 def _factory(data: str | Path, **kwargs: Any) -> DetectionTask:

@@ -10,6 +10,7 @@ bicubic-upscaled Y and return HR Y; ``"lr"`` (FSRCNN, ESPCN) get LR Y and return
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Iterator
@@ -257,6 +258,12 @@ class SRTask:
         recipe: str | None = None,
         progress: bool = True,
         device: str = "cpu",
+        teacher: nn.Module | None = None,
+        recovery: str = "plain",
+        kd_alpha: float = 0.5,
+        kd_loss: str = "l2",
+        kd_features: tuple[str, ...] | list[str] = (),
+        kd_feature_weight: float = 1.0,
         **kw: Any,
     ) -> TrainStats:
         """Train ``model`` in place on random HR patches with the model family's recipe.
@@ -267,11 +274,24 @@ class SRTask:
         other keywords (``schedule``, ``warmup_steps``, ``weight_decay``, ``checkpoint``, ...) go to
         ``fit_``.
 
+        With ``recovery="kd"`` the loss mixes the ground truth and the ``teacher`` (the original model,
+        in eval mode under ``no_grad``): ``(1 - kd_alpha) * MSE(out, HR) + kd_alpha * D(out, teacher_out)``
+        with ``D`` = ``kd_loss`` (``"l2"`` or ``"l1"``), plus ``kd_feature_weight`` times the same
+        distance between the outputs of the ``kd_features`` layers (module FQNs whose outputs keep their
+        shape in the student).
+
         Returns:
             The :class:`~slimcnn.tasks.base.TrainStats` of the run.
         """
-        from slimcnn.train import fit_
+        from slimcnn.train import OUTPUT_LOSSES, check_recovery, check_weight, fit_
 
+        kd = check_recovery(recovery, teacher, model)
+        if kd:
+            check_weight("kd_alpha", kd_alpha)
+            if kd_loss not in OUTPUT_LOSSES:
+                raise ConfigError(f"kd_loss must be one of {list(OUTPUT_LOSSES)}, got {kd_loss!r}")
+            if kd_feature_weight < 0:
+                raise ConfigError(f"kd_feature_weight must be >= 0, got {kd_feature_weight}")
         rname, r = recipe_for(model, self.info, recipe)
         p = patch or self.patch or r.patch
         bs = batch_size or self.batch_size or r.batch_size
@@ -302,9 +322,33 @@ class SRTask:
         def batches() -> Iterator[Batch]:
             return self._stream(patch=p, batch_size=bs, seed=seed, min_std=r.min_patch_std)
 
-        return fit_(
-            model, batches, self.loss, steps=steps, progress=progress, device=device, seed=seed, **opts
-        )
+        if not kd:
+            return fit_(model, batches, self.loss, steps=steps, progress=progress, device=device, seed=seed, **opts)
+        with self._kd_loss(model, teacher, device, kd_alpha, kd_loss, tuple(kd_features),  # type: ignore[arg-type]
+                           kd_feature_weight) as loss_fn:
+            return fit_(model, batches, loss_fn, steps=steps, progress=progress, device=device, seed=seed, **opts)
+
+    @contextlib.contextmanager
+    def _kd_loss(self, student: nn.Module, teacher: nn.Module, device: str, alpha: float, kind: str,
+                 features: tuple[str, ...], feature_weight: float) -> Iterator[Any]:
+        """The distillation loss ``loss(model, batch)`` while the teacher (and feature taps) are set up."""
+        from slimcnn.train import FeatureTap, feature_distill_loss, output_distill_loss, teacher_on
+
+        with contextlib.ExitStack() as stack:
+            run_teacher = stack.enter_context(teacher_on(teacher, device))
+            s_tap = stack.enter_context(FeatureTap(student, features)) if features else None
+            t_tap = stack.enter_context(FeatureTap(teacher, features)) if features else None
+
+            def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+                x, y = batch
+                out = self._fit_output(model(x), y.shape[-2:])
+                ref = self._fit_output(run_teacher(x), y.shape[-2:])
+                total = (1.0 - alpha) * nn.functional.mse_loss(out, y) + alpha * output_distill_loss(out, ref, kind)
+                if s_tap is not None and t_tap is not None and feature_weight > 0:
+                    total = total + feature_weight * feature_distill_loss(s_tap.features, t_tap.features, kind)
+                return total
+
+            yield loss
 
 
 def _make_sr_task(data: Any, **kwargs: Any) -> SRTask:

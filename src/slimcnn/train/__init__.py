@@ -1,8 +1,39 @@
-"""Training: the shared fine-tune loop (:func:`fit_`) and its learning-rate schedules."""
+"""Training: the shared fine-tune loop (:func:`fit_`), its learning-rate schedules, recovery by
+distillation (:func:`kd_logits_loss`, :func:`teacher_on`) and fine-tuning that keeps each
+transform's promise (:func:`keep_promises`)."""
 
 from __future__ import annotations
 
+from slimcnn.train._distill import (
+    OUTPUT_LOSSES,
+    RECOVERIES,
+    FeatureTap,
+    Recovery,
+    check_recovery,
+    check_weight,
+    feature_distill_loss,
+    kd_logits_loss,
+    output_distill_loss,
+    teacher_on,
+)
 from slimcnn.train._loop import OPTIMIZERS, TrainingDivergedError, fit_, to_device
 from slimcnn.train._schedule import SCHEDULES, lr_at
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "TrainingDivergedError", "fit_", "lr_at", "to_device"]
+__all__ = [
+    "OPTIMIZERS",
+    "OUTPUT_LOSSES",
+    "RECOVERIES",
+    "SCHEDULES",
+    "FeatureTap",
+    "Recovery",
+    "TrainingDivergedError",
+    "check_recovery",
+    "check_weight",
+    "feature_distill_loss",
+    "fit_",
+    "kd_logits_loss",
+    "lr_at",
+    "output_distill_loss",
+    "teacher_on",
+    "to_device",
+]
