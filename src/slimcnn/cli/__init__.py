@@ -22,6 +22,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "decompose",
     "search",
     "evaluate",
+    "compress",
     "quantize",
     "train",
     "demo",

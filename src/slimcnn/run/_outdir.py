@@ -152,6 +152,9 @@ class RunDir:
         for name, keep in self.state.items():
             if not keep and (self.stage / name).exists():
                 (self.stage / name).unlink()
+        for folder in sorted((p for p in self.stage.rglob("*") if p.is_dir()), reverse=True):
+            if not any(folder.iterdir()):  # what held only transient state
+                folder.rmdir()
         m = self.manifest.to_dict() | {"state": sorted(n for n, k in self.state.items() if k)}
         write_json(self.stage / MANIFEST, m)
         old = self.out.parent / f".{self.out.name}{_OLD}"

@@ -1,0 +1,137 @@
+"""``slimcnn compress MODEL``: one run to a quality target and hardware targets, across methods."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import typer
+
+from slimcnn.cli._app import (
+    FORCE_HELP,
+    RESUME_HELP,
+    app,
+    check_device,
+    check_task,
+    emit_json,
+    example_for,
+    load_for_cli,
+    note,
+    open_run,
+    parse_round_to,
+    parse_shape,
+    say,
+    say_notes,
+)
+from slimcnn.errors import ConfigError
+
+
+@app.command("compress")
+def compress_cmd(
+    model: str = typer.Argument(..., help="Model source, e.g. slimcnn:resnet56, file:model.pt."),
+    task: str = typer.Option(..., "--task", help="classification, sr or detection."),
+    data: str = typer.Option(..., "--data", help="Training data (also validation unless --val-data)."),
+    val_data: str | None = typer.Option(None, "--val-data", help="Validation data: the drop is measured on it against the original."),
+    test_data: str | None = typer.Option(None, "--test-data", help="Held-out test data, scored before/after for the report."),
+    max_drop: str = typer.Option(..., "--max-drop", help="Allowed drop against the ORIGINAL: 1 (points/dB), 0.2dB or 1%."),
+    macs: str | None = typer.Option(None, "--macs", help="MACs target: 0.5x or 300M."),
+    params: str | None = typer.Option(None, "--params", help="Parameter target: 0.5x or 1M."),
+    weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Weight memory target: 0.1x, 256KB, 4MiB."),
+    latency: str | None = typer.Option(None, "--latency", help="ONNX Runtime latency target: 0.6x or 12ms."),
+    recipe: str = typer.Option("auto", "--recipe", help="auto, or stages in order: prune[:criterion], cpo, iterative, kernel, lowrank, kmeans (e.g. prune,kmeans)."),
+    recovery: str = typer.Option("kd", "--recovery", help="Fine-tuning inside every stage: kd (distil from the original) or plain (task labels)."),
+    finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps per measured point in every stage."),
+    lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (task default)."),
+    limit: int | None = typer.Option(None, "--limit", help="Validation images used while searching (results use all)."),
+    amounts: str | None = typer.Option(None, "--amounts", help="Fractions a structural stage's sweep tries, e.g. 0.25,0.5,0.75."),
+    round_to: str = typer.Option("1", "--round-to", help="Round kept channels to a multiple of N; 'auto' = ONNX Runtime's channel block."),
+    exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
+    runtime: str | None = typer.Option(None, "--runtime", help="Latency runtime: onnxruntime (default with --latency) or torch."),
+    threads: int | None = typer.Option(None, "--threads", help="Runtime threads."),
+    input: str | None = typer.Option(None, "--input", help="Input shape for costs and latency, e.g. 1x3x32x32."),
+    device: str = typer.Option("cpu", "--device", help="Where fine-tuning and evaluation run: cpu, cuda, ..."),
+    scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
+    weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
+    arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
+    seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights and of the data order."),
+    out: Path = typer.Option(..., "--out", help="Output directory."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
+) -> int:
+    """Reach --max-drop and every hardware target in one run, combining methods (stages), judged on the original.
+
+    `auto` prunes channels first for MACs/params/latency targets and shares weights by k-means last for a
+    byte target; each stage gets the budget that is left. Exit code 1 when a target is not met (the closest
+    model is written).
+    """
+    from slimcnn.compress import CompressSpec, assign_targets, auto_recipe, compress, parse_recipe
+    from slimcnn.compress._outputs import write_compress_run
+    from slimcnn.run import read_result
+    from slimcnn.search import Budget
+    from slimcnn.search.budget import parse_drop
+
+    check_device(device)
+    check_task(task, data)
+    if recovery not in ("kd", "plain"):
+        raise ConfigError(f"--recovery must be kd or plain, got '{recovery}'")
+    for flag, value, low in (("--finetune-steps", finetune_steps, 0), ("--limit", limit, 1), ("--threads", threads, 1)):
+        if value is not None and value < low:
+            raise ConfigError(f"{flag} must be >= {low}, got {value}")
+    if lr is not None and lr <= 0:
+        raise ConfigError(f"--lr must be above 0, got {lr}")
+    if runtime is not None and runtime not in ("onnxruntime", "torch"):
+        raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
+    parse_drop(max_drop)
+    budget = Budget.from_options(max_drop=max_drop, macs=macs, params=params, weight_bytes=weight_bytes, latency=latency)
+    if not budget.limits:
+        raise ConfigError("give a hardware target: one of --macs, --params, --weight-bytes, --latency")
+    stages = parse_recipe(recipe) or auto_recipe(set(budget.limits))
+    assign_targets(stages, set(budget.limits))
+    if latency is not None and runtime is None:
+        runtime = "onnxruntime"
+    if input:
+        parse_shape(input)
+    from slimcnn.cli.search import _parse_amounts
+
+    spec = CompressSpec(recipe=recipe, finetune_steps=finetune_steps, finetune={"lr": lr} if lr is not None else {},
+                        recovery=recovery, limit=limit, runtime=runtime, threads=threads,
+                        round_to=parse_round_to(round_to), amounts=_parse_amounts(amounts), device=device,
+                        exclude=tuple(exclude))
+    options = {**dataclasses.asdict(spec), "max_drop": max_drop, "macs": macs, "params": params,
+               "weight_bytes": weight_bytes, "latency": latency, "task": task, "scale": scale, "arch": arch,
+               "input": input, "seed": seed}
+    with open_run("compress", out, model=model, weights=weights,
+                  data={"data": data, "val_data": val_data, "test_data": test_data}, options=options, force=force,
+                  resume=resume) as run:
+        say_notes(run)
+        state = run.path / "stages"
+        for i in range(len(stages)):
+            run.state_file(f"stages/stage-{i}.pt")
+            run.state_file(f"stages/sensitivity-{i}.json")
+        state.mkdir(exist_ok=True)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        from slimcnn.tasks import make_task
+
+        task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, seed=seed)
+        test_obj = make_task(task, test_data, info=loaded.info, scale=scale, seed=seed) if test_data else None
+        x = example_for(loaded, input) if input else task_obj.example_input()
+        res = compress(loaded.model, task_obj, budget, spec, example_input=x, source=loaded.source,
+                       progress=not as_json, state_dir=state, on_stage=lambda i, s, line: note(line))
+        result = write_compress_run(run, loaded, res, x, options=options, task=task, test_task=test_obj)
+    if as_json:
+        emit_json(read_result(run.out))
+    else:
+        from slimcnn.run._measure import summary_line
+
+        for s in result.details["stages"]:
+            say(f"  stage {s['name']}: {s['score']['metric']} {s['score']['value']:.4g} (drop {s['drop']:.3g} vs the "
+                f"original), MACs {s['cost']['macs']:,}, weight bytes {s['cost']['weight_bytes']:,}")
+        say(summary_line(result.before, result.after))
+        for c in result.checks:
+            say(f"  {c.name}: {c.value:.6g} (limit {c.limit:.6g}) {'met' if c.met else 'NOT MET'}")
+        say(f"wrote {run.out}/")
+    if not result.met:
+        note(f"budget NOT met: the closest model reached is saved in {run.out} (exit code 1)")
+        return 1
+    return 0

@@ -1,0 +1,65 @@
+"""A compress run's outputs: the model (and its .slim when a k-means stage ran), the plan, stages, result."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+from slimcnn._io import write_json
+
+
+def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict[str, Any], task: str | None,
+                       test_task: Any = None) -> Any:
+    """Write model.pt/.onnx (+ model.slim), plan.json, pareto.json and result.json into ``run`` and commit it.
+
+    The after-score is the final model's, which ``model.pt`` re-loads to exactly; with a k-means stage
+    ``model.slim`` is checked to decode to it bit-identically (``details.slim.decodes_to_model_pt``).
+    ``test_task`` adds before/after scores of the written model on held-out test data.
+    Returns the :class:`~slimcnn.run.RunResult`.
+    """
+    import torch
+
+    from slimcnn.compress._run import kmeans_spec
+    from slimcnn.prune import fingerprint
+    from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment, write_run
+    from slimcnn.run._measure import save_model_files
+
+    written = save_model_files(loaded, res.model, x, run.path)
+    details: dict[str, Any] = {
+        "recipe": [s.name for s in res.recipe],
+        "stages": [_stage_dict(s) for s in res.stages],
+        "kmeans_bits": res.kmeans_bits,
+        "search_seconds": round(res.seconds, 2),
+    }
+    if res.kmeans_bits:
+        from slimcnn.quantize import load_packed, quantize_model, save_packed
+
+        packed = quantize_model(written, kmeans_spec(res.kmeans_bits))
+        pack = save_packed(run.path / "model.slim", packed, source=loaded.source, info=loaded.info)
+        decoded = load_packed(run.path / "model.slim").model
+        same = all(torch.equal(a, b) for a, b in zip(decoded.state_dict().values(), written.state_dict().values(),
+                                                     strict=True))
+        details["slim"] = {"file_bytes": pack.file_bytes, "payload_bytes": pack.payload_bytes,
+                           "paper_payload_bytes": pack.paper_payload_bytes, "decodes_to_model_pt": same}
+    if test_task is not None:
+        details["test"] = {"before": dataclasses.asdict(test_task.evaluate(loaded.model)),
+                           "after": dataclasses.asdict(test_task.evaluate(written))}
+    write_json(run.path / "pareto.json", {"points": [dict(p, stage=i) for i, s in enumerate(res.stages)
+                                                     for p in s.tried]})
+    steps = tuple(PlanStep(s["transform"], tuple(s["layers"]), s["params"]) for st in res.stages for s in st.steps)
+    plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(x.shape),
+                finetuned=bool(options.get("finetune_steps")))
+    result = RunResult(
+        "compress", loaded.source, task=task, before=Measured(res.before["score"], res.before["cost"]),
+        after=Measured(res.after["score"], res.after["cost"]), plan=plan, checks=tuple(res.checks), met=res.met,
+        options=options, details=details, seconds=round(time.perf_counter() - run.started, 2),
+        environment=environment(options.get("seed")))
+    write_run(run, result)
+    return result
+
+
+def _stage_dict(s: Any) -> dict[str, Any]:
+    return {"name": s.name, "targets": s.targets, "score": dataclasses.asdict(s.score),
+            "cost": dataclasses.asdict(s.cost), "drop": s.drop, "met": s.met, "assignment": s.assignment,
+            "steps": len(s.steps), "points_tried": len(s.tried), "seconds": s.seconds}

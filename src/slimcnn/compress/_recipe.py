@@ -1,0 +1,92 @@
+"""Recipes: which search stages a compression runs, in what order, and which targets each one owns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from slimcnn.errors import ConfigError
+
+# What each stage can move: a target is owned by the LAST stage of the recipe that can move it, so an
+# earlier stage is not asked to reach a target a later, better-suited stage reaches anyway
+# (pruning before k-means need not fit the byte budget on its own).
+MOVES: dict[str, frozenset[str]] = {
+    "prune": frozenset({"macs", "params", "latency_ms", "weight_bytes"}),
+    "kernel": frozenset({"macs", "params", "weight_bytes"}),
+    "lowrank": frozenset({"macs", "params", "latency_ms", "weight_bytes"}),
+    "kmeans": frozenset({"weight_bytes"}),
+}
+STRATEGIES = ("greedy", "cpo", "iterative")
+_FLAG = {"macs": "--macs", "params": "--params", "weight_bytes": "--weight-bytes", "latency_ms": "--latency"}
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage: a search family, its strategy and (for channel pruning) the criterion."""
+
+    method: str
+    strategy: str = "greedy"
+    criterion: str | None = None
+
+    @property
+    def name(self) -> str:
+        """``prune``, ``prune-cpo``, ``prune-iterative:chip``, ``kmeans``..."""
+        base = self.method if self.strategy == "greedy" else f"{self.method}-{self.strategy}"
+        return f"{base}:{self.criterion}" if self.criterion else base
+
+
+def parse_recipe(text: str) -> tuple[StageSpec, ...] | None:
+    """``auto`` -> None; ``prune,kmeans`` / ``cpo:sparsity,kmeans`` / ``prune:chip,lowrank`` -> stages.
+
+    A stage is ``METHOD[:CRITERION]`` with METHOD one of prune, cpo, iterative (channel pruning with
+    that strategy), kernel, lowrank, kmeans; ``int8`` is a deployment format (``slimcnn export``).
+    """
+    t = text.strip().lower()
+    if t == "auto":
+        return None
+    stages = []
+    for part in (p.strip() for p in t.split(",")):
+        if not part:
+            raise ConfigError(f"--recipe has an empty stage in '{text}'; e.g. prune,kmeans")
+        head, _, criterion = part.partition(":")
+        if head in ("cpo", "iterative"):
+            stages.append(StageSpec("prune", head, criterion or None))
+        elif head == "prune":
+            stages.append(StageSpec("prune", "greedy", criterion or None))
+        elif head in ("kernel", "lowrank", "kmeans"):
+            if criterion and head != "kernel":
+                raise ConfigError(f"--recipe stage '{part}': only prune/cpo/iterative/kernel take a :criterion")
+            stages.append(StageSpec(head, "greedy", criterion or None))
+        elif head == "int8":
+            raise ConfigError("--recipe int8: int8 is a deployment format, not a search stage; compress, then "
+                              "`slimcnn export OUT/model.pt --format onnx-int8`")
+        else:
+            raise ConfigError(f"--recipe stage '{head}' is unknown; use prune, cpo, iterative, kernel, lowrank or "
+                              "kmeans, comma-separated (e.g. prune,kmeans), or auto")
+    if [s.method for s in stages].count("kmeans") > 1 or ("kmeans" in [s.method for s in stages[:-1]]):
+        raise ConfigError("--recipe: kmeans shares weights and must be the last stage, once")
+    return tuple(stages)
+
+
+def auto_recipe(targets: set[str]) -> tuple[StageSpec, ...]:
+    """Compute and latency targets: channel pruning first; byte targets: weight sharing last."""
+    stages = []
+    if targets & {"macs", "params", "latency_ms"}:
+        stages.append(StageSpec("prune"))
+    if "weight_bytes" in targets:
+        stages.append(StageSpec("kmeans"))
+    if not stages:
+        raise ConfigError("compress needs a hardware target: one of --macs, --params, --weight-bytes, --latency")
+    return tuple(stages)
+
+
+def assign_targets(stages: tuple[StageSpec, ...], targets: set[str]) -> list[set[str]]:
+    """For each stage, the targets it owns (each target goes to the last stage that can move it)."""
+    owned: list[set[str]] = [set() for _ in stages]
+    for t in targets:
+        movers = [i for i, s in enumerate(stages) if t in MOVES[s.method]]
+        if not movers:
+            names = ",".join(s.name for s in stages)
+            raise ConfigError(f"{_FLAG.get(t, t)} cannot be reached by --recipe {names}: no stage changes it "
+                              "(add prune or lowrank, or use --recipe auto)")
+        owned[movers[-1]].add(t)
+    return owned

@@ -1,0 +1,277 @@
+"""``compress``: search stages in order, each given the budget that is left, all judged against the ORIGINAL."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, parse_recipe
+from slimcnn.errors import ConfigError
+from slimcnn.search.budget import Amount, Budget, ConstraintCheck
+from slimcnn.types import Cost, Score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompressSpec:
+    """How to compress (the budget says to what)."""
+
+    recipe: str = "auto"
+    """``auto`` or comma-separated stages (``prune,kmeans``; see :func:`parse_recipe`)."""
+    finetune_steps: int = 0
+    """Fine-tuning steps per measured point inside every stage."""
+    finetune: dict[str, Any] = field(default_factory=dict)
+    """Extra fine-tuning options (lr, batch_size...)."""
+    recovery: str = "kd"
+    """``kd``: fine-tune by distillation from the original model; ``plain``: on the task's labels."""
+    limit: int | None = None
+    """Validation images used while searching (stage results and the final model use all of them)."""
+    runtime: str | None = None
+    """Latency runtime (``onnxruntime``); needed for a latency target."""
+    threads: int | None = None
+    round_to: int = 1
+    amounts: tuple[float, ...] | None = None
+    device: str = "cpu"
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass
+class StageResult:
+    """One stage: its search, and its model judged against the original."""
+
+    name: str
+    targets: dict[str, str]
+    """The targets this stage owned and the drop share it was given, as passed to its search."""
+    score: Score
+    cost: Cost
+    drop: float
+    """Drop against the ORIGINAL after this stage (metric units)."""
+    met: bool
+    assignment: dict[str, float]
+    steps: list[dict[str, Any]]
+    tried: list[dict[str, Any]]
+    seconds: float
+
+
+@dataclass
+class CompressResult:
+    """The final model, every stage, and the budget checked on the final model against the original."""
+
+    model: nn.Module
+    stages: list[StageResult]
+    before: dict[str, Any]
+    after: dict[str, Any]
+    checks: list[ConstraintCheck]
+    met: bool
+    recipe: tuple[StageSpec, ...]
+    seconds: float
+    kmeans_bits: dict[str, int] = field(default_factory=dict)
+    """Bits per layer when a k-means stage ran (the written ``model.slim`` packs them)."""
+
+
+StageCallback = Callable[[int, StageSpec, str], None]
+
+
+def compress(
+    model: nn.Module,
+    task: Any,
+    budget: Budget,
+    spec: CompressSpec | None = None,
+    *,
+    recipe: str | None = None,
+    example_input: Any = None,
+    source: str = "",
+    progress: bool = True,
+    state_dir: Path | None = None,
+    on_stage: StageCallback | None = None,
+) -> CompressResult:
+    """Compress ``model`` (not mutated) through the recipe's stages until ``budget`` holds.
+
+    Every stage is a :func:`slimcnn.search.search` over the previous stage's model. The drop is always
+    measured against the ORIGINAL on the validation data: a stage may spend an equal share of the drop
+    still unspent (the last stage what is left). Each hardware target is owned by the last stage that
+    can move it (``prune`` for MACs/latency, ``kmeans`` for bytes); its limit is passed relative to the
+    stage's input so that latency ratios are taken within one run. With ``state_dir``, each finished
+    stage is kept (``stage-N.pt``) and a re-run with the same options resumes after it.
+
+    Raises:
+        ConfigError: no ``max_drop``, no hardware target, or a target no stage of the recipe can move.
+    """
+    from slimcnn.search import SearchSpec, search
+    from slimcnn.search.plan import search_steps
+
+    spec = spec or CompressSpec()
+    if recipe is not None:
+        spec = dataclasses.replace(spec, recipe=recipe)
+    if budget.max_drop is None:
+        raise ConfigError("compress needs a quality target: --max-drop (e.g. 1 point, 0.2 dB or 1%)")
+    targets = set(budget.limits)
+    stages = parse_recipe(spec.recipe) or auto_recipe(targets)
+    owned = assign_targets(stages, targets)
+    t0 = time.perf_counter()
+    x = task.example_input() if example_input is None else example_input
+    original = model.eval()
+    base_score = task.evaluate(original, device=spec.device)
+    drop_total = float(budget.drop_limit(base_score))  # type: ignore[arg-type]
+    need_latency = "latency_ms" in targets or spec.runtime is not None
+    base_cost = _cost(original, x)
+    current, current_score = original, base_score
+    results: list[StageResult] = []
+    kmeans_bits: dict[str, int] = {}
+    for i, stage in enumerate(stages):
+        say = on_stage or (lambda *_: None)
+        saved = _load_stage(state_dir, i)
+        if saved is not None:
+            current, result = saved
+            current_score = result.score
+            results.append(result)
+            if stage.method == "kmeans":
+                kmeans_bits = {k: int(v) for k, v in result.assignment.items()}
+            say(i, stage, f"resumed: stage {i + 1} of {len(stages)} ({stage.name}) was finished by an earlier run")
+            continue
+        left = max(drop_total - base_score.drop_to(current_score), 0.0)
+        last = i == len(stages) - 1
+        limits = _stage_limits(owned[i], budget, base_cost, current, original, x, spec)
+        objective = next((k for k in ("latency_ms", "macs", "params", "weight_bytes") if k in limits),
+                         "weight_bytes" if stage.method == "kmeans" else "macs")
+        # The last stage compresses as far as the drop left allows; an earlier stage that owns targets meets
+        # them at the least drop (leaving the rest to later stages); one that owns none takes an equal share.
+        if owned[i] and not last:
+            share, stage_budget = None, Budget(None, limits, objective)  # type: ignore[arg-type]
+        else:
+            share = left if last else left / (len(stages) - i)
+            stage_budget = Budget(Amount(share), limits, objective)  # type: ignore[arg-type]
+        allowed = "the least drop that meets them" if share is None else f"may lose {share:.4g} {base_score.metric}"
+        say(i, stage, f"stage {i + 1} of {len(stages)}: {stage.name} (owns {', '.join(sorted(owned[i])) or 'no target'}; "
+                      f"{allowed})")
+        sspec = SearchSpec(method=stage.method, strategy=stage.strategy, criterion=stage.criterion,
+                           finetune_steps=spec.finetune_steps, finetune=dict(spec.finetune), limit=spec.limit,
+                           runtime=spec.runtime if need_latency else None, threads=spec.threads,
+                           round_to=spec.round_to if stage.method == "prune" else 1,
+                           amounts=spec.amounts if stage.method != "kmeans" else None, device=spec.device,
+                           exclude=spec.exclude, **_recovery(spec))
+        ts = time.perf_counter()
+        resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
+        res = search(current, task, stage_budget, sspec, example_input=x, source=source, resume=resume,
+                     progress=progress)
+        steps = [dataclasses.asdict(s) for s in search_steps(current, sspec, res, x)]
+        current, current_score = res.model, res.after["score"]
+        if stage.method == "kmeans":
+            kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
+        cost = _cost(current, x, kmeans_bits)
+        result = StageResult(
+            stage.name, {"max_drop": "least" if share is None else f"{share:.6g}", **{k: str(v) for k, v in limits.items()}},
+            current_score, cost,
+            base_score.drop_to(current_score), res.met, dict(res.assignment), steps, res.tried,
+            round(time.perf_counter() - ts, 2))
+        results.append(result)
+        _save_stage(state_dir, i, current, result)
+    if kmeans_bits:  # the written model is the packed one: snap every k-means layer onto its codebook
+        current = packed_model(current, kmeans_bits)
+        current_score = task.evaluate(current, device=spec.device)
+    final_cost = _cost(current, x, kmeans_bits)
+    before_cost, after_cost = base_cost, final_cost
+    if need_latency:
+        from slimcnn.measure import compare_latency
+
+        lat = compare_latency({"before": original, "after": current}, x, runtime=spec.runtime or "onnxruntime",  # type: ignore[arg-type]
+                              threads=spec.threads, runs=50, warmup=5)
+        before_cost = dataclasses.replace(base_cost, latency=lat["before"])
+        after_cost = dataclasses.replace(final_cost, latency=lat["after"])
+    checks = budget.check(before_cost, base_score, after_cost, current_score)
+    return CompressResult(
+        model=current, stages=results, before={"score": base_score, "cost": before_cost},
+        after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
+        recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits)
+
+
+def kmeans_spec(bits: dict[str, int]) -> Any:
+    """The k-means spec that packs exactly these layers at these bits."""
+    from slimcnn.quantize import KMeansQuantSpec
+    from slimcnn.search.families import _literal
+
+    return KMeansQuantSpec(bits=tuple((_literal(k), int(b)) for k, b in bits.items()))
+
+
+def packed_model(model: nn.Module, bits: dict[str, int]) -> nn.Module:
+    """``model`` with each k-means layer re-shared at its bits: after a fine-tune that kept the codebooks this
+    is the same model; after one that did not, it is the model a ``.slim`` file can hold (and is judged)."""
+    from slimcnn.quantize import quantize_model
+
+    return quantize_model(model, kmeans_spec(bits)).model.eval()
+
+
+def _recovery(spec: CompressSpec) -> dict[str, Any]:
+    """``recovery=`` for the search when this slimcnn's SearchSpec has it (distillation from the original)."""
+    from slimcnn.search import SearchSpec
+
+    names = {f.name for f in dataclasses.fields(SearchSpec)}
+    if "recovery" in names:
+        return {"recovery": spec.recovery}
+    if spec.recovery != "plain":
+        log.warning("this search has no distillation recovery; fine-tuning on the task's labels")
+    return {}
+
+
+def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None) -> Cost:
+    """Params, MACs, activation bytes by profiling; weight bytes with the k-means layers at their bits."""
+    from slimcnn.measure import profile
+
+    c = profile(model, x)
+    wbytes = c.weight_bytes
+    for layer, bits in (kmeans_bits or {}).items():
+        n = model.get_submodule(layer).weight.numel()
+        wbytes += -(-n * bits // 8) - 4 * n
+    return dataclasses.replace(c, weight_bytes=wbytes, layers=())
+
+
+def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.Module, original: nn.Module, x: Any,
+                  spec: CompressSpec) -> dict[str, Amount]:
+    """The stage's limits relative to its input model (so latency is compared within one run)."""
+    limits: dict[str, Amount] = {}
+    if not owned:
+        return limits
+    cur = _cost(current, x)
+    for key in owned:
+        amount = budget.limits[key]
+        if key == "latency_ms":
+            if current is original:
+                limits[key] = amount
+                continue
+            from slimcnn.measure import compare_latency
+
+            lat = compare_latency({"original": original, "current": current}, x, runtime=spec.runtime or "onnxruntime",  # type: ignore[arg-type]
+                                  threads=spec.threads, runs=30, warmup=5)
+            target = amount.limit(lat["original"].median_ms)
+            limits[key] = Amount(target / lat["current"].median_ms, relative=True)
+        elif key == "weight_bytes":
+            limits[key] = Amount(amount.limit(base_cost.weight_bytes))
+        else:
+            base, now = getattr(base_cost, key), getattr(cur, key)
+            limits[key] = Amount(amount.limit(base) / max(now, 1), relative=True)
+    return limits
+
+
+def _save_stage(state_dir: Path | None, i: int, model: nn.Module, result: StageResult) -> None:
+    if state_dir is None:
+        return
+    from slimcnn._io import save_torch
+
+    save_torch(state_dir / f"stage-{i}.pt", {"model": model, "result": result})
+
+
+def _load_stage(state_dir: Path | None, i: int) -> tuple[nn.Module, StageResult] | None:
+    path = state_dir / f"stage-{i}.pt" if state_dir is not None else None
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)  # our own file, written by _save_stage
+    return state["model"], state["result"]

@@ -1,0 +1,111 @@
+"""``compress``: recipes, target ownership, stages judged against the original, outputs and resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from slimcnn.cli import main
+from slimcnn.compress import StageSpec, assign_targets, auto_recipe, parse_recipe
+from slimcnn.errors import ConfigError
+from slimcnn.models import load_model, save_model
+from slimcnn.tasks import make_task
+
+
+@pytest.fixture(scope="module")
+def trained_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    loaded = load_model("slimcnn:lenet5")
+    task = make_task("classification", "digits", info=loaded.info)
+    task.finetune(loaded.model, 150, lr=0.05, batch_size=64, progress=False)
+    loaded.info = dataclasses.replace(loaded.info, pretrained=True, notes=())
+    path = tmp_path_factory.mktemp("lenet") / "model.pt"
+    save_model(loaded, path)
+    return path
+
+
+def test_recipes_and_target_ownership() -> None:
+    assert parse_recipe("auto") is None
+    assert parse_recipe("cpo:sparsity, kmeans") == (StageSpec("prune", "cpo", "sparsity"), StageSpec("kmeans"))
+    assert auto_recipe({"macs", "weight_bytes"}) == (StageSpec("prune"), StageSpec("kmeans"))
+    assert auto_recipe({"weight_bytes"}) == (StageSpec("kmeans"),)
+    stages = (StageSpec("prune"), StageSpec("kmeans"))
+    assert assign_targets(stages, {"macs", "weight_bytes"}) == [{"macs"}, {"weight_bytes"}]
+    assert assign_targets((StageSpec("prune"), StageSpec("lowrank")), {"macs"}) == [set(), {"macs"}]
+    for bad, says in (("kmeans,prune", "last stage"), ("prune,,kmeans", "empty stage"), ("int8", "slimcnn export"),
+                      ("quantise", "unknown")):
+        with pytest.raises(ConfigError, match=says):
+            parse_recipe(bad)
+    with pytest.raises(ConfigError, match="--latency cannot be reached"):
+        assign_targets((StageSpec("kmeans"),), {"latency_ms"})
+    with pytest.raises(ConfigError, match="hardware target"):
+        auto_recipe(set())
+
+
+def test_compress_cli_two_targets(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c"
+    rc = main(["compress", f"file:{trained_lenet}", "--task", "classification", "--data", "digits",
+               "--max-drop", "3", "--macs", "0.6x", "--weight-bytes", "0.15x", "--amounts", "0.25,0.5",
+               "--limit", "120", "--recovery", "plain", "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == (0 if res["met"] else 1)
+    assert [s["name"] for s in res["details"]["stages"]] == ["prune", "kmeans"]
+    checks = {c["name"]: c for c in res["checks"]}
+    assert set(checks) == {"max_drop", "macs", "weight_bytes"}
+    # the drop is against the ORIGINAL, on the whole validation set
+    b, a = res["before"]["score"], res["after"]["score"]
+    assert checks["max_drop"]["value"] == pytest.approx(b["value"] - a["value"]) and a["n"] == b["n"] == 360
+    assert checks["macs"]["limit"] == pytest.approx(0.6 * res["before"]["cost"]["macs"])
+    assert res["details"]["slim"]["decodes_to_model_pt"] is True
+    for name in ("model.pt", "model.onnx", "model.slim", "plan.json", "pareto.json"):
+        assert (out / name).is_file(), name
+    steps = json.loads((out / "plan.json").read_text())["steps"]
+    assert {s["transform"] for s in steps} == {"prune_channels", "kmeans"}
+    # the written model holds its bytes: each k-means layer has at most 2**bits distinct values
+    model = load_model(f"file:{out / 'model.pt'}").model
+    for layer, bits in res["details"]["kmeans_bits"].items():
+        assert model.get_submodule(layer).weight.unique().numel() <= 2**bits
+    assert not (out / "stages").exists()  # resumable stage state is not left in --out
+
+
+def test_compress_resumes_finished_stages(trained_lenet: Path, tmp_path: Path) -> None:
+    from slimcnn.compress import CompressSpec, compress
+    from slimcnn.search import Budget
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    budget = Budget.from_options(max_drop="3", macs="0.7x", weight_bytes="0.2x")
+    spec = CompressSpec(recovery="plain", limit=100, amounts=(0.5,))
+    lines: list[str] = []
+    first = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
+    again = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path,
+                     on_stage=lambda i, s, line: lines.append(line))
+    assert all(line.startswith("resumed: stage") for line in lines) and len(lines) == 2
+    assert again.after["score"].value == first.after["score"].value
+    a, b = first.model.state_dict(), again.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_compress_needs_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["compress", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--out", str(tmp_path / "x")]
+    assert main([*base, "--max-drop", "1"]) == 2
+    assert "hardware target" in capsys.readouterr().err
+    assert main([*base, "--max-drop", "1", "--latency", "0.5x", "--recipe", "kmeans"]) == 2
+    assert "--latency cannot be reached" in capsys.readouterr().err
+    assert main([*base, "--max-drop", "1", "--macs", "0.5x", "--recovery", "teacher"]) == 2
+    assert "--recovery" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_slimcnn_compress_is_callable() -> None:
+    import slimcnn.compress
+
+    assert callable(slimcnn.compress)
+    with pytest.raises(ConfigError, match="--max-drop"):
+        from slimcnn.search import Budget
+
+        slimcnn.compress(torch.nn.Linear(2, 2), None, Budget.from_options(macs="0.5x"))
