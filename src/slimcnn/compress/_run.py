@@ -158,7 +158,7 @@ def compress(
                            runtime=spec.runtime if need_latency else None, threads=spec.threads,
                            round_to=spec.round_to if stage.method == "prune" else 1,
                            amounts=spec.amounts if stage.method != "kmeans" else None, device=spec.device,
-                           exclude=spec.exclude, **_recovery(spec))
+                           exclude=spec.exclude, recovery=spec.recovery)
         ts = time.perf_counter()
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
         res = search(current, task, stage_budget, sspec, example_input=x, source=source, resume=resume,
@@ -208,18 +208,6 @@ def packed_model(model: nn.Module, bits: dict[str, int]) -> nn.Module:
     from slimcnn.quantize import quantize_model
 
     return quantize_model(model, kmeans_spec(bits)).model.eval()
-
-
-def _recovery(spec: CompressSpec) -> dict[str, Any]:
-    """``recovery=`` for the search when this slimcnn's SearchSpec has it (distillation from the original)."""
-    from slimcnn.search import SearchSpec
-
-    names = {f.name for f in dataclasses.fields(SearchSpec)}
-    if "recovery" in names:
-        return {"recovery": spec.recovery}
-    if spec.recovery != "plain":
-        log.warning("this search has no distillation recovery; fine-tuning on the task's labels")
-    return {}
 
 
 def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None) -> Cost:
