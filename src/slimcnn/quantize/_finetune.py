@@ -2,27 +2,29 @@
 
 The gradient of a centroid is the sum of the gradients of all weights that share it; pruned
 weights stay exactly zero and indices never change, so the result still packs bit-identically.
+It is the same mechanism every fine-tune of a k-means layer uses (:class:`slimcnn.train.SharedWeight`
+registered by :func:`slimcnn.train.hold_weights`), trained by the shared loop :func:`slimcnn.train.fit_`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import torch
+from torch import nn
 
 from slimcnn.quantize._model import QuantizeResult
 
 log = logging.getLogger(__name__)
 
 
-def _positions(q_mask: torch.Tensor | None, numel: int) -> torch.Tensor:
-    if q_mask is None:
-        return torch.arange(numel)
-    return torch.nonzero(q_mask.reshape(-1), as_tuple=False).reshape(-1)
-
-
 def finetune_centroids_(result: QuantizeResult, task: object, steps: int, *, lr: float = 1e-4) -> list[float]:
     """Train the codebooks of ``result`` in place for ``steps`` SGD steps on ``task``'s training data.
+
+    Only the centroids train (plain SGD, constant ``lr``, no momentum); every other parameter is
+    frozen. With ``codebook_dtype="fp16"`` the forward uses the centroids rounded to fp16 and the
+    stored codebooks are the rounded values.
 
     Args:
         result: from :func:`~slimcnn.quantize.quantize_model`; its model and codebooks are updated.
@@ -33,38 +35,32 @@ def finetune_centroids_(result: QuantizeResult, task: object, steps: int, *, lr:
     Returns:
         The training loss of each step.
     """
+    from slimcnn.train import SharedWeight, fit_, hold_weights
+
     if steps <= 0 or not result.layers:
         return []
     model = result.model
-    modules = dict(model.named_modules())
     fp16 = result.spec.codebook_dtype == "fp16"
+    device = next(model.parameters()).device
+    shared: dict[str, SharedWeight] = {
+        name: SharedWeight(q.codebook, q.indices, q.mask, q.shape, fp16=fp16).to(device)
+        for name, q in result.layers.items()
+    }
     losses: list[float] = []
-    batches = task.training_batches(steps)  # type: ignore[attr-defined]
-    was_training = model.training
-    model.train()
-    for batch in batches:
-        model.zero_grad(set_to_none=True)
-        loss = task.loss(model, batch)  # type: ignore[attr-defined]
-        loss.backward()
+
+    def loss_fn(m: nn.Module, batch: Any) -> torch.Tensor:
+        loss: torch.Tensor = task.loss(m, batch)  # type: ignore[attr-defined]
         losses.append(float(loss.detach()))
+        return loss
+
+    was_training = model.training
+    with hold_weights(model, dict(shared)):
+        fit_(model, task.training_batches(steps), loss_fn, steps=steps, optimizer="sgd", lr=lr,  # type: ignore[attr-defined]
+             momentum=0.0, schedule="constant", progress=False, device=str(device),
+             params=[s.codebook for s in shared.values()])
         with torch.no_grad():
-            for name, q in result.layers.items():
-                grad = modules[name].weight.grad
-                if grad is None:
-                    continue
-                g = grad.detach().reshape(-1).float().cpu()
-                pos = _positions(q.mask, g.numel())
-                book = q.codebook.clone()
-                if book.dim() == 2:
-                    per = g.numel() // book.shape[0]
-                    flat = (pos // per) * book.shape[1] + q.indices
-                    gb = torch.zeros(book.numel()).index_add_(0, flat, g[pos]).reshape(book.shape)
-                else:
-                    gb = torch.zeros(book.numel()).index_add_(0, q.indices, g[pos])
-                book -= lr * gb
-                q.codebook = book.half().float() if fp16 else book
-                modules[name].weight.copy_(q.decode().to(modules[name].weight.device))
-    model.zero_grad(set_to_none=True)
+            for name, s in shared.items():
+                result.layers[name].codebook = s.book().detach().cpu().clone()
     model.train(was_training)
     log.info("centroid fine-tuning: %d steps, loss %.4f -> %.4f", len(losses), losses[0], losses[-1])
     return losses

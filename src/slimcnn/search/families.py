@@ -16,6 +16,7 @@ from torch import nn
 
 from slimcnn.registry import Registry
 from slimcnn.search.sensitivity import CostFn, Knob, profile_cost
+from slimcnn.train._promises import Promise
 
 
 class Family(Protocol):
@@ -43,6 +44,10 @@ class Family(Protocol):
         """Concrete, re-appliable facts for ``plan.json`` (kept channels, ranks, bits...)."""
         ...
 
+    def promises(self, model: nn.Module, assignment: dict[str, float]) -> tuple[Promise, ...]:
+        """What fine-tuning the transformed ``model`` must keep (:func:`slimcnn.train.keep_promises`)."""
+        ...
+
 
 FAMILIES: Registry[Callable[..., Family]] = Registry("search method")
 
@@ -52,6 +57,12 @@ class _OneKnob:
 
     def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
         return self.apply_many(model, {knob.name: amount})  # type: ignore[attr-defined,no-any-return]
+
+
+def width_promises(model: nn.Module) -> tuple[Promise, ...]:
+    """A ``shape`` promise for every conv/linear weight of ``model`` (pruned widths never grow back)."""
+    return tuple(Promise(n, "shape") for n, m in model.named_modules()
+                 if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)))
 
 
 @dataclass
@@ -95,6 +106,10 @@ class LowRankFamily(_OneKnob):
                 ranks[name] = [int(getattr(m, "out_channels", getattr(m, "out_features", 0))) for m in list(seq)[:-1]]
         return {"ranks": ranks}
 
+    def promises(self, model: nn.Module, assignment: dict[str, float]) -> tuple[Promise, ...]:
+        """The factors keep their ranks (``shape`` of every conv/linear weight)."""
+        return width_promises(model)
+
 
 @dataclass
 class KMeansFamily(_OneKnob):
@@ -132,6 +147,10 @@ class KMeansFamily(_OneKnob):
 
     def details(self, model: nn.Module, assignment: dict[str, float]) -> dict[str, Any]:
         return {"bits": {k: int(v) for k, v in assignment.items()}}
+
+    def promises(self, model: nn.Module, assignment: dict[str, float]) -> tuple[Promise, ...]:
+        """Each quantised layer keeps its codebook: centroids train, indices stay (``codebook``, ``bits``)."""
+        return tuple(Promise(k, "codebook", bits=int(v)) for k, v in assignment.items())
 
 
 def _literal(name: str) -> str:
@@ -192,6 +211,10 @@ class PruneFamily(_OneKnob):
 
     def details(self, model: nn.Module, assignment: dict[str, float]) -> dict[str, Any]:
         return {"prune_plan": self.last_plan.to_dict() if self.last_plan is not None else None}
+
+    def promises(self, model: nn.Module, assignment: dict[str, float]) -> tuple[Promise, ...]:
+        """Pruned widths never grow back (``shape`` of every conv/linear weight)."""
+        return width_promises(model)
 
 
 @dataclass
@@ -255,6 +278,10 @@ class KernelFamily(_OneKnob):
                 w = model.get_submodule(layer).weight.detach()
                 kept[layer] = [int(w.shape[0] * w.shape[1]), int((w.abs().amax(dim=(2, 3)) > 0).sum())]
         return {"criterion": self.criterion, "kernels_total_kept": kept}
+
+    def promises(self, model: nn.Module, assignment: dict[str, float]) -> tuple[Promise, ...]:
+        """Removed kernels stay exactly zero (``zeros`` on every layer with kernels removed)."""
+        return tuple(Promise(k, "zeros") for k, v in assignment.items() if v > 0)
 
 
 def kernel_index_bytes(n_kernels: int, n_kept: int) -> int:

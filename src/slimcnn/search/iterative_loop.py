@@ -42,7 +42,7 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
         # The per-iteration table is a report: judged on the whole validation set (--limit only
         # shortens the sweeps, as for the other strategies' final model).
         before_ft = ctx.evaluate(pruned)
-        ctx.finetune(pruned)
+        ctx.finetune(pruned, assignment)
         after_ft = ctx.evaluate(pruned)
         cost, base_cost = ctx.measure_cost(pruned, {}, timed=False), ctx.base_cost
         if ctx.need_latency:  # the round's model and the original side by side, not minutes apart

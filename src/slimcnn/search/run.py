@@ -17,6 +17,7 @@ from slimcnn.search.families import FAMILIES, Family
 from slimcnn.search.greedy import TriedPoint, greedy_search
 from slimcnn.search.sensitivity import SensitivityTable, sensitivity_sweep
 from slimcnn.tasks.base import Task
+from slimcnn.train._promises import Promise
 from slimcnn.types import Cost, Score
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,9 @@ class SearchSpec:
     recovery: str = "plain"
     """How fine-tuning recovers: ``plain`` (the task's loss) or ``kd`` (distillation from the search's
     original model; KD knobs such as ``kd_temperature``/``kd_alpha`` go in ``finetune``)."""
+    promises: tuple[Promise, ...] = ()
+    """What the input model already promises (earlier transforms: codebooks, zeros), kept by every
+    fine-tune of the search together with the family's own promises."""
 
     def __post_init__(self) -> None:
         from slimcnn.train import RECOVERIES
@@ -144,19 +148,28 @@ class _Context:
     def evaluate(self, model: nn.Module, *, limit: int | None = None) -> Score:
         return self.task.evaluate(model, limit=limit, device=self.spec.device)
 
-    def finetune(self, model: nn.Module) -> None:
-        """Fine-tune ``model`` in place (``recovery="kd"``: distilled from the search's original model)."""
+    def promises(self, model: nn.Module, assignment: dict[str, float] | None = None) -> tuple[Promise, ...]:
+        """What a fine-tune of ``model`` (the original transformed by ``assignment``) must keep."""
+        own = getattr(self.family, "promises", None)
+        return tuple(self.spec.promises) + (tuple(own(model, assignment or {})) if own is not None else ())
+
+    def finetune(self, model: nn.Module, assignment: dict[str, float] | None = None) -> None:
+        """Fine-tune ``model`` in place, keeping the transforms' promises (codebooks, zeros, widths);
+        with ``recovery="kd"`` distilled from the search's original model."""
+        from slimcnn.train import keep_promises
+
         if self.spec.finetune_steps > 0:
             opts: dict[str, Any] = {"device": self.spec.device} | self.spec.finetune
             if self.spec.recovery != "plain":
                 opts |= {"teacher": self.model, "recovery": self.spec.recovery}
-            self.task.finetune(model, self.spec.finetune_steps, progress=False, **opts)
+            with keep_promises(model, self.promises(model, assignment)):
+                self.task.finetune(model, self.spec.finetune_steps, progress=False, **opts)
 
     def measure(self, assignment: dict[str, float], model: nn.Module | None = None) -> TriedPoint:
         """Fine-tune and judge ``model`` (default: the original transformed by ``assignment``)."""
         if model is None:
             model = self.family.apply_many(self.model, assignment)
-        self.finetune(model)
+        self.finetune(model, assignment)
         score = self.evaluate(model, limit=self.spec.limit)
         cost = self.measure_cost(model, assignment)
         point = _point(len(self.tried), assignment, self.base_score, score, cost, self.budget, self.base_cost)
@@ -243,7 +256,7 @@ def search(
     else:
         final = ctx.family.apply_many(model, assignment)
         details = ctx.family.details(final, assignment)
-        ctx.finetune(final)
+        ctx.finetune(final, assignment)
     full_before = ctx.evaluate(model) if spec.limit is not None else ctx.base_score
     full_after = ctx.evaluate(final)
     cost_before, cost_after = ctx.base_cost, ctx.measure_cost(final, assignment, timed=False)

@@ -17,20 +17,40 @@ from slimcnn.train._distill import (
     teacher_on,
 )
 from slimcnn.train._loop import OPTIMIZERS, TrainingDivergedError, fit_, to_device
+from slimcnn.train._promises import (
+    PROMISE_KINDS,
+    BrokenPromiseError,
+    KeepZeros,
+    Promise,
+    SharedWeight,
+    check_promises,
+    codebook_of,
+    hold_weights,
+    keep_promises,
+)
 from slimcnn.train._schedule import SCHEDULES, lr_at
 
 __all__ = [
     "OPTIMIZERS",
     "OUTPUT_LOSSES",
+    "PROMISE_KINDS",
     "RECOVERIES",
     "SCHEDULES",
+    "BrokenPromiseError",
     "FeatureTap",
+    "KeepZeros",
+    "Promise",
     "Recovery",
+    "SharedWeight",
     "TrainingDivergedError",
+    "check_promises",
     "check_recovery",
     "check_weight",
+    "codebook_of",
     "feature_distill_loss",
     "fit_",
+    "hold_weights",
+    "keep_promises",
     "kd_logits_loss",
     "lr_at",
     "output_distill_loss",
