@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "compress",
     "quantize",
+    "export",
     "train",
     "demo",
 )

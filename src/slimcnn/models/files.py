@@ -191,3 +191,12 @@ def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
 
 
 register_model_source(ModelSource("file", "file:PATH", "file:out/model.pt", _load_file))
+
+
+@register_file_loader(".onnx")
+def _load_onnx_file(path: Path, opts: LoadOptions) -> LoadedModel:
+    """``file:model.onnx``: ONNX Runtime behind an ``nn.Module`` (:class:`slimcnn.export.OrtModule`)."""
+    from slimcnn.export._ort import load_onnx_file
+
+    loaded: LoadedModel = load_onnx_file(path, opts)
+    return loaded

@@ -1,0 +1,189 @@
+"""int8 static post-training quantization through ONNX Runtime (QDQ, per-channel weights).
+
+The fp32 ONNX model (batch norm folded, dynamic batch) goes through ONNX Runtime's
+``quant_pre_process`` (shape inference + graph optimisation) and ``quantize_static`` with a
+:class:`TaskCalibrationReader` over the task's calibration batches (training images, the task's
+preprocessing). The int8 QDQ model is the artifact: it is what is evaluated and timed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import io
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from slimcnn.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+Calibration = Literal["minmax", "entropy", "percentile"]
+CALIBRATIONS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class Int8Spec:
+    """How to quantise to int8 with ONNX Runtime's static quantization."""
+
+    calibration: Calibration = "minmax"
+    """Activation ranges: ``minmax``, ``entropy`` (KL divergence) or ``percentile``."""
+    samples: int = 512
+    """Calibration images drawn from the task's training data."""
+    per_channel: bool = True
+    """One weight scale per output channel (otherwise per tensor)."""
+    percentile: float = 99.999
+    """The percentile of ``calibration="percentile"``."""
+    reduce_range: bool = False
+    """7-bit weights (avoids int16 overflow on CPUs without VNNI; costs accuracy)."""
+    float_layers: tuple[str, ...] = ()
+    """fnmatch patterns of module FQNs kept in float32 (the most sensitive layers)."""
+
+    def __post_init__(self) -> None:
+        if self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"--calibration must be one of {list(CALIBRATIONS)}, got '{self.calibration}'")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
+            raise ConfigError(f"--calibration-samples must be an integer >= 1, got {self.samples!r}")
+        if not 50.0 < float(self.percentile) < 100.0:
+            raise ConfigError(f"--percentile must be in (50, 100), got {self.percentile!r}")
+
+
+class TaskCalibrationReader:
+    """An ONNX Runtime ``CalibrationDataReader`` over model-ready input batches.
+
+    Args:
+        batches: ``Tensor[N, C, H, W]`` batches (e.g. ``task.calibration_batches(n)``).
+        input_name: the graph input they feed.
+        samples: stop after this many images; they are served in equal batches of at most 64.
+    """
+
+    def __init__(self, batches: Sequence[torch.Tensor], input_name: str, samples: int | None = None) -> None:
+        arrays, left = [], samples
+        for b in batches:
+            a = b.detach().cpu().float().numpy()
+            if left is not None:
+                a, left = a[:left], left - min(left, a.shape[0])
+            if a.shape[0]:
+                arrays.append(a)
+            if left == 0:
+                break
+        if not arrays:
+            raise ConfigError("no calibration images: the task's training data is empty")
+        # equal batches (ORT's histogram calibrators stack them): the largest divisor of the total up to 64
+        every = np.concatenate(arrays)
+        size = max(d for d in range(1, 65) if every.shape[0] % d == 0)
+        self.arrays = [every[i:i + size] for i in range(0, every.shape[0], size)]
+        self.input_name = input_name
+        self._it: Iterator[np.ndarray] = iter(self.arrays)
+
+    @property
+    def samples(self) -> int:
+        """Images served per pass."""
+        return int(sum(a.shape[0] for a in self.arrays))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        """The next feed, or None at the end of the pass."""
+        a = next(self._it, None)
+        return None if a is None else {self.input_name: a}
+
+    def rewind(self) -> None:
+        """Start the pass again."""
+        self._it = iter(self.arrays)
+
+
+def _reader_class() -> type:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(TaskCalibrationReader, CalibrationDataReader):  # type: ignore[misc]
+        pass
+
+    return _Reader
+
+
+def scope_fqn(node_name: str) -> str:
+    """``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``."""
+    fqn = ""
+    for el in node_name.strip("/").split("/")[:-1]:
+        fqn = el if not fqn or el.startswith(fqn + ".") else f"{fqn}.{el}"
+    return fqn
+
+
+def excluded_nodes(onnx_model: Any, patterns: tuple[str, ...]) -> list[str]:
+    """Names of the graph's Conv/Gemm/MatMul nodes whose module FQN matches one of ``patterns``.
+
+    The TorchScript exporter names a node by its module scope (``/layer1/layer1.0/conv1/Conv`` for
+    ``layer1.0.conv1``): each scope element either extends the FQN so far (``layer1.0``) or is a
+    child name appended to it (``conv1``).
+
+    Raises:
+        ConfigError: a pattern matches no layer (the message lists some layer names).
+    """
+    layers: dict[str, str] = {}
+    for node in onnx_model.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") and node.name.count("/") >= 2:
+            layers[node.name] = scope_fqn(node.name)
+    out: list[str] = []
+    for pat in patterns:
+        hit = [n for n, fqn in layers.items() if fnmatch.fnmatchcase(fqn, pat)]
+        if not hit:
+            some = ", ".join(list(dict.fromkeys(layers.values()))[:8])
+            raise ConfigError(f"--float-layers pattern '{pat}' matches no conv/linear layer (layers: {some}, ...)")
+        out += hit
+    return list(dict.fromkeys(out))
+
+
+def quantize_int8(fp32_onnx: bytes, batches: Sequence[torch.Tensor], spec: Int8Spec | None = None) -> bytes:
+    """Static int8 quantization (QDQ; uint8 activations, int8 weights) of an fp32 ONNX model.
+
+    Args:
+        fp32_onnx: the serialised fp32 model (one image input).
+        batches: calibration input batches, model-ready (the task's preprocessing applied).
+        spec: :class:`Int8Spec` (default: MinMax, 512 images, per-channel weights).
+
+    Returns:
+        The serialised int8 QDQ model.
+
+    Raises:
+        ConfigError: a ``float_layers`` pattern matches nothing, or there are no calibration images.
+    """
+    import onnx
+
+    from slimcnn.errors import require
+
+    spec = spec or Int8Spec()
+    quant: Any = require("onnxruntime.quantization", "onnx")
+    model = onnx.load_from_string(fp32_onnx)
+    exclude = excluded_nodes(model, spec.float_layers)
+    reader = _reader_class()(batches, model.graph.input[0].name, spec.samples)
+    method = {"minmax": quant.CalibrationMethod.MinMax, "entropy": quant.CalibrationMethod.Entropy,
+              "percentile": quant.CalibrationMethod.Percentile}[spec.calibration]
+    extra: dict[str, Any] = {}
+    if spec.calibration == "percentile":
+        extra["CalibPercentile"] = float(spec.percentile)
+    with tempfile.TemporaryDirectory(prefix="slimcnn-int8-") as tmp:
+        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        src.write_bytes(fp32_onnx)
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(src), str(pre))
+        except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation; quantise the plain graph
+            log.warning("ONNX Runtime quant_pre_process failed (%s); quantising the graph as exported", e)
+            pre = src
+        chatter = io.StringIO()  # ORT's calibrators print progress; stdout belongs to --json
+        with contextlib.redirect_stdout(chatter):
+            quant.quantize_static(
+                str(pre), str(dst), reader, quant_format=quant.QuantFormat.QDQ, per_channel=spec.per_channel,
+                activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8, calibrate_method=method,
+                reduce_range=spec.reduce_range, nodes_to_exclude=exclude, extra_options=extra,
+            )
+        log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
+        log.info("int8: %d calibration images, %s, %d float layers", reader.samples, spec.calibration, len(exclude))
+        return dst.read_bytes()

@@ -1,0 +1,136 @@
+"""An ONNX file as an ``nn.Module`` (ONNX Runtime inside), so every task can evaluate it; ORT timing.
+
+``load_model("file:model.onnx")`` (and so ``slimcnn evaluate file:model.onnx --task ...``) returns an
+:class:`OrtModule`: ``forward`` runs an ONNX Runtime CPU session. The :class:`ModelInfo` (input shape,
+preprocessing, classes) comes from the ``model.json`` sidecar slimcnn writes beside the file; without
+one the input shape is read from the graph and no normalisation is known.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimcnn.errors import ModelLoadError
+from slimcnn.types import LatencyStats
+
+
+class OrtModule(nn.Module):
+    """An ONNX model run by ONNX Runtime on the CPU, behind the ``nn.Module`` call interface.
+
+    A graph with a fixed batch dimension of 1 is run one sample at a time. The module has no
+    parameters; ``to(device)`` and ``train()`` are accepted and change nothing.
+
+    Args:
+        path: the ``.onnx`` file.
+        threads: ONNX Runtime intra-op threads (``None``: the physical cores).
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+        super().__init__()
+        from slimcnn.measure._latency import resolve_threads
+        from slimcnn.measure._onnx import ort_session
+
+        self.path = Path(path)
+        self.threads = resolve_threads(threads)
+        try:
+            self.session = ort_session(self.path, threads=self.threads)
+        except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"ONNX Runtime cannot load '{path}': {first[:300]}") from e
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelLoadError(f"'{path}' takes {len(inputs)} inputs; slimcnn evaluates single-input ONNX models")
+        self.input_name = inputs[0].name
+        self.input_dims: list[Any] = list(inputs[0].shape)
+        self.n_outputs = len(self.session.get_outputs())
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The graph's batch size when it is a fixed number, else None."""
+        first = self.input_dims[0] if self.input_dims else None
+        return first if isinstance(first, int) and first > 0 else None
+
+    def input_shape(self) -> tuple[int, ...]:
+        """The graph's input shape with symbolic dimensions set to 1."""
+        return tuple(d if isinstance(d, int) and d > 0 else 1 for d in self.input_dims)
+
+    def forward(self, x: torch.Tensor) -> Any:
+        """Run the session on ``x`` (``Tensor[N, ...]``); one output -> a tensor, several -> a tuple."""
+        arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        fixed = self.fixed_batch
+        if fixed is not None and arr.shape[0] != fixed:
+            if fixed != 1:
+                raise ModelLoadError(f"'{self.path}' has a fixed batch of {fixed}; got a batch of {arr.shape[0]}")
+            parts = [self.session.run(None, {self.input_name: arr[i:i + 1]}) for i in range(arr.shape[0])]
+            outs = [np.concatenate([p[j] for p in parts]) for j in range(self.n_outputs)]
+        else:
+            outs = self.session.run(None, {self.input_name: arr})
+        tensors = tuple(torch.from_numpy(np.asarray(o)) for o in outs)
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    def extra_repr(self) -> str:
+        return f"path={str(self.path)!r}, threads={self.threads}"
+
+
+def load_onnx_file(path: Path, opts: Any) -> Any:
+    """``file:model.onnx`` for every command (registered for ``.onnx`` in ``slimcnn.models.FILE_LOADERS``)."""
+    from slimcnn.errors import ConfigError
+    from slimcnn.models import LoadedModel, ModelInfo
+
+    if getattr(opts, "arch", None) is not None:
+        raise ConfigError(f"'{path}' is an ONNX model; drop --arch (it is only for bare state_dicts)")
+    module = OrtModule(path)
+    out = module.session.get_outputs()
+    task = "classification" if len(out) == 1 and len(out[0].shape) == 2 else None
+    classes = out[0].shape[1] if task and isinstance(out[0].shape[1], int) else None
+    note = "ONNX model without a model.json sidecar: no input normalisation is known (none applied)"
+    info = ModelInfo(task=task, input_shape=module.input_shape(), num_classes=classes, pretrained=True,
+                     weights=str(path), notes=(note,))
+    return LoadedModel(module.eval(), f"file:{path}", info)
+
+
+def compare_onnx_latency(models: dict[str, bytes | str | Path], example: torch.Tensor, *, threads: int | None = None,
+                         warmup: int = 10, runs: int = 50,
+                         clock: Callable[[], float] = time.perf_counter) -> dict[str, LatencyStats]:
+    """Time ONNX files side by side in one process, interleaved round-robin (fair ratios).
+
+    Like :func:`slimcnn.measure.compare_latency`, for models that exist only as ONNX (an int8
+    QDQ model has no torch module): warm-up, then each round times one run of every model, the
+    order rotating from round to round; sessions are built with spinning off.
+
+    Returns:
+        name -> :class:`~slimcnn.types.LatencyStats` (median, p10, p90 in ms; ``runtime="onnxruntime"``).
+    """
+    from slimcnn.measure import device_name
+    from slimcnn.measure._latency import resolve_threads
+    from slimcnn.measure._onnx import ort_session
+
+    n_threads = resolve_threads(threads)
+    sessions = {n: ort_session(m, threads=n_threads, spin=False) for n, m in models.items()}
+    feeds = {n: {s.get_inputs()[0].name: example.detach().cpu().float().numpy()} for n, s in sessions.items()}
+    names = list(models)
+    for n in names:
+        for _ in range(warmup):
+            sessions[n].run(None, feeds[n])
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        k = r % len(names)
+        for n in names[k:] + names[:k]:
+            t0 = clock()
+            sessions[n].run(None, feeds[n])
+            samples[n].append((clock() - t0) * 1e3)
+    shape = tuple(int(s) for s in example.shape)
+    out = {}
+    for n in names:
+        s = np.asarray(samples[n])
+        out[n] = LatencyStats(median_ms=float(np.median(s)), p10_ms=float(np.percentile(s, 10)),
+                              p90_ms=float(np.percentile(s, 90)), n=len(s), runtime="onnxruntime", threads=n_threads,
+                              device=device_name("cpu"), batch=shape[0], input_shape=shape, warmup=warmup)
+    return out

@@ -1,0 +1,104 @@
+"""``slimcnn export`` on the run model, ``evaluate file:model.onnx`` through ONNX Runtime, one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from slimcnn.cli import main
+
+
+def _result(out: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((out / "result.json").read_text())
+
+
+def test_export_onnx_kmeans_from_bits_and_evaluate_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "km"
+    rc = main(["export", "slimcnn:lenet5", "--format", "onnx-kmeans", "--bits", "4", "--prune", "fc*=3", "--task",
+               "classification", "--data", "digits", "--limit", "100", "--runs", "5", "--out", str(out), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["command"] == "export" and res["details"]["parity"]["met"] is True
+    arts = {a["path"]: a for a in res["artifacts"]}
+    assert {"model.onnx", "model.json", "plan.json"} <= set(arts)
+    assert arts["model.onnx"]["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    assert res["plan"]["steps"][0]["transform"] == "kmeans"
+    assert res["before"]["cost"]["latency"]["runtime"] == "onnxruntime" and res["after"]["cost"]["latency"]
+    # the artifact is what gets scored: evaluate file:model.onnx runs ONNX Runtime on the task
+    assert main(["evaluate", f"file:{out / 'model.onnx'}", "--task", "classification", "--data", "digits",
+                 "--limit", "100", "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert ev["value"] == res["after"]["score"]["value"] and ev["n"] == 100
+
+
+def test_export_c_from_slim_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    q = tmp_path / "q"
+    assert main(["quantize", "slimcnn:lenet5", "--bits", "3", "--prune", "fc1=4", "--no-onnx", "--out", str(q)]) == 0
+    out = tmp_path / "c"
+    assert main(["export", f"file:{q / 'model.slim'}", "--format", "c", "--out", str(out)]) == 0
+    res = _result(out)
+    assert {a["path"] for a in res["artifacts"]} >= {"slim_model.c", "slim_model.h", "slimcnn_decode.c", "slimcnn_decode.h"}
+    assert res["details"]["c"]["kmeans_layers"] == 5 and res["plan"] is None
+    assert "slim_model.c" in capsys.readouterr().out
+
+
+def test_export_onnx_fp32_dynamic_batch(tmp_path: Path) -> None:
+    out = tmp_path / "fp"
+    assert main(["export", "slimcnn:tiny_cnn", "--format", "onnx", "--runs", "3", "--out", str(out)]) == 0
+    res = _result(out)
+    assert res["details"]["parity"]["max_abs_vs_torch"] < 1e-4
+    from slimcnn.models import load_model
+
+    loaded = load_model(f"file:{out / 'model.onnx'}")
+    import torch
+
+    assert loaded.info.input_shape == (1, 3, 32, 32) and loaded.model(torch.randn(5, 3, 32, 32)).shape == (5, 10)
+
+
+@pytest.mark.parametrize(
+    ("args", "msg"),
+    [
+        (["slimcnn:lenet5", "--format", "onnx-kmeans"], "needs a k-means quantized model: pass file:model.slim"),
+        (["slimcnn:lenet5", "--format", "c"], "or add --bits"),
+        (["slimcnn:lenet5", "--format", "onnx-int9"], "Did you mean 'onnx-int8'"),
+        (["slimcnn:lenet5", "--format", "onnx-int8"], "add --task and --data"),
+        (["slimcnn:lenet5", "--format", "onnx", "--bits", "4"], "--bits/--prune apply to --format onnx-kmeans and c"),
+        (["slimcnn:lenet5", "--format", "onnx", "--calibration", "entropy"], "apply to --format onnx-int8"),
+        (["slimcnn:lenet5", "--format", "onnx-int8", "--task", "classification", "--data", "digits",
+          "--calibration", "kl"], "--calibration must be one of"),
+        (["slimcnn:lenet5", "--format", "c", "--bits", "4", "--c-prefix", "my-net"], "--c-prefix must be a C identifier"),
+        (["slimcnn:lenet5", "--format", "onnx-kmeans", "--bits", "40"], "--bits"),
+        (["file:model.onnx", "--format", "onnx"], "already ONNX"),
+        (["slimcnn:lenet5", "--format", "onnx", "--runs", "0"], "--runs must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], msg: str) -> None:
+    out = tmp_path / "o"
+    rc = main(["export", *args, "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and msg in err, err
+    assert not out.exists()
+
+
+def test_bits_on_a_slim_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    slim = tmp_path / "m.slim"
+    slim.write_bytes(b"x")
+    rc = main(["export", f"file:{slim}", "--format", "onnx-kmeans", "--bits", "4", "--out", str(tmp_path / "o")])
+    assert rc == 2 and "already k-means quantized; drop --bits" in capsys.readouterr().err
+
+
+def test_export_onnx_int8_scores_the_int8_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "i8"
+    rc = main(["export", "slimcnn:lenet5", "--format", "onnx-int8", "--task", "classification", "--data", "digits",
+               "--calibration", "percentile", "--calibration-samples", "64", "--limit", "100", "--runs", "5",
+               "--out", str(out), "--json"])
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["details"]["int8"]["calibration"] == "percentile" and res["details"]["int8"]["per_channel"] is True
+    assert res["after"]["score"]["n"] == 100 and res["after"]["cost"]["weight_bytes"] < res["before"]["cost"]["weight_bytes"]
+    import onnx
+
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
