@@ -105,16 +105,29 @@ def write_run(out: RunDir | str | Path, result: RunResult, *, force: bool = Fals
     if not isinstance(out, RunDir):
         with RunDir(out, Manifest.of(result.command, model=result.source, options=result.options), force=force) as run:
             return write_run(run, result)
+    import logging
+
+    from slimcnn.report import REPORT_FILES, render_report
+
     run = out
     if result.plan is not None:
         result.plan.save(run.path / "plan.json")
+    final = dataclasses.replace(result, notes=tuple(result.notes) + tuple(run.notes),
+                                environment=result.environment or environment())
+    # report.md/.html (+ its figures) from the result in memory, before the files are listed: the figures
+    # are artifacts; the report itself, like result.json, is a view of the run and is not listed.
+    try:
+        render_report(run.path, result=final)
+    except Exception as e:  # a derived view must never cost the run its model
+        logging.getLogger(__name__).warning("report not rendered", exc_info=True)
+        final = dataclasses.replace(final, notes=(*final.notes, f"report.md not rendered ({type(e).__name__}: {e}); "
+                                                  f"run `slimcnn report {run.out}` to retry"))
     transient = {n for n, keep in run.state.items() if not keep}
     files = sorted(p for p in run.path.rglob("*")
-                   if p.is_file() and p.name not in (MANIFEST, "result.json") and p.relative_to(run.path).as_posix()
-                   not in transient and not p.name.startswith("."))
+                   if p.is_file() and p.name not in (MANIFEST, "result.json", *REPORT_FILES)
+                   and p.relative_to(run.path).as_posix() not in transient and not p.name.startswith("."))
     artifacts = tuple(Artifact(p.relative_to(run.path).as_posix(), p.stat().st_size, sha256_file(p)) for p in files)
-    final = dataclasses.replace(result, artifacts=artifacts, notes=tuple(result.notes) + tuple(run.notes),
-                                environment=result.environment or environment())
+    final = dataclasses.replace(final, artifacts=artifacts)
     write_json(run.path / "result.json", final.to_dict())
     return run.commit()
 
