@@ -127,6 +127,7 @@ def compress(
     current, current_score = original, base_score
     results: list[StageResult] = []
     kmeans_bits: dict[str, int] = {}
+    kept: list[Any] = []  # what later stages' fine-tuning must keep of earlier stages (zeros, codebooks)
     for i, stage in enumerate(stages):
         say = on_stage or (lambda *_: None)
         saved = _load_stage(state_dir, i)
@@ -134,6 +135,7 @@ def compress(
             current, result = saved
             current_score = result.score
             results.append(result)
+            kept += _carried_promises(stage, current, result.assignment, x)
             if stage.method == "kmeans":
                 kmeans_bits = {k: int(v) for k, v in result.assignment.items()}
             say(i, stage, f"resumed: stage {i + 1} of {len(stages)} ({stage.name}) was finished by an earlier run")
@@ -158,18 +160,19 @@ def compress(
                            runtime=spec.runtime if need_latency else None, threads=spec.threads,
                            round_to=spec.round_to if stage.method == "prune" else 1,
                            amounts=spec.amounts if stage.method != "kmeans" else None, device=spec.device,
-                           exclude=spec.exclude, recovery=spec.recovery)
+                           exclude=spec.exclude, recovery=spec.recovery, promises=tuple(kept))
         ts = time.perf_counter()
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
         res = search(current, task, stage_budget, sspec, example_input=x, source=source, resume=resume,
                      progress=progress)
         steps = [dataclasses.asdict(s) for s in search_steps(current, sspec, res, x)]
         current, current_score = res.model, res.after["score"]
+        kept += _carried_promises(stage, current, res.assignment, x)
         if stage.method == "kmeans":
             kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
         cost = _cost(current, x, kmeans_bits)
         result = StageResult(
-            stage.name, {"max_drop": "least" if share is None else f"{share:.6g}", **{k: str(v) for k, v in limits.items()}},
+            stage.name, {"max_drop": "the least that meets its targets" if share is None else f"{share:.6g}", **{k: str(v) for k, v in limits.items()}},
             current_score, cost,
             base_score.drop_to(current_score), res.met, dict(res.assignment), steps, res.tried,
             round(time.perf_counter() - ts, 2))
@@ -208,6 +211,15 @@ def packed_model(model: nn.Module, bits: dict[str, int]) -> nn.Module:
     from slimcnn.quantize import quantize_model
 
     return quantize_model(model, kmeans_spec(bits)).model.eval()
+
+
+def _carried_promises(stage: StageSpec, model: nn.Module, assignment: dict[str, float], x: Any) -> list[Any]:
+    """The stage's promises a later stage must keep: kernel zeros and codebooks (widths cannot grow anyway,
+    and a later structural stage may legitimately change them)."""
+    from slimcnn.search.families import FAMILIES
+
+    family = FAMILIES.get(stage.method)(example_input=x)
+    return [p for p in family.promises(model, assignment) if p.kind != "shape"]
 
 
 def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None) -> Cost:
