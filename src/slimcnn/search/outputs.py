@@ -13,8 +13,9 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
                progress: bool, options: dict[str, Any]) -> Any:
     """Search, write every output into ``run`` (a :class:`~slimcnn.run.RunDir`) and commit it.
 
-    Writes model.pt (+ yolo.pt) and model.onnx of the chosen model, pareto.json/.png, sensitivity.png,
-    plan.json (the steps that rebuild the model from the original) and result.json.
+    Writes model.pt (+ yolo.pt) and model.onnx of the chosen model, pareto.json, sensitivity.json (the sweep,
+    when ``sweep`` names it), plan.json (the steps that rebuild the model from the original) and result.json;
+    ``write_run`` renders the report and its plots (pareto.png, sensitivity.png) from them.
     Returns the :class:`~slimcnn.run.RunResult`.
     """
     from slimcnn.run import Measured, RunResult, environment, write_run
@@ -27,16 +28,6 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     example = task_obj.example_input() if example is None else example
     save_model_files(loaded, res.model, example, run.path)
     write_json(run.path / "pareto.json", {"objective": budget.objective, "points": res.tried})
-    if res.tried:
-        from slimcnn.report import plot_pareto
-
-        x = budget.objective if all(budget.objective in p for p in res.tried) else "macs"
-        chosen = res.tried[-1] if spec.strategy == "iterative" else None
-        plot_pareto(res.tried, run.path / "pareto.png", x=x, metric=res.before["score"].metric, chosen=chosen)
-    if res.sensitivity is not None and res.sensitivity.points:
-        from slimcnn.report import plot_sensitivity
-
-        plot_sensitivity(res.sensitivity, run.path / "sensitivity.png")
     plan = search_plan(loaded.model, spec, res, example, source=loaded.source)
 
     def side(d: dict[str, Any]) -> Measured:
