@@ -138,3 +138,22 @@ def test_detection_kd_needs_head_outputs() -> None:
         task.finetune(RetinaNet(), 1, teacher=RetinaNet(), recovery="kd")
     with pytest.raises(ConfigError, match="teacher"):
         task.finetune(RetinaNet(), 1, recovery="kd")
+
+
+@pytest.mark.slow
+def test_detection_kd_on_yolo_fastestv2_head_outputs() -> None:
+    from tests.conftest import need_shared
+
+    from slimcnn.models import load_model
+    from slimcnn.tasks.detection import DetectionTask
+
+    root = need_shared("detection", "raccoon")
+    need_shared("weights", "yolo-fastestv2")
+    lm = load_model("slimcnn:yolo_fastestv2", num_classes=1)
+    task = DetectionTask(root, info=lm.info, batch_size=2)
+    teacher, student = lm.model, copy.deepcopy(lm.model)
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    stats = task.finetune(student, 2, teacher=teacher, recovery="kd", kd_alpha=0.5)
+    assert stats.steps == 2 and math.isfinite(stats.final_loss)
+    assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items())
+    assert not student._forward_hooks
