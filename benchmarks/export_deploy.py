@@ -1,0 +1,225 @@
+"""Deployable artifacts measured: int8 ResNet-20/56 in ONNX Runtime, AlexNet k-means ONNX, LeNet-5 C arrays.
+
+Run: ``.venv/bin/python benchmarks/export_deploy.py [--data PATH] [--limit N] [--calibrations minmax percentile entropy]``.
+Writes ``benchmarks/results/export_deploy.{md,json}``.
+
+- **int8**: ``slimcnn:resnet20`` / ``slimcnn:resnet56`` (shared akamaster weights) exported fp32 (batch norm
+  folded), quantised by ONNX Runtime's static QDQ quantization (per-channel int8 weights, uint8
+  activations) with 512 calibration images from the training tar beside ``--data``; both files are
+  scored through ONNX Runtime on all 10,000 CIFAR-10 JPEG test images and timed side by side
+  (interleaved round-robin, batch 1, ``--runs`` rounds) at 1 and 2 threads.
+- **k-means ONNX**: ``slimcnn:alexnet_bvlc`` (random init: no AlexNet weights ship) with Tomè et al.'s
+  Table I settings (bits ``conv1=9,conv*=8,fc*=1``, prune ``conv3=2,conv4=2,fc*=3``) -> ``.slim`` ->
+  ONNX with the codes decoded in-graph; file sizes vs the fp32 ONNX and the ``.slim``; ORT parity
+  vs the decoded model exported to fp32 ONNX and vs torch.
+- **C**: ``slimcnn:lenet5`` k-means (``conv*=8,fc*=4``, prune ``fc*=3``) as C arrays; bytes of the
+  ``const`` arrays and, when a C compiler is present, the compiled object's sections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from slimcnn.export import (
+    Int8Spec,
+    OrtModule,
+    compare_onnx_latency,
+    decoded_weights,
+    kmeans_onnx,
+    pack_layers,
+    quantize_int8,
+    slim_layers,
+    torch_to_onnx,
+    write_c,
+)
+from slimcnn.measure import cpu_model
+from slimcnn.measure._onnx import ort_session
+from slimcnn.models import load_model
+from slimcnn.paths import shared_path
+from slimcnn.quantize import KMeansQuantSpec, quantize_model, save_packed
+from slimcnn.tasks import make_task
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOME_BITS, TOME_PRUNE = "conv1=9,conv*=8,fc*=1", "conv3=2,conv4=2,fc*=3"
+
+
+def _int8_rows(data: str, limit: int | None, calibrations: list[str], runs: int, samples: int) -> list[dict[str, Any]]:
+    rows = []
+    for name in ("resnet20", "resnet56"):
+        net = load_model(f"slimcnn:{name}")
+        task = make_task("classification", data, info=net.info)
+        x = task.example_input(1)
+        fp32 = torch_to_onnx(net.model, x).SerializeToString()
+        with tempfile.TemporaryDirectory() as tmp:
+            fpath = Path(tmp) / "fp32.onnx"
+            fpath.write_bytes(fp32)
+            t0 = time.perf_counter()
+            s_fp = task.evaluate(OrtModule(fpath, threads=2), limit=limit)
+            eval_s = time.perf_counter() - t0
+            batches = task.calibration_batches(-(-samples // task.batch_size))
+            for cal in calibrations if name == "resnet56" else calibrations[:1]:
+                t0 = time.perf_counter()
+                q = quantize_int8(fp32, batches, Int8Spec(calibration=cal, samples=samples))  # type: ignore[arg-type]
+                q_s = time.perf_counter() - t0
+                qpath = Path(tmp) / f"int8_{cal}.onnx"
+                qpath.write_bytes(q)
+                s_q = task.evaluate(OrtModule(qpath, threads=2), limit=limit)
+                lat = {t: compare_onnx_latency({"fp32": fp32, "int8": q}, x, threads=t, runs=runs, warmup=20)
+                       for t in (1, 2)}
+                rows.append({
+                    "model": name, "calibration": cal, "calibration_images": samples, "n": s_q.n, "dataset": s_q.dataset,
+                    "top1_fp32": s_fp.value, "top1_int8": s_q.value, "drop": s_fp.value - s_q.value,
+                    "fp32_bytes": len(fp32), "int8_bytes": len(q), "quantize_s": round(q_s, 1),
+                    "eval_fp32_s": round(eval_s, 1),
+                    "latency": {str(t): {k: {"median_ms": v.median_ms, "p10_ms": v.p10_ms, "p90_ms": v.p90_ms, "n": v.n}
+                                         for k, v in lat[t].items()} for t in lat},
+                    "ratio_1t": lat[1]["int8"].median_ms / lat[1]["fp32"].median_ms,
+                    "ratio_2t": lat[2]["int8"].median_ms / lat[2]["fp32"].median_ms,
+                })
+                print(json.dumps({k: v for k, v in rows[-1].items() if k != "latency"}), flush=True)
+    return rows
+
+
+def _alexnet_row(tmp: Path) -> dict[str, Any]:
+    net = load_model("slimcnn:alexnet_bvlc", seed=0)
+    t0 = time.perf_counter()
+    res = quantize_model(net.model, KMeansQuantSpec.parse(TOME_BITS, TOME_PRUNE))
+    q_s = time.perf_counter() - t0
+    rep = save_packed(tmp / "alexnet.slim", res, source=net.source, info=net.info)
+    layers = slim_layers(tmp / "alexnet.slim")
+    decoded = load_model(f"file:{tmp / 'alexnet.slim'}").model.eval()
+    x = torch.randn(2, 3, 227, 227, generator=torch.Generator().manual_seed(0))
+    t0 = time.perf_counter()
+    data = kmeans_onnx(decoded, layers, x[:1])
+    export_s = time.perf_counter() - t0
+    fp32_orig = torch_to_onnx(net.model, x[:1]).SerializeToString()
+    reference = torch_to_onnx(decoded, x[:1], keep_batchnorm=True).SerializeToString()
+    got = decoded_weights(data, [f"{n}.weight" for n in layers])
+    exact = all(np.array_equal(got[f"{n}.weight"], p.decode().numpy()) for n, p in layers.items())
+    t0 = time.perf_counter()
+    sess = ort_session(data, threads=2)
+    session_s = time.perf_counter() - t0
+    out_k = sess.run(None, {"input": x.numpy()})[0]
+    out_r = ort_session(reference, threads=2).run(None, {"input": x.numpy()})[0]
+    with torch.no_grad():
+        out_t = decoded(x).numpy()
+    lat = compare_onnx_latency({"fp32": reference, "kmeans": data}, x[:1], threads=2, runs=20, warmup=3)
+    return {
+        "model": "alexnet_bvlc (random init)", "bits": TOME_BITS, "prune": TOME_PRUNE, "quantize_s": round(q_s, 1),
+        "onnx_kmeans_bytes": len(data), "fp32_onnx_bytes": len(fp32_orig), "slim_bytes": rep.file_bytes,
+        "payload_bytes": rep.payload_bytes, "paper_payload_bytes": rep.paper_payload_bytes,
+        "onnx_vs_slim": len(data) / rep.file_bytes, "onnx_vs_fp32": len(data) / len(fp32_orig),
+        "decoders_bit_exact": exact, "parity_vs_decoded_onnx": float(np.abs(out_k - out_r).max()),
+        "parity_vs_torch": float(np.abs(out_k - out_t).max()), "max_abs_output": float(np.abs(out_t).max()),
+        "export_s": round(export_s, 1), "session_create_s": round(session_s, 2),
+        "latency_ms": {k: v.median_ms for k, v in lat.items()},
+        "layers": [{"layer": p.layer, "width": p.width, "kept": p.count, "mask": p.mask_kind,
+                    "bytes": p.payload_bytes} for p in layers.values()],
+    }
+
+
+def _lenet_c_row(tmp: Path) -> dict[str, Any]:
+    net = load_model("slimcnn:lenet5", seed=0)
+    res = quantize_model(net.model, KMeansQuantSpec.parse("conv*=8,fc*=4", "fc*=3"))
+    layers = pack_layers(res.layers)
+    info = write_c(tmp / "c", layers, res.model.state_dict())
+    row: dict[str, Any] = {"model": "lenet5", "bits": "conv*=8,fc*=4", "prune": "fc*=3",
+                           "fp32_param_bytes": 4 * sum(p.numel() for p in net.model.parameters()),
+                           "array_bytes": info.array_bytes, "kmeans_bytes": info.kmeans_bytes, "raw_bytes": info.raw_bytes,
+                           "c_source_bytes": sum((tmp / "c" / f).stat().st_size for f in info.files)}
+    cc = shutil.which("cc")
+    if cc and shutil.which("size"):
+        objs = []
+        for f in ("slim_model.c", "slimcnn_decode.c"):
+            o = tmp / "c" / f.replace(".c", ".o")
+            subprocess.run([cc, "-std=c99", "-Os", "-c", "-o", str(o), str(tmp / "c" / f)], check=True)
+            objs.append(str(o))
+        out = subprocess.run(["size", *objs], check=True, capture_output=True, text=True).stdout.splitlines()
+        row["size_cmd"] = out
+        row["object_bytes"] = {Path(line.split()[-1]).name: int(line.split()[3]) for line in out[1:]}
+    return row
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    env = res["environment"]
+    lines = ["# Export / deploy benchmark", "",
+             f"Machine: {env['cpu']} ({env['cpu_count']} logical CPUs, a VM shared with other jobs; load "
+             f"{env['load_avg']}), ONNX Runtime {env['onnxruntime']}, torch {env['torch']}. Latency: batch 1, "
+             "fp32 and int8 files interleaved round-robin in one process, median ms (p10/p90 in the JSON).", "",
+             "## int8 static PTQ (ONNX Runtime QDQ, per-channel int8 weights, uint8 activations)", "",
+             "| model | calibration | top-1 fp32 | top-1 int8 | drop (pt) | n | file fp32 -> int8 | "
+             "1 thread fp32 / int8 ms | ratio | 2 threads fp32 / int8 ms | ratio |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["int8"]:
+        la = r["latency"]
+        cell = {t: f"{la[t]['fp32']['median_ms']:.3f} / {la[t]['int8']['median_ms']:.3f}" for t in ("1", "2")}
+        lines.append(f"| {r['model']} | {r['calibration']} ({r['calibration_images']} img) | {r['top1_fp32']:.2f} | "
+                     f"{r['top1_int8']:.2f} | {r['drop']:.2f} | {r['n']} | {r['fp32_bytes']:,} -> {r['int8_bytes']:,} | "
+                     f"{cell['1']} | {r['ratio_1t']:.2f}x | {cell['2']} | {r['ratio_2t']:.2f}x |")
+    a = res["alexnet"]
+    lines += ["", "## k-means weights inside standard ONNX (AlexNet, Tomè et al. Table I settings)", "",
+              f"`{a['model']}`, bits `{a['bits']}`, prune `{a['prune']}`.", "",
+              "| file | bytes | vs fp32 ONNX | vs .slim |", "|---|---|---|---|",
+              f"| fp32 ONNX | {a['fp32_onnx_bytes']:,} | 1.000x | {a['fp32_onnx_bytes'] / a['slim_bytes']:.2f}x |",
+              f"| .slim | {a['slim_bytes']:,} | {a['slim_bytes'] / a['fp32_onnx_bytes']:.4f}x | 1.000x |",
+              f"| k-means ONNX | {a['onnx_kmeans_bytes']:,} | {a['onnx_vs_fp32']:.4f}x | {a['onnx_vs_slim']:.3f}x |", "",
+              f"ORT parity: max |k-means ONNX - decoded model as fp32 ONNX| = {a['parity_vs_decoded_onnx']:.3g}, "
+              f"vs torch {a['parity_vs_torch']:.3g} (max |output| {a['max_abs_output']:.3g}); in-graph decoders bit-exact: "
+              f"{a['decoders_bit_exact']}. Session creation (decoders folded) {a['session_create_s']} s; latency "
+              f"fp32 {a['latency_ms']['fp32']:.1f} ms vs k-means {a['latency_ms']['kmeans']:.1f} ms (2 threads).", ""]
+    c = res["lenet_c"]
+    lines += ["## C arrays for microcontrollers (LeNet-5)", "",
+              f"bits `{c['bits']}`, prune `{c['prune']}`: const arrays {c['array_bytes']:,} bytes (k-means "
+              f"{c['kmeans_bytes']:,} + float tensors {c['raw_bytes']:,}) vs {c['fp32_param_bytes']:,} bytes of fp32 "
+              f"parameters; C source {c['c_source_bytes']:,} bytes."]
+    if "object_bytes" in c:
+        lines.append(f"Compiled with `cc -Os` (x86-64 objects, total section bytes): {c['object_bytes']}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    default = shared_path("cifar10-jpeg75", "test-10k.tar")
+    ap.add_argument("--data", default=str(default) if default else None)
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--calibrations", nargs="+", default=["minmax", "percentile", "entropy"])
+    ap.add_argument("--samples", type=int, default=512)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--skip-int8", action="store_true")
+    args = ap.parse_args()
+    import onnxruntime
+
+    env = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
+           "torch": torch.__version__, "platform": platform.platform(), "load_avg": [round(v, 2) for v in os.getloadavg()]}
+    out: dict[str, Any] = {"environment": env}
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        out["lenet_c"] = _lenet_c_row(tmp)
+        print(json.dumps(out["lenet_c"]), flush=True)
+        out["alexnet"] = _alexnet_row(tmp)
+        print(json.dumps({k: v for k, v in out["alexnet"].items() if k != "layers"}), flush=True)
+    if not args.skip_int8:
+        if args.data is None:
+            raise SystemExit("needs --data (the CIFAR-10 test tar)")
+        out["int8"] = _int8_rows(args.data, args.limit, args.calibrations, args.runs, args.samples)
+    env["load_avg_end"] = [round(v, 2) for v in os.getloadavg()]
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "export_deploy.json").write_text(json.dumps(out, indent=1))
+    if "int8" in out:
+        (RESULTS / "export_deploy.md").write_text(_markdown(out))
+    print((RESULTS / "export_deploy.md").read_text() if "int8" in out else "")
+
+
+if __name__ == "__main__":
+    main()
