@@ -45,6 +45,9 @@ def test_shared_weight_gradient_is_the_sum_over_each_cluster() -> None:
     kept = upstream.reshape(-1)[mask.reshape(-1)]
     want = torch.zeros(3).index_add_(0, idx, kept)
     assert torch.equal(sw.codebook.grad, want)
+    mean = SharedWeight(book, idx, mask, (2, 3), grad="mean")  # what keep_promises uses: the weights' own lr
+    (mean(torch.zeros(2, 3)) * upstream).sum().backward()
+    assert torch.allclose(mean.codebook.grad, want / torch.tensor([2.0, 1.0, 2.0]))
     per_channel = SharedWeight(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([1, 0, 0, 1]), None, (2, 2))
     assert torch.equal(per_channel(torch.zeros(2, 2)), torch.tensor([[2.0, 1.0], [3.0, 4.0]]))
 

@@ -98,7 +98,8 @@ def compress(
 
     Every stage is a :func:`slimcnn.search.search` over the previous stage's model. The drop is always
     measured against the ORIGINAL on the validation data: a stage may spend an equal share of the drop
-    still unspent (the last stage what is left). Each hardware target is owned by the last stage that
+    still unspent (the last stage what is left); an earlier stage that cannot meet its targets within its
+    share meets them at the least drop instead. Each hardware target is owned by the last stage that
     can move it (``prune`` for MACs/latency, ``kmeans`` for bytes); its limit is passed relative to the
     stage's input so that latency ratios are taken within one run. With ``state_dir``, each finished
     stage is kept (``stage-N.pt``) and a re-run with the same options resumes after it.
@@ -145,16 +146,11 @@ def compress(
         limits = _stage_limits(owned[i], budget, base_cost, current, original, x, spec)
         objective = next((k for k in ("latency_ms", "macs", "params", "weight_bytes") if k in limits),
                          "weight_bytes" if stage.method == "kmeans" else "macs")
-        # The last stage compresses as far as the drop left allows; an earlier stage that owns targets meets
-        # them at the least drop (leaving the rest to later stages); one that owns none takes an equal share.
-        if owned[i] and not last:
-            share, stage_budget = None, Budget(None, limits, objective)  # type: ignore[arg-type]
-        else:
-            share = left if last else left / (len(stages) - i)
-            stage_budget = Budget(Amount(share), limits, objective)  # type: ignore[arg-type]
-        allowed = "the least drop that meets them" if share is None else f"may lose {share:.4g} {base_score.metric}"
+        # The last stage compresses as far as the drop left allows; an earlier one as far as an equal share
+        # of it allows, and when that share cannot meet the targets it owns, it meets them at the least drop.
+        share = left if last else left / (len(stages) - i)
         say(i, stage, f"stage {i + 1} of {len(stages)}: {stage.name} (owns {', '.join(sorted(owned[i])) or 'no target'}; "
-                      f"{allowed})")
+                      f"may lose {share:.4g} {base_score.metric})")
         sspec = SearchSpec(method=stage.method, strategy=stage.strategy, criterion=stage.criterion,
                            finetune_steps=spec.finetune_steps, finetune=dict(spec.finetune), limit=spec.limit,
                            runtime=spec.runtime if need_latency else None, threads=spec.threads,
@@ -163,8 +159,14 @@ def compress(
                            exclude=spec.exclude, recovery=spec.recovery, promises=tuple(kept))
         ts = time.perf_counter()
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
-        res = search(current, task, stage_budget, sspec, example_input=x, source=source, resume=resume,
-                     progress=progress)
+        res = search(current, task, Budget(Amount(share), limits, objective), sspec,  # type: ignore[arg-type]
+                     example_input=x, source=source, resume=resume, progress=progress)
+        allowed = f"{share:.6g}"
+        if not res.met and owned[i] and not last:
+            say(i, stage, f"  its share cannot meet {', '.join(sorted(owned[i]))}: meeting them at the least drop")
+            res = search(current, task, Budget(None, limits, objective), sspec,  # type: ignore[arg-type]
+                         example_input=x, source=source, resume=resume, progress=progress)
+            allowed = "the least that meets its targets"
         steps = [dataclasses.asdict(s) for s in search_steps(current, sspec, res, x)]
         current, current_score = res.model, res.after["score"]
         kept += _carried_promises(stage, current, res.assignment, x)
@@ -172,7 +174,7 @@ def compress(
             kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
         cost = _cost(current, x, kmeans_bits)
         result = StageResult(
-            stage.name, {"max_drop": "the least that meets its targets" if share is None else f"{share:.6g}", **{k: str(v) for k, v in limits.items()}},
+            stage.name, {"max_drop": allowed, **{k: str(v) for k, v in limits.items()}},
             current_score, cost,
             base_score.drop_to(current_score), res.met, dict(res.assignment), steps, res.tried,
             round(time.perf_counter() - ts, 2))
