@@ -45,8 +45,12 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     if test_task is not None:
         details["test"] = {"before": dataclasses.asdict(test_task.evaluate(loaded.model)),
                            "after": dataclasses.asdict(test_task.evaluate(written))}
-    write_json(run.path / "pareto.json", {"points": [dict(p, stage=i) for i, s in enumerate(res.stages)
-                                                     for p in s.tried]})
+    base = res.before["score"]
+    sign = 1.0 if base.higher_is_better else -1.0
+    # a stage's search measures drops against its own input; the report plots them against the original
+    points = [dict(p, stage=i, stage_drop=p["drop"], drop=sign * (base.value - p["metric"]))
+              for i, s in enumerate(res.stages) for p in s.tried]
+    write_json(run.path / "pareto.json", {"points": points})
     steps = tuple(PlanStep(s["transform"], tuple(s["layers"]), s["params"]) for st in res.stages for s in st.steps)
     plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(x.shape),
                 finetuned=bool(options.get("finetune_steps")))
