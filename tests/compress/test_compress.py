@@ -109,3 +109,19 @@ def test_slimcnn_compress_is_callable() -> None:
         from slimcnn.search import Budget
 
         slimcnn.compress(torch.nn.Linear(2, 2), None, Budget.from_options(macs="0.5x"))
+
+
+def test_peak_activation_memory_is_a_target(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from slimcnn.measure import profile
+
+    out = tmp_path / "a"
+    rc = main(["compress", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--max-drop", "3",
+               "--activation-bytes", "0.7x", "--amounts", "0.5", "--limit", "100", "--recovery", "plain",
+               "--input", "4x1x32x32", "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    (check,) = [c for c in res["checks"] if c["name"] == "activation_bytes"]
+    model = load_model(f"file:{out / 'model.pt'}").model
+    peak = profile(model, torch.zeros(4, 1, 32, 32)).activation_bytes
+    assert check["value"] == peak and check["met"] == (peak <= check["limit"]) and rc == (0 if res["met"] else 1)
+    assert check["limit"] == pytest.approx(0.7 * res["before"]["cost"]["activation_bytes"])
+    assert res["details"]["stages"][0]["name"] == "prune"

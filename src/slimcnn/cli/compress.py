@@ -38,6 +38,7 @@ def compress_cmd(
     params: str | None = typer.Option(None, "--params", help="Parameter target: 0.5x or 1M."),
     weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Weight memory target: 0.1x, 256KB, 4MiB."),
     latency: str | None = typer.Option(None, "--latency", help="ONNX Runtime latency target: 0.6x or 12ms."),
+    activation_bytes: str | None = typer.Option(None, "--activation-bytes", help="Peak activation memory target at --input (on-chip SRAM): 0.5x or 256KB."),
     recipe: str = typer.Option("auto", "--recipe", help="auto, or stages in order: prune[:criterion], cpo, iterative, kernel, lowrank, kmeans (e.g. prune,kmeans)."),
     recovery: str = typer.Option("kd", "--recovery", help="Fine-tuning inside every stage: kd (distil from the original) or plain (task labels)."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps per measured point in every stage."),
@@ -83,9 +84,11 @@ def compress_cmd(
     if runtime is not None and runtime not in ("onnxruntime", "torch"):
         raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
     parse_drop(max_drop)
-    budget = Budget.from_options(max_drop=max_drop, macs=macs, params=params, weight_bytes=weight_bytes, latency=latency)
+    budget = Budget.from_options(max_drop=max_drop, macs=macs, params=params, weight_bytes=weight_bytes, latency=latency,
+                                 activation_bytes=activation_bytes)
     if not budget.limits:
-        raise ConfigError("give a hardware target: one of --macs, --params, --weight-bytes, --latency")
+        raise ConfigError("give a hardware target: one of --macs, --params, --weight-bytes, --latency, "
+                          "--activation-bytes")
     stages = parse_recipe(recipe) or auto_recipe(set(budget.limits))
     assign_targets(stages, set(budget.limits))
     if latency is not None and runtime is None:
@@ -99,7 +102,7 @@ def compress_cmd(
                         round_to=parse_round_to(round_to), amounts=_parse_amounts(amounts), device=device,
                         exclude=tuple(exclude))
     options = {**dataclasses.asdict(spec), "max_drop": max_drop, "macs": macs, "params": params,
-               "weight_bytes": weight_bytes, "latency": latency, "task": task, "scale": scale, "arch": arch,
+               "weight_bytes": weight_bytes, "latency": latency, "activation_bytes": activation_bytes, "task": task, "scale": scale, "arch": arch,
                "input": input, "seed": seed}
     with open_run("compress", out, model=model, weights=weights,
                   data={"data": data, "val_data": val_data, "test_data": test_data}, options=options, force=force,

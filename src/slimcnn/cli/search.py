@@ -43,9 +43,10 @@ def search_cmd(
     params: str | None = typer.Option(None, "--params", help="Parameter limit: 0.5x or 1M."),
     weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Weight memory limit: 4MB, 512KiB, 0.25x."),
     latency: str | None = typer.Option(None, "--latency", help="Latency limit on --runtime: 12ms or 0.7x."),
+    activation_bytes: str | None = typer.Option(None, "--activation-bytes", help="Peak activation memory limit at --input: 0.5x or 256KB."),
     runtime: str | None = typer.Option(None, "--runtime", help="onnxruntime or torch (measures latency)."),
     threads: int | None = typer.Option(None, "--threads", help="Runtime threads."),
-    objective: str | None = typer.Option(None, "--objective", help="What to minimise: macs, params, weight_bytes, latency_ms."),
+    objective: str | None = typer.Option(None, "--objective", help="What to minimise: macs, params, weight_bytes, latency_ms, activation_bytes."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps per measured point/step/iteration."),
     lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate."),
     limit: int | None = typer.Option(None, "--limit", help="Validation images used while searching."),
@@ -78,8 +79,9 @@ def search_cmd(
     from slimcnn.search import Budget, SearchSpec
 
     check_device(device)
-    if max_drop is None and not any((macs, params, weight_bytes, latency)):
-        raise ConfigError("give a target: --max-drop and/or one of --macs, --params, --weight-bytes, --latency")
+    if max_drop is None and not any((macs, params, weight_bytes, latency, activation_bytes)):
+        raise ConfigError("give a target: --max-drop and/or one of --macs, --params, --weight-bytes, --latency, "
+                          "--activation-bytes")
     if latency is not None and runtime is None:
         runtime = "onnxruntime"
     if runtime is not None and runtime not in ("onnxruntime", "torch"):
@@ -94,7 +96,7 @@ def search_cmd(
     if alpha <= 0:
         raise ConfigError(f"--alpha is the metric's exponent in the iterative score and must be above 0, got {alpha:g}")
     budget = Budget.from_options(max_drop=max_drop, macs=macs, params=params, weight_bytes=weight_bytes,
-                                 latency=latency, objective=objective)  # type: ignore[arg-type]
+                                 latency=latency, activation_bytes=activation_bytes, objective=objective)  # type: ignore[arg-type]
     check_task(task, data)
     if input:
         parse_shape(input)
@@ -105,7 +107,7 @@ def search_cmd(
                       accumulate=accumulate, recovery=recovery)
     _check_criterion(method, criterion)
     budget_options = {"max_drop": max_drop, "macs": macs, "params": params, "weight_bytes": weight_bytes,
-                      "latency": latency, "objective": objective}
+                      "latency": latency, "activation_bytes": activation_bytes, "objective": objective}
     options = {**dataclasses.asdict(spec), **budget_options, "task": task, "metric": metric, "scale": scale,
                "arch": arch, "num_classes": num_classes, "input": input, "seed": seed}
     with open_run("search", out, model=model, weights=weights, data={"data": data, "val_data": val_data},

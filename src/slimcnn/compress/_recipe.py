@@ -10,13 +10,14 @@ from slimcnn.errors import ConfigError
 # earlier stage is not asked to reach a target a later, better-suited stage reaches anyway
 # (pruning before k-means need not fit the byte budget on its own).
 MOVES: dict[str, frozenset[str]] = {
-    "prune": frozenset({"macs", "params", "latency_ms", "weight_bytes"}),
+    "prune": frozenset({"macs", "params", "latency_ms", "weight_bytes", "activation_bytes"}),
     "kernel": frozenset({"macs", "params", "weight_bytes"}),
     "lowrank": frozenset({"macs", "params", "latency_ms", "weight_bytes"}),
     "kmeans": frozenset({"weight_bytes"}),
 }
 STRATEGIES = ("greedy", "cpo", "iterative")
-_FLAG = {"macs": "--macs", "params": "--params", "weight_bytes": "--weight-bytes", "latency_ms": "--latency"}
+_FLAG = {"macs": "--macs", "params": "--params", "weight_bytes": "--weight-bytes", "latency_ms": "--latency",
+         "activation_bytes": "--activation-bytes"}
 
 
 @dataclass(frozen=True)
@@ -68,14 +69,15 @@ def parse_recipe(text: str) -> tuple[StageSpec, ...] | None:
 
 
 def auto_recipe(targets: set[str]) -> tuple[StageSpec, ...]:
-    """Compute and latency targets: channel pruning first; byte targets: weight sharing last."""
+    """Compute, latency and activation targets: channel pruning first; weight-byte targets: weight sharing last."""
     stages = []
-    if targets & {"macs", "params", "latency_ms"}:
+    if targets & {"macs", "params", "latency_ms", "activation_bytes"}:
         stages.append(StageSpec("prune"))
     if "weight_bytes" in targets:
         stages.append(StageSpec("kmeans"))
     if not stages:
-        raise ConfigError("compress needs a hardware target: one of --macs, --params, --weight-bytes, --latency")
+        raise ConfigError("compress needs a hardware target: one of --macs, --params, --weight-bytes, --latency, "
+                          "--activation-bytes")
     return tuple(stages)
 
 

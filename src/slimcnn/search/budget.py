@@ -9,8 +9,8 @@ from typing import Literal
 from slimcnn.errors import ConfigError
 from slimcnn.types import Cost, Score
 
-CostKey = Literal["macs", "params", "weight_bytes", "latency_ms"]
-COST_KEYS: tuple[CostKey, ...] = ("macs", "params", "weight_bytes", "latency_ms")
+CostKey = Literal["macs", "params", "weight_bytes", "latency_ms", "activation_bytes"]
+COST_KEYS: tuple[CostKey, ...] = ("macs", "params", "weight_bytes", "latency_ms", "activation_bytes")
 
 _COUNT_UNITS = {"k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 _UNIT_NAMES = {"count": "k, M, G, T", "bytes": "B, KB, MB, GB, KiB, MiB, GiB", "time": "us, ms, s"}
@@ -146,10 +146,12 @@ class Budget:
         params: str | None = None,
         weight_bytes: str | None = None,
         latency: str | None = None,
+        activation_bytes: str | None = None,
         objective: CostKey | None = None,
     ) -> Budget:
         """Build from CLI strings; the objective defaults to the first hardware limit given (else MACs)."""
-        raw = {"macs": macs, "params": params, "weight_bytes": weight_bytes, "latency_ms": latency}
+        raw = {"macs": macs, "params": params, "weight_bytes": weight_bytes, "latency_ms": latency,
+               "activation_bytes": activation_bytes}
         limits = {k: parse_amount(v, k) for k, v in raw.items() if v is not None}
         if objective is None:
             objective = "latency_ms" if "latency_ms" in limits else next(iter(limits), "macs")  # type: ignore[assignment]

@@ -133,7 +133,12 @@ class _Context:
 
             lat = measure_latency(model, self.example_input, runtime=self.runtime, threads=self.spec.threads,  # type: ignore[arg-type]
                                   runs=20, warmup=3)
-        return Cost(params, macs, wbytes, 0, latency=lat)
+        act = 0
+        if "activation_bytes" in self.budget.limits or self.budget.objective == "activation_bytes":
+            from slimcnn.measure import profile
+
+            act = profile(model, self.example_input).activation_bytes  # peak live activations (liveness count)
+        return Cost(params, macs, wbytes, act, latency=lat)
 
     def retime(self, before: nn.Module, after: nn.Module, cost_before: Cost, cost_after: Cost) -> tuple[Cost, Cost]:
         """Time the original and the final model interleaved in one run, so the latency check compares
@@ -182,6 +187,8 @@ def _point(i: int, assignment: dict[str, float], base: Score, score: Score, cost
     costs = {"params": float(cost.params), "macs": float(cost.macs), "weight_bytes": float(cost.weight_bytes)}
     if cost.latency is not None:
         costs["latency_ms"] = cost.latency.median_ms
+    if "activation_bytes" in budget.limits:
+        costs["activation_bytes"] = float(cost.activation_bytes)
     checks = tuple(budget.check(base_cost, base, cost, score))
     return TriedPoint(i, dict(assignment), score.value, base.drop_to(score), costs, checks)
 
@@ -196,7 +203,8 @@ def _greedy(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], Sensitivit
                               example_input=ctx.example_input, limit=ctx.spec.limit, workers=ctx.spec.workers,
                               cost=ctx.cost_fn, progress=ctx.progress, resume=ctx.resume,
                               device=ctx.spec.device)
-    cost_key = ctx.budget.objective if ctx.budget.objective != "latency_ms" else "macs"
+    # the sweep costs params/MACs/weight bytes; time and peak activations follow MACs along the path
+    cost_key = ctx.budget.objective if ctx.budget.objective not in ("latency_ms", "activation_bytes") else "macs"
     result = greedy_search(table, ctx.budget, ctx.measure, cost_key=cost_key, max_evaluations=ctx.spec.max_evaluations)
     log_ = {"path": [dataclasses.asdict(s) for s in result.path], "chosen_prefix": result.best.prefix}
     return result.best.assignment, log_, table
