@@ -40,7 +40,7 @@ def _lat(models: dict[str, nn.Module], x: torch.Tensor) -> dict[str, float]:
 
 
 def _compress_section(loaded: Any, task: Any, budget: Any, spec: Any, out: Path, say: Say,
-                      timing_shape: tuple[int, ...]) -> dict[str, Any]:
+                      timing_shape: tuple[int, ...], final: Path) -> dict[str, Any]:
     from slimcnn.compress import compress, write_compress_run
     from slimcnn.measure import profile
     from slimcnn.run import Manifest, RunDir
@@ -71,6 +71,8 @@ def _compress_section(loaded: Any, task: Any, budget: Any, spec: Any, out: Path,
         "report": f"{out.name}/report.html" if (out / "report.html").exists() else None,
     }
     _table(row, say)
+    if row["report"]:
+        say(f"  report: {final / row['report']}")  # where it lands once the demo folder is committed
     from slimcnn.measure import ort_channel_block
 
     block = ort_channel_block()
@@ -119,7 +121,7 @@ def run_demo(out_dir: str | Path = "demo-out", *, say: Say = print, quick: bool 
         raise ConfigError(f"--out {out_dir} holds a `{read_result(out_dir)['command']}` run, not a demo; choose "
                           "another folder for the demo")
     with RunDir(out_dir, Manifest.of("demo", options={"quick": quick}), force=True) as run:
-        report = _sections(run.path, say, quick)
+        report = _sections(run.path, say, quick, final=run.out)
         write_json(run.path / "demo.json", report)
         write_run(run, RunResult("demo", "slimcnn:lenet5, slimcnn:espcn", options={"quick": quick},
                                  details={"sections": sorted(report)}, seconds=report["seconds"],
@@ -129,7 +131,7 @@ def run_demo(out_dir: str | Path = "demo-out", *, say: Say = print, quick: bool 
     return report
 
 
-def _sections(out: Path, say: Say, quick: bool) -> dict[str, Any]:
+def _sections(out: Path, say: Say, quick: bool, *, final: Path) -> dict[str, Any]:
     from slimcnn.compress import CompressSpec
     from slimcnn.models import save_model
     from slimcnn.search import Budget
@@ -149,7 +151,7 @@ def _sections(out: Path, say: Say, quick: bool) -> dict[str, Any]:
     report["classification"] = _compress_section(
         lenet, digits, Budget.from_options(max_drop="1", macs="0.5x", weight_bytes="0.1x"),
         CompressSpec(finetune_steps=10 if quick else 40, finetune={"lr": 0.01}),
-        out / "lenet5-compress", say, timing_shape=(256, 1, 32, 32))
+        out / "lenet5-compress", say, timing_shape=(256, 1, 32, 32), final=final)
 
     say("[2/2] super-resolution: ESPCN x2 trained on scikit-image's photos")
     from slimcnn.tasks.sr_recipes import paper_init_
@@ -166,6 +168,6 @@ def _sections(out: Path, say: Say, quick: bool) -> dict[str, Any]:
     report["super_resolution"] = _compress_section(
         espcn, sr, Budget.from_options(max_drop="0.2", macs="0.8x"),
         CompressSpec(recipe="prune:sparsity", finetune_steps=50 if quick else 500),
-        out / "espcn-compress", say, timing_shape=(1, 1, 256, 256))
+        out / "espcn-compress", say, timing_shape=(1, 1, 256, 256), final=final)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     return report
