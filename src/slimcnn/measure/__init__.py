@@ -14,6 +14,7 @@ Example:
 
 from slimcnn.measure._analyze import analyze
 from slimcnn.measure._inputs import MAX_INPUT_ELEMENTS, ExampleInput, check_input_shape
+from slimcnn.measure._interleaved import cpu_contended, time_modules_interleaved
 from slimcnn.measure._latency import (
     compare_latency,
     cpu_model,
@@ -33,7 +34,7 @@ from slimcnn.measure._layers import (
     time_module,
 )
 from slimcnn.measure._onnx import ExportError, export_onnx, onnx_bytes
-from slimcnn.measure._profile import count_params, profile, weight_bytes
+from slimcnn.measure._profile import count_params, layer_input_shapes, profile, weight_bytes
 
 __all__ = [
     "TIMED_LAYERS",
@@ -45,12 +46,14 @@ __all__ = [
     "clear_memory_cache",
     "compare_latency",
     "count_params",
+    "cpu_contended",
     "cpu_model",
     "package_versions",
     "default_cache_path",
     "device_name",
     "eval_mode",
     "export_onnx",
+    "layer_input_shapes",
     "layer_latencies",
     "measure_latency",
     "onnx_bytes",
@@ -58,6 +61,7 @@ __all__ = [
     "physical_cores",
     "profile",
     "time_module",
+    "time_modules_interleaved",
     "torch_threads",
     "weight_bytes",
 ]

@@ -1,0 +1,145 @@
+"""Kept widths under a latency budget: a multiple-choice knapsack over groups and widths (HALP-style).
+
+Each prunable group offers a few kept widths (multiples of the channel block); a width keeps the
+importance of its best channels and saves the table's measured milliseconds. :func:`knapsack_widths`
+picks one width per group maximising the kept importance with total saving >= the saving needed,
+by dynamic programming over savings discretised (rounded **down**, so the true saving of the
+answer is at least the discretised one) into ``resolution`` steps of ``need / resolution`` ms.
+With integer savings and ``resolution == need`` the answer is the exact optimum.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from slimcnn.errors import ConfigError
+from slimcnn.prune._latency_table import LatencyTable, _kept_layer_channels
+
+
+@dataclass(frozen=True)
+class LatencySelection:
+    """What :func:`select_for_latency` chose."""
+
+    widths: dict[str, int]
+    """{group name (first producer FQN): kept group channels}."""
+    predicted_ratio: float
+    """Table prediction of pruned / original latency."""
+    target_ratio: float
+    kept_importance: float
+    """Sum over groups of the kept channels' normalised importance (a full group counts its size)."""
+    feasible: bool
+    """False: the table predicts the target cannot be reached; the fastest widths were chosen."""
+
+
+def knapsack_widths(options: Mapping[str, Sequence[tuple[int, float, float]]], need: float, *,
+                    resolution: int = 2000) -> tuple[dict[str, int], bool]:
+    """One option per group maximising total value with total saving at least ``need``.
+
+    Args:
+        options: group -> ``[(width, value, saving)]`` (one entry per candidate width).
+        need: total saving required (same unit as ``saving``); ``<= 0`` keeps every group's best value.
+        resolution: discretisation steps of ``need``.
+
+    Returns:
+        ``({group: width}, feasible)``; when infeasible, each group's largest-saving option.
+    """
+    names = [n for n in options if options[n]]
+    if need <= 0:
+        return {n: max(options[n], key=lambda o: (o[1], o[0]))[0] for n in names}, True
+    steps = int(resolution)
+    unit = need / steps
+    neg = -math.inf
+    dp = np.full(steps + 1, neg)
+    dp[0] = 0.0
+    back: list[tuple[np.ndarray, np.ndarray]] = []  # per group: chosen option, previous index
+    idx = np.arange(steps + 1)
+    for n in names:
+        new = np.full(steps + 1, neg)
+        opt = np.full(steps + 1, -1, dtype=np.int64)
+        prev = np.full(steps + 1, -1, dtype=np.int64)
+        for oi, (_, value, saving) in enumerate(options[n]):
+            k = min(steps, max(0, int(math.floor(saving / unit + 1e-9))))
+            cand = dp + value
+            m = steps - k  # states j < m move to j + k; the rest saturate at ``steps``
+            if m > 0:
+                better = cand[:m] > new[k:steps]
+                tgt = idx[k:steps][better]
+                new[tgt], opt[tgt], prev[tgt] = cand[:m][better], oi, idx[:m][better]
+            jt = int(np.argmax(cand[m:])) + m
+            if cand[jt] > new[steps]:
+                new[steps], opt[steps], prev[steps] = cand[jt], oi, jt
+        dp = new
+        back.append((opt, prev))
+    if not np.isfinite(dp[steps]):
+        return {n: max(options[n], key=lambda o: (o[2], -o[0]))[0] for n in names}, False
+    out: dict[str, int] = {}
+    j = steps
+    for n, (opt, prev) in zip(reversed(names), reversed(back), strict=True):
+        out[n] = options[n][int(opt[j])][0]
+        j = int(prev[j])
+    return out, True
+
+
+def candidate_widths(size: int, min_keep: int, block: int) -> list[int]:
+    """Kept widths offered for a group: multiples of ``block`` (of 1 for groups under two blocks) and ``size``."""
+    step = block if size >= 2 * block else 1
+    ws = {w for w in range(step, size + 1, step) if w >= min_keep} | {size}
+    return sorted(ws)
+
+
+def kept_importance(scores: Tensor, fixed: Sequence[int], width: int) -> float:
+    """Sum of the ``width`` best mean-normalised scores, fixed channels first (always kept)."""
+    s = scores.detach().double().cpu()
+    s = s / (s.abs().mean() + 1e-12)
+    pri = s.clone()
+    if len(fixed):
+        pri[torch.tensor(list(fixed), dtype=torch.long)] = math.inf
+    order = torch.argsort(pri, descending=True)[:width]
+    return float(s[order].sum())
+
+
+def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float, *,
+                       fixed: Mapping[int, Sequence[int]] | None = None, resolution: int = 2000) -> LatencySelection:
+    """Kept widths per group reaching ``target_ratio`` x the table's latency with the most importance kept.
+
+    Args:
+        table: the model's :class:`LatencyTable`.
+        scores: ``{group id: Tensor[group size]}`` (e.g. :func:`slimcnn.prune.score_groups`); higher = keep.
+        target_ratio: latency target as a fraction of the original, in (0, 1].
+        fixed: ``{group id: fixed group channels}`` (always kept).
+        resolution: knapsack discretisation steps.
+
+    Raises:
+        ConfigError: ``target_ratio`` outside (0, 1].
+    """
+    if not 0 < target_ratio <= 1:
+        raise ConfigError(f"--latency must be a fraction of the original in (0, 1], e.g. 0.5x; got {target_ratio}")
+    need = (1.0 - target_ratio) * table.base_ms
+    options: dict[str, list[tuple[int, float, float]]] = {}
+    for g in table.groups:
+        sc = scores.get(g.group_id, torch.zeros(g.size))
+        fx = list((fixed or {}).get(g.group_id, ()))
+        options[g.layer] = [(w, kept_importance(sc, fx, w), max(0.0, g.saving(w)))
+                            for w in candidate_widths(g.size, g.min_keep, table.block)]
+    widths, feasible = knapsack_widths(options, need, resolution=resolution)
+    value = sum(next(o[1] for o in options[n] if o[0] == w) for n, w in widths.items())
+    pruned = {n: w for n, w in widths.items() if w < table.group(n).size}
+    return LatencySelection(pruned, table.predict_ratio(pruned), target_ratio, value, feasible)
+
+
+def keep_counts(graph: object, table: LatencyTable, widths: Mapping[str, int]) -> dict[str, int]:
+    """``keep={producer FQN: output channels}`` for :func:`slimcnn.prune.prune_model_` from group widths."""
+    by_id = {g.id: g for g in graph.groups()}  # type: ignore[attr-defined]
+    keep: dict[str, int] = {}
+    for name, w in widths.items():
+        g = by_id[table.group(name).group_id]
+        for mem in g.producers:
+            if mem.layer not in keep:
+                keep[mem.layer] = _kept_layer_channels(mem.index, g.size, w)
+    return keep

@@ -1,0 +1,77 @@
+"""Latency-aware selection: the knapsack on synthetic tables (exact optimum), the table's maths and JSON."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+
+from slimcnn.errors import ConfigError
+from slimcnn.prune._knapsack import candidate_widths, kept_importance, knapsack_widths, select_for_latency
+from slimcnn.prune._latency_table import GroupLatency, LatencyTable, sample_widths
+
+
+def _brute(options, need):
+    best, arg = -float("inf"), None
+    names = list(options)
+    for combo in itertools.product(*(options[n] for n in names)):
+        if sum(o[2] for o in combo) >= need and sum(o[1] for o in combo) > best:
+            best, arg = sum(o[1] for o in combo), {n: o[0] for n, o in zip(names, combo, strict=True)}
+    return best, arg
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_knapsack_is_the_exact_optimum_on_integer_savings(seed) -> None:
+    rng = random.Random(seed)
+    options = {f"g{i}": [(w, float(rng.randint(0, 20)), float(rng.randint(0, 9))) for w in (8, 16, 24)] + [(32, 25.0, 0.0)]
+               for i in range(4)}
+    need = rng.randint(5, 20)
+    best, _ = _brute(options, need)
+    widths, feasible = knapsack_widths(options, need, resolution=need)
+    assert feasible == (best > -float("inf"))
+    if feasible:
+        got = sum(next(o[1] for o in options[n] if o[0] == w) for n, w in widths.items())
+        assert got == best
+        assert sum(next(o[2] for o in options[n] if o[0] == w) for n, w in widths.items()) >= need
+
+
+def test_knapsack_infeasible_takes_the_fastest_widths_and_zero_need_keeps_all() -> None:
+    options = {"a": [(8, 1.0, 1.0), (16, 2.0, 0.0)], "b": [(4, 1.0, 2.0), (8, 2.0, 0.0)]}
+    assert knapsack_widths(options, 10.0) == ({"a": 8, "b": 4}, False)
+    assert knapsack_widths(options, 0.0) == ({"a": 16, "b": 8}, True)
+
+
+def _table() -> LatencyTable:
+    groups = (GroupLatency("a", 0, 32, 1, (8, 16, 24, 32), (1.0, 2.0, 3.0, 4.0), ("a", "b")),
+              GroupLatency("c", 1, 16, 1, (8, 16), (3.0, 6.0), ("c",)))
+    return LatencyTable("k", "fp", "onnxruntime", 2, (1, 3, 8, 8), 8, 10.0, groups, 6)
+
+
+def test_table_interpolates_predicts_and_round_trips() -> None:
+    t = _table()
+    assert t.group("a").at(20) == pytest.approx(2.5)
+    assert t.group("a").at(4) == 1.0  # flat below the smallest sample
+    assert t.predict_ratio({"a": 16, "c": 8}) == pytest.approx((10 - 2 - 3) / 10)
+    assert LatencyTable.from_dict(t.to_dict()) == t
+    with pytest.raises(KeyError, match="no group named 'z'"):
+        t.group("z")
+
+
+def test_select_for_latency_meets_the_predicted_target_and_keeps_the_best_channels() -> None:
+    t = _table()
+    scores = {0: torch.arange(32, dtype=torch.float64) + 1, 1: torch.ones(16) * 5}
+    sel = select_for_latency(t, scores, 0.6)
+    assert sel.feasible and sel.predicted_ratio <= 0.6 + 1e-9
+    assert sel.widths  # something was pruned
+    assert kept_importance(torch.tensor([1.0, 3.0, 2.0]), [0], 2) == pytest.approx((1 + 3) / 2)
+    with pytest.raises(ConfigError, match="--latency"):
+        select_for_latency(t, scores, 1.5)
+
+
+def test_widths_sit_on_the_channel_block() -> None:
+    assert sample_widths(64, 1, 8, 4) == (16, 32, 48, 64)
+    assert sample_widths(12, 1, 8, 4) == (3, 6, 9, 12)  # under two blocks: step 1
+    assert candidate_widths(32, 1, 8) == [8, 16, 24, 32]
+    assert candidate_widths(40, 20, 16) == [32, 40]
