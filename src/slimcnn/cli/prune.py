@@ -28,6 +28,13 @@ from slimcnn.cli._app import (
 from slimcnn.errors import ConfigError
 
 
+def latency_keep(text: str) -> Any:
+    """``--latency`` in the one budget grammar: ``0.5x`` (fraction of the measured latency) or ``12ms``."""
+    from slimcnn.search.budget import parse_amount
+
+    return parse_amount(text, "latency_ms")
+
+
 def macs_keep(text: str) -> Any:
     """``--macs`` in the one budget grammar: ``0.5x`` (fraction kept) or ``300M`` (absolute MACs)."""
     from slimcnn.search.budget import parse_amount
@@ -43,6 +50,7 @@ def prune_cmd(
     groups: int = typer.Option(2, "--groups", help="--granularity grouped: groups G per conv (keeps 1/G of the kernels)."),
     ratio: float | None = typer.Option(None, "--ratio", help="Fraction of each coupled group's channels to remove."),
     macs: str | None = typer.Option(None, "--macs", help="Target MACs: 0.5x (fraction of the original) or 300M (absolute)."),
+    latency: str | None = typer.Option(None, "--latency", help="Target ONNX Runtime latency: 0.5x (of the original, measured) or 12ms; kept widths from a measured per-group latency table and a knapsack."),
     scope: str = typer.Option("local", "--scope", help="local (same ratio per group) or global ranking."),
     round_to_text: str = typer.Option("1", "--round-to", help="Round kept widths up to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers whose groups stay (repeatable)."),
@@ -78,9 +86,14 @@ def prune_cmd(
         raise ConfigError(f"--limit must be >= 1, got {limit}")
     shape = parse_shape(input) if input else None
     target = macs_keep(macs) if macs else None
+    lat_target = latency_keep(latency) if latency else None
+    if latency is not None and granularity != "filter":
+        raise ConfigError(f"--latency works with --granularity filter only, got '{granularity}'")
+    if latency is not None and no_latency:
+        raise ConfigError("--latency needs the latency measurement: drop --no-latency")
     if granularity == "filter":
-        if (ratio is None) == (macs is None):
-            raise ConfigError("give exactly one of --ratio R or --macs 0.5x")
+        if sum(a is not None for a in (ratio, macs, latency)) != 1:
+            raise ConfigError("give exactly one of --ratio R, --macs 0.5x or --latency 0.5x")
         if scope not in ("local", "global"):
             raise ConfigError(f"--scope must be local or global, got '{scope}'")
         if reduce not in ("sum", "mean", "max"):
@@ -102,7 +115,7 @@ def prune_cmd(
         if groups < 2:
             raise ConfigError(f"--groups must be >= 2, got {groups}")
     options = {"criterion": criterion, "granularity": granularity, "groups": groups if granularity == "grouped" else None,
-               "ratio": ratio, "macs": macs, "scope": scope, "round_to": round_to, "exclude": list(exclude),
+               "ratio": ratio, "macs": macs, **({"latency_target": latency} if latency else {}), "scope": scope, "round_to": round_to, "exclude": list(exclude),
                "reduce": reduce, "task": task, "calib": calib, "compensate": compensate, "limit": limit, "seed": seed,
                "arch": arch, "scale": scale, "input": input, "latency": not no_latency}
     with open_run("prune", out, model=model, weights=weights, data={"data": data}, options=options,
@@ -120,7 +133,7 @@ def prune_cmd(
             new_model, plan_step, details = _prune_filters(loaded, example, task_obj, criterion=criterion, ratio=ratio,
                                                            target=target, scope=scope, round_to=round_to,
                                                            exclude=exclude, reduce=reduce, calib=calib, seed=seed,
-                                                           compensate=compensate)
+                                                           compensate=compensate, latency=lat_target)
         else:
             new_model, plan_step, details = _prune_kernels(loaded, example, run.path, granularity, criterion=criterion,
                                                            ratio=ratio, groups=groups, scale=scale)
@@ -128,6 +141,11 @@ def prune_cmd(
         result = _finish(run, "prune", loaded, new_model, example, (plan_step,), task_obj, limit=limit,
                          latency=not no_latency, options=options, details=details, seed=seed, finetuned=False)
     _report(result, run.out, as_json)
+    if details.get("latency_target_met") is False:
+        note(f"latency target {latency} NOT met: measured {details['latency_measured_ratio']:.3f}x of the original "
+             f"(table predicted {details['latency_predicted_ratio']:.3f}x); the closest model is saved in {run.out} "
+             "(exit code 1)")
+        return 1
     if details.get("macs_target_met") is False:
         note(f"MACs target {macs} NOT met: the closest model, {details['macs_reached']:.3f}x, is saved in {run.out} "
              "(the rest is protected: outputs, unmappable ops, excluded layers) (exit code 1)")
@@ -137,7 +155,7 @@ def prune_cmd(
 
 def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, ratio: float | None, target: Any,
                    scope: str, round_to: int, exclude: list[str], reduce: str, calib: int, seed: int,
-                   compensate: bool) -> tuple[Any, Any, dict[str, Any]]:
+                   compensate: bool, latency: Any = None) -> tuple[Any, Any, dict[str, Any]]:
     import copy
 
     from slimcnn.measure import ort_channel_block, profile
@@ -150,8 +168,13 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
         if macs_frac >= 1:
             raise ConfigError(f"--macs {target.value:,.0f} is not below the model's MACs; give a smaller target")
     new_model = copy.deepcopy(loaded.model)
+    lat_details: dict[str, Any] = {}
+    keep = None
+    if latency is not None:
+        keep, lat_details = _latency_keep(loaded.model, example, task_obj, latency, criterion=criterion,
+                                          exclude=exclude, reduce=reduce, calib=calib, seed=seed)
     outcome = prune_model_(
-        new_model, example, criterion=criterion, prune_ratio=ratio, macs=macs_frac, scope=scope,  # type: ignore[arg-type]
+        new_model, example, criterion=criterion, prune_ratio=ratio, macs=macs_frac, keep=keep, scope=scope,  # type: ignore[arg-type]
         round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib, seed=seed,  # type: ignore[arg-type]
         source=loaded.source, compensate=compensate, best_effort=True,
     )
@@ -165,7 +188,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
         note("warning: nothing was pruned: no channel group is prunable (outputs, excluded layers and unmappable "
              "ops are protected); the written model equals the input")
     reached = outcome.macs_after / max(outcome.macs_before, 1)
-    details: dict[str, Any] = {"prune_ratio_used": outcome.prune_ratio, "macs_reached": reached}
+    details: dict[str, Any] = {"prune_ratio_used": outcome.prune_ratio, "macs_reached": reached} | lat_details
     if macs_frac is not None:
         details |= {"macs_target": macs_frac, "macs_target_met": reached <= macs_frac + 0.005}
         if round_to > 1 and reached < macs_frac - 0.02:
@@ -173,6 +196,65 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
                  "(kept widths move in whole blocks)")
     step = PlanStep("prune_channels", tuple(outcome.plan.layers), outcome.plan.to_dict())
     return new_model, step, details
+
+
+def _latency_keep(model: Any, example: Any, task_obj: Any, target: Any, *, criterion: str, exclude: list[str],
+                  reduce: str, calib: int, seed: int) -> tuple[dict[str, int], dict[str, Any]]:
+    """``--latency``: kept widths per group from the measured latency table and the knapsack."""
+    import copy
+
+    from slimcnn.graph import trace
+    from slimcnn.measure import compare_latency, measure_latency
+    from slimcnn.prune import ScoreContext, prune_model_, score_groups
+    from slimcnn.prune._knapsack import keep_counts, select_for_latency
+    from slimcnn.prune._latency_table import build_latency_table
+
+    t0 = time.perf_counter()
+    graph = trace(model, example)
+    table = build_latency_table(model, example, exclude=exclude, graph=graph)
+    build_s = time.perf_counter() - t0
+    if target.relative:
+        frac, base_ms = target.value, None
+    else:
+        base_ms = measure_latency(model, example, runs=20, warmup=3).median_ms
+        frac = target.value / base_ms
+        if frac >= 1:
+            raise ConfigError(f"--latency {target.value:g} ms is not below the model's measured {base_ms:.3f} ms; "
+                              "give a smaller target")
+    scores = score_groups(ScoreContext(model, graph, example, task_obj, calib, seed, []), criterion,
+                          reduce=reduce)  # type: ignore[arg-type]
+    fixed = {g.id: [i for i, _ in g.fixed] for g in graph.groups()}
+    # The table's additive prediction is checked on the pruned model itself, timed whole and interleaved with the
+    # original; when it misses, the knapsack's target is rescaled by target / measured, less 0.01 (at most 3 tries).
+    table_target, attempts, best = frac, [], None
+    for _ in range(3):
+        sel = select_for_latency(table, scores, table_target, fixed=fixed)
+        keep = keep_counts(graph, table, sel.widths)
+        trial = copy.deepcopy(model)
+        prune_model_(trial, example, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,  # type: ignore[arg-type]
+                     task=task_obj, calib=calib, seed=seed, graph=graph)
+        lat = compare_latency({"original": model, "pruned": trial}, example, runs=20, warmup=3)
+        measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
+        attempts.append({"knapsack_target": table_target, "predicted_ratio": sel.predicted_ratio,
+                         "measured_ratio": measured, "feasible": sel.feasible})
+        if best is None or (measured <= frac) > (best[2] <= frac) or (best[2] > frac and measured < best[2]):
+            best = (sel, keep, measured)
+        if measured <= frac or not sel.feasible:
+            break
+        table_target = table_target * frac / measured - 0.01  # a step past timing noise (about 1-3 %)
+    assert best is not None
+    sel, keep, _ = best
+    if not sel.feasible:
+        note(f"note: the latency table predicts at best {sel.predicted_ratio:.3f}x, above the {frac:.3f}x target; "
+             "pruning to the fastest widths it offers")
+    details = {"latency_target": frac, "latency_predicted_ratio": sel.predicted_ratio,
+               "latency_table": {"groups": len(table.groups), "timings": table.timings, "base_ms": table.base_ms,
+                                 "runtime": table.runtime, "threads": table.threads, "block": table.block,
+                                 "seconds": round(build_s, 3), "key": table.key},
+               "latency_widths": sel.widths, "latency_attempts": attempts}
+    if base_ms is not None:
+        details["latency_target_ms"] = target.value
+    return keep, details
 
 
 def _prune_kernels(loaded: Any, example: Any, folder: Path, granularity: str, *, criterion: str, ratio: float | None,
@@ -225,6 +307,13 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
 
     written = save_model_files(loaded, new_model, example, run.path)
     before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency)
+    if "latency_target" in details and before.cost.latency is not None and after.cost.latency is not None:
+        measured = after.cost.latency.median_ms / max(before.cost.latency.median_ms, 1e-12)
+        predicted = details["latency_predicted_ratio"]
+        details |= {"latency_measured_ratio": measured,
+                    "latency_prediction_error": (predicted - measured) / measured,
+                    "latency_prediction_held": abs(predicted - measured) <= 0.10 * measured,
+                    "latency_target_met": measured <= details["latency_target"]}
     plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(example.shape), finetuned=finetuned)
     result = RunResult(command, loaded.source, seconds=round(time.perf_counter() - run.started, 2), task=getattr(task_obj, "name", None) if task_obj else None,
                        before=before, after=after, plan=plan, options=options, details=details,
