@@ -75,3 +75,25 @@ def test_widths_sit_on_the_channel_block() -> None:
     assert sample_widths(12, 1, 8, 4) == (3, 6, 9, 12)  # under two blocks: step 1
     assert candidate_widths(32, 1, 8) == [8, 16, 24, 32]
     assert candidate_widths(40, 20, 16) == [32, 40]
+
+
+def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
+    import slimcnn.measure as measure
+    from slimcnn.models import load_model
+    from slimcnn.prune._latency_table import build_latency_table
+
+    loaded = load_model("slimcnn:tiny_cnn")
+    model, x = loaded.model.eval(), torch.randn(loaded.info.input_shape)
+    monkeypatch.setattr(measure, "cpu_contended", lambda: False)
+    path = tmp_path / "tables.json"
+    first = build_latency_table(model, x, runs=2, warmup=1, cache_path=path)
+    assert first.groups and first.timings > 0 and first.base_ms > 0
+    assert all(g.widths[-1] == g.size and len(g.widths) == len(g.ms) for g in first.groups)
+
+    def boom(*a, **k):
+        raise AssertionError("a cached table must not be timed again")
+
+    monkeypatch.setattr(measure, "time_modules_interleaved", boom)
+    assert build_latency_table(model, x, runs=2, warmup=1, cache_path=path) == first
+    with pytest.raises(AssertionError, match="timed again"):  # another input shape is another key
+        build_latency_table(model, torch.cat([x, x]), runs=2, warmup=1, cache_path=path)
