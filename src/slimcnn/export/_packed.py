@@ -127,7 +127,7 @@ def slim_layers(path: str | Path) -> dict[str, PackedLayer]:
         DataError: the file is not a packed file, is corrupt, or holds no k-means layer.
     """
     from slimcnn.quantize import read_packed
-    from slimcnn.quantize._format import _PRE, _seg
+    from slimcnn.quantize._format import _PRE, _seg, decode_indices
 
     pf = read_packed(path)  # verifies magic, version, header and payload checksums
     blob = Path(path).read_bytes()
@@ -140,13 +140,7 @@ def slim_layers(path: str | Path) -> dict[str, PackedLayer]:
         cb = e["codebook"]
         dt = np.float16 if cb["dtype"] == "fp16" else np.float32
         book = np.frombuffer(_seg(payload, cb["seg"]), dtype=dt).astype(np.float32).reshape(cb["shape"])
-        ix = e["indices"]
-        data = _seg(payload, ix["seg"])
-        if ix["coding"] == "huffman":
-            lengths = np.frombuffer(_seg(payload, ix["lengths"]), dtype=np.uint8).astype(np.int64)
-            idx = _bits.huffman_decode(data, lengths, ix["count"])
-        else:
-            idx = _bits.unpack_uint(data, ix["width"], ix["count"])
+        idx = decode_indices(payload, e["indices"])
         shape = tuple(int(s) for s in e["shape"])
         mask = None
         if e["mask"] is not None:

@@ -388,16 +388,19 @@ def _raw(data: bytes, dtype: str, shape: list[int]) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dt).reshape(shape).clone()
 
 
-def _decode_kmeans(payload: memoryview, e: dict[str, Any]) -> torch.Tensor:
-    cb = e["codebook"]
-    book = _raw(_seg(payload, cb["seg"]), "float16" if cb["dtype"] == "fp16" else "float32", cb["shape"]).float()
-    ix = e["indices"]
+def decode_indices(payload: memoryview, ix: dict[str, Any]) -> np.ndarray:
+    """A k-means layer's centroid indices from its ``indices`` header entry (fixed-width or Huffman)."""
     data = _seg(payload, ix["seg"])
     if ix["coding"] == "huffman":
         lengths = np.frombuffer(_seg(payload, ix["lengths"]), dtype=np.uint8).astype(np.int64)
-        idx = _bits.huffman_decode(data, lengths, ix["count"])
-    else:
-        idx = _bits.unpack_uint(data, ix["width"], ix["count"])
+        return _bits.huffman_decode(data, lengths, ix["count"])
+    return _bits.unpack_uint(data, ix["width"], ix["count"])
+
+
+def _decode_kmeans(payload: memoryview, e: dict[str, Any]) -> torch.Tensor:
+    cb = e["codebook"]
+    book = _raw(_seg(payload, cb["seg"]), "float16" if cb["dtype"] == "fp16" else "float32", cb["shape"]).float()
+    idx = decode_indices(payload, e["indices"])
     shape = tuple(e["shape"])
     numel = int(np.prod(shape)) if shape else 1
     mask = None
