@@ -51,3 +51,11 @@ def test_demo_never_replaces_another_commands_run(tmp_path: Path, capsys) -> Non
     assert main(["demo", "--quick", "--out", str(out)]) == 2
     assert "holds a `prune` run" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_the_demo_is_library_code() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, slimcnn.demo; print(any(m.startswith('slimcnn.cli') for m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
