@@ -89,6 +89,8 @@ def prune_cmd(
     lat_target = latency_keep(latency) if latency else None
     if latency is not None and granularity != "filter":
         raise ConfigError(f"--latency works with --granularity filter only, got '{granularity}'")
+    if latency is not None and compensate:
+        raise ConfigError("--compensate is not supported with --latency yet; use --ratio or --macs")
     if latency is not None and no_latency:
         raise ConfigError("--latency needs the latency measurement: drop --no-latency")
     if granularity == "filter":
@@ -169,15 +171,22 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
             raise ConfigError(f"--macs {target.value:,.0f} is not below the model's MACs; give a smaller target")
     new_model = copy.deepcopy(loaded.model)
     lat_details: dict[str, Any] = {}
-    keep = None
     if latency is not None:
-        keep, lat_details = _latency_keep(loaded.model, example, task_obj, latency, criterion=criterion,
-                                          exclude=exclude, reduce=reduce, calib=calib, seed=seed)
-    outcome = prune_model_(
-        new_model, example, criterion=criterion, prune_ratio=ratio, macs=macs_frac, keep=keep, scope=scope,  # type: ignore[arg-type]
-        round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib, seed=seed,  # type: ignore[arg-type]
-        source=loaded.source, compensate=compensate, best_effort=True,
-    )
+        from slimcnn.prune import prune_for_latency_
+
+        frac, lat_details = _latency_frac(loaded.model, example, latency)
+        lat = prune_for_latency_(new_model, example, frac, criterion=criterion, exclude=exclude, reduce=reduce,  # type: ignore[arg-type]
+                                 task=task_obj, calib=calib, seed=seed, source=loaded.source)
+        if not lat.selection.feasible:
+            note(f"note: the latency table predicts at best {lat.selection.predicted_ratio:.3f}x, above the "
+                 f"{frac:.3f}x target; pruned to the fastest widths it offers")
+        outcome, lat_details = lat.outcome, lat.details() | lat_details
+    else:
+        outcome = prune_model_(
+            new_model, example, criterion=criterion, prune_ratio=ratio, macs=macs_frac, scope=scope,  # type: ignore[arg-type]
+            round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib, seed=seed,  # type: ignore[arg-type]
+            source=loaded.source, compensate=compensate, best_effort=True,
+        )
     block = ort_channel_block()
     odd = [f for f, kept in outcome.plan.layers.items() if len(kept) >= 2 * block and len(kept) % block]
     if round_to == 1 and block > 1 and odd:
@@ -198,63 +207,17 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
     return new_model, step, details
 
 
-def _latency_keep(model: Any, example: Any, task_obj: Any, target: Any, *, criterion: str, exclude: list[str],
-                  reduce: str, calib: int, seed: int) -> tuple[dict[str, int], dict[str, Any]]:
-    """``--latency``: kept widths per group from the measured latency table and the knapsack."""
-    import copy
+def _latency_frac(model: Any, example: Any, target: Any) -> tuple[float, dict[str, Any]]:
+    """``--latency`` as a fraction of the original's latency (an absolute target is divided by a measurement)."""
+    from slimcnn.measure import measure_latency
 
-    from slimcnn.graph import trace
-    from slimcnn.measure import compare_latency, measure_latency
-    from slimcnn.prune import ScoreContext, prune_model_, score_groups
-    from slimcnn.prune._knapsack import keep_counts, select_for_latency
-    from slimcnn.prune._latency_table import build_latency_table
-
-    t0 = time.perf_counter()
-    graph = trace(model, example)
-    table = build_latency_table(model, example, exclude=exclude, graph=graph)
-    build_s = time.perf_counter() - t0
     if target.relative:
-        frac, base_ms = target.value, None
-    else:
-        base_ms = measure_latency(model, example, runs=20, warmup=3).median_ms
-        frac = target.value / base_ms
-        if frac >= 1:
-            raise ConfigError(f"--latency {target.value:g} ms is not below the model's measured {base_ms:.3f} ms; "
-                              "give a smaller target")
-    scores = score_groups(ScoreContext(model, graph, example, task_obj, calib, seed, []), criterion,
-                          reduce=reduce)  # type: ignore[arg-type]
-    fixed = {g.id: [i for i, _ in g.fixed] for g in graph.groups()}
-    # The table's additive prediction is checked on the pruned model itself, timed whole and interleaved with the
-    # original; when it misses, the knapsack's target is rescaled by target / measured, less 0.01 (at most 3 tries).
-    table_target, attempts, best = frac, [], None
-    for _ in range(3):
-        sel = select_for_latency(table, scores, table_target, fixed=fixed)
-        keep = keep_counts(graph, table, sel.widths)
-        trial = copy.deepcopy(model)
-        prune_model_(trial, example, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,  # type: ignore[arg-type]
-                     task=task_obj, calib=calib, seed=seed, graph=graph)
-        lat = compare_latency({"original": model, "pruned": trial}, example, runs=20, warmup=3)
-        measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
-        attempts.append({"knapsack_target": table_target, "predicted_ratio": sel.predicted_ratio,
-                         "measured_ratio": measured, "feasible": sel.feasible})
-        if best is None or (measured <= frac) > (best[2] <= frac) or (best[2] > frac and measured < best[2]):
-            best = (sel, keep, measured)
-        if measured <= frac or not sel.feasible:
-            break
-        table_target = table_target * frac / measured - 0.01  # a step past timing noise (about 1-3 %)
-    assert best is not None
-    sel, keep, _ = best
-    if not sel.feasible:
-        note(f"note: the latency table predicts at best {sel.predicted_ratio:.3f}x, above the {frac:.3f}x target; "
-             "pruning to the fastest widths it offers")
-    details = {"latency_target": frac, "latency_predicted_ratio": sel.predicted_ratio,
-               "latency_table": {"groups": len(table.groups), "timings": table.timings, "base_ms": table.base_ms,
-                                 "runtime": table.runtime, "threads": table.threads, "block": table.block,
-                                 "seconds": round(build_s, 3), "key": table.key},
-               "latency_widths": sel.widths, "latency_attempts": attempts}
-    if base_ms is not None:
-        details["latency_target_ms"] = target.value
-    return keep, details
+        return float(target.value), {}
+    base_ms = measure_latency(model, example, runs=20, warmup=3).median_ms
+    if target.value >= base_ms:
+        raise ConfigError(f"--latency {target.value:g} ms is not below the model's measured {base_ms:.3f} ms; "
+                          "give a smaller target")
+    return target.value / base_ms, {"latency_target_ms": target.value, "latency_original_ms_measured": base_ms}
 
 
 def _prune_kernels(loaded: Any, example: Any, folder: Path, granularity: str, *, criterion: str, ratio: float | None,

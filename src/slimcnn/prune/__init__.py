@@ -9,6 +9,9 @@ biases (:func:`compensation_deltas`, :func:`apply_bias_deltas_`). Coupled channe
 from slimcnn.prune._api import NothingPrunableWarning, PruneOutcome, prune_model_
 from slimcnn.prune._compensate import apply_bias_deltas_, bias_delta, compensation_deltas
 from slimcnn.prune._criteria import CRITERIA, ScoreContext, group_scores, score_groups
+from slimcnn.prune._knapsack import LatencySelection, knapsack_widths, select_for_latency
+from slimcnn.prune._latency_prune import LatencyPruneResult, prune_for_latency_
+from slimcnn.prune._latency_table import GroupLatency, LatencyTable, build_latency_table
 from slimcnn.prune._plan import PrunePlan, apply_plan, fingerprint
 from slimcnn.prune._presets import chip_cifar_resnet_keep, parse_sparsity
 from slimcnn.prune._select import prunable_groups, removal_for_keep, removal_for_macs, select_removal
@@ -16,6 +19,10 @@ from slimcnn.prune._surgery import kept_channels, prune_
 
 __all__ = [
     "CRITERIA",
+    "GroupLatency",
+    "LatencyPruneResult",
+    "LatencySelection",
+    "LatencyTable",
     "NothingPrunableWarning",
     "PruneOutcome",
     "PrunePlan",
@@ -23,17 +30,21 @@ __all__ = [
     "apply_bias_deltas_",
     "apply_plan",
     "bias_delta",
+    "build_latency_table",
     "chip_cifar_resnet_keep",
     "compensation_deltas",
     "parse_sparsity",
     "fingerprint",
     "group_scores",
     "kept_channels",
+    "knapsack_widths",
     "prune_",
     "prunable_groups",
+    "prune_for_latency_",
     "prune_model_",
     "removal_for_keep",
     "removal_for_macs",
     "score_groups",
+    "select_for_latency",
     "select_removal",
 ]

@@ -1,0 +1,135 @@
+"""Prune to a latency target: latency table -> knapsack -> ``prune_model_(keep=...)``, checked by measuring.
+
+:func:`prune_for_latency_` builds (or loads) the model's :class:`~slimcnn.prune._latency_table.LatencyTable`,
+scores the groups with any criterion, picks kept widths with the knapsack, prunes a copy and times it whole,
+interleaved with the original. The table's additive prediction may miss (layers timed alone are not a fused
+graph); when the measured ratio is above the target, the knapsack's target is rescaled by
+``target / measured`` less 0.01 and the selection redone (``tries`` in all). The best try (meeting the target,
+else the fastest measured) is applied to ``model``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from torch import nn
+
+from slimcnn.errors import ConfigError
+from slimcnn.graph import trace
+from slimcnn.prune._api import PruneOutcome, prune_model_
+from slimcnn.prune._criteria import ScoreContext, score_groups
+from slimcnn.prune._knapsack import LatencySelection, keep_counts, select_for_latency
+from slimcnn.prune._latency_table import LatencyTable, build_latency_table
+
+
+@dataclass(frozen=True)
+class LatencyPruneResult:
+    """What :func:`prune_for_latency_` did."""
+
+    outcome: PruneOutcome
+    selection: LatencySelection
+    """The applied selection; ``selection.predicted_ratio`` is the table's prediction for it."""
+    table: LatencyTable
+    measured_ratio: float
+    """Pruned / original median latency of the applied try, timed whole and interleaved."""
+    table_seconds: float
+    attempts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    """Each try: knapsack target, predicted and measured ratio, feasible."""
+
+    def details(self) -> dict[str, Any]:
+        """JSON-ready summary for a result's ``details``."""
+        t = self.table
+        return {"latency_target": self.selection.target_ratio, "latency_predicted_ratio": self.selection.predicted_ratio,
+                "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms,
+                                  "runtime": t.runtime, "threads": t.threads, "block": t.block,
+                                  "seconds": round(self.table_seconds, 3), "key": t.key},
+                "latency_widths": self.selection.widths, "latency_attempts": list(self.attempts)}
+
+
+def prune_for_latency_(
+    model: nn.Module,
+    example_input: Any,
+    target_ratio: float,
+    *,
+    criterion: str = "l1",
+    exclude: Sequence[str] = (),
+    reduce: Literal["sum", "mean", "max"] = "sum",
+    task: Any = None,
+    calib: int = 8,
+    seed: int = 0,
+    source: str = "",
+    tries: int = 3,
+    runs: int = 20,
+    threads: int | None = None,
+    cache: bool = True,
+) -> LatencyPruneResult:
+    """Prune ``model`` in place so that its measured ONNX Runtime latency is at most ``target_ratio`` x the original.
+
+    Args:
+        model: the model (pruned in place; unchanged when a step raises).
+        example_input: input tensor; its shape is the one timed.
+        target_ratio: latency target as a fraction of the original, in (0, 1).
+        criterion: a :data:`slimcnn.prune.CRITERIA` name ranking channels (and groups, by kept importance).
+        exclude: fnmatch patterns of layers whose groups stay.
+        reduce: group score reduction.
+        task: task for data-driven criteria.
+        calib: calibration batches for data-driven criteria.
+        seed: seed of the random criterion.
+        source: model source recorded in the plan.
+        tries: selections measured at most (>= 1).
+        runs: interleaved timing rounds per check.
+        threads: ONNX Runtime intra-op threads (``None`` = physical cores).
+        cache: use the latency-table cache.
+
+    Returns:
+        A :class:`LatencyPruneResult`; check ``measured_ratio <= target_ratio`` (not guaranteed).
+
+    Raises:
+        ConfigError: ``target_ratio`` outside (0, 1) or ``tries < 1``.
+    """
+    from slimcnn.measure import compare_latency
+
+    if not 0 < target_ratio < 1:
+        raise ConfigError(f"--latency must be a fraction of the original below 1, e.g. 0.5x; got {target_ratio:g}")
+    if tries < 1:
+        raise ConfigError(f"tries must be >= 1, got {tries}")
+    original = copy.deepcopy(model).eval()
+    t0 = time.perf_counter()
+    graph = trace(original, example_input)
+    table = build_latency_table(original, example_input, exclude=exclude, graph=graph, threads=threads, cache=cache)
+    table_s = time.perf_counter() - t0
+    scores = score_groups(ScoreContext(original, graph, example_input, task, calib, seed, []), criterion, reduce=reduce)
+    fixed = {g.id: [i for i, _ in g.fixed] for g in graph.groups()}
+    knapsack_target = target_ratio
+    attempts: list[dict[str, Any]] = []
+    best: tuple[LatencySelection, dict[str, int], float] | None = None
+    for _ in range(tries):
+        sel = select_for_latency(table, scores, knapsack_target, fixed=fixed)
+        keep = keep_counts(graph, table, sel.widths)
+        trial = copy.deepcopy(original)
+        if keep:
+            prune_model_(trial, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
+                         task=task, calib=calib, seed=seed, graph=graph)
+        lat = compare_latency({"original": original, "pruned": trial}, example_input, runs=runs, warmup=3,
+                              threads=threads)
+        measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
+        attempts.append({"knapsack_target": knapsack_target, "predicted_ratio": sel.predicted_ratio,
+                         "measured_ratio": measured, "feasible": sel.feasible})
+        met = measured <= target_ratio
+        if best is None or (met and best[2] > target_ratio) or (met == (best[2] <= target_ratio) and measured < best[2]):
+            best = (sel, keep, measured)
+        if met or not sel.feasible:
+            break
+        knapsack_target = knapsack_target * target_ratio / measured - 0.01  # a step past timing noise (1-3 %)
+        if knapsack_target <= 0:
+            break
+    if best is None:  # pragma: no cover - tries >= 1 always sets it
+        raise ConfigError("no latency selection was tried")
+    sel, keep, measured = best
+    outcome = prune_model_(model, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
+                           task=task, calib=calib, seed=seed, source=source, graph=graph)
+    return LatencyPruneResult(outcome, sel, table, measured, table_s, tuple(attempts))
