@@ -25,6 +25,7 @@ TRAIN = ["train", *CLS, "--steps", "5", *OUT]
 EVAL = ["evaluate", *CLS]
 QUANT = ["quantize", M, "--bits", "8", "--no-onnx", *OUT]
 DECOMP = ["decompose", M, "--runtime", "torch", *OUT]
+COMPRESS = ["compress", *CLS, "--max-drop", "1", "--macs", "0.5x", *OUT]
 
 
 def row(rid: str, argv: list[str], expect: str, code: int = 2, marks: Any = ()) -> Any:
@@ -362,6 +363,26 @@ ROWS = [
     row("decompose-unknown-model", ["decompose", "slimcnn:nonet", *DECOMP[2:]], "nonet"),
     row("decompose-out-is-file", with_(DECOMP, "--out", "{tmp}/afile.txt", drop=("--out",)), "--out"),
     row("decompose-out-foreign", with_(DECOMP, "--out", "{foreign}", drop=("--out",)), "--out"),
+    # ------------------------------------------------------------------ compress
+    row("compress-no-hardware-target", with_(COMPRESS, drop=("--macs",)), "hardware target"),
+    row("compress-no-max-drop", with_(COMPRESS, drop=("--max-drop",)), "--max-drop"),
+    row("compress-bare-macs", with_(COMPRESS, "--macs", "0.5", drop=("--macs",)), "ambiguous"),
+    row("compress-bad-bytes-unit", with_(COMPRESS, "--weight-bytes", "4ms"), "--weight-bytes"),
+    row("compress-activation-ratio", with_(COMPRESS, "--activation-bytes", "2x"), "--activation-bytes"),
+    row("compress-drop-negative", with_(COMPRESS, "--max-drop", "-1", drop=("--max-drop",)), "--max-drop"),
+    row("compress-unknown-stage", with_(COMPRESS, "--recipe", "prune,magic"), "magic"),
+    row("compress-kmeans-not-last", with_(COMPRESS, "--recipe", "kmeans,prune"), "last stage"),
+    row("compress-int8-stage", with_(COMPRESS, "--recipe", "prune,int8"), "slimcnn export"),
+    row("compress-target-no-stage-moves", with_(COMPRESS, "--recipe", "kmeans"), "--macs cannot be reached"),
+    row("compress-recovery", with_(COMPRESS, "--recovery", "teacher"), "--recovery"),
+    row("compress-finetune-negative", with_(COMPRESS, "--finetune-steps", "-1"), "--finetune-steps"),
+    row("compress-runtime", with_(COMPRESS, "--runtime", "tvm"), "--runtime"),
+    row("compress-unknown-task", with_(COMPRESS, "--task", "segmentation", drop=("--task",)), "--task"),
+    row("compress-input-huge", with_(COMPRESS, "--input", "1x1x100000x100000"), "--input"),
+    row("compress-out-foreign", with_(COMPRESS, "--out", "{foreign}", drop=("--out",)), "did not write"),
+    row("compress-force-and-resume", with_(COMPRESS, "--force", "--resume"), "one of them"),
+    # ------------------------------------------------------------------ report
+    row("report-no-result", ["report", "{foreign}"], "result.json"),
     # ------------------------------------------------------------------ demo
     row("demo-out-is-file", ["demo", "--quick", "--out", "{tmp}/afile.txt"], "--out"),
     row("demo-out-foreign", ["demo", "--quick", "--out", "{foreign}"], "did not write"),
