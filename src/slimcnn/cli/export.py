@@ -36,6 +36,9 @@ def export_cmd(
     per_tensor: bool = typer.Option(False, "--per-tensor", help="onnx-int8: one weight scale per tensor (default: per output channel)."),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="onnx-int8: 7-bit weights (CPUs without VNNI)."),
     float_layers: list[str] = typer.Option([], "--float-layers", help="onnx-int8: fnmatch pattern of layers kept in float32 (repeatable)."),
+    float_fallback: str | None = typer.Option(None, "--float-fallback", help="onnx-int8: keep the most sensitive layers in float, measured per layer on the task's data: 'auto' (fewest that meet --max-drop) or N (the N most sensitive)."),
+    max_drop: str | None = typer.Option(None, "--max-drop", help="With --float-fallback auto: allowed score drop, 0.5 (points/dB) or 1% of the original's score."),
+    sweep_limit: int = typer.Option(1000, "--sweep-limit", help="With --float-fallback: evaluation images of the per-layer sensitivity sweep (the final score uses --limit/all)."),
     c_prefix: str = typer.Option("slim_model", "--c-prefix", help="c: C name prefix and file stem of the weights."),
     task: str | None = typer.Option(None, "--task", help="classification, sr or detection: score before/after (onnx-int8: calibration)."),
     data: str | None = typer.Option(None, "--data", help="The task's data (folder, .tar, built-in set)."),
@@ -64,10 +67,10 @@ def export_cmd(
     if prune is not None and bits is None:
         raise ConfigError("--prune goes with --bits (k-means after magnitude pruning)")
     int8_flags = calibration != "minmax" or calibration_samples != 512 or percentile != 99.999 or per_tensor \
-        or reduce_range or bool(float_layers)
+        or reduce_range or bool(float_layers) or float_fallback is not None or max_drop is not None or sweep_limit != 1000
     if int8_flags and format != "onnx-int8":
-        raise ConfigError(f"--calibration/--calibration-samples/--percentile/--per-tensor/--reduce-range/--float-layers "
-                          f"apply to --format onnx-int8, not {format}")
+        raise ConfigError(f"--calibration/--calibration-samples/--percentile/--per-tensor/--reduce-range/--float-layers/"
+                          f"--float-fallback/--max-drop/--sweep-limit apply to --format onnx-int8, not {format}")
     if c_prefix != "slim_model" and format != "c":
         raise ConfigError(f"--c-prefix applies to --format c, not {format}")
     if format == "c" and not (c_prefix.isidentifier() and c_prefix.isascii()):
@@ -76,7 +79,8 @@ def export_cmd(
     if kmeans is None and per_channel_codebook:
         raise ConfigError("--per-channel-codebook goes with --bits")
     int8 = Int8Spec(calibration=calibration, samples=calibration_samples, per_channel=not per_tensor,  # type: ignore[arg-type]
-                    percentile=percentile, reduce_range=reduce_range, float_layers=tuple(float_layers))
+                    percentile=percentile, reduce_range=reduce_range, float_layers=tuple(float_layers),
+                    float_fallback=float_fallback, max_drop=max_drop, sweep_limit=sweep_limit)
     spec = ExportSpec(format=format, kmeans=kmeans, int8=int8, c_prefix=c_prefix)  # type: ignore[arg-type]
     check_export(model, spec, task=task, data=data)
     if input:
@@ -84,6 +88,7 @@ def export_cmd(
     options = {"format": format, "bits": bits, "prune": prune, "per_channel_codebook": per_channel_codebook,
                "calibration": calibration, "calibration_samples": calibration_samples, "percentile": percentile,
                "per_tensor": per_tensor, "reduce_range": reduce_range, "float_layers": list(float_layers),
+               "float_fallback": float_fallback, "max_drop": max_drop, "sweep_limit": sweep_limit,
                "c_prefix": c_prefix, "task": task, "limit": limit, "threads": threads, "runs": runs, "input": input,
                "arch": arch, "seed": seed}
     with open_run("export", out, model=model, weights=weights, data={"data": data}, options=options,
@@ -113,6 +118,10 @@ def export_cmd(
     if "onnx_vs_slim" in d:
         say(f"model.onnx is {d['onnx_vs_slim']:.3f}x the .slim file ({d['slim_bytes']:,} bytes) and "
             f"{d['onnx_vs_fp32_onnx']:.3f}x the fp32 ONNX ({d['fp32_onnx_bytes']:,} bytes)")
+    if "float_fallback" in d:
+        fb = d["float_fallback"]
+        say(f"float fallback: {', '.join(fb['chosen']) or 'no layer'} kept in float "
+            f"(drop {fb.get('final_drop', float('nan')):.2f} on the written file)")
     if d.get("summary"):
         say(d["summary"])
     say(f"wrote {run.out}/ {', '.join(d['files'])}, result.json")

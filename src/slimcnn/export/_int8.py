@@ -45,8 +45,28 @@ class Int8Spec:
     """7-bit weights (avoids int16 overflow on CPUs without VNNI; costs accuracy)."""
     float_layers: tuple[str, ...] = ()
     """fnmatch patterns of module FQNs kept in float32 (the most sensitive layers)."""
+    float_fallback: str | None = None
+    """``"auto"`` (fewest most sensitive layers in float that meet ``max_drop``) or ``"N"`` (the N most
+    sensitive); sensitivity measured per layer on the task's data (:mod:`slimcnn.export._fallback`)."""
+    max_drop: str | None = None
+    """The target of ``float_fallback="auto"`` in :func:`slimcnn.search.budget.parse_drop`'s grammar."""
+    sweep_limit: int = 1000
+    """Images of the task's evaluation data the sensitivity sweep runs on (the final score uses all)."""
 
     def __post_init__(self) -> None:
+        from slimcnn.search.budget import parse_drop
+
+        fb = self.float_fallback
+        if fb is not None and fb != "auto" and not (str(fb).isdigit() and int(fb) >= 1):
+            raise ConfigError(f"--float-fallback must be 'auto' or a number of layers >= 1, got '{fb}'")
+        if fb == "auto" and self.max_drop is None:
+            raise ConfigError("--float-fallback auto needs --max-drop (e.g. --max-drop 0.5 or --max-drop 1%)")
+        if self.max_drop is not None:
+            if fb != "auto":
+                raise ConfigError("--max-drop is the target of --float-fallback auto; add --float-fallback auto")
+            parse_drop(self.max_drop)
+        if isinstance(self.sweep_limit, bool) or not isinstance(self.sweep_limit, int) or self.sweep_limit < 1:
+            raise ConfigError(f"--sweep-limit must be an integer >= 1, got {self.sweep_limit!r}")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"--calibration must be one of {list(CALIBRATIONS)}, got '{self.calibration}'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
@@ -115,6 +135,15 @@ def scope_fqn(node_name: str) -> str:
     return fqn
 
 
+def quantizable_layers(onnx_model: Any) -> dict[str, list[str]]:
+    """Module FQN -> names of its Conv/Gemm/MatMul nodes, in graph order (what ``--float-layers`` matches)."""
+    layers: dict[str, list[str]] = {}
+    for node in onnx_model.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") and node.name.count("/") >= 2:
+            layers.setdefault(scope_fqn(node.name), []).append(node.name)
+    return layers
+
+
 def excluded_nodes(onnx_model: Any, patterns: tuple[str, ...]) -> list[str]:
     """Names of the graph's Conv/Gemm/MatMul nodes whose module FQN matches one of ``patterns``.
 
@@ -125,18 +154,99 @@ def excluded_nodes(onnx_model: Any, patterns: tuple[str, ...]) -> list[str]:
     Raises:
         ConfigError: a pattern matches no layer (the message lists some layer names).
     """
-    layers: dict[str, str] = {}
-    for node in onnx_model.graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul", "ConvTranspose") and node.name.count("/") >= 2:
-            layers[node.name] = scope_fqn(node.name)
+    layers = quantizable_layers(onnx_model)
     out: list[str] = []
     for pat in patterns:
-        hit = [n for n, fqn in layers.items() if fnmatch.fnmatchcase(fqn, pat)]
+        hit = [n for fqn, names in layers.items() if fnmatch.fnmatchcase(fqn, pat) for n in names]
         if not hit:
-            some = ", ".join(list(dict.fromkeys(layers.values()))[:8])
+            some = ", ".join(list(layers)[:8])
             raise ConfigError(f"--float-layers pattern '{pat}' matches no conv/linear layer (layers: {some}, ...)")
         out += hit
     return list(dict.fromkeys(out))
+
+
+class Int8Quantizer:
+    """Calibrate once, then write int8 variants that differ only in which layers stay float.
+
+    The graph is pre-processed (``quant_pre_process``) and the activation ranges are computed on the
+    first :meth:`quantize` and cached (ORT's ``calibration_cache_path``): the ranges are those of the
+    fp32 graph and do not depend on which nodes are excluded, so every variant uses the same ones.
+    Use as a context manager (it owns a temporary folder).
+
+    Args:
+        fp32_onnx: the serialised fp32 model (one image input).
+        batches: calibration input batches, model-ready (the task's preprocessing applied).
+        spec: :class:`Int8Spec` (default: MinMax, 512 images, per-channel weights).
+    """
+
+    def __init__(self, fp32_onnx: bytes, batches: Sequence[torch.Tensor], spec: Int8Spec | None = None) -> None:
+        import onnx
+
+        from slimcnn.errors import require
+
+        self.spec = spec or Int8Spec()
+        self._quant: Any = require("onnxruntime.quantization", "onnx")
+        self.model = onnx.load_from_string(fp32_onnx)
+        self.layers = quantizable_layers(self.model)
+        self.base_exclude = excluded_nodes(self.model, self.spec.float_layers)
+        self.reader = _reader_class()(batches, self.model.graph.input[0].name, self.spec.samples)
+        self._tmp = tempfile.TemporaryDirectory(prefix="slimcnn-int8-")
+        tmp = Path(self._tmp.name)
+        src, self._pre, self._cache = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "calibration.json"
+        src.write_bytes(fp32_onnx)
+        try:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            quant_pre_process(str(src), str(self._pre))
+        except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation; quantise the plain graph
+            log.warning("ONNX Runtime quant_pre_process failed (%s); quantising the graph as exported", e)
+            self._pre = src
+        self._n = 0
+
+    def __enter__(self) -> Int8Quantizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the temporary folder."""
+        self._tmp.cleanup()
+
+    def quantize(self, float_layers: Sequence[str] = (), *, only: str | None = None) -> bytes:
+        """The int8 QDQ model with ``float_layers`` (module FQNs, on top of ``spec.float_layers``) in float.
+
+        ``only``: quantise just this layer (every other node stays float), for per-layer sensitivity.
+        """
+        quant, spec = self._quant, self.spec
+        unknown = [f for f in [*float_layers, *([only] if only else [])] if f not in self.layers]
+        if unknown:
+            raise ConfigError(f"no conv/linear layer named {unknown[0]!r} (layers: {', '.join(list(self.layers)[:8])}, ...)")
+        if only is not None:
+            keep = set(self.layers[only])
+            exclude = [n.name for n in self.model.graph.node if n.name not in keep]
+        else:
+            exclude = list(dict.fromkeys([*self.base_exclude, *(n for f in float_layers for n in self.layers[f])]))
+        method = {"minmax": quant.CalibrationMethod.MinMax, "entropy": quant.CalibrationMethod.Entropy,
+                  "percentile": quant.CalibrationMethod.Percentile}[spec.calibration]
+        extra: dict[str, Any] = {}
+        if spec.calibration == "percentile":
+            extra["CalibPercentile"] = float(spec.percentile)
+        self._n += 1
+        dst = Path(self._tmp.name) / f"int8_{self._n}.onnx"
+        self.reader.rewind()
+        chatter = io.StringIO()  # ORT's calibrators print progress; stdout belongs to --json
+        with contextlib.redirect_stdout(chatter):
+            quant.quantize_static(
+                str(self._pre), str(dst), self.reader, quant_format=quant.QuantFormat.QDQ, per_channel=spec.per_channel,
+                activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8, calibrate_method=method,
+                reduce_range=spec.reduce_range, nodes_to_exclude=exclude, extra_options=extra,
+                calibration_cache_path=str(self._cache),
+            )
+        log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
+        data = dst.read_bytes()
+        dst.unlink()
+        return data
 
 
 def quantize_int8(fp32_onnx: bytes, batches: Sequence[torch.Tensor], spec: Int8Spec | None = None) -> bytes:
@@ -153,37 +263,8 @@ def quantize_int8(fp32_onnx: bytes, batches: Sequence[torch.Tensor], spec: Int8S
     Raises:
         ConfigError: a ``float_layers`` pattern matches nothing, or there are no calibration images.
     """
-    import onnx
-
-    from slimcnn.errors import require
-
-    spec = spec or Int8Spec()
-    quant: Any = require("onnxruntime.quantization", "onnx")
-    model = onnx.load_from_string(fp32_onnx)
-    exclude = excluded_nodes(model, spec.float_layers)
-    reader = _reader_class()(batches, model.graph.input[0].name, spec.samples)
-    method = {"minmax": quant.CalibrationMethod.MinMax, "entropy": quant.CalibrationMethod.Entropy,
-              "percentile": quant.CalibrationMethod.Percentile}[spec.calibration]
-    extra: dict[str, Any] = {}
-    if spec.calibration == "percentile":
-        extra["CalibPercentile"] = float(spec.percentile)
-    with tempfile.TemporaryDirectory(prefix="slimcnn-int8-") as tmp:
-        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32_onnx)
-        try:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-
-            quant_pre_process(str(src), str(pre))
-        except Exception as e:  # noqa: BLE001 - pre-processing is an optimisation; quantise the plain graph
-            log.warning("ONNX Runtime quant_pre_process failed (%s); quantising the graph as exported", e)
-            pre = src
-        chatter = io.StringIO()  # ORT's calibrators print progress; stdout belongs to --json
-        with contextlib.redirect_stdout(chatter):
-            quant.quantize_static(
-                str(pre), str(dst), reader, quant_format=quant.QuantFormat.QDQ, per_channel=spec.per_channel,
-                activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8, calibrate_method=method,
-                reduce_range=spec.reduce_range, nodes_to_exclude=exclude, extra_options=extra,
-            )
-        log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
-        log.info("int8: %d calibration images, %s, %d float layers", reader.samples, spec.calibration, len(exclude))
-        return dst.read_bytes()
+    with Int8Quantizer(fp32_onnx, batches, spec) as q:
+        data = q.quantize()
+        log.info("int8: %d calibration images, %s, %d float layers", q.reader.samples, q.spec.calibration,
+                 len(q.base_exclude))
+        return data

@@ -148,6 +148,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
     after_onnx: bytes | None = None
     before_cost = dataclasses.replace(profile(original, example), layers=())
     after_cost = before_cost
+    s_before: Any = None
     x_check = torch.cat([example] * 2) if example.dim() == 4 else example
     if spec.format in KMEANS_FORMATS:
         decoded, layers, res = kmeans_layers(loaded, model, spec)
@@ -202,7 +203,23 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             if task is None:
                 raise ConfigError("--format onnx-int8 needs --task and --data (calibration images)")
             n_batches = -(-spec.int8.samples // max(1, int(getattr(task, "batch_size", 128))))
-            data = quantize_int8(fp32, task.calibration_batches(n_batches), spec.int8)
+            if spec.int8.float_fallback is None:
+                data = quantize_int8(fp32, task.calibration_batches(n_batches), spec.int8)
+            else:
+                from slimcnn.export._fallback import float_fallback, sensitivity_table
+                from slimcnn.export._int8 import Int8Quantizer
+                from slimcnn.measure._latency import resolve_threads
+
+                s_before = task.evaluate(original, limit=limit)
+                with Int8Quantizer(fp32, task.calibration_batches(n_batches), spec.int8) as quantizer:
+                    fb = float_fallback(quantizer, fp32, task, baseline=s_before, limit=limit,
+                                        threads=resolve_threads(threads))
+                data = fb.data
+                details["float_fallback"] = fb.details
+                chosen = ", ".join(fb.float_layers) or "none"
+                notes.append(f"float fallback ({spec.int8.float_fallback}): kept in float {chosen}; "
+                             f"per-layer sensitivity on {fb.details['sweep_images']} images:\n"
+                             + sensitivity_table(fb.details))
             details["int8"] = dataclasses.asdict(spec.int8)
             details["fp32_onnx_bytes"] = len(fp32)
             after_cost = dataclasses.replace(before_cost, weight_bytes=dataclasses.replace(
@@ -227,10 +244,18 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         after_cost = dataclasses.replace(after_cost, latency=lat["after"])
         details["latency_ratio"] = lat["after"].median_ms / lat["before"].median_ms
         details["latency_note"] = "ONNX Runtime, fp32 export of the original vs the written file, interleaved in one run"
-    s_before = s_after = None
+    s_after = None
     if task is not None:
-        s_before = task.evaluate(original, limit=limit)
+        if s_before is None:
+            s_before = task.evaluate(original, limit=limit)
         s_after = task.evaluate(after_model, limit=limit) if after_model is not None else None
+    if "float_fallback" in details and s_before is not None and s_after is not None:
+        fb_d = details["float_fallback"]
+        fb_d["final_drop"] = s_before.drop_to(s_after)  # re-measured on the written file
+        if "target_drop" in fb_d:
+            fb_d["final_met"] = bool(fb_d["final_drop"] <= fb_d["target_drop"])
+            if not fb_d["final_met"]:
+                notes.append(f"float fallback target NOT met: drop {fb_d['final_drop']:.3f} > {fb_d['target_drop']:.3f}")
     before, after = Measured(s_before, before_cost), Measured(s_after, after_cost)
     details["summary"] = summary_line(before, after)
     return RunResult("export", loaded.source, task=task_name, before=before, after=after, plan=plan,
