@@ -92,6 +92,41 @@ def _int8_rows(data: str, limit: int | None, calibrations: list[str], runs: int,
     return rows
 
 
+def _fallback_row(data: str, runs: int, samples: int, max_drop: str, sweep: int) -> dict[str, Any]:
+    """ResNet-56 int8 with ``--float-fallback auto --max-drop``: the sweep, the greedy, all 10,000 images; latency of
+    fp32, all-int8 and fallback int8 interleaved in one run."""
+    from slimcnn.export._fallback import _score, float_fallback
+    from slimcnn.export._int8 import Int8Quantizer
+
+    net = load_model("slimcnn:resnet56")
+    task = make_task("classification", data, info=net.info)
+    x = task.example_input(1)
+    fp32 = torch_to_onnx(net.model, x).SerializeToString()
+    t0 = time.perf_counter()
+    s_fp, _ = _score(task, fp32, 2, None)
+    spec = Int8Spec(samples=samples, float_fallback="auto", max_drop=max_drop, sweep_limit=sweep)
+    with Int8Quantizer(fp32, task.calibration_batches(-(-samples // task.batch_size)), spec) as qz:
+        q_all = qz.quantize()
+        fb = float_fallback(qz, fp32, task, baseline=s_fp, limit=None, threads=2)
+    search_s = time.perf_counter() - t0
+    final = fb.details["steps"][-1]
+    lat = {t: compare_onnx_latency({"fp32": fp32, "int8": fb.data, "int8_all": q_all}, x, threads=t, runs=runs,
+                                   warmup=20) for t in (1, 2)}
+    return {
+        "model": "resnet56", "calibration": f"minmax, --float-fallback auto --max-drop {max_drop} "
+        f"(float: {', '.join(fb.float_layers) or 'none'})", "calibration_images": samples, "n": final["n"],
+        "top1_fp32": s_fp.value, "top1_int8": final["score"], "drop": s_fp.value - final["score"],
+        "fp32_bytes": len(fp32), "int8_bytes": len(fb.data), "search_s": round(search_s, 1),
+        "float_fallback": fb.details,
+        "latency": {str(t): {k: {"median_ms": v.median_ms, "p10_ms": v.p10_ms, "p90_ms": v.p90_ms, "n": v.n}
+                             for k, v in lat[t].items()} for t in lat},
+        "ratio_1t": lat[1]["int8"].median_ms / lat[1]["fp32"].median_ms,
+        "ratio_2t": lat[2]["int8"].median_ms / lat[2]["fp32"].median_ms,
+        "ratio_all_int8_1t": lat[1]["int8_all"].median_ms / lat[1]["fp32"].median_ms,
+        "load_avg": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
 def _alexnet_row(tmp: Path) -> dict[str, Any]:
     net = load_model("slimcnn:alexnet_bvlc", seed=0)
     t0 = time.perf_counter()
@@ -167,6 +202,21 @@ def _markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {r['model']} | {r['calibration']} ({r['calibration_images']} img) | {r['top1_fp32']:.2f} | "
                      f"{r['top1_int8']:.2f} | {r['drop']:.2f} | {r['n']} | {r['fp32_bytes']:,} -> {r['int8_bytes']:,} | "
                      f"{cell['1']} | {r['ratio_1t']:.2f}x | {cell['2']} | {r['ratio_2t']:.2f}x |")
+    for r in res["int8"]:
+        if "float_fallback" not in r:
+            continue
+        from slimcnn.export._fallback import sensitivity_table
+
+        fb, la = r["float_fallback"], r["latency"]
+        lines += ["", f"### Float fallback, ResNet-56 (`--float-fallback auto --max-drop {fb['max_drop']}`)", "",
+                  f"{fb['method']}; {fb['sweep_images']} sweep images, {len(fb['sensitivity'])} layers; greedy steps "
+                  "(float layers: drop in points on n images): "
+                  + ", ".join(f"{st['float_layers']}: {st['drop']:.2f} (n={st['n']})" for st in fb["steps"])
+                  + f". Kept in float: {', '.join(fb['chosen']) or 'none'}; sweep + greedy + verification "
+                  f"{r['search_s']} s (fp32 score included). Latency interleaved in one run (fp32 / all-int8 / fallback "
+                  f"int8, 1 thread): {la['1']['fp32']['median_ms']:.3f} / {la['1']['int8_all']['median_ms']:.3f} / "
+                  f"{la['1']['int8']['median_ms']:.3f} ms; load at the end {r['load_avg']}.", "",
+                  "Most sensitive layers:", "", sensitivity_table(fb)]
     a = res["alexnet"]
     lines += ["", "## k-means weights inside standard ONNX (AlexNet, Tomè et al. Table I settings)", "",
               f"`{a['model']}`, bits `{a['bits']}`, prune `{a['prune']}`.", "",
@@ -197,7 +247,19 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=512)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--skip-int8", action="store_true")
+    ap.add_argument("--fallback-only", action="store_true",
+                    help="only the ResNet-56 --float-fallback auto row, merged into the existing results")
+    ap.add_argument("--max-drop", default="0.5")
+    ap.add_argument("--sweep-limit", type=int, default=1000)
     args = ap.parse_args()
+    if args.fallback_only:
+        res = json.loads((RESULTS / "export_deploy.json").read_text())
+        row = _fallback_row(args.data, args.runs, args.samples, args.max_drop, args.sweep_limit)
+        res["int8"] = [r for r in res["int8"] if "float_fallback" not in r] + [row]
+        (RESULTS / "export_deploy.json").write_text(json.dumps(res, indent=1))
+        (RESULTS / "export_deploy.md").write_text(_markdown(res))
+        print(json.dumps({k: v for k, v in row.items() if k not in ("latency", "float_fallback")}))
+        return
     import onnxruntime
 
     env = {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "onnxruntime": onnxruntime.__version__,
