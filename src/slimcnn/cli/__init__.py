@@ -15,18 +15,18 @@ from slimcnn.errors import SlimcnnError
 
 # Each module registers its command(s) on ``app`` when imported.
 _COMMAND_MODULES: tuple[str, ...] = (
-    # one line per command module, e.g. "analyze",
-    "analyze",
-    "apply",
-    "prune",
-    "decompose",
-    "search",
-    "report",
-    "evaluate",
+    # one line per command module, in the order --help lists them: the whole job first, then its parts
     "compress",
-    "quantize",
-    "export",
+    "analyze",
+    "evaluate",
     "train",
+    "prune",
+    "search",
+    "decompose",
+    "quantize",
+    "apply",
+    "export",
+    "report",
     "demo",
 )
 for _name in _COMMAND_MODULES:

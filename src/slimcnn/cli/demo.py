@@ -15,7 +15,7 @@ def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="Fewer training steps (a smoke test)."),
     as_json: bool = typer.Option(False, "--json", help="Print demo.json on stdout."),
 ) -> int:
-    """Train small nets on built-in data, then prune, quantise and search them; print before/after."""
+    """Train LeNet-5 and ESPCN on built-in data, then `compress` each to its targets; print before/after."""
     from slimcnn.demo import run_demo
 
     report = run_demo(out, say=(lambda s: None) if as_json else say, quick=quick)
