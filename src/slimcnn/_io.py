@@ -67,16 +67,3 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     import torch
 
     return atomic_write(path, lambda p: torch.save(obj, p))
-
-
-def ensure_output_dir(out: str | Path, *, inputs: tuple[str | Path, ...] = ()) -> Path:
-    """Create ``out``; refuse when it is (or contains) one of the user's input files."""
-    from slimcnn.errors import ConfigError
-
-    out = Path(out).resolve()
-    for src in inputs:
-        s = Path(src).resolve()
-        if s == out or (s.is_file() and s.parent == out and s.name in {"model.pt", "model.onnx", "model.slim"}):
-            raise ConfigError(f"--out {out} would overwrite the input {s}; choose another output directory")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
