@@ -107,7 +107,9 @@ def test_random_topologies(ops: list[str], width: int, head: str, ratio: float, 
     graph = trace(model, x)
     gen = torch.Generator().manual_seed(seed)
     scores = {g.id: torch.rand(g.size, generator=gen) for g in graph.groups() if g.prunable}
-    removal = select_removal(graph, scores, ratio)
+    # the channel shuffle views its channels as (2, c // 2): a hard-coded group count the trace cannot see, so
+    # its widths must stay even (what `--round-to 2` is for; an odd width is refused, model unchanged)
+    removal = select_removal(graph, scores, ratio, round_to=2 if "shuffle" in ops else 1)
     ref = zeroed_forward(model, x, graph, removal)
     pruned = copy.deepcopy(model)
     prune_(pruned, x, removal, graph=graph)
