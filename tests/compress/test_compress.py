@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -12,20 +11,8 @@ import torch
 from slimcnn.cli import main
 from slimcnn.compress import StageSpec, assign_targets, auto_recipe, parse_recipe
 from slimcnn.errors import ConfigError
-from slimcnn.models import load_model, save_model
+from slimcnn.models import load_model
 from slimcnn.tasks import make_task
-
-
-@pytest.fixture(scope="module")
-def trained_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    loaded = load_model("slimcnn:lenet5")
-    task = make_task("classification", "digits", info=loaded.info)
-    task.finetune(loaded.model, 150, lr=0.05, batch_size=64, progress=False)
-    loaded.info = dataclasses.replace(loaded.info, pretrained=True, notes=())
-    path = tmp_path_factory.mktemp("lenet") / "model.pt"
-    save_model(loaded, path)
-    return path
 
 
 def test_recipes_and_target_ownership() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -10,20 +9,7 @@ import pytest
 import torch
 
 from slimcnn.cli import main
-from slimcnn.models import load_model, save_model
-from slimcnn.tasks import make_task
-
-
-@pytest.fixture(scope="module")
-def trained_lenet(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    loaded = load_model("slimcnn:lenet5")
-    task = make_task("classification", "digits", info=loaded.info)
-    task.finetune(loaded.model, 120, lr=0.05, batch_size=64, progress=False)
-    loaded.info = dataclasses.replace(loaded.info, pretrained=True, notes=())
-    path = tmp_path_factory.mktemp("lenet") / "model.pt"
-    save_model(loaded, path)
-    return path
+from slimcnn.models import load_model
 
 
 def test_search_meets_drop_and_macs_on_the_final_model(trained_lenet: Path, tmp_path: Path,
