@@ -59,6 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     if debug:
         args.remove("--debug")
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    progress = logging.getLogger("slimcnn.progress")  # one plain line per long phase (measured points...)
+    if not progress.handlers:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        progress.addHandler(handler)
+        progress.setLevel(logging.INFO)
+        progress.propagate = False
     if not args:
         args = ["--help"]
     empty = _empty_path_option(args)
@@ -138,6 +145,14 @@ def _usage_message(e: Any) -> str:
     if type(e).__name__ == "MissingParameter" and getattr(param, "param_type_name", None) == "argument":
         return f"Missing argument {param.metavar or str(param.name).upper()}."
     return " ".join(e.format_message().split())
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (tests swap it between runs)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
 
 
 def _one_line(e: BaseException) -> str:

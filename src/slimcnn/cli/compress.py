@@ -133,7 +133,7 @@ def compress_cmd(
         say(summary_line(result.before, result.after))
         for c in result.checks:
             say(f"  {c.name}: {c.value:.6g} (limit {c.limit:.6g}) {'met' if c.met else 'NOT MET'}")
-        say(f"wrote {run.out}/")
+        say(f"wrote {run.out}/; report: {run.out / 'report.html'}")
     if not result.met:
         note(f"budget NOT met: the closest model reached is saved in {run.out} (exit code 1)")
         return 1

@@ -193,5 +193,5 @@ def decompose_cmd(
                 f"{runtime}, {lat['after'].threads} threads; decisions took {seconds:.0f} s)")
         for k, v in scores.items():
             say(f"{k}: {v.metric} {v.value:.4f}")
-        say(f"wrote {run.out}/ model.pt, model.onnx, plan.json, result.json")
+        say(f"wrote {run.out}/ model.pt, model.onnx, plan.json, result.json; report: {run.out / 'report.html'}")
     return 0

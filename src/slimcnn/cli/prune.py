@@ -293,7 +293,7 @@ def _report(result: Any, out: Path, as_json: bool) -> None:
         emit_json(read_result(out))
     else:
         say(f"{result.command} {result.source}: {summary_line(result.before, result.after)}")
-        say(f"wrote {out}/ ({', '.join(a.path for a in read_result_artifacts(out))})")
+        say(f"wrote {out}/ ({', '.join(a.path for a in read_result_artifacts(out))}); report: {out / 'report.html'}")
 
 
 def read_result_artifacts(out: Path) -> list[Any]:

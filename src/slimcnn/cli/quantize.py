@@ -75,7 +75,7 @@ def quantize_cmd(
         say(f"{res.before['metric']}: {res.before['value']:.2f} -> {res.after['value']:.2f} (drop {res.drop:.2f})")
     for c in res.checks:
         say(f"  {c['name']}: {c['value']:.6g} (limit {c['limit']:.6g}) {'met' if c['met'] else 'NOT MET'}")
-    say(f"wrote {', '.join(res.files.values())}, {res.out}/plan.json, {res.out}/result.json")
+    say(f"wrote {', '.join(res.files.values())}, {res.out}/plan.json, {res.out}/result.json; report: {res.out}/report.html")
     return _budget_exit(res)
 
 

@@ -21,6 +21,8 @@ from slimcnn.train._promises import Promise
 from slimcnn.types import Cost, Score
 
 log = logging.getLogger(__name__)
+progress_log = logging.getLogger("slimcnn.progress")
+"""One line per measured point (the CLI shows it on stderr; library users opt in with logging)."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +174,7 @@ class _Context:
 
     def measure(self, assignment: dict[str, float], model: nn.Module | None = None) -> TriedPoint:
         """Fine-tune and judge ``model`` (default: the original transformed by ``assignment``)."""
+        t0 = time.perf_counter()
         if model is None:
             model = self.family.apply_many(self.model, assignment)
         self.finetune(model, assignment)
@@ -179,6 +182,12 @@ class _Context:
         cost = self.measure_cost(model, assignment)
         point = _point(len(self.tried), assignment, self.base_score, score, cost, self.budget, self.base_cost)
         self.tried.append(point)
+        if self.progress:
+            ratios = ", ".join(f"{c.name} {c.value:.4g}/{c.limit:.4g}" for c in point.checks)
+            progress_log.info("  point %d: %d knobs, %s %.4g (drop %.3g)%s, %s [%.1f s]", point.prefix,
+                              len(assignment), score.metric, score.value, point.drop,
+                              f", {self.spec.finetune_steps} fine-tune steps" if self.spec.finetune_steps else "",
+                              ratios or "no limits", time.perf_counter() - t0)
         return point
 
 
