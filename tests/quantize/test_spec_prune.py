@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from slimcnn.errors import ConfigError
-from slimcnn.quantize import KMeansQuantSpec, global_magnitude_masks, magnitude_mask, parse_bytes
+from slimcnn.quantize import KMeansQuantSpec, global_magnitude_masks, magnitude_mask
 from slimcnn.quantize._spec import match_rule
 
 
@@ -33,20 +33,6 @@ def test_bad_prune_and_conflicts() -> None:
         KMeansQuantSpec.parse("8", prune="fc*=2", global_prune=2.0)
     with pytest.raises(ConfigError, match="codebook"):
         KMeansQuantSpec.parse("8", codebook_dtype="fp8")
-
-
-@pytest.mark.parametrize(
-    ("text", "value"),
-    [("4MB", 4_000_000), ("4MiB", 4 * 2**20), ("512KB", 512_000), ("512KiB", 524_288), ("1.5GiB", 3 * 2**29), (1000, 1000), ("1e3", 1000)],
-)
-def test_parse_bytes(text: object, value: int) -> None:
-    assert parse_bytes(text) == value  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("bad", ["4 parsecs", "-1MB", "0", "MB"])
-def test_parse_bytes_bad(bad: str) -> None:
-    with pytest.raises(ConfigError):
-        parse_bytes(bad)
 
 
 @pytest.mark.parametrize("factor", [1.0, 2.0, 3.0, 4.0])

@@ -23,7 +23,7 @@ from slimcnn.quantize._model import (
 )
 from slimcnn.quantize._planner import LayerOption, MemoryPlan, plan_memory
 from slimcnn.quantize._prune import global_magnitude_masks, magnitude_mask, n_keep
-from slimcnn.quantize._spec import parse_bytes, parse_layer_rules
+from slimcnn.quantize._spec import parse_layer_rules
 
 _register_slim_loader()
 
@@ -45,7 +45,6 @@ __all__ = [
     "load_packed",
     "magnitude_mask",
     "n_keep",
-    "parse_bytes",
     "parse_layer_rules",
     "payload_estimate",
     "plan_memory",

@@ -78,7 +78,7 @@ def plan_memory(
     Args:
         model: the trained model.
         task: a :class:`~slimcnn.tasks.Task`; drops are in its metric's unit.
-        weight_bytes: the budget (e.g. ``parse_bytes("4MB")``).
+        weight_bytes: the budget in bytes (``slimcnn.search.budget.parse_amount("4MB", "weight_bytes")``).
         max_drop: raise :class:`BudgetError` when the final measured drop exceeds it.
         bits_options: bit widths tried per layer.
         prune_options: pruning factors tried per layer.

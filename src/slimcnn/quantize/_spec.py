@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
@@ -84,25 +83,3 @@ def check_rules_used(rules: LayerRules, names: list[str], *, option: str) -> Non
                 f"{option}: pattern '{pat}' matches no conv/linear layer; layers are: {shown}. "
                 "Patterns match full module names (use '*conv*' for nested layers)."
             )
-
-
-_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
-
-
-def parse_bytes(text: str | int | float) -> int:
-    """Parse a byte size: ``4MB`` (10^6), ``4MiB`` (2^20), ``512KB``, ``1.5GiB`` or a plain number.
-
-    Raises:
-        ConfigError: on an unknown unit or a non-positive size.
-    """
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
-    else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)\s*", str(text))
-        unit = m.group(2).upper() if m else ""
-        if not m or unit not in _UNITS:
-            raise ConfigError(f"expected a byte size like 4MB, 4MiB, 512KB or 1000000, got {text!r}")
-        value = float(m.group(1)) * _UNITS[unit]
-    if value <= 0:
-        raise ConfigError(f"a byte size must be positive, got {text!r}")
-    return int(round(value))
