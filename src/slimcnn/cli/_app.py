@@ -161,3 +161,26 @@ def say_notes(run: Any) -> None:
     """Print what the transaction decided (resumed, started fresh and why) on stderr."""
     for line in run.notes:
         note(f"note: {line}")
+
+
+def parse_amounts(text: str | None, method: str = "prune") -> tuple[float, ...] | None:
+    """``"0.25,0.5"`` -> ``(0.25, 0.5)``; a one-line error for anything else.
+
+    ``kmeans`` amounts are bits per weight (whole numbers 1..16); the other methods' are fractions
+    removed, above 0 and below 1."""
+    if text is None:
+        return None
+    try:
+        vals = tuple(sorted({float(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        vals = ()
+    if not vals or any(v <= 0 for v in vals):
+        raise ConfigError(f"--amounts must be positive numbers separated by commas, got '{text}'")
+    if method == "kmeans":
+        if any(v != int(v) or not 1 <= v <= 16 for v in vals):
+            raise ConfigError(f"--amounts of --method kmeans are bits per weight, whole numbers 1 to 16 "
+                              f"(e.g. 8,6,4), got '{text}'")
+    elif any(v >= 1 for v in vals):
+        raise ConfigError(f"--amounts of --method {method} are fractions removed, above 0 and below 1 "
+                          f"(e.g. 0.25,0.5), got '{text}'")
+    return vals

@@ -18,6 +18,7 @@ from slimcnn.cli._app import (
     load_for_cli,
     note,
     open_run,
+    parse_amounts,
     parse_round_to,
     parse_shape,
     say,
@@ -95,11 +96,9 @@ def compress_cmd(
         runtime = "onnxruntime"
     if input:
         parse_shape(input)
-    from slimcnn.cli.search import _parse_amounts
-
     spec = CompressSpec(recipe=recipe, finetune_steps=finetune_steps, finetune={"lr": lr} if lr is not None else {},
                         recovery=recovery, limit=limit, runtime=runtime, threads=threads,
-                        round_to=parse_round_to(round_to), amounts=_parse_amounts(amounts), device=device,
+                        round_to=parse_round_to(round_to), amounts=parse_amounts(amounts), device=device,
                         exclude=tuple(exclude))
     options = {**dataclasses.asdict(spec), "max_drop": max_drop, "macs": macs, "params": params,
                "weight_bytes": weight_bytes, "latency": latency, "activation_bytes": activation_bytes, "task": task, "scale": scale, "arch": arch,

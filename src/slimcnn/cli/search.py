@@ -18,6 +18,7 @@ from slimcnn.cli._app import (
     load_for_cli,
     note,
     open_run,
+    parse_amounts,
     parse_round_to,
     parse_shape,
     say,
@@ -103,7 +104,7 @@ def search_cmd(
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=parse_round_to(round_to),
-                      exclude=tuple(exclude), compensate=compensate, amounts=_parse_amounts(amounts, method), device=device,
+                      exclude=tuple(exclude), compensate=compensate, amounts=parse_amounts(amounts, method), device=device,
                       accumulate=accumulate, recovery=recovery)
     _check_criterion(method, criterion)
     budget_options = {"max_drop": max_drop, "macs": macs, "params": params, "weight_bytes": weight_bytes,
@@ -150,26 +151,3 @@ def _check_criterion(method: str, criterion: str | None) -> None:
             raise ConfigError(f"--method kernel ranks kernels by l1 or sparsity, got --criterion '{criterion}'")
     else:
         raise ConfigError(f"--criterion applies to --method prune or kernel, not '{method}'")
-
-
-def _parse_amounts(text: str | None, method: str = "prune") -> tuple[float, ...] | None:
-    """``"0.25,0.5"`` -> ``(0.25, 0.5)``; a one-line error for anything else.
-
-    ``kmeans`` amounts are bits per weight (whole numbers 1..16); the other methods' are fractions
-    removed, above 0 and below 1."""
-    if text is None:
-        return None
-    try:
-        vals = tuple(sorted({float(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        vals = ()
-    if not vals or any(v <= 0 for v in vals):
-        raise ConfigError(f"--amounts must be positive numbers separated by commas, got '{text}'")
-    if method == "kmeans":
-        if any(v != int(v) or not 1 <= v <= 16 for v in vals):
-            raise ConfigError(f"--amounts of --method kmeans are bits per weight, whole numbers 1 to 16 "
-                              f"(e.g. 8,6,4), got '{text}'")
-    elif any(v >= 1 for v in vals):
-        raise ConfigError(f"--amounts of --method {method} are fractions removed, above 0 and below 1 "
-                          f"(e.g. 0.25,0.5), got '{text}'")
-    return vals
