@@ -19,7 +19,7 @@ from slimcnn.compress._run import (
     StageResult,
     compress,
     kmeans_spec,
-    packed_model,
+    pack,
 )
 
 __all__ = [
@@ -32,7 +32,7 @@ __all__ = [
     "auto_recipe",
     "compress",
     "kmeans_spec",
-    "packed_model",
+    "pack",
     "parse_recipe",
     "write_compress_run",
 ]

@@ -20,7 +20,6 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     """
     import torch
 
-    from slimcnn.compress._run import kmeans_spec
     from slimcnn.prune import fingerprint
     from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment, write_run
     from slimcnn.run._measure import save_model_files
@@ -33,10 +32,9 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
         "search_seconds": round(res.seconds, 2),
     }
     if res.kmeans_bits:
-        from slimcnn.quantize import load_packed, quantize_model, save_packed
+        from slimcnn.quantize import load_packed, save_packed
 
-        packed = quantize_model(written, kmeans_spec(res.kmeans_bits))
-        pack = save_packed(run.path / "model.slim", packed, source=loaded.source, info=loaded.info)
+        pack = save_packed(run.path / "model.slim", res.packed, source=loaded.source, info=loaded.info)
         decoded = load_packed(run.path / "model.slim").model
         same = all(torch.equal(a, b) for a, b in zip(decoded.state_dict().values(), written.state_dict().values(),
                                                      strict=True))

@@ -76,6 +76,8 @@ class CompressResult:
     seconds: float
     kmeans_bits: dict[str, int] = field(default_factory=dict)
     """Bits per layer when a k-means stage ran (the written ``model.slim`` packs them)."""
+    packed: Any = None
+    """The ``QuantizeResult`` of ``model`` when a k-means stage ran (what ``model.slim`` stores)."""
 
 
 StageCallback = Callable[[int, StageSpec, str], None]
@@ -180,8 +182,10 @@ def compress(
             round(time.perf_counter() - ts, 2))
         results.append(result)
         _save_stage(state_dir, i, current, result)
+    packed = None
     if kmeans_bits:  # the written model is the packed one: snap every k-means layer onto its codebook
-        current = packed_model(current, kmeans_bits)
+        packed = pack(current, kmeans_bits)
+        current = packed.model.eval()
         current_score = task.evaluate(current, device=spec.device)
     final_cost = _cost(current, x, kmeans_bits)
     before_cost, after_cost = base_cost, final_cost
@@ -196,7 +200,7 @@ def compress(
     return CompressResult(
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
-        recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits)
+        recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed)
 
 
 def kmeans_spec(bits: dict[str, int]) -> Any:
@@ -207,12 +211,13 @@ def kmeans_spec(bits: dict[str, int]) -> Any:
     return KMeansQuantSpec(bits=tuple((_literal(k), int(b)) for k, b in bits.items()))
 
 
-def packed_model(model: nn.Module, bits: dict[str, int]) -> nn.Module:
-    """``model`` with each k-means layer re-shared at its bits: after a fine-tune that kept the codebooks this
-    is the same model; after one that did not, it is the model a ``.slim`` file can hold (and is judged)."""
+def pack(model: nn.Module, bits: dict[str, int]) -> Any:
+    """``model`` with each k-means layer re-shared at its bits (a ``QuantizeResult``: codebooks, indices and the
+    model): after a fine-tune that kept the codebooks the model is unchanged; after one that did not, it is the
+    model a ``.slim`` file can hold (and is judged)."""
     from slimcnn.quantize import quantize_model
 
-    return quantize_model(model, kmeans_spec(bits)).model.eval()
+    return quantize_model(model, kmeans_spec(bits))
 
 
 def _carried_promises(stage: StageSpec, model: nn.Module, assignment: dict[str, float], x: Any) -> list[Any]:
