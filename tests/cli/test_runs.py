@@ -53,6 +53,8 @@ def test_other_options_are_refused_force_replaces(tmp_path: Path, capsys: pytest
     assert main([*TRAIN, "--lr", "0.1", "--out", str(out), "--force", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["options"]["lr"] == 0.1 and res["details"]["train"]["steps"] == 6
+    assert main([*TRAIN, "--lr", "0.2", "--out", str(out), "--resume"]) == 0  # continues, and says what it reuses
+    assert "--resume: --out was made with other options (--lr: 0.1 then 0.2)" in capsys.readouterr().err
     assert main([*TRAIN, "--lr", "0.1", "--out", str(out), "--force", "--resume"]) == 2
     assert "one of them" in capsys.readouterr().err
 

@@ -99,6 +99,9 @@ class RunDir:
             raise ConfigError(f"--out {self.out} is a non-empty folder that slimcnn did not write; choose a new or "
                               "empty folder (slimcnn never overwrites other files)")
         diffs = ["written by an older slimcnn"] if previous is None else self.manifest.differences(previous)
+        if diffs and self.resume and not self.force:
+            self.notes.append(f"--resume: --out was made with other options ({'; '.join(diffs[:3])}); only state whose "
+                              "options still match is reused, the rest is computed anew")
         if diffs and not (self.force or self.resume):
             raise ConfigError(f"--out {self.out} holds a run with other options ({'; '.join(diffs[:3])}); pass --force "
                               "to replace it, --resume to continue from what still applies, or choose another --out")
