@@ -23,7 +23,9 @@ from pathlib import Path
 
 from slimcnn.errors import DataError
 
-__all__ = ["DetectionSet", "DetectionSample", "load_detection", "read_coco_json", "read_voc", "read_yolo"]
+__all__ = [
+    "DetectionSample", "DetectionSet", "load_detection", "read_coco_json", "read_voc", "read_yolo", "write_yolo_dataset",
+]
 
 log = logging.getLogger(__name__)
 
@@ -247,3 +249,44 @@ def load_detection(spec: str | Path, split: str = "val") -> DetectionSet:
         return read_coco_json(jsons[0])
     raise DataError(f"{p} has no known detection layout: expected images/+labels/ (YOLO), "
                     "annotations/*.xml (VOC) or a COCO .json")
+
+
+def write_yolo_dataset(splits: dict[str, DetectionSet], folder: str | Path) -> Path:
+    """Lay ``splits`` out as a YOLO dataset under ``folder`` and return its ``data.yaml``.
+
+    Images are symlinked (never copied or written next to the source, so read-only data stays
+    untouched; tools such as ultralytics write their label caches under ``folder``); labels are
+    written as ``cls cx cy w h`` normalised. File names get the sample index as prefix so equal
+    stems from different folders cannot collide.
+
+    Args:
+        splits: ``{"train": set, "val": set}`` (any split names; all must share one class list).
+        folder: where to write (created; must not exist or be empty).
+
+    Raises:
+        DataError: the splits have different class names, or ``folder`` is not empty.
+    """
+    import yaml
+
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise DataError(f"{folder} is not empty; write the YOLO dataset into a new folder")
+    names = {s.names for s in splits.values()}
+    if len(names) != 1:
+        raise DataError(f"splits {sorted(splits)} have different class names; they must share one list")
+    for split, data in splits.items():
+        img_dir, lab_dir = folder / "images" / split, folder / "labels" / split
+        img_dir.mkdir(parents=True)
+        lab_dir.mkdir(parents=True)
+        for i, s in enumerate(data.samples):
+            stem = f"{i:06d}_{s.path.stem}"
+            (img_dir / f"{stem}{s.path.suffix}").symlink_to(s.path.resolve())
+            rows = [f"{c} {(x1 + x2) / 2 / s.width:.6f} {(y1 + y2) / 2 / s.height:.6f} "
+                    f"{(x2 - x1) / s.width:.6f} {(y2 - y1) / s.height:.6f}"
+                    for (x1, y1, x2, y2), c in zip(s.boxes, s.labels, strict=True)]
+            (lab_dir / f"{stem}.txt").write_text("".join(r + "\n" for r in rows))
+    cfg = {"path": str(folder.resolve()), **{k: f"images/{k}" for k in splits},
+           "names": dict(enumerate(next(iter(names))))}
+    out = folder / "data.yaml"
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return out

@@ -36,14 +36,20 @@ def sync_ultralytics_widths_(model: nn.Module) -> int:
 def save_ultralytics_checkpoint(model: nn.Module, path: str | Path, *, train_args: dict[str, Any] | None = None) -> Path:
     """Write ``{"model": model, ...}`` in ultralytics' checkpoint layout (atomically).
 
-    The pruned module is pickled as is: its layers already have the new widths, so nothing in
-    ultralytics needs editing. ``YOLO(path)`` then works for predict/val/export.
+    The pruned module is pickled as is: its layers already have the new widths, so ``YOLO(path)``
+    works for predict/val/export. A model yaml cannot hold pruned widths, so the yaml of a pruned
+    model is marked (:func:`~slimcnn.models.ultralytics_train.mark_pruned_yaml_`): a plain
+    ``YOLO(path).train()`` fails with a hint instead of training a full-width rebuild, and
+    ``train(trainer=PrunedDetectionTrainer)`` trains the pruned module.
     """
     from slimcnn.errors import require
 
     ul: Any = require("ultralytics", "ultralytics")
+    from slimcnn.models.ultralytics_train import mark_pruned_yaml_
+
     m = copy.deepcopy(model).float().eval()
     sync_ultralytics_widths_(m)
+    mark_pruned_yaml_(m)
     for p in m.parameters():
         p.requires_grad_(False)
     args = dict(getattr(model, "args", {}) or {}) if isinstance(getattr(model, "args", None), dict) else {}
