@@ -134,3 +134,27 @@ def test_train_records_the_classes_it_was_trained_on(tmp_path: Path) -> None:
     assert main([*TRAIN, "--out", str(tmp_path / "t")]) == 0
     info = load_model(f"file:{tmp_path / 't' / 'model.pt'}").info
     assert info.classes is not None and len(info.classes) == 10 and info.pretrained
+
+
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "p"
+    # another process holds a RunDir on --out (as a long prune or train would) until we close its stdin
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom slimcnn.run import RunDir, Manifest\n"
+         f"with RunDir({str(out)!r}, Manifest.of('prune', model='x')):\n"
+         "    print('in', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "in"
+        assert main([*PRUNE, "--out", str(out)]) == 2
+        (line,) = _errors(capsys.readouterr().err)
+        assert f"being written by another slimcnn run (pid {holder.pid})" in line and "another --out" in line
+    finally:
+        holder.communicate("")
+    assert holder.returncode == 0 and (out / "manifest.json").is_file()
+    assert main([*PRUNE, "--out", str(out), "--force"]) == 0  # the lock went with the first run
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no lock file left behind

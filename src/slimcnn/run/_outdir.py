@@ -4,7 +4,8 @@ A run writes into a hidden sibling staging folder (``.NAME.slimcnn-partial``) th
 manifest. Only :meth:`RunDir.commit` puts it in place of ``--out`` (two renames), so an interrupted or
 failed run leaves the previous ``--out`` exactly as it was. What an interrupted run can resume from
 (a training checkpoint, a finished sensitivity sweep) stays in the staging folder; the next run with
-the same manifest continues from it, any other run discards it and says why.
+the same manifest continues from it, any other run discards it and says why. A lock file beside
+``--out`` (``.NAME.slimcnn-lock``) keeps a second run from writing the same ``--out`` at the same time.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 _PARTIAL = ".slimcnn-partial"
 _OLD = ".slimcnn-old"
+_LOCK = ".slimcnn-lock"
 
 last_interrupt: str | None = None
 """What the last interrupted run kept and how to resume it (the CLI prints it on Ctrl-C)."""
@@ -84,7 +86,7 @@ class RunDir:
         self.committed = False
         self.started = time.perf_counter()
         self._made_dirs: list[Path] = []
-        self._check_existing()
+        self._lock_fd: int | None = None
 
     # -- opening ----------------------------------------------------------------------------------
 
@@ -106,11 +108,58 @@ class RunDir:
             raise ConfigError(f"--out {self.out} holds a run with other options ({'; '.join(diffs[:3])}); pass --force "
                               "to replace it, --resume to continue from what still applies, or choose another --out")
 
+    def _lock(self) -> None:
+        """Hold ``.NAME.slimcnn-lock`` for the run; another live run on the same ``--out`` is a one-line error."""
+        try:
+            import fcntl
+        except ImportError:  # no flock (Windows): concurrent runs are not detected there
+            return
+        path = self.out.parent / f".{self.out.name}{_LOCK}"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.read(fd, 32).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise ConfigError(f"--out {self.out} is being written by another slimcnn run (pid {owner}); wait for it "
+                                  "to finish or choose another --out") from None
+            try:  # the holder before us may have unlinked the file after we opened it: lock the live one
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is None:
+            return
+        with contextlib.suppress(FileNotFoundError):  # unlink while holding it, so no one locks a dead file
+            (self.out.parent / f".{self.out.name}{_LOCK}").unlink()
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def _remove_made_dirs(self) -> None:
+        for d in reversed(self._made_dirs):
+            if d.exists() and not any(d.iterdir()):
+                d.rmdir()
+
     def __enter__(self) -> RunDir:
         for p in reversed([self.out.parent, *self.out.parent.parents]):
             if not p.exists():
                 p.mkdir()
                 self._made_dirs.append(p)
+        try:
+            self._lock()
+            self._check_existing()
+        except BaseException:
+            self._unlock()
+            self._remove_made_dirs()
+            raise
         if self.stage.exists():
             previous = _read_manifest(self.stage)
             diffs = ["no manifest"] if previous is None else self.manifest.differences(previous)
@@ -173,6 +222,14 @@ class RunDir:
         return self.out
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        try:
+            self._close(kind)
+        finally:
+            self._unlock()
+            if not self.committed and not self.stage.exists():
+                self._remove_made_dirs()
+
+    def _close(self, kind: type[BaseException] | None) -> None:
         global last_interrupt
         if self.committed or kind is None:
             if not self.committed and kind is None:
@@ -183,9 +240,6 @@ class RunDir:
             hint = f"kept {', '.join(kept)} in {self.stage}; re-run the same command to resume"
         else:
             shutil.rmtree(self.stage, ignore_errors=True)
-            for d in reversed(self._made_dirs):
-                if d.exists() and not any(d.iterdir()):
-                    d.rmdir()
             hint = f"nothing to resume; {self.out} is unchanged"
         if issubclass(kind, KeyboardInterrupt):
             last_interrupt = f"interrupted: {hint}"
