@@ -44,13 +44,32 @@ def data_fingerprint(data: str | None) -> str | None:
         st = p.stat()
         h.update(f"{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     else:
-        for root, dirs, files in os.walk(p):
-            dirs.sort()
-            for name in sorted(files):
-                f = Path(root) / name
-                st = f.stat()
-                h.update(f"{f.relative_to(p)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        _hash_tree(h, str(p), "", set())
     return h.hexdigest()[:16]
+
+
+def _hash_tree(h: Any, folder: str, rel: str, seen: set[tuple[int, int]]) -> None:
+    """Feed ``relative path|size|mtime`` of every file under ``folder`` to ``h``, in a fixed order.
+
+    ``os.scandir`` rather than ``os.walk`` + ``Path.stat``: one directory read and no Path objects per
+    file (about 3x faster; an ImageNet-sized folder is 1.3 M files). Symlinked folders are followed (data
+    sets are often assembled from links), each real folder once.
+    """
+    st = os.stat(folder)
+    if (st.st_dev, st.st_ino) in seen:
+        return
+    seen.add((st.st_dev, st.st_ino))
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    subdirs = []
+    for e in entries:
+        if e.is_dir():
+            subdirs.append(e)
+        else:
+            st = e.stat()
+            h.update(f"{rel}{e.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    for e in subdirs:
+        _hash_tree(h, e.path, f"{rel}{e.name}/", seen)
 
 
 def model_fingerprint(source: str, weights: str | None = None) -> str:

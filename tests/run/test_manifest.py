@@ -1,0 +1,34 @@
+"""data_fingerprint: what changes a data folder changes its fingerprint; links are followed, once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from slimcnn.run import data_fingerprint
+
+
+def test_fingerprint_sees_added_resized_and_touched_files_and_linked_folders(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "cat").mkdir(parents=True)
+    (data / "cat" / "1.jpg").write_bytes(b"x")
+    base = data_fingerprint(str(data))
+    assert data_fingerprint(str(data)) == base
+    (data / "cat" / "2.jpg").write_bytes(b"y")
+    added = data_fingerprint(str(data))
+    (data / "cat" / "2.jpg").write_bytes(b"yy")
+    resized = data_fingerprint(str(data))
+    os.utime(data / "cat" / "2.jpg", ns=(1, 1))
+    touched = data_fingerprint(str(data))
+    assert len({base, added, resized, touched}) == 4
+
+    dogs = tmp_path / "elsewhere" / "dog"
+    dogs.mkdir(parents=True)
+    (dogs / "1.jpg").write_bytes(b"z")
+    (data / "dog").symlink_to(dogs, target_is_directory=True)
+    linked = data_fingerprint(str(data))
+    (dogs / "2.jpg").write_bytes(b"w")  # a file added behind the link counts too
+    assert len({touched, linked, data_fingerprint(str(data))}) == 3
+
+    (dogs / "loop").symlink_to(data, target_is_directory=True)  # a cycle ends, each real folder read once
+    assert data_fingerprint(str(data)) is not None
