@@ -41,6 +41,8 @@ class DetectionSample:
     height: int
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     labels: tuple[int, ...] = ()
+    image_id: int | None = None
+    """The image's id in its COCO json (COCO json input only)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class DetectionSet:
     split: str = ""
     coco_ids: tuple[int, ...] = field(default_factory=tuple)
     """Original COCO category id of each label (COCO json input only)."""
+    coco_json: str = ""
+    """The COCO json the set was read from: evaluation hands it to pycocotools as is (crowd regions,
+    segmentation areas), so mAP matches the official protocol."""
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -61,7 +66,7 @@ class DetectionSet:
         """The first ``n`` samples (all when ``n`` is None)."""
         if n is None:
             return self
-        return DetectionSet(self.samples[:n], self.names, self.source, self.split, self.coco_ids)
+        return DetectionSet(self.samples[:n], self.names, self.source, self.split, self.coco_ids, self.coco_json)
 
 
 def _image_size(path: Path) -> tuple[int, int]:
@@ -192,8 +197,9 @@ def read_voc(root: str | Path, split: str = "test") -> DetectionSet:
 def read_coco_json(path: str | Path, image_dir: str | Path | None = None) -> DetectionSet:
     """Read a COCO detection json; category ids are mapped to contiguous 0-based labels.
 
-    Crowd annotations are skipped. ``image_dir`` defaults to the json's folder, or ``images/``
-    beside it when the files are there.
+    Crowd annotations are left out of the samples' boxes (they are no training targets); evaluation
+    reads the json itself, crowd regions included. ``image_dir`` defaults to the json's folder, or
+    ``images/`` beside it when the files are there.
     """
     path = Path(path)
     try:
@@ -217,8 +223,9 @@ def read_coco_json(path: str | Path, image_dir: str | Path | None = None) -> Det
             raise DataError(f"image {im['file_name']} of {path} not found in {[str(c) for c in candidates]}")
         boxes = tuple((x, y, x + w, y + h) for x, y, w, h in (a["bbox"] for a in anns.get(im["id"], [])))
         labels = tuple(index[a["category_id"]] for a in anns.get(im["id"], []))
-        samples.append(DetectionSample(img, int(im["width"]), int(im["height"]), boxes, labels))
-    return DetectionSet(tuple(samples), tuple(c["name"] for c in cats), str(path), "", tuple(c["id"] for c in cats))
+        samples.append(DetectionSample(img, int(im["width"]), int(im["height"]), boxes, labels, int(im["id"])))
+    return DetectionSet(tuple(samples), tuple(c["name"] for c in cats), str(path), "", tuple(c["id"] for c in cats),
+                        str(path.resolve()))
 
 
 def load_detection(spec: str | Path, split: str = "val") -> DetectionSet:

@@ -10,14 +10,16 @@ along its MRO, so subclasses and pruned copies keep their adapter):
   [0, 1] images at original size; their outputs are COCO category ids (1..90), mapped to the
   80 contiguous classes when the data has 80 classes (YOLO-style COCO sets such as coco8) or
   through the json's category ids (COCO json sets). Fine-tuning uses their own loss dict.
-- ultralytics ``DetectionModel``: square resize to the model's input size, RGB [0, 1], raw
-  output filtered by ``ultralytics.utils.nms.non_max_suppression``.
+- ultralytics ``DetectionModel``: ``yolo val``'s letterbox, NMS and box rescaling (mAP comparable
+  to ``yolo val``'s), fine-tuned with ultralytics' own loss on letterboxed batches
+  (:mod:`slimcnn.tasks._ultralytics_det`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ from slimcnn.data.detection import DetectionSample, DetectionSet, load_detection
 from slimcnn.errors import ConfigError, UnsupportedLayerError
 from slimcnn.models._zoo import ModelInfo
 from slimcnn.registry import Registry
+from slimcnn.tasks._ultralytics_det import ul_head, ul_loss, ul_predict
 from slimcnn.tasks.base import TASKS, Batch, TrainStats, describe_output, guess_task, task_mismatch
 from slimcnn.tasks.detmetrics import Detections, coco_map, log_average_miss_rate
 from slimcnn.types import Score
@@ -56,6 +59,47 @@ def _load_rgb(path: Path, size: int | None) -> torch.Tensor:
     return torch.from_numpy(a.copy()).permute(2, 0, 1)  # uint8 CHW
 
 
+def _letterbox_rgb(path: Path, size: int) -> tuple[torch.Tensor, float, tuple[int, int]]:
+    """uint8 CHW ``size x size`` image letterboxed (aspect kept, centred, grey 114), its gain and (left, top)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        gain = size / max(im.size)
+        w, h = max(round(im.size[0] * gain), 1), max(round(im.size[1] * gain), 1)
+        canvas = Image.new("RGB", (size, size), (114, 114, 114))
+        left, top = (size - w) // 2, (size - h) // 2
+        canvas.paste(im.resize((w, h), Image.BILINEAR), (left, top))
+        a = np.asarray(canvas, dtype=np.uint8)
+    return torch.from_numpy(a.copy()).permute(2, 0, 1), gain, (left, top)
+
+
+class _ImageCache:
+    """Decoded training images, least recently used dropped first beyond ``max_bytes``."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes, self.nbytes = max_bytes, 0
+        self._items: OrderedDict[tuple[Any, ...], tuple[torch.Tensor, Any]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], load: Callable[[], tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, Any]:
+        """The cached ``(image, meta)`` for ``key``, loading (and caching, if it fits) on a miss."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        item = load()
+        size = item[0].numel() * item[0].element_size()
+        if size <= self.max_bytes:
+            self._items[key] = item
+            self.nbytes += size
+            while self.nbytes > self.max_bytes:
+                _, (old, _) = self._items.popitem(last=False)
+                self.nbytes -= old.numel() * old.element_size()
+        return item
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
 @dataclass(frozen=True)
 class DetectionAdapter:
     """How one model family is fed, decoded and trained.
@@ -72,6 +116,8 @@ class DetectionAdapter:
     input_size: Callable[[nn.Module, DetectionTask], int | None]
     loss: Callable[[nn.Module, Batch, DetectionTask], torch.Tensor] | None = None
     head: Callable[[Any], torch.Tensor] | None = None
+    letterbox: bool = False
+    """Train on letterboxed images (aspect kept) instead of a plain square resize."""
 
 
 DETECTION_ADAPTERS: Registry[DetectionAdapter] = Registry("detection model family")
@@ -107,7 +153,8 @@ def _yf_predict(model: nn.Module, samples: list[DetectionSample], task: Detectio
 
     size = _yf_size(model, task)
     x = torch.stack([_load_rgb(s.path, size) for s in samples]).to(task.device).float() / 255
-    dets = decode(model(x), conf_thres=task.conf_thres, nms_iou=task.nms_iou, input_size=size)
+    conf = 0.01 if task.conf_thres is None else task.conf_thres
+    dets = decode(model(x), conf_thres=conf, nms_iou=0.5 if task.nms_iou is None else task.nms_iou, input_size=size)
     return [_to_np(d, s.width / size, s.height / size) for d, s in zip(dets, samples, strict=True)]
 
 
@@ -161,18 +208,8 @@ def _ul_size(model: nn.Module, task: DetectionTask) -> int:
     return task.input_size or 640
 
 
-def _ul_predict(model: nn.Module, samples: list[DetectionSample], task: DetectionTask) -> list[Detections]:
-    from ultralytics.utils.nms import non_max_suppression
-
-    size = _ul_size(model, task)
-    x = torch.stack([_load_rgb(s.path, size) for s in samples]).to(task.device).float() / 255
-    out = model(x)
-    pred = non_max_suppression(out[0] if isinstance(out, (tuple, list)) else out, task.conf_thres, task.nms_iou)
-    return [_to_np({"boxes": p[:, :4], "scores": p[:, 4], "labels": p[:, 5].long()}, s.width / size, s.height / size)
-            for p, s in zip(pred, samples, strict=True)]
-
-
-DETECTION_ADAPTERS.add("DetectionModel", DetectionAdapter("ultralytics", _ul_predict, _ul_size))
+DETECTION_ADAPTERS.add("DetectionModel", DetectionAdapter("ultralytics", ul_predict, _ul_size, ul_loss, head=ul_head,
+                                                           letterbox=True))
 
 
 # ---------------------------------------------------------------------------------------- task
@@ -190,8 +227,10 @@ class DetectionTask:
         batch_size: images per batch (default 8).
         seed: augmentation / shuffling seed.
         metric: headline metric, ``"map50_95"`` (default) or ``"map50"``.
-        conf_thres: score threshold before NMS (0.01, as in COCO evaluation practice).
-        nms_iou: NMS IoU threshold.
+        conf_thres: score threshold before NMS (default: the family's, 0.01 for Yolo-FastestV2 as in
+            COCO evaluation practice, 0.001 for ultralytics as in ``yolo val``).
+        nms_iou: NMS IoU threshold (default: the family's, 0.5 Yolo-FastestV2, 0.7 ultralytics).
+        cache_bytes: decoded training images kept in memory (least recently used dropped first).
     """
 
     name = "detection"
@@ -199,8 +238,8 @@ class DetectionTask:
     def __init__(
         self, data: str | Path, *, info: ModelInfo | None = None, val_data: str | Path | None = None,
         train_data: str | Path | None = None, subset: int | None = None, batch_size: int = 8, seed: int = 0,
-        metric: Literal["map50_95", "map50"] = "map50_95", conf_thres: float = 0.01, nms_iou: float = 0.5,
-        device: str = "cpu", scale: int | None = None,
+        metric: Literal["map50_95", "map50"] = "map50_95", conf_thres: float | None = None,
+        nms_iou: float | None = None, device: str = "cpu", scale: int | None = None, cache_bytes: int = 1 << 30,
     ) -> None:
         if scale is not None:
             raise ConfigError(f"--scale is a super-resolution option; the detection task takes none (got {scale})")
@@ -214,7 +253,7 @@ class DetectionTask:
         self.input_size: int | None = int(shape[-1]) if shape and len(shape) == 4 else None
         self.batch_size, self.seed, self.metric = batch_size, seed, metric
         self.conf_thres, self.nms_iou, self.device = conf_thres, nms_iou, device
-        self._cache: dict[Path, torch.Tensor] = {}
+        self._cache = _ImageCache(cache_bytes)
 
     @property
     def train_set(self) -> DetectionSet:
@@ -269,18 +308,24 @@ class DetectionTask:
 
     # ------------------------------------------------------------------ training-side API
 
-    def _image(self, s: DetectionSample, size: int) -> torch.Tensor:
-        if s.path not in self._cache:
-            self._cache[s.path] = _load_rgb(s.path, size)
-        return self._cache[s.path]
+    def _image(self, s: DetectionSample, size: int, letterbox: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """uint8 CHW input image, and the per-coordinate gain and offset that map its boxes into it."""
+        def load() -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+            if letterbox:
+                im, g, (left, top) = _letterbox_rgb(s.path, size)
+                return im, (torch.tensor([g] * 4), torch.tensor([left, top] * 2, dtype=torch.float32))
+            return _load_rgb(s.path, size), (torch.tensor([size / s.width, size / s.height] * 2), torch.zeros(4))
 
-    def _batch(self, samples: list[DetectionSample], gen: torch.Generator | None) -> Batch:
+        im, (gain, offset) = self._cache.get((s.path, size, letterbox), load)
+        return im, gain, offset
+
+    def _batch(self, samples: list[DetectionSample], gen: torch.Generator | None, letterbox: bool = False) -> Batch:
         size = self.input_size or 352
         imgs, targets = [], []
         for s in samples:
-            x = self._image(s, size).float() / 255
-            boxes = torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4)
-            boxes *= torch.tensor([size / s.width, size / s.height] * 2)
+            im, gain, offset = self._image(s, size, letterbox)
+            x = im.float() / 255
+            boxes = torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4) * gain + offset
             if gen is not None and torch.rand((), generator=gen) < 0.5:  # horizontal flip
                 x = x.flip(-1)
                 boxes = torch.stack((size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]), 1)
@@ -288,14 +333,15 @@ class DetectionTask:
             targets.append({"boxes": boxes, "labels": torch.tensor(s.labels, dtype=torch.int64)})
         return torch.stack(imgs), targets
 
-    def _stream(self, augment: bool) -> Iterator[Batch]:
+    def _stream(self, augment: bool, letterbox: bool = False) -> Iterator[Batch]:
         gen = torch.Generator().manual_seed(self.seed)
         samples = self.train_set.samples
         while True:
             order = torch.randperm(len(samples), generator=gen).tolist()
             for i in range(0, len(order) - self.batch_size + 1 if len(order) >= self.batch_size else 1,
                            self.batch_size):
-                yield self._batch([samples[j] for j in order[i : i + self.batch_size]], gen if augment else None)
+                yield self._batch([samples[j] for j in order[i : i + self.batch_size]], gen if augment else None,
+                                  letterbox)
 
     def training_batches(self, n: int) -> list[Batch]:
         """``n`` augmented (images Tensor[B, 3, S, S], targets in input pixels) batches."""
@@ -330,7 +376,7 @@ class DetectionTask:
 
         Options are forwarded to ``fit_`` (``lr``, ``optimizer``, ``device``, ``warmup_steps``…).
         With ``recovery="kd"`` the loss is ``(1 - kd_alpha) * family loss + kd_alpha * MSE`` between the
-        student's and the ``teacher``'s raw head outputs (adapters with a ``head``; Yolo-FastestV2).
+        student's and the ``teacher``'s raw head outputs (adapters with a ``head``: Yolo-FastestV2, ultralytics).
 
         Raises:
             ConfigError: ``recovery="kd"`` without a teacher, or for a family whose adapter exposes no head outputs.
@@ -338,9 +384,9 @@ class DetectionTask:
         from slimcnn.train import check_recovery, check_weight, fit_
 
         kd = check_recovery(recovery, teacher, model)
+        adapter = get_adapter(model)
         if kd:
             check_weight("kd_alpha", kd_alpha)
-            adapter = get_adapter(model)
             if adapter.head is None:
                 raise ConfigError(f"--recovery kd needs the head outputs of {adapter.name} models, which their "
                                   "adapter does not expose; use --recovery plain")
@@ -351,18 +397,19 @@ class DetectionTask:
         t0 = time.perf_counter()
         model.train()
         if kd:
-            stats = self._distil(model, teacher, adapter.head, steps, kd_alpha, opts)  # type: ignore[arg-type]
+            stats = self._distil(model, teacher, adapter, steps, kd_alpha, opts)  # type: ignore[arg-type]
         else:
-            stats = fit_(model, lambda: self._stream(True), self.loss, steps=steps, **opts)
+            stats = fit_(model, lambda: self._stream(True, adapter.letterbox), self.loss, steps=steps, **opts)
         log.info("detection finetune: %d steps in %.1fs", steps, time.perf_counter() - t0)
         return stats
 
-    def _distil(self, model: nn.Module, teacher: nn.Module, head: Callable[[Any], torch.Tensor], steps: int,
+    def _distil(self, model: nn.Module, teacher: nn.Module, adapter: DetectionAdapter, steps: int,
                 alpha: float, opts: dict[str, Any]) -> TrainStats:
         """``fit_`` with the family loss mixed with L2 to the teacher's head outputs (captured by a hook)."""
         from slimcnn.train import fit_, output_distill_loss, teacher_on
 
         seen: dict[str, Any] = {}
+        head: Callable[[Any], torch.Tensor] = adapter.head  # type: ignore[assignment]
         hook = model.register_forward_hook(lambda _m, _i, out: seen.__setitem__("out", out))
         try:
             with teacher_on(teacher, opts.get("device", "cpu")) as run_teacher:
@@ -372,7 +419,7 @@ class DetectionTask:
                     x = batch[0].to(next(student.parameters()).device)
                     return (1.0 - alpha) * task_loss + alpha * output_distill_loss(head(seen["out"]), head(run_teacher(x)))
 
-                return fit_(model, lambda: self._stream(True), loss, steps=steps, **opts)
+                return fit_(model, lambda: self._stream(True, adapter.letterbox), loss, steps=steps, **opts)
         finally:
             hook.remove()
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -18,16 +21,56 @@ Detections = dict[str, np.ndarray]
 """One image's predictions: ``boxes`` (N×4 xyxy pixels), ``scores`` (N), ``labels`` (N, 0-based)."""
 
 
+@functools.lru_cache(maxsize=2)
+def _coco_gt(path: str, mtime_ns: int) -> Any:
+    """pycocotools' COCO of a json file (cached: a full COCO val json takes seconds to index)."""
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(path)
+
+
+def _summarize(gt: Any, dets: list[dict[str, Any]], image_ids: list[int] | None = None) -> tuple[float, float]:
+    from pycocotools.cocoeval import COCOeval
+
+    if not dets:
+        return 0.0, 0.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes(dets), "bbox")
+        if image_ids is not None:
+            ev.params.imgIds = image_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return max(float(ev.stats[0]), 0.0), max(float(ev.stats[1]), 0.0)
+
+
+def _coco_json_map(data: DetectionSet, preds: Sequence[Detections]) -> tuple[float, float]:
+    """mAP against the set's own COCO json (crowd regions, segmentation areas), on its samples' images."""
+    path = Path(data.coco_json)
+    gt = _coco_gt(str(path), path.stat().st_mtime_ns)
+    dets = [{"image_id": s.image_id, "category_id": data.coco_ids[int(lab)], "bbox": [x1, y1, x2 - x1, y2 - y1],
+             "score": sc}
+            for s, p in zip(data.samples, preds, strict=True)
+            for (x1, y1, x2, y2), sc, lab in zip(p["boxes"].tolist(), p["scores"].tolist(), p["labels"].tolist(),
+                                                 strict=True)
+            if 0 <= lab < len(data.coco_ids)]  # a label the json has no category for cannot match anything
+    return _summarize(gt, dets, [int(s.image_id) for s in data.samples if s.image_id is not None])
+
+
 def coco_map(data: DetectionSet, preds: Sequence[Detections]) -> tuple[float, float]:
     """COCO ``(mAP@[.5:.95], mAP@.5)`` of ``preds`` (one per sample, same order) over ``data``.
 
-    Ground truth and detections are built as COCO objects in memory; pycocotools' prints are
-    silenced. Classes without ground truth are ignored by COCOeval, as in the official protocol.
+    A set read from a COCO json is scored against that json itself (crowd regions and segmentation
+    areas as in the official protocol), on the set's images only. Other sets (YOLO txt, VOC) are
+    built as COCO objects in memory with box areas and no crowd regions, as ``yolo val`` builds
+    them. pycocotools' prints are silenced. Classes without ground truth are ignored by COCOeval.
     """
     require("pycocotools", "detection")
     from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
 
+    if data.coco_json:
+        return _coco_json_map(data, preds)
     images, anns, dets = [], [], []
     for i, (s, p) in enumerate(zip(data.samples, preds, strict=True)):
         images.append({"id": i, "width": s.width, "height": s.height})
@@ -45,14 +88,7 @@ def coco_map(data: DetectionSet, preds: Sequence[Detections]) -> tuple[float, fl
         gt = COCO()
         gt.dataset = {"images": images, "annotations": anns, "categories": [{"id": k} for k in range(n_cls)]}
         gt.createIndex()
-        if not dets:
-            return 0.0, 0.0
-        dt = gt.loadRes(dets)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.evaluate()
-        ev.accumulate()
-        ev.summarize()
-    return max(float(ev.stats[0]), 0.0), max(float(ev.stats[1]), 0.0)
+    return _summarize(gt, dets)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
