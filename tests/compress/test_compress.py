@@ -23,8 +23,16 @@ def test_recipes_and_target_ownership() -> None:
     stages = (StageSpec("prune"), StageSpec("kmeans"))
     assert assign_targets(stages, {"macs", "weight_bytes"}) == [{"macs"}, {"weight_bytes"}]
     assert assign_targets((StageSpec("prune"), StageSpec("lowrank")), {"macs"}) == [set(), {"macs"}]
-    for bad, says in (("kmeans,prune", "last stage"), ("prune,,kmeans", "empty stage"), ("int8", "slimcnn export"),
-                      ("quantise", "unknown")):
+    # int8: last; for a latency target on ONNX Runtime auto ends with it (k-means ONNX runs at fp32 speed)
+    assert parse_recipe("prune,int8") == (StageSpec("prune"), StageSpec("int8"))
+    assert auto_recipe({"latency_ms", "weight_bytes"}) == (StageSpec("prune"), StageSpec("int8"))
+    assert auto_recipe({"latency_ms", "weight_bytes"}, "torch") == (StageSpec("prune"), StageSpec("kmeans"))
+    # a target int8 scales is owned by the structural stage before it (given the target / int8's factor)
+    assert assign_targets((StageSpec("prune"), StageSpec("int8")), {"latency_ms", "weight_bytes"}) == [
+        {"latency_ms", "weight_bytes"}, set()]
+    assert assign_targets((StageSpec("int8"),), {"weight_bytes"}) == [{"weight_bytes"}]
+    for bad, says in (("kmeans,prune", "last stage"), ("prune,,kmeans", "empty stage"), ("int8,prune", "last stage"),
+                      ("prune,kmeans,int8", "kmeans and int8"), ("quantise", "unknown")):
         with pytest.raises(ConfigError, match=says):
             parse_recipe(bad)
     with pytest.raises(ConfigError, match="--latency cannot be reached"):
@@ -112,3 +120,37 @@ def test_peak_activation_memory_is_a_target(trained_lenet: Path, tmp_path: Path,
     assert check["value"] == peak and check["met"] == (peak <= check["limit"]) and rc == (0 if res["met"] else 1)
     assert check["limit"] == pytest.approx(0.7 * res["before"]["cost"]["activation_bytes"])
     assert res["details"]["stages"][0]["name"] == "prune"
+
+
+def test_compress_prune_int8_judges_the_written_onnx(trained_lenet: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import onnx
+
+    from slimcnn.export import OrtModule
+    from slimcnn.export._int8 import int8_weight_bytes
+    from slimcnn.run import Plan, apply_plan
+
+    out = tmp_path / "c8"
+    rc = main(["compress", f"file:{trained_lenet}", "--task", "classification", "--data", "digits",
+               "--max-drop", "3", "--macs", "0.7x", "--weight-bytes", "0.3x", "--recipe", "prune,int8",
+               "--amounts", "0.25,0.5", "--limit", "120", "--recovery", "plain", "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == (0 if res["met"] else 1)
+    assert [s["name"] for s in res["details"]["stages"]] == ["prune", "int8"]
+    data = (out / "model.onnx").read_bytes()
+    assert any(i.data_type == onnx.TensorProto.INT8 for i in onnx.load_from_string(data).graph.initializer)
+    d = res["details"]["int8"]
+    assert d["judged_is_written"] is True and d["factors_on_original"]["weight_bytes"] < 0.3
+    # the prune stage was given the byte target divided by int8's factor; the check is on the int8 file
+    checks = {c["name"]: c for c in res["checks"]}
+    assert checks["weight_bytes"]["value"] == int8_weight_bytes(data) == res["after"]["cost"]["weight_bytes"]
+    assert checks["weight_bytes"]["met"] and checks["macs"]["met"]
+    # the after score is the written file's, run by ONNX Runtime on all validation images
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    assert task.evaluate(OrtModule(out / "model.onnx")).value == res["after"]["score"]["value"]
+    # plan.json replays prune + int8 to the same bytes (no fine-tuning in this run; recorded ranges, no data)
+    plan = Plan.load(out / "plan.json")
+    assert [s.transform for s in plan.steps] == ["prune_channels", "int8"]
+    assert apply_plan(loaded.model, plan).model_bytes() == data  # type: ignore[operator]
+    assert load_model(f"file:{out / 'model.pt'}").model.conv1.out_channels <= 6  # the float model it quantised

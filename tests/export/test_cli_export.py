@@ -102,3 +102,11 @@ def test_export_onnx_int8_scores_the_int8_file(tmp_path: Path, capsys: pytest.Ca
     import onnx
 
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out / "model.onnx")).graph.node}
+    # plan.json holds the int8 step; it replays the written bytes from the recorded ranges (no data)
+    from slimcnn.models import load_model
+    from slimcnn.run import Plan, apply_plan
+
+    plan = Plan.load(out / "plan.json")
+    assert [s.transform for s in plan.steps] == ["int8"]
+    replayed = apply_plan(load_model("slimcnn:lenet5").model, plan)
+    assert replayed.model_bytes() == (out / "model.onnx").read_bytes()  # type: ignore[operator]

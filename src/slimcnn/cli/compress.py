@@ -40,7 +40,7 @@ def compress_cmd(
     weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Weight memory target: 0.1x, 256KB, 4MiB."),
     latency: str | None = typer.Option(None, "--latency", help="ONNX Runtime latency target: 0.6x or 12ms."),
     activation_bytes: str | None = typer.Option(None, "--activation-bytes", help="Peak activation memory target at --input (on-chip SRAM): 0.5x or 256KB."),
-    recipe: str = typer.Option("auto", "--recipe", help="auto, or stages in order: prune[:criterion], cpo, iterative, kernel, lowrank, kmeans (e.g. prune,kmeans)."),
+    recipe: str = typer.Option("auto", "--recipe", help="auto, or stages in order: prune[:criterion], cpo, iterative, kernel, lowrank, then kmeans or int8 (e.g. prune,kmeans; prune,int8)."),
     recovery: str = typer.Option("kd", "--recovery", help="Fine-tuning inside every stage: kd (distil from the original) or plain (task labels)."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps per measured point in every stage."),
     lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (task default)."),
@@ -63,8 +63,9 @@ def compress_cmd(
 ) -> int:
     """Reach --max-drop and every hardware target in one run, combining methods (stages), judged on the original.
 
-    `auto` prunes channels first for MACs/params/latency targets and shares weights by k-means last for a
-    byte target; each stage gets the budget that is left. Exit code 1 when a target is not met (the closest
+    `auto` prunes channels first for MACs/params/latency targets; then int8 (ONNX Runtime) last for a latency
+    target, else k-means weight sharing last for a byte target; each stage gets the budget that is left. With
+    int8, model.onnx is the int8 model every 'after' number is measured on. Exit code 1 when a target is not met (the closest
     model is written).
     """
     from slimcnn.compress import CompressSpec, assign_targets, auto_recipe, compress, parse_recipe
@@ -90,10 +91,12 @@ def compress_cmd(
     if not budget.limits:
         raise ConfigError("give a hardware target: one of --macs, --params, --weight-bytes, --latency, "
                           "--activation-bytes")
-    stages = parse_recipe(recipe) or auto_recipe(set(budget.limits))
-    assign_targets(stages, set(budget.limits))
     if latency is not None and runtime is None:
         runtime = "onnxruntime"
+    stages = parse_recipe(recipe) or auto_recipe(set(budget.limits), runtime)
+    assign_targets(stages, set(budget.limits))
+    if stages[-1].method == "int8" and runtime not in (None, "onnxruntime"):
+        raise ConfigError(f"--recipe ...,int8 is judged in ONNX Runtime; drop --runtime {runtime} or use onnxruntime")
     if input:
         parse_shape(input)
     spec = CompressSpec(recipe=recipe, finetune_steps=finetune_steps, finetune={"lr": lr} if lr is not None else {},

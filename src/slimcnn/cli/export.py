@@ -35,6 +35,8 @@ def export_cmd(
     percentile: float = typer.Option(99.999, "--percentile", help="onnx-int8 with --calibration percentile."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="onnx-int8: one weight scale per tensor (default: per output channel)."),
     reduce_range: bool = typer.Option(False, "--reduce-range", help="onnx-int8: 7-bit weights (CPUs without VNNI)."),
+    symmetric_activations: bool = typer.Option(False, "--symmetric-activations", help="onnx-int8: int8 activations symmetric around 0 (default: asymmetric uint8)."),
+    quant_format: str = typer.Option("qdq", "--quant-format", help="onnx-int8: qdq (Q/DQ pairs ORT fuses) or qoperator (QLinearConv... nodes)."),
     float_layers: list[str] = typer.Option([], "--float-layers", help="onnx-int8: fnmatch pattern of layers kept in float32 (repeatable)."),
     float_fallback: str | None = typer.Option(None, "--float-fallback", help="onnx-int8: keep the most sensitive layers in float, measured per layer on the task's data: 'auto' (fewest that meet --max-drop) or N (the N most sensitive)."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="With --float-fallback auto: allowed score drop, 0.5 (points/dB) or 1% of the original's score."),
@@ -67,10 +69,12 @@ def export_cmd(
     if prune is not None and bits is None:
         raise ConfigError("--prune goes with --bits (k-means after magnitude pruning)")
     int8_flags = calibration != "minmax" or calibration_samples != 512 or percentile != 99.999 or per_tensor \
-        or reduce_range or bool(float_layers) or float_fallback is not None or max_drop is not None or sweep_limit != 1000
+        or reduce_range or bool(float_layers) or float_fallback is not None or max_drop is not None or sweep_limit != 1000 \
+        or symmetric_activations or quant_format != "qdq"
     if int8_flags and format != "onnx-int8":
         raise ConfigError(f"--calibration/--calibration-samples/--percentile/--per-tensor/--reduce-range/--float-layers/"
-                          f"--float-fallback/--max-drop/--sweep-limit apply to --format onnx-int8, not {format}")
+                          f"--float-fallback/--max-drop/--sweep-limit/--symmetric-activations/--quant-format apply to "
+                          f"--format onnx-int8, not {format}")
     if c_prefix != "slim_model" and format != "c":
         raise ConfigError(f"--c-prefix applies to --format c, not {format}")
     if format == "c" and not (c_prefix.isidentifier() and c_prefix.isascii()):
@@ -80,7 +84,8 @@ def export_cmd(
         raise ConfigError("--per-channel-codebook goes with --bits")
     int8 = Int8Spec(calibration=calibration, samples=calibration_samples, per_channel=not per_tensor,  # type: ignore[arg-type]
                     percentile=percentile, reduce_range=reduce_range, float_layers=tuple(float_layers),
-                    float_fallback=float_fallback, max_drop=max_drop, sweep_limit=sweep_limit)
+                    float_fallback=float_fallback, max_drop=max_drop, sweep_limit=sweep_limit,
+                    symmetric_activations=symmetric_activations, quant_format=quant_format)  # type: ignore[arg-type]
     spec = ExportSpec(format=format, kmeans=kmeans, int8=int8, c_prefix=c_prefix)  # type: ignore[arg-type]
     check_export(model, spec, task=task, data=data)
     if input:
@@ -89,6 +94,7 @@ def export_cmd(
                "calibration": calibration, "calibration_samples": calibration_samples, "percentile": percentile,
                "per_tensor": per_tensor, "reduce_range": reduce_range, "float_layers": list(float_layers),
                "float_fallback": float_fallback, "max_drop": max_drop, "sweep_limit": sweep_limit,
+               "symmetric_activations": symmetric_activations, "quant_format": quant_format,
                "c_prefix": c_prefix, "task": task, "limit": limit, "threads": threads, "runs": runs, "input": input,
                "arch": arch, "seed": seed}
     with open_run("export", out, model=model, weights=weights, data={"data": data}, options=options,

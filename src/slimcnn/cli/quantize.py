@@ -7,11 +7,14 @@ from typing import Any
 import typer
 
 from slimcnn.cli._app import FORCE_HELP, RESUME_HELP, app, emit_json, note, say
+from slimcnn.errors import ConfigError
 
 
 @app.command("quantize")
 def quantize_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:alexnet_bvlc, slimcnn:resnet56, torchvision:resnet18."),
+    scheme: str = typer.Option("kmeans", "--scheme", help="kmeans (weight sharing into model.slim) or int8 (ONNX Runtime static int8 into model.onnx; needs --task/--data)."),
+    calibration: str = typer.Option("minmax", "--calibration", help="--scheme int8: activation ranges, minmax, entropy or percentile."),
     bits: str | None = typer.Option(None, "--bits", help="Bits per layer by fnmatch on module names, first match wins: 'conv1=9,conv*=8,fc*=1' (1..16); '8' = every conv/linear."),
     prune: str | None = typer.Option(None, "--prune", help="Magnitude-pruning factor f per layer (keep 1/f), applied before k-means: 'conv3=2,conv4=2,fc*=3'."),
     global_prune: float | None = typer.Option(None, "--global-prune", help="One magnitude threshold over all quantised layers keeping 1/f in total (instead of --prune)."),
@@ -34,7 +37,23 @@ def quantize_cmd(
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
 ) -> int:
-    """Share weights by k-means (+ magnitude pruning) and write a packed .slim file with honest sizes."""
+    """Share weights by k-means (+ magnitude pruning) into a packed .slim file with honest sizes, or (--scheme
+    int8) quantise to int8 with ONNX Runtime: model.onnx is the int8 model, scored and timed itself."""
+    if scheme not in ("kmeans", "int8"):
+        raise ConfigError(f"--scheme must be kmeans or int8, got '{scheme}'")
+    if scheme == "int8":
+        kmeans_flags = {"--bits": bits, "--prune": prune, "--global-prune": global_prune, "--weight-bytes": weight_bytes,
+                        "--per-channel": per_channel or None, "--huffman": huffman or None,
+                        "--finetune-steps": finetune_steps or None, "--method": None if method == "exact" else method,
+                        "--codebook": None if codebook == "fp32" else codebook, "--no-onnx": no_onnx or None}
+        given = [flag for flag, value in kmeans_flags.items() if value is not None]
+        if given:
+            raise ConfigError(f"{given[0]} is a k-means option; --scheme int8 takes --task, --data, --calibration, "
+                              "--max-drop (keeps the most sensitive layers in float) and --limit")
+        return _int8(model, task=task, data=data, calibration=calibration, max_drop=max_drop, limit=limit,
+                     weights=weights, arch=arch, seed=seed, out=out, force=force, resume=resume, as_json=as_json)
+    if calibration != "minmax":
+        raise ConfigError("--calibration applies to --scheme int8")
     from slimcnn.quantize import KMeansQuantSpec
     from slimcnn.quantize._run import format_bytes, larger_warning, quantize_to_dir, size_ratio_text
     from slimcnn.search.budget import parse_amount, parse_drop
@@ -77,6 +96,49 @@ def quantize_cmd(
         say(f"  {c['name']}: {c['value']:.6g} (limit {c['limit']:.6g}) {'met' if c['met'] else 'NOT MET'}")
     say(f"wrote {', '.join(res.files.values())}, {res.out}/plan.json, {res.out}/result.json; report: {res.out}/report.html")
     return _budget_exit(res)
+
+
+def _int8(model: str, *, task: str | None, data: str | None, calibration: str, max_drop: str | None,
+          limit: int | None, weights: str | None, arch: str | None, seed: int, out: str, force: bool, resume: bool,
+          as_json: bool) -> int:
+    """``--scheme int8``: the ``onnx-int8`` export as a quantize run (model.onnx + plan.json with the int8 step)."""
+    import dataclasses
+
+    from slimcnn.cli._app import check_task, load_for_cli, open_run, say_notes
+    from slimcnn.export import ExportSpec, Int8Spec, check_export, export_to_run
+    from slimcnn.run import read_result, write_run
+
+    check_task(task, data)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be >= 1, got {limit}")
+    int8 = Int8Spec(calibration=calibration, float_fallback="auto" if max_drop is not None else None,  # type: ignore[arg-type]
+                    max_drop=max_drop)
+    spec = ExportSpec(format="onnx-int8", int8=int8)
+    check_export(model, spec, task=task, data=data)
+    options = {"scheme": "int8", "calibration": calibration, "max_drop": max_drop, "task": task, "limit": limit,
+               "arch": arch, "seed": seed}
+    with open_run("quantize", out, model=model, weights=weights, data={"data": data}, options=options, force=force,
+                  resume=resume) as run:
+        say_notes(run)
+        loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed)
+        from slimcnn.tasks import make_task
+
+        task_obj = make_task(task, data, info=loaded.info)  # type: ignore[arg-type]
+        result = export_to_run(run, loaded, model, spec, task_obj.example_input(), task=task_obj, task_name=task,
+                               limit=limit, options=options, seed=seed)
+        result = dataclasses.replace(result, command="quantize")
+        write_run(run, result)
+    for line in result.notes:
+        note(f"note: {line}")
+    if as_json:
+        emit_json(read_result(run.out))
+        return 0
+    say(result.details["summary"])
+    say(f"int8 weight bytes (every initializer of model.onnx): {result.after.cost.weight_bytes:,}; "
+        f"ONNX Runtime latency {result.details['latency_ratio']:.3f}x the fp32 model (interleaved)")
+    say(f"wrote {run.out}/ model.onnx, plan.json, result.json; report: {run.out}/report.html")
+    fb = result.details.get("float_fallback", {})
+    return 1 if fb.get("final_met") is False else 0
 
 
 def _budget_exit(res: Any) -> int:

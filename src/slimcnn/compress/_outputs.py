@@ -24,13 +24,16 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment, write_run
     from slimcnn.run._measure import save_model_files
 
-    written = save_model_files(loaded, res.model, x, run.path)
     details: dict[str, Any] = {
         "recipe": [s.name for s in res.recipe],
         "stages": [_stage_dict(s) for s in res.stages],
         "kmeans_bits": res.kmeans_bits,
         "search_seconds": round(res.seconds, 2),
     }
+    if res.int8 is not None:
+        written = _write_int8(run, loaded, res, x, details)
+    else:
+        written = save_model_files(loaded, res.model, x, run.path)
     if res.kmeans_bits:
         from slimcnn.quantize import load_packed, save_packed
 
@@ -59,6 +62,32 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
         environment=environment(options.get("seed")))
     write_run(run, result)
     return result
+
+
+def _write_int8(run: Any, loaded: Any, res: Any, x: Any, details: dict[str, Any]) -> Any:
+    """``model.onnx`` = the int8 model judged (bytes checked identical), ``model.pt`` = the float model it quantised.
+
+    Returns the int8 model re-loaded from ``model.onnx`` (ONNX Runtime), which test scores are measured on.
+    """
+    import hashlib
+
+    from slimcnn.export._onnx import write_onnx
+    from slimcnn.export._run import write_sidecar
+    from slimcnn.models import load_model
+    from slimcnn.run._measure import save_model_files
+
+    save_model_files(loaded, res.float_model, x, run.path, onnx=False)
+    path = write_onnx(run.path / "model.onnx", res.int8.data)
+    write_sidecar(path, loaded)
+    on_disk = path.read_bytes()
+    details["int8"] = {
+        **res.int8.details, "float_layers": res.int8.float_layers, "factors_on_original": res.int8_factors,
+        "onnx_sha256": hashlib.sha256(on_disk).hexdigest(), "judged_is_written": on_disk == res.int8.data,
+        "weight_bytes": res.int8.cost.weight_bytes,
+        "files": "model.onnx: the int8 ONNX model every 'after' number is measured on (ONNX Runtime); model.pt: "
+                 "the float model it quantised (plan.json replays both)",
+    }
+    return load_model(f"file:{path}").model
 
 
 def _stage_dict(s: Any) -> dict[str, Any]:

@@ -14,7 +14,11 @@ MOVES: dict[str, frozenset[str]] = {
     "kernel": frozenset({"macs", "params", "weight_bytes"}),
     "lowrank": frozenset({"macs", "params", "latency_ms", "weight_bytes"}),
     "kmeans": frozenset({"weight_bytes"}),
+    # int8 moves both by a fixed factor (no knob): an earlier stage that can move them owns them, with the
+    # target divided by int8's measured factor (slimcnn.compress._int8.int8_factors)
+    "int8": frozenset({"weight_bytes", "latency_ms"}),
 }
+INT8_RUNTIMES = (None, "onnxruntime")
 STRATEGIES = ("greedy", "cpo", "iterative")
 _FLAG = {"macs": "--macs", "params": "--params", "weight_bytes": "--weight-bytes", "latency_ms": "--latency",
          "activation_bytes": "--activation-bytes"}
@@ -39,7 +43,7 @@ def parse_recipe(text: str) -> tuple[StageSpec, ...] | None:
     """``auto`` -> None; ``prune,kmeans`` / ``cpo:sparsity,kmeans`` / ``prune:chip,lowrank`` -> stages.
 
     A stage is ``METHOD[:CRITERION]`` with METHOD one of prune, cpo, iterative (channel pruning with
-    that strategy), kernel, lowrank, kmeans; ``int8`` is a deployment format (``slimcnn export``).
+    that strategy), kernel, lowrank, kmeans, int8 (ONNX Runtime static int8; last, not with kmeans).
     """
     t = text.strip().lower()
     if t == "auto":
@@ -53,27 +57,32 @@ def parse_recipe(text: str) -> tuple[StageSpec, ...] | None:
             stages.append(StageSpec("prune", head, criterion or None))
         elif head == "prune":
             stages.append(StageSpec("prune", "greedy", criterion or None))
-        elif head in ("kernel", "lowrank", "kmeans"):
+        elif head in ("kernel", "lowrank", "kmeans", "int8"):
             if criterion and head != "kernel":
                 raise ConfigError(f"--recipe stage '{part}': only prune/cpo/iterative/kernel take a :criterion")
             stages.append(StageSpec(head, "greedy", criterion or None))
-        elif head == "int8":
-            raise ConfigError("--recipe int8: int8 is a deployment format, not a search stage; compress, then "
-                              "`slimcnn export OUT/model.pt --format onnx-int8`")
         else:
-            raise ConfigError(f"--recipe stage '{head}' is unknown; use prune, cpo, iterative, kernel, lowrank or "
-                              "kmeans, comma-separated (e.g. prune,kmeans), or auto")
-    if [s.method for s in stages].count("kmeans") > 1 or ("kmeans" in [s.method for s in stages[:-1]]):
-        raise ConfigError("--recipe: kmeans shares weights and must be the last stage, once")
+            raise ConfigError(f"--recipe stage '{head}' is unknown; use prune, cpo, iterative, kernel, lowrank, "
+                              "kmeans or int8, comma-separated (e.g. prune,kmeans), or auto")
+    methods = [s.method for s in stages]
+    if "kmeans" in methods and "int8" in methods:
+        raise ConfigError("--recipe: kmeans and int8 both quantise the weights; use one of them (the last stage)")
+    for last in ("kmeans", "int8"):
+        if methods.count(last) > 1 or last in methods[:-1]:
+            raise ConfigError(f"--recipe: {last} quantises the weights and must be the last stage, once")
     return tuple(stages)
 
 
-def auto_recipe(targets: set[str]) -> tuple[StageSpec, ...]:
-    """Compute, latency and activation targets: channel pruning first; weight-byte targets: weight sharing last."""
+def auto_recipe(targets: set[str], runtime: str | None = None) -> tuple[StageSpec, ...]:
+    """Compute, latency and activation targets: channel pruning first. Then, for a latency target on ONNX
+    Runtime (which runs int8 kernels), int8 last (it cuts latency and weight bytes; k-means ONNX runs at
+    fp32 speed); for a weight-byte target without one, weight sharing (k-means) last."""
     stages = []
     if targets & {"macs", "params", "latency_ms", "activation_bytes"}:
         stages.append(StageSpec("prune"))
-    if "weight_bytes" in targets:
+    if "latency_ms" in targets and runtime in INT8_RUNTIMES:
+        stages.append(StageSpec("int8"))
+    elif "weight_bytes" in targets:
         stages.append(StageSpec("kmeans"))
     if not stages:
         raise ConfigError("compress needs a hardware target: one of --macs, --params, --weight-bytes, --latency, "
@@ -86,6 +95,8 @@ def assign_targets(stages: tuple[StageSpec, ...], targets: set[str]) -> list[set
     owned: list[set[str]] = [set() for _ in stages]
     for t in targets:
         movers = [i for i, s in enumerate(stages) if t in MOVES[s.method]]
+        searched = [i for i in movers if stages[i].method != "int8"]
+        movers = searched or movers
         if not movers:
             names = ",".join(s.name for s in stages)
             raise ConfigError(f"{_FLAG.get(t, t)} cannot be reached by --recipe {names}: no stage changes it "

@@ -15,6 +15,7 @@ from torch import nn
 
 from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, parse_recipe
 from slimcnn.errors import ConfigError
+from slimcnn.export._int8 import Int8Spec
 from slimcnn.search.budget import Amount, Budget, ConstraintCheck
 from slimcnn.types import Cost, Score
 
@@ -42,6 +43,8 @@ class CompressSpec:
     amounts: tuple[float, ...] | None = None
     device: str = "cpu"
     exclude: tuple[str, ...] = ()
+    int8: Int8Spec = field(default_factory=Int8Spec)
+    """How an ``int8`` stage quantises (calibration, images, per-channel weights)."""
 
 
 @dataclass
@@ -78,6 +81,12 @@ class CompressResult:
     """Bits per layer when a k-means stage ran (the written ``model.slim`` packs them)."""
     packed: Any = None
     """The ``QuantizeResult`` of ``model`` when a k-means stage ran (what ``model.slim`` stores)."""
+    int8: Any = None
+    """The :class:`~slimcnn.compress._int8.Int8Outcome` when an int8 stage ran: ``model`` is its ONNX Runtime
+    module, the written ``model.onnx`` its bytes, ``float_model`` the float model it quantised."""
+    float_model: nn.Module | None = None
+    int8_factors: dict[str, float] = field(default_factory=dict)
+    """Latency and weight-byte factors of int8 measured on the original (earlier stages' targets were divided by them)."""
 
 
 StageCallback = Callable[[int, StageSpec, str], None]
@@ -118,8 +127,11 @@ def compress(
     if budget.max_drop is None:
         raise ConfigError("compress needs a quality target: --max-drop (e.g. 1 point, 0.2 dB or 1%)")
     targets = set(budget.limits)
-    stages = parse_recipe(spec.recipe) or auto_recipe(targets)
+    stages = parse_recipe(spec.recipe) or auto_recipe(targets, spec.runtime)
     owned = assign_targets(stages, targets)
+    has_int8 = stages[-1].method == "int8"
+    if has_int8 and spec.runtime not in (None, "onnxruntime"):
+        raise ConfigError(f"an int8 stage runs in ONNX Runtime; its latency cannot be timed with --runtime {spec.runtime}")
     t0 = time.perf_counter()
     x = task.example_input() if example_input is None else example_input
     original = model.eval()
@@ -128,6 +140,14 @@ def compress(
     need_latency = "latency_ms" in targets or spec.runtime is not None
     base_cost = _cost(original, x)
     current, current_score = original, base_score
+    # int8 (last) scales latency and weight bytes by a fixed factor: earlier stages get the targets divided by it
+    factors: dict[str, float] = {}
+    if has_int8 and any(owned[i] & {"latency_ms", "weight_bytes"} for i in range(len(stages) - 1)):
+        from slimcnn.compress._int8 import int8_factors
+
+        factors = int8_factors(original, task, x, spec.int8, threads=spec.threads)
+    int8_out: Any = None
+    float_model: nn.Module | None = None
     results: list[StageResult] = []
     kmeans_bits: dict[str, int] = {}
     kept: list[Any] = []  # what later stages' fine-tuning must keep of earlier stages (zeros, codebooks)
@@ -135,22 +155,35 @@ def compress(
         say = on_stage or (lambda *_: None)
         saved = _load_stage(state_dir, i)
         if saved is not None:
+            if stage.method == "int8":  # its state is the whole Int8Outcome (the ONNX bytes, the step's params)
+                float_model, int8_out = current, saved[0]
+                saved = (int8_out.module, saved[1])
             current, result = saved
             current_score = result.score
             results.append(result)
+            say(i, stage, f"resumed: stage {i + 1} of {len(stages)} ({stage.name}) was finished by an earlier run")
+            if stage.method == "int8":
+                continue
             kept += _carried_promises(stage, current, result.assignment, x)
             if stage.method == "kmeans":
                 kmeans_bits = {k: int(v) for k, v in result.assignment.items()}
-            say(i, stage, f"resumed: stage {i + 1} of {len(stages)} ({stage.name}) was finished by an earlier run")
             continue
         left = max(drop_total - base_score.drop_to(current_score), 0.0)
         last = i == len(stages) - 1
-        limits = _stage_limits(owned[i], budget, base_cost, current, original, x, spec)
+        limits = _stage_limits(owned[i], budget, base_cost, current, original, x, spec, factors)
         objective = next((k for k in ("latency_ms", "macs", "params", "activation_bytes", "weight_bytes") if k in limits),
                          "weight_bytes" if stage.method == "kmeans" else "macs")
         # The last stage compresses as far as the drop left allows; an earlier one as far as an equal share
         # of it allows, and when that share cannot meet the targets it owns, it meets them at the least drop.
         share = left if last else left / (len(stages) - i)
+        if stage.method == "int8":
+            float_model = current
+            int8_out, result = _run_int8(stage, current, task, x, spec, base_score, drop_total, owned[i], budget,
+                                         base_cost, say, i, len(stages))
+            current, current_score = int8_out.module, int8_out.score
+            results.append(result)
+            _save_stage(state_dir, i, int8_out, result)
+            continue
         say(i, stage, f"stage {i + 1} of {len(stages)}: {stage.name} (owns {', '.join(sorted(owned[i])) or 'no target'}; "
                       f"may lose {share:.4g} {base_score.metric})")
         sspec = SearchSpec(method=stage.method, strategy=stage.strategy, criterion=stage.criterion,
@@ -187,6 +220,9 @@ def compress(
         packed = pack(current, kmeans_bits)
         current = packed.model.eval()
         current_score = task.evaluate(current, device=spec.device)
+    if stages[-1].method == "int8":
+        return _finish_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
+                            base_cost, current_score, x, spec, factors, t0)
     final_cost = _cost(current, x, kmeans_bits)
     before_cost, after_cost = base_cost, final_cost
     if need_latency:
@@ -201,6 +237,56 @@ def compress(
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
         recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed)
+
+
+def _run_int8(stage: StageSpec, current: nn.Module, task: Any, x: Any, spec: CompressSpec, base_score: Score,
+              drop_total: float, owned: set[str], budget: Budget, base_cost: Cost, say: StageCallback, i: int,
+              n: int) -> tuple[Any, StageResult]:
+    """The int8 stage: quantise, score against the original, float fallback while the drop is exceeded."""
+    from slimcnn.compress._int8 import int8_stage
+
+    say(i, stage, f"stage {i + 1} of {n}: int8 (ONNX Runtime static QDQ; may lose {drop_total:.4g} "
+                  f"{base_score.metric} in all against the original)")
+    ts = time.perf_counter()
+    out = int8_stage(current, task, x, spec.int8, baseline=base_score, max_drop=drop_total, threads=spec.threads)
+    drop = base_score.drop_to(out.score)
+    met = drop <= drop_total + 1e-12
+    if "weight_bytes" in owned:
+        met = met and out.cost.weight_bytes <= budget.limits["weight_bytes"].limit(base_cost.weight_bytes)
+    layers = [layer for layer in _int8_layers(out.fp32) if layer not in out.float_layers]
+    step = {"transform": "int8", "layers": layers, "params": out.params}
+    assignment = {layer: 8.0 for layer in layers} | {layer: 32.0 for layer in out.float_layers}
+    result = StageResult("int8", {"max_drop": f"{drop_total:.6g}", **{k: str(budget.limits[k]) for k in owned}},
+                         out.score, out.cost, drop, met, assignment, [step], [], round(time.perf_counter() - ts, 2))
+    return out, result
+
+
+def _int8_layers(fp32: bytes) -> list[str]:
+    import onnx
+
+    from slimcnn.export._int8 import quantizable_layers
+
+    return list(quantizable_layers(onnx.load_from_string(fp32)))
+
+
+def _finish_int8(original: nn.Module, current: nn.Module, float_model: nn.Module | None, out: Any,
+                 results: list[StageResult], stages: tuple[StageSpec, ...], budget: Budget, base_score: Score,
+                 base_cost: Cost, score: Score, x: Any, spec: CompressSpec, factors: dict[str, float],
+                 t0: float) -> CompressResult:
+    """Judge the int8 ONNX model: its cost is the int8 file's, its latency ORT against the original's fp32 ONNX."""
+    from slimcnn.export import compare_onnx_latency, torch_to_onnx
+
+    data = current.model_bytes()  # type: ignore[operator]
+    after_cost = results[-1].cost
+    lat = compare_onnx_latency({"before": torch_to_onnx(original, x).SerializeToString(), "after": data}, x,
+                               threads=spec.threads, runs=50)
+    before_cost = dataclasses.replace(base_cost, latency=lat["before"])
+    after_cost = dataclasses.replace(after_cost, latency=lat["after"])
+    checks = budget.check(before_cost, base_score, after_cost, score)
+    return CompressResult(
+        model=current, stages=results, before={"score": base_score, "cost": before_cost},
+        after={"score": score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks), recipe=stages,
+        seconds=time.perf_counter() - t0, int8=out, float_model=float_model, int8_factors=factors)
 
 
 def kmeans_spec(bits: dict[str, int]) -> Any:
@@ -242,11 +328,15 @@ def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None) -
 
 
 def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.Module, original: nn.Module, x: Any,
-                  spec: CompressSpec) -> dict[str, Amount]:
-    """The stage's limits relative to its input model (so latency is compared within one run)."""
+                  spec: CompressSpec, factors: dict[str, float] | None = None) -> dict[str, Amount]:
+    """The stage's limits relative to its input model (so latency is compared within one run); a target a
+    later int8 stage scales by a factor is divided by that factor."""
     limits: dict[str, Amount] = {}
     if not owned:
         return limits
+    if factors:
+        budget = Budget(budget.max_drop, {k: dataclasses.replace(a, value=a.value / factors[k]) if k in factors else a
+                                          for k, a in budget.limits.items()}, budget.objective)
     cur = _cost(current, x)
     for key in owned:
         amount = budget.limits[key]
@@ -268,7 +358,7 @@ def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.
     return limits
 
 
-def _save_stage(state_dir: Path | None, i: int, model: nn.Module, result: StageResult) -> None:
+def _save_stage(state_dir: Path | None, i: int, model: Any, result: StageResult) -> None:
     if state_dir is None:
         return
     from slimcnn._io import save_torch
@@ -276,7 +366,7 @@ def _save_stage(state_dir: Path | None, i: int, model: nn.Module, result: StageR
     save_torch(state_dir / f"stage-{i}.pt", {"model": model, "result": result})
 
 
-def _load_stage(state_dir: Path | None, i: int) -> tuple[nn.Module, StageResult] | None:
+def _load_stage(state_dir: Path | None, i: int) -> tuple[Any, StageResult] | None:
     path = state_dir / f"stage-{i}.pt" if state_dir is not None else None
     if path is None or not path.is_file():
         return None

@@ -9,8 +9,10 @@ preprocessing). The int8 QDQ model is the artifact: it is what is evaluated and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fnmatch
 import io
+import json
 import logging
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 
 Calibration = Literal["minmax", "entropy", "percentile"]
 CALIBRATIONS: tuple[str, ...] = ("minmax", "entropy", "percentile")
+QuantFormatName = Literal["qdq", "qoperator"]
+QUANT_FORMATS: tuple[str, ...] = ("qdq", "qoperator")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,10 @@ class Int8Spec:
     """The target of ``float_fallback="auto"`` in :func:`slimcnn.search.budget.parse_drop`'s grammar."""
     sweep_limit: int = 1000
     """Images of the task's evaluation data the sensitivity sweep runs on (the final score uses all)."""
+    symmetric_activations: bool = False
+    """Activations as int8 symmetric around 0 (ORT ``ActivationSymmetric``) instead of asymmetric uint8."""
+    quant_format: QuantFormatName = "qdq"
+    """``qdq`` (QuantizeLinear/DequantizeLinear pairs, fused by ORT) or ``qoperator`` (QLinearConv... nodes)."""
 
     def __post_init__(self) -> None:
         from slimcnn.search.budget import parse_drop
@@ -67,6 +75,8 @@ class Int8Spec:
             parse_drop(self.max_drop)
         if isinstance(self.sweep_limit, bool) or not isinstance(self.sweep_limit, int) or self.sweep_limit < 1:
             raise ConfigError(f"--sweep-limit must be an integer >= 1, got {self.sweep_limit!r}")
+        if self.quant_format not in QUANT_FORMATS:
+            raise ConfigError(f"--quant-format must be one of {list(QUANT_FORMATS)}, got '{self.quant_format}'")
         if self.calibration not in CALIBRATIONS:
             raise ConfigError(f"--calibration must be one of {list(CALIBRATIONS)}, got '{self.calibration}'")
         if isinstance(self.samples, bool) or not isinstance(self.samples, int) or self.samples < 1:
@@ -168,32 +178,44 @@ def excluded_nodes(onnx_model: Any, patterns: tuple[str, ...]) -> list[str]:
 class Int8Quantizer:
     """Calibrate once, then write int8 variants that differ only in which layers stay float.
 
-    The graph is pre-processed (``quant_pre_process``) and the activation ranges are computed on the
-    first :meth:`quantize` and cached (ORT's ``calibration_cache_path``): the ranges are those of the
-    fp32 graph and do not depend on which nodes are excluded, so every variant uses the same ones.
-    Use as a context manager (it owns a temporary folder).
+    The graph is pre-processed (``quant_pre_process``) and the activation ranges are computed once
+    (:meth:`ranges`) and cached (ORT's ``calibration_cache_path``), reduced to each tensor's
+    ``lowest``/``highest`` (all that quantisation reads): the ranges are those of the fp32 graph and do
+    not depend on which nodes are excluded, so every variant uses the same ones. Given ``ranges``
+    (from :meth:`ranges`, e.g. an ``int8`` plan step), no calibration data is needed and the same
+    graph quantises to the same bytes. Use as a context manager (it owns a temporary folder).
 
     Args:
         fp32_onnx: the serialised fp32 model (one image input).
-        batches: calibration input batches, model-ready (the task's preprocessing applied).
+        batches: calibration input batches, model-ready (the task's preprocessing applied); None with ``ranges``.
         spec: :class:`Int8Spec` (default: MinMax, 512 images, per-channel weights).
+        ranges: activation ranges recorded by an earlier :meth:`ranges` on the same graph.
+
+    Raises:
+        ConfigError: neither ``batches`` nor ``ranges``; a ``float_layers`` pattern matches nothing.
     """
 
-    def __init__(self, fp32_onnx: bytes, batches: Sequence[torch.Tensor], spec: Int8Spec | None = None) -> None:
+    def __init__(self, fp32_onnx: bytes, batches: Sequence[torch.Tensor] | None, spec: Int8Spec | None = None, *,
+                 ranges: dict[str, Any] | None = None) -> None:
         import onnx
 
         from slimcnn.errors import require
 
+        if batches is None and ranges is None:
+            raise ConfigError("int8 quantisation needs calibration batches or recorded activation ranges")
         self.spec = spec or Int8Spec()
         self._quant: Any = require("onnxruntime.quantization", "onnx")
         self.model = onnx.load_from_string(fp32_onnx)
         self.layers = quantizable_layers(self.model)
         self.base_exclude = excluded_nodes(self.model, self.spec.float_layers)
-        self.reader = _reader_class()(batches, self.model.graph.input[0].name, self.spec.samples)
+        name = self.model.graph.input[0].name
+        self.reader = _reader_class()(batches, name, self.spec.samples) if batches is not None else None
         self._tmp = tempfile.TemporaryDirectory(prefix="slimcnn-int8-")
         tmp = Path(self._tmp.name)
         src, self._pre, self._cache = tmp / "fp32.onnx", tmp / "pre.onnx", tmp / "calibration.json"
         src.write_bytes(fp32_onnx)
+        if ranges is not None:
+            self._cache.write_text(json.dumps(ranges))
         try:
             from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -213,12 +235,25 @@ class Int8Quantizer:
         """Remove the temporary folder."""
         self._tmp.cleanup()
 
+    def ranges(self) -> dict[str, Any]:
+        """The activation ranges every variant uses (ORT's calibration cache, JSON), calibrating on first use.
+
+        Histogram calibrators also cache their histograms; only ``lowest``/``highest`` are kept (quantisation
+        reads nothing else), so the ranges fit a ``plan.json`` and a replay from them gives the same bytes.
+        """
+        if not self._cache.is_file():
+            self._run_quantize(self._cache.with_name("calibrate.onnx"), [])
+        raw = json.loads(self._cache.read_text())
+        keep = {"CLS", "lowest", "highest"}
+        raw["data"] = {t: {k: v for k, v in d.items() if k in keep} for t, d in raw["data"].items()}
+        self._cache.write_text(json.dumps(raw))
+        return dict(raw)
+
     def quantize(self, float_layers: Sequence[str] = (), *, only: str | None = None) -> bytes:
         """The int8 QDQ model with ``float_layers`` (module FQNs, on top of ``spec.float_layers``) in float.
 
         ``only``: quantise just this layer (every other node stays float), for per-layer sensitivity.
         """
-        quant, spec = self._quant, self.spec
         unknown = [f for f in [*float_layers, *([only] if only else [])] if f not in self.layers]
         if unknown:
             raise ConfigError(f"no conv/linear layer named {unknown[0]!r} (layers: {', '.join(list(self.layers)[:8])}, ...)")
@@ -227,26 +262,63 @@ class Int8Quantizer:
             exclude = [n.name for n in self.model.graph.node if n.name not in keep]
         else:
             exclude = list(dict.fromkeys([*self.base_exclude, *(n for f in float_layers for n in self.layers[f])]))
-        method = {"minmax": quant.CalibrationMethod.MinMax, "entropy": quant.CalibrationMethod.Entropy,
-                  "percentile": quant.CalibrationMethod.Percentile}[spec.calibration]
-        extra: dict[str, Any] = {}
-        if spec.calibration == "percentile":
-            extra["CalibPercentile"] = float(spec.percentile)
+        self.ranges()
         self._n += 1
         dst = Path(self._tmp.name) / f"int8_{self._n}.onnx"
-        self.reader.rewind()
+        self._run_quantize(dst, exclude)
+        data = dst.read_bytes()
+        dst.unlink()
+        return data
+
+    def _run_quantize(self, dst: Path, exclude: list[str]) -> None:
+        quant, spec = self._quant, self.spec
+        method = {"minmax": quant.CalibrationMethod.MinMax, "entropy": quant.CalibrationMethod.Entropy,
+                  "percentile": quant.CalibrationMethod.Percentile}[spec.calibration]
+        extra: dict[str, Any] = {"ActivationSymmetric": bool(spec.symmetric_activations)}
+        if spec.calibration == "percentile":
+            extra["CalibPercentile"] = float(spec.percentile)
+        if self.reader is not None:
+            self.reader.rewind()
         chatter = io.StringIO()  # ORT's calibrators print progress; stdout belongs to --json
         with contextlib.redirect_stdout(chatter):
             quant.quantize_static(
-                str(self._pre), str(dst), self.reader, quant_format=quant.QuantFormat.QDQ, per_channel=spec.per_channel,
-                activation_type=quant.QuantType.QUInt8, weight_type=quant.QuantType.QInt8, calibrate_method=method,
+                str(self._pre), str(dst), self.reader, per_channel=spec.per_channel,
+                quant_format=quant.QuantFormat.QDQ if spec.quant_format == "qdq" else quant.QuantFormat.QOperator,
+                activation_type=quant.QuantType.QInt8 if spec.symmetric_activations else quant.QuantType.QUInt8,
+                weight_type=quant.QuantType.QInt8, calibrate_method=method,
                 reduce_range=spec.reduce_range, nodes_to_exclude=exclude, extra_options=extra,
                 calibration_cache_path=str(self._cache),
             )
         log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
-        data = dst.read_bytes()
-        dst.unlink()
-        return data
+
+
+def int8_weight_bytes(int8_onnx: bytes) -> int:
+    """Bytes of every initializer of an ONNX model: int8 weights, int32 biases, scales and zero points."""
+    import onnx
+    from onnx import numpy_helper
+
+    return int(sum(numpy_helper.to_array(t).nbytes for t in onnx.load_from_string(int8_onnx).graph.initializer))
+
+
+def int8_step_params(quantizer: Int8Quantizer, float_layers: Sequence[str]) -> dict[str, Any]:
+    """The ``int8`` plan step's params: the spec, the layers kept in float and the recorded activation ranges."""
+    spec = {k: v for k, v in dataclasses.asdict(quantizer.spec).items()
+            if k not in ("float_fallback", "max_drop", "sweep_limit")}
+    return {"spec": spec, "float_layers": list(float_layers), "ranges": quantizer.ranges()}
+
+
+def replay_int8(model: torch.nn.Module, params: dict[str, Any], example_input: torch.Tensor) -> bytes:
+    """The int8 ONNX model of an ``int8`` plan step: ``model`` exported to fp32 ONNX, quantised with the
+    step's spec, float layers and recorded ranges (no data needed; the run's bytes, bit for bit)."""
+    from slimcnn.export._onnx import torch_to_onnx
+    from slimcnn.types import from_dict
+
+    raw = dict(params.get("spec", {}))
+    raw["float_layers"] = tuple(raw.get("float_layers", ()))
+    spec = from_dict(Int8Spec, raw)
+    fp32 = torch_to_onnx(model, example_input).SerializeToString()
+    with Int8Quantizer(fp32, None, spec, ranges=params["ranges"]) as q:
+        return q.quantize(list(params.get("float_layers", ())))
 
 
 def quantize_int8(fp32_onnx: bytes, batches: Sequence[torch.Tensor], spec: Int8Spec | None = None) -> bytes:

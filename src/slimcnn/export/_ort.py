@@ -25,31 +25,64 @@ class OrtModule(nn.Module):
     """An ONNX model run by ONNX Runtime on the CPU, behind the ``nn.Module`` call interface.
 
     A graph with a fixed batch dimension of 1 is run one sample at a time. The module has no
-    parameters; ``to(device)`` and ``train()`` are accepted and change nothing.
+    parameters of its own (an int8 plan step's module holds the ``float_model`` it came from, which
+    ``forward`` never runs); ``to(device)`` and ``train()`` are accepted and change nothing.
 
     Args:
-        path: the ``.onnx`` file.
+        path: the ``.onnx`` file, or the serialised model (kept, so the module pickles and deep-copies).
         threads: ONNX Runtime intra-op threads (``None``: the physical cores).
+        float_model: the float model an int8 model was quantised from (its structure and costs).
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path | bytes, *, threads: int | None = None,
+                 float_model: nn.Module | None = None) -> None:
         super().__init__()
         from slimcnn.measure._latency import resolve_threads
+
+        # an int8 model's params/MACs are those of the float model it quantised (never run by forward)
+        self.float_model = float_model
+
+        # an in-memory model (an int8 plan step's output) keeps its bytes: it pickles and can be written
+        self.onnx_bytes: bytes | None = path if isinstance(path, bytes) else None
+        self.path = None if isinstance(path, bytes) else Path(path)
+        self.threads = resolve_threads(threads)
+        self._open()
+
+    def _open(self) -> None:
         from slimcnn.measure._onnx import ort_session
 
-        self.path = Path(path)
-        self.threads = resolve_threads(threads)
+        src: bytes | Path = self.onnx_bytes if self.onnx_bytes is not None else self.path  # type: ignore[assignment]
         try:
-            self.session = ort_session(self.path, threads=self.threads)
+            self.session = ort_session(src, threads=self.threads)
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad files
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"ONNX Runtime cannot load '{path}': {first[:300]}") from e
+            raise ModelLoadError(f"ONNX Runtime cannot load '{self.name}': {first[:300]}") from e
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
-            raise ModelLoadError(f"'{path}' takes {len(inputs)} inputs; slimcnn evaluates single-input ONNX models")
+            raise ModelLoadError(f"'{self.name}' takes {len(inputs)} inputs; slimcnn evaluates single-input ONNX models")
         self.input_name = inputs[0].name
         self.input_dims: list[Any] = list(inputs[0].shape)
         self.n_outputs = len(self.session.get_outputs())
+
+    @property
+    def name(self) -> str:
+        """The file, or ``<in-memory ONNX model>``."""
+        return str(self.path) if self.path is not None else "<in-memory ONNX model>"
+
+    def model_bytes(self) -> bytes:
+        """The serialised ONNX model (read from the file when the module was made from one)."""
+        return self.onnx_bytes if self.onnx_bytes is not None else self.path.read_bytes()  # type: ignore[union-attr]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the session (rebuilt on load); a file-backed module pickles its bytes too."""
+        state = {k: v for k, v in self.__dict__.items() if k != "session"}
+        if state["onnx_bytes"] is None:
+            state["onnx_bytes"], state["path"] = self.model_bytes(), None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._open()
 
     @property
     def fixed_batch(self) -> int | None:
@@ -67,7 +100,7 @@ class OrtModule(nn.Module):
         fixed = self.fixed_batch
         if fixed is not None and arr.shape[0] != fixed:
             if fixed != 1:
-                raise ModelLoadError(f"'{self.path}' has a fixed batch of {fixed}; got a batch of {arr.shape[0]}")
+                raise ModelLoadError(f"'{self.name}' has a fixed batch of {fixed}; got a batch of {arr.shape[0]}")
             parts = [self.session.run(None, {self.input_name: arr[i:i + 1]}) for i in range(arr.shape[0])]
             outs = [np.concatenate([p[j] for p in parts]) for j in range(self.n_outputs)]
         else:
@@ -76,7 +109,7 @@ class OrtModule(nn.Module):
         return tensors[0] if len(tensors) == 1 else tensors
 
     def extra_repr(self) -> str:
-        return f"path={str(self.path)!r}, threads={self.threads}"
+        return f"path={self.name!r}, threads={self.threads}"
 
 
 def load_onnx_file(path: Path, opts: Any) -> Any:

@@ -78,7 +78,7 @@ def check_export(model: str, spec: ExportSpec, *, task: str | None, data: str | 
                           "(e.g. --task classification --data cifar10.tar)")
 
 
-def _sidecar(path: Path, loaded: Any) -> None:
+def write_sidecar(path: Path, loaded: Any) -> None:
     from slimcnn._io import write_json
     from slimcnn.models.files import SIDECAR_FORMAT, SIDECAR_VERSION, sidecar_path
 
@@ -130,7 +130,6 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         seed: recorded in the environment.
     """
     from slimcnn.export._c import write_c
-    from slimcnn.export._int8 import quantize_int8
     from slimcnn.export._onnx import decoded_weights, kmeans_onnx, torch_to_onnx, write_onnx
     from slimcnn.export._ort import OrtModule, compare_onnx_latency
     from slimcnn.measure import profile
@@ -171,7 +170,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         else:
             data = kmeans_onnx(decoded, layers, example)
             path = write_onnx(folder / "model.onnx", data)
-            _sidecar(path, loaded)
+            write_sidecar(path, loaded)
             after_onnx = data
             got = decoded_weights(data, sorted(qkeys))
             exact = all(np.array_equal(got[f"{n}.weight"], p.decode().numpy()) for n, p in layers.items())
@@ -202,30 +201,38 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         if spec.format == "onnx-int8":
             if task is None:
                 raise ConfigError("--format onnx-int8 needs --task and --data (calibration images)")
-            n_batches = -(-spec.int8.samples // max(1, int(getattr(task, "batch_size", 128))))
-            if spec.int8.float_fallback is None:
-                data = quantize_int8(fp32, task.calibration_batches(n_batches), spec.int8)
-            else:
-                from slimcnn.export._fallback import float_fallback, sensitivity_table
-                from slimcnn.export._int8 import Int8Quantizer
-                from slimcnn.measure._latency import resolve_threads
+            from slimcnn.export._int8 import Int8Quantizer, int8_step_params, int8_weight_bytes
 
-                s_before = task.evaluate(original, limit=limit)
-                with Int8Quantizer(fp32, task.calibration_batches(n_batches), spec.int8) as quantizer:
+            n_batches = -(-spec.int8.samples // max(1, int(getattr(task, "batch_size", 128))))
+            with Int8Quantizer(fp32, task.calibration_batches(n_batches), spec.int8) as quantizer:
+                float_layers: list[str] = []
+                if spec.int8.float_fallback is None:
+                    data = quantizer.quantize()
+                else:
+                    from slimcnn.export._fallback import float_fallback, sensitivity_table
+                    from slimcnn.measure._latency import resolve_threads
+
+                    s_before = task.evaluate(original, limit=limit)
                     fb = float_fallback(quantizer, fp32, task, baseline=s_before, limit=limit,
                                         threads=resolve_threads(threads))
-                data = fb.data
-                details["float_fallback"] = fb.details
-                chosen = ", ".join(fb.float_layers) or "none"
-                notes.append(f"float fallback ({spec.int8.float_fallback}): kept in float {chosen}; "
-                             f"per-layer sensitivity on {fb.details['sweep_images']} images:\n"
-                             + sensitivity_table(fb.details))
+                    data, float_layers = fb.data, fb.float_layers
+                    details["float_fallback"] = fb.details
+                    chosen = ", ".join(fb.float_layers) or "none"
+                    notes.append(f"float fallback ({spec.int8.float_fallback}): kept in float {chosen}; "
+                                 f"per-layer sensitivity on {fb.details['sweep_images']} images:\n"
+                                 + sensitivity_table(fb.details))
+                # plan.json: the int8 step with its recorded activation ranges replays these bytes without data
+                params = int8_step_params(quantizer, float_layers)
+                int8_layers = [f for f, names in quantizer.layers.items() if f not in float_layers
+                               and not set(names) <= set(quantizer.base_exclude)]
+            plan = Plan((PlanStep("int8", tuple(int8_layers), params),), loaded.source, fingerprint(loaded.model),
+                        tuple(example.shape))
             details["int8"] = dataclasses.asdict(spec.int8)
             details["fp32_onnx_bytes"] = len(fp32)
-            after_cost = dataclasses.replace(before_cost, weight_bytes=dataclasses.replace(
-                profile(original, example, bits=8), layers=()).weight_bytes)
+            # the int8 file's initializers: int8 weights, int32 biases, scales and zero points
+            after_cost = dataclasses.replace(before_cost, weight_bytes=int8_weight_bytes(data))
         path = write_onnx(folder / "model.onnx", data)
-        _sidecar(path, loaded)
+        write_sidecar(path, loaded)
         after_onnx = data
         sess = OrtModule(path, threads=1)
         out = [np.asarray(o) for o in sess.session.run(None, {sess.input_name: x_check.numpy()})]

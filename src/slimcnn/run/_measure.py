@@ -14,6 +14,7 @@ from slimcnn.run._result import Measured
 def save_model_files(loaded: Any, model: nn.Module, example: Any, folder: Path, *, onnx: bool = True) -> nn.Module:
     """Write ``model.pt`` (+ ``yolo.pt`` for ultralytics, + ``model.onnx``) and return the model re-loaded
     from ``model.pt``, so every later measurement is of the artifact actually written."""
+    from slimcnn.export import OrtModule
     from slimcnn.measure import export_onnx
     from slimcnn.models import LoadedModel, load_model, save_model
     from slimcnn.prune._ultralytics import (
@@ -22,6 +23,8 @@ def save_model_files(loaded: Any, model: nn.Module, example: Any, folder: Path, 
         sync_ultralytics_widths_,
     )
 
+    if isinstance(model, OrtModule):  # an int8 plan step: model.onnx is the artifact, model.pt the float model
+        return _save_int8(loaded, model, folder)
     if is_ultralytics_model(model):
         sync_ultralytics_widths_(model)
     path = save_model(LoadedModel(model, loaded.source, loaded.info), folder / "model.pt")
@@ -32,17 +35,58 @@ def save_model_files(loaded: Any, model: nn.Module, example: Any, folder: Path, 
     return load_model(f"file:{path}").model.eval()
 
 
+def _save_int8(loaded: Any, model: Any, folder: Path) -> nn.Module:
+    from slimcnn.export import OrtModule
+    from slimcnn.export._onnx import write_onnx
+    from slimcnn.export._run import write_sidecar
+    from slimcnn.models import LoadedModel, load_model, save_model
+
+    float_model = None
+    if model.float_model is not None:
+        pt = save_model(LoadedModel(model.float_model, loaded.source, loaded.info), folder / "model.pt")
+        float_model = load_model(f"file:{pt}").model.eval()
+    path = write_onnx(folder / "model.onnx", model.model_bytes())
+    write_sidecar(path, loaded)
+    return OrtModule(path, float_model=float_model).eval()
+
+
 def measure_pair(original: nn.Module, new: nn.Module, example: Any, *, task: Any = None, limit: int | None = None,
                  latency: bool = True, runtime: str = "onnxruntime", threads: int | None = None, runs: int = 20,
                  device: str = "cpu") -> tuple[Measured, Measured]:
     """Score, cost and (interleaved, one run) latency of the original and the new model."""
+    from slimcnn.export import OrtModule
     from slimcnn.measure import compare_latency, profile
 
+    if isinstance(new, OrtModule):
+        return _measure_onnx_pair(original, new, example, task=task, limit=limit, latency=latency, threads=threads,
+                                  runs=runs, device=device)
     before, after = profile(original, example), profile(new, example)
     before, after = dataclasses.replace(before, layers=()), dataclasses.replace(after, layers=())
     if latency:
         lat = compare_latency({"before": original, "after": new}, example, runtime=runtime, threads=threads,  # type: ignore[arg-type]
                               runs=runs, warmup=3)
+        before, after = dataclasses.replace(before, latency=lat["before"]), dataclasses.replace(after, latency=lat["after"])
+    s_before = s_after = None
+    if task is not None:
+        s_before = task.evaluate(original, limit=limit, device=device)
+        s_after = task.evaluate(new, limit=limit, device=device)
+    return Measured(s_before, before), Measured(s_after, after)
+
+
+def _measure_onnx_pair(original: nn.Module, new: Any, example: Any, *, task: Any, limit: int | None, latency: bool,
+                       threads: int | None, runs: int, device: str) -> tuple[Measured, Measured]:
+    """An int8 ONNX model against the original: params/MACs of the float model it quantised, weight bytes of
+    the file's initializers, ONNX Runtime latency of the original's fp32 ONNX vs the file, interleaved."""
+    from slimcnn.export import compare_onnx_latency, torch_to_onnx
+    from slimcnn.export._int8 import int8_weight_bytes
+    from slimcnn.measure import profile
+
+    before = dataclasses.replace(profile(original, example), layers=())
+    structure = new.float_model if new.float_model is not None else original
+    after = dataclasses.replace(profile(structure, example), layers=(), weight_bytes=int8_weight_bytes(new.model_bytes()))
+    if latency:
+        lat = compare_onnx_latency({"before": torch_to_onnx(original, example).SerializeToString(),
+                                    "after": new.model_bytes()}, example, threads=threads, runs=runs, warmup=3)
         before, after = dataclasses.replace(before, latency=lat["before"]), dataclasses.replace(after, latency=lat["after"])
     s_before = s_after = None
     if task is not None:

@@ -30,7 +30,8 @@ class PlanStep:
     """One transform applied to named layers.
 
     ``transform`` is a name in :data:`TRANSFORMS`: ``prune_channels``, ``prune_kernels``,
-    ``group_kernels``, ``lowrank`` or ``kmeans``; ``params`` are its JSON arguments.
+    ``group_kernels``, ``lowrank``, ``kmeans`` or ``int8`` (ONNX Runtime int8, last); ``params`` are its
+    JSON arguments.
     """
 
     transform: str
@@ -221,6 +222,19 @@ def _kmeans(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.Module:
     raw["bits"] = tuple((str(p), int(b)) for p, b in raw.get("bits", ()))
     raw["prune"] = tuple((str(p), float(f)) for p, f in raw.get("prune", ()))
     return quantize_model(model, from_dict(KMeansQuantSpec, raw)).model.eval()
+
+
+@TRANSFORMS.register("int8")
+def _int8(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.Module:
+    """``params``: ``{"spec": Int8Spec dict, "float_layers": [layer, ...], "ranges": ORT calibration cache}``.
+
+    Returns an :class:`slimcnn.export.OrtModule` holding the int8 ONNX model (the run's bytes, bit for
+    bit: the recorded activation ranges replace the calibration data). It must be the last step.
+    """
+    from slimcnn.export import OrtModule
+    from slimcnn.export._int8 import replay_int8
+
+    return OrtModule(replay_int8(model, step.params, ctx.example_input), float_model=model).eval()
 
 
 def _module(model: nn.Module, layer: str) -> nn.Module:

@@ -1,0 +1,104 @@
+"""The ``int8`` stage: ONNX Runtime static int8 of the stage's input, judged as the int8 ONNX model itself.
+
+int8 has no knob to search: it divides weight bytes by ~4 and ORT latency by a factor of the model. So
+:func:`int8_factors` measures both factors on the original before the structural stages run, and those
+stages are given the targets divided by them (the budget that is left after int8); the stage itself
+(:func:`int8_stage`) calibrates on the task's training data, scores the int8 model in ONNX Runtime
+against the ORIGINAL, and keeps the fewest most sensitive layers in float when the drop left is exceeded
+(:func:`slimcnn.export._fallback.float_fallback`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimcnn.export._int8 import Int8Spec
+from slimcnn.types import Cost, Score
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Int8Outcome:
+    """The int8 model of a stage and what it was judged on."""
+
+    module: nn.Module
+    """An :class:`~slimcnn.export.OrtModule` holding :attr:`data`."""
+    data: bytes
+    """The int8 ONNX model (QDQ): the artifact written as ``model.onnx``."""
+    fp32: bytes
+    """The fp32 ONNX model of the stage's input (latency comparisons)."""
+    score: Score
+    cost: Cost
+    float_layers: list[str]
+    params: dict[str, Any]
+    """The ``int8`` plan step's params (spec, float layers, recorded activation ranges)."""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _batches(task: Any, spec: Int8Spec) -> Any:
+    return task.calibration_batches(-(-spec.samples // max(1, int(getattr(task, "batch_size", 128)))))
+
+
+def int8_factors(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, threads: int | None,
+                 runs: int = 50) -> dict[str, float]:
+    """What int8 alone does to ``model``: ORT latency and weight bytes of the int8 model over the fp32 one.
+
+    Latency is timed interleaved in one run (batch of ``x``); weight bytes count every initializer of the
+    int8 file against ``profile(model).weight_bytes``.
+    """
+    from slimcnn.export import compare_onnx_latency, quantize_int8, torch_to_onnx
+    from slimcnn.export._int8 import int8_weight_bytes
+    from slimcnn.measure import profile
+
+    fp32 = torch_to_onnx(model, x).SerializeToString()
+    data = quantize_int8(fp32, _batches(task, spec), spec)
+    lat = compare_onnx_latency({"fp32": fp32, "int8": data}, x, threads=threads, runs=runs)
+    out = {"latency_ms": lat["int8"].median_ms / lat["fp32"].median_ms,
+           "weight_bytes": int8_weight_bytes(data) / max(profile(model, x).weight_bytes, 1)}
+    log.info("int8 on the original: latency %.3fx, weight bytes %.3fx (ONNX Runtime, interleaved)",
+             out["latency_ms"], out["weight_bytes"])
+    return out
+
+
+def int8_stage(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, baseline: Score, max_drop: float,
+               threads: int | None = None) -> Int8Outcome:
+    """Quantise ``model`` to int8 ONNX and score it on the task's validation data against ``baseline``.
+
+    When the drop exceeds ``max_drop`` (metric units, against the ORIGINAL's ``baseline``), the fewest most
+    sensitive layers go to float (per-layer sensitivity, greedy, verified on all validation images).
+    """
+    from slimcnn.export import OrtModule, torch_to_onnx
+    from slimcnn.export._fallback import float_fallback
+    from slimcnn.export._int8 import Int8Quantizer, int8_step_params, int8_weight_bytes
+    from slimcnn.measure import profile
+    from slimcnn.measure._latency import resolve_threads
+    from slimcnn.progress import phase
+
+    n_threads = resolve_threads(threads)
+    fp32 = torch_to_onnx(model, x).SerializeToString()
+    details: dict[str, Any] = {"spec": dataclasses.asdict(spec)}
+    with Int8Quantizer(fp32, _batches(task, spec), spec) as q:
+        with phase("int8: calibrate and quantise", 1, "model") as advance:
+            data = q.quantize()
+            advance()
+        score = task.evaluate(OrtModule(data, threads=n_threads))
+        float_layers: list[str] = []
+        details["all_int8_drop"] = baseline.drop_to(score)
+        if baseline.drop_to(score) > max_drop:
+            q.spec = dataclasses.replace(spec, float_fallback="auto", max_drop=f"{max(max_drop, 0.0):.6g}")
+            fb = float_fallback(q, fp32, task, baseline=baseline, limit=None, threads=n_threads)
+            data, float_layers = fb.data, fb.float_layers
+            details["float_fallback"] = fb.details
+            score = task.evaluate(OrtModule(data, threads=n_threads))
+        params = int8_step_params(q, float_layers)
+    cost = dataclasses.replace(profile(model, x), weight_bytes=int8_weight_bytes(data), layers=())
+    details["onnx_bytes"] = len(data)
+    return Int8Outcome(OrtModule(data, float_model=model).eval(), data, fp32, score, cost, float_layers, params,
+                       details)
