@@ -1,4 +1,4 @@
-"""Training: the shared fine-tune loop (:func:`fit_`), its learning-rate schedules, recovery by
+"""Training: the shared fine-tune loop (:func:`fit_`, DDP under torchrun, mixed precision), its learning-rate schedules, recovery by
 distillation (:func:`kd_logits_loss`, :func:`teacher_on`) and fine-tuning that keeps each
 transform's promise (:func:`keep_promises`)."""
 
@@ -16,7 +16,15 @@ from slimcnn.train._distill import (
     output_distill_loss,
     teacher_on,
 )
-from slimcnn.train._loop import OPTIMIZERS, TrainingDivergedError, fit_, to_device
+from slimcnn.train._distributed import (
+    all_gather_objects,
+    is_main,
+    join_from_env,
+    local_part,
+    synced_batchnorm,
+    world,
+)
+from slimcnn.train._loop import AMP_DTYPES, OPTIMIZERS, TrainingDivergedError, autocast, fit_, to_device
 from slimcnn.train._promises import (
     PROMISE_KINDS,
     BrokenPromiseError,
@@ -31,6 +39,7 @@ from slimcnn.train._promises import (
 from slimcnn.train._schedule import SCHEDULES, lr_at
 
 __all__ = [
+    "AMP_DTYPES",
     "OPTIMIZERS",
     "OUTPUT_LOSSES",
     "PROMISE_KINDS",
@@ -43,6 +52,8 @@ __all__ = [
     "Recovery",
     "SharedWeight",
     "TrainingDivergedError",
+    "all_gather_objects",
+    "autocast",
     "check_promises",
     "check_recovery",
     "check_weight",
@@ -50,10 +61,15 @@ __all__ = [
     "feature_distill_loss",
     "fit_",
     "hold_weights",
+    "is_main",
+    "join_from_env",
     "keep_promises",
     "kd_logits_loss",
+    "local_part",
     "lr_at",
     "output_distill_loss",
+    "synced_batchnorm",
     "teacher_on",
     "to_device",
+    "world",
 ]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -17,13 +17,17 @@ from torch import nn
 
 from slimcnn._io import save_torch
 from slimcnn.errors import ConfigError, SlimcnnError, unknown_name
+from slimcnn.progress import phase
 from slimcnn.tasks.base import Batch, TrainStats
+from slimcnn.train._distributed import join_from_env, local_part, rank_device, synced_batchnorm, world
 from slimcnn.train._schedule import Schedule, lr_at
 
 logger = logging.getLogger(__name__)
 
 OptimizerName = Literal["sgd", "adam", "adamw"]
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
+"""``amp=`` names: autocast to bfloat16, or to float16 with a GradScaler."""
 BatchSource = Iterable[Batch] | Callable[[], Iterable[Batch]]
 _LOSS_WINDOW = 20
 
@@ -97,7 +101,7 @@ def _make_optimizer(
     raise unknown_name("optimizer", name, OPTIMIZERS)
 
 
-def _check_args(steps: int, lr: float, checkpoint_every: int, optimizer: str, schedule: str) -> None:
+def _check_args(steps: int, lr: float, checkpoint_every: int, optimizer: str, schedule: str, amp: str | None) -> None:
     if steps < 0:
         raise ConfigError(f"--steps must be >= 0, got {steps}")
     if not lr > 0 or not math.isfinite(lr):
@@ -107,6 +111,24 @@ def _check_args(steps: int, lr: float, checkpoint_every: int, optimizer: str, sc
     if optimizer not in OPTIMIZERS:
         raise unknown_name("optimizer", optimizer, OPTIMIZERS)
     lr_at(0, steps=1, lr=lr, schedule=schedule)  # type: ignore[arg-type]  # validates the name
+    if amp is not None and amp not in AMP_DTYPES:
+        raise unknown_name("amp", amp, tuple(AMP_DTYPES))
+
+
+def autocast(device: str | torch.device, amp: str | None) -> contextlib.AbstractContextManager[Any]:
+    """``torch.autocast`` to the ``amp`` dtype (``"bf16"``/``"fp16"``) on ``device``; a no-op for None."""
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
+
+
+def _channels_last(batch: Any) -> Any:
+    """4-D input tensors in channels-last memory order (what cuDNN's fastest convolutions read)."""
+    if isinstance(batch, torch.Tensor):
+        return batch.contiguous(memory_format=torch.channels_last) if batch.dim() == 4 else batch
+    if isinstance(batch, tuple) and batch:
+        return (_channels_last(batch[0]), *batch[1:])
+    return batch
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -136,6 +158,8 @@ def fit_(
     device: str = "cpu",
     params: Iterable[nn.Parameter] | None = None,
     seed: int = 0,
+    amp: str | None = None,
+    channels_last: bool = False,
 ) -> TrainStats:
     """Train ``model`` in place for ``steps`` optimiser steps.
 
@@ -146,6 +170,11 @@ def fit_(
     at the end; when the file already exists the run resumes from it, replaying the batch stream up
     to the saved step, so an interrupted run ends with the same weights as an uninterrupted one
     (for a deterministic batch source and ops).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) the call joins the process group and trains with
+    DistributedDataParallel: each rank keeps its equal slice of every global batch, gradients and
+    BatchNorm statistics are averaged over the ranks, so the result equals one process with the same
+    global batch (up to float rounding; dropout masks differ). Only rank 0 writes the checkpoint.
 
     Args:
         model: The module to train (mutated; returned to its device in eval mode).
@@ -161,10 +190,13 @@ def fit_(
         grad_clip: Clip the global gradient norm to this value.
         checkpoint: Checkpoint file; resumed from when it exists.
         checkpoint_every: Save every N steps (0: only at the end, when ``checkpoint`` is set).
-        progress: Show a tqdm bar with ETA on stderr (only when stderr is a terminal).
-        device: Where to train (``"cpu"``, ``"cuda"``, ...).
+        progress: Report the phase (:func:`slimcnn.progress.phase`: a bar on a terminal, a log line).
+        device: Where to train (``"cpu"``, ``"cuda"``, ...; ``"cuda"`` under torchrun is this rank's GPU).
         params: Train only these parameters; the others are frozen during the call.
         seed: Seeds torch's RNG (dropout etc.) for the call; the caller's RNG state is restored.
+        amp: Mixed precision: ``"bf16"`` or ``"fp16"`` autocast (fp16 with a GradScaler); None = fp32.
+        channels_last: Train in channels-last memory order (faster convolutions on CUDA); the model
+            is returned contiguous.
 
     Returns:
         :class:`~slimcnn.tasks.base.TrainStats` for the steps run by this call
@@ -174,10 +206,13 @@ def fit_(
         ConfigError: Bad option values or empty batches.
         TrainingDivergedError: The loss became NaN/inf.
     """
-    _check_args(steps, lr, checkpoint_every, optimizer, schedule)
+    _check_args(steps, lr, checkpoint_every, optimizer, schedule, amp)
+    join_from_env(device)
     home = _model_device(model)
-    dev = torch.device(device)
+    dev = rank_device(device)
     model.to(dev)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     all_params = list(model.parameters())
     train_params = all_params if params is None else list(params)
     ids = {id(p) for p in train_params}
@@ -185,6 +220,7 @@ def fit_(
     for p, _ in frozen:
         p.requires_grad_(False)
     opt = _make_optimizer(optimizer, train_params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler(dev.type) if amp == "fp16" else None
     ckpt = Path(checkpoint) if checkpoint is not None else None
 
     rng_devices = [dev.index or 0] if dev.type == "cuda" else []
@@ -192,24 +228,27 @@ def fit_(
         torch.manual_seed(seed)
         start, losses, rng = 0, deque[float](maxlen=_LOSS_WINDOW), None
         if ckpt is not None and ckpt.exists():
-            start, losses, rng = _resume(ckpt, model, opt, dev, steps)
+            start, losses, rng = _resume(ckpt, model, opt, dev, steps, scaler)
         stream = _Cycle(batches)
         for _ in range(start):  # replay the batch stream up to the saved step
             next(stream)
         if rng is not None:  # after the replay, in case the batch source draws from torch's RNG
             torch.set_rng_state(rng)
         try:
-            with _deterministic_cudnn(dev.type == "cuda"):
+            with _deterministic_cudnn(dev.type == "cuda"), synced_batchnorm(model):
                 seconds, samples = _run(
-                    model, stream, loss_fn, opt, losses, start=start, steps=steps, lr=lr,
+                    model, _parallel(model, dev), stream, loss_fn, opt, losses, start=start, steps=steps, lr=lr,
                     warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip, ckpt=ckpt,
                     checkpoint_every=checkpoint_every, progress=progress, dev=dev,
+                    precision=_Precision(amp, scaler, channels_last),
                 )
         finally:
             for p, flag in frozen:
                 p.requires_grad_(flag)
             model.eval()
             model.to(home)
+            if channels_last:
+                model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     final = float(sum(losses) / len(losses)) if losses else float("nan")
     return TrainStats(
         steps=steps - start,
@@ -233,8 +272,34 @@ def _deterministic_cudnn(on: bool) -> Iterator[None]:
         cudnn.deterministic, cudnn.benchmark = saved
 
 
+def _parallel(model: nn.Module, dev: torch.device) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel inside a process group (rank 0's weights win), else itself."""
+    if world()[1] == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Precision:
+    amp: str | None
+    scaler: torch.amp.GradScaler | None
+    channels_last: bool
+
+
+def _mean_over_ranks(value: float) -> float:
+    """The global batch's mean loss (every rank holds an equal slice), so all ranks agree on divergence."""
+    if world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return float(t) / world()[1]
+
+
 def _run(
     model: nn.Module,
+    net: nn.Module,
     stream: _Cycle,
     loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
     opt: torch.optim.Optimizer,
@@ -250,48 +315,59 @@ def _run(
     checkpoint_every: int,
     progress: bool,
     dev: torch.device,
+    precision: _Precision,
 ) -> tuple[float, int]:
-    from tqdm.auto import tqdm
-
-    show = progress and sys.stderr.isatty()
-    bar = tqdm(total=steps, initial=start, unit="step", file=sys.stderr, disable=not show, dynamic_ncols=True)
+    rank, size = world()
+    scaler = precision.scaler
     model.train()
     samples = 0
     t0 = time.perf_counter()
-    try:
+    title = f"fine-tune ({size} ranks)" if size > 1 else "fine-tune"
+    with phase(title, total=steps - start, unit="steps") if progress else contextlib.nullcontext(_no_advance) as advance:
         for step in range(start, steps):
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps=steps, lr=lr, warmup_steps=warmup_steps, schedule=schedule)
-            batch = to_device(next(stream), dev)
+            whole = next(stream)
+            batch = to_device(local_part(whole, rank, size), dev)
+            if precision.channels_last:
+                batch = _channels_last(batch)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model, batch)
-            value = float(loss.detach())
+            with autocast(dev, precision.amp):
+                loss = loss_fn(net, batch)
+            value = _mean_over_ranks(float(loss.detach()))
             if not math.isfinite(value):
                 raise TrainingDivergedError(
                     f"the training loss became {value} at step {step + 1}; lower --lr or add grad_clip"
                 )
-            loss.backward()
+            (scaler.scale(loss) if scaler is not None else loss).backward()
             if grad_clip is not None:
+                if scaler is not None:
+                    scaler.unscale_(opt)
                 params = [p for g in opt.param_groups for p in g["params"]]
                 torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            opt.step()
+            if scaler is not None:
+                scaler.step(opt)
+                scaler.update()
+            else:
+                opt.step()
             losses.append(value)
-            samples += _batch_size(batch)
-            bar.update(1)
-            if show:
-                bar.set_postfix(loss=f"{sum(losses) / len(losses):.4f}", refresh=False)
+            samples += _batch_size(whole)
+            advance(1)
             done = step + 1
-            if ckpt is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)):
-                _save(ckpt, model, opt, done, steps, losses)
-    finally:
-        bar.close()
+            if ckpt is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)) and rank == 0:
+                _save(ckpt, model, opt, done, steps, losses, scaler)
     seconds = time.perf_counter() - t0
     if steps > start:
         logger.info("trained %d steps in %.1fs (%.0f samples/s)", steps - start, seconds, samples / max(seconds, 1e-9))
     return seconds, samples
 
 
-def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, steps: int, losses: deque[float]) -> None:
+def _no_advance(n: int = 1) -> None:
+    """The ``advance`` of a fine-tune that reports no progress."""
+
+
+def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, steps: int, losses: deque[float],
+          scaler: torch.amp.GradScaler | None) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": opt.state_dict(),
@@ -300,12 +376,15 @@ def _save(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, s
         "losses": list(losses),
         "rng": torch.get_rng_state(),
     }
+    if scaler is not None:
+        state["scaler"] = scaler.state_dict()
     save_torch(path, state)
     logger.debug("checkpoint at step %d -> %s", step, path)
 
 
 def _resume(
-    path: Path, model: nn.Module, opt: torch.optim.Optimizer, dev: torch.device, steps: int
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, dev: torch.device, steps: int,
+    scaler: torch.amp.GradScaler | None,
 ) -> tuple[int, deque[float], torch.Tensor]:
     try:
         state = torch.load(path, map_location=dev, weights_only=True)
@@ -313,6 +392,8 @@ def _resume(
         opt.load_state_dict(state["optimizer"])
         step = int(state["step"])
         rng = state["rng"].cpu()
+        if scaler is not None and "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
     except (RuntimeError, KeyError, ValueError, OSError) as e:
         raise ConfigError(
             f"cannot resume from checkpoint {path} ({type(e).__name__}: {str(e)[:200]}); "
