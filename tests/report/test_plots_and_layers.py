@@ -100,6 +100,13 @@ def test_layer_rows_per_transform() -> None:
                    ("a", "bits"): (32, 4, None), ("fc", "bits"): (32, 2, None), ("x[1]", "bits"): (32, 3, None)}
 
 
+def test_layer_rows_show_int8_and_its_float_fallback() -> None:
+    rows = layer_rows(_result([{"transform": "int8", "layers": ["conv2", "fc"], "params": {"float_layers": ["conv1"]}}],
+                              {}))
+    got = {(r.layer, r.kind): (r.before, r.after, r.note) for r in rows}
+    assert got == {("conv2", "bits"): (32, 8, ""), ("fc", "bits"): (32, 8, ""), ("conv1", "bits"): (32, 32, "float fallback")}
+
+
 def test_layer_rows_use_recorded_widths_and_quantize_rows() -> None:
     res = _result([{"transform": "prune_channels", "params": {"layers": {"conv": [1, 3]}}},
                    {"transform": "kmeans", "layers": ["conv"], "params": {"bits": [["*", 8]]}}],

@@ -151,6 +151,11 @@ def layer_rows(result: dict[str, Any]) -> list[LayerRow]:
         elif t == "kmeans":
             for layer, bits in _kmeans_bits(step, details).items():
                 put(layer, "bits", 32, bits)
+        elif t == "int8":  # ONNX Runtime int8: the step's layers at 8 bits, its float fallback at 32
+            for layer in step.get("layers") or []:
+                put(str(layer), "bits", 32, 8)
+            for layer in params.get("float_layers") or []:
+                put(str(layer), "bits", 32, 32, note="float fallback")
     return list(rows.values())
 
 
