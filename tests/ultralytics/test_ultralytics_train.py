@@ -38,8 +38,15 @@ def test_pruned_checkpoint_trains_two_steps_at_its_widths(tmp_path: Path, coco8_
     assert yolo.trainer.epoch == 0 and len(yolo.trainer.train_loader) == 2  # two optimiser steps
     assert sum(p.numel() for p in trained.parameters()) == sum(p.numel() for p in pruned.parameters())
     assert _shapes(trained) == _shapes(pruned)
-    changed = [k for k, v in trained.state_dict().items() if v.is_floating_point() and not torch.equal(v.float(), start[k].float())]
+    changed = [k for k, v in trained.state_dict().items()
+               if v.is_floating_point() and not torch.equal(v.float(), start[k].float())]
     assert changed, "training changed no weight"
+    # what ultralytics wrote loads back in slimcnn at the size it was trained at, widths intact
+    from slimcnn.models import load_model
+
+    again = load_model(f"ultralytics:{yolo.trainer.last}")
+    assert again.info.input_shape == (1, 3, train_args["imgsz"], train_args["imgsz"])
+    assert _shapes(again.model) == _shapes(pruned)
 
 
 def test_plain_train_of_a_pruned_checkpoint_fails_instead_of_training_full_width(tmp_path: Path,

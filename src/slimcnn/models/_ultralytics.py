@@ -38,6 +38,7 @@ def _load_ultralytics(name: str, opts: LoadOptions) -> LoadedModel:
     from ultralytics.nn import tasks as ut
 
     suffix = Path(name).suffix.lower()
+    imgsz: Any = None
     if suffix in (".yaml", ".yml"):
         try:
             cfg = ut.yaml_model_load(name)
@@ -75,9 +76,12 @@ def _load_ultralytics(name: str, opts: LoadOptions) -> LoadedModel:
         kind = getattr(model, "task", None) or ut.guess_model_task(model)
         task = _ULTRA_TASKS.get(kind, ("", "detection"))[1]
         notes, pretrained = (), True
+        imgsz = (ckpt.get("train_args") or {}).get("imgsz") if isinstance(ckpt, dict) else None
     else:
         raise ConfigError(f"ultralytics:{name}: expected a model .yaml (yolov8n.yaml) or a trained .pt file")
     size = 224 if task == "classification" else 640
+    if suffix == ".pt" and isinstance(imgsz, int) and imgsz > 0:
+        size = imgsz  # the size it was trained at (ultralytics' train_args), as `yolo val` would use
     nc = getattr(model, "nc", None) or (
         model.yaml.get("nc") if isinstance(getattr(model, "yaml", None), dict) else None
     )
