@@ -1,6 +1,7 @@
 """Deployable artifacts measured: int8 ResNet-20/56 in ONNX Runtime, AlexNet k-means ONNX, LeNet-5 C arrays.
 
-Run: ``.venv/bin/python benchmarks/export_deploy.py [--data PATH] [--limit N] [--calibrations minmax percentile entropy]``.
+Run: ``.venv/bin/python benchmarks/export_deploy.py [--data PATH] [--limit N] [--calibrations minmax percentile entropy]``;
+``--acceptance [VARIANT ...] [--rounds 5] [--batches 1 16] [--runs N]``: the ResNet-56 acceptance table only.
 Writes ``benchmarks/results/export_deploy.{md,json}``.
 
 - **int8**: ``slimcnn:resnet20`` / ``slimcnn:resnet56`` (shared akamaster weights) exported fp32 (batch norm
@@ -127,6 +128,69 @@ def _fallback_row(data: str, runs: int, samples: int, max_drop: str, sweep: int)
     }
 
 
+ACCEPTANCE_VARIANTS: dict[str, tuple[dict[str, Any], list[str]]] = {
+    "all int8, 8-bit weights": ({"reduce_range": False}, []),
+    "all int8, 7-bit weights (reduce range: the default on a CPU without VNNI)": ({"reduce_range": True}, []),
+    "conv1 float, 8-bit weights": ({"reduce_range": False}, ["conv1"]),
+    "all int8, 7-bit weights, entropy": ({"reduce_range": True, "calibration": "entropy"}, []),
+}
+
+
+def _acceptance_row(data: str, runs: int, rounds: int, batches: list[int], names: list[str]) -> dict[str, Any]:
+    """ResNet-56 acceptance: each variant scored by ORT on all test images; fp32 and every variant timed
+    interleaved round-robin in one process (1 thread), ``rounds`` times per input batch; medians of the rounds."""
+    net = load_model("slimcnn:resnet56")
+    task = make_task("classification", data, info=net.info)
+    x = task.example_input(1)
+    fp32 = torch_to_onnx(net.model, x).SerializeToString()
+    from slimcnn.export._fallback import _score
+    from slimcnn.export._int8 import Int8Quantizer
+
+    s_fp, _ = _score(task, fp32, 2, None)
+    files, rows = {"fp32": fp32}, {}
+    for name in names:
+        kw, float_layers = ACCEPTANCE_VARIANTS[name]
+        spec = Int8Spec(**kw)
+        with Int8Quantizer(fp32, task.calibration_batches(-(-spec.samples // task.batch_size)), spec) as qz:
+            files[name] = qz.quantize(float_layers)
+        s_q, _ = _score(task, files[name], 2, None)
+        rows[name] = {"top1": s_q.value, "drop": s_fp.value - s_q.value, "n": s_q.n, "bytes": len(files[name])}
+        print(name, rows[name], flush=True)
+    load0 = os.getloadavg()
+    latency: dict[str, dict[str, list[float]]] = {}
+    for b in batches:
+        xb = torch.cat([x] * b)
+        per: dict[str, list[float]] = {n: [] for n in files}
+        for _ in range(rounds):
+            lat = compare_onnx_latency(files, xb, threads=1, runs=runs, warmup=10)
+            for n, v in lat.items():
+                per[n].append(v.median_ms)
+        latency[str(b)] = per
+        for n in names:
+            rows[n][f"ratio_b{b}"] = float(np.median(per[n])) / float(np.median(per["fp32"]))
+            rows[n][f"ratio_b{b}_rounds"] = [a / f for a, f in zip(per[n], per["fp32"], strict=True)]
+        print(b, {n: round(rows[n][f"ratio_b{b}"], 3) for n in names}, flush=True)
+    return {"top1_fp32": s_fp.value, "n": s_fp.n, "variants": rows, "latency_ms": latency, "rounds": rounds,
+            "runs_per_round": runs, "batches": batches, "threads": 1,
+            "load_avg": [round(v, 2) for v in load0] + [round(v, 2) for v in os.getloadavg()]}
+
+
+def _acceptance_markdown(a: dict[str, Any]) -> list[str]:
+    bs = a["batches"]
+    lines = ["", "## ResNet-56 acceptance: drop and ORT latency ratio of each int8 variant, measured side by side", "",
+             f"top-1 fp32 {a['top1_fp32']:.2f} on all {a['n']:,} test images (ONNX Runtime). Latency: fp32 and every "
+             f"variant interleaved round-robin in one process, 1 thread, {a['runs_per_round']} runs x {a['rounds']} "
+             f"rounds per input batch; ratio = median over rounds of each model's median / fp32's; load average "
+             f"{a['load_avg'][:3]} before timing, {a['load_avg'][3:]} after.", "",
+             "| variant | top-1 int8 | drop (pt) | " + " | ".join(f"ratio batch {b}" for b in bs) + " | meets 0.5 pt and 0.6x |",
+             "|---|---|---|" + "---|" * len(bs) + "---|"]
+    for name, r in a["variants"].items():
+        ok = r["drop"] <= 0.5 and min(r[f"ratio_b{b}"] for b in bs) <= 0.6
+        lines.append(f"| {name} | {r['top1']:.2f} | {r['drop']:.2f} | "
+                     + " | ".join(f"{r[f'ratio_b{b}']:.3f}x" for b in bs) + f" | {'yes' if ok else 'no'} |")
+    return lines
+
+
 def _alexnet_row(tmp: Path) -> dict[str, Any]:
     net = load_model("slimcnn:alexnet_bvlc", seed=0)
     t0 = time.perf_counter()
@@ -228,6 +292,8 @@ def _markdown(res: dict[str, Any]) -> str:
               f"vs torch {a['parity_vs_torch']:.3g} (max |output| {a['max_abs_output']:.3g}); in-graph decoders bit-exact: "
               f"{a['decoders_bit_exact']}. Session creation (decoders folded) {a['session_create_s']} s; latency "
               f"fp32 {a['latency_ms']['fp32']:.1f} ms vs k-means {a['latency_ms']['kmeans']:.1f} ms (2 threads).", ""]
+    if "acceptance" in res:
+        lines += _acceptance_markdown(res["acceptance"]) + [""]
     c = res["lenet_c"]
     lines += ["## C arrays for microcontrollers (LeNet-5)", "",
               f"bits `{c['bits']}`, prune `{c['prune']}`: const arrays {c['array_bytes']:,} bytes (k-means "
@@ -251,7 +317,18 @@ def main() -> None:
                     help="only the ResNet-56 --float-fallback auto row, merged into the existing results")
     ap.add_argument("--max-drop", default="0.5")
     ap.add_argument("--sweep-limit", type=int, default=1000)
+    ap.add_argument("--acceptance", nargs="*", default=None, choices=list(ACCEPTANCE_VARIANTS),
+                    help="only the ResNet-56 acceptance table (these variants; none given: all), merged into the results")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     args = ap.parse_args()
+    if args.acceptance is not None:
+        res = json.loads((RESULTS / "export_deploy.json").read_text())
+        res["acceptance"] = _acceptance_row(args.data, args.runs, args.rounds, args.batches,
+                                            args.acceptance or list(ACCEPTANCE_VARIANTS))
+        (RESULTS / "export_deploy.json").write_text(json.dumps(res, indent=1))
+        (RESULTS / "export_deploy.md").write_text(_markdown(res))
+        return
     if args.fallback_only:
         res = json.loads((RESULTS / "export_deploy.json").read_text())
         row = _fallback_row(args.data, args.runs, args.samples, args.max_drop, args.sweep_limit)

@@ -73,6 +73,21 @@ def test_int8_module_pickles_and_matches_float(lenet_digits) -> None:  # type: i
     assert (out - ref).abs().max() < 0.1 * ref.abs().max() + 1e-3
 
 
+def test_reduce_range_is_decided_for_the_cpu_and_recorded(lenet_digits) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from slimcnn.export._int8 import needs_reduce_range
+
+    info = Path("/proc/cpuinfo")
+    flags = set(info.read_text().split()) if info.is_file() else set()
+    x86_without_vnni = bool({"avx2", "sse2"} & flags) and not {"avx512_vnni", "avx_vnni", "amx_int8"} & flags
+    assert needs_reduce_range() == x86_without_vnni
+    _, params = _run_int8(*lenet_digits, Int8Spec(samples=64), [])
+    assert params["spec"]["reduce_range"] is x86_without_vnni  # the replay uses the run's choice, on any CPU
+    _, forced = _run_int8(*lenet_digits, Int8Spec(samples=64, reduce_range=False), [])
+    assert forced["spec"]["reduce_range"] is False
+
+
 def test_quantizer_needs_data_or_ranges(lenet_digits) -> None:  # type: ignore[no-untyped-def]
     net, task = lenet_digits
     fp32 = torch_to_onnx(net.model, task.example_input(1)).SerializeToString()

@@ -34,7 +34,7 @@ def export_cmd(
     calibration_samples: int = typer.Option(512, "--calibration-samples", help="onnx-int8: calibration images from the task's training data."),
     percentile: float = typer.Option(99.999, "--percentile", help="onnx-int8 with --calibration percentile."),
     per_tensor: bool = typer.Option(False, "--per-tensor", help="onnx-int8: one weight scale per tensor (default: per output channel)."),
-    reduce_range: bool = typer.Option(False, "--reduce-range", help="onnx-int8: 7-bit weights (CPUs without VNNI)."),
+    reduce_range: bool | None = typer.Option(None, "--reduce-range/--full-range", help="onnx-int8: 7-bit / 8-bit weights (default: 7-bit on an x86 CPU without VNNI, whose u8s8 kernels saturate; else 8-bit)."),
     symmetric_activations: bool = typer.Option(False, "--symmetric-activations", help="onnx-int8: int8 activations symmetric around 0 (default: asymmetric uint8)."),
     quant_format: str = typer.Option("qdq", "--quant-format", help="onnx-int8: qdq (Q/DQ pairs ORT fuses) or qoperator (QLinearConv... nodes)."),
     float_layers: list[str] = typer.Option([], "--float-layers", help="onnx-int8: fnmatch pattern of layers kept in float32 (repeatable)."),
@@ -69,10 +69,10 @@ def export_cmd(
     if prune is not None and bits is None:
         raise ConfigError("--prune goes with --bits (k-means after magnitude pruning)")
     int8_flags = calibration != "minmax" or calibration_samples != 512 or percentile != 99.999 or per_tensor \
-        or reduce_range or bool(float_layers) or float_fallback is not None or max_drop is not None or sweep_limit != 1000 \
+        or reduce_range is not None or bool(float_layers) or float_fallback is not None or max_drop is not None or sweep_limit != 1000 \
         or symmetric_activations or quant_format != "qdq"
     if int8_flags and format != "onnx-int8":
-        raise ConfigError(f"--calibration/--calibration-samples/--percentile/--per-tensor/--reduce-range/--float-layers/"
+        raise ConfigError(f"--calibration/--calibration-samples/--percentile/--per-tensor/--reduce-range/--full-range/--float-layers/"
                           f"--float-fallback/--max-drop/--sweep-limit/--symmetric-activations/--quant-format apply to "
                           f"--format onnx-int8, not {format}")
     if c_prefix != "slim_model" and format != "c":

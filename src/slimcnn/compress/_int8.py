@@ -83,8 +83,9 @@ def int8_stage(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, 
 
     n_threads = resolve_threads(threads)
     fp32 = torch_to_onnx(model, x).SerializeToString()
-    details: dict[str, Any] = {"spec": dataclasses.asdict(spec)}
+    details: dict[str, Any] = {}
     with Int8Quantizer(fp32, _batches(task, spec), spec) as q:
+        details["spec"] = dataclasses.asdict(q.spec)  # reduce_range as decided for this CPU
         with phase("int8: calibrate and quantise", 1, "model") as advance:
             data = q.quantize()
             advance()
@@ -92,7 +93,7 @@ def int8_stage(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, 
         float_layers: list[str] = []
         details["all_int8_drop"] = baseline.drop_to(score)
         if baseline.drop_to(score) > max_drop:
-            q.spec = dataclasses.replace(spec, float_fallback="auto", max_drop=f"{max(max_drop, 0.0):.6g}")
+            q.spec = dataclasses.replace(q.spec, float_fallback="auto", max_drop=f"{max(max_drop, 0.0):.6g}")
             fb = float_fallback(q, fp32, task, baseline=baseline, limit=None, threads=n_threads)
             data, float_layers = fb.data, fb.float_layers
             details["float_fallback"] = fb.details

@@ -45,8 +45,9 @@ class Int8Spec:
     """One weight scale per output channel (otherwise per tensor)."""
     percentile: float = 99.999
     """The percentile of ``calibration="percentile"``."""
-    reduce_range: bool = False
-    """7-bit weights (avoids int16 overflow on CPUs without VNNI; costs accuracy)."""
+    reduce_range: bool | None = None
+    """7-bit weights. ``None``: on an x86 CPU without VNNI (:func:`needs_reduce_range`), where ORT's u8s8
+    kernels add pairs of uint8 x int8 products in int16 and saturate, else full 8-bit."""
     float_layers: tuple[str, ...] = ()
     """fnmatch patterns of module FQNs kept in float32 (the most sensitive layers)."""
     float_fallback: str | None = None
@@ -137,6 +138,29 @@ def _reader_class() -> type:
     return _Reader
 
 
+def needs_reduce_range() -> bool:
+    """True on an x86 CPU without VNNI (AVX-512 VNNI, AVX-VNNI or AMX), read from ``/proc/cpuinfo``.
+
+    There ORT's u8s8 GEMM uses ``vpmaddubsw``, which sums two uint8 x int8 products in int16 and saturates
+    (255 * 127 * 2 > 32767); 7-bit weights cannot (measured: ResNet-56 on an AVX2 EPYC, 0.69 pt lost with
+    8-bit weights, 0.01 pt with 7-bit; see docs/readme/export.md). Elsewhere (ARM, unknown): False.
+    """
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
+def resolve_reduce_range(spec: Int8Spec) -> bool:
+    """``spec.reduce_range``, deciding ``None`` for this CPU."""
+    return needs_reduce_range() if spec.reduce_range is None else bool(spec.reduce_range)
+
+
 def scope_fqn(node_name: str) -> str:
     """``/layer1/layer1.0/conv1/Conv`` -> ``layer1.0.conv1``."""
     fqn = ""
@@ -203,7 +227,9 @@ class Int8Quantizer:
 
         if batches is None and ranges is None:
             raise ConfigError("int8 quantisation needs calibration batches or recorded activation ranges")
-        self.spec = spec or Int8Spec()
+        spec = spec or Int8Spec()
+        # decided once, here: the step records it, so a replay on another CPU writes the same bytes
+        self.spec = dataclasses.replace(spec, reduce_range=resolve_reduce_range(spec))
         self._quant: Any = require("onnxruntime.quantization", "onnx")
         self.model = onnx.load_from_string(fp32_onnx)
         self.layers = quantizable_layers(self.model)
@@ -337,6 +363,6 @@ def quantize_int8(fp32_onnx: bytes, batches: Sequence[torch.Tensor], spec: Int8S
     """
     with Int8Quantizer(fp32_onnx, batches, spec) as q:
         data = q.quantize()
-        log.info("int8: %d calibration images, %s, %d float layers", q.reader.samples, q.spec.calibration,
-                 len(q.base_exclude))
+        log.info("int8: %d calibration images, %s, reduce range %s, %d float layers", q.reader.samples if q.reader is not None
+                 else 0, q.spec.calibration, q.spec.reduce_range, len(q.base_exclude))
         return data

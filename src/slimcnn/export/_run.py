@@ -223,11 +223,11 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
                                  + sensitivity_table(fb.details))
                 # plan.json: the int8 step with its recorded activation ranges replays these bytes without data
                 params = int8_step_params(quantizer, float_layers)
+                details["int8"] = dataclasses.asdict(quantizer.spec)  # reduce_range as decided for this CPU
                 int8_layers = [f for f, names in quantizer.layers.items() if f not in float_layers
                                and not set(names) <= set(quantizer.base_exclude)]
             plan = Plan((PlanStep("int8", tuple(int8_layers), params),), loaded.source, fingerprint(loaded.model),
                         tuple(example.shape))
-            details["int8"] = dataclasses.asdict(spec.int8)
             details["fp32_onnx_bytes"] = len(fp32)
             # the int8 file's initializers: int8 weights, int32 biases, scales and zero points
             after_cost = dataclasses.replace(before_cost, weight_bytes=int8_weight_bytes(data))
