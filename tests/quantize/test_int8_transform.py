@@ -135,3 +135,21 @@ def test_quantize_scheme_int8_cli(tmp_path, capsys) -> None:  # type: ignore[no-
         assert main(args) == 2
         assert says in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_int8_stage_falls_back_to_float_and_records_it(lenet_digits) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from slimcnn.compress._int8 import int8_stage
+    from slimcnn.export._int8 import replay_int8
+
+    net, task = lenet_digits
+    x = task.example_input(1)
+    # a baseline no int8 model reaches: the greedy fallback must end with every layer in float
+    unreachable = dataclasses.replace(task.evaluate(net.model), value=101.0)
+    out = int8_stage(net.model, task, x, Int8Spec(samples=64), baseline=unreachable, max_drop=0.5)
+    assert out.details["float_fallback"]["met"] is False
+    assert sorted(out.float_layers) == ["conv1", "conv2", "fc1", "fc2", "fc3"]
+    assert out.params["float_layers"] == out.float_layers and isinstance(out.params["spec"]["reduce_range"], bool)
+    assert replay_int8(net.model, out.params, x) == out.data
+    assert out.score.value == task.evaluate(OrtModule(out.data)).value
