@@ -56,10 +56,14 @@ def int8_factors(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *
     from slimcnn.export import compare_onnx_latency, quantize_int8, torch_to_onnx
     from slimcnn.export._int8 import int8_weight_bytes
     from slimcnn.measure import profile
+    from slimcnn.progress import phase
 
-    fp32 = torch_to_onnx(model, x).SerializeToString()
-    data = quantize_int8(fp32, _batches(task, spec), spec)
-    lat = compare_onnx_latency({"fp32": fp32, "int8": data}, x, threads=threads, runs=runs)
+    with phase("int8 on the original: quantise, time fp32 vs int8", 2, "steps") as advance:
+        fp32 = torch_to_onnx(model, x).SerializeToString()
+        data = quantize_int8(fp32, _batches(task, spec), spec)
+        advance()
+        lat = compare_onnx_latency({"fp32": fp32, "int8": data}, x, threads=threads, runs=runs)
+        advance()
     out = {"latency_ms": lat["int8"].median_ms / lat["fp32"].median_ms,
            "weight_bytes": int8_weight_bytes(data) / max(profile(model, x).weight_bytes, 1)}
     log.info("int8 on the original: latency %.3fx, weight bytes %.3fx (ONNX Runtime, interleaved)",
