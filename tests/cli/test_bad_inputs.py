@@ -389,6 +389,11 @@ ROWS = [
     row("demo-out-is-file", ["demo", "--quick", "--out", "{tmp}/afile.txt"], "--out"),
     row("demo-out-foreign", ["demo", "--quick", "--out", "{foreign}"], "did not write"),
     row("demo-out-empty", ["demo", "--quick", "--out", ""], "--out"),
+    # ------------------------------------------------------------------ streaming data, precision (issue 15)
+    row("train-missing-shard", with_(TRAIN, "--data", "{tmp}/shard-{{000000..000003}}.tar", drop=("--data",)),
+        "does not exist"),
+    row("evaluate-missing-shard", with_(EVAL, "--data", "{tmp}/shard-{{0..1}}.tar", drop=("--data",)), "shard"),
+    row("train-amp", with_(TRAIN, "--amp", "fp8"), "--amp"),
 ]
 
 
