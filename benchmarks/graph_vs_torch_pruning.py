@@ -22,12 +22,22 @@ TP and TP-protected, interleaved in one process.
 loses classes; same ``round_to``) with its ``pruning_ratio`` bisected for the largest profile MACs
 at or under the same 0.5x (within 0.003x of it): both tools meet the same budget; then ``--repeats`` ``compare_latency`` runs (ONNX Runtime CPU, 2
 threads) of the original and the four pruned models, interleaved.
+
+**Pruning speed** (``--part speed``, every model of the coverage table): wall time of one pruning call at
+ratio 0.5 (L1) from a fresh copy of the model: slimcnn ``prune_model_`` (trace + score + select + slice +
+the pruned model's shape check), slimcnn with the trace given (a sweep's trial: ``graph=``, the trace is
+cached between trials), Torch-Pruning default and last-layer protected (dependency graph + prune step;
+where TP raises, its time is the time to the error, marked). ``--speed-repeats`` rounds, the order of the
+calls rotating per round, ``gc.collect()`` before each call, one warm-up round untimed; torch runs on
+``--speed-threads`` intra-op threads (1 by default: on a shared, loaded machine two threads stall on each
+other and the timings scatter by 10x; both libraries get the same).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import json
 import os
 import platform
@@ -333,6 +343,62 @@ def equal_macs(name: str, runs: int, threads: int, repeats: int) -> dict[str, An
 
 
 
+def _timed(fn: Callable[[], Any]) -> tuple[float, str | None]:
+    """Seconds one call takes after a full collection, and its error (None when it returned)."""
+    gc.collect()
+    t0 = time.perf_counter()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn()
+    except Exception as e:  # noqa: BLE001 - the error is part of the result
+        return time.perf_counter() - t0, _err(e)
+    return time.perf_counter() - t0, None
+
+
+def speed(name: str, repeats: int) -> dict[str, Any]:
+    """Median pruning time of slimcnn (fresh trace / trace given) and Torch-Pruning, interleaved."""
+    from slimcnn.graph import trace
+
+    _, shape, protect = MODELS[name]
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    base = build(name)
+    graph = trace(copy.deepcopy(base), x)
+
+    def slim() -> None:
+        prune_model_(copy.deepcopy(base), x, criterion="l1", prune_ratio=RATIO)
+
+    def slim_cached() -> None:
+        prune_model_(copy.deepcopy(base), x, criterion="l1", prune_ratio=RATIO, graph=graph)
+
+    def tp(protected: bool) -> Callable[[], None]:
+        def run() -> None:
+            m = copy.deepcopy(base)
+            tp_prune(m, x, RATIO, protect(m) if protected else None)
+        return run
+
+    calls = {"slimcnn": slim, "slimcnn_cached_trace": slim_cached, "tp": tp(False), "tp_protected": tp(True)}
+    keys = list(calls)
+    times: dict[str, list[float]] = {k: [] for k in keys}
+    errors: dict[str, str | None] = dict.fromkeys(keys)
+    entry: dict[str, Any] = {"input": list(shape), "ratio": RATIO, "load_avg": os.getloadavg()}
+    for k in keys:  # warm-up: first-call costs (allocator, oneDNN primitives) are no one's
+        _timed(calls[k])
+    for i in range(repeats):
+        for k in keys[i % len(keys):] + keys[: i % len(keys)]:
+            t, err = _timed(calls[k])
+            times[k].append(t)
+            errors[k] = errors[k] or err
+    entry["times_s"] = times
+    entry["median_s"] = {k: statistics.median(v) for k, v in times.items()}
+    entry["errors"] = errors
+    entry["load_avg_after"] = os.getloadavg()
+    med = entry["median_s"]
+    print(f"[{name}] " + ", ".join(f"{k} {v:.3f}s" for k, v in med.items()), flush=True)
+    return entry
+
+
 def env(threads: int) -> dict[str, Any]:
     return {
         "versions": package_versions(("slimcnn", "torch", "torchvision", "torch-pruning", "onnxruntime", "onnx", "ultralytics")),
@@ -417,6 +483,23 @@ def equal_table(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def speed_table(data: dict[str, Any]) -> str:
+    lines = [
+        "| model | slimcnn s | slimcnn, trace given s | TP s | TP-prot. s | slimcnn / fastest TP that finished |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in [n for n in MODELS if n in data]:
+        e = data[name]
+        med, err = e["median_s"], e["errors"]
+
+        cell = {k: f"{med[k]:.3f}" + (" (raised)" if err.get(k) else "") for k in med}
+        done = [med[k] for k in ("tp", "tp_protected") if not err.get(k)]
+        ratio = f"{med['slimcnn'] / min(done):.2f}" if done else f"– (TP raised; {med['slimcnn'] / min(med['tp'], med['tp_protected']):.2f} of its time to the error)"
+        lines.append(f"| {name} | {cell['slimcnn']} | {cell['slimcnn_cached_trace']} | {cell['tp']} |"
+                     f" {cell['tp_protected']} | {ratio} |")
+    return "\n".join(lines)
+
+
 def summary(data: dict[str, Any]) -> list[str]:
     out = []
     cov = data.get("coverage", {})
@@ -484,6 +567,23 @@ def render(data: dict[str, Any]) -> str:
             "",
         ]
         parts += [_load_line("Load average (1 min) before/after each model", data["coverage"]), ""]
+    if data.get("speed"):
+        sp = envs.get("speed", {})
+        parts += [
+            "## Pruning speed (ratio 0.5, L1)",
+            "",
+            f"Median of {next(iter(data['speed'].values()))['repeats']} interleaved rounds (call order rotating, "
+            f"`gc.collect()` before each call, one untimed warm-up round), torch on {sp.get('threads', '?')} "
+            "intra-op thread(s), every call on a fresh copy of the model. slimcnn = `prune_model_` (trace, "
+            "score, select, slice, shape check of the pruned model); trace given = the same with `graph=` "
+            "(a sweep's trial: the trace is cached between trials). TP = Torch-Pruning default / last layer "
+            "protected; `(raised)` = it failed, the time is its time to the error.",
+            "",
+            speed_table(data["speed"]),
+            "",
+            _load_line("Load average (1 min) before/after each model", data["speed"]),
+            "",
+        ]
     if data.get("equal_macs"):
         parts += [
             "## Equal MACs (0.5x) at 1x3x224x224",
@@ -504,7 +604,9 @@ def render(data: dict[str, Any]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--models", nargs="*", default=None, help=f"coverage models (default {DEFAULT_COVERAGE})")
-    ap.add_argument("--part", choices=["coverage", "equal", "both"], default="both")
+    ap.add_argument("--part", choices=["coverage", "equal", "speed", "both"], default="both")
+    ap.add_argument("--speed-repeats", type=int, default=5, help="timed rounds per model, pruning speed")
+    ap.add_argument("--speed-threads", type=int, default=1, help="torch intra-op threads, pruning speed")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=20, help="timed runs per model, coverage table")
     ap.add_argument("--equal-runs", type=int, default=60, help="timed runs per model, equal-MACs rounds")
@@ -532,6 +634,13 @@ def main() -> None:
         cov = data.setdefault("coverage", {})
         for name in args.models or DEFAULT_COVERAGE:
             cov[name] = coverage(name, args.runs, args.threads, tmp)
+            save()
+    if args.part == "speed":
+        torch.set_num_threads(args.speed_threads)
+        data["env"]["speed"] = env(args.speed_threads)
+        sp = data.setdefault("speed", {})
+        for name in args.models or [n for n in MODELS if n in data.get("coverage", {})] or DEFAULT_COVERAGE:
+            sp[name] = {**speed(name, args.speed_repeats), "repeats": args.speed_repeats}
             save()
     if args.part in ("equal", "both"):
         data["env"]["equal_macs"] = env(args.threads)

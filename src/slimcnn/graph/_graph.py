@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from slimcnn.errors import ConfigError
-from slimcnn.graph._trace import LayerRecord, TraceState, UnionFind, run_trace
+from slimcnn.graph._trace import LayerRecord, TraceState, UnionFind, gc_paused, run_trace
 
 # weight axis of each (layer kind, role); per-channel layers slice all their per-channel tensors on axis 0
 WEIGHT_DIM: dict[tuple[str, str], int] = {
@@ -80,23 +80,23 @@ class ChannelGraph:
         self.layers: dict[str, LayerRecord] = state.layers
         self.output = output
         uf = state.uf
-        n = len(uf.parent)
-        roots = [uf.find(i) for i in range(n)]
+        n = uf.n
+        roots = uf.roots()
         self._root = roots
         self.out_roots: dict[str, list[int]] = {}
         self.in_roots: dict[str, list[int]] = {}
         uf2 = UnionFind()
         uf2.add(n)
         for fqn, rec in self.layers.items():
-            outs = [roots[i] for i in range(rec.out_base, rec.out_base + rec.n_out)] if rec.out_base >= 0 else []
+            outs = roots[rec.out_base : rec.out_base + rec.n_out] if rec.out_base >= 0 else []
             ins = [roots[i] if i >= 0 else -1 for i in rec.in_rep]
             self.out_roots[fqn], self.in_roots[fqn] = outs, ins
             for rs in (outs, [r for r in ins if r >= 0]):
-                for r in rs[1:]:
-                    uf2.union(rs[0], r)
+                uf2.union_many(rs[:1] * (len(rs) - 1), rs[1:])
+        group_of = uf2.roots()
         atoms_by_group: dict[int, list[int]] = {}
         for r in sorted(set(roots)):
-            atoms_by_group.setdefault(uf2.find(r), []).append(r)
+            atoms_by_group.setdefault(group_of[r], []).append(r)
         blocked: dict[int, str] = {}
         for i, why in sorted(state.blocked.items()):
             blocked.setdefault(roots[i], why)
@@ -228,5 +228,6 @@ def trace(model: nn.Module, example_input: Any) -> ChannelGraph:
         >>> g = trace(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
         >>> [grp.size for grp in g.groups() if grp.prunable][:3]
     """
-    state, out = run_trace(model, example_input)
-    return ChannelGraph(state, out)
+    with gc_paused():
+        state, out = run_trace(model, example_input)
+        return ChannelGraph(state, out)

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
 from slimcnn.graph import _ops as O
+from slimcnn.graph._trace import compact
 
 if TYPE_CHECKING:
     from slimcnn.graph._trace import _Tracer
@@ -130,7 +131,7 @@ def _replace(tr: _Tracer, t: Any) -> Any:
     ids = tr.ids(t)
     if ids is not None:
         return ids.expand(t.shape)
-    return torch.full(t.shape, -1, dtype=torch.long)
+    return torch.tensor(-1).expand(t.shape)  # a view: nothing materialised until an op needs it
 
 
 def _shape(tr: _Tracer, name: str, func: Any, args: Any, kwargs: Any, out: Any, labeled: list[Tensor]) -> None:
@@ -172,13 +173,14 @@ def _shape(tr: _Tracer, name: str, func: Any, args: Any, kwargs: Any, out: Any, 
     if name in O.RESHAPE and len(routs) == 1:
         _tie_reshape(tr, src.expand(src_t.shape), routs[0], vary)
     if name == "pixel_shuffle":
-        r = routs[0]
+        r = compact(routs[0])
+        r = r.expand(*r.shape[:-3], routs[0].shape[-3], *r.shape[-2:])
         tr_ = r.movedim(-3, 0).reshape(r.shape[-3], -1)
         for row in tr_:
             tr.union_all(row)
     if name in ("channel_shuffle", "native_channel_shuffle"):
         g = int(_arg(args, kwargs, 1, "groups", 1))
-        x = src.expand(src_t.shape)
+        x = src.expand(*src_t.shape[:2], *src.shape[2:])
         c = x.shape[1]
         if c % g == 0:
             v = x.reshape(x.shape[0], g, c // g, -1)
@@ -228,6 +230,7 @@ def _tie_reshape(tr: _Tracer, src: Tensor, res: Tensor, vary: list[int]) -> None
     outputs reshaped into conv channels, ``fc(z).view(n, -1, H, W)``): the H*W features of one channel
     are tied instead, so C shrinks and the spatial sizes stay."""
     a, b = list(src.shape), list(res.shape)
+    res = compact(res)  # same label sets per slice, a fraction of the elements
     i = j = 0
     while i < len(a) and j < len(b):
         gi, gj, pa, pb = [i], [j], a[i], b[j]
@@ -247,12 +250,13 @@ def _tie_reshape(tr: _Tracer, src: Tensor, res: Tensor, vary: list[int]) -> None
         if len(gi) == 1 and gi[0] in vary and len(real_j) >= 2 and gi[0] == len(a) - 1 and real_j[0] == 1:
             # features -> (C, H, W) with C on axis 1 (``fc(z).view(n, -1, 4, 4)`` before a conv): one
             # channel of the result is a block of H*W consecutive features; blocks prune as units
-            for row in res.movedim(1, 0).reshape(b[1], -1):
+            for row in res.expand(*res.shape[:1], b[1], *res.shape[2:]).movedim(1, 0).reshape(b[1], -1):
                 tr.union_all(row)
         elif len(gi) == 1 and gi[0] in vary and len(real_j) >= 2:
             outer = real_j[:-1]
             n_out = math.prod(b[x] for x in outer)
-            v = res.permute(*[x for x in range(res.dim()) if x not in outer], *outer)
+            full = res.expand([b[x] if x in outer else res.shape[x] for x in range(res.dim())])
+            v = full.permute(*[x for x in range(res.dim()) if x not in outer], *outer)
             v = v.reshape(-1, n_out)
             for k in range(1, n_out):
                 tr.union_pairs(v[:, 0], v[:, k])

@@ -10,11 +10,14 @@ tensor the model returns, *block* the ids they touch.
 
 from __future__ import annotations
 
+import gc
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
@@ -27,29 +30,107 @@ log = logging.getLogger(__name__)
 _ATTR = "_slimcnn_ids"
 
 
+def compact(ids: Tensor, first: int = 0) -> Tensor:
+    """``ids`` with every axis from ``first`` on along which it is constant narrowed to size 1 (it broadcasts
+    back to the same labels); later label ops then touch a few elements instead of a whole feature map."""
+    for d in range(first, ids.dim()):
+        if ids.shape[d] > 1 and bool((ids == ids.narrow(d, 0, 1)).all()):
+            ids = ids.narrow(d, 0, 1)
+    return ids
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: a trace allocates many short-lived objects, and a full collection it
+    would trigger walks the whole process heap (0.4 s with torch and torchvision loaded, more than tracing a
+    ShuffleNet). Nothing the trace builds is cyclic garbage, so nothing is lost; collection resumes after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+_PLAIN = (bool, int, float, torch.Size, torch.dtype, torch.device)
+"""Results of tensor queries (``dim``, ``shape``, ``__bool__``, ...): they never carry channel labels."""
+
+
+def _tensors(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
+    """The tensors among an op's arguments (nested lists/tuples/dicts), without pytree's per-node cost."""
+    found: list[Tensor] = []
+    stack: list[Any] = [kwargs, args]  # popped last-in first: argument order is kept
+    while stack:
+        a = stack.pop()
+        if isinstance(a, Tensor):
+            found.append(a)
+        elif isinstance(a, (list, tuple)):
+            stack.extend(reversed(a))
+        elif isinstance(a, dict):
+            stack.extend(reversed(list(a.values())))
+    return found
+
+
+def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Smallest id of the connected component of each of ``n`` ids under the edges ``a[i] -- b[i]``.
+
+    Min-label hooking with pointer jumping: every round hooks each edge's larger root under the smaller
+    one, then flattens the trees; a few rounds for the graphs a trace builds."""
+    label = np.arange(n, dtype=np.int64)
+    while len(a):
+        la, lb = label[a], label[b]
+        low = np.minimum(la, lb)
+        np.minimum.at(label, la, low)
+        np.minimum.at(label, lb, low)
+        while True:  # pointer jumping: every id points at its root
+            up = label[label]
+            if np.array_equal(up, label):
+                break
+            label = up
+        if np.array_equal(label[a], label[b]):
+            break
+    return label
+
+
 class UnionFind:
-    """Union-find over integer ids with path halving."""
+    """Union-find over integer ids, resolved in one pass.
+
+    Unions are recorded as edges and :meth:`roots` labels the connected components once, vectorised: a
+    per-union Python find costs more than the traced forward on models with thousands of channels.
+    """
 
     def __init__(self) -> None:
-        self.parent: list[int] = []
+        self.n = 0
+        self._a: list[int] = []
+        self._b: list[int] = []
+        self._roots: list[int] | None = None
 
     def add(self, n: int) -> int:
         """Allocate ``n`` new ids; returns the first."""
-        start = len(self.parent)
-        self.parent.extend(range(start, start + n))
+        start = self.n
+        self.n += n
+        self._roots = None
         return start
 
-    def find(self, a: int) -> int:
-        p = self.parent
-        while p[a] != a:
-            p[a] = p[p[a]]
-            a = p[a]
-        return a
-
     def union(self, a: int, b: int) -> None:
-        ra, rb = self.find(a), self.find(b)
-        if ra != rb:
-            self.parent[max(ra, rb)] = min(ra, rb)
+        self.union_many([a], [b])
+
+    def union_many(self, a: list[int], b: list[int]) -> None:
+        """Union ``a[i]`` with ``b[i]`` for every ``i``."""
+        self._a.extend(a)
+        self._b.extend(b)
+        self._roots = None
+
+    def roots(self) -> list[int]:
+        """The root of every id: the smallest id of its component."""
+        if self._roots is None:
+            self._roots = _components(self.n, np.asarray(self._a, dtype=np.int64),
+                                      np.asarray(self._b, dtype=np.int64)).tolist()
+        return self._roots
+
+    def find(self, a: int) -> int:
+        return self.roots()[a]
 
 
 @dataclass
@@ -91,6 +172,7 @@ class _Tracer(TorchFunctionMode):
         self.zero_mask = zero_mask
         self._mask: Tensor | None = None
         self._tensor_names: dict[int, str] | None = None
+        self._escape: dict[Any, bool] = {}
 
     def tensor_name(self, t: Tensor) -> str | None:
         """Qualified name of the model parameter/buffer ``t`` is (or is a view of), else None."""
@@ -120,6 +202,7 @@ class _Tracer(TorchFunctionMode):
             if getattr(t, _ATTR, None) is not None:
                 setattr(t, _ATTR, None)
             return
+        ids = compact(ids)
         setattr(t, _ATTR, (self.token, ids))
         if self.zero_mask is not None:
             m = self.mask_table()[ids]
@@ -143,16 +226,18 @@ class _Tracer(TorchFunctionMode):
 
     def union_pairs(self, a: Tensor, b: Tensor) -> None:
         a, b = torch.broadcast_tensors(a, b)
+        both = compact(torch.stack([a, b]), first=1)  # axes constant in both carry no new pair
+        a, b = both[0], both[1]
         m = (a >= 0) & (b >= 0) & (a != b)
         if bool(m.any()):
-            pairs = torch.unique(torch.stack([a[m], b[m]], 1), dim=0).tolist()
-            for x, y in pairs:
-                self.st.uf.union(x, y)
+            # one int64 key per pair: a 1-D unique sorts, far faster than unique(dim=0) on big label maps
+            n = self.st.uf.n + 1
+            keys = torch.unique(a[m] * n + b[m])
+            self.st.uf.union_many((keys // n).tolist(), (keys % n).tolist())
 
     def union_all(self, ids: Tensor) -> int:
         u = torch.unique(ids[ids >= 0]).tolist()
-        for x in u[1:]:
-            self.st.uf.union(u[0], x)
+        self.st.uf.union_many(u[:1] * (len(u) - 1), u[1:])
         return int(u[0]) if u else -1
 
     # ---- per-channel view of an input ------------------------------------------------------
@@ -162,7 +247,8 @@ class _Tracer(TorchFunctionMode):
         c = x.shape[dim]
         if ids is None:
             return [-1] * c
-        full = ids.expand(x.shape).movedim(dim, 0).reshape(c, -1)
+        # per-channel rows of the compact labels (broadcast axes stay size 1: same constancy, far fewer elements)
+        full = ids.expand([c if d == dim else s for d, s in enumerate(ids.shape)]).movedim(dim, 0).reshape(c, -1)
         first = full[:, :1]
         const = (full == first).all(1)
         reps = first[:, 0].tolist()
@@ -178,7 +264,12 @@ class _Tracer(TorchFunctionMode):
         self.suspended += 1
 
     def post_hook(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
-        self.suspended -= 1
+        try:  # still suspended: the label bookkeeping below must not be traced as model ops
+            return self._leaf(module, args, out)
+        finally:
+            self.suspended -= 1
+
+    def _leaf(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> None:
         fqn = self.names.get(module)
         x = args[0] if args else None
         if fqn is None or not isinstance(x, Tensor) or not isinstance(out, Tensor):
@@ -276,17 +367,24 @@ class _Tracer(TorchFunctionMode):
             if len(valid) < len(members) and valid:
                 for m in valid:
                     self.st.blocked.setdefault(m, f"group {g} of '{fqn}' also holds fixed channels")
-            for m in valid[1:]:
-                self.st.uf.union(valid[0], m)
+            self.st.uf.union_many(valid[:1] * (len(valid) - 1), valid[1:])
 
     # ---- functional ops ------------------------------------------------------------------------
+    def _escapes(self, func: Any) -> bool:
+        """Whether ``func`` moves data out of torch (``tolist`` of a 0-d tensor returns a plain number)."""
+        hit = self._escape.get(func)
+        if hit is None:
+            from slimcnn.graph._ops import ESCAPE, normalize_name
+
+            hit = self._escape[func] = normalize_name(func) in ESCAPE
+        return hit
+
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.suspended:
-            return out
-        flat_in = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)]
-        labeled = [t for t in flat_in if self.ids(t) is not None]
+        if self.suspended or (isinstance(out, _PLAIN) and not self._escapes(func)):
+            return out  # shape/dtype queries and the like: nothing to label, nothing escapes
+        labeled = [t for t in _tensors(args, kwargs) if self.ids(t) is not None]
         if not labeled:
             return out
         from slimcnn.graph._rules import handle_op

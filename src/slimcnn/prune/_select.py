@@ -53,6 +53,11 @@ def _pick(g: ChannelGroup, scores: Tensor, n_remove: int, allowed: set[int] | No
     if n_remove <= 0:
         return []
     fixed = g.fixed_set | set(already)
+    vals = scores.tolist()
+    order = sorted((i for i in range(g.size) if i not in fixed and (allowed is None or i in allowed)),
+                   key=lambda i: (vals[i], i))
+    if not _empties(g, set(order[:n_remove]) | set(already)):
+        return sorted(order[:n_remove])  # the usual case: the greedy below would skip nothing
     left = []
     per_atom: dict[int, list[tuple[int, int]]] = {}
     for mi, mem in enumerate(g.members):
@@ -66,8 +71,6 @@ def _pick(g: ChannelGroup, scores: Tensor, n_remove: int, allowed: set[int] | No
     for a in already:
         for mi, c in per_atom.get(a, []):
             left[mi] -= c
-    order = sorted((i for i in range(g.size) if i not in fixed and (allowed is None or i in allowed)),
-                   key=lambda i: (float(scores[i]), i))
     chosen: list[int] = []
     for a in order:
         if len(chosen) >= n_remove:
@@ -79,6 +82,11 @@ def _pick(g: ChannelGroup, scores: Tensor, n_remove: int, allowed: set[int] | No
             left[mi] -= c
         chosen.append(a)
     return sorted(chosen)
+
+
+def _empties(g: ChannelGroup, removed: set[int]) -> bool:
+    """Whether removing the group channels ``removed`` leaves some member layer axis with no channel."""
+    return any(all(a >= 0 and a in removed for a in mem.index) for mem in g.members)
 
 
 def _n_remove(g: ChannelGroup, ratio: float, round_to: int) -> int:

@@ -8,15 +8,40 @@ fraction of weights/filters/2-D kernels removed) and shrink for ``kmeans`` (bits
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from torch import nn
 
 from slimcnn.registry import Registry
 from slimcnn.search.sensitivity import CostFn, Knob, profile_cost
 from slimcnn.train._promises import Promise
+
+if TYPE_CHECKING:
+    from slimcnn.graph import ChannelGraph
+
+_GRAPHS: weakref.WeakKeyDictionary[nn.Module, tuple[str, Any, ChannelGraph]] = weakref.WeakKeyDictionary()
+
+
+def shared_trace(model: nn.Module, example_input: Any) -> ChannelGraph:
+    """``trace(model, example_input)``, kept per model object while its structure (module types, parameter
+    shapes) and the example input object stay the same.
+
+    A sweep prunes fresh copies of one model hundreds of times; a copy has the model's channel graph (the
+    graph names layers, not objects), so one trace serves every trial.
+    """
+    from slimcnn.graph import trace
+    from slimcnn.prune._plan import fingerprint
+
+    fp = fingerprint(model)
+    hit = _GRAPHS.get(model)
+    if hit is not None and hit[0] == fp and hit[1] is example_input:
+        return hit[2]
+    graph = trace(model, example_input)
+    _GRAPHS[model] = (fp, example_input, graph)
+    return graph
 
 
 class Family(Protocol):
@@ -181,10 +206,8 @@ class PruneFamily(_OneKnob):
     def knobs(self, model: nn.Module, example_input: Any) -> list[Knob]:
         import fnmatch
 
-        from slimcnn.graph import trace
-
         knobs = []
-        for g in trace(model, example_input).groups():
+        for g in shared_trace(model, example_input).groups():
             producers = [m.layer for m in g.producers]
             if not g.prunable or not producers:
                 continue
@@ -202,7 +225,8 @@ class PruneFamily(_OneKnob):
             return new
         outcome = prune_model_(new, self.example_input, criterion=self.criterion, prune_ratio=ratios,
                                round_to=self.round_to, exclude=self.exclude, task=self.task, calib=self.calib,
-                               source=self.source, compensate=self.compensate)
+                               source=self.source, compensate=self.compensate,
+                               graph=shared_trace(model, self.example_input))
         self.last_plan = outcome.plan
         return new
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import nn
 
-from slimcnn.graph import trace
+from slimcnn.search.families import shared_trace
 
 Key = tuple[tuple[str, float], ...]
 
@@ -41,7 +41,7 @@ class PruneOracle:
         self._widths: dict[Key, dict[str, int]] = {}
         self._macs: dict[Key, float] = {}
         self._groups: dict[str, int] = {}
-        for g in trace(ctx.model, ctx.example_input).groups():
+        for g in shared_trace(ctx.model, ctx.example_input).groups():
             producers = [m.layer for m in g.producers]
             if g.prunable and producers:
                 self._groups[producers[0]] = g.size
@@ -113,5 +113,6 @@ class PruneOracle:
             return new, None
         fam = self.ctx.family
         out = prune_model_(new, self.ctx.example_input, criterion=fam.criterion, keep=keep, exclude=fam.exclude,
-                           task=fam.task, calib=fam.calib, source=fam.source, compensate=fam.compensate)
+                           task=fam.task, calib=fam.calib, source=fam.source, compensate=fam.compensate,
+                           graph=shared_trace(model, self.ctx.example_input))
         return new, out.plan.to_dict()
