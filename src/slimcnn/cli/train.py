@@ -40,7 +40,9 @@ def train_cmd(
     schedule: str | None = typer.Option(None, "--schedule", help="cosine, constant or step."),
     checkpoint_every: int = typer.Option(0, "--checkpoint-every", help="Checkpoint every N steps (0: about every tenth of the run); an interrupted run resumes from it."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N images only."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, ..."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, ... (under torchrun, cuda is each rank's GPU)."),
+    amp: str | None = typer.Option(None, "--amp", help="Mixed precision: bf16, or fp16 (with a GradScaler); default fp32."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Train in channels-last memory order (faster on CUDA)."),
     seed: int = typer.Option(0, "--seed", help="Shuffling/augmentation/dropout seed."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
     resume: bool = typer.Option(False, "--resume", help=RESUME_HELP),
@@ -50,6 +52,9 @@ def train_cmd(
 
     Progress is checkpointed in the run's staging folder (every --checkpoint-every steps, default about
     every tenth of the run): after Ctrl-C or a crash, the same command resumes from the last checkpoint.
+
+    Under ``torchrun --nproc-per-node N`` (or several nodes through its rendezvous) the fine-tune runs
+    DistributedDataParallel with --batch-size as the global batch (a multiple of N); rank 0 writes DIR.
     """
     import time
 
@@ -58,8 +63,11 @@ def train_cmd(
     from slimcnn.models import LoadedModel, load_model, save_model
     from slimcnn.run import Measured, RunResult, environment, write_run
     from slimcnn.tasks import make_task
+    from slimcnn.train import AMP_DTYPES, is_main, join_from_env
 
     check_device(device)
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ConfigError(f"--amp must be {' or '.join(AMP_DTYPES)}, got '{amp}'")
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
     for flag, value in (("--lr", lr), ("--batch-size", batch_size), ("--limit", limit)):
@@ -75,16 +83,25 @@ def train_cmd(
         raise ConfigError(f"--schedule must be cosine, constant or step, got '{schedule}'")
     if task is not None and task not in ("classification", "sr", "detection"):
         raise ConfigError(f"--task must be classification, sr or detection, got '{task}'")
+    if task == "detection" and (amp or channels_last):
+        raise ConfigError("--amp and --channels-last apply to classification and sr fine-tuning; drop them for detection")
     options: dict[str, Any] = {k: v for k, v in {
         "lr": lr, "optimizer": optimizer, "batch_size": batch_size, "warmup_steps": warmup_steps, "schedule": schedule,
+        "amp": amp, "channels_last": channels_last or None,
     }.items() if v is not None}
     manifest_options = {**options, "task": task, "steps": steps, "seed": seed, "arch": arch, "scale": scale,
                         "limit": limit, "device": device}
     every = checkpoint_every or max(steps // 10, 1)
+    if join_from_env(device) and not is_main():
+        _train_other_rank(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
+                          train_data=train_data, batch_size=batch_size, steps=steps, device=device, every=every,
+                          options=options)
+        return 0
     with open_run("train", out, model=model, weights=weights, data={"data": data, "train_data": train_data},
                   options=manifest_options, force=force, resume=resume) as run:
         say_notes(run)
         ckpt = run.state_file("checkpoint.pt")
+        _share_checkpoint_path(ckpt)
         if ckpt.exists():
             done = int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"])
             note(f"resuming: step {done} of {steps} (checkpoint of an interrupted run with the same options)")
@@ -119,3 +136,31 @@ def train_cmd(
         say(f"trained {stats.steps} steps in {stats.seconds:.1f}s ({stats.samples_per_s:.0f} samples/s, "
             f"final loss {stats.final_loss:.4f}); wrote {path} (load it as file:{path})")
     return 0
+
+
+def _share_checkpoint_path(path: Any) -> Any:
+    """Rank 0's checkpoint file, sent to every rank (they resume from it too; only rank 0 writes it)."""
+    from slimcnn.train import world
+
+    if world()[1] == 1:
+        return path
+    import torch.distributed as dist
+
+    box = [path]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scale: int | None, seed: int,
+                      task: str | None, data: str, train_data: str | None, batch_size: int | None, steps: int,
+                      device: str, every: int, options: dict[str, Any]) -> None:
+    """A rank other than 0 under torchrun: the same fine-tune (its slice of each batch), no outputs."""
+    from slimcnn.models import load_model
+    from slimcnn.tasks import make_task
+
+    ckpt = _share_checkpoint_path(None)
+    loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+    kind = resolve_task(task, loaded.info)
+    t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, batch_size=batch_size, seed=seed)
+    t.finetune(loaded.model, steps, device=device, seed=seed, progress=False, checkpoint=ckpt, checkpoint_every=every,
+               **options)

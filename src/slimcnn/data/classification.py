@@ -1,7 +1,9 @@
 """Classification data: ImageFolder folders and .tar archives, CIFAR python batches, built-in digits.
 
 Every source is decoded once per process into a ``uint8`` tensor ``[N, C, H, W]`` at the model's
-input size (:class:`ImageSet`); batches are then cheap tensor slices, normalised on the fly.
+input size (:class:`ImageSet`); batches are then cheap tensor slices, normalised on the fly. Sets too
+large for that (above 1 GiB decoded) and WebDataset shards stream through a DataLoader instead
+(:mod:`slimcnn.data._stream`; the task chooses).
 
 Layouts (``spec`` is a path or the name ``"digits"``):
 
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from slimcnn.data import _stream
 from slimcnn.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -98,6 +101,9 @@ def check_source(spec: str | Path) -> str | Path:
     """
     if isinstance(spec, str) and spec in BUILTIN:
         return spec
+    if _stream.is_shard_pattern(spec):
+        _stream.shard_paths(spec)  # every shard must exist
+        return str(spec)
     p = Path(spec).expanduser()
     if not p.exists():
         raise DataError(
@@ -112,6 +118,8 @@ def source_splits(spec: str | Path) -> frozenset[str]:
     spec = check_source(spec)
     if spec == "digits":
         return frozenset({"train", "test"})
+    if _stream.shard_paths(spec) is not None:  # WebDataset shards: one set
+        return frozenset()
     root = _cifar_root(Path(spec))
     if root is not None:
         have = {"train"} if any(root.glob("data_batch_*")) or (root / "train").is_file() else set()

@@ -3,8 +3,9 @@
 A *knob* is one place a transform can act with an amount (a dependency group's filter-pruning ratio,
 a layer's low-rank fraction, a layer's k-means bits, ...). The sweep evaluates the model with each
 knob alone at each amount on the user's validation subset. It is fast because (1) activations that a
-change cannot affect are recorded once and replayed (``_cache``), (2) it can spread knobs over worker
-processes, and (3) it is resumable: finished points are saved after every knob and skipped on rerun.
+change cannot affect are recorded once and replayed (``_cache``), (2) knobs are sharded over the ranks
+of a torch.distributed group (``torchrun``, or ``workers`` local gloo ranks) and gathered, and (3) it
+is resumable: finished points are saved after every round of knobs and skipped on rerun.
 """
 
 from __future__ import annotations
@@ -12,20 +13,20 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from slimcnn._io import write_json
 from slimcnn.errors import ConfigError
 from slimcnn.search._cache import Recording, cacheable_modules, changed_modules, execution_spans
 from slimcnn.tasks.base import Task
+from slimcnn.train import all_gather_objects, is_main, join_from_env, world
+from slimcnn.train._distributed import on_local_ranks
 from slimcnn.types import Score
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,6 @@ def _shallow_module_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model, memo)
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _worker_run(knob: Knob) -> list[SensitivityPoint]:
-    torch.set_num_threads(1)
-    return _sweep_knob(**_WORKER, knob=knob)
-
-
 def _sweep_knob(*, model: nn.Module, task: Task, apply: Applier, cost: CostFn, evaluator: _Evaluator,
                 baseline: Score, latency: Callable[[nn.Module], float] | None, knob: Knob) -> list[SensitivityPoint]:
     out = []
@@ -249,7 +242,9 @@ def sensitivity_sweep(
         limit: evaluate on the first ``limit`` validation images (a user-sized subset).
         cache: replay activations the change cannot affect.
         cache_limit_mb: skip caching for a knob whose recording would exceed this.
-        workers: worker processes (fork); each runs whole knobs with one thread.
+        workers: local ranks (a gloo group of forked processes, one thread each) that share the
+            knobs; ignored inside a process group (under ``torchrun`` the knobs are sharded over its
+            ranks, every rank returns the whole table and rank 0 writes ``resume``).
         resume: JSON path: finished points are read from it (if present) and it is rewritten after
             every knob, so an interrupted sweep continues where it stopped.
         latency: optional ``latency(model) -> ms`` measured for each point.
@@ -262,6 +257,7 @@ def sensitivity_sweep(
     """
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    join_from_env(device)
     example_input = task.example_input() if example_input is None else example_input
     t0 = time.perf_counter()
     baseline = task.evaluate(model, limit=limit, device=device)
@@ -286,28 +282,53 @@ def sensitivity_sweep(
     evaluator.prime(todo)
     ctx = dict(model=model, task=task, apply=apply, cost=cost, evaluator=evaluator,
                baseline=baseline, latency=latency)
-    bar = _progress(len(todo), progress)
-    if workers == 1 or len(todo) <= 1:
+    bar = _progress(len(todo), progress and is_main())
+    ranks = world()[1]
+    if ranks > 1:
+        _sweep_sharded(ctx, todo, table, resume, bar)
+    elif workers > 1 and len(todo) > 1:
+        ranks = min(workers, len(todo))
+        on_local_ranks(ranks, lambda: _sweep_sharded(ctx, todo, table, resume, bar))
+    else:
         for knob in todo:
             table.points.extend(_sweep_knob(**ctx, knob=knob))
             _checkpoint(table, resume)
             bar(knob.name)
-    else:
-        _WORKER.clear()
-        _WORKER.update(ctx)
-        with mp.get_context("fork").Pool(workers) as pool:
-            for points in pool.imap(_worker_run, todo):
-                table.points.extend(points)
-                _checkpoint(table, resume)
-                bar(points[0].knob if points else "")
-        _WORKER.clear()
     table.conditions = {
         "dataset": baseline.dataset, "subset": limit if limit is not None else baseline.n, "cache": cache,
-        "workers": workers, "seconds": round(time.perf_counter() - t0, 3), "device": device,
+        "workers": ranks, "seconds": round(time.perf_counter() - t0, 3), "device": device,
         "replayed_modules": evaluator.replayed_modules, "recording_passes": evaluator.recording_passes,
     }
-    _checkpoint(table, resume)
+    if is_main():
+        _checkpoint(table, resume)
     return table
+
+
+def _sweep_sharded(ctx: dict[str, Any], todo: list[Knob], table: SensitivityTable, resume: str | Path | None,
+                   bar: Callable[[str], None]) -> None:
+    """Rank r sweeps knobs r, r + size, ...; after each round every rank gathers all points (rank 0 saves).
+
+    Points arrive in ``todo`` order, so the table is the one a single process writes. An error on
+    any rank is gathered too and raised on every rank (no rank is left waiting in a collective).
+    """
+    rank, size = world()
+    for first in range(0, len(todo), size):
+        mine = todo[first + rank] if first + rank < len(todo) else None
+        result: list[SensitivityPoint] | BaseException
+        try:
+            result = _sweep_knob(**ctx, knob=mine) if mine is not None else []
+        except Exception as e:  # re-raised below, after every rank has reached the gather
+            result = e
+        gathered = all_gather_objects(result)
+        for r in gathered:
+            if isinstance(r, BaseException):
+                raise r
+        for points in gathered:
+            table.points.extend(points)
+            if points and rank == 0:
+                bar(points[0].knob)
+        if is_main():
+            _checkpoint(table, resume)
 
 
 def _checkpoint(table: SensitivityTable, path: str | Path | None) -> None:

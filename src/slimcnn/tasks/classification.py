@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimcnn.data._stream import (
+    STREAM_ABOVE_BYTES,
+    Skipped,
+    StreamIndex,
+    decoded_bytes,
+    index_images,
+    shard_paths,
+    stream_batches,
+)
 from slimcnn.data.classification import (
+    BUILTIN,
     ImageSet,
+    _cifar_root,
     augment_uint8,
     check_source,
     class_key,
@@ -114,6 +126,11 @@ class ClassificationTask:
         seed: Seeds shuffling and augmentation.
         train_data: Training set for ``finetune`` (see module doc for the default).
         scale: Not used by classification; present so a stray ``--scale`` gives a clear error.
+        amp: Evaluate under ``"bf16"``/``"fp16"`` autocast (fine-tuning takes its own ``amp``).
+        stream: Read images through a DataLoader instead of decoding the set into memory; None: for
+            WebDataset shards and for sets above :data:`~slimcnn.data._stream.STREAM_ABOVE_BYTES` decoded.
+        loader_workers: DataLoader worker processes when streaming (None: up to 8, one CPU left free).
+        strict_data: When streaming, refuse an undecodable image instead of skipping and counting it.
 
     Raises:
         DataError: A data path does not exist.
@@ -133,7 +150,15 @@ class ClassificationTask:
         seed: int = 0,
         train_data: DataSpec | None = None,
         scale: int | None = None,
+        amp: str | None = None,
+        stream: bool | None = None,
+        loader_workers: int | None = None,
+        strict_data: bool = False,
     ) -> None:
+        from slimcnn.train import AMP_DTYPES
+
+        if amp is not None and amp not in AMP_DTYPES:
+            raise ConfigError(f"amp must be {' or '.join(AMP_DTYPES)}, got '{amp}'")
         if scale is not None:
             raise ConfigError("--scale applies to the sr task, not classification; drop it")
         if batch_size < 1:
@@ -144,6 +169,14 @@ class ClassificationTask:
         self.batch_size = batch_size
         self.subset = subset
         self.seed = seed
+        self.amp = amp
+        self.stream = stream
+        if loader_workers is not None and loader_workers < 0:
+            raise ConfigError(f"loader_workers must be >= 0, got {loader_workers}")
+        self.loader_workers = loader_workers if loader_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
+        self.strict_data = strict_data
+        self.skipped = Skipped()
+        """Images a stream skipped because they could not be decoded (see ``strict_data``)."""
         self.data = check_source(data)
         self.eval_source = check_source(val_data) if val_data is not None else self.data
         self._train_spec = check_source(train_data) if train_data is not None else None
@@ -154,12 +187,35 @@ class ClassificationTask:
             self.channels, self.size = info.input_shape[1], (info.input_shape[2], info.input_shape[3])
 
     # ------------------------------------------------------------------------------------------ data
-    def _load(self, spec: str | Path, split: str) -> ImageSet:
-        return load_classification(spec, "train" if split == "train" else "test", size=self.size, channels=self.channels)
+    def _load(self, spec: str | Path, split: str) -> ImageSet | StreamIndex:
+        split = "train" if split == "train" else "test"
+        streamed = self._streamed(spec, split)
+        if streamed is not None:
+            return streamed
+        return load_classification(spec, split, size=self.size, channels=self.channels)  # type: ignore[arg-type]
+
+    def _streamed(self, spec: str | Path, split: str) -> StreamIndex | None:
+        """The index to stream ``spec`` from, or None to decode it into memory (see ``stream``)."""
+        if self.stream is False or spec in BUILTIN:
+            return None
+        if shard_paths(spec) is not None:
+            return index_images(spec, split)
+        path = Path(spec)
+        if path.is_file() and not path.name.lower().endswith(".tar"):  # compressed: no random access
+            return None
+        if self.stream is None:
+            small_archive = path.is_file() and path.stat().st_size < STREAM_ABOVE_BYTES // 32
+            if self.size is None or small_archive or _cifar_root(path) is not None:
+                return None
+            if decoded_bytes(len(index_images(path, split)), self.size, self.channels) <= STREAM_ABOVE_BYTES:
+                return None
+        if self.size is None:
+            raise ConfigError("streaming needs the model's input size (ModelInfo.input_shape)")
+        return index_images(path, split)
 
     @property
-    def eval_set(self) -> ImageSet:
-        """The evaluation images (decoded on first use, cached per process)."""
+    def eval_set(self) -> ImageSet | StreamIndex:
+        """The evaluation images (decoded on first use and cached per process, or an index to stream)."""
         return self._load(self.eval_source, "test")
 
     def train_source(self) -> tuple[str | Path, str]:
@@ -178,8 +234,8 @@ class ClassificationTask:
         return self.data, "test"
 
     @property
-    def train_set(self) -> ImageSet:
-        """The training images (decoded on first use, cached per process)."""
+    def train_set(self) -> ImageSet | StreamIndex:
+        """The training images (decoded on first use and cached per process, or an index to stream)."""
         spec, split = self.train_source()
         out = self._load(spec, split)
         ev = self.eval_set
@@ -195,12 +251,28 @@ class ClassificationTask:
         std = self.info.std if self.info is not None else None
         return normalize(images, mean, std)
 
-    def _augments(self, ds: ImageSet) -> bool:
-        """Pad-4 crop + flip for natural images up to 64 px (CIFAR-size); never for digits."""
+    def _augments(self, ds: ImageSet | StreamIndex) -> bool:
+        """In memory: pad-crop + flip for natural images up to 64 px (CIFAR-size), never for digits.
+        Streamed: always (RandomResizedCrop + flip above 64 px)."""
+        if isinstance(ds, StreamIndex):
+            return True
         return not ds.name.startswith("digits") and max(ds.images.shape[-2:]) <= 64
 
-    def _stream(self, ds: ImageSet, batch_size: int, *, augment: bool, seed: int) -> Iterator[Batch]:
-        """Endless shuffled batches (a new permutation per pass), deterministic from ``seed``."""
+    def _stream_options(self) -> dict[str, Any]:
+        return {"size": self.size, "channels": self.channels, "workers": self.loader_workers,
+                "strict": self.strict_data, "skipped": self.skipped}
+
+    def _stream(self, ds: ImageSet | StreamIndex, batch_size: int, *, augment: bool, seed: int,
+                ranks: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
+        """Endless shuffled batches (a new permutation per pass), deterministic from ``seed``.
+
+        A streamed set yields rank ``ranks[0]``'s slice of each global batch (of ``ranks[1]``).
+        """
+        if isinstance(ds, StreamIndex):
+            for x, y in stream_batches(ds, batch_size=batch_size, train=True, augment=augment, seed=seed,
+                                       rank=ranks[0], world=ranks[1], **self._stream_options()):
+                yield self._inputs(x), y
+            return
         g = torch.Generator().manual_seed(seed)
         n = len(ds)
         bs = min(batch_size, n)
@@ -225,6 +297,9 @@ class ClassificationTask:
         Returns:
             ``Score(metric="top1", value=percent, metrics={"top1", "top5"}, n, dataset)``.
         """
+        from slimcnn.progress import phase
+        from slimcnn.train import autocast
+
         ds = self.eval_set
         n = len(ds)
         for cap in (limit, self.subset):
@@ -235,23 +310,36 @@ class ClassificationTask:
         was_training = model.training
         home = next(iter(model.parameters()), torch.empty(0)).device
         model.eval().to(device)
-        correct1 = correct5 = 0
+        correct1 = correct5 = scored = 0
         try:
-            with torch.inference_mode():
-                for i in range(0, n, self.batch_size):
-                    j = min(n, i + self.batch_size)
-                    x = self._inputs(ds.images[i:j]).to(device)
-                    logits = self._first_logits(model, x, ds) if i == 0 else logits_of(model(x)).float().cpu()
-                    y = ds.labels[i:j]
+            with torch.inference_mode(), autocast(device, self.amp), \
+                    phase(f"evaluate {ds.name}", total=n, unit="images") as advance:
+                for images, y in self._ordered(ds, n):
+                    x = self._inputs(images).to(device)
+                    logits = self._first_logits(model, x, ds) if not scored else logits_of(model(x)).float().cpu()
                     top = logits.topk(min(5, logits.shape[1]), dim=1).indices
                     correct1 += int((top[:, 0] == y).sum())
                     correct5 += int((top == y[:, None]).any(dim=1).sum())
+                    scored += len(y)
+                    advance(len(y))
         finally:
             model.train(was_training).to(home)
+        if not scored:
+            raise DataError(f"no image of {ds.name} could be decoded ({self.skipped.count} skipped)")
+        n = scored
         top1, top5 = 100.0 * correct1 / n, 100.0 * correct5 / n
         return Score(metric="top1", value=top1, metrics={"top1": top1, "top5": top5}, n=n, dataset=ds.name)
 
-    def _first_logits(self, model: nn.Module, x: torch.Tensor, ds: ImageSet) -> torch.Tensor:
+    def _ordered(self, ds: ImageSet | StreamIndex, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The first ``n`` images (``uint8``) and labels in the set's fixed order, a batch at a time."""
+        if isinstance(ds, StreamIndex):
+            yield from stream_batches(ds, batch_size=self.batch_size, train=False, limit=n, **self._stream_options())
+            return
+        for i in range(0, n, self.batch_size):
+            j = min(n, i + self.batch_size)
+            yield ds.images[i:j], ds.labels[i:j]
+
+    def _first_logits(self, model: nn.Module, x: torch.Tensor, ds: ImageSet | StreamIndex) -> torch.Tensor:
         """The logits of the first batch, after checking the model is a classifier for ``ds``'s classes."""
         try:
             out = model(x)
@@ -298,6 +386,8 @@ class ClassificationTask:
         recovery: str = "plain",
         kd_temperature: float = 4.0,
         kd_alpha: float = 0.9,
+        amp: str | None = None,
+        channels_last: bool = False,
     ) -> TrainStats:
         """Fine-tune ``model`` in place with cross-entropy on the training data (see the module doc).
 
@@ -328,6 +418,8 @@ class ClassificationTask:
             recovery: ``"plain"`` (cross-entropy) or ``"kd"`` (distillation from ``teacher``).
             kd_temperature: Softmax temperature ``T`` of the distillation term.
             kd_alpha: Weight of the distillation term (the rest is cross-entropy), in [0, 1].
+            amp: Mixed precision ``"bf16"``/``"fp16"`` (see :func:`slimcnn.train.fit_`); None = fp32.
+            channels_last: Train in channels-last memory order.
 
         Returns:
             :class:`~slimcnn.tasks.base.TrainStats`.
@@ -335,7 +427,17 @@ class ClassificationTask:
         Raises:
             ConfigError: ``recovery="kd"`` without a teacher, or bad KD knobs.
         """
-        from slimcnn.train import check_recovery, check_weight, fit_, kd_logits_loss, teacher_on
+        from slimcnn.train import (
+            check_recovery,
+            check_weight,
+            fit_,
+            join_from_env,
+            kd_logits_loss,
+            teacher_on,
+            world,
+        )
+
+        join_from_env(device)  # before the stream is sliced by rank
 
         kd = check_recovery(recovery, teacher, model)
         if kd:
@@ -356,12 +458,14 @@ class ClassificationTask:
                     return kd_logits_loss(logits_of(student(x)), logits_of(run_teacher(x)), y,
                                           temperature=kd_temperature, alpha=kd_alpha)
 
+            streamed = isinstance(ds, StreamIndex)
             return fit_(
-                model, lambda: self._stream(ds, bs, augment=use_aug, seed=s), loss_fn, steps=steps,
+                model, lambda: self._stream(ds, bs, augment=use_aug, seed=s, ranks=world() if streamed else (0, 1)),
+                loss_fn, steps=steps, local_batches=streamed,
                 optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,  # type: ignore[arg-type]
                 warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip,  # type: ignore[arg-type]
                 checkpoint=checkpoint, checkpoint_every=checkpoint_every, progress=progress,
-                device=device, params=params, seed=s,
+                device=device, params=params, seed=s, amp=amp, channels_last=channels_last,
             )
 
     def training_batches(self, n: int) -> list[Batch]:
@@ -377,6 +481,9 @@ class ClassificationTask:
         """The first ``batch`` evaluation images, model-ready (repeated if the set is smaller)."""
         ds = self.eval_set
         idx = torch.arange(batch) % len(ds)
+        if isinstance(ds, StreamIndex):
+            first = torch.cat([x for x, _ in self._ordered(ds, min(batch, len(ds)))])
+            return self._inputs(first[idx % len(first)])
         return self._inputs(ds.images[idx])
 
     def __repr__(self) -> str:

@@ -7,6 +7,9 @@ environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_
 order, keeps its own equal slice of each batch (:func:`local_part`, a DistributedSampler over the
 batch) and gradients are averaged, so N ranks with global batch B train like one process with batch B.
 BatchNorm statistics are synchronised over the ranks (:func:`synced_batchnorm`) for the same reason.
+Work that splits into independent items (a sensitivity sweep's knobs) is sharded over the ranks and
+gathered (:func:`all_gather_objects`); :func:`on_local_ranks` starts such a group on one machine
+without ``torchrun`` (``--workers N``).
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import contextlib
 import logging
 import os
 import types
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -24,8 +27,12 @@ from torch import nn
 from slimcnn.errors import ConfigError
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
-__all__ = ["all_gather_objects", "is_main", "join_from_env", "local_part", "rank_device", "synced_batchnorm", "world"]
+__all__ = [
+    "all_gather_objects", "is_main", "join_from_env", "local_part", "on_local_ranks", "rank_device", "synced_batchnorm",
+    "world",
+]
 
 
 def world() -> tuple[int, int]:
@@ -185,3 +192,61 @@ def synced_batchnorm(model: nn.Module) -> Iterator[int]:
         for m in patched:
             del m.forward
 
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def on_local_ranks(size: int, fn: Callable[[], T]) -> T:
+    """Run ``fn`` on ``size`` ranks of a gloo group on this machine; returns rank 0's result.
+
+    This process is rank 0; ranks 1..size-1 are forked from it (they share the loaded model and data
+    without pickling) and run ``fn`` too, with one thread each. ``fn`` must take part in the same
+    collectives on every rank and must not raise on one rank only (gather errors instead). For CUDA,
+    launch under ``torchrun`` instead: a forked child cannot use the parent's CUDA context.
+
+    Raises:
+        ConfigError: Already inside a process group, or CUDA is initialised in this process.
+    """
+    import datetime
+    import multiprocessing as mp
+
+    dist = torch.distributed
+    if dist.is_initialized():
+        raise ConfigError("already inside a torch.distributed process group; run with --workers 1 under torchrun")
+    if torch.cuda.is_initialized():
+        raise ConfigError("--workers N with CUDA: launch with torchrun --nproc-per-node N instead "
+                          "(a forked worker cannot use this process's CUDA context)")
+    init = f"tcp://127.0.0.1:{_free_port()}"
+    timeout = datetime.timedelta(hours=6)
+
+    def child(rank: int) -> None:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=size, timeout=timeout)
+        try:
+            fn()
+        finally:
+            dist.destroy_process_group()
+
+    procs = [mp.get_context("fork").Process(target=child, args=(r,), daemon=True) for r in range(1, size)]
+    for p in procs:
+        p.start()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dist.init_process_group("gloo", init_method=init, rank=0, world_size=size, timeout=timeout)
+        try:
+            return fn()
+        finally:
+            dist.destroy_process_group()
+    finally:
+        torch.set_num_threads(threads)
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()

@@ -160,6 +160,7 @@ def fit_(
     seed: int = 0,
     amp: str | None = None,
     channels_last: bool = False,
+    local_batches: bool = False,
 ) -> TrainStats:
     """Train ``model`` in place for ``steps`` optimiser steps.
 
@@ -197,6 +198,8 @@ def fit_(
         amp: Mixed precision: ``"bf16"`` or ``"fp16"`` autocast (fp16 with a GradScaler); None = fp32.
         channels_last: Train in channels-last memory order (faster convolutions on CUDA); the model
             is returned contiguous.
+        local_batches: The batches are already this rank's slices (a DistributedSampler-like source,
+            e.g. a streaming loader that decodes only its rank's images); they are not cut again.
 
     Returns:
         :class:`~slimcnn.tasks.base.TrainStats` for the steps run by this call
@@ -240,7 +243,7 @@ def fit_(
                     model, _parallel(model, dev), stream, loss_fn, opt, losses, start=start, steps=steps, lr=lr,
                     warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip, ckpt=ckpt,
                     checkpoint_every=checkpoint_every, progress=progress, dev=dev,
-                    precision=_Precision(amp, scaler, channels_last),
+                    precision=_Precision(amp, scaler, channels_last), local_batches=local_batches,
                 )
         finally:
             for p, flag in frozen:
@@ -316,6 +319,7 @@ def _run(
     progress: bool,
     dev: torch.device,
     precision: _Precision,
+    local_batches: bool,
 ) -> tuple[float, int]:
     rank, size = world()
     scaler = precision.scaler
@@ -328,7 +332,7 @@ def _run(
             for group in opt.param_groups:
                 group["lr"] = lr_at(step, steps=steps, lr=lr, warmup_steps=warmup_steps, schedule=schedule)
             whole = next(stream)
-            batch = to_device(local_part(whole, rank, size), dev)
+            batch = to_device(whole if local_batches else local_part(whole, rank, size), dev)
             if precision.channels_last:
                 batch = _channels_last(batch)
             opt.zero_grad(set_to_none=True)
@@ -351,7 +355,7 @@ def _run(
             else:
                 opt.step()
             losses.append(value)
-            samples += _batch_size(whole)
+            samples += _batch_size(whole) * (size if local_batches else 1)
             advance(1)
             done = step + 1
             if ckpt is not None and (done == steps or (checkpoint_every and done % checkpoint_every == 0)) and rank == 0:
