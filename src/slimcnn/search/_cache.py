@@ -149,7 +149,11 @@ class Recording:
         for name in outer:
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, child, _Replay(self.outputs[name]))
+            replay, old = _Replay(self.outputs[name]), getattr(parent, child)
+            for attr in ("f", "i", "type", "np"):  # ultralytics' forward routes by these attributes of its layers
+                if attr in vars(old):
+                    setattr(replay, attr, vars(old)[attr])
+            setattr(parent, child, replay)
         return outer
 
 
