@@ -33,6 +33,8 @@ _ATTR = "_slimcnn_ids"
 def compact(ids: Tensor, first: int = 0) -> Tensor:
     """``ids`` with every axis from ``first`` on along which it is constant narrowed to size 1 (it broadcasts
     back to the same labels); later label ops then touch a few elements instead of a whole feature map."""
+    if sum(s > 1 for s in ids.shape[first:]) <= 1:
+        return ids  # already as small as it pays to make it (a channel vector)
     for d in range(first, ids.dim()):
         if ids.shape[d] > 1 and bool((ids == ids.narrow(d, 0, 1)).all()):
             ids = ids.narrow(d, 0, 1)

@@ -91,7 +91,7 @@ def _empties(g: ChannelGroup, removed: set[int]) -> bool:
 
 def _n_remove(g: ChannelGroup, ratio: float, round_to: int) -> int:
     keep = g.size - int(math.floor(ratio * g.size + 1e-9))
-    if round_to > 1 and g.size > round_to:
+    if round_to > 1 and g.size >= round_to:  # a group of exactly round_to channels stays whole
         keep = min(g.size, int(math.ceil(keep / round_to)) * round_to)
     keep = max(keep, len(g.fixed), 1)
     return g.size - keep
