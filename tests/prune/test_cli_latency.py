@@ -13,6 +13,7 @@ from slimcnn.cli import main
     (["--latency", "0.5"], "--latency 0.5 is ambiguous"),
     (["--latency", "2x"], "--latency 2x"),
     (["--latency", "0.5x", "--ratio", "0.3"], "exactly one of --ratio R, --macs 0.5x or --latency 0.5x"),
+    (["--latency", "0.5x", "--macs", "0.5x", "--ratio", "0.3"], "exactly one of --ratio R"),
     (["--latency", "0.5x", "--no-latency"], "--latency needs the latency measurement"),
     (["--latency", "0.5x", "--granularity", "kernel", "--ratio", "0.3"], "--latency works with --granularity filter"),
 ])

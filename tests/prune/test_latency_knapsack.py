@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 
@@ -97,3 +98,33 @@ def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
     assert build_latency_table(model, x, runs=2, warmup=1, cache_path=path) == first
     with pytest.raises(AssertionError, match="timed again"):  # another input shape is another key
         build_latency_table(model, torch.cat([x, x]), runs=2, warmup=1, cache_path=path)
+
+
+def test_latency_and_macs_budgets_together_on_a_real_graph(tmp_path, monkeypatch) -> None:
+    import slimcnn.measure as measure
+    from slimcnn.graph import trace
+    from slimcnn.models import load_model
+    from slimcnn.prune import prune_model_
+    from slimcnn.prune._criteria import ScoreContext, score_groups
+    from slimcnn.prune._knapsack import keep_counts, select_for_latency_and_macs
+    from slimcnn.prune._latency_prune import _macs_fraction, _macs_slopes
+    from slimcnn.prune._latency_table import build_latency_table
+
+    loaded = load_model("slimcnn:tiny_cnn")
+    model, x = loaded.model.eval(), torch.randn(loaded.info.input_shape)
+    monkeypatch.setattr(measure, "cpu_contended", lambda: False)
+    graph = trace(model, x)
+    table = build_latency_table(model, x, graph=graph, runs=2, warmup=1, cache_path=tmp_path / "t.json")
+    scores = score_groups(ScoreContext(model, graph, x, None, 8, 0, []), "l1")
+    macs_of, slope = _macs_fraction(graph, table, scores), _macs_slopes(graph, table)
+    assert all(v > 0 for v in slope.values())
+    loose = select_for_latency(table, scores, 0.95)
+    assert select_for_latency_and_macs(table, scores, 0.95, 1.0, macs_of, slope).widths == loose.widths
+    both = select_for_latency_and_macs(table, scores, 0.95, 0.5, macs_of, slope)
+    assert both.feasible and both.macs_ratio <= 0.5 < macs_of(loose.widths)
+    assert both.predicted_ratio <= 0.95 + 1e-9 and both.macs_target == 0.5
+    pruned = copy.deepcopy(model)
+    out = prune_model_(pruned, x, keep=keep_counts(graph, table, both.widths))
+    assert out.macs_after / out.macs_before == pytest.approx(both.macs_ratio)  # the exact count, not an estimate
+    impossible = select_for_latency_and_macs(table, scores, 0.95, 0.001, macs_of, slope)
+    assert not impossible.feasible and impossible.macs_ratio > 0.001

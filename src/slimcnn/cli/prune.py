@@ -50,7 +50,7 @@ def prune_cmd(
     groups: int = typer.Option(2, "--groups", help="--granularity grouped: groups G per conv (keeps 1/G of the kernels)."),
     ratio: float | None = typer.Option(None, "--ratio", help="Fraction of each coupled group's channels to remove."),
     macs: str | None = typer.Option(None, "--macs", help="Target MACs: 0.5x (fraction of the original) or 300M (absolute)."),
-    latency: str | None = typer.Option(None, "--latency", help="Target ONNX Runtime latency: 0.5x (of the original, measured) or 12ms; kept widths from a measured per-group latency table and a knapsack."),
+    latency: str | None = typer.Option(None, "--latency", help="Target ONNX Runtime latency: 0.5x (of the original, measured) or 12ms; kept widths from a measured per-group latency table and a knapsack (with --macs: both budgets at once)."),
     scope: str = typer.Option("local", "--scope", help="local (same ratio per group) or global ranking."),
     round_to_text: str = typer.Option("1", "--round-to", help="Round kept widths up to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers whose groups stay (repeatable)."),
@@ -94,8 +94,8 @@ def prune_cmd(
     if latency is not None and no_latency:
         raise ConfigError("--latency needs the latency measurement: drop --no-latency")
     if granularity == "filter":
-        if sum(a is not None for a in (ratio, macs, latency)) != 1:
-            raise ConfigError("give exactly one of --ratio R, --macs 0.5x or --latency 0.5x")
+        if sum(a is not None for a in (ratio, macs, latency)) != 1 and not (latency and macs and ratio is None):
+            raise ConfigError("give exactly one of --ratio R, --macs 0.5x or --latency 0.5x (or --latency with --macs)")
         if scope not in ("local", "global"):
             raise ConfigError(f"--scope must be local or global, got '{scope}'")
         if reduce not in ("sum", "mean", "max"):
@@ -176,7 +176,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
 
         frac, lat_details = _latency_frac(loaded.model, example, latency)
         lat = prune_for_latency_(new_model, example, frac, criterion=criterion, exclude=exclude, reduce=reduce,  # type: ignore[arg-type]
-                                 task=task_obj, calib=calib, seed=seed, source=loaded.source)
+                                 task=task_obj, calib=calib, seed=seed, source=loaded.source, macs=macs_frac)
         if not lat.selection.feasible:
             note(f"note: the latency table predicts at best {lat.selection.predicted_ratio:.3f}x, above the "
                  f"{frac:.3f}x target; pruned to the fastest widths it offers")

@@ -11,7 +11,7 @@ With integer savings and ``resolution == need`` the answer is the exact optimum.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +35,9 @@ class LatencySelection:
     """Sum over groups of the kept channels' normalised importance (a full group counts its size)."""
     feasible: bool
     """False: the table predicts the target cannot be reached; the fastest widths were chosen."""
+    macs_ratio: float | None = None
+    """Conv/linear MACs of the selection / the original's (exact, from the graph) when a MACs limit was given."""
+    macs_target: float | None = None
 
 
 def knapsack_widths(options: Mapping[str, Sequence[tuple[int, float, float]]], need: float, *,
@@ -105,7 +108,8 @@ def kept_importance(scores: Tensor, fixed: Sequence[int], width: int) -> float:
 
 
 def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float, *,
-                       fixed: Mapping[int, Sequence[int]] | None = None, resolution: int = 2000) -> LatencySelection:
+                       fixed: Mapping[int, Sequence[int]] | None = None, resolution: int = 2000,
+                       bonus: Mapping[str, float] | None = None) -> LatencySelection:
     """Kept widths per group reaching ``target_ratio`` x the table's latency with the most importance kept.
 
     Args:
@@ -114,6 +118,8 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
         target_ratio: latency target as a fraction of the original, in (0, 1].
         fixed: ``{group id: fixed group channels}`` (always kept).
         resolution: knapsack discretisation steps.
+        bonus: ``{group: value per removed group channel}`` added to each width's value (the MACs price of
+            :func:`select_for_latency_and_macs`); ``kept_importance`` of the result excludes it.
 
     Raises:
         ConfigError: ``target_ratio`` outside (0, 1].
@@ -127,10 +133,76 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
         fx = list((fixed or {}).get(g.group_id, ()))
         options[g.layer] = [(w, kept_importance(sc, fx, w), max(0.0, g.saving(w)))
                             for w in candidate_widths(g.size, g.min_keep, table.block)]
-    widths, feasible = knapsack_widths(options, need, resolution=resolution)
+    priced = {n: [(w, v + (bonus or {}).get(n, 0.0) * (table.group(n).size - w), sv) for w, v, sv in opts]
+              for n, opts in options.items()}
+    widths, feasible = knapsack_widths(priced, need, resolution=resolution)
     value = sum(next(o[1] for o in options[n] if o[0] == w) for n, w in widths.items())
     pruned = {n: w for n, w in widths.items() if w < table.group(n).size}
     return LatencySelection(pruned, table.predict_ratio(pruned), target_ratio, value, feasible)
+
+
+def select_for_latency_and_macs(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float,
+                                macs_target: float, macs_of: Callable[[Mapping[str, int]], float],
+                                macs_slope: Mapping[str, float], *, fixed: Mapping[int, Sequence[int]] | None = None,
+                                resolution: int = 2000, steps: int = 14) -> LatencySelection:
+    """:func:`select_for_latency` with a second budget: conv/linear MACs at most ``macs_target`` x the original.
+
+    Lagrangian relaxation: each width also earns ``lam * macs_slope[group] * removed channels`` (the MACs one
+    removed channel saves with the other groups whole, as a fraction of the model's), and ``lam`` is bisected
+    (``steps`` times) for the smallest price at which the exact MACs of the selection, ``macs_of(widths)``, meet
+    the target; the latency budget stays a hard constraint of every knapsack.
+
+    Args:
+        table: the model's :class:`LatencyTable`.
+        scores: ``{group id: Tensor[group size]}``; higher = keep.
+        target_ratio: latency target as a fraction of the original, in (0, 1].
+        macs_target: MACs target as a fraction of the original, in (0, 1].
+        macs_of: exact MACs fraction of ``{group: kept width}`` (groups not listed stay whole).
+        macs_slope: ``{group: MACs fraction saved per removed group channel}``.
+        fixed: ``{group id: fixed group channels}`` (always kept).
+        resolution: knapsack discretisation steps.
+        steps: bisection steps on the price.
+
+    Returns:
+        The selection meeting both budgets with the smallest price found; ``feasible`` is False when the
+        latency knapsack is infeasible or no price reaches the MACs target (then the highest price's widths).
+
+    Raises:
+        ConfigError: a target outside (0, 1].
+    """
+    if not 0 < macs_target <= 1:
+        raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs_target}")
+    base = select_for_latency(table, scores, target_ratio, fixed=fixed, resolution=resolution)
+    scale = max(base.kept_importance, 1.0)  # prices in units of the model's total kept importance
+
+    def at(lam: float) -> tuple[LatencySelection, float]:
+        bonus = {g.layer: lam * scale * macs_slope.get(g.layer, 0.0) for g in table.groups}
+        sel = select_for_latency(table, scores, target_ratio, fixed=fixed, resolution=resolution, bonus=bonus)
+        return sel, macs_of(sel.widths)
+
+    sel, macs = base, macs_of(base.widths)
+    if macs <= macs_target or not base.feasible:
+        return _with_macs(sel, macs, macs_target, base.feasible)
+    lo, hi = 0.0, 1.0
+    sel_hi, macs_hi = at(hi)
+    while macs_hi > macs_target and hi < 1e6:
+        lo, hi = hi, hi * 8
+        sel_hi, macs_hi = at(hi)
+    if macs_hi > macs_target:
+        return _with_macs(sel_hi, macs_hi, macs_target, False)
+    for _ in range(steps):
+        mid = (lo + hi) / 2
+        s_mid, m_mid = at(mid)
+        if m_mid <= macs_target and s_mid.feasible:
+            hi, sel_hi, macs_hi = mid, s_mid, m_mid
+        else:
+            lo = mid
+    return _with_macs(sel_hi, macs_hi, macs_target, sel_hi.feasible)
+
+
+def _with_macs(sel: LatencySelection, macs: float, target: float, feasible: bool) -> LatencySelection:
+    return LatencySelection(sel.widths, sel.predicted_ratio, sel.target_ratio, sel.kept_importance,
+                            feasible and macs <= target, macs, target)
 
 
 def keep_counts(graph: object, table: LatencyTable, widths: Mapping[str, int]) -> dict[str, int]:

@@ -16,14 +16,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 from slimcnn.errors import ConfigError
-from slimcnn.graph import trace
+from slimcnn.graph import ChannelGraph, trace
 from slimcnn.prune._api import PruneOutcome, prune_model_
 from slimcnn.prune._criteria import ScoreContext, score_groups
-from slimcnn.prune._knapsack import LatencySelection, keep_counts, select_for_latency
+from slimcnn.prune._knapsack import (
+    LatencySelection,
+    keep_counts,
+    select_for_latency,
+    select_for_latency_and_macs,
+)
 from slimcnn.prune._latency_table import LatencyTable, build_latency_table
+from slimcnn.prune._select import removal_for_keep
 
 
 @dataclass(frozen=True)
@@ -47,7 +53,9 @@ class LatencyPruneResult:
                 "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms,
                                   "runtime": t.runtime, "threads": t.threads, "block": t.block,
                                   "seconds": round(self.table_seconds, 3), "key": t.key},
-                "latency_widths": self.selection.widths, "latency_attempts": list(self.attempts)}
+                "latency_widths": self.selection.widths, "latency_attempts": list(self.attempts),
+                **({"latency_macs_target": self.selection.macs_target,
+                    "latency_macs_selected": self.selection.macs_ratio} if self.selection.macs_target else {})}
 
 
 def prune_for_latency_(
@@ -66,6 +74,7 @@ def prune_for_latency_(
     runs: int = 20,
     threads: int | None = None,
     cache: bool = True,
+    macs: float | None = None,
 ) -> LatencyPruneResult:
     """Prune ``model`` in place so that its measured ONNX Runtime latency is at most ``target_ratio`` x the original.
 
@@ -84,17 +93,21 @@ def prune_for_latency_(
         runs: interleaved timing rounds per check.
         threads: ONNX Runtime intra-op threads (``None`` = physical cores).
         cache: use the latency-table cache.
+        macs: also keep conv/linear MACs at most this fraction of the original (exact, from the graph; see
+            :func:`~slimcnn.prune._knapsack.select_for_latency_and_macs`).
 
     Returns:
         A :class:`LatencyPruneResult`; check ``measured_ratio <= target_ratio`` (not guaranteed).
 
     Raises:
-        ConfigError: ``target_ratio`` outside (0, 1) or ``tries < 1``.
+        ConfigError: ``target_ratio`` or ``macs`` outside (0, 1) or ``tries < 1``.
     """
     from slimcnn.measure import compare_latency
 
     if not 0 < target_ratio < 1:
         raise ConfigError(f"--latency must be a fraction of the original below 1, e.g. 0.5x; got {target_ratio:g}")
+    if macs is not None and not 0 < macs <= 1:
+        raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs:g}")
     if tries < 1:
         raise ConfigError(f"tries must be >= 1, got {tries}")
     original = copy.deepcopy(model).eval()
@@ -107,8 +120,13 @@ def prune_for_latency_(
     knapsack_target = target_ratio
     attempts: list[dict[str, Any]] = []
     best: tuple[LatencySelection, dict[str, int], float] | None = None
+    macs_of = _macs_fraction(graph, table, scores)
+    slope = _macs_slopes(graph, table) if macs is not None else {}
     for _ in range(tries):
-        sel = select_for_latency(table, scores, knapsack_target, fixed=fixed)
+        if macs is None:
+            sel = select_for_latency(table, scores, knapsack_target, fixed=fixed)
+        else:
+            sel = select_for_latency_and_macs(table, scores, knapsack_target, macs, macs_of, slope, fixed=fixed)
         keep = keep_counts(graph, table, sel.widths)
         trial = copy.deepcopy(original)
         if keep:
@@ -118,7 +136,8 @@ def prune_for_latency_(
                               threads=threads)
         measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
         attempts.append({"knapsack_target": knapsack_target, "predicted_ratio": sel.predicted_ratio,
-                         "measured_ratio": measured, "feasible": sel.feasible})
+                         "measured_ratio": measured, "feasible": sel.feasible,
+                         **({"macs_ratio": sel.macs_ratio} if macs is not None else {})})
         met = measured <= target_ratio
         if best is None or (met and best[2] > target_ratio) or (met == (best[2] <= target_ratio) and measured < best[2]):
             best = (sel, keep, measured)
@@ -133,3 +152,25 @@ def prune_for_latency_(
     outcome = prune_model_(model, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
                            task=task, calib=calib, seed=seed, source=source, graph=graph)
     return LatencyPruneResult(outcome, sel, table, measured, table_s, tuple(attempts))
+
+
+def _macs_fraction(graph: ChannelGraph, table: LatencyTable, scores: dict[int, Tensor]) -> Any:
+    """``widths -> conv/linear MACs / the original's``, exact: the channels the widths keep, counted by the graph."""
+    base = max(graph.estimate_macs(), 1)
+
+    def macs_of(widths: Any) -> float:
+        keep = keep_counts(graph, table, widths)
+        removed = graph.removed_roots(removal_for_keep(graph, scores, keep)) if keep else set()
+        return graph.estimate_macs(removed) / base
+
+    return macs_of
+
+
+def _macs_slopes(graph: ChannelGraph, table: LatencyTable) -> dict[str, float]:
+    """``{group: MACs fraction one removed channel saves, the other groups whole}`` (the group's mean)."""
+    base = max(graph.estimate_macs(), 1)
+    roots: dict[int, set[int]] = {}
+    for r, (gid, _k) in graph.atom.items():
+        roots.setdefault(gid, set()).add(r)
+    return {g.layer: (base - graph.estimate_macs(roots.get(g.group_id, set()))) / base / max(g.size, 1)
+            for g in table.groups}
