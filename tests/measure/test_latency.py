@@ -111,8 +111,11 @@ def test_default_threads_are_physical_cores() -> None:
 def test_bad_runtime_and_cuda_with_ort() -> None:
     with pytest.raises(ConfigError, match="runtime must be one of"):
         measure_latency(nn.Linear(2, 2), torch.randn(1, 2), runtime="tvm", runs=1)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="CPU only"):
-        measure_latency(nn.Linear(2, 2), torch.randn(1, 2), device="cuda", runs=1)
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():  # the CPU-only onnxruntime of CI
+        with pytest.raises(ConfigError, match=r"needs ONNX Runtime's CUDAExecutionProvider.*slimcnn\[gpu\]"):
+            measure_latency(nn.Linear(2, 2), torch.randn(1, 2), device="cuda", runs=1)
     with pytest.raises(ConfigError, match="threads"):
         measure_latency(nn.Linear(2, 2), torch.randn(1, 2), threads=0, runs=1)
 
@@ -166,3 +169,34 @@ def test_package_versions() -> None:
 
     got = package_versions(["torch", "surely-not-installed-pkg"])
     assert got["torch"] == torch.__version__.split("+")[0] and got["surely-not-installed-pkg"] is None
+
+
+def test_ort_gpu_provider_selection_and_one_line_errors(monkeypatch) -> None:
+    import onnxruntime as ort
+
+    from slimcnn.measure._onnx import ort_providers, ort_session
+
+    cpu, cuda, trt = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+    assert ort_providers("cpu", [cpu]) == [cpu]
+    assert ort_providers("cuda", [cuda, cpu]) == [(cuda, {"device_id": 0}), cpu]
+    assert ort_providers("cuda:1", [trt, cuda, cpu]) == [(trt, {"device_id": 1}), (cuda, {"device_id": 1}), cpu]
+    for bad, needle in (("gpu", "must be cpu, cuda or cuda:N"), ("cuda:x", "must be cpu, cuda or cuda:N")):
+        with pytest.raises(ConfigError, match=needle):
+            ort_providers(bad, [cuda, cpu])
+    with pytest.raises(ConfigError, match="CUDAExecutionProvider, missing here") as e:
+        ort_providers("cuda", [trt, cpu])  # TensorRT's provider alone is not enough: it hands ops to CUDA's
+    assert len(str(e.value).splitlines()) == 1 and "--runtime torch" in str(e.value)
+
+    # an onnxruntime-gpu that lists CUDA but cannot start it falls back to the CPU: refused, not timed on the CPU
+    class FallbackSession:
+        def __init__(self, *a, **k) -> None:
+            self.asked = k["providers"]
+
+        def get_providers(self) -> list[str]:
+            return [cpu]
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [cuda, cpu])
+    monkeypatch.setattr(ort, "InferenceSession", FallbackSession)
+    with pytest.raises(ConfigError, match="could not start its CUDA execution provider"):
+        ort_session(b"onnx", threads=1, device="cuda")
+    assert ort_session(b"onnx", threads=1).asked == [cpu]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimcnn.errors import ConfigError
+from slimcnn.errors import ConfigError, require
 from slimcnn.measure._inputs import ExampleInput, input_shape, run_model, to_device
 from slimcnn.types import LatencyStats
 
@@ -189,22 +189,25 @@ def make_runner(model: nn.Module, example_input: ExampleInput, *, runtime: str, 
     the thread count (:func:`torch_threads`); on CUDA the model must already be on ``device``.
 
     Raises:
-        ConfigError: unknown runtime, or ONNX Runtime asked for a CUDA device.
+        ConfigError: unknown runtime, or ONNX Runtime asked for a CUDA device it has no provider for
+            (:func:`slimcnn.measure._onnx.ort_providers`).
         ExportError: the model cannot be exported to ONNX.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got '{runtime}'")
     if runtime == "onnxruntime":
-        if device != "cpu":
-            raise ConfigError(f"runtime 'onnxruntime' measures on the CPU only; got device '{device}'. "
-                              "Use --runtime torch for CUDA")
-        from slimcnn.measure._onnx import ExportError, onnx_bytes, ort_feed, ort_session
+        from slimcnn.measure._onnx import ExportError, onnx_bytes, ort_feed, ort_providers, ort_session
+
+        require("onnxruntime", "onnx")
+        import onnxruntime as ort
+
+        ort_providers(device, ort.get_available_providers())  # a missing GPU provider fails before the export
 
         try:
             data = onnx_bytes(model, example_input)
         except ExportError as e:
             raise ExportError(f"{e}; measure with runtime='torch' (--runtime torch) instead") from e
-        session = ort_session(data, threads=threads, spin=spin)
+        session = ort_session(data, threads=threads, spin=spin, device=device)
         feed = ort_feed(session, example_input)
         return functools.partial(session.run, None, feed)
     x = to_device(example_input, device)
@@ -231,9 +234,15 @@ def _cuda_timed(fn: Callable[[], Any]) -> Callable[[], float]:
     return timed
 
 
+def _events(runtime: str, device: str) -> bool:
+    """Time with CUDA events: torch on a GPU (ONNX Runtime's ``run`` returns with the outputs on the host, so
+    the wall clock times it whole)."""
+    return runtime == "torch" and device.startswith("cuda")
+
+
 def _samples(fn: Callable[[], Any], *, device: str, warmup: int, runs: int, min_seconds: float | None,
-             clock: Clock) -> list[float]:
-    if device.startswith("cuda"):
+             clock: Clock, runtime: str = "torch") -> list[float]:
+    if _events(runtime, device):
         timed = _cuda_timed(fn)
         for _ in range(warmup):
             timed()
@@ -267,7 +276,7 @@ def measure_latency(model: nn.Module, example_input: ExampleInput, *, runtime: R
         warmup: untimed calls before timing.
         runs: timed calls (at least).
         min_seconds: keep timing until this many seconds of timed calls have accumulated.
-        device: ``"cpu"`` or ``"cuda[:i]"`` (torch runtime only).
+        device: ``"cpu"`` or ``"cuda[:i]"`` (torch: CUDA events; onnxruntime: its TensorRT/CUDA provider).
         clock: the timer (injectable for tests); ignored on CUDA, where events are used.
 
     Returns:
@@ -276,7 +285,8 @@ def measure_latency(model: nn.Module, example_input: ExampleInput, *, runtime: R
     threads_n = resolve_threads(threads)
     with eval_mode(model), torch_threads(threads_n if runtime == "torch" else None):
         fn = make_runner(model, example_input, runtime=runtime, threads=threads_n, device=device)
-        samples = _samples(fn, device=device, warmup=warmup, runs=runs, min_seconds=min_seconds, clock=clock)
+        samples = _samples(fn, device=device, warmup=warmup, runs=runs, min_seconds=min_seconds, clock=clock,
+                           runtime=runtime)
     stats = _make_stats(samples, runtime=runtime, threads=threads_n, device=device,
                         shape=input_shape(example_input), warmup=warmup)
     log.info("latency %s/%d threads: median %.3f ms (p10 %.3f, p90 %.3f, n=%d)", runtime, threads_n,
@@ -302,7 +312,7 @@ def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *
         threads: intra-op threads (``None`` = physical cores).
         warmup: untimed calls per model.
         runs: timed calls per model.
-        device: ``"cpu"`` or ``"cuda[:i]"`` (torch runtime only).
+        device: ``"cpu"`` or ``"cuda[:i]"`` (torch: CUDA events; onnxruntime: its TensorRT/CUDA provider).
         runtimes: per-model runtime overriding ``runtime`` (e.g. the same module twice, once on
             ``"onnxruntime"`` and once on ``"torch"``, to compare runtimes fairly).
         clock: the timer (injectable for tests).
@@ -319,15 +329,15 @@ def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *
     with eval_mode(*models.values()), torch_threads(threads_n if "torch" in rt.values() else None):
         fns = {n: make_runner(m, example_input, runtime=rt[n], threads=threads_n, device=device, spin=False)
                for n, m in models.items()}
-        if device.startswith("cuda"):
-            fns = {n: _cuda_timed(f) for n, f in fns.items()}
+        events = {n: _events(rt[n], device) for n in names}
+        fns = {n: _cuda_timed(f) if events[n] else f for n, f in fns.items()}
         for n in names:
             for _ in range(warmup):
                 fns[n]()
         for r in range(runs):
             k = r % len(names)
             for n in names[k:] + names[:k]:
-                if device.startswith("cuda"):
+                if events[n]:
                     samples[n].append(float(fns[n]()))
                 else:
                     t0 = clock()

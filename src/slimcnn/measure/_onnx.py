@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -86,13 +87,43 @@ def onnx_bytes(model: nn.Module, example_input: ExampleInput, *, opset: int = 17
     raise ExportError("ONNX export failed (" + "; ".join(errors) + ")")
 
 
-def ort_session(model_bytes: bytes | str | Path, *, threads: int, optimize: bool = True, spin: bool = True) -> Any:
-    """An ONNX Runtime CPU session: ``threads`` intra-op, 1 inter-op, sequential, all optimisations.
+def ort_providers(device: str, available: Sequence[str]) -> list[Any]:
+    """ONNX Runtime execution providers for ``device``, best first.
+
+    ``cpu``: the CPU provider. ``cuda[:N]``: TensorRT's provider when this onnxruntime has it, then CUDA's, then
+    the CPU's (for the few ops the GPU providers lack), on GPU ``N``.
+
+    Raises:
+        ConfigError: an unknown device, or ``cuda`` with an onnxruntime that has no CUDA provider.
+    """
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    kind, _, index = device.partition(":")
+    if kind != "cuda" or not (index == "" or index.isdigit()):
+        raise ConfigError(f"--device for --runtime onnxruntime must be cpu, cuda or cuda:N, got '{device}'")
+    if "CUDAExecutionProvider" not in available:
+        raise ConfigError(f"--runtime onnxruntime --device {device} needs ONNX Runtime's CUDAExecutionProvider, "
+                          f"missing here (this onnxruntime has {', '.join(available) or 'no provider'}): install "
+                          "onnxruntime-gpu (pip install 'slimcnn[gpu]'), or time on the GPU with --runtime torch")
+    opts = {"device_id": int(index or 0)}
+    trt = [("TensorrtExecutionProvider", opts)] if "TensorrtExecutionProvider" in available else []
+    return [*trt, ("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
+
+
+def ort_session(model_bytes: bytes | str | Path, *, threads: int, optimize: bool = True, spin: bool = True,
+                device: str = "cpu") -> Any:
+    """An ONNX Runtime session: ``threads`` intra-op, 1 inter-op, sequential, all optimisations.
 
     ``spin=False`` stops idle worker threads from busy-waiting between runs; use it when other
-    work (another model, another runtime) runs interleaved in the same process.
+    work (another model, another runtime) runs interleaved in the same process. ``device="cuda[:N]"`` runs on
+    the GPU through TensorRT's or CUDA's execution provider (:func:`ort_providers`).
+
+    Raises:
+        ConfigError: see :func:`ort_providers`; also a GPU provider that is installed but does not start
+            (no GPU, CUDA libraries missing): ONNX Runtime would silently fall back to the CPU.
     """
     ort: Any = require("onnxruntime", "onnx")
+    providers = ort_providers(device, ort.get_available_providers())
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(threads)
     so.inter_op_num_threads = 1
@@ -104,7 +135,12 @@ def ort_session(model_bytes: bytes | str | Path, *, threads: int, optimize: bool
         # idle ORT workers would otherwise busy-wait and steal the cores of whatever runs next
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = str(model_bytes) if isinstance(model_bytes, Path) else model_bytes
-    return ort.InferenceSession(src, sess_options=so, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(src, sess_options=so, providers=providers)
+    if device != "cpu" and not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(session.get_providers()):
+        raise ConfigError(f"ONNX Runtime could not start its CUDA execution provider for --device {device} (no "
+                          "usable GPU, or its CUDA/cuDNN libraries are missing); time with --device cpu or "
+                          "--runtime torch")
+    return session
 
 
 def ort_feed(session: Any, example_input: ExampleInput) -> dict[str, np.ndarray]:
