@@ -37,7 +37,7 @@ def search_cmd(
     val_data: str | None = typer.Option(None, "--val-data", help="Validation data that drives the search."),
     metric: str | None = typer.Option(None, "--metric", help="Detection metric driving the search: map50_95 (default) or map50."),
     method: str = typer.Option("prune", "--method", help="prune, kernel, lowrank or kmeans."),
-    strategy: str = typer.Option("greedy", "--strategy", help="greedy, cpo (Liu et al.) or iterative (Pavlitska et al.)."),
+    strategy: str = typer.Option("greedy", "--strategy", help="greedy, cpo (Liu et al.), iterative (Pavlitska et al.) or latency (widths from a measured per-layer latency table and a knapsack under --latency, and --macs if given; --method prune)."),
     criterion: str | None = typer.Option(None, "--criterion", help="Channel criterion for prune (l1, sparsity, chip...)."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="Allowed metric drop: 0.2 (dB/points) or 1%."),
     macs: str | None = typer.Option(None, "--macs", help="MACs limit: 0.5x (of the original) or 300M (absolute)."),
