@@ -1,7 +1,8 @@
-"""The search: baseline → strategy (greedy, cpo, iterative) → final model measured against the budget."""
+"""The search: baseline → strategy (greedy, cpo, iterative, latency) → final model measured against the budget."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -76,7 +77,7 @@ class SearchSpec:
         if self.method not in FAMILIES:
             FAMILIES.get(self.method)  # raises with close matches
         STRATEGIES.get(self.strategy)
-        if self.strategy in ("cpo", "iterative") and self.method != "prune":
+        if self.strategy in ("cpo", "iterative", "latency") and self.method != "prune":
             raise ConfigError(f"--strategy {self.strategy} works on filters: use --method prune")
         if self.accumulate and self.strategy != "cpo":
             raise ConfigError("--accumulate works with --strategy cpo")
@@ -236,6 +237,34 @@ def _cpo(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTa
     log_ = {"order": result.order, "steps": [dataclasses.asdict(s) for s in result.steps],
             "evaluations": result.evaluations, "met": result.met, "plans": plans}
     return result.ratios, log_, None
+
+
+@STRATEGIES.register("latency")
+def _latency(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTable | None]:
+    """Kept widths from the model's per-group latency table and a knapsack (HALP-style, no sweep): most kept
+    importance under ``--latency`` (and ``--macs`` when given), checked by timing the pruned model whole; then
+    the usual fine-tune and measurement."""
+    from slimcnn.prune import prune_for_latency_
+
+    lat_lim, macs_lim = ctx.budget.limits.get("latency_ms"), ctx.budget.limits.get("macs")
+    if lat_lim is None:
+        raise ConfigError("--strategy latency needs --latency (12ms or 0.5x of the measured original)")
+    if ctx.runtime != "onnxruntime":
+        raise ConfigError(f"--strategy latency times layers on ONNX Runtime; got --runtime {ctx.runtime}")
+    assert ctx.base_cost.latency is not None  # need_latency holds with a latency limit
+    base_ms = ctx.base_cost.latency.median_ms
+    frac = lat_lim.limit(base_ms) / base_ms
+    if not 0 < frac < 1:
+        raise ConfigError(f"--latency {lat_lim} is not below the original's {base_ms:.3g} ms; give a smaller target")
+    macs_frac = min(1.0, macs_lim.limit(ctx.base_cost.macs) / max(ctx.base_cost.macs, 1)) if macs_lim else None
+    fam = ctx.family
+    model = copy.deepcopy(ctx.model)
+    res = prune_for_latency_(model, ctx.example_input, frac, criterion=fam.criterion, exclude=fam.exclude,  # type: ignore[attr-defined]
+                             task=ctx.task, source=fam.source, threads=ctx.spec.threads, macs=macs_frac)  # type: ignore[attr-defined]
+    ctx.measure({}, model=model)
+    ctx.model_override = model
+    return {}, {"latency": res.details(), "measured_ratio": res.measured_ratio,
+                "plans": [res.outcome.plan.to_dict()]}, None
 
 
 @STRATEGIES.register("iterative")
