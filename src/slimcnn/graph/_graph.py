@@ -114,6 +114,7 @@ class ChannelGraph:
                 gid = self.atom[valid[0]][0]
                 idx = tuple(self.atom[r][1] if r >= 0 else -1 for r in rs)
                 members[gid].append(GroupMember(fqn, rec.kind, role, WEIGHT_DIM.get((rec.kind, role), 0), idx))
+        self._group_roots: dict[int, list[int]] | None = None
         self._groups: list[ChannelGroup] = []
         for gid, key in enumerate(sorted(atoms_by_group)):
             atoms = atoms_by_group[key]
@@ -147,11 +148,7 @@ class ChannelGraph:
         Raises:
             ConfigError: out-of-range indices or channels that must not be removed.
         """
-        roots_of_group: dict[int, list[int]] = {}
-        for r, (g, _k) in self.atom.items():
-            roots_of_group.setdefault(g, []).append(r)
-        for g in roots_of_group:
-            roots_of_group[g].sort(key=lambda r: self.atom[r][1])
+        roots_of_group = self._roots_of_group()
         out: set[int] = set()
         for key, idx in removal.items():
             idx = [int(i) for i in idx]
@@ -181,6 +178,16 @@ class ChannelGraph:
                 if rs and all(r in out for r in rs if r >= 0) and all(r >= 0 for r in rs):
                     raise ConfigError(f"removal would leave '{fqn}' with zero channels; keep at least one")
         return out
+
+    def _roots_of_group(self) -> dict[int, list[int]]:
+        """``{group id: atom roots in group channel order}`` (built once: pruning calls it per selection)."""
+        if self._group_roots is None:
+            self._group_roots = {}
+            for r, (g, _k) in self.atom.items():
+                self._group_roots.setdefault(g, []).append(r)
+            for rs in self._group_roots.values():
+                rs.sort(key=lambda r: self.atom[r][1])
+        return self._group_roots
 
     def kept(self, removed: set[int]) -> dict[str, tuple[list[int], list[int]]]:
         """Per layer: (kept output channels, kept input channels) under the removed atom roots."""
