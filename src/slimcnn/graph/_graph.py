@@ -115,6 +115,7 @@ class ChannelGraph:
                 idx = tuple(self.atom[r][1] if r >= 0 else -1 for r in rs)
                 members[gid].append(GroupMember(fqn, rec.kind, role, WEIGHT_DIM.get((rec.kind, role), 0), idx))
         self._group_roots: dict[int, list[int]] | None = None
+        self._base_macs: int | None = None
         self._groups: list[ChannelGroup] = []
         for gid, key in enumerate(sorted(atoms_by_group)):
             atoms = atoms_by_group[key]
@@ -200,6 +201,8 @@ class ChannelGraph:
 
     def estimate_macs(self, removed: set[int] | None = None) -> int:
         """Conv/linear MACs of the traced forward after removing ``removed`` (exact for those layers)."""
+        if not removed and self._base_macs is not None:
+            return self._base_macs
         removed = removed or set()
         total = 0
         for fqn, rec in self.layers.items():
@@ -209,6 +212,8 @@ class ChannelGraph:
             n_in = sum(1 for r in self.in_roots[fqn] if r < 0 or r not in removed)
             per_group_in = n_in if rec.groups == 1 else len(rec.in_rep) // rec.groups
             total += rec.macs_per_pair * n_out * per_group_in
+        if not removed:
+            self._base_macs = total
         return total
 
     def summary(self) -> str:
