@@ -549,8 +549,8 @@ def render(data: dict[str, Any]) -> str:
     for part, e in envs.items():
         v = e["versions"]
         parts.append(
-            f"- `{part}` run: {e['date']}, CPU {e['cpu']} ({e['cpu_count']} cores, {e['threads']} ORT "
-            f"threads), " + ", ".join(f"{k} {val}" for k, val in v.items())
+            f"- `{part}` run: {e['date']}, CPU {e['cpu']} ({e['cpu_count']} cores, {e['threads']} "
+            f"{'torch' if part == 'speed' else 'ORT'} threads), " + ", ".join(f"{k} {val}" for k, val in v.items())
         )
     parts += ["", "## Summary", "", *summary(data), ""]
     if data.get("coverage"):
