@@ -131,3 +131,25 @@ def test_streamed_training_augments_and_learns(folder: Path) -> None:
     before = task.evaluate(model).value
     stats = task.finetune(model, 30, lr=0.05, progress=False)
     assert stats.steps == 30 and task.evaluate(model).value > max(before, 60.0)
+
+
+def test_train_cli_on_shards_counts_the_skipped_image_in_its_summary(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from slimcnn.cli import main
+
+    rng = np.random.default_rng(2)
+    for s in range(2):
+        with tarfile.open(tmp_path / f"digits-{s}.tar", "w") as tar:
+            for i in range(20):
+                data = b"\xff\xd8 truncated jpeg" if (s, i) == (0, 3) else _png(rng, i % 3)
+                _add(tar, f"k{s}_{i:03d}.png", data)
+                _add(tar, f"k{s}_{i:03d}.cls", str(i % 10).encode())
+    out = tmp_path / "run"
+    rc = main(["train", "slimcnn:lenet5", "--task", "classification", "--data", str(tmp_path / "digits-{0..1}.tar"),
+               "--steps", "2", "--batch-size", "8", "--out", str(out)])
+    assert rc == 0
+    details = json.loads((out / "result.json").read_text())["details"]
+    assert details["skipped_images"] >= 1 and "digits-0.tar:k0_003.png" in details["skipped_examples"][0]
+    assert "skipped" in capsys.readouterr().out

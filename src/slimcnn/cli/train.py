@@ -122,9 +122,12 @@ def train_cmd(
             notes=(*loaded.info.notes, f"fine-tuned by slimcnn train: {kind} on {data}, {steps} steps {trained}".rstrip()),
         )
         save_model(LoadedModel(loaded.model, loaded.source, info), run.path / "model.pt")
+        skipped = getattr(t, "skipped", None)  # streamed images that could not be decoded
+        skipped_details = {"skipped_images": skipped.count, "skipped_examples": skipped.examples} if skipped else {}
         result = RunResult("train", loaded.source, task=kind, before=Measured(before), after=Measured(after),
                            options=manifest_options | {"data": data, "train_data": train_data, "checkpoint_every": every},
-                           details={"train": dataclasses.asdict(stats), "pretrained_before": loaded.info.pretrained},
+                           details={"train": dataclasses.asdict(stats), "pretrained_before": loaded.info.pretrained,
+                                    **skipped_details},
                            seconds=round(time.perf_counter() - run.started, 2), environment=environment(seed))
         path = write_run(run, result) / "model.pt"
     if as_json:
@@ -133,6 +136,8 @@ def train_cmd(
         emit_json(read_result(run.out))
     else:
         say(f"after:  {format_score(after)}")
+        if skipped:
+            say(f"skipped {skipped.count} undecodable image(s), e.g. {skipped.examples[0]}")
         say(f"trained {stats.steps} steps in {stats.seconds:.1f}s ({stats.samples_per_s:.0f} samples/s, "
             f"final loss {stats.final_loss:.4f}); wrote {path} (load it as file:{path})")
     return 0

@@ -92,6 +92,9 @@ class Skipped:
     count: int = 0
     examples: list[str] = field(default_factory=list)
 
+    def __bool__(self) -> bool:
+        return self.count > 0
+
     def add(self, names: list[str]) -> None:
         """Count ``names`` (the first few are kept for the summary)."""
         if names and not self.count:
@@ -229,8 +232,21 @@ def index_images(spec: str | Path, split: str) -> StreamIndex:
 
 
 # --------------------------------------------------------------------------------------------- loading
+class _ToSize:
+    """Shorter side to the target, centre crop; nothing to do (the common CIFAR case) costs nothing."""
+
+    def __init__(self, size: tuple[int, int]) -> None:
+        from torchvision.transforms import v2
+
+        self.size = tuple(size)
+        self.fit = v2.Compose([v2.Resize(min(size), antialias=True), v2.CenterCrop(size)])
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x if tuple(x.shape[-2:]) == self.size else self.fit(x)
+
+
 def transforms_for(size: tuple[int, int], *, train: bool) -> Callable[[Any], torch.Tensor]:
-    """torchvision.transforms.v2 pipeline: PIL image -> ``uint8 [C, H, W]`` of ``size``.
+    """torchvision.transforms.v2 pipeline: ``uint8 [C, h, w]`` image -> ``uint8 [C, H, W]`` of ``size``.
 
     Training: RandomResizedCrop + flip above 64 px, pad-crop (side/8) + flip up to 64 px.
     Evaluation: shorter side to the target, centre crop (as the in-memory loader).
@@ -238,33 +254,50 @@ def transforms_for(size: tuple[int, int], *, train: bool) -> Callable[[Any], tor
     from torchvision.transforms import v2
 
     if not train:
-        steps: list[Any] = [v2.Resize(min(size), antialias=True), v2.CenterCrop(size)]
+        steps: list[Any] = [_ToSize(size)]
     elif max(size) > 64:
         steps = [v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()]
     else:
-        steps = [v2.Resize(min(size), antialias=True), v2.CenterCrop(size),
-                 v2.RandomCrop(size, padding=max(1, size[1] // 8)), v2.RandomHorizontalFlip()]
-    return v2.Compose([v2.PILToTensor(), *steps])
+        steps = [_ToSize(size), v2.RandomCrop(size, padding=max(1, size[1] // 8)), v2.RandomHorizontalFlip()]
+    return v2.Compose(steps)
+
+
+_TORCHVISION_DECODES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif"})
+_UNDECODABLE = (OSError, SyntaxError, ValueError, RuntimeError)  # what PIL / torchvision raise on bad bytes
 
 
 class StreamDataset(Dataset[Any]):
-    """Reads and decodes one image per item; an undecodable image becomes ``(None, name, reason)``."""
+    """Reads and decodes one image per item; an undecodable image becomes ``(None, name, reason)``.
+
+    JPEG/PNG/WebP/GIF are decoded by ``torchvision.io.decode_image`` straight to a tensor (faster, and
+    untouched by libraries that patch ``PIL.Image.open``); other formats by PIL.
+    """
 
     def __init__(self, index: StreamIndex, transform: Callable[[Any], torch.Tensor], channels: int | None) -> None:
         self.index = index
         self.transform = transform
-        self.mode = "L" if channels == 1 else "RGB"
+        self.gray = channels == 1
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, i: int) -> tuple[Any, ...]:
-        from PIL import Image, UnidentifiedImageError
+    def _decode(self, i: int) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_image
+        from torchvision.transforms.v2.functional import pil_to_tensor
 
+        data = self.index.read(i)
+        if Path(self.index.members[i]).suffix.lower() in _TORCHVISION_DECODES:
+            raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            return decode_image(raw, mode=ImageReadMode.GRAY if self.gray else ImageReadMode.RGB)
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            return pil_to_tensor(im.convert("L" if self.gray else "RGB"))
+
+    def __getitem__(self, i: int) -> tuple[Any, ...]:
         try:
-            with Image.open(io.BytesIO(self.index.read(i))) as im:
-                x = self.transform(im.convert(self.mode))
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            x = self.transform(self._decode(i))
+        except _UNDECODABLE as e:
             return None, self.index.describe(i), str(e).splitlines()[0] if str(e) else type(e).__name__
         return x, int(self.index.labels[i])
 

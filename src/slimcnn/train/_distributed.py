@@ -151,7 +151,7 @@ class _SumOverRanks(torch.autograd.Function):
 def _synced_bn_forward(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
     """Batch statistics over every rank's slice (differentiable all-reduce), as one process would compute."""
     all_reduce = _SumOverRanks.apply
-    if not bn.training or not (bn.track_running_stats or bn.running_mean is None):
+    if not bn.training:  # running statistics: nothing to synchronise
         return type(bn).forward(bn, x)
     dims = [0, *range(2, x.dim())]
     shape = [1, -1] + [1] * (x.dim() - 2)
