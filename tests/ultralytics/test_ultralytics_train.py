@@ -47,6 +47,7 @@ def test_pruned_checkpoint_trains_two_steps_at_its_widths(tmp_path: Path, coco8_
     again = load_model(f"ultralytics:{yolo.trainer.last}")
     assert again.info.input_shape == (1, 3, train_args["imgsz"], train_args["imgsz"])
     assert _shapes(again.model) == _shapes(pruned)
+    assert all(p.requires_grad for p in again.model.parameters())  # slimcnn can fine-tune it
 
 
 def test_plain_train_of_a_pruned_checkpoint_fails_instead_of_training_full_width(tmp_path: Path,

@@ -73,6 +73,8 @@ def _load_ultralytics(name: str, opts: LoadOptions) -> LoadedModel:
                 f"'{path}' is not an ultralytics checkpoint (no 'model' module inside); use file:{path}"
             )
         model = cand.float()
+        for p in model.parameters():  # ultralytics stores frozen tensors; slimcnn fine-tunes what it loads
+            p.requires_grad_(True)
         kind = getattr(model, "task", None) or ut.guess_model_task(model)
         task = _ULTRA_TASKS.get(kind, ("", "detection"))[1]
         notes, pretrained = (), True

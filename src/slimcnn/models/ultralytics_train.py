@@ -45,7 +45,7 @@ def has_yaml_widths(model: nn.Module) -> bool:
         return False
     ch = int(cfg.get("channels", 3))
     try:
-        built = DetectionModel(copy.deepcopy(cfg), ch=ch, nc=getattr(model, "nc", None), verbose=False)
+        built = type(model)(copy.deepcopy(cfg), ch=ch, nc=getattr(model, "nc", None), verbose=False)
     except (KeyError, ValueError, TypeError, RuntimeError):
         return False
     ours, theirs = model.state_dict(), built.state_dict()
@@ -62,9 +62,12 @@ def is_marked_pruned(model: nn.Module) -> bool:
 def mark_pruned_yaml_(model: nn.Module) -> bool:
     """Mark ``model.yaml`` as not rebuildable when its widths differ from the yaml's; returns whether it did.
 
+    Only plain detection models are marked (the trainer that keeps the widths is a detection one).
     The original rows stay (after the mark), so exporters that read ``yaml`` keep working.
     """
-    if is_marked_pruned(model) or has_yaml_widths(model) or not isinstance(getattr(model, "yaml", None), dict):
+    if type(model) is not DetectionModel or not isinstance(getattr(model, "yaml", None), dict):
+        return False
+    if is_marked_pruned(model) or has_yaml_widths(model):
         return False
     cfg = copy.deepcopy(model.yaml)
     cfg["backbone"] = [[-1, 1, PRUNED_MARK, []], *cfg.get("backbone", [])]
