@@ -125,6 +125,11 @@ def _markdown(res: dict[str, Any]) -> str:
             lines.append(f"| {label} | {met} | {_fmt(r.get('drop'), '.2f')} | {_fmt(r.get('macs_ratio'))}x | "
                          f"{r['weight_bytes']:,} B ({r['weight_bytes_ratio']:.3f}x) | {_fmt(r.get('latency_ratio'))}x | "
                          f"{stages} | {r['seconds']} |")
+        for label, r in rows.items():
+            if "test" in r:
+                lines.append(f"\n{label}: on the test data {r['test']['before']:.3f} -> {r['test']['after']:.3f}.")
+        if case.get("note"):
+            lines.append(f"\nNote: {case['note']}.")
         lines.append("")
     lines += ["Regenerate: `python benchmarks/compress_vs_single.py --case a b fsrcnn kd --steps N`."]
     return "\n".join(lines) + "\n"
@@ -142,13 +147,14 @@ def main() -> None:
     cases = _cases()
     cases["kd"] = cases["a"]
     path = RESULTS / "compress_vs_single.json"
-    res = json.loads(path.read_text()) if path.is_file() else {"cases": {}}
     load0 = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.case:
             if cases[name]["data"] is None or cases[name]["val"] is None:
                 raise SystemExit(f"case {name} needs ../shared/data (see its README)")
-            res["cases"][name] = run_case(name, cases[name], args, Path(tmp))
+            row = run_case(name, cases[name], args, Path(tmp))
+            res = json.loads(path.read_text()) if path.is_file() else {"cases": {}}  # other cases' runs merge
+            res["cases"][name] = row
             res["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
             res["load"] = f"load average {load0[0]:.2f} at start, {os.getloadavg()[0]:.2f} at the end"
             path.write_text(json.dumps(res, indent=1, default=str) + "\n")
