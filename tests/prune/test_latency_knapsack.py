@@ -56,6 +56,8 @@ def test_table_interpolates_predicts_and_round_trips() -> None:
     assert t.group("a").at(20) == pytest.approx(2.5)
     assert t.group("a").at(4) == 1.0  # flat below the smallest sample
     assert t.predict_ratio({"a": 16, "c": 8}) == pytest.approx((10 - 2 - 3) / 10)
+    noisy = GroupLatency("n", 2, 16, 1, (8, 16), (7.0, 6.0), ("n",))  # timed slower pruned: saves nothing
+    assert LatencyTable("k", "fp", "onnxruntime", 2, (1, 3, 8, 8), 8, 10.0, (noisy,), 6).predict_ratio({"n": 8}) == 1.0
     assert LatencyTable.from_dict(t.to_dict()) == t
     with pytest.raises(KeyError, match="no group named 'z'"):
         t.group("z")

@@ -94,8 +94,12 @@ class LatencyTable:
         raise KeyError(f"no group named '{layer}' in the latency table; groups: {[g.layer for g in self.groups]}")
 
     def predict_ratio(self, widths: Mapping[str, int]) -> float:
-        """Predicted latency ratio (pruned / original) when each named group keeps ``widths[name]`` channels."""
-        saved = sum(self.group(name).saving(w) for name, w in widths.items())
+        """Predicted latency ratio (pruned / original) when each named group keeps ``widths[name]`` channels.
+
+        A width the table timed slower than the full one (noise) saves nothing, as in the knapsack that
+        chose it: a selection the knapsack calls feasible is never predicted above its budget.
+        """
+        saved = sum(max(0.0, self.group(name).saving(w)) for name, w in widths.items())
         return (self.base_ms - saved) / max(self.base_ms, 1e-12)
 
     def to_dict(self) -> dict[str, Any]:
