@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 
 # README.md is assembled from the per-room sections in docs/readme/ (edit those, then run this).
-README_PARTS := 00-intro runs compress models measure tasks_classification sr detection prune latency_aware chip kernel search report \
+README_PARTS := 00-intro runs compress models measure tasks_classification sr detection prune latency_aware chip kernel search scale report \
                 sr_liu2018 graph_vs_tp quantize export lowrank 99-dev
 readme:
 	for f in $(README_PARTS); do cat docs/readme/$$f.md; echo; done > README.md
