@@ -158,3 +158,12 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(
     assert holder.returncode == 0 and (out / "manifest.json").is_file()
     assert main([*PRUNE, "--out", str(out), "--force"]) == 0  # the lock went with the first run
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no lock file left behind
+
+
+def test_commands_other_than_train_refuse_torchrun_on_every_rank(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; no rank may wait on a collective the others skip
+    assert main([*PRUNE, "--out", str(tmp_path / "p")]) == 2
+    (line,) = _errors(capsys.readouterr().err)
+    assert "slimcnn prune does not run under torchrun yet (only train does)" in line
+    assert not any(tmp_path.iterdir())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -151,6 +152,9 @@ def open_run(command: str, out: Any, *, model: str, weights: str | None = None, 
 
     if force and resume:
         raise ConfigError("--force starts over and --resume continues: give one of them")
+    if command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank stops: none waits on the rest
+        raise ConfigError(f"slimcnn {command} does not run under torchrun yet (only train does); run it as one process "
+                          "(search --workers N shards its sweep over local ranks)")
     data = data or {}
     manifest = Manifest.of(command, model=model, weights=weights, data=data, options=options)
     return RunDir(out, manifest, force=force, resume=resume, inputs=input_files(model, weights),
