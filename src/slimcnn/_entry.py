@@ -1,15 +1,28 @@
-"""The ``slimcnn`` console script: imports the CLI inside the Ctrl-C guard (torch takes seconds to import)."""
+"""The ``slimcnn`` console script: imports the CLI with Ctrl-C deferred (torch takes seconds to import)."""
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
 def main() -> int:
-    """Run :func:`slimcnn.cli.main`; Ctrl-C while the CLI is still importing is one line and exit code 130."""
+    """Run :func:`slimcnn.cli.main`; Ctrl-C while the CLI is still importing is one line and exit code 130.
+
+    The interrupt is only noted during the import and acted on after it: a KeyboardInterrupt raised inside
+    an extension module's initialisation can abort the interpreter (seen as exit -6 under load).
+    """
+    interrupted: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    except ValueError:  # not the main thread (embedded use): import unguarded
+        previous = None
     try:
         from slimcnn.cli import main as cli_main
-    except KeyboardInterrupt:
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
         sys.stderr.write("interrupted: nothing was written\n")
         return 130
     return cli_main()
