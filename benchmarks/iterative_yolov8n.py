@@ -89,7 +89,7 @@ def search(weights: Path, work: Path, iterations: int, steps: int, limit: int | 
                           threads=torch.get_num_threads(), runs=100)
     return {
         "interleaved_latency_ms": {k: v.median_ms for k, v in lat.items()},
-        "command": "slimcnn " + " ".join(a if not a.startswith(str(work)) else "…" for a in args[:-2]),
+        "command": "slimcnn " + " ".join(a.replace(str(work), "…") for a in args[:-2]),
         "rc": rc, "final": {"metric": res["after"]["score"]["value"], "metrics": res["after"]["score"].get("metrics"),
                             "params": res["after"]["cost"]["params"], "macs": res["after"]["cost"]["macs"]},
         "rows": rows, "limit": limit, "workers": workers, "amounts": amounts, "seconds": res["seconds"], "loadavg": os.getloadavg(),
