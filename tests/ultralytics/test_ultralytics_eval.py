@@ -33,7 +33,7 @@ def test_letterbox_is_yolo_vals_input_pixel_for_pixel(coco8_yaml: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)
 def test_map_equals_yolo_val_on_coco8(tmp_path: Path, coco8_yaml: Path, train_args: dict) -> None:
     """A yolov8n trained briefly on coco8 (train images, so its mAP is not ~0), scored by both."""
     import yaml
