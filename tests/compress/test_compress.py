@@ -25,6 +25,7 @@ def test_recipes_and_target_ownership() -> None:
     assert assign_targets((StageSpec("prune"), StageSpec("lowrank")), {"macs"}) == [set(), {"macs"}]
     # int8: last; for a latency target on ONNX Runtime auto ends with it (k-means ONNX runs at fp32 speed)
     assert parse_recipe("prune,int8") == (StageSpec("prune"), StageSpec("int8"))
+    assert parse_recipe("latency:l1,kmeans") == (StageSpec("prune", "latency", "l1"), StageSpec("kmeans"))
     assert auto_recipe({"latency_ms", "weight_bytes"}) == (StageSpec("prune"), StageSpec("int8"))
     assert auto_recipe({"latency_ms", "weight_bytes"}, "torch") == (StageSpec("prune"), StageSpec("kmeans"))
     # a target int8 scales is owned by the structural stage before it (given the target / int8's factor)

@@ -40,7 +40,7 @@ def compress_cmd(
     weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Weight memory target: 0.1x, 256KB, 4MiB."),
     latency: str | None = typer.Option(None, "--latency", help="ONNX Runtime latency target: 0.6x or 12ms."),
     activation_bytes: str | None = typer.Option(None, "--activation-bytes", help="Peak activation memory target at --input (on-chip SRAM): 0.5x or 256KB."),
-    recipe: str = typer.Option("auto", "--recipe", help="auto, or stages in order: prune[:criterion], cpo, iterative, kernel, lowrank, then kmeans or int8 (e.g. prune,kmeans; prune,int8)."),
+    recipe: str = typer.Option("auto", "--recipe", help="auto, or stages in order: prune[:criterion], cpo, iterative, latency (widths from the latency table), kernel, lowrank, then kmeans or int8 (e.g. prune,kmeans; latency,int8)."),
     recovery: str = typer.Option("kd", "--recovery", help="Fine-tuning inside every stage: kd (distil from the original) or plain (task labels)."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps per measured point in every stage."),
     lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (task default)."),

@@ -19,7 +19,7 @@ MOVES: dict[str, frozenset[str]] = {
     "int8": frozenset({"weight_bytes", "latency_ms"}),
 }
 INT8_RUNTIMES = (None, "onnxruntime")
-STRATEGIES = ("greedy", "cpo", "iterative")
+STRATEGIES = ("greedy", "cpo", "iterative", "latency")
 _FLAG = {"macs": "--macs", "params": "--params", "weight_bytes": "--weight-bytes", "latency_ms": "--latency",
          "activation_bytes": "--activation-bytes"}
 
@@ -42,8 +42,8 @@ class StageSpec:
 def parse_recipe(text: str) -> tuple[StageSpec, ...] | None:
     """``auto`` -> None; ``prune,kmeans`` / ``cpo:sparsity,kmeans`` / ``prune:chip,lowrank`` -> stages.
 
-    A stage is ``METHOD[:CRITERION]`` with METHOD one of prune, cpo, iterative (channel pruning with
-    that strategy), kernel, lowrank, kmeans, int8 (ONNX Runtime static int8; last, not with kmeans).
+    A stage is ``METHOD[:CRITERION]`` with METHOD one of prune, cpo, iterative, latency (channel pruning
+    with that strategy; latency = widths from the latency table, the stage must own a latency target), kernel, lowrank, kmeans, int8 (ONNX Runtime static int8; last, not with kmeans).
     """
     t = text.strip().lower()
     if t == "auto":
@@ -53,17 +53,17 @@ def parse_recipe(text: str) -> tuple[StageSpec, ...] | None:
         if not part:
             raise ConfigError(f"--recipe has an empty stage in '{text}'; e.g. prune,kmeans")
         head, _, criterion = part.partition(":")
-        if head in ("cpo", "iterative"):
+        if head in ("cpo", "iterative", "latency"):
             stages.append(StageSpec("prune", head, criterion or None))
         elif head == "prune":
             stages.append(StageSpec("prune", "greedy", criterion or None))
         elif head in ("kernel", "lowrank", "kmeans", "int8"):
             if criterion and head != "kernel":
-                raise ConfigError(f"--recipe stage '{part}': only prune/cpo/iterative/kernel take a :criterion")
+                raise ConfigError(f"--recipe stage '{part}': only prune/cpo/iterative/latency/kernel take a :criterion")
             stages.append(StageSpec(head, "greedy", criterion or None))
         else:
-            raise ConfigError(f"--recipe stage '{head}' is unknown; use prune, cpo, iterative, kernel, lowrank, "
-                              "kmeans or int8, comma-separated (e.g. prune,kmeans), or auto")
+            raise ConfigError(f"--recipe stage '{head}' is unknown; use prune, cpo, iterative, latency, kernel, "
+                              "lowrank, kmeans or int8, comma-separated (e.g. prune,kmeans), or auto")
     methods = [s.method for s in stages]
     if "kmeans" in methods and "int8" in methods:
         raise ConfigError("--recipe: kmeans and int8 both quantise the weights; use one of them (the last stage)")
