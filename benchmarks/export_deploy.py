@@ -1,7 +1,9 @@
 """Deployable artifacts measured: int8 ResNet-20/56 in ONNX Runtime, AlexNet k-means ONNX, LeNet-5 C arrays.
 
 Run: ``.venv/bin/python benchmarks/export_deploy.py [--data PATH] [--limit N] [--calibrations minmax percentile entropy]``;
-``--acceptance [VARIANT ...] [--rounds 5] [--batches 1 16] [--runs N]``: the ResNet-56 acceptance table only.
+``--acceptance [VARIANT ...] [--rounds 5] [--batches 1 16] [--runs N] [--pruned MACS --pruned-steps N]``: the
+ResNet-56 acceptance table only; ``--pruned 0.7`` adds a pruned model (L1 channels to 0.7x MACs, channels a multiple
+of 8, ``--pruned-steps`` plain fine-tune steps) as fp32 and int8 to the same scoring and interleaved timing.
 Writes ``benchmarks/results/export_deploy.{md,json}``.
 
 - **int8**: ``slimcnn:resnet20`` / ``slimcnn:resnet56`` (shared akamaster weights) exported fp32 (batch norm
@@ -136,9 +138,12 @@ ACCEPTANCE_VARIANTS: dict[str, tuple[dict[str, Any], list[str]]] = {
 }
 
 
-def _acceptance_row(data: str, runs: int, rounds: int, batches: list[int], names: list[str]) -> dict[str, Any]:
+def _acceptance_row(data: str, runs: int, rounds: int, batches: list[int], names: list[str],
+                    pruned: float | None = None, pruned_steps: int = 0) -> dict[str, Any]:
     """ResNet-56 acceptance: each variant scored by ORT on all test images; fp32 and every variant timed
-    interleaved round-robin in one process (1 thread), ``rounds`` times per input batch; medians of the rounds."""
+    interleaved round-robin in one process (1 thread), ``rounds`` times per input batch; medians of the rounds.
+    ``pruned``: also a channel-pruned copy (L1 to that MACs ratio, ``pruned_steps`` plain fine-tune steps), fp32
+    and int8 (the default spec), scored and timed in the same run against the original."""
     net = load_model("slimcnn:resnet56")
     task = make_task("classification", data, info=net.info)
     x = task.example_input(1)
@@ -148,10 +153,26 @@ def _acceptance_row(data: str, runs: int, rounds: int, batches: list[int], names
 
     s_fp, _ = _score(task, fp32, 2, None)
     files, rows = {"fp32": fp32}, {}
-    for name in names:
-        kw, float_layers = ACCEPTANCE_VARIANTS[name]
+    variants = {n: ACCEPTANCE_VARIANTS[n] for n in names}
+    if pruned is not None:
+        import copy
+
+        from slimcnn.prune import prune_model_
+
+        small = copy.deepcopy(net.model)
+        prune_model_(small, x, criterion="l1", macs=pruned, round_to=8)
+        if pruned_steps:
+            task.finetune(small, pruned_steps, seed=0, progress=False)
+        name = f"pruned to {pruned}x MACs (L1, {pruned_steps} fine-tune steps), fp32"
+        files[name] = torch_to_onnx(small.eval(), x).SerializeToString()
+        s_p, _ = _score(task, files[name], 2, None)
+        rows[name] = {"top1": s_p.value, "drop": s_fp.value - s_p.value, "n": s_p.n, "bytes": len(files[name])}
+        print(name, rows[name], flush=True)
+        variants[name.replace("fp32", "int8 (default spec)")] = ({}, [], files[name])
+    for name, (kw, float_layers, *source) in variants.items():
         spec = Int8Spec(**kw)
-        with Int8Quantizer(fp32, task.calibration_batches(-(-spec.samples // task.batch_size)), spec) as qz:
+        base = source[0] if source else fp32
+        with Int8Quantizer(base, task.calibration_batches(-(-spec.samples // task.batch_size)), spec) as qz:
             files[name] = qz.quantize(float_layers)
         s_q, _ = _score(task, files[name], 2, None)
         rows[name] = {"top1": s_q.value, "drop": s_fp.value - s_q.value, "n": s_q.n, "bytes": len(files[name])}
@@ -166,10 +187,10 @@ def _acceptance_row(data: str, runs: int, rounds: int, batches: list[int], names
             for n, v in lat.items():
                 per[n].append(v.median_ms)
         latency[str(b)] = per
-        for n in names:
+        for n in rows:
             rows[n][f"ratio_b{b}"] = float(np.median(per[n])) / float(np.median(per["fp32"]))
             rows[n][f"ratio_b{b}_rounds"] = [a / f for a, f in zip(per[n], per["fp32"], strict=True)]
-        print(b, {n: round(rows[n][f"ratio_b{b}"], 3) for n in names}, flush=True)
+        print(b, {n: round(rows[n][f"ratio_b{b}"], 3) for n in rows}, flush=True)
     return {"top1_fp32": s_fp.value, "n": s_fp.n, "variants": rows, "latency_ms": latency, "rounds": rounds,
             "runs_per_round": runs, "batches": batches, "threads": 1,
             "load_avg": [round(v, 2) for v in load0] + [round(v, 2) for v in os.getloadavg()]}
@@ -324,11 +345,13 @@ def main() -> None:
                     help="only the ResNet-56 acceptance table (these variants; none given: all), merged into the results")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    ap.add_argument("--pruned", type=float, default=None, help="also a pruned model at this MACs ratio (fp32 + int8)")
+    ap.add_argument("--pruned-steps", type=int, default=200)
     args = ap.parse_args()
     if args.acceptance is not None:
         res = json.loads((RESULTS / "export_deploy.json").read_text())
         res["acceptance"] = _acceptance_row(args.data, args.runs, args.rounds, args.batches,
-                                            args.acceptance or list(ACCEPTANCE_VARIANTS))
+                                            args.acceptance or list(ACCEPTANCE_VARIANTS), args.pruned, args.pruned_steps)
         (RESULTS / "export_deploy.json").write_text(json.dumps(res, indent=1))
         (RESULTS / "export_deploy.md").write_text(_markdown(res))
         return
