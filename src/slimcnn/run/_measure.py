@@ -66,10 +66,7 @@ def measure_pair(original: nn.Module, new: nn.Module, example: Any, *, task: Any
         lat = compare_latency({"before": original, "after": new}, example, runtime=runtime, threads=threads,  # type: ignore[arg-type]
                               runs=runs, warmup=3)
         before, after = dataclasses.replace(before, latency=lat["before"]), dataclasses.replace(after, latency=lat["after"])
-    s_before = s_after = None
-    if task is not None:
-        s_before = task.evaluate(original, limit=limit, device=device)
-        s_after = task.evaluate(new, limit=limit, device=device)
+    s_before, s_after = _scores(task, original, new, limit=limit, device=device)
     return Measured(s_before, before), Measured(s_after, after)
 
 
@@ -88,10 +85,7 @@ def _measure_onnx_pair(original: nn.Module, new: Any, example: Any, *, task: Any
         lat = compare_onnx_latency({"before": torch_to_onnx(original, example).SerializeToString(),
                                     "after": new.model_bytes()}, example, threads=threads, runs=runs, warmup=3)
         before, after = dataclasses.replace(before, latency=lat["before"]), dataclasses.replace(after, latency=lat["after"])
-    s_before = s_after = None
-    if task is not None:
-        s_before = task.evaluate(original, limit=limit, device=device)
-        s_after = task.evaluate(new, limit=limit, device=device)
+    s_before, s_after = _scores(task, original, new, limit=limit, device=device)
     return Measured(s_before, before), Measured(s_after, after)
 
 
@@ -109,3 +103,10 @@ def summary_line(before: Measured, after: Measured) -> str:
             parts.append(f"{c0.latency.runtime} latency {c0.latency.median_ms:.3f} -> {c1.latency.median_ms:.3f} ms "
                          f"({c1.latency.median_ms / max(c0.latency.median_ms, 1e-9):.3f}x, {c1.latency.threads} threads)")
     return "; ".join(parts)
+
+
+def _scores(task: Any, original: Any, new: Any, *, limit: int | None, device: str) -> tuple[Any, Any]:
+    """The task's score of the original and of the new model (``(None, None)`` without a task)."""
+    if task is None:
+        return None, None
+    return task.evaluate(original, limit=limit, device=device), task.evaluate(new, limit=limit, device=device)
