@@ -142,13 +142,13 @@ def test_detection_kd_needs_head_outputs() -> None:
 
 @pytest.mark.slow
 def test_detection_kd_on_yolo_fastestv2_head_outputs() -> None:
-    from tests.conftest import need_shared
-
     from slimcnn.models import load_model
+    from slimcnn.paths import shared_path
     from slimcnn.tasks.detection import DetectionTask
 
-    root = need_shared("detection", "raccoon")
-    need_shared("weights", "yolo-fastestv2")
+    root = shared_path("detection", "raccoon")  # `tests` is no package: conftest's need_shared is not importable
+    if root is None or shared_path("weights", "yolo-fastestv2") is None:
+        pytest.skip("needs detection/raccoon and weights/yolo-fastestv2 under $SLIMCNN_DATA or ../shared/data (absent here)")
     lm = load_model("slimcnn:yolo_fastestv2", num_classes=1)
     task = DetectionTask(root, info=lm.info, batch_size=2)
     teacher, student = lm.model, copy.deepcopy(lm.model)
