@@ -78,6 +78,22 @@ def run(pre_steps: int, iterations: int, steps: int, work: Path, limit: int | No
     }
 
 
+def iteration_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The per-iteration table and the groups each iteration pruned (shared with iterative_yolov8n.py)."""
+    lines = ["| iteration | groups pruned | params | MACs | latency ms | latency vs start | mAP@.5 before FT | mAP@.5 after FT |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        lat = f"{row['latency_ms']:.2f}" if row.get("latency_ms") is not None else "–"
+        ratio = f"{row['latency_ratio']:.2f}×" if row.get("latency_ratio") is not None else "–"
+        lines.append(f"| {row['iteration']} | {len(row['selected'])} | {row['params']:,} | {row['macs']:,} | {lat} | "
+                     f"{ratio} | {row['metric_before_ft']:.3f} | {row['metric_after_ft']:.3f} |")
+    lines += ["", "Selected groups (layer @ fraction pruned, reason):", ""]
+    for row in rows[1:]:
+        sel = ", ".join(f"`{s['layer']}`@{s['rate']:g} ({s['reason']})" for s in row["selected"])
+        lines.append(f"- iteration {row['iteration']}: {sel}")
+    return lines
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "# Iterative pruning (Pavlitska et al.) on Yolo-FastestV2 / raccoon", "",
@@ -88,18 +104,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['limit'] or 40} test images ({r['workers']} worker processes); the table's mAP@.5 is on all 40 raccoon "
         "test images; latency = onnxruntime CPU median (load average "
         f"{'/'.join(f'{x:.1f}' for x in r['loadavg'])}). Iteration 0 = the fine-tuned start.", "",
-        "| iteration | groups pruned | params | MACs | latency ms | latency vs start | mAP@.5 before FT | mAP@.5 after FT |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for row in r["rows"]:
-        lat = f"{row['latency_ms']:.2f}" if row.get("latency_ms") is not None else "–"
-        ratio = f"{row['latency_ratio']:.2f}×" if row.get("latency_ratio") is not None else "–"
-        lines.append(f"| {row['iteration']} | {len(row['selected'])} | {row['params']:,} | {row['macs']:,} | {lat} | "
-                     f"{ratio} | {row['metric_before_ft']:.3f} | {row['metric_after_ft']:.3f} |")
-    lines += ["", "Selected groups (layer @ fraction pruned, reason):", ""]
-    for row in r["rows"][1:]:
-        sel = ", ".join(f"`{s['layer']}`@{s['rate']:g} ({s['reason']})" for s in row["selected"])
-        lines.append(f"- iteration {row['iteration']}: {sel}")
+    lines += iteration_table(r["rows"])
     il = r.get("interleaved_latency_ms")
     if il:
         lines += ["", f"Start vs final model timed side by side (`compare_latency`, onnxruntime, interleaved, 100 runs): "

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from iterative_yolo_fastestv2 import iteration_table  # the script's folder is on sys.path
 
 from slimcnn.paths import shared_path
 
@@ -112,18 +113,8 @@ def markdown(r: dict[str, Any]) -> str:
         "fine-tuning uses ultralytics' v8 detection loss on letterboxed batches (Adam 1e-3, batch 8). Latency = "
         "onnxruntime CPU median, each iteration timed interleaved with the start model (load average "
         f"{'/'.join(f'{x:.1f}' for x in r['loadavg'])}). Iteration 0 = the start model.", "",
-        "| iteration | groups pruned | params | MACs | latency ms | latency vs start | mAP@.5 before FT | mAP@.5 after FT |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for row in r["rows"]:
-        lat = f"{row['latency_ms']:.2f}" if row.get("latency_ms") is not None else "–"
-        ratio = f"{row['latency_ratio']:.2f}×" if row.get("latency_ratio") is not None else "–"
-        lines.append(f"| {row['iteration']} | {len(row['selected'])} | {row['params']:,} | {row['macs']:,} | {lat} | "
-                     f"{ratio} | {row['metric_before_ft']:.3f} | {row['metric_after_ft']:.3f} |")
-    lines += ["", "Selected groups (layer @ fraction pruned, reason):", ""]
-    for row in r["rows"][1:]:
-        sel = ", ".join(f"`{s['layer']}`@{s['rate']:g} ({s['reason']})" for s in row["selected"])
-        lines.append(f"- iteration {row['iteration']}: {sel}")
+    lines += iteration_table(r["rows"])
     il = r.get("interleaved_latency_ms")
     if il:
         lines += ["", f"Start vs final model timed side by side (`compare_latency`, onnxruntime, interleaved, 100 runs): "
