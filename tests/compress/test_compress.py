@@ -28,6 +28,11 @@ def test_recipes_and_target_ownership() -> None:
     assert parse_recipe("latency:l1,kmeans") == (StageSpec("prune", "latency", "l1"), StageSpec("kmeans"))
     assert auto_recipe({"latency_ms", "weight_bytes"}) == (StageSpec("prune"), StageSpec("int8"))
     assert auto_recipe({"latency_ms", "weight_bytes"}, "torch") == (StageSpec("prune"), StageSpec("kmeans"))
+    # a byte target int8's 8-bit weights cannot serve without pruning far past the latency target: k-means last
+    tight = {"latency_ms": 0.6, "weight_bytes": 0.077}
+    assert auto_recipe({"latency_ms", "weight_bytes"}, "onnxruntime", tight) == (StageSpec("prune"), StageSpec("kmeans"))
+    loose = {"latency_ms": 0.6, "weight_bytes": 0.2}
+    assert auto_recipe({"latency_ms", "weight_bytes"}, "onnxruntime", loose) == (StageSpec("prune"), StageSpec("int8"))
     # a target int8 scales is owned by the structural stage before it (given the target / int8's factor)
     assert assign_targets((StageSpec("prune"), StageSpec("int8")), {"latency_ms", "weight_bytes"}) == [
         {"latency_ms", "weight_bytes"}, set()]

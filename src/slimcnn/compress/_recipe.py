@@ -19,6 +19,8 @@ MOVES: dict[str, frozenset[str]] = {
     "int8": frozenset({"weight_bytes", "latency_ms"}),
 }
 INT8_RUNTIMES = (None, "onnxruntime")
+INT8_BYTES = 0.25
+"""int8 weight bytes over fp32 (before a float fallback keeps layers in fp32)."""
 STRATEGIES = ("greedy", "cpo", "iterative", "latency")
 _FLAG = {"macs": "--macs", "params": "--params", "weight_bytes": "--weight-bytes", "latency_ms": "--latency",
          "activation_bytes": "--activation-bytes"}
@@ -73,14 +75,23 @@ def parse_recipe(text: str) -> tuple[StageSpec, ...] | None:
     return tuple(stages)
 
 
-def auto_recipe(targets: set[str], runtime: str | None = None) -> tuple[StageSpec, ...]:
+def auto_recipe(targets: set[str], runtime: str | None = None,
+                ratios: dict[str, float] | None = None) -> tuple[StageSpec, ...]:
     """Compute, latency and activation targets: channel pruning first. Then, for a latency target on ONNX
     Runtime (which runs int8 kernels), int8 last (it cuts latency and weight bytes; k-means ONNX runs at
-    fp32 speed); for a weight-byte target without one, weight sharing (k-means) last."""
+    fp32 speed); for a weight-byte target without one, weight sharing (k-means) last.
+
+    ``ratios`` (target -> limit / original, when known) settles a latency target WITH a byte target: int8
+    stores a quarter of fp32 and a structural stage leaves weights roughly in proportion to the time it
+    leaves, so a byte ratio under a quarter of the latency ratio would have pruning cut far below the
+    latency target just for bytes; k-means (4 bits and fewer) is last instead and pruning owns the latency.
+    """
+    ratios = ratios or {}
     stages = []
     if targets & {"macs", "params", "latency_ms", "activation_bytes"}:
         stages.append(StageSpec("prune"))
-    if "latency_ms" in targets and runtime in INT8_RUNTIMES:
+    bytes_too_tight_for_int8 = ratios.get("weight_bytes", 1.0) < INT8_BYTES * ratios.get("latency_ms", 1.0)
+    if "latency_ms" in targets and runtime in INT8_RUNTIMES and not bytes_too_tight_for_int8:
         stages.append(StageSpec("int8"))
     elif "weight_bytes" in targets:
         stages.append(StageSpec("kmeans"))

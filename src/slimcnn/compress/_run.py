@@ -127,18 +127,18 @@ def compress(
     if budget.max_drop is None:
         raise ConfigError("compress needs a quality target: --max-drop (e.g. 1 point, 0.2 dB or 1%)")
     targets = set(budget.limits)
-    stages = parse_recipe(spec.recipe) or auto_recipe(targets, spec.runtime)
+    t0 = time.perf_counter()
+    x = task.example_input() if example_input is None else example_input
+    original = model.eval()
+    base_cost = _cost(original, x)
+    stages = parse_recipe(spec.recipe) or auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost))
     owned = assign_targets(stages, targets)
     has_int8 = stages[-1].method == "int8"
     if has_int8 and spec.runtime not in (None, "onnxruntime"):
         raise ConfigError(f"an int8 stage runs in ONNX Runtime; its latency cannot be timed with --runtime {spec.runtime}")
-    t0 = time.perf_counter()
-    x = task.example_input() if example_input is None else example_input
-    original = model.eval()
     base_score = task.evaluate(original, device=spec.device)
     drop_total = float(budget.drop_limit(base_score))  # type: ignore[arg-type]
     need_latency = "latency_ms" in targets or spec.runtime is not None
-    base_cost = _cost(original, x)
     current, current_score = original, base_score
     # int8 (last) scales latency and weight bytes by a fixed factor: earlier stages get the targets divided by it
     factors: dict[str, float] = {}
@@ -325,6 +325,17 @@ def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None) -
         n = model.get_submodule(layer).weight.numel()
         wbytes += -(-n * bits // 8) - 4 * n
     return dataclasses.replace(c, weight_bytes=wbytes, layers=())
+
+
+def _target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:
+    """Each target as a fraction of the original where that needs no timing (an absolute latency needs one)."""
+    out = {}
+    for key, amount in budget.limits.items():
+        if amount.relative:
+            out[key] = amount.value
+        elif key != "latency_ms":
+            out[key] = amount.value / max(float(getattr(base_cost, key)), 1.0)
+    return out
 
 
 def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.Module, original: nn.Module, x: Any,
