@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from slimcnn.search._trials import trial_key
 from slimcnn.search.iterative import SensitivityPoint, select_layers
 from slimcnn.search.sensitivity import SensitivityTable, sensitivity_sweep
 
@@ -21,6 +22,13 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
     table: SensitivityTable | None = None
     base = ctx.evaluate(ctx.model) if spec.limit is not None else ctx.base_score
     for it in range(1, spec.iterations + 1):
+        done = ctx.trials.get(trial_key("iterative", it))
+        if done is not None:  # a round finished before an interruption (the log holds the last round's model)
+            ctx.replay(done[0]["point"])
+            rows.append(done[0]["row"])
+            if done[1] is not None:
+                current, table = done[1]
+            continue
         family = ctx.family
         knobs = [k for k in family.knobs(current, ctx.example_input)]
         knobs = [type(k)(k.name, tuple(spec.amounts or (0.25, 0.5, 0.75)), k.layers) for k in knobs]
@@ -48,7 +56,7 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
         if ctx.need_latency:  # the round's model and the original side by side, not minutes apart
             base_cost, cost = ctx.retime(ctx.model, pruned, base_cost, cost)
         ctx.tried.append(_as_point(len(ctx.tried), assignment, base, after_ft, cost, ctx, base_cost))
-        rows.append({
+        rows.append(row := {
             "iteration": it, "selected": [{"layer": s.layer, "rate": s.rate, "reason": s.reason} for s in chosen],
             "params": cost.params, "macs": cost.macs,
             "latency_ms": cost.latency.median_ms if cost.latency else None,
@@ -58,6 +66,8 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
             "plan": family.last_plan.to_dict() if getattr(family, "last_plan", None) is not None else None,
         })
         current = pruned
+        ctx.trials.put(trial_key("iterative", it), {"point": ctx.tried[-1], "row": row}, (current, table))
+        ctx.trials.keep_payloads({trial_key("iterative", it)})  # the next round builds on this one only
     ctx.model_override = current if current is not ctx.model else copy.deepcopy(current)  # never the caller's model
     return {}, {"iterations": [{k: v for k, v in r.items() if k != "plan"} for r in rows], "alpha": spec.alpha,
                 "plans": [r["plan"] for r in rows]}, table

@@ -23,8 +23,9 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     from slimcnn.search import search
     from slimcnn.search.plan import search_plan
 
+    trials = run.state_file("search-trials.pt")  # finished trials: a killed run's re-run skips them
     res = search(loaded.model, task_obj, budget, spec, source=loaded.source, example_input=example,
-                 resume=str(sweep) if sweep is not None else None, progress=progress)
+                 resume=str(sweep) if sweep is not None else None, trials=str(trials), progress=progress)
     example = task_obj.example_input() if example is None else example
     save_model_files(loaded, res.model, example, run.path)
     write_json(run.path / "pareto.json", {"objective": budget.objective, "points": res.tried})

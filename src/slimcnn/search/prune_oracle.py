@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from slimcnn.search._trials import trial_key
 from slimcnn.search.families import shared_trace
 
 Key = tuple[tuple[str, float], ...]
@@ -45,7 +46,10 @@ class PruneOracle:
             producers = [m.layer for m in g.producers]
             if g.prunable and producers:
                 self._groups[producers[0]] = g.size
-        self._trained: dict[Key, tuple[nn.Module, list[dict[str, Any]]]] = {(): (ctx.model, [])}
+        self._trained: dict[Key, tuple[nn.Module | None, list[dict[str, Any]]]] = {(): (ctx.model, [])}
+        self._trial_of: dict[Key, str] = {}
+        self._queries: dict[tuple[Key, Key], int] = {}
+        """The trial-log key of each retrained state (its payload is the model and plans)."""
 
     def layers(self) -> list[str]:
         """Prunable layers (group leaders) whose producer is a convolution."""
@@ -82,13 +86,31 @@ class PruneOracle:
         # accumulate: the most-pruned retrained state this query extends (the original at the start)
         parent = min((k for k in self._trained if k != key and _within(k, key)), key=self._total_width) \
             if self.ctx.spec.accumulate else ()
-        model, plans = self._trained[parent]
-        keep = {n: w for n, w in self._widths[key].items() if model.get_submodule(n).weight.shape[0] > w}
-        pruned, plan = self._prune_to(model, keep)
-        point = self.ctx.measure(dict(key), model=pruned)
+        # CPO may ask for a state again (its first raise re-measures the probe): each query is its own trial
+        self._queries[(key, parent)] = self._queries.get((key, parent), 0) + 1
+        trial = trial_key("cpo", {"state": key, "parent": parent, "query": self._queries[(key, parent)]})
+        done = self.ctx.trials.get(trial)
+        if done is not None:  # measured before an interruption: its point and retrained model are in the log
+            point = self.ctx.replay(done[0])
+            # a state whose model the log dropped left the chain before any unfinished trial could extend it
+            pruned, chain = done[1] if done[1] is not None else (None, [])
+        else:
+            model, plans = self._trained[parent]
+            assert model is not None, "the trial log dropped a model a trial extends"
+            keep = {n: w for n, w in self._widths[key].items() if model.get_submodule(n).weight.shape[0] > w}
+            pruned, plan = self._prune_to(model, keep)
+            point = self.ctx.measure(dict(key), model=pruned)
+            chain = plans + [plan] if plan is not None else plans
+            self.ctx.trials.put(trial, point, (pruned, chain))
         self._trained = {k: v for k, v in self._trained.items() if _within(k, key)}  # () stays
-        self._trained[key] = (pruned, plans + [plan] if plan is not None else plans)
+        self._trained[key] = (pruned, chain)
+        self._trial_of[key] = trial
+        self._forget_unreachable()
         return point.drop
+
+    def _forget_unreachable(self) -> None:
+        """Keep in the trial log only the retrained models a later query or the result can still use."""
+        self.ctx.trials.keep_payloads({self._trial_of[k] for k in self._trained if k})
 
     def _total_width(self, key: Key) -> int:
         return sum(self._widths[key].values()) if key else sum(self._groups.values())
@@ -96,6 +118,7 @@ class PruneOracle:
     def accept(self, ratios: dict[str, float]) -> None:
         key = self._key(ratios)
         self._trained = {k: v for k, v in self._trained.items() if not k or _within(key, k)}
+        self._forget_unreachable()
 
     def trained(self, ratios: dict[str, float]) -> tuple[nn.Module, list[dict[str, Any]]]:
         """The retrained model of an accepted state and the prune plans that built it from the original
@@ -103,7 +126,9 @@ class PruneOracle:
         key = self._key(ratios)
         if not key:
             return copy.deepcopy(self.ctx.model), []
-        return self._trained[key]
+        model, plans = self._trained[key]
+        assert model is not None, "the trial log dropped the accepted state's model"
+        return model, plans
 
     def _prune_to(self, model: nn.Module, keep: dict[str, int]) -> tuple[nn.Module, dict[str, Any] | None]:
         from slimcnn.prune import prune_model_

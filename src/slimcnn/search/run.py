@@ -13,6 +13,7 @@ from torch import nn
 
 from slimcnn.errors import ConfigError
 from slimcnn.registry import Registry
+from slimcnn.search._trials import TrialLog, trial_key
 from slimcnn.search.budget import Budget, ConstraintCheck
 from slimcnn.search.families import FAMILIES, Family
 from slimcnn.search.greedy import TriedPoint, greedy_search
@@ -106,7 +107,7 @@ class _Context:
     """Shared state of one search: the model, task, family, budget and how to measure a point."""
 
     def __init__(self, model: nn.Module, task: Task, budget: Budget, spec: SearchSpec, example_input: Any,
-                 source: str, progress: bool, resume: str | None = None) -> None:
+                 source: str, progress: bool, resume: str | None = None, trials: str | None = None) -> None:
         self.model, self.task, self.budget, self.spec = model.eval(), task, budget, spec
         self.example_input, self.progress, self.resume = example_input, progress, resume
         self.need_latency = "latency_ms" in budget.limits or budget.objective == "latency_ms" or spec.runtime is not None
@@ -127,6 +128,10 @@ class _Context:
         self.tried: list[TriedPoint] = []
         self.model_override: nn.Module | None = None
         """The final model when the strategy built it step by step (``cpo``, ``iterative``)."""
+        self.trials = TrialLog(trials, {"metric": self.base_score.value, "params": float(self.base_cost.params),
+                                        "macs": float(self.base_cost.macs), "spec": _spec_key(spec),
+                                        "budget": repr(budget)})
+        """Finished trials (points, CPO steps, iterative rounds): a re-run skips them."""
 
     def measure_cost(self, model: nn.Module, assignment: dict[str, float], *, timed: bool = True) -> Cost:
         params, macs, wbytes = self.cost_fn(model, assignment)
@@ -174,10 +179,17 @@ class _Context:
                 self.task.finetune(model, self.spec.finetune_steps, progress=False, **opts)
 
     def measure(self, assignment: dict[str, float], model: nn.Module | None = None) -> TriedPoint:
-        """Fine-tune and judge ``model`` (default: the original transformed by ``assignment``)."""
-        t0 = time.perf_counter()
+        """Fine-tune and judge ``model`` (default: the original transformed by ``assignment``, a trial the
+        trial log answers when a killed run measured it already)."""
         if model is None:
-            model = self.family.apply_many(self.model, assignment)
+            key = trial_key("point", assignment)
+            done = self.trials.get(key)
+            if done is not None:
+                return self.replay(done[0])
+            point = self.measure(assignment, self.family.apply_many(self.model, assignment))
+            self.trials.put(key, point)
+            return point
+        t0 = time.perf_counter()
         self.finetune(model, assignment)
         score = self.evaluate(model, limit=self.spec.limit)
         cost = self.measure_cost(model, assignment)
@@ -190,6 +202,21 @@ class _Context:
                               f", {self.spec.finetune_steps} fine-tune steps" if self.spec.finetune_steps else "",
                               ratios or "no limits", time.perf_counter() - t0)
         return point
+
+    def replay(self, point: TriedPoint) -> TriedPoint:
+        """Record a point a killed run measured (from the trial log) as if measured now."""
+        point = dataclasses.replace(point, prefix=len(self.tried))
+        self.tried.append(point)
+        if self.progress:
+            progress_log.info("  point %d: %d knobs, drop %.3g (measured before the interruption)", point.prefix,
+                              len(point.assignment), point.drop)
+        return point
+
+
+def _spec_key(spec: SearchSpec) -> str:
+    """The options a trial's result depends on (not how many ranks or threads measured it)."""
+    skip = ("workers", "threads", "max_evaluations", "promises")
+    return repr({f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name not in skip})
 
 
 def _point(i: int, assignment: dict[str, float], base: Score, score: Score, cost: Cost, budget: Budget,
@@ -283,17 +310,22 @@ def search(
     example_input: Any = None,
     source: str = "",
     resume: str | None = None,
+    trials: str | None = None,
     progress: bool = True,
 ) -> SearchResult:
     """Find the smallest/fastest transformed ``model`` that meets ``budget`` (``model`` is not mutated).
 
     The final model is re-measured on the whole validation set and the constraints are checked on
     those measurements; an infeasible budget still returns the closest point reached (``met=False``).
+
+    ``resume`` names the sensitivity sweep's JSON (finished knobs are skipped); ``trials`` names the
+    trial log (:mod:`slimcnn.search._trials`): every finished trial (greedy's measured points, CPO's
+    steps, iterative rounds) is saved there and a re-run with the same model, data and spec skips it.
     """
     spec = spec or SearchSpec()
     t0 = time.perf_counter()
     example_input = task.example_input() if example_input is None else example_input
-    ctx = _Context(model, task, budget, spec, example_input, source, progress, resume)
+    ctx = _Context(model, task, budget, spec, example_input, source, progress, resume, trials)
     strategy = STRATEGIES.get(spec.strategy)
     assignment, strategy_log, table = strategy(ctx)
     if ctx.model_override is not None:  # pruned and fine-tuned step by step already
