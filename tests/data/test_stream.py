@@ -153,3 +153,17 @@ def test_train_cli_on_shards_counts_the_skipped_image_in_its_summary(tmp_path: P
     details = json.loads((out / "result.json").read_text())["details"]
     assert details["skipped_images"] >= 1 and "digits-0.tar:k0_003.png" in details["skipped_examples"][0]
     assert "skipped" in capsys.readouterr().out
+
+
+def test_make_task_passes_the_streaming_options(shards: Path) -> None:
+    from slimcnn.errors import ConfigError
+    from slimcnn.tasks import make_task
+
+    info = dataclasses.replace(load_model("slimcnn:tiny_cnn").info, num_classes=3)
+    task = make_task("classification", shards, info=info, batch_size=16, stream=True, loader_workers=0, amp="bf16")
+    assert (task.stream, task.loader_workers, task.strict_data, task.amp) == (True, 0, False, "bf16")
+    strict = make_task("classification", shards, info=info, batch_size=16, loader_workers=0, strict_data=True)
+    with pytest.raises(DataError, match=r"cannot decode image .*s1_0005.png"):
+        strict.evaluate(_model())
+    with pytest.raises(ConfigError, match="stream, amp: options of the classification task, not of the sr task"):
+        make_task("sr", "photos", stream=True, amp="bf16")

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from slimcnn.errors import ConfigError
 from slimcnn.models._zoo import ModelInfo
 from slimcnn.tasks.base import TASKS, Batch, Task, TrainStats
 
@@ -57,6 +58,10 @@ def make_task(
     batch_size: int | None = None,
     seed: int = 0,
     metric: str | None = None,
+    stream: bool | None = None,
+    loader_workers: int | None = None,
+    strict_data: bool | None = None,
+    amp: str | None = None,
 ) -> Task:
     """Build the task ``kind`` over ``data``.
 
@@ -73,13 +78,19 @@ def make_task(
         batch_size: Batch size (task default when None).
         seed: Shuffling/augmentation seed.
         metric: The headline metric, for tasks that offer a choice (detection: ``map50_95`` or ``map50``).
+        stream: Classification: read images through a DataLoader instead of decoding the set into
+            memory (None: chosen by the set's size, see :class:`~slimcnn.tasks.classification.ClassificationTask`).
+        loader_workers: Classification: DataLoader worker processes when streaming.
+        strict_data: Classification: refuse an undecodable image instead of skipping and counting it.
+        amp: Classification: evaluate under ``"bf16"``/``"fp16"`` autocast.
 
     Returns:
         The task.
 
     Raises:
         UnknownNameError: ``kind`` is not a registered task (the message lists close matches).
-        ConfigError: ``metric`` was given for a task that has no choice of metric.
+        ConfigError: ``metric`` was given for a task that has no choice of metric, or a
+            classification-only option (``stream``, ``loader_workers``, ``strict_data``, ``amp``) for another task.
         DataError: The data does not exist or cannot be read.
     """
     _import_task_modules(kind)
@@ -91,7 +102,10 @@ def make_task(
         "metric": metric,
     }
     if metric is not None and kind != "detection":
-        from slimcnn.errors import ConfigError
-
         raise ConfigError(f"--metric chooses the detection metric (map50_95, map50); the {kind} task has one metric")
+    data_options = {"stream": stream, "loader_workers": loader_workers, "strict_data": strict_data, "amp": amp}
+    given = [k for k, v in data_options.items() if v is not None]
+    if given and kind != "classification":
+        raise ConfigError(f"{', '.join(given)}: options of the classification task, not of the {kind} task; drop them")
+    options |= data_options
     return factory(data, info=info, seed=seed, **{k: v for k, v in options.items() if v is not None})
