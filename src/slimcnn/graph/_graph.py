@@ -6,10 +6,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from slimcnn.errors import ConfigError
-from slimcnn.graph._trace import LayerRecord, TraceState, UnionFind, gc_paused, run_trace
+from slimcnn.graph._trace import LayerRecord, TraceState, _components, gc_paused, run_trace
 
 # weight axis of each (layer kind, role); per-channel layers slice all their per-channel tensors on axis 0
 WEIGHT_DIM: dict[tuple[str, str], int] = {
@@ -72,6 +73,47 @@ class ChannelGroup:
         return sorted({m.layer for m in self.members})
 
 
+class _Axes:
+    """Every layer axis's root labels laid end to end, for per-axis counts of removed channels in one pass."""
+
+    def __init__(self, layers: Mapping[str, LayerRecord], out_arr: Mapping[str, np.ndarray],
+                 in_arr: Mapping[str, np.ndarray]) -> None:
+        axes = [(f, role, a) for f in layers for role, a in (("out", out_arr[f]), ("in", in_arr[f])) if len(a)]
+        self.names = [f for f, _, _ in axes]
+        self.len = np.array([len(a) for _, _, a in axes], dtype=np.int64)
+        self.start = np.cumsum(self.len) - self.len
+        self.flat = np.concatenate([a for _, _, a in axes]) if axes else np.zeros(0, dtype=np.int64)
+        self.full = np.array([bool((a >= 0).all()) for _, _, a in axes], dtype=bool)
+        # MACs = sum over conv/linear layers of macs_per_pair * kept outputs * kept inputs per group
+        index = {(f, role): i for i, (f, role, _) in enumerate(axes)}
+        macs = [(rec, index[(f, "out")], index[(f, "in")]) for f, rec in layers.items()
+                if rec.out_base >= 0 and (f, "out") in index and (f, "in") in index]
+        self.mac_out = np.array([o for _, o, _ in macs], dtype=np.int64)
+        self.mac_in = np.array([i for _, _, i in macs], dtype=np.int64)
+        self.mac_pair = np.array([rec.macs_per_pair for rec, _, _ in macs], dtype=np.int64)
+        # grouped layers keep their per-group input width (whole groups go)
+        self.mac_fixed_in = np.array([len(rec.in_rep) // rec.groups if rec.groups != 1 else -1
+                                      for rec, _, _ in macs], dtype=np.int64)
+
+    def removed_counts(self, mask: np.ndarray) -> np.ndarray:
+        """Removed channels per axis."""
+        if not len(self.flat):
+            return np.zeros(0, dtype=np.int64)
+        return np.add.reduceat(mask[self.flat].astype(np.int64), self.start)
+
+    def emptied(self, mask: np.ndarray) -> str | None:
+        """The first layer an axis of which loses every channel (only axes that carry no fixed data), or None."""
+        hit = np.flatnonzero(self.full & (self.removed_counts(mask) == self.len))
+        return self.names[int(hit[0])] if len(hit) else None
+
+    def macs(self, mask: np.ndarray) -> int:
+        kept = self.len - self.removed_counts(mask)
+        if not len(self.mac_out):
+            return 0
+        n_in = np.where(self.mac_fixed_in >= 0, self.mac_fixed_in, kept[self.mac_in])
+        return int((self.mac_pair * kept[self.mac_out] * n_in).sum())
+
+
 class ChannelGraph:
     """The result of :func:`trace`: layer records, atoms (union-find classes) and groups."""
 
@@ -79,48 +121,63 @@ class ChannelGraph:
         self.state = state
         self.layers: dict[str, LayerRecord] = state.layers
         self.output = output
-        uf = state.uf
-        n = uf.n
-        roots = uf.roots()
-        self._root = roots
-        self.out_roots: dict[str, list[int]] = {}
-        self.in_roots: dict[str, list[int]] = {}
-        uf2 = UnionFind()
-        uf2.add(n)
+        n = state.uf.n
+        roots = state.uf.roots_array()
+        self._root = roots.tolist()
+        # numpy label arrays per layer (vectorised bookkeeping: models have tens of thousands of channels)
+        self._out_arr: dict[str, np.ndarray] = {}
+        self._in_arr: dict[str, np.ndarray] = {}
+        edges_a, edges_b = [], []
         for fqn, rec in self.layers.items():
-            outs = roots[rec.out_base : rec.out_base + rec.n_out] if rec.out_base >= 0 else []
-            ins = [roots[i] if i >= 0 else -1 for i in rec.in_rep]
-            self.out_roots[fqn], self.in_roots[fqn] = outs, ins
-            for rs in (outs, [r for r in ins if r >= 0]):
-                uf2.union_many(rs[:1] * (len(rs) - 1), rs[1:])
-        group_of = uf2.roots()
-        atoms_by_group: dict[int, list[int]] = {}
-        for r in sorted(set(roots)):
-            atoms_by_group.setdefault(group_of[r], []).append(r)
+            outs = roots[rec.out_base : rec.out_base + rec.n_out] if rec.out_base >= 0 else roots[:0]
+            rep = np.asarray(rec.in_rep, dtype=np.int64)
+            ins = rep.copy()
+            ins[rep >= 0] = roots[rep[rep >= 0]]
+            self._out_arr[fqn], self._in_arr[fqn] = outs, ins
+            for rs in (outs, ins[ins >= 0]):  # a layer axis lies in one group
+                edges_a.append(rs[:-1])
+                edges_b.append(rs[1:])
+        self.out_roots: dict[str, list[int]] = {f: a.tolist() for f, a in self._out_arr.items()}
+        self.in_roots: dict[str, list[int]] = {f: a.tolist() for f, a in self._in_arr.items()}
+        empty = np.zeros(0, dtype=np.int64)
+        group_of = _components(n, np.concatenate([empty, *edges_a]), np.concatenate([empty, *edges_b]))
+        atoms = np.unique(roots)  # sorted roots
+        keys, gid_of_atom, sizes = np.unique(group_of[atoms], return_inverse=True, return_counts=True)
+        order = np.lexsort((atoms, gid_of_atom))  # by group, then root: group channel order
+        k_of_atom = np.empty(len(atoms), dtype=np.int64)
+        k_of_atom[order] = np.arange(len(atoms)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        self._gid = np.full(n + 1, -1, dtype=np.int64)  # root -> group id; slot -1 (index n): no channel
+        self._k = np.full(n + 1, -1, dtype=np.int64)  # root -> group channel index
+        self._gid[atoms], self._k[atoms] = gid_of_atom, k_of_atom
+        self._atoms_in_order = atoms[order]  # group 0's roots in channel order, then group 1's, ...
+        self._group_start = np.cumsum(sizes) - sizes
+        self.atom: dict[int, tuple[int, int]] = dict(
+            zip(atoms.tolist(), zip(gid_of_atom.tolist(), k_of_atom.tolist(), strict=True), strict=True))
+        """root id -> (group id, group channel index)."""
+        members: list[list[GroupMember]] = [[] for _ in range(len(keys))]
+        for fqn, rec in self.layers.items():
+            for role, rs in (("out", self._out_arr[fqn]), ("in", self._in_arr[fqn])):
+                valid = rs[rs >= 0]
+                if not len(valid):
+                    continue
+                idx = tuple(self._k[rs].tolist())  # -1 stays -1: self._k[-1] is the no-channel slot
+                dim = WEIGHT_DIM.get((rec.kind, role), 0)
+                members[int(self._gid[valid[0]])].append(GroupMember(fqn, rec.kind, role, dim, idx))
+        fixed: list[list[tuple[int, str]]] = [[] for _ in range(len(keys))]
         blocked: dict[int, str] = {}
         for i, why in sorted(state.blocked.items()):
-            blocked.setdefault(roots[i], why)
-        self.atom: dict[int, tuple[int, int]] = {}
-        """root id -> (group id, group channel index)."""
-        for gid, key in enumerate(sorted(atoms_by_group)):
-            for k, r in enumerate(atoms_by_group[key]):
-                self.atom[r] = (gid, k)
-        members: dict[int, list[GroupMember]] = {g: [] for g in range(len(atoms_by_group))}
-        for fqn, rec in self.layers.items():
-            for role, rs in (("out", self.out_roots[fqn]), ("in", self.in_roots[fqn])):
-                valid = [r for r in rs if r >= 0]
-                if not valid:
-                    continue
-                gid = self.atom[valid[0]][0]
-                idx = tuple(self.atom[r][1] if r >= 0 else -1 for r in rs)
-                members[gid].append(GroupMember(fqn, rec.kind, role, WEIGHT_DIM.get((rec.kind, role), 0), idx))
-        self._group_roots: dict[int, list[int]] | None = None
+            blocked.setdefault(self._root[i], why)
+        for r, why in blocked.items():
+            g, k = self.atom[r]
+            fixed[g].append((k, why))
         self._base_macs: int | None = None
-        self._groups: list[ChannelGroup] = []
-        for gid, key in enumerate(sorted(atoms_by_group)):
-            atoms = atoms_by_group[key]
-            fixed = tuple((k, blocked[r]) for k, r in enumerate(atoms) if r in blocked)
-            self._groups.append(ChannelGroup(gid, len(atoms), tuple(members[gid]), fixed))
+        self._fixed_mask = np.zeros(n + 1, dtype=bool)
+        self._fixed_mask[list(blocked)] = True
+        self._axes = _Axes(self.layers, self._out_arr, self._in_arr)
+        self._groups: list[ChannelGroup] = [
+            ChannelGroup(gid, int(sizes[gid]), tuple(members[gid]), tuple(sorted(fixed[gid])))
+            for gid in range(len(keys))
+        ]
 
     def groups(self) -> list[ChannelGroup]:
         """All channel groups, in forward order of their first producer."""
@@ -149,7 +206,6 @@ class ChannelGraph:
         Raises:
             ConfigError: out-of-range indices or channels that must not be removed.
         """
-        roots_of_group = self._roots_of_group()
         out: set[int] = set()
         for key, idx in removal.items():
             idx = [int(i) for i in idx]
@@ -162,56 +218,45 @@ class ChannelGraph:
                     out.add(outs[c])
             else:
                 g = self.group(int(key))
-                for i in idx:
-                    if not 0 <= i < g.size:
-                        raise ConfigError(f"channel {i} out of range for group {g.id} (size {g.size})")
-                    out.add(roots_of_group[g.id][i])
-        for r in out:
-            g, k = self.atom[r]
-            fixed = dict(self._groups[g].fixed)
-            if k in fixed:
-                raise ConfigError(
-                    f"channel {k} of group {g} (layers {', '.join(self._groups[g].layers()[:4])}) cannot be "
-                    f"removed: {fixed[k]}"
-                )
-        for fqn in self.layers:
-            for rs in (self.out_roots[fqn], self.in_roots[fqn]):
-                if rs and all(r in out for r in rs if r >= 0) and all(r >= 0 for r in rs):
-                    raise ConfigError(f"removal would leave '{fqn}' with zero channels; keep at least one")
+                bad = [i for i in idx if not 0 <= i < g.size]
+                if bad:
+                    raise ConfigError(f"channel {bad[0]} out of range for group {g.id} (size {g.size})")
+                start = self._group_start[g.id]
+                out.update(self._atoms_in_order[start + np.asarray(idx, dtype=np.int64)].tolist())
+        mask = self._mask(out)
+        hit = np.flatnonzero(mask & self._fixed_mask)
+        if len(hit):
+            g, k = self.atom[int(hit[0])]
+            raise ConfigError(
+                f"channel {k} of group {g} (layers {', '.join(self._groups[g].layers()[:4])}) cannot be "
+                f"removed: {dict(self._groups[g].fixed)[k]}"
+            )
+        emptied = self._axes.emptied(mask)
+        if emptied is not None:
+            raise ConfigError(f"removal would leave '{emptied}' with zero channels; keep at least one")
         return out
 
-    def _roots_of_group(self) -> dict[int, list[int]]:
-        """``{group id: atom roots in group channel order}`` (built once: pruning calls it per selection)."""
-        if self._group_roots is None:
-            self._group_roots = {}
-            for r, (g, _k) in self.atom.items():
-                self._group_roots.setdefault(g, []).append(r)
-            for rs in self._group_roots.values():
-                rs.sort(key=lambda r: self.atom[r][1])
-        return self._group_roots
+    def _mask(self, removed: set[int]) -> np.ndarray:
+        """Boolean mask over root ids (plus a last always-False slot that label ``-1`` indexes)."""
+        mask = np.zeros(self.state.uf.n + 1, dtype=bool)
+        if removed:
+            mask[np.fromiter(removed, dtype=np.int64, count=len(removed))] = True
+        return mask
 
     def kept(self, removed: set[int]) -> dict[str, tuple[list[int], list[int]]]:
         """Per layer: (kept output channels, kept input channels) under the removed atom roots."""
+        mask = self._mask(removed)
         res = {}
         for fqn in self.layers:
-            ko = [c for c, r in enumerate(self.out_roots[fqn]) if r not in removed]
-            ki = [c for c, r in enumerate(self.in_roots[fqn]) if r < 0 or r not in removed]
-            res[fqn] = (ko, ki)
+            outs, ins = self._out_arr[fqn], self._in_arr[fqn]
+            res[fqn] = (np.flatnonzero(~mask[outs]).tolist(), np.flatnonzero(~mask[ins]).tolist())
         return res
 
     def estimate_macs(self, removed: set[int] | None = None) -> int:
         """Conv/linear MACs of the traced forward after removing ``removed`` (exact for those layers)."""
         if not removed and self._base_macs is not None:
             return self._base_macs
-        removed = removed or set()
-        total = 0
-        for fqn, rec in self.layers.items():
-            if rec.out_base < 0 or not rec.in_rep:
-                continue
-            n_out = sum(1 for r in self.out_roots[fqn] if r not in removed)
-            n_in = sum(1 for r in self.in_roots[fqn] if r < 0 or r not in removed)
-            per_group_in = n_in if rec.groups == 1 else len(rec.in_rep) // rec.groups
-            total += rec.macs_per_pair * n_out * per_group_in
+        total = self._axes.macs(self._mask(removed or set()))
         if not removed:
             self._base_macs = total
         return total

@@ -36,6 +36,9 @@ def compact(ids: Tensor, first: int = 0) -> Tensor:
     if sum(s > 1 for s in ids.shape[first:]) <= 1:
         return ids  # already as small as it pays to make it (a channel vector)
     for d in range(first, ids.dim()):
+        if ids.shape[d] > 1 and ids.stride(d) == 0:
+            ids = ids.narrow(d, 0, 1)  # a broadcast (expanded) axis is constant: no need to compare
+    for d in range(first, ids.dim()):
         if ids.shape[d] > 1 and bool((ids == ids.narrow(d, 0, 1)).all()):
             ids = ids.narrow(d, 0, 1)
     return ids
@@ -106,7 +109,7 @@ class UnionFind:
         self.n = 0
         self._a: list[int] = []
         self._b: list[int] = []
-        self._roots: list[int] | None = None
+        self._roots: np.ndarray | None = None
 
     def add(self, n: int) -> int:
         """Allocate ``n`` new ids; returns the first."""
@@ -126,13 +129,16 @@ class UnionFind:
 
     def roots(self) -> list[int]:
         """The root of every id: the smallest id of its component."""
+        return self.roots_array().tolist()
+
+    def roots_array(self) -> np.ndarray:
+        """:meth:`roots` as an int64 array."""
         if self._roots is None:
-            self._roots = _components(self.n, np.asarray(self._a, dtype=np.int64),
-                                      np.asarray(self._b, dtype=np.int64)).tolist()
+            self._roots = _components(self.n, np.asarray(self._a, dtype=np.int64), np.asarray(self._b, dtype=np.int64))
         return self._roots
 
     def find(self, a: int) -> int:
-        return self.roots()[a]
+        return int(self.roots_array()[a])
 
 
 @dataclass
@@ -200,11 +206,12 @@ class _Tracer(TorchFunctionMode):
         return ids
 
     def set_ids(self, t: Tensor, ids: Tensor | None) -> None:
+        if ids is not None:
+            ids = compact(ids)  # before the check below: it then scans a few labels, not a feature map
         if ids is None or not bool((ids >= 0).any()):
             if getattr(t, _ATTR, None) is not None:
                 setattr(t, _ATTR, None)
             return
-        ids = compact(ids)
         setattr(t, _ATTR, (self.token, ids))
         if self.zero_mask is not None:
             m = self.mask_table()[ids]
@@ -266,8 +273,9 @@ class _Tracer(TorchFunctionMode):
         self.suspended += 1
 
     def post_hook(self, module: nn.Module, args: tuple[Any, ...], out: Any) -> Any:
-        try:  # still suspended: the label bookkeeping below must not be traced as model ops
-            return self._leaf(module, args, out)
+        try:  # the label bookkeeping below is no model op: torch functions bypass the tracer (and its cost)
+            with torch._C.DisableTorchFunction():
+                return self._leaf(module, args, out)
         finally:
             self.suspended -= 1
 
@@ -359,17 +367,21 @@ class _Tracer(TorchFunctionMode):
         n_in = len(rec.in_rep)
         if groups <= 1 or n_in % groups:
             return
-        per_in = n_in // groups
-        per_out = rec.n_out // groups if out_ids is not None else 0
-        for g in range(groups):
-            members = rec.in_rep[g * per_in : (g + 1) * per_in]
-            if out_ids is not None:
-                members = members + list(range(rec.out_base + g * per_out, rec.out_base + (g + 1) * per_out))
-            valid = [m for m in members if m >= 0]
-            if len(valid) < len(members) and valid:
-                for m in valid:
-                    self.st.blocked.setdefault(m, f"group {g} of '{fqn}' also holds fixed channels")
-            self.st.uf.union_many(valid[:1] * (len(valid) - 1), valid[1:])
+        members = np.asarray(rec.in_rep, dtype=np.int64).reshape(groups, n_in // groups)
+        if out_ids is not None:
+            per_out = rec.n_out // groups
+            outs = np.arange(rec.out_base, rec.out_base + groups * per_out, dtype=np.int64)
+            members = np.concatenate([members, outs.reshape(groups, per_out)], axis=1)
+        valid = members >= 0
+        whole = valid.all(1)
+        if members.shape[1] > 1:  # vectorised: a depthwise conv has one group per channel
+            tied = members[whole]
+            self.st.uf.union_many(np.repeat(tied[:, 0], tied.shape[1] - 1).tolist(), tied[:, 1:].ravel().tolist())
+        for g in np.flatnonzero(valid.any(1) & ~whole).tolist():
+            row = members[g][valid[g]].tolist()
+            for m in row:
+                self.st.blocked.setdefault(m, f"group {g} of '{fqn}' also holds fixed channels")
+            self.st.uf.union_many(row[:1] * (len(row) - 1), row[1:])
 
     # ---- functional ops ------------------------------------------------------------------------
     def _escapes(self, func: Any) -> bool:
@@ -423,9 +435,8 @@ def run_trace(
     try:
         with torch.no_grad(), tracer:
             out = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
-            tracer.suspended += 1
-            for t in tree_flatten(out)[0]:
-                tracer.block(tracer.ids(t), "reaches a model output")
+        for t in tree_flatten(out)[0]:  # after the tracer's mode: the bookkeeping is no model op
+            tracer.block(tracer.ids(t), "reaches a model output")
     finally:
         for h in handles:
             h.remove()
