@@ -91,6 +91,21 @@ def test_compress_resumes_finished_stages(trained_lenet: Path, tmp_path: Path) -
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_recovery_steps_fine_tune_each_chosen_model_and_keep_the_codebooks(trained_lenet: Path) -> None:
+    from slimcnn.compress import CompressSpec, compress
+    from slimcnn.search import Budget
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    budget = Budget.from_options(max_drop="3", macs="0.7x", weight_bytes="0.2x")
+    spec = CompressSpec(recipe="prune,kmeans", recovery="plain", limit=100, amounts=(0.5,), recovery_steps=5)
+    res = compress(loaded.model, task, budget, spec, progress=False)
+    assert [s.recovered["steps"] for s in res.stages if s.recovered] == [5, 5]
+    for layer, bits in res.kmeans_bits.items():  # the k-means stage's recovery trained centroids, not weights
+        assert torch.unique(res.model.get_submodule(layer).weight).numel() <= 2 ** bits
+    assert res.stages[-1].score.value == res.after["score"].value  # packing the kept codebooks changed nothing
+
+
 def test_compress_needs_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["compress", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--out", str(tmp_path / "x")]
     assert main([*base, "--max-drop", "1"]) == 2

@@ -43,6 +43,7 @@ def compress_cmd(
     recipe: str = typer.Option("auto", "--recipe", help="auto, or stages in order: prune[:criterion], cpo, iterative, latency (widths from the latency table), kernel, lowrank, then kmeans or int8 (e.g. prune,kmeans; latency,int8)."),
     recovery: str = typer.Option("kd", "--recovery", help="Fine-tuning inside every stage: kd (distil from the original) or plain (task labels)."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps per measured point in every stage."),
+    recovery_steps: int = typer.Option(0, "--recovery-steps", help="Fine-tuning steps of each stage's chosen model before it is judged (the search's points get --finetune-steps)."),
     lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (task default)."),
     limit: int | None = typer.Option(None, "--limit", help="Validation images used while searching (results use all)."),
     amounts: str | None = typer.Option(None, "--amounts", help="Fractions a structural stage's sweep tries, e.g. 0.25,0.5,0.75."),
@@ -80,7 +81,7 @@ def compress_cmd(
     check_task(task, data)
     if recovery not in ("kd", "plain"):
         raise ConfigError(f"--recovery must be kd or plain, got '{recovery}'")
-    for flag, value, low in (("--finetune-steps", finetune_steps, 0), ("--limit", limit, 1), ("--threads", threads, 1)):
+    for flag, value, low in (("--finetune-steps", finetune_steps, 0), ("--recovery-steps", recovery_steps, 0), ("--limit", limit, 1), ("--threads", threads, 1)):
         if value is not None and value < low:
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
     if lr is not None and lr <= 0:
@@ -101,7 +102,7 @@ def compress_cmd(
         raise ConfigError(f"--recipe ...,int8 is judged in ONNX Runtime; drop --runtime {runtime} or use onnxruntime")
     if input:
         parse_shape(input)
-    spec = CompressSpec(recipe=recipe, finetune_steps=finetune_steps, finetune={"lr": lr} if lr is not None else {},
+    spec = CompressSpec(recipe=recipe, finetune_steps=finetune_steps, recovery_steps=recovery_steps, finetune={"lr": lr} if lr is not None else {},
                         recovery=recovery, limit=limit, runtime=runtime, threads=threads,
                         round_to=parse_round_to(round_to), amounts=parse_amounts(amounts), device=device,
                         exclude=tuple(exclude))

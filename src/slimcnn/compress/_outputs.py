@@ -93,4 +93,4 @@ def _write_int8(run: Any, loaded: Any, res: Any, x: Any, details: dict[str, Any]
 def _stage_dict(s: Any) -> dict[str, Any]:
     return {"name": s.name, "targets": s.targets, "score": dataclasses.asdict(s.score),
             "cost": dataclasses.asdict(s.cost), "drop": s.drop, "met": s.met, "assignment": s.assignment,
-            "steps": len(s.steps), "points_tried": len(s.tried), "seconds": s.seconds}
+            "steps": len(s.steps), "points_tried": len(s.tried), "seconds": s.seconds, "recovered": s.recovered}

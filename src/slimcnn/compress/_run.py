@@ -30,6 +30,9 @@ class CompressSpec:
     """``auto`` or comma-separated stages (``prune,kmeans``; see :func:`parse_recipe`)."""
     finetune_steps: int = 0
     """Fine-tuning steps per measured point inside every stage."""
+    recovery_steps: int = 0
+    """Fine-tuning steps of each searched stage's CHOSEN model before it is judged against the original (the
+    papers' retraining after the search; the points of the search only get ``finetune_steps``)."""
     finetune: dict[str, Any] = field(default_factory=dict)
     """Extra fine-tuning options (lr, batch_size...)."""
     recovery: str = "kd"
@@ -63,6 +66,8 @@ class StageResult:
     steps: list[dict[str, Any]]
     tried: list[dict[str, Any]]
     seconds: float
+    recovered: dict[str, Any] | None = None
+    """With ``recovery_steps``: the steps and the score of the chosen model before that fine-tune."""
 
 
 @dataclass
@@ -205,6 +210,11 @@ def compress(
         steps = [dataclasses.asdict(s) for s in search_steps(current, sspec, res, x)]
         current, current_score = res.model, res.after["score"]
         kept += _carried_promises(stage, current, res.assignment, x)
+        recovered = None
+        if spec.recovery_steps > 0:
+            say(i, stage, f"  recovery: {spec.recovery_steps} fine-tune steps ({spec.recovery}) of the chosen model")
+            recovered = {"steps": spec.recovery_steps, "recovery": spec.recovery, "score_before": current_score.value}
+            current_score = _recover(current, task, original, kept, spec)
         if stage.method == "kmeans":
             kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
         cost = _cost(current, x, kmeans_bits)
@@ -212,7 +222,7 @@ def compress(
             stage.name, {"max_drop": allowed, **{k: str(v) for k, v in limits.items()}},
             current_score, cost,
             base_score.drop_to(current_score), res.met, dict(res.assignment), steps, res.tried,
-            round(time.perf_counter() - ts, 2))
+            round(time.perf_counter() - ts, 2), recovered)
         results.append(result)
         _save_stage(state_dir, i, current, result)
     packed = None
@@ -304,6 +314,19 @@ def pack(model: nn.Module, bits: dict[str, int]) -> Any:
     from slimcnn.quantize import quantize_model
 
     return quantize_model(model, kmeans_spec(bits))
+
+
+def _recover(model: nn.Module, task: Any, original: nn.Module, kept: list[Any], spec: CompressSpec) -> Score:
+    """Fine-tune ``model`` in place for ``spec.recovery_steps`` keeping every stage's promises (codebooks,
+    zeros); distilled from the original with ``kd``. Returns its score on all validation data."""
+    from slimcnn.train import keep_promises
+
+    opts: dict[str, Any] = {"device": spec.device} | spec.finetune
+    if spec.recovery != "plain":
+        opts |= {"teacher": original, "recovery": spec.recovery}
+    with keep_promises(model, kept):
+        task.finetune(model, spec.recovery_steps, **opts)
+    return task.evaluate(model.eval(), device=spec.device)
 
 
 def _carried_promises(stage: StageSpec, model: nn.Module, assignment: dict[str, float], x: Any) -> list[Any]:
