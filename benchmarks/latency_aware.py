@@ -1,13 +1,23 @@
-"""Latency-aware pruning vs a MACs target at a 0.5x latency target (issue 16, item 3; a first, small run).
+"""Latency-aware pruning vs a MACs target vs Torch-Pruning at a 0.5x latency target (issue 16, item 3).
 
-Run: ``.venv/bin/python benchmarks/latency_aware.py [--models resnet50 mobilenet_v2] [--target 0.5]``.
-Writes ``benchmarks/results/latency_aware.{md,json}``.
+Run: ``.venv/bin/python benchmarks/latency_aware.py [--models resnet50 ...] [--target 0.5] [--runs 40]``.
+Needs the benchmark-only extra for column (c): ``pip install 'slimcnn[bench]'`` (Torch-Pruning; slimcnn
+never imports it). Writes ``benchmarks/results/latency_aware.{md,json}`` (rows merged by model, so the
+model list can be grown over several runs).
 
-For each model (random weights, ``1x3x224x224``, ONNX Runtime CPU, physical cores as threads):
-(a) ``slimcnn.prune.prune_for_latency_(m, x, 0.5, criterion="l1")`` (latency table + knapsack, checked by
-measurement); (b) ``prune_model_(m, x, criterion="l1", macs=0.5, round_to=<ORT channel block>)``, i.e. the
-MACs target set to the latency target. Then one ``compare_latency`` of original, (a) and (b), interleaved
-(``--runs`` rounds): MACs, params and measured latency ratio of each. Accuracy is not measured here.
+For each model (random weights, the input shape of ``graph_vs_torch_pruning.MODELS``, ONNX Runtime CPU,
+physical cores as threads, L1 criterion):
+
+(a) ``slimcnn.prune.prune_for_latency_(m, x, 0.5)``: latency table + knapsack (default ``objective="macs"``),
+    checked by measurement; ``--objective importance`` gives HALP's unweighted value for comparison;
+(b) ``prune_model_(m, x, criterion="l1", macs=0.5, round_to=<ORT channel block>)``: the MACs target set to the
+    latency target;
+(c) Torch-Pruning ``MagnitudePruner`` (L1 group magnitude, ``round_to`` the same block, the classifier /
+    Detect head protected as in ``graph_vs_torch_pruning.py``) with its ``pruning_ratio`` bisected until its
+    latency, measured interleaved with the original, is within 2 % of (a)'s measured latency.
+
+Then one ``compare_latency`` of original, (a), (b), (c), interleaved (``--runs`` rounds): MACs and params
+(``slimcnn.measure.profile``) and the measured latency ratio of each.
 """
 
 from __future__ import annotations
@@ -15,11 +25,16 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import platform
+import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
 
 from slimcnn.measure import (
     compare_latency,
@@ -29,73 +44,152 @@ from slimcnn.measure import (
     physical_cores,
     profile,
 )
-from slimcnn.models import load_model
 from slimcnn.prune import prune_for_latency_, prune_model_
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graph_vs_torch_pruning import MODELS, build, tp_prune  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "regnet_x_400mf", "efficientnet_b0", "yolov8n"]
+METHODS = (("latency_aware", "(a) latency table + knapsack"), ("macs_target", "(b) --macs target, round_to block"),
+           ("torch_pruning", "(c) Torch-Pruning, ratio bisected to (a)'s latency"))
 
 
-def run(name: str, target: float, runs: int) -> dict[str, object]:
+def _ratio(model: nn.Module, pruned: nn.Module, x: torch.Tensor, runs: int) -> float:
+    lat = compare_latency({"original": model, "pruned": pruned}, x, runs=runs, warmup=3)
+    return lat["pruned"].median_ms / lat["original"].median_ms
+
+
+def tp_at_latency(name: str, model: nn.Module, x: torch.Tensor, goal: float, runs: int,
+                  steps: int = 7) -> tuple[nn.Module | None, dict[str, Any]]:
+    """Bisect Torch-Pruning's ratio until its measured latency ratio is within 2 % of ``goal`` (closest kept)."""
+    protect = MODELS[name][2]
+    lo, hi = 0.0, 0.9
+    best: tuple[nn.Module, float, float] | None = None
+    tries: list[dict[str, Any]] = []
+    for _ in range(steps):
+        r = (lo + hi) / 2
+        m = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tp_prune(m, x, r, protect(m), ort_channel_block())
+        except Exception as e:  # noqa: BLE001 - Torch-Pruning's failure is the result
+            return None, {"error": f"{type(e).__name__}: {e}"[:300], "bisection": tries}
+        secs = time.perf_counter() - t0
+        got = _ratio(model, m, x, runs)
+        tries.append({"ratio": r, "latency_ratio": got, "prune_s": round(secs, 2)})
+        if best is None or abs(got - goal) < abs(best[2] - goal):
+            best = (m, r, got)
+        if abs(got - goal) <= 0.02 * goal:
+            break
+        lo, hi = (r, hi) if got > goal else (lo, r)
+    assert best is not None
+    return best[0], {"ratio": best[1], "bisected_latency_ratio": best[2], "bisection": tries}
+
+
+def run(name: str, target: float, runs: int, objective: str) -> dict[str, Any]:
+    _, shape, _ = MODELS[name]
     torch.manual_seed(0)
-    model = load_model(f"torchvision:{name}").model.eval()
-    x = torch.randn(1, 3, 224, 224)
+    model = build(name)
+    x = torch.randn(*shape)
     t0 = time.perf_counter()
     lat_model = copy.deepcopy(model)
-    res = prune_for_latency_(lat_model, x, target, criterion="l1", source=f"torchvision:{name}")
+    res = prune_for_latency_(lat_model, x, target, criterion="l1", source=MODELS[name][0],
+                             objective=objective)  # type: ignore[arg-type]
     t_lat = time.perf_counter() - t0
     t0 = time.perf_counter()
     macs_model = copy.deepcopy(model)
     prune_model_(macs_model, x, criterion="l1", macs=target, round_to=ort_channel_block(), best_effort=True)
     t_macs = time.perf_counter() - t0
-    lat = compare_latency({"original": model, "latency_aware": lat_model, "macs_target": macs_model}, x, runs=runs)
+    t0 = time.perf_counter()
+    tp_model, tp_info = tp_at_latency(name, model, x, res.measured_ratio, max(10, runs // 2))
+    t_tp = time.perf_counter() - t0
+    models = {"original": model, "latency_aware": lat_model, "macs_target": macs_model}
+    if tp_model is not None:
+        models["torch_pruning"] = tp_model
+    lat = compare_latency(models, x, runs=runs)
     base = profile(model, x)
-    row: dict[str, object] = {"model": name, "target": target, "original_ms": lat["original"].median_ms,
-                              "table": res.details()["latency_table"], "attempts": list(res.attempts)}
-    for key, m, secs in (("latency_aware", lat_model, t_lat), ("macs_target", macs_model, t_macs)):
-        c = profile(m, x)
+    row: dict[str, Any] = {"model": name, "input": list(shape), "target": target, "objective": objective,
+                           "original_ms": lat["original"].median_ms, "table": res.details()["latency_table"],
+                           "attempts": list(res.attempts), "torch_pruning_search": tp_info,
+                           "load_avg": os.getloadavg()}
+    for key, secs in (("latency_aware", t_lat), ("macs_target", t_macs), ("torch_pruning", t_tp)):
+        if key not in models:
+            continue
+        c = profile(models[key], x)
         row[key] = {"macs_ratio": c.macs / base.macs, "params_ratio": c.params / base.params,
                     "latency_ratio": lat[key].median_ms / lat["original"].median_ms,
                     "p10_ms": lat[key].p10_ms, "p90_ms": lat[key].p90_ms, "seconds": round(secs, 1)}
-    row["latency_aware"]["predicted_ratio"] = res.selection.predicted_ratio  # type: ignore[index]
+    row["latency_aware"]["predicted_ratio"] = res.selection.predicted_ratio
+    row["latency_aware"]["check_ratio"] = res.measured_ratio
+    print(json.dumps({k: row.get(k) for k in ("model", "latency_aware", "macs_target", "torch_pruning")}), flush=True)
     return row
+
+
+def render(data: dict[str, Any]) -> str:
+    env, rows = data["environment"], data["rows"]
+    lines = [f"# Latency-aware pruning vs MACs target vs Torch-Pruning at {data['target']}x latency", "",
+             f"Machine: {env['cpu']}, {env['cores']} physical cores, ONNX Runtime {env['onnxruntime']} on "
+             f"{env['threads']} intra-op threads, channel block {env['block']}; torch {env['torch']}, "
+             f"torchvision {env['torchvision']}, Torch-Pruning {env.get('torch-pruning', '?')}, python "
+             f"{env['python']}. Random weights, L1 criterion. All ratios are **medians of {data['runs']} interleaved "
+             "rounds** (original, (a), (b), (c) in one process, one run per model); the load average "
+             "(1/5/15 min) at the end of each model's run is in the last column.", "",
+             "| model | method | MACs | params | latency (measured) | efficiency (MACs/latency) | prune s | load |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        load = "/".join(f"{v:.1f}" for v in r["load_avg"])
+        for key, label in METHODS:
+            v = r.get(key)
+            if v is None:
+                err = r["torch_pruning_search"].get("error", "not run")
+                lines.append(f"| {r['model']} | {label} | - | - | - | - | - | failed: {err} |")
+                continue
+            lines.append(f"| {r['model']} | {label} | {v['macs_ratio']:.3f}x | {v['params_ratio']:.3f}x | "
+                         f"{v['latency_ratio']:.3f}x | {v['macs_ratio'] / v['latency_ratio']:.2f} | {v['seconds']} | "
+                         f"{load} |")
+    lines += ["", "Tries of (a) (knapsack target -> table prediction -> measured in the check, interleaved with the "
+              "original only); (c)'s bisection (TP ratio -> measured latency):", ""]
+    for r in rows:
+        tries = "; ".join(f"{a['knapsack_target']:.3f} -> {a['predicted_ratio']:.3f}x -> {a['measured_ratio']:.3f}x"
+                          for a in r["attempts"])
+        t = r["table"]
+        tp = "; ".join(f"{b['ratio']:.3f} -> {b['latency_ratio']:.3f}x" for b in r["torch_pruning_search"]["bisection"])
+        lines.append(f"- {r['model']} ({'x'.join(map(str, r['input']))}, objective {r['objective']}): {tries}. "
+                     f"Table: {t['groups']} groups, {t['timings']} timed variants, {t['seconds']} s; whole model "
+                     f"{r['original_ms']:.1f} ms vs summed layers {t['base_ms']:.1f} ms. TP: {tp or '-'}.")
+    lines += ["", "Read with care: a shared 2-core VM (measurements of one model in two interleaved runs differ by "
+              "a few %); random weights, so no accuracy here (see the ResNet-56 table); (a)'s final latency is "
+              "measured again in the four-way run, so it can differ from its own check by the noise; (c) is "
+              "bisected to (a)'s check ratio within 2 % (at most 7 steps, the closest kept)."]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", nargs="+", default=["resnet50", "mobilenet_v2"])
+    ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=sorted(MODELS))
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--runs", type=int, default=40)
+    ap.add_argument("--objective", default="macs", choices=["macs", "importance"])
     args = ap.parse_args()
-    rows = [run(n, args.target, args.runs) for n in args.models]
-    env = {"cpu": cpu_model(), "threads": physical_cores(), "block": ort_channel_block(),
-           "python": platform.python_version(), **package_versions(["torch", "onnxruntime", "torchvision"])}
+    path = RESULTS / "latency_aware.json"
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    keep = [r for r in old.get("rows", []) if r["model"] not in args.models and old.get("target") == args.target
+            and "torch_pruning_search" in r]
+    rows = [run(n, args.target, args.runs, args.objective) for n in args.models]
+    order = {n: i for i, n in enumerate(DEFAULT_MODELS)}
+    rows = sorted(keep + rows, key=lambda r: order.get(r["model"], len(order)))
+    env = {"cpu": cpu_model(), "cores": physical_cores(), "threads": physical_cores(), "block": ort_channel_block(),
+           "python": platform.python_version(),
+           **package_versions(["torch", "onnxruntime", "torchvision", "torch-pruning"])}
+    data = {"environment": env, "target": args.target, "runs": args.runs, "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latency_aware.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=1))
-    lines = [f"# Latency-aware pruning vs MACs target at {args.target}x latency", "",
-             f"Environment: {env}. Random weights, 1x3x224x224, ONNX Runtime CPU, l1 criterion; latency ratios "
-             f"are medians of {args.runs} interleaved rounds (original, (a), (b)) in one process.", "",
-             "| model | method | MACs | params | latency (measured) | predicted | efficiency (MACs/latency) | time s |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        for key, label in (("latency_aware", "(a) latency table + knapsack"), ("macs_target", "(b) --macs target, round_to block")):
-            v = r[key]  # type: ignore[index]
-            pred = f"{v['predicted_ratio']:.3f}x" if "predicted_ratio" in v else "-"
-            lines.append(f"| {r['model']} | {label} | {v['macs_ratio']:.3f}x | {v['params_ratio']:.3f}x | "
-                         f"{v['latency_ratio']:.3f}x | {pred} | {v['macs_ratio'] / v['latency_ratio']:.2f} | {v['seconds']} |")
-    lines += ["", "Tries of (a) (knapsack target -> table prediction -> measured in the check, interleaved with the "
-              "original only):", ""]
-    for r in rows:
-        tries = "; ".join(f"{a['knapsack_target']:.3f} -> {a['predicted_ratio']:.3f}x -> {a['measured_ratio']:.3f}x"
-                          for a in r["attempts"])  # type: ignore[attr-defined]
-        t = r["table"]
-        lines.append(f"- {r['model']}: {tries}. Table: {t['groups']} groups, {t['timings']} timed variants, "  # type: ignore[index]
-                     f"{t['seconds']} s; whole model {r['original_ms']:.1f} ms vs summed layers {t['base_ms']:.1f} ms.")  # type: ignore[index]
-    lines += ["", "Read with care: one run on a shared 2-core VM (measurements of one model in two interleaved runs "
-              "differ by a few %); random weights, so no accuracy; the 'predicted' column is the table's prediction "
-              "for the widths finally applied (after the knapsack target was rescaled by the checks), so a large gap "
-              "to the measured ratio means the additive per-layer table did not hold for that model."]
-    (RESULTS / "latency_aware.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    path.write_text(json.dumps(data, indent=1))
+    md = render(data)
+    (RESULTS / "latency_aware.md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":

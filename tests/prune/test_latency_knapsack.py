@@ -134,3 +134,36 @@ def test_latency_and_macs_budgets_together_on_a_real_graph(tmp_path, monkeypatch
     assert out.macs_after / out.macs_before == pytest.approx(both.macs_ratio)  # the exact count, not an estimate
     impossible = select_for_latency_and_macs(table, scores, 0.95, 0.001, macs_of, slope)
     assert not impossible.feasible and impossible.macs_ratio > 0.001
+
+
+def test_macs_weights_cut_the_channels_that_cost_the_most_time_per_mac() -> None:
+    # two groups, same size, same ms per channel; "heavy" carries 4x the MACs per channel of "light"
+    groups = (GroupLatency("heavy", 0, 32, 1, (8, 16, 24, 32), (1.0, 2.0, 3.0, 4.0), ("heavy",)),
+              GroupLatency("light", 1, 32, 1, (8, 16, 24, 32), (1.0, 2.0, 3.0, 4.0), ("light",)))
+    t = LatencyTable("k", "fp", "onnxruntime", 2, (1, 3, 8, 8), 8, 8.0, groups, 8)
+    scores = {0: torch.ones(32), 1: torch.ones(32) * 1.1}  # unweighted, "light" is the more important
+    plain = select_for_latency(t, scores, 0.75)
+    weighted = select_for_latency(t, scores, 0.75, weights={"heavy": 4.0, "light": 1.0})
+    assert plain.widths == {"heavy": 16} and weighted.widths == {"light": 16}
+    assert weighted.predicted_ratio <= 0.75 + 1e-9
+    assert weighted.kept_importance == pytest.approx(4.0 * 32 + 16)  # a weighted group's value scales
+
+
+def test_latency_tries_rescale_both_ways_then_interpolate_and_keep_the_best() -> None:
+    from slimcnn.prune._knapsack import LatencySelection
+    from slimcnn.prune._latency_prune import CLOSE_ENOUGH, _better, _next_knapsack_target
+
+    under = [{"knapsack_target": 0.5, "measured_ratio": 0.4}]
+    assert _next_knapsack_target(under, 0.5) == pytest.approx(0.5 * 0.5 / 0.4)  # fast: raised, no margin
+    over = [{"knapsack_target": 0.5, "measured_ratio": 0.6}]
+    assert _next_knapsack_target(over, 0.5) == pytest.approx(0.5 * 0.5 / 0.6 - 0.01)
+    both = under + [{"knapsack_target": 0.7, "measured_ratio": 0.6}]
+    aim = 0.5 - CLOSE_ENOUGH / 2
+    assert _next_knapsack_target(both, 0.5) == pytest.approx(0.5 + (aim - 0.4) / 0.2 * 0.2)
+
+    def sel(value: float) -> LatencySelection:
+        return LatencySelection({}, 0.5, 0.5, value, True)
+
+    assert _better(sel(1.0), 0.49, sel(2.0), 0.51, 0.5)  # meeting the target wins over more value
+    assert _better(sel(2.0), 0.49, sel(1.0), 0.45, 0.5)  # both met: more value kept
+    assert not _better(sel(9.0), 0.55, sel(1.0), 0.52, 0.5)  # both missed: the faster

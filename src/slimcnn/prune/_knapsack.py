@@ -32,7 +32,8 @@ class LatencySelection:
     """Table prediction of pruned / original latency."""
     target_ratio: float
     kept_importance: float
-    """Sum over groups of the kept channels' normalised importance (a full group counts its size)."""
+    """Sum over groups of the kept channels' normalised importance (a full group counts its size), each group's
+    times its ``weights`` entry when weights were given."""
     feasible: bool
     """False: the table predicts the target cannot be reached; the fastest widths were chosen."""
     macs_ratio: float | None = None
@@ -109,7 +110,8 @@ def kept_importance(scores: Tensor, fixed: Sequence[int], width: int) -> float:
 
 def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float, *,
                        fixed: Mapping[int, Sequence[int]] | None = None, resolution: int = 2000,
-                       bonus: Mapping[str, float] | None = None) -> LatencySelection:
+                       bonus: Mapping[str, float] | None = None,
+                       weights: Mapping[str, float] | None = None) -> LatencySelection:
     """Kept widths per group reaching ``target_ratio`` x the table's latency with the most importance kept.
 
     Args:
@@ -120,6 +122,10 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
         resolution: knapsack discretisation steps.
         bonus: ``{group: value per removed group channel}`` added to each width's value (the MACs price of
             :func:`select_for_latency_and_macs`); ``kept_importance`` of the result excludes it.
+        weights: ``{group: multiplier of its channels' normalised importance}`` (missing: 1). With the MACs
+            one channel carries (:func:`~slimcnn.prune._latency_prune.prune_for_latency_`'s ``objective="macs"``)
+            the knapsack keeps the most important compute per millisecond: it cuts the channels that cost the
+            most time per MAC instead of the most channels per millisecond.
 
     Raises:
         ConfigError: ``target_ratio`` outside (0, 1].
@@ -131,7 +137,8 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
     for g in table.groups:
         sc = scores.get(g.group_id, torch.zeros(g.size))
         fx = list((fixed or {}).get(g.group_id, ()))
-        options[g.layer] = [(w, kept_importance(sc, fx, w), max(0.0, g.saving(w)))
+        wt = (weights or {}).get(g.layer, 1.0)
+        options[g.layer] = [(w, wt * kept_importance(sc, fx, w), max(0.0, g.saving(w)))
                             for w in candidate_widths(g.size, g.min_keep, table.block)]
     priced = {n: [(w, v + (bonus or {}).get(n, 0.0) * (table.group(n).size - w), sv) for w, v, sv in opts]
               for n, opts in options.items()}
@@ -144,7 +151,8 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
 def select_for_latency_and_macs(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float,
                                 macs_target: float, macs_of: Callable[[Mapping[str, int]], float],
                                 macs_slope: Mapping[str, float], *, fixed: Mapping[int, Sequence[int]] | None = None,
-                                resolution: int = 2000, steps: int = 14) -> LatencySelection:
+                                resolution: int = 2000, steps: int = 14,
+                                weights: Mapping[str, float] | None = None) -> LatencySelection:
     """:func:`select_for_latency` with a second budget: conv/linear MACs at most ``macs_target`` x the original.
 
     Lagrangian relaxation: each width also earns ``lam * macs_slope[group] * removed channels`` (the MACs one
@@ -162,6 +170,7 @@ def select_for_latency_and_macs(table: LatencyTable, scores: Mapping[int, Tensor
         fixed: ``{group id: fixed group channels}`` (always kept).
         resolution: knapsack discretisation steps.
         steps: bisection steps on the price.
+        weights: per-group importance multipliers, as in :func:`select_for_latency`.
 
     Returns:
         The selection meeting both budgets with the smallest price found; ``feasible`` is False when the
@@ -172,12 +181,13 @@ def select_for_latency_and_macs(table: LatencyTable, scores: Mapping[int, Tensor
     """
     if not 0 < macs_target <= 1:
         raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs_target}")
-    base = select_for_latency(table, scores, target_ratio, fixed=fixed, resolution=resolution)
+    base = select_for_latency(table, scores, target_ratio, fixed=fixed, resolution=resolution, weights=weights)
     scale = max(base.kept_importance, 1.0)  # prices in units of the model's total kept importance
 
     def at(lam: float) -> tuple[LatencySelection, float]:
         bonus = {g.layer: lam * scale * macs_slope.get(g.layer, 0.0) for g in table.groups}
-        sel = select_for_latency(table, scores, target_ratio, fixed=fixed, resolution=resolution, bonus=bonus)
+        sel = select_for_latency(table, scores, target_ratio, fixed=fixed, resolution=resolution, bonus=bonus,
+                                 weights=weights)
         return sel, macs_of(sel.widths)
 
     sel, macs = base, macs_of(base.widths)

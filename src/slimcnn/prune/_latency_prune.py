@@ -3,9 +3,16 @@
 :func:`prune_for_latency_` builds (or loads) the model's :class:`~slimcnn.prune._latency_table.LatencyTable`,
 scores the groups with any criterion, picks kept widths with the knapsack, prunes a copy and times it whole,
 interleaved with the original. The table's additive prediction may miss (layers timed alone are not a fused
-graph); when the measured ratio is above the target, the knapsack's target is rescaled by
-``target / measured`` less 0.01 and the selection redone (``tries`` in all). The best try (meeting the target,
-else the fastest measured) is applied to ``model``.
+graph), both ways: when the measured ratio is above the target the knapsack's target is lowered, when it is
+more than :data:`CLOSE_ENOUGH` below it is raised (compute left on the table), and the selection redone
+(``tries`` in all): proportionally (``target / measured``, less 0.01 after a miss) until one try met the target
+and one missed, then by linear interpolation between the two. The best try (meeting the target with the most
+kept value, else the fastest measured) is applied to ``model``.
+
+The objective (``objective``) is the importance kept per group, each channel's normalised importance times the
+MACs one channel of its group carries (``"macs"``, default: at a latency budget, keep the most compute, i.e.
+cut the channels that cost the most time per MAC) or unweighted (``"importance"``, HALP's value: keeps the most
+channels, and so removes many MACs per millisecond on models whose cheap channels are the slow ones).
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ from slimcnn.prune._knapsack import (
 from slimcnn.prune._latency_table import LatencyTable, build_latency_table
 from slimcnn.prune._select import removal_for_keep
 
+CLOSE_ENOUGH = 0.02
+"""A try measured at most this much (absolute ratio) under the target ends the search."""
+OBJECTIVES = ("macs", "importance")
+
 
 @dataclass(frozen=True)
 class LatencyPruneResult:
@@ -43,13 +54,16 @@ class LatencyPruneResult:
     measured_ratio: float
     """Pruned / original median latency of the applied try, timed whole and interleaved."""
     table_seconds: float
+    target_ratio: float
+    """The latency target asked for (``selection.target_ratio`` is the knapsack's, after rescaling)."""
     attempts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     """Each try: knapsack target, predicted and measured ratio, feasible."""
 
     def details(self) -> dict[str, Any]:
         """JSON-ready summary for a result's ``details``."""
         t = self.table
-        return {"latency_target": self.selection.target_ratio, "latency_predicted_ratio": self.selection.predicted_ratio,
+        return {"latency_target": self.target_ratio, "latency_knapsack_target": self.selection.target_ratio,
+                "latency_predicted_ratio": self.selection.predicted_ratio,
                 "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms,
                                   "runtime": t.runtime, "threads": t.threads, "block": t.block,
                                   "seconds": round(self.table_seconds, 3), "key": t.key},
@@ -70,11 +84,12 @@ def prune_for_latency_(
     calib: int = 8,
     seed: int = 0,
     source: str = "",
-    tries: int = 3,
+    tries: int = 4,
     runs: int = 20,
     threads: int | None = None,
     cache: bool = True,
     macs: float | None = None,
+    objective: Literal["macs", "importance"] = "macs",
 ) -> LatencyPruneResult:
     """Prune ``model`` in place so that its measured ONNX Runtime latency is at most ``target_ratio`` x the original.
 
@@ -95,12 +110,14 @@ def prune_for_latency_(
         cache: use the latency-table cache.
         macs: also keep conv/linear MACs at most this fraction of the original (exact, from the graph; see
             :func:`~slimcnn.prune._knapsack.select_for_latency_and_macs`).
+        objective: ``"macs"`` (importance weighted by each group's MACs per channel) or ``"importance"``
+            (see the module notes).
 
     Returns:
         A :class:`LatencyPruneResult`; check ``measured_ratio <= target_ratio`` (not guaranteed).
 
     Raises:
-        ConfigError: ``target_ratio`` or ``macs`` outside (0, 1) or ``tries < 1``.
+        ConfigError: ``target_ratio`` or ``macs`` outside (0, 1), ``tries < 1`` or an unknown ``objective``.
     """
     from slimcnn.measure import compare_latency
 
@@ -110,6 +127,8 @@ def prune_for_latency_(
         raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs:g}")
     if tries < 1:
         raise ConfigError(f"tries must be >= 1, got {tries}")
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"unknown latency objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
     original = copy.deepcopy(model).eval()
     t0 = time.perf_counter()
     graph = trace(original, example_input)
@@ -121,12 +140,14 @@ def prune_for_latency_(
     attempts: list[dict[str, Any]] = []
     best: tuple[LatencySelection, dict[str, int], float] | None = None
     macs_of = _macs_fraction(graph, table, scores)
-    slope = _macs_slopes(graph, table) if macs is not None else {}
+    slope = _macs_slopes(graph, table)
+    weights = _objective_weights(slope) if objective == "macs" else None
     for _ in range(tries):
         if macs is None:
-            sel = select_for_latency(table, scores, knapsack_target, fixed=fixed)
+            sel = select_for_latency(table, scores, knapsack_target, fixed=fixed, weights=weights)
         else:
-            sel = select_for_latency_and_macs(table, scores, knapsack_target, macs, macs_of, slope, fixed=fixed)
+            sel = select_for_latency_and_macs(table, scores, knapsack_target, macs, macs_of, slope, fixed=fixed,
+                                              weights=weights)
         keep = keep_counts(graph, table, sel.widths)
         trial = copy.deepcopy(original)
         if keep:
@@ -136,22 +157,51 @@ def prune_for_latency_(
                               threads=threads)
         measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
         attempts.append({"knapsack_target": knapsack_target, "predicted_ratio": sel.predicted_ratio,
-                         "measured_ratio": measured, "feasible": sel.feasible,
+                         "measured_ratio": measured, "feasible": sel.feasible, "kept_value": sel.kept_importance,
                          **({"macs_ratio": sel.macs_ratio} if macs is not None else {})})
-        met = measured <= target_ratio
-        if best is None or (met and best[2] > target_ratio) or (met == (best[2] <= target_ratio) and measured < best[2]):
+        if best is None or _better(sel, measured, best[0], best[2], target_ratio):
             best = (sel, keep, measured)
-        if met or not sel.feasible:
+        if (target_ratio - CLOSE_ENOUGH <= measured <= target_ratio) or (measured > target_ratio and not sel.feasible):
             break
-        knapsack_target = knapsack_target * target_ratio / measured - 0.01  # a step past timing noise (1-3 %)
-        if knapsack_target <= 0:
+        knapsack_target = _next_knapsack_target(attempts, target_ratio)
+        if not 0 < knapsack_target < 1:
             break
-    if best is None:  # pragma: no cover - tries >= 1 always sets it
-        raise ConfigError("no latency selection was tried")
     sel, keep, measured = best
     outcome = prune_model_(model, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
                            task=task, calib=calib, seed=seed, source=source, graph=graph)
-    return LatencyPruneResult(outcome, sel, table, measured, table_s, tuple(attempts))
+    return LatencyPruneResult(outcome, sel, table, measured, table_s, target_ratio, tuple(attempts))
+
+
+def _better(sel: LatencySelection, measured: float, best_sel: LatencySelection, best_measured: float,
+            target: float) -> bool:
+    """A try beats the best so far: it meets the target and the best does not, or both do and it keeps more
+    value, or neither does and it is faster."""
+    met, best_met = measured <= target, best_measured <= target
+    if met != best_met:
+        return met
+    return sel.kept_importance > best_sel.kept_importance if met else measured < best_measured
+
+
+def _next_knapsack_target(attempts: Sequence[dict[str, Any]], target: float) -> float:
+    """The knapsack target of the next try from the measured ones (see the module notes)."""
+    met = [a for a in attempts if a["measured_ratio"] <= target]
+    missed = [a for a in attempts if a["measured_ratio"] > target]
+    if met and missed:  # bracketed: interpolate between the closest try on each side
+        lo = max(met, key=lambda a: a["measured_ratio"])
+        hi = min(missed, key=lambda a: a["measured_ratio"])
+        aim = target - CLOSE_ENOUGH / 2
+        span = hi["measured_ratio"] - lo["measured_ratio"]
+        frac = (aim - lo["measured_ratio"]) / span if span > 1e-12 else 0.0
+        return lo["knapsack_target"] + max(0.0, min(1.0, frac)) * (hi["knapsack_target"] - lo["knapsack_target"])
+    last = attempts[-1]
+    step = last["knapsack_target"] * target / max(last["measured_ratio"], 1e-12)
+    return step - 0.01 if missed else step  # a step past timing noise (1-3 %) after a miss
+
+
+def _objective_weights(slope: dict[str, float]) -> dict[str, float]:
+    """``{group: MACs per channel / the groups' mean}``: the ``"macs"`` objective's importance weights."""
+    mean = sum(slope.values()) / max(len(slope), 1)
+    return {g: v / mean if mean > 0 else 1.0 for g, v in slope.items()}
 
 
 def _macs_fraction(graph: ChannelGraph, table: LatencyTable, scores: dict[int, Tensor]) -> Any:
