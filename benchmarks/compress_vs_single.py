@@ -95,9 +95,13 @@ def run_case(name: str, case: dict[str, Any], args: argparse.Namespace, work: Pa
     test = ["--test-data", case["test"]] if case.get("test") else []
     tune += ["--recovery", args.recovery]
     out["recovery"] = args.recovery
-    out["compress"] = _run(["compress", *common, *case["budget"], *tune, *test], work / f"{name}-compress")
-    print(json.dumps(out["compress"], default=str), flush=True)
-    singles: dict[str, Any] = {}
+    if args.only_singles:  # add single-method rows to a case whose compress row is already recorded
+        path = RESULTS / "compress_vs_single.json"
+        out = json.loads(path.read_text())["cases"][name] if path.is_file() else out
+    else:
+        out["compress"] = _run(["compress", *common, *case["budget"], *tune, *test], work / f"{name}-compress")
+        print(json.dumps(out["compress"], default=str), flush=True)
+    singles: dict[str, Any] = dict(out.get("singles", {}))
     for method in args.singles:  # one stage, same machinery and recovery: the single method at the same budget
         row = _run(["compress", *common, *case["budget"], *tune, *test, "--recipe", method], work / f"{name}-{method}")
         singles[method] = row
@@ -204,6 +208,7 @@ def main() -> None:
     ap.add_argument("--singles", nargs="*", default=list(SINGLES), choices=list(SINGLES))
     ap.add_argument("--recovery", default="kd", choices=["kd", "plain"], help="recovery of cases a, b, fsrcnn")
     ap.add_argument("--kd-steps", type=int, nargs="+", default=[20], help="case kd: fine-tune steps compared")
+    ap.add_argument("--only-singles", action="store_true", help="keep the recorded compress row, add --singles rows")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     cases = _cases()
