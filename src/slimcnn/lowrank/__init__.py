@@ -7,10 +7,10 @@ factors are *measured* faster on the target runtime.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import fnmatch
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +36,7 @@ from slimcnn.lowrank.select import (
     rank_candidates,
     timing_factors,
 )
+from slimcnn.progress import phase
 
 __all__ = [
     "Comparer", "LayerDecision", "LowRankResult", "LowRankSpec", "Timer", "build_factors", "choose_rank", "decompose", "decompose_",
@@ -181,19 +182,18 @@ def decompose_(
     names = _candidates(model, spec)
     shapes = _input_shapes(model, example_input, set(names))
     rows = []
-    iterator: Iterator[str] = iter(names)
-    if progress:
-        from tqdm import tqdm
-
-        iterator = iter(tqdm(names, desc="decompose", unit="layer"))
-    for name in iterator:
-        if name not in shapes:  # never reached by the forward pass
-            continue
-        layer = model.get_submodule(name)
-        row, factors = decide_layer(name, layer, shapes[name], spec, timer, compare)
-        rows.append(row)
-        if factors is not None:
-            _set_submodule(model, name, factors.to(layer.weight.device))
+    with contextlib.ExitStack() as stack:
+        advance = stack.enter_context(phase("decompose", total=len(names), unit="layers")) if progress else None
+        for name in names:
+            if advance is not None:
+                advance()
+            if name not in shapes:  # never reached by the forward pass
+                continue
+            layer = model.get_submodule(name)
+            row, factors = decide_layer(name, layer, shapes[name], spec, timer, compare)
+            rows.append(row)
+            if factors is not None:
+                _set_submodule(model, name, factors.to(layer.weight.device))
     if timer is not None and runtime is not None and threads is None:
         from slimcnn.measure import physical_cores
 
