@@ -136,6 +136,11 @@ def test_stage_by_stage_table(prune_run: Path, copy_run: Callable[[Path], Path])
     assert len(rows) == 2
     assert "**prune** | MACs 0.5x | 90 | 1 |" in rows[0] and "0.5x (3.83M)" in rows[0] and "✓" in rows[0]
     assert "**kmeans** | – | 89.5 | 1.5 |" in rows[1] and "0.25x" in rows[1] and "✗ | 1 |" in rows[1]
+    assert "recovery" not in md
+    res["details"]["stages"][0]["recovered"] = {"steps": 300, "recovery": "plain", "score_before": 61.25}
+    render_report(folder, result=res)
+    rows = [line for line in (folder / "report.md").read_text().splitlines() if line.startswith(("| 1 |", "| 2 |"))]
+    assert rows[0].endswith("| 300 steps plain (from 61.25) |") and rows[1].endswith("| – |")
 
 
 def test_render_is_fast_for_a_small_run(search_run: Path, copy_run: Callable[[Path], Path]) -> None:

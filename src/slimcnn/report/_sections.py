@@ -165,6 +165,7 @@ def stages(data: RunData) -> Section | None:
         return None
     bs, bc = _score(r.get("before")), _cost(r.get("before"))
     keys = [k for k in COST_KEYS if any(cost_value(_stage_side(s)[1], k) is not None for s in st)]
+    recovery = any(isinstance(s, dict) and isinstance(s.get("recovered"), dict) for s in st)
     rows = []
     for i, s in enumerate(st, 1):
         if not isinstance(s, dict):
@@ -177,11 +178,20 @@ def stages(data: RunData) -> Section | None:
         rows.append((i, f"**{s.get('name', '?')}**", _targets_text(s.get("targets")), _val(score),
                      None if drop is None else float(drop),
                      *(_cost_cell(k, cost_value(cost, k), cost_value(bc, k)) for k in keys),
-                     "–" if met is None else ("✓" if met else "✗"), n_steps))
+                     "–" if met is None else ("✓" if met else "✗"), n_steps,
+                     *((_recovery_text(s.get("recovered")),) if recovery else ())))
     headers = ("#", "stage", "targets", (bs or {}).get("metric", "metric"), "drop vs original",
-               *(f"{COST_LABELS[k]} / original" for k in keys), "met", "plan steps")
+               *(f"{COST_LABELS[k]} / original" for k in keys), "met", "plan steps",
+               *(("recovery (metric before it)",) if recovery else ()))
     return Section("Stage by stage", ("Each stage starts from the previous stage's model; every drop and ratio is "
                                       "measured against the ORIGINAL model.", Table(headers, tuple(rows))))
+
+
+def _recovery_text(r: Any) -> str:
+    if not isinstance(r, dict):
+        return "–"
+    before = r.get("score_before")
+    return f"{r.get('steps')} steps {r.get('recovery', '')} (from {before:.4g})" if isinstance(before, (int, float)) else "–"
 
 
 def _stage_side(s: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
