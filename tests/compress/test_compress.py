@@ -91,6 +91,24 @@ def test_compress_resumes_finished_stages(trained_lenet: Path, tmp_path: Path) -
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_killed_stage_resumes_its_measured_points(trained_lenet: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    from slimcnn.compress import CompressSpec, compress
+    from slimcnn.search import Budget
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    budget = Budget.from_options(max_drop="3", macs="0.7x")
+    spec = CompressSpec(recipe="prune", recovery="plain", limit=100, amounts=(0.5,))
+    first = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
+    assert (tmp_path / "trials-0.pt").is_file()
+    (tmp_path / "stage-0.pt").unlink()  # as if killed after the search's points, before the stage was saved
+    with caplog.at_level("WARNING", logger="slimcnn.search"):
+        again = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
+    assert "resuming the search" in caplog.text
+    assert again.after["score"].value == first.after["score"].value
+
+
 def test_recovery_steps_fine_tune_each_chosen_model_and_keep_the_codebooks(trained_lenet: Path) -> None:
     from slimcnn.compress import CompressSpec, compress
     from slimcnn.search import Budget

@@ -117,6 +117,8 @@ def compress_cmd(
         for i in range(len(stages)):
             run.state_file(f"stages/stage-{i}.pt")
             run.state_file(f"stages/sensitivity-{i}.json")
+            run.state_file(f"stages/trials-{i}.pt")
+            run.state_file(f"stages/trials-{i}-least-drop.pt")
         state.mkdir(exist_ok=True)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
         from slimcnn.tasks import make_task
