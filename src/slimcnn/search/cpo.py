@@ -25,7 +25,11 @@ log = logging.getLogger(__name__)
 
 
 class CPOOracle(Protocol):
-    """What CPO needs to know about a model."""
+    """What CPO needs to know about a model.
+
+    An oracle may also offer ``drops(list_of_ratios) -> list[float]``: the drops of independent trials
+    measured at once (CPO's probes; :class:`~slimcnn.search.prune_oracle.PruneOracle` shards them over ranks).
+    """
 
     def drop(self, ratios: dict[str, float]) -> float:
         """Validation drop after removing ``ratios[layer]`` of each layer's filters (and retraining)."""
@@ -110,8 +114,14 @@ def cpo_search(
 
     probe_drop: dict[str, float] = {}
     ps: dict[str, float] = {}
-    for layer in layers:
-        d = measure({layer: probe_ratio})
+    probes = [{layer: probe_ratio} for layer in layers]
+    measure_all = getattr(oracle, "drops", None)  # the probes are independent: an oracle may measure them at once
+    if measure_all is not None:
+        evaluations += len(probes)
+        drops = list(measure_all(probes))
+    else:
+        drops = [measure(p) for p in probes]
+    for layer, d in zip(layers, drops, strict=True):
         probe_drop[layer] = d
         ps[layer] = d / (probe_ratio * oracle.filter_size(layer, {}))
         steps.append(CPOStep(layer, probe_ratio, d, ps[layer], "probe"))

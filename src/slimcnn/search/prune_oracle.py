@@ -12,12 +12,15 @@ was worse in our benchmark (VDSR ×2, 5 steps, D_exp = 0.26: 84.5 % of params le
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 from torch import nn
 
 from slimcnn.search._trials import trial_key
 from slimcnn.search.families import shared_trace
+from slimcnn.train import all_gather_objects, alone, world
+from slimcnn.train._distributed import on_local_ranks
 
 Key = tuple[tuple[str, float], ...]
 
@@ -81,6 +84,92 @@ class PruneOracle:
         return self._macs[key]
 
     def drop(self, ratios: dict[str, float]) -> float:
+        key, parent, trial = self._trial(ratios)
+        done = self.ctx.trials.get(trial)
+        if done is not None:  # measured before an interruption: its point and retrained model are in the log
+            point = self.ctx.replay(done[0])
+            # a state whose model the log dropped left the chain before any unfinished trial could extend it
+            pruned, chain = done[1] if done[1] is not None else (None, [])
+        else:
+            pruned, chain = self._pruned(key, parent)
+            point = self.ctx.measure(dict(key), model=pruned)
+            self.ctx.trials.put(trial, point, (pruned, chain))
+        self._enter(key, trial, pruned, chain)
+        return point.drop
+
+    def drops(self, queries: list[dict[str, float]]) -> list[float]:
+        """The drops of independent trials (CPO's probes), as :meth:`drop` one after another would give them.
+
+        With ``--workers N`` (a local gloo group) or inside a process group (``torchrun``), the unfinished
+        trials are sharded over the ranks: each rank prunes, fine-tunes and measures its own trials alone,
+        every round of results is gathered, saved to the trial log by rank 0 and recorded in query order.
+        """
+        ranks = world()[1] if world()[1] > 1 else self.ctx.spec.workers
+        keys = [self._key(r) for r in queries]
+        # accumulate: each trial extends the most-pruned retrained state it can; shard only when that is the
+        # original for all of them (no retrained state yet, no query extending another), as for the probes
+        chained = self.ctx.spec.accumulate and (set(self._trained) != {()} or any(
+            i != j and _within(a, b) for i, a in enumerate(keys) for j, b in enumerate(keys)))
+        if ranks <= 1 or len(queries) < 2 or chained:
+            return [self.drop(r) for r in queries]
+        trials = [self._trial(r) for r in queries]
+        answers = [self.ctx.trials.get(t[2]) for t in trials]
+        todo = [i for i, a in enumerate(answers) if a is None]
+        measured = self._measure_sharded(trials, todo, ranks) if todo else {}
+        out = []
+        for i, (key, _, trial) in enumerate(trials):
+            done = answers[i]
+            if done is not None:
+                point = self.ctx.replay(done[0])
+                pruned, chain = done[1] if done[1] is not None else (None, [])
+            else:
+                point, pruned, chain, seconds = measured[i]
+                point = self.ctx.record(point, f"[{seconds:.1f} s on its rank]")
+            self._enter(key, trial, pruned, chain)
+            out.append(point.drop)
+        return out
+
+    def _measure_sharded(self, trials: list[tuple[Key, Key, str]], todo: list[int],
+                         ranks: int) -> dict[int, tuple[Any, nn.Module | None, list[dict[str, Any]], float]]:
+        """Measure trials ``todo`` on ``ranks`` ranks; ``{index: (point, model, plans, seconds)}`` on every rank.
+
+        Only the last query's model is gathered (the chain keeps no other state of independent trials).
+        """
+        last = len(trials) - 1
+
+        def shard() -> dict[int, tuple[Any, nn.Module | None, list[dict[str, Any]], float]]:
+            rank, size = world()
+            measured = {}
+            for first in range(0, len(todo), size):
+                mine = todo[first + rank] if first + rank < len(todo) else None
+                result: Any = None
+                if mine is not None:
+                    key, parent, _ = trials[mine]
+                    try:
+                        t0 = time.perf_counter()
+                        with alone():
+                            pruned, chain = self._pruned(key, parent)
+                            point = self.ctx.judge(dict(key), pruned)
+                        result = (mine, point, pruned if mine == last else None, chain, time.perf_counter() - t0)
+                    except Exception as e:  # re-raised below, after every rank has reached the gather
+                        result = e
+                gathered = all_gather_objects(result)
+                for r in gathered:
+                    if isinstance(r, BaseException):
+                        raise r
+                for r in gathered:
+                    if r is not None:
+                        i, point, pruned, chain, seconds = r
+                        self.ctx.trials.put(trials[i][2], point, (pruned, chain) if pruned is not None else None)
+                        measured[i] = (point, pruned, chain, seconds)
+            return measured
+
+        if world()[1] > 1:
+            return shard()
+        return on_local_ranks(min(ranks, len(todo)), shard)
+
+    def _trial(self, ratios: dict[str, float]) -> tuple[Key, Key, str]:
+        """The state a query asks for, the retrained state it prunes further, and its trial-log key."""
         key = self._key(ratios)
         self._measure_structure(key)
         # accumulate: the most-pruned retrained state this query extends (the original at the start)
@@ -88,25 +177,22 @@ class PruneOracle:
             if self.ctx.spec.accumulate else ()
         # CPO may ask for a state again (its first raise re-measures the probe): each query is its own trial
         self._queries[(key, parent)] = self._queries.get((key, parent), 0) + 1
-        trial = trial_key("cpo", {"state": key, "parent": parent, "query": self._queries[(key, parent)]})
-        done = self.ctx.trials.get(trial)
-        if done is not None:  # measured before an interruption: its point and retrained model are in the log
-            point = self.ctx.replay(done[0])
-            # a state whose model the log dropped left the chain before any unfinished trial could extend it
-            pruned, chain = done[1] if done[1] is not None else (None, [])
-        else:
-            model, plans = self._trained[parent]
-            assert model is not None, "the trial log dropped a model a trial extends"
-            keep = {n: w for n, w in self._widths[key].items() if model.get_submodule(n).weight.shape[0] > w}
-            pruned, plan = self._prune_to(model, keep)
-            point = self.ctx.measure(dict(key), model=pruned)
-            chain = plans + [plan] if plan is not None else plans
-            self.ctx.trials.put(trial, point, (pruned, chain))
+        return key, parent, trial_key("cpo", {"state": key, "parent": parent, "query": self._queries[(key, parent)]})
+
+    def _pruned(self, key: Key, parent: Key) -> tuple[nn.Module, list[dict[str, Any]]]:
+        """A copy of the ``parent`` state's model pruned to the widths of ``key``, and the plans that built it."""
+        model, plans = self._trained[parent]
+        assert model is not None, "the trial log dropped a model a trial extends"
+        keep = {n: w for n, w in self._widths[key].items() if model.get_submodule(n).weight.shape[0] > w}
+        pruned, plan = self._prune_to(model, keep)
+        return pruned, plans + [plan] if plan is not None else plans
+
+    def _enter(self, key: Key, trial: str, pruned: nn.Module | None, chain: list[dict[str, Any]]) -> None:
+        """``key`` was measured: it becomes the newest state of the chain (states it does not extend leave)."""
         self._trained = {k: v for k, v in self._trained.items() if _within(k, key)}  # () stays
         self._trained[key] = (pruned, chain)
         self._trial_of[key] = trial
         self._forget_unreachable()
-        return point.drop
 
     def _forget_unreachable(self) -> None:
         """Keep in the trial log only the retrained models a later query or the result can still use."""

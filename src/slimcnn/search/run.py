@@ -19,6 +19,7 @@ from slimcnn.search.families import FAMILIES, Family
 from slimcnn.search.greedy import TriedPoint, greedy_search
 from slimcnn.search.sensitivity import SensitivityTable, sensitivity_sweep
 from slimcnn.tasks.base import Task
+from slimcnn.train import is_main
 from slimcnn.train._promises import Promise
 from slimcnn.types import Cost, Score
 
@@ -190,27 +191,30 @@ class _Context:
             self.trials.put(key, point)
             return point
         t0 = time.perf_counter()
+        return self.record(self.judge(assignment, model), f"[{time.perf_counter() - t0:.1f} s]")
+
+    def judge(self, assignment: dict[str, float], model: nn.Module) -> TriedPoint:
+        """Fine-tune and measure ``model`` without recording it (a rank measuring its share of the trials)."""
         self.finetune(model, assignment)
         score = self.evaluate(model, limit=self.spec.limit)
         cost = self.measure_cost(model, assignment)
-        point = _point(len(self.tried), assignment, self.base_score, score, cost, self.budget, self.base_cost)
+        return _point(-1, assignment, self.base_score, score, cost, self.budget, self.base_cost)
+
+    def record(self, point: TriedPoint, note: str) -> TriedPoint:
+        """Number ``point`` as the next one tried, keep it and show it (``note``: its time, or where it came from)."""
+        point = dataclasses.replace(point, prefix=len(self.tried))
         self.tried.append(point)
-        if self.progress:
+        if self.progress and is_main():
             ratios = ", ".join(f"{c.name} {c.value:.4g}/{c.limit:.4g}" for c in point.checks)
-            progress_log.info("  point %d: %d knobs, %s %.4g (drop %.3g)%s, %s [%.1f s]", point.prefix,
-                              len(assignment), score.metric, score.value, point.drop,
+            progress_log.info("  point %d: %d knobs, %s %.4g (drop %.3g)%s, %s %s", point.prefix,
+                              len(point.assignment), self.base_score.metric, point.metric, point.drop,
                               f", {self.spec.finetune_steps} fine-tune steps" if self.spec.finetune_steps else "",
-                              ratios or "no limits", time.perf_counter() - t0)
+                              ratios or "no limits", note)
         return point
 
     def replay(self, point: TriedPoint) -> TriedPoint:
         """Record a point a killed run measured (from the trial log) as if measured now."""
-        point = dataclasses.replace(point, prefix=len(self.tried))
-        self.tried.append(point)
-        if self.progress:
-            progress_log.info("  point %d: %d knobs, drop %.3g (measured before the interruption)", point.prefix,
-                              len(point.assignment), point.drop)
-        return point
+        return self.record(point, "(measured before the interruption)")
 
 
 def _spec_key(spec: SearchSpec) -> str:

@@ -18,6 +18,7 @@ from slimcnn.train._distill import (
 )
 from slimcnn.train._distributed import (
     all_gather_objects,
+    alone,
     is_main,
     join_from_env,
     local_part,
@@ -53,6 +54,7 @@ __all__ = [
     "SharedWeight",
     "TrainingDivergedError",
     "all_gather_objects",
+    "alone",
     "autocast",
     "check_promises",
     "check_recovery",

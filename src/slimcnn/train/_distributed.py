@@ -30,15 +30,19 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = [
-    "all_gather_objects", "is_main", "join_from_env", "local_part", "on_local_ranks", "rank_device", "synced_batchnorm",
+    "all_gather_objects", "alone", "is_main", "join_from_env", "local_part", "on_local_ranks", "rank_device", "synced_batchnorm",
     "world",
 ]
 
 
+_alone = False
+"""Set by :func:`alone`: this rank works on an item of its own."""
+
+
 def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of this process; ``(0, 1)`` outside a process group."""
+    """``(rank, world_size)`` of this process; ``(0, 1)`` outside a process group and inside :func:`alone`."""
     dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
+    if not _alone and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 
@@ -120,6 +124,18 @@ def local_part(batch: Any, rank: int, size: int) -> Any:
                           f"choose --batch-size a multiple of {size}")
     per = n // size
     return _take(batch, rank * per, (rank + 1) * per, n)
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """This rank works on an item of its own (a trial of a sharded search): inside, :func:`world` is
+    ``(0, 1)``, so its fine-tunes and data streams do not split over the ranks. No collective may run inside."""
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
 
 
 def all_gather_objects(obj: Any) -> list[Any]:
