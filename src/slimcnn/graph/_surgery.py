@@ -31,15 +31,19 @@ def register_slicer(kind: str) -> Callable[[Slicer], Slicer]:
 
 
 def _set(module: nn.Module, name: str, value: Tensor) -> None:
+    """Bind ``value``, a fresh tensor from :func:`_index` (``index_select`` copies: no clone needed)."""
     old = getattr(module, name)
     if isinstance(old, nn.Parameter):
-        setattr(module, name, nn.Parameter(value.detach().clone().contiguous(), requires_grad=old.requires_grad))
+        setattr(module, name, nn.Parameter(value.detach().contiguous(), requires_grad=old.requires_grad))
     else:
-        module._buffers[name] = value.detach().clone().contiguous()
+        module._buffers[name] = value.detach().contiguous()
 
 
-def _index(t: Tensor, dim: int, keep: list[int]) -> Tensor:
-    return t.index_select(dim, torch.tensor(keep, dtype=torch.long, device=t.device))
+def _index(t: Tensor, dim: int, keep: list[int] | Tensor) -> Tensor:
+    """``t`` restricted to positions ``keep`` along ``dim`` (a new tensor; ``keep`` as a list or a long tensor)."""
+    if not isinstance(keep, Tensor):
+        keep = torch.tensor(keep, dtype=torch.long)
+    return t.index_select(dim, keep.to(t.device))
 
 
 def _kept_groups(fqn: str, keep: list[int], per: int, groups: int) -> list[int]:
@@ -56,18 +60,19 @@ def _conv_like(m: nn.Module, ko: list[int], ki: list[int], transposed: bool) -> 
     w = m.weight
     g = int(m.groups)
     od, idim = (1, 0) if transposed else (0, 1)
+    ko_t = torch.tensor(ko, dtype=torch.long)  # built once: the bias uses it too
     if g == 1:
-        w = _index(_index(w, od, ko), idim, ki)
+        w = _index(_index(w, od, ko_t), idim, ki)
     else:
         n_out, n_in = int(m.out_channels), int(m.in_channels)
         gs = _kept_groups(str(m), ko, n_out // g, g)
         if gs != _kept_groups(str(m), ki, n_in // g, g):
             raise UnsupportedLayerError(f"grouped {type(m).__name__}: input and output groups disagree")
-        w = _index(w, 0, ki if transposed else ko)
+        w = _index(w, 0, ki if transposed else ko_t)
         m.groups = len(gs)
     _set(m, "weight", w)
     if m.bias is not None:
-        _set(m, "bias", _index(m.bias, 0, ko))
+        _set(m, "bias", _index(m.bias, 0, ko_t))
     m.out_channels, m.in_channels = len(ko), len(ki)
 
 
@@ -95,10 +100,11 @@ def _linear(m: nn.Module, ko: list[int], ki: list[int]) -> None:
 
 
 def _per_channel(m: nn.Module, keep: list[int], names: tuple[str, ...]) -> None:
+    keep_t = torch.tensor(keep, dtype=torch.long)  # built once for all the layer's tensors
     for n in names:
         t = getattr(m, n, None)
         if isinstance(t, Tensor) and t.dim() >= 1 and t.numel() > 1:
-            _set(m, n, _index(t, 0, keep))
+            _set(m, n, _index(t, 0, keep_t))
 
 
 @register_slicer("bn")

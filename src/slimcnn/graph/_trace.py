@@ -11,6 +11,7 @@ tensor the model returns, *block* the ids they touch.
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -266,7 +267,7 @@ class _Tracer(TorchFunctionMode):
             if bool((row < 0).any()):
                 self.block(row, f"channel {ch} of the input of {where} mixes prunable and fixed data")
             reps[ch] = self.union_all(row)
-        return [int(r) for r in reps]
+        return reps
 
     # ---- leaf modules -------------------------------------------------------------------------
     def pre_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
@@ -341,7 +342,7 @@ class _Tracer(TorchFunctionMode):
         if rec.out_base < 0:
             rec.out_base = self.st.uf.add(n_out)
             rec.n_out = n_out
-            self.st.owner.extend((fqn, c) for c in range(n_out))
+            self.st.owner.extend(zip(itertools.repeat(fqn, n_out), range(n_out), strict=True))
         shape = [1] * out.dim()
         shape[o_dim] = n_out
         ids = torch.arange(rec.out_base, rec.out_base + n_out).view(shape)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -144,7 +145,8 @@ def prune_model_(
     if compensate:
         calib_batches = list(batches) or list(task.calibration_batches(calib))
         deltas = compensation_deltas(model, graph, removed, calib_batches)
-    with rollback_on_error(model):  # a refusal (or any failure) leaves the caller's model untouched
+    # prune_ rolls its own failures back; the outer snapshot is needed only to undo it when compensation fails
+    with rollback_on_error(model) if deltas else contextlib.nullcontext():
         kept = prune_(model, example_input, removal, graph=graph)
         if deltas:
             apply_bias_deltas_(model, graph, removed, deltas)

@@ -243,35 +243,36 @@ def group_scores(
         if not g.prunable:
             continue
         for source in (layer_scores, fallback or {}):
-            partial = any(
-                (s := source.get((m.layer, m.role))) is not None and s.numel() == len(m.index)
-                and len({i for i in m.index if i >= 0}) < g.size
-                for m in g.members
-            )
-            vals = torch.zeros(g.size, dtype=torch.float64)
-            cnt = torch.zeros(g.size, dtype=torch.float64)
-            mx = torch.full((g.size,), -float("inf"), dtype=torch.float64)
-            hit = False
-            for mem in g.members:
-                s = source.get((mem.layer, mem.role))
-                if s is None or s.numel() != len(mem.index):
-                    continue
-                idx = torch.tensor(mem.index)
-                ok = idx >= 0
-                sv = s.detach().double().cpu()[ok]
-                if partial and sv.numel() and float(sv.abs().mean()) > 0:
-                    sv = sv / sv.abs().mean()
-                vals.index_add_(0, idx[ok], sv)
-                cnt.index_add_(0, idx[ok], torch.ones_like(sv))
-                mx = mx.scatter_reduce(0, idx[ok], sv, "amax")
-                hit = True
-            if hit:
-                res[g.id] = vals / cnt.clamp(min=1) if reduce == "mean" else (
-                    torch.where(torch.isfinite(mx), mx, 0.0) if reduce == "max" else vals)
+            scored = [(torch.tensor(mem.index, dtype=torch.long), s.detach().double().cpu()) for mem in g.members
+                      if (s := source.get((mem.layer, mem.role))) is not None and s.numel() == len(mem.index)]
+            if scored:
+                res[g.id] = _reduce_members(g.size, scored, reduce)
                 break
         else:
             res[g.id] = torch.zeros(g.size, dtype=torch.float64)
     return res
+
+
+def _reduce_members(size: int, scored: list[tuple[Tensor, Tensor]], reduce: str) -> Tensor:
+    """Group channel scores from ``(member index, member channel scores)`` pairs (see :func:`group_scores`)."""
+    picks = [(idx[idx >= 0], s[idx >= 0]) for idx, s in scored]
+    partial = any(torch.zeros(size, dtype=torch.bool).index_fill_(0, i, True).sum() < size for i, _ in picks)
+    if partial:  # put the members on one scale
+        picks = [(i, v / v.abs().mean() if v.numel() and float(v.abs().mean()) > 0 else v) for i, v in picks]
+    if reduce == "max":
+        mx = torch.full((size,), -float("inf"), dtype=torch.float64)
+        for i, v in picks:
+            mx = mx.scatter_reduce(0, i, v, "amax")
+        return torch.where(torch.isfinite(mx), mx, 0.0)
+    vals = torch.zeros(size, dtype=torch.float64)
+    for i, v in picks:
+        vals.index_add_(0, i, v)
+    if reduce == "mean":
+        cnt = torch.zeros(size, dtype=torch.float64)
+        for i, v in picks:
+            cnt.index_add_(0, i, torch.ones_like(v))
+        return vals / cnt.clamp(min=1)
+    return vals
 
 
 def score_groups(ctx: ScoreContext, criterion: str, *, reduce: Literal["sum", "mean", "max"] = "sum") -> dict[int, Tensor]:

@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def _excluded(g: ChannelGroup, exclude: Sequence[str]) -> bool:
+    if not exclude:
+        return False  # the usual case: skip listing the group's layers
     return any(fnmatch.fnmatch(layer, pat) for layer in g.layers() for pat in exclude)
 
 
