@@ -37,6 +37,7 @@ __all__ = [
     "make_sr_image",
     "read_y",
     "sample_patches",
+    "sr_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -196,6 +197,15 @@ def load_sr_dataset(source: str | Path | SRDataset, scale: int) -> SRDataset:
         if source.scale != scale:
             raise ConfigError(f"dataset '{source.name}' was built for x{source.scale}, not x{scale}")
         return source
+    return _load_cached(sr_source_key(source), int(scale))
+
+
+def sr_source_key(source: str | Path) -> str:
+    """A built-in set's name, or the resolved path of a folder/file (the cache key of a source).
+
+    Raises:
+        UnknownNameError: ``source`` looks like a set name but is not a built-in one.
+    """
     key = str(source)
     sets = builtin_sr_sets()
     if key not in sets:
@@ -203,7 +213,16 @@ def load_sr_dataset(source: str | Path | SRDataset, scale: int) -> SRDataset:
         if not p.exists() and isinstance(source, str) and not any(c in key for c in "/\\."):
             raise unknown_name("SR dataset", key, sets)  # a bare name, not a path: suggest built-ins
         key = str(p.resolve())
-    return _load_cached(key, int(scale))
+    return key
+
+
+def sr_files(source: str | Path) -> tuple[str, list[tuple[str, Path]]]:
+    """The set's name and its ``(name, path)`` images, nothing decoded.
+
+    Raises:
+        DataError: The folder is missing or holds no images.
+    """
+    return _list_source(sr_source_key(source))
 
 
 def sample_patches(

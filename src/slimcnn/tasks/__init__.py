@@ -46,6 +46,10 @@ def list_tasks() -> list[str]:
     return TASKS.names()
 
 
+_DATA_OPTIONS = {"classification": ("stream", "loader_workers", "strict_data", "amp"), "sr": ("stream", "loader_workers")}
+"""The data options each task takes."""
+
+
 def make_task(
     kind: str,
     data: str | Path,
@@ -78,9 +82,9 @@ def make_task(
         batch_size: Batch size (task default when None).
         seed: Shuffling/augmentation seed.
         metric: The headline metric, for tasks that offer a choice (detection: ``map50_95`` or ``map50``).
-        stream: Classification: read images through a DataLoader instead of decoding the set into
-            memory (None: chosen by the set's size, see :class:`~slimcnn.tasks.classification.ClassificationTask`).
-        loader_workers: Classification: DataLoader worker processes when streaming.
+        stream: Classification and SR: read images through a DataLoader instead of decoding the set into
+            memory (None: chosen by the set's size, see each task).
+        loader_workers: Classification and SR: DataLoader worker processes when streaming.
         strict_data: Classification: refuse an undecodable image instead of skipping and counting it.
         amp: Classification: evaluate under ``"bf16"``/``"fp16"`` autocast.
 
@@ -89,8 +93,8 @@ def make_task(
 
     Raises:
         UnknownNameError: ``kind`` is not a registered task (the message lists close matches).
-        ConfigError: ``metric`` was given for a task that has no choice of metric, or a
-            classification-only option (``stream``, ``loader_workers``, ``strict_data``, ``amp``) for another task.
+        ConfigError: ``metric`` was given for a task that has no choice of metric, or a data option
+            (``stream``, ``loader_workers``, ``strict_data``, ``amp``) for a task that does not take it.
         DataError: The data does not exist or cannot be read.
     """
     _import_task_modules(kind)
@@ -104,8 +108,9 @@ def make_task(
     if metric is not None and kind != "detection":
         raise ConfigError(f"--metric chooses the detection metric (map50_95, map50); the {kind} task has one metric")
     data_options = {"stream": stream, "loader_workers": loader_workers, "strict_data": strict_data, "amp": amp}
-    given = [k for k, v in data_options.items() if v is not None]
-    if given and kind != "classification":
-        raise ConfigError(f"{', '.join(given)}: options of the classification task, not of the {kind} task; drop them")
+    takes = _DATA_OPTIONS.get(kind, ())
+    given = [k for k, v in data_options.items() if v is not None and k not in takes]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: not an option of the {kind} task; drop {'them' if len(given) > 1 else 'it'}")
     options |= data_options
     return factory(data, info=info, seed=seed, **{k: v for k, v in options.items() if v is not None})

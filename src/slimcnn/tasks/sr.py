@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -21,7 +22,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimcnn.data.sr import SRDataset, SRImage, load_sr_dataset, sample_patches
+from slimcnn.data._sr_stream import (
+    SR_STREAM_ABOVE_BYTES,
+    SRPatchBatches,
+    image_sizes,
+    stream_sr_patches,
+    triple_bytes,
+)
+from slimcnn.data.sr import SRDataset, SRImage, builtin_sr_sets, load_sr_dataset, sample_patches, sr_files
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.models._zoo import ModelInfo
 from slimcnn.progress import phase
@@ -59,6 +67,10 @@ class SRTask:
         batch_size: Training batch size (default: the recipe's).
         patch: Training patch side (default: the recipe's).
         seed: Seed for patch sampling.
+        stream: Cut training patches on the fly from images decoded by DataLoader workers
+            (:mod:`slimcnn.data._sr_stream`) instead of degrading the training set into memory; None:
+            for a folder whose triples would exceed :data:`~slimcnn.data._sr_stream.SR_STREAM_ABOVE_BYTES`.
+        loader_workers: DataLoader worker processes when streaming (None: up to 8, one CPU left free).
     """
 
     name = "sr"
@@ -75,13 +87,20 @@ class SRTask:
         batch_size: int | None = None,
         patch: int | None = None,
         seed: int = 0,
+        stream: bool | None = None,
+        loader_workers: int | None = None,
         **unused: Any,
     ) -> None:
         if unused:
             raise ConfigError(
                 f"the sr task does not take {sorted(unused)}; it takes info, scale, val_data, train_data, "
-                "subset, batch_size, patch and seed"
+                "subset, batch_size, patch, seed, stream and loader_workers"
             )
+        if loader_workers is not None and loader_workers < 0:
+            raise ConfigError(f"loader_workers must be >= 0, got {loader_workers}")
+        self.stream = stream
+        self.loader_workers = loader_workers if loader_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
+        self._train_files: tuple[list[tuple[str, Path]], list[tuple[int, int]]] | None = None
         self.info = info
         self.scale = int(scale or (info.scale if info is not None and info.scale else 2))
         sr_input = (info.sr_input if info is not None else None) or "upsampled"
@@ -106,6 +125,28 @@ class SRTask:
     def train_set(self) -> SRDataset:
         """The training set (loaded and degraded once, then cached)."""
         return load_sr_dataset(self._train_data if self._train_data is not None else self._data, self.scale)
+
+    def _streamed_train(self) -> tuple[list[tuple[str, Path]], list[tuple[int, int]]] | None:
+        """The training images' files and sizes when patches are streamed from them, else None (in memory)."""
+        spec = self._train_data if self._train_data is not None else self._data
+        if self.stream is False or isinstance(spec, SRDataset) or str(spec) in builtin_sr_sets():
+            return None
+        if self._train_files is None:
+            files = sr_files(spec)[1]
+            self._train_files = files, image_sizes(files)
+        if self.stream is None and triple_bytes(self._train_files[1], self.scale) <= SR_STREAM_ABOVE_BYTES:
+            return None
+        return self._train_files
+
+    def _patch_batches(self, *, patch: int, batch_size: int, seed: int, min_std: float,
+                       augment: bool = True) -> Iterator[Batch]:
+        """Endless training batches: streamed from the files (see ``stream``) or cut from the triples in memory."""
+        streamed = self._streamed_train()
+        if streamed is None:
+            return self._stream(patch=patch, batch_size=batch_size, seed=seed, min_std=min_std, augment=augment)
+        data = SRPatchBatches(*streamed, scale=self.scale, patch=patch, batch_size=batch_size, sr_input=self.sr_input,
+                              seed=seed, augment=augment, min_std=min_std)
+        return stream_sr_patches(data, workers=self.loader_workers)
 
     def _input_of(self, im: SRImage) -> np.ndarray:
         return im.bicubic if self.sr_input == "upsampled" else im.lr
@@ -144,20 +185,23 @@ class SRTask:
         )
         return torch.from_numpy(x), torch.from_numpy(y)
 
-    def _stream(self, *, patch: int, batch_size: int, seed: int, min_std: float) -> Iterator[Batch]:
+    def _stream(self, *, patch: int, batch_size: int, seed: int, min_std: float, augment: bool = True) -> Iterator[Batch]:
         rng = np.random.default_rng(seed)
         while True:
-            yield self._patches(rng, patch=patch, batch_size=batch_size, min_std=min_std)
+            yield self._patches(rng, patch=patch, batch_size=batch_size, min_std=min_std, augment=augment)
+
+    def _default_batches(self, n: int, seed: int, *, augment: bool) -> list[Batch]:
+        bs = self.batch_size or self._default_recipe().batch_size
+        stream = self._patch_batches(patch=self._patch_size(), batch_size=bs, seed=seed, min_std=0.0, augment=augment)
+        return [next(stream) for _ in range(n)]
 
     def training_batches(self, n: int) -> list[Batch]:
         """``n`` random (input, HR target) patch batches from the training data (seeded)."""
-        rng = np.random.default_rng(self.seed)
-        return [self._patches(rng) for _ in range(n)]
+        return self._default_batches(n, self.seed, augment=True)
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
         """``n`` model-ready input patch batches (no augmentation), for data-driven criteria."""
-        rng = np.random.default_rng(self.seed + 1)
-        return [self._patches(rng, augment=False)[0] for _ in range(n)]
+        return [x for x, _ in self._default_batches(n, self.seed + 1, augment=False)]
 
     def example_input(self, batch: int = 1) -> torch.Tensor:
         """A ``[batch, 1, p, p]`` zero input (``p``: ``patch``, else ``info.input_shape``, else the recipe's)."""
@@ -324,7 +368,7 @@ class SRTask:
         log.info("SR finetune: recipe %s, %d steps, patch %d, batch %d, %s", rname, steps, p, bs, opts)
 
         def batches() -> Iterator[Batch]:
-            return self._stream(patch=p, batch_size=bs, seed=seed, min_std=r.min_patch_std)
+            return self._patch_batches(patch=p, batch_size=bs, seed=seed, min_std=r.min_patch_std)
 
         if not kd:
             return fit_(model, batches, self.loss, steps=steps, progress=progress, device=device, seed=seed, **opts)
