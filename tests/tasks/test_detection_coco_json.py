@@ -64,7 +64,7 @@ def test_training_image_cache_is_bounded(tmp_path: Path) -> None:
     task.input_size = 32
     task.training_batches(8)
     assert len(task._cache) == 2 and task._cache.nbytes == 2 * one
-    x, targets = task._batch(list(task.train_set.samples[:1]), None, letterbox=True)
+    x, targets = task._batch(([0], [False]), letterbox=True)  # the first sample, not flipped
     assert x.shape == (1, 3, 32, 32)
     # 64x48 -> 32x24 centred: 4 px bands top and bottom; box 0.5 +- 0.125 of each side
     np.testing.assert_allclose(targets[0]["boxes"].numpy(), [[12.0, 13.0, 20.0, 19.0]], atol=1e-5)

@@ -46,7 +46,8 @@ def list_tasks() -> list[str]:
     return TASKS.names()
 
 
-_DATA_OPTIONS = {"classification": ("stream", "loader_workers", "strict_data", "amp"), "sr": ("stream", "loader_workers")}
+_DATA_OPTIONS = {"classification": ("stream", "loader_workers", "strict_data", "amp"), "sr": ("stream", "loader_workers"),
+                 "detection": ("loader_workers",)}
 """The data options each task takes."""
 
 
@@ -84,7 +85,7 @@ def make_task(
         metric: The headline metric, for tasks that offer a choice (detection: ``map50_95`` or ``map50``).
         stream: Classification and SR: read images through a DataLoader instead of decoding the set into
             memory (None: chosen by the set's size, see each task).
-        loader_workers: Classification and SR: DataLoader worker processes when streaming.
+        loader_workers: Classification, SR and detection: DataLoader worker processes.
         strict_data: Classification: refuse an undecodable image instead of skipping and counting it.
         amp: Classification: evaluate under ``"bf16"``/``"fp16"`` autocast.
 

@@ -230,7 +230,10 @@ class DetectionTask:
         conf_thres: score threshold before NMS (default: the family's, 0.01 for Yolo-FastestV2 as in
             COCO evaluation practice, 0.001 for ultralytics as in ``yolo val``).
         nms_iou: NMS IoU threshold (default: the family's, 0.5 Yolo-FastestV2, 0.7 ultralytics).
-        cache_bytes: decoded training images kept in memory (least recently used dropped first).
+        cache_bytes: decoded training images kept in memory (least recently used dropped first); with
+            ``loader_workers`` shared out between the workers, each keeping its own part.
+        loader_workers: DataLoader worker processes that decode training batches (0: this process); the
+            batches are the same with any number.
     """
 
     name = "detection"
@@ -240,7 +243,11 @@ class DetectionTask:
         train_data: str | Path | None = None, subset: int | None = None, batch_size: int = 8, seed: int = 0,
         metric: Literal["map50_95", "map50"] = "map50_95", conf_thres: float | None = None,
         nms_iou: float | None = None, device: str = "cpu", scale: int | None = None, cache_bytes: int = 1 << 30,
+        loader_workers: int = 0,
     ) -> None:
+        if loader_workers < 0:
+            raise ConfigError(f"loader_workers must be >= 0, got {loader_workers}")
+        self.loader_workers = loader_workers
         if scale is not None:
             raise ConfigError(f"--scale is a super-resolution option; the detection task takes none (got {scale})")
         if metric not in ("map50_95", "map50"):
@@ -319,29 +326,42 @@ class DetectionTask:
         im, (gain, offset) = self._cache.get((s.path, size, letterbox), load)
         return im, gain, offset
 
-    def _batch(self, samples: list[DetectionSample], gen: torch.Generator | None, letterbox: bool = False) -> Batch:
+    def _batch(self, plan: tuple[list[int], list[bool]], letterbox: bool = False) -> Batch:
+        """The batch of training samples ``plan[0]``, each flipped horizontally where ``plan[1]`` says."""
         size = self.input_size or 352
         imgs, targets = [], []
-        for s in samples:
+        for j, flip in zip(*plan, strict=True):
+            s = self.train_set.samples[j]
             im, gain, offset = self._image(s, size, letterbox)
             x = im.float() / 255
             boxes = torch.tensor(s.boxes, dtype=torch.float32).reshape(-1, 4) * gain + offset
-            if gen is not None and torch.rand((), generator=gen) < 0.5:  # horizontal flip
+            if flip:
                 x = x.flip(-1)
                 boxes = torch.stack((size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]), 1)
             imgs.append(x)
             targets.append({"boxes": boxes, "labels": torch.tensor(s.labels, dtype=torch.int64)})
         return torch.stack(imgs), targets
 
-    def _stream(self, augment: bool, letterbox: bool = False) -> Iterator[Batch]:
+    def _plans(self, augment: bool) -> Iterator[tuple[list[int], list[bool]]]:
+        """Endless batches as (sample indices, flips): a seeded shuffle per pass, a coin per sample."""
         gen = torch.Generator().manual_seed(self.seed)
-        samples = self.train_set.samples
+        n = len(self.train_set)
         while True:
-            order = torch.randperm(len(samples), generator=gen).tolist()
-            for i in range(0, len(order) - self.batch_size + 1 if len(order) >= self.batch_size else 1,
-                           self.batch_size):
-                yield self._batch([samples[j] for j in order[i : i + self.batch_size]], gen if augment else None,
-                                  letterbox)
+            order = torch.randperm(n, generator=gen).tolist()
+            for i in range(0, n - self.batch_size + 1 if n >= self.batch_size else 1, self.batch_size):
+                picks = order[i : i + self.batch_size]
+                yield picks, [bool(torch.rand((), generator=gen) < 0.5) if augment else False for _ in picks]
+
+    def _stream(self, augment: bool, letterbox: bool = False) -> Iterator[Batch]:
+        """Training batches: decoded here (``loader_workers=0``) or by DataLoader workers, the same batches."""
+        if not self.loader_workers:
+            return (self._batch(plan, letterbox) for plan in self._plans(augment))
+        from torch.utils.data import DataLoader
+
+        self.train_set  # noqa: B018 - read the annotations once, before the workers fork
+        data = _DetectionBatches(self, letterbox, self._cache.max_bytes // self.loader_workers)
+        return iter(DataLoader(data, batch_size=None, sampler=_Plans(self, augment), num_workers=self.loader_workers,
+                               prefetch_factor=2, collate_fn=_as_is))
 
     def training_batches(self, n: int) -> list[Batch]:
         """``n`` augmented (images Tensor[B, 3, S, S], targets in input pixels) batches."""
@@ -422,6 +442,34 @@ class DetectionTask:
                 return fit_(model, lambda: self._stream(True, adapter.letterbox), loss, steps=steps, **opts)
         finally:
             hook.remove()
+
+
+class _Plans:
+    """The batch plans of :meth:`DetectionTask._plans`, as a DataLoader sampler (drawn in the main process)."""
+
+    def __init__(self, task: DetectionTask, augment: bool) -> None:
+        self.task, self.augment = task, augment
+
+    def __iter__(self) -> Iterator[tuple[list[int], list[bool]]]:
+        return self.task._plans(self.augment)
+
+
+class _DetectionBatches(torch.utils.data.Dataset[Batch]):
+    """Builds a planned batch in a DataLoader worker, with that worker's own bounded image cache."""
+
+    def __init__(self, task: DetectionTask, letterbox: bool, cache_bytes: int) -> None:
+        self.task, self.letterbox, self.cache_bytes = task, letterbox, cache_bytes
+        self._own_cache = False
+
+    def __getitem__(self, plan: tuple[list[int], list[bool]]) -> Batch:  # type: ignore[override]
+        if not self._own_cache:  # in the worker: the parent's cache stays the parent's
+            self.task._cache = _ImageCache(self.cache_bytes)
+            self._own_cache = True
+        return self.task._batch(plan, self.letterbox)
+
+
+def _as_is(batch: Batch) -> Batch:
+    return batch
 
 
 def _factory(data: str | Path, **kwargs: Any) -> DetectionTask:
