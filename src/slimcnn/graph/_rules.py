@@ -10,7 +10,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
 from slimcnn.graph import _ops as O
-from slimcnn.graph._trace import compact
+from slimcnn.graph._trace import compact, constant_along
 
 if TYPE_CHECKING:
     from slimcnn.graph._trace import _Tracer
@@ -22,11 +22,7 @@ def _out_tensors(out: Any) -> list[Tensor]:
 
 def varying_dims(ids: Tensor) -> list[int]:
     """Axes along which the labels change (the axes that carry channels)."""
-    dims = []
-    for d in range(ids.dim()):
-        if ids.shape[d] > 1 and not bool((ids == ids.narrow(d, 0, 1)).all()):
-            dims.append(d)
-    return dims
+    return [d for d in range(ids.dim()) if ids.shape[d] > 1 and not constant_along(ids, d)]
 
 
 def _block_all(tr: _Tracer, labeled: list[Tensor], out: Any, reason: str) -> None:
