@@ -18,6 +18,12 @@ physical cores as threads, L1 criterion):
 
 Then one ``compare_latency`` of original, (a), (b), (c), interleaved (``--runs`` rounds): MACs and params
 (``slimcnn.measure.profile``) and the measured latency ratio of each.
+
+**Accuracy at equal measured latency** (``--part accuracy``; needs ``../shared/data``): ``slimcnn:resnet56``
+(trained weights) at ``--acc-input`` (8x3x32x32): (a) as above at ``--target``; (b) ``prune_model_(macs=m,
+round_to=block)`` with ``m`` bisected until (b)'s latency, measured interleaved with the original, is within
+2 % of (a)'s; both timed once more together, then the same fine-tune (``--steps`` plain SGD steps, lr 0.01,
+cosine, seed 0, on ``train-subset-10k.tar``) and top-1 on all 10,000 JPEG test images.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from slimcnn.measure import (
     physical_cores,
     profile,
 )
+from slimcnn.paths import shared_path
 from slimcnn.prune import prune_for_latency_, prune_model_
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -128,6 +135,82 @@ def run(name: str, target: float, runs: int, objective: str) -> dict[str, Any]:
     return row
 
 
+def macs_at_latency(model: nn.Module, x: torch.Tensor, goal: float, runs: int,
+                    steps: int = 8) -> tuple[nn.Module, dict[str, Any]]:
+    """Bisect (b)'s MACs target until its measured latency ratio is within 2 % of ``goal`` (closest kept)."""
+    lo, hi = 0.05, 1.0
+    best: tuple[nn.Module, float, float] | None = None
+    tries: list[dict[str, Any]] = []
+    for _ in range(steps):
+        macs = (lo + hi) / 2
+        m = copy.deepcopy(model)
+        prune_model_(m, x, criterion="l1", macs=macs, round_to=ort_channel_block(), best_effort=True)
+        got = _ratio(model, m, x, runs)
+        tries.append({"macs_target": macs, "latency_ratio": got})
+        if best is None or abs(got - goal) < abs(best[2] - goal):
+            best = (m, macs, got)
+        if abs(got - goal) <= 0.02 * goal:
+            break
+        lo, hi = (lo, macs) if got > goal else (macs, hi)
+    assert best is not None
+    return best[0], {"macs_target": best[1], "bisected_latency_ratio": best[2], "bisection": tries}
+
+
+def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...]) -> dict[str, Any]:
+    """ResNet-56 / CIFAR-10 JPEG: (a) vs (b) at equal measured latency, after the same fine-tune."""
+    from slimcnn.models import load_model
+    from slimcnn.tasks import make_task
+
+    test, train = shared_path("cifar10-jpeg75", "test-10k.tar"), shared_path("cifar10-jpeg75", "train-subset-10k.tar")
+    if test is None or train is None:
+        raise SystemExit("--part accuracy needs ../shared/data/cifar10-jpeg75/{test-10k,train-subset-10k}.tar")
+    loaded = load_model("slimcnn:resnet56")
+    model = loaded.model.eval()
+    task = make_task("classification", test, info=loaded.info, train_data=train, seed=0)
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    a = copy.deepcopy(model)
+    res = prune_for_latency_(a, x, target, criterion="l1", source="slimcnn:resnet56")
+    b, b_info = macs_at_latency(model, x, res.measured_ratio, max(10, runs // 2))
+    lat = compare_latency({"original": model, "latency_aware": a, "macs_target": b}, x, runs=runs)
+    base = profile(model, x)
+    out: dict[str, Any] = {"input": list(shape), "target": target, "steps": steps, "attempts": list(res.attempts),
+                           "macs_search": b_info, "original_top1": task.evaluate(model).value}
+    for key, m in (("latency_aware", a), ("macs_target", b)):
+        c = profile(m, x)
+        row = {"macs_ratio": c.macs / base.macs, "params_ratio": c.params / base.params,
+               "latency_ratio": lat[key].median_ms / lat["original"].median_ms,
+               "top1_pruned": task.evaluate(m.eval()).value}
+        t0 = time.perf_counter()
+        task.finetune(m, steps, lr=0.01, seed=0, progress=False)
+        row["finetune_s"] = round(time.perf_counter() - t0, 1)
+        row["top1_finetuned"] = task.evaluate(m.eval()).value
+        out[key] = row
+        print(key, json.dumps(row), flush=True)
+    out["load_avg"] = os.getloadavg()
+    return out
+
+
+def render_accuracy(acc: dict[str, Any], runs: int) -> list[str]:
+    load = "/".join(f"{v:.1f}" for v in acc["load_avg"])
+    lines = ["", f"## Accuracy at equal measured latency: ResNet-56, CIFAR-10 JPEG q75 ({acc['target']}x latency "
+             "target)", "",
+             f"`slimcnn:resnet56` (trained weights; {acc['original_top1']:.2f} % top-1 unpruned on the 10,000 JPEG test "
+             f"images), timed at {'x'.join(map(str, acc['input']))}; (b)'s MACs target bisected to (a)'s measured "
+             f"latency (ended at {acc['macs_search']['macs_target']:.3f}x MACs); both timed together with the original "
+             f"({runs} interleaved rounds, load {load} at the end); then the same {acc['steps']} plain SGD steps "
+             "(lr 0.01, cosine, seed 0, train-subset-10k) and top-1 on all 10,000 test images.", "",
+             "| method | MACs | params | latency (measured) | top-1 pruned | top-1 after fine-tune |",
+             "|---|---|---|---|---|---|"]
+    for key, label in METHODS[:2]:
+        v = acc[key]
+        lines.append(f"| {label} | {v['macs_ratio']:.3f}x | {v['params_ratio']:.3f}x | {v['latency_ratio']:.3f}x | "
+                     f"{v['top1_pruned']:.2f} % | {v['top1_finetuned']:.2f} % |")
+    lines += ["", "Fine-tuning on the JPEG train set raises top-1 above the unpruned model's (trained on PNG CIFAR), so "
+              "compare (a) with (b), not with the original."]
+    return lines
+
+
 def render(data: dict[str, Any]) -> str:
     env, rows = data["environment"], data["rows"]
     lines = [f"# Latency-aware pruning vs MACs target vs Torch-Pruning at {data['target']}x latency", "",
@@ -164,6 +247,8 @@ def render(data: dict[str, Any]) -> str:
               "a few %); random weights, so no accuracy here (see the ResNet-56 table); (a)'s final latency is "
               "measured again in the four-way run, so it can differ from its own check by the noise; (c) is "
               "bisected to (a)'s check ratio within 2 % (at most 7 steps, the closest kept)."]
+    if "accuracy" in data:
+        lines += render_accuracy(data["accuracy"], data["runs"])
     return "\n".join(lines) + "\n"
 
 
@@ -173,18 +258,28 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=0.5)
     ap.add_argument("--runs", type=int, default=40)
     ap.add_argument("--objective", default="macs", choices=["macs", "importance"])
+    ap.add_argument("--part", default="both", choices=["latency", "accuracy", "both"])
+    ap.add_argument("--steps", type=int, default=250, help="fine-tune steps of the accuracy part")
+    ap.add_argument("--acc-input", default="8x3x32x32", help="input shape timed in the accuracy part")
     args = ap.parse_args()
     path = RESULTS / "latency_aware.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
-    keep = [r for r in old.get("rows", []) if r["model"] not in args.models and old.get("target") == args.target
-            and "torch_pruning_search" in r]
-    rows = [run(n, args.target, args.runs, args.objective) for n in args.models]
+    same = old.get("target") == args.target
+    run_latency = args.part in ("latency", "both")
+    keep = [r for r in old.get("rows", []) if same and "torch_pruning_search" in r
+            and (r["model"] not in args.models or not run_latency)]
+    rows = [run(n, args.target, args.runs, args.objective) for n in args.models] if run_latency else []
     order = {n: i for i, n in enumerate(DEFAULT_MODELS)}
     rows = sorted(keep + rows, key=lambda r: order.get(r["model"], len(order)))
     env = {"cpu": cpu_model(), "cores": physical_cores(), "threads": physical_cores(), "block": ort_channel_block(),
            "python": platform.python_version(),
            **package_versions(["torch", "onnxruntime", "torchvision", "torch-pruning"])}
     data = {"environment": env, "target": args.target, "runs": args.runs, "rows": rows}
+    if args.part in ("accuracy", "both"):
+        shape = tuple(int(d) for d in args.acc_input.split("x"))
+        data["accuracy"] = accuracy(args.target, args.runs, args.steps, shape)
+    elif same and "accuracy" in old:
+        data["accuracy"] = old["accuracy"]
     RESULTS.mkdir(exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     md = render(data)
