@@ -148,7 +148,7 @@ def chip_scores(
     per_image = (
         c * length
         + {
-            "secular": c * c + 2 * c * _NODES_ESTIMATE,
+            "secular": c * c + c * (2 * _NODES_ESTIMATE + 2),
             "gram": c * c * c,
             "direct": c * c * length,
         }[method]
@@ -263,15 +263,19 @@ def _ci_secular(x: Tensor) -> Tensor:
     weight = q * q  # W[b, i, j] = Q[b, i, j]^2; rows sum to 1
     s = _log_grid(lam)  # [B, M]
     m = s.shape[1]
-    terms = torch.empty(*lam.shape, 2 * m, dtype=x.dtype, device=x.device)  # [B, C(j), 2M]
-    r1, r2 = terms[..., :m], terms[..., m:]
-    torch.add(lam[:, :, None], (s * s)[:, None, :], out=r1).reciprocal_()  # 1 / (lam_j + t)
-    torch.mul(r1, r1, out=r2).mul_(lam[:, :, None])  # lam_j / (lam_j + t)^2
-    sums = weight @ terms  # one product for D and N: [B, C(i), 2M]
-    ratio = sums[..., m:] / sums[..., :m]  # N/D in [0, 1]
+    # columns: 1/(lam_j + t) and lam_j/(lam_j + t)^2 on the grid, then lam_j^2, lam_j^3 for the moments
+    terms = torch.empty(*lam.shape, 2 * m + 2, dtype=x.dtype, device=x.device)  # [B, C(j), 2M + 2]
+    r1, r2 = terms[..., :m], terms[..., m : 2 * m]
+    torch.add(lam[:, :, None], (s * s)[:, None, :], out=r1).reciprocal_()
+    torch.mul(r1, r1, out=r2).mul_(lam[:, :, None])
+    torch.mul(lam, lam, out=terms[..., -2])
+    torch.mul(terms[..., -2], lam, out=terms[..., -1])
+    sums = weight @ terms  # one product for D, N, m2 and m3 of every channel: [B, C(i), 2M + 2]
+    ratio = sums[..., m : 2 * m] / sums[..., :m]  # N/D in [0, 1]
     integral = (ratio @ (_STEP * s)[:, :, None])[..., 0]  # trapezoid in u = log s (ds = s du)
     integral += _lower_tail(ratio[..., 0] * s[:, :1], ratio[..., 1] * s[:, 1:2])
-    integral += _upper_tail(gram, weight, lam, s[:, -1:])
+    m1 = torch.diagonal(gram, dim1=-2, dim2=-1)
+    integral += _upper_tail(m1, sums[..., -2], sums[..., -1], s[:, -1:])
     return (2.0 / math.pi) * integral
 
 
@@ -307,15 +311,12 @@ def _lower_tail(g0: Tensor, g1: Tensor) -> Tensor:
     return _STEP * (p / (e - 1.0) + q / (e**3 - 1.0))
 
 
-def _upper_tail(gram: Tensor, weight: Tensor, lam: Tensor, s_end: Tensor) -> Tensor:
+def _upper_tail(m1: Tensor, m2: Tensor, m3: Tensor, s_end: Tensor) -> Tensor:
     """Trapezoid sum over the nodes above the grid, ``h * sum_{k>=1} g(u_end + k h)``.
 
-    There ``N/D = c1/s^2 + c2/s^4 + c3/s^6`` with the moments ``m_k = (G^k)_ii`` (module
-    docstring), so ``g = s N/D`` is a sum of three geometric series in ``k``.
+    There ``N/D = c1/s^2 + c2/s^4 + c3/s^6`` with the moments ``m_k = (G^k)_ii = sum_j W_ij lam_j^k``
+    (module docstring), so ``g = s N/D`` is a sum of three geometric series in ``k``.
     """
-    m1 = torch.diagonal(gram, dim1=-2, dim2=-1)
-    m2 = (gram * gram).sum(-1)
-    m3 = (weight @ (lam**3)[:, :, None])[..., 0]
     coefficients = (m1, m1 * m1 - 2.0 * m2, m1**3 - 3.0 * m1 * m2 + 3.0 * m3)
     inv = 1.0 / s_end  # [B, 1]
     return _STEP * sum(
