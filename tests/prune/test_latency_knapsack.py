@@ -167,3 +167,11 @@ def test_latency_tries_rescale_both_ways_then_interpolate_and_keep_the_best() ->
     assert _better(sel(1.0), 0.49, sel(2.0), 0.51, 0.5)  # meeting the target wins over more value
     assert _better(sel(2.0), 0.49, sel(1.0), 0.45, 0.5)  # both met: more value kept
     assert not _better(sel(9.0), 0.55, sel(1.0), 0.52, 0.5)  # both missed: the faster
+
+
+def test_an_unknown_latency_objective_is_a_config_error() -> None:
+    from slimcnn.prune import prune_for_latency_
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 3))
+    with pytest.raises(ConfigError, match="unknown latency objective 'fast'; use one of macs, importance"):
+        prune_for_latency_(model, torch.randn(1, 3, 8, 8), 0.5, objective="fast")  # type: ignore[arg-type]
