@@ -106,10 +106,10 @@ class PruneOracle:
         """
         ranks = world()[1] if world()[1] > 1 else self.ctx.spec.workers
         keys = [self._key(r) for r in queries]
-        # accumulate: each trial extends the most-pruned retrained state it can; shard only when that is the
-        # original for all of them (no retrained state yet, no query extending another), as for the probes
-        chained = self.ctx.spec.accumulate and (set(self._trained) != {()} or any(
-            i != j and _within(a, b) for i, a in enumerate(keys) for j, b in enumerate(keys)))
+        # shard only trials that do not build on each other, as the probes: no query extends another, and
+        # (accumulate) no retrained state yet, so each prunes the original like its sequential twin
+        chained = any(i != j and _within(a, b) for i, a in enumerate(keys) for j, b in enumerate(keys)) or (
+            self.ctx.spec.accumulate and set(self._trained) != {()})
         if ranks <= 1 or len(queries) < 2 or chained:
             return [self.drop(r) for r in queries]
         trials = [self._trial(r) for r in queries]
