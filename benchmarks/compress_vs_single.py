@@ -22,9 +22,12 @@ Usage: ``python benchmarks/compress_vs_single.py [--case a b fsrcnn kd] [--steps
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,10 +62,13 @@ def _cases() -> dict[str, dict[str, Any]]:
 
 def _run(argv: list[str], out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    rc = cli([*argv, "--out", str(out), "--force"])
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli([*argv, "--out", str(out), "--force"])
     row: dict[str, Any] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "command": "slimcnn " + " ".join(argv)}
     if rc == 2 or not (out / "result.json").is_file():
-        row["error"] = "refused (exit 2): the method cannot take these targets"
+        said = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
+        row["error"] = f"refused (exit 2): {said[-1][len('error: '):]}" if said else f"no result (exit {rc})"
         return row
     res = json.loads((out / "result.json").read_text())
     b, a = res["before"], res["after"]
@@ -163,6 +169,10 @@ def _fmt(v: Any, spec: str = ".3f") -> str:
     return "–" if v is None else format(v, spec)
 
 
+def _ratio(v: Any) -> str:
+    return "–" if v is None else f"{v:.3f}x"
+
+
 def _markdown(res: dict[str, Any]) -> str:
     lines = ["# compress vs the best single method at the same budgets", "",
              f"Machine: {res['machine']}; {res['load']}.", ""]
@@ -185,14 +195,16 @@ def _markdown(res: dict[str, Any]) -> str:
             failed = [c["name"] for c in r.get("checks", []) if not c["met"]]
             met = "yes" if r.get("met") else f"no ({', '.join(failed)})"
             stages = ", ".join(f"{s['name']} {s['drop']:.2f}" for s in r.get("stages", [])) or "–"
-            lines.append(f"| {label} | {met} | {_fmt(r.get('drop'), '.2f')} | {_fmt(r.get('macs_ratio'))}x | "
-                         f"{r['weight_bytes']:,} B ({r['weight_bytes_ratio']:.3f}x) | {_fmt(r.get('latency_ratio'))}x | "
+            lines.append(f"| {label} | {met} | {_fmt(r.get('drop'), '.2f')} | {_ratio(r.get('macs_ratio'))} | "
+                         f"{r['weight_bytes']:,} B ({r['weight_bytes_ratio']:.3f}x) | {_ratio(r.get('latency_ratio'))} | "
                          f"{stages} | {r['seconds']} |")
         for label, r in rows.items():
             if "test" in r:
                 lines.append(f"\n{label}: on the test data {r['test']['before']:.3f} -> {r['test']['after']:.3f}.")
         if case.get("note"):
             lines.append(f"\nNote: {case['note']}.")
+        if case.get("argv"):
+            lines.append(f"\nRun: `python benchmarks/compress_vs_single.py {case['argv']}`.")
         lines.append("")
     lines += ["Regenerate: `python benchmarks/compress_vs_single.py --case a b fsrcnn kd --steps N`."]
     return "\n".join(lines) + "\n"
@@ -220,6 +232,7 @@ def main() -> None:
                 raise SystemExit(f"case {name} needs ../shared/data (see its README)")
             row = kd_case(cases, args) if name == "kd" else run_case(name, cases[name], args, Path(tmp))
             res = json.loads(path.read_text()) if path.is_file() else {"cases": {}}  # other cases' runs merge
+            row.setdefault("argv", " ".join(sys.argv[1:]))
             res["cases"][name] = row
             res["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs"
             res["load"] = f"load average {load0[0]:.2f} at start, {os.getloadavg()[0]:.2f} at the end"
