@@ -51,7 +51,7 @@ def search_cmd(
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Fine-tuning steps per measured point/step/iteration."),
     lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate."),
     limit: int | None = typer.Option(None, "--limit", help="Validation images used while searching."),
-    workers: int = typer.Option(1, "--workers", help="Local ranks for the sensitivity sweep: a torch.distributed gloo group on this machine sharing the knobs (CPU; for CUDA launch under torchrun)."),
+    workers: int = typer.Option(1, "--workers", help="Local ranks for the sensitivity sweep and CPO's probes: a torch.distributed gloo group on this machine sharing the knobs and probes (CPU; for CUDA launch under torchrun)."),
     iterations: int = typer.Option(3, "--iterations", help="Iterations of the iterative strategy."),
     alpha: float = typer.Option(20.0, "--alpha", help="Metric exponent of the iterative strategy's score."),
     round_to: str = typer.Option("1", "--round-to", help="Round kept channels to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),

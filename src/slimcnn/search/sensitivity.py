@@ -10,6 +10,7 @@ is resumable: finished points are saved after every round of knobs and skipped o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -23,6 +24,7 @@ from torch import nn
 
 from slimcnn._io import write_json
 from slimcnn.errors import ConfigError
+from slimcnn.progress import phase
 from slimcnn.search._cache import Recording, cacheable_modules, changed_modules, execution_spans
 from slimcnn.tasks.base import Task
 from slimcnn.train import all_gather_objects, is_main, join_from_env, world
@@ -282,18 +284,25 @@ def sensitivity_sweep(
     evaluator.prime(todo)
     ctx = dict(model=model, task=task, apply=apply, cost=cost, evaluator=evaluator,
                baseline=baseline, latency=latency)
-    bar = _progress(len(todo), progress and is_main())
     ranks = world()[1]
-    if ranks > 1:
-        _sweep_sharded(ctx, todo, table, resume, bar)
-    elif workers > 1 and len(todo) > 1:
-        ranks = min(workers, len(todo))
-        on_local_ranks(ranks, lambda: _sweep_sharded(ctx, todo, table, resume, bar))
-    else:
-        for knob in todo:
-            table.points.extend(_sweep_knob(**ctx, knob=knob))
-            _checkpoint(table, resume)
-            bar(knob.name)
+    with contextlib.ExitStack() as stack:
+        advance = (stack.enter_context(phase("sensitivity sweep", total=len(todo), unit="knobs"))
+                   if progress and is_main() and todo else None)
+
+        def bar(knob: str) -> None:
+            if advance is not None:
+                advance()
+
+        if ranks > 1:
+            _sweep_sharded(ctx, todo, table, resume, bar)
+        elif workers > 1 and len(todo) > 1:
+            ranks = min(workers, len(todo))
+            on_local_ranks(ranks, lambda: _sweep_sharded(ctx, todo, table, resume, bar))
+        else:
+            for knob in todo:
+                table.points.extend(_sweep_knob(**ctx, knob=knob))
+                _checkpoint(table, resume)
+                bar(knob.name)
     table.conditions = {
         "dataset": baseline.dataset, "subset": limit if limit is not None else baseline.n, "cache": cache,
         "workers": ranks, "seconds": round(time.perf_counter() - t0, 3), "device": device,
@@ -334,22 +343,6 @@ def _sweep_sharded(ctx: dict[str, Any], todo: list[Knob], table: SensitivityTabl
 def _checkpoint(table: SensitivityTable, path: str | Path | None) -> None:
     if path is not None:
         table.save(path)
-
-
-def _progress(total: int, enabled: bool) -> Callable[[str], None]:
-    if not enabled or total == 0:
-        return lambda name: None
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, desc="sensitivity", unit="knob")
-
-    def step(name: str) -> None:
-        bar.set_postfix_str(name[-30:])
-        bar.update(1)
-        if bar.n >= total:
-            bar.close()
-
-    return step
 
 
 __all__ = ["Applier", "CostFn", "Knob", "SensitivityPoint", "SensitivityTable", "profile_cost", "sensitivity_sweep"]
