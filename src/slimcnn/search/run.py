@@ -21,7 +21,7 @@ from slimcnn.search.sensitivity import SensitivityTable, sensitivity_sweep
 from slimcnn.tasks.base import Task
 from slimcnn.train import is_main
 from slimcnn.train._promises import Promise
-from slimcnn.types import Cost, Score
+from slimcnn.types import Cost, LatencyStats, Score
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("slimcnn.progress")
@@ -136,18 +136,29 @@ class _Context:
 
     def measure_cost(self, model: nn.Module, assignment: dict[str, float], *, timed: bool = True) -> Cost:
         params, macs, wbytes = self.cost_fn(model, assignment)
-        lat = None
-        if self.need_latency and timed:
-            from slimcnn.measure import measure_latency
-
-            lat = measure_latency(model, self.example_input, runtime=self.runtime, threads=self.spec.threads,  # type: ignore[arg-type]
-                                  runs=20, warmup=3)
+        lat = self.point_latency(model) if self.need_latency and timed else None
         act = 0
         if "activation_bytes" in self.budget.limits or self.budget.objective == "activation_bytes":
             from slimcnn.measure import profile
 
             act = profile(model, self.example_input).activation_bytes  # peak live activations (liveness count)
         return Cost(params, macs, wbytes, act, latency=lat)
+
+    def point_latency(self, model: nn.Module) -> LatencyStats:
+        """``model``'s latency on the scale of the baseline's: timed interleaved with the original in one run and
+        scaled by the baseline's median. A point timed alone, minutes after the baseline, is not comparable on a
+        busy machine (measured: one model 1.7-3.1 ms across a search under load), so its check would be noise."""
+        from slimcnn.measure import compare_latency, measure_latency
+
+        base = getattr(self, "base_cost", None)
+        if base is None or base.latency is None:  # the baseline itself
+            return measure_latency(model, self.example_input, runtime=self.runtime, threads=self.spec.threads,  # type: ignore[arg-type]
+                                   runs=20, warmup=3)
+        stats = compare_latency({"original": self.model, "point": model}, self.example_input, runtime=self.runtime,  # type: ignore[arg-type]
+                                threads=self.spec.threads, runs=20, warmup=3)
+        k = base.latency.median_ms / stats["original"].median_ms
+        p = stats["point"]
+        return dataclasses.replace(p, median_ms=p.median_ms * k, p10_ms=p.p10_ms * k, p90_ms=p.p90_ms * k)
 
     def retime(self, before: nn.Module, after: nn.Module, cost_before: Cost, cost_after: Cost) -> tuple[Cost, Cost]:
         """Time the original and the final model interleaved in one run, so the latency check compares
