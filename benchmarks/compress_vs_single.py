@@ -5,7 +5,7 @@ one-stage run with the same recovery and measurement, all at the same budget; ex
 move one of the targets):
 
 - ``a``: ``slimcnn:resnet56`` on CIFAR-10 JPEG, ``--max-drop 1 --macs 0.5x --weight-bytes 0.1x``
-- ``b``: ``slimcnn:resnet56``, ``--max-drop 1 --latency 0.6x --weight-bytes 256KB`` (auto: prune, then int8)
+- ``b``: ``slimcnn:resnet56``, ``--max-drop 1 --latency 0.6x --weight-bytes 256KB``, latency on one ORT thread
 - ``fsrcnn``: ``slimcnn:fsrcnn`` x3 (shared weights), ``--max-drop 0.2 --weight-bytes 0.25x --macs 0.8x``
 - ``kd``: KD against plain recovery at equal steps, on the same pruned models: ResNet-56 pruned (L1
   channels) to 0.5x MACs and FSRCNN x3 to 0.8x MACs, each fine-tuned ``--kd-steps`` steps plain, with the
@@ -53,16 +53,29 @@ def _cases() -> dict[str, dict[str, Any]]:
               "val": str(cifar / "test-10k.tar") if cifar else None, "extra": []}
     return {
         "a": {**resnet, "budget": ["--max-drop", "1", "--macs", "0.5x", "--weight-bytes", "0.1x"]},
-        "b": {**resnet, "budget": ["--max-drop", "1", "--latency", "0.6x", "--weight-bytes", "256KB"]},
+        # latency on one ORT thread (a single-core edge CPU): at 2 threads ResNet-56's ~170 small ops leave a fixed
+        # per-op time that no width reaches 0.6x through (measured: all 30 knobs at 0.75 needed)
+        "b": {**resnet, "extra": ["--threads", "1"],
+              "budget": ["--max-drop", "1", "--latency", "0.6x", "--weight-bytes", "256KB"]},
         "fsrcnn": {"model": "slimcnn:fsrcnn", "task": "sr", "data": "photos", "val": str(sr / "Set5") if sr else None,
                    "test": str(sr / "Set14") if sr else None, "extra": ["--scale", "3"],
                    "budget": ["--max-drop", "0.2", "--weight-bytes", "0.25x", "--macs", "0.8x"]},
     }
 
 
+class _Tee(io.StringIO):
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        return super().write(text)
+
+
 def _run(argv: list[str], out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
-    err = io.StringIO()
+    err = _Tee(sys.stderr)  # progress still shows; the refusal's reason is kept for the table
     with contextlib.redirect_stderr(err):
         rc = cli([*argv, "--out", str(out), "--force"])
     row: dict[str, Any] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "command": "slimcnn " + " ".join(argv)}
