@@ -19,8 +19,8 @@ from torch import nn
 
 from slimcnn.search._trials import trial_key
 from slimcnn.search.families import shared_trace
-from slimcnn.train import all_gather_objects, alone, world
-from slimcnn.train._distributed import on_local_ranks
+from slimcnn.train import alone, world
+from slimcnn.train._distributed import on_local_ranks, round_robin
 
 Key = tuple[tuple[str, float], ...]
 
@@ -137,26 +137,17 @@ class PruneOracle:
         """
         last = len(trials) - 1
 
+        def measure(mine: int) -> tuple[int, Any, nn.Module | None, list[dict[str, Any]], float]:
+            key, parent, _ = trials[mine]
+            t0 = time.perf_counter()
+            with alone():
+                pruned, chain = self._pruned(key, parent)
+                point = self.ctx.judge(dict(key), pruned)
+            return mine, point, pruned if mine == last else None, chain, time.perf_counter() - t0
+
         def shard() -> dict[int, tuple[Any, nn.Module | None, list[dict[str, Any]], float]]:
-            rank, size = world()
             measured = {}
-            for first in range(0, len(todo), size):
-                mine = todo[first + rank] if first + rank < len(todo) else None
-                result: Any = None
-                if mine is not None:
-                    key, parent, _ = trials[mine]
-                    try:
-                        t0 = time.perf_counter()
-                        with alone():
-                            pruned, chain = self._pruned(key, parent)
-                            point = self.ctx.judge(dict(key), pruned)
-                        result = (mine, point, pruned if mine == last else None, chain, time.perf_counter() - t0)
-                    except Exception as e:  # re-raised below, after every rank has reached the gather
-                        result = e
-                gathered = all_gather_objects(result)
-                for r in gathered:
-                    if isinstance(r, BaseException):
-                        raise r
+            for gathered in round_robin(todo, measure):
                 for r in gathered:
                     if r is not None:
                         i, point, pruned, chain, seconds = r

@@ -27,8 +27,8 @@ from slimcnn.errors import ConfigError
 from slimcnn.progress import phase
 from slimcnn.search._cache import Recording, cacheable_modules, changed_modules, execution_spans
 from slimcnn.tasks.base import Task
-from slimcnn.train import all_gather_objects, is_main, join_from_env, world
-from slimcnn.train._distributed import on_local_ranks
+from slimcnn.train import is_main, join_from_env, world
+from slimcnn.train._distributed import on_local_ranks, round_robin
 from slimcnn.types import Score
 
 log = logging.getLogger(__name__)
@@ -317,24 +317,12 @@ def _sweep_sharded(ctx: dict[str, Any], todo: list[Knob], table: SensitivityTabl
                    bar: Callable[[str], None]) -> None:
     """Rank r sweeps knobs r, r + size, ...; after each round every rank gathers all points (rank 0 saves).
 
-    Points arrive in ``todo`` order, so the table is the one a single process writes. An error on
-    any rank is gathered too and raised on every rank (no rank is left waiting in a collective).
+    Points arrive in ``todo`` order, so the table is the one a single process writes.
     """
-    rank, size = world()
-    for first in range(0, len(todo), size):
-        mine = todo[first + rank] if first + rank < len(todo) else None
-        result: list[SensitivityPoint] | BaseException
-        try:
-            result = _sweep_knob(**ctx, knob=mine) if mine is not None else []
-        except Exception as e:  # re-raised below, after every rank has reached the gather
-            result = e
-        gathered = all_gather_objects(result)
-        for r in gathered:
-            if isinstance(r, BaseException):
-                raise r
+    for gathered in round_robin(todo, lambda knob: _sweep_knob(**ctx, knob=knob)):
         for points in gathered:
-            table.points.extend(points)
-            if points and rank == 0:
+            table.points.extend(points or [])
+            if points and is_main():
                 bar(points[0].knob)
         if is_main():
             _checkpoint(table, resume)

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import os
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -146,6 +146,25 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * size
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def round_robin(items: Sequence[T], work: Callable[[T], Any]) -> Iterator[list[Any]]:
+    """Rank r works on items r, r + size, ...; yields each round's results from every rank, in item order
+    (``None`` from a rank with no item left). An error on any rank is gathered too and raised on every
+    rank, so no rank is left waiting in a collective."""
+    rank, size = world()
+    for first in range(0, len(items), size):
+        result: Any = None
+        if first + rank < len(items):
+            try:
+                result = work(items[first + rank])
+            except Exception as e:  # re-raised below, after every rank has reached the gather
+                result = e
+        gathered = all_gather_objects(result)
+        for r in gathered:
+            if isinstance(r, BaseException):
+                raise r
+        yield gathered
 
 
 class _SumOverRanks(torch.autograd.Function):
