@@ -36,6 +36,7 @@ import platform
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -67,33 +68,45 @@ def _ratio(model: nn.Module, pruned: nn.Module, x: torch.Tensor, runs: int) -> f
     return lat["pruned"].median_ms / lat["original"].median_ms
 
 
-def tp_at_latency(name: str, model: nn.Module, x: torch.Tensor, goal: float, runs: int,
-                  steps: int = 7) -> tuple[nn.Module | None, dict[str, Any]]:
-    """Bisect Torch-Pruning's ratio until its measured latency ratio is within 2 % of ``goal`` (closest kept)."""
-    protect = MODELS[name][2]
-    lo, hi = 0.0, 0.9
+def _bisect_to_latency(model: nn.Module, x: torch.Tensor, goal: float, runs: int, knob: str, lo: float, hi: float,
+                       steps: int, prune: Callable[[nn.Module, float], None], tries: list[dict[str, Any]],
+                       ) -> tuple[nn.Module, float, float]:
+    """Bisect ``knob`` in [lo, hi] until the pruned copy's measured latency ratio is within 2 % of ``goal``;
+    returns the closest (model, value, ratio). ``prune(copy, value)`` prunes more for a larger value."""
     best: tuple[nn.Module, float, float] | None = None
-    tries: list[dict[str, Any]] = []
     for _ in range(steps):
-        r = (lo + hi) / 2
+        v = (lo + hi) / 2
         m = copy.deepcopy(model)
         t0 = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                tp_prune(m, x, r, protect(m), ort_channel_block())
-        except Exception as e:  # noqa: BLE001 - Torch-Pruning's failure is the result
-            return None, {"error": f"{type(e).__name__}: {e}"[:300], "bisection": tries}
+        prune(m, v)
         secs = time.perf_counter() - t0
         got = _ratio(model, m, x, runs)
-        tries.append({"ratio": r, "latency_ratio": got, "prune_s": round(secs, 2)})
+        tries.append({knob: v, "latency_ratio": got, "prune_s": round(secs, 2)})
         if best is None or abs(got - goal) < abs(best[2] - goal):
-            best = (m, r, got)
+            best = (m, v, got)
         if abs(got - goal) <= 0.02 * goal:
             break
-        lo, hi = (r, hi) if got > goal else (lo, r)
+        lo, hi = (v, hi) if got > goal else (lo, v)
     assert best is not None
-    return best[0], {"ratio": best[1], "bisected_latency_ratio": best[2], "bisection": tries}
+    return best
+
+
+def tp_at_latency(name: str, model: nn.Module, x: torch.Tensor, goal: float, runs: int,
+                  steps: int = 7) -> tuple[nn.Module | None, dict[str, Any]]:
+    """Torch-Pruning's ratio bisected to ``goal`` (its failure is the result)."""
+    protect = MODELS[name][2]
+
+    def prune(m: nn.Module, r: float) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tp_prune(m, x, r, protect(m), ort_channel_block())
+
+    tries: list[dict[str, Any]] = []
+    try:
+        m, r, got = _bisect_to_latency(model, x, goal, runs, "ratio", 0.0, 0.9, steps, prune, tries)
+    except Exception as e:  # noqa: BLE001 - Torch-Pruning's failure is the result
+        return None, {"error": f"{type(e).__name__}: {e}"[:300], "bisection": tries}
+    return m, {"ratio": r, "bisected_latency_ratio": got, "bisection": tries}
 
 
 def run(name: str, target: float, runs: int, objective: str) -> dict[str, Any]:
@@ -137,23 +150,15 @@ def run(name: str, target: float, runs: int, objective: str) -> dict[str, Any]:
 
 def macs_at_latency(model: nn.Module, x: torch.Tensor, goal: float, runs: int,
                     steps: int = 8) -> tuple[nn.Module, dict[str, Any]]:
-    """Bisect (b)'s MACs target until its measured latency ratio is within 2 % of ``goal`` (closest kept)."""
-    lo, hi = 0.05, 1.0
-    best: tuple[nn.Module, float, float] | None = None
+    """(b)'s MACs target bisected to ``goal`` (a smaller MACs fraction prunes more)."""
+    def prune(m: nn.Module, cut: float) -> None:
+        prune_model_(m, x, criterion="l1", macs=1.0 - cut, round_to=ort_channel_block(), best_effort=True)
+
     tries: list[dict[str, Any]] = []
-    for _ in range(steps):
-        macs = (lo + hi) / 2
-        m = copy.deepcopy(model)
-        prune_model_(m, x, criterion="l1", macs=macs, round_to=ort_channel_block(), best_effort=True)
-        got = _ratio(model, m, x, runs)
-        tries.append({"macs_target": macs, "latency_ratio": got})
-        if best is None or abs(got - goal) < abs(best[2] - goal):
-            best = (m, macs, got)
-        if abs(got - goal) <= 0.02 * goal:
-            break
-        lo, hi = (lo, macs) if got > goal else (macs, hi)
-    assert best is not None
-    return best[0], {"macs_target": best[1], "bisected_latency_ratio": best[2], "bisection": tries}
+    m, cut, got = _bisect_to_latency(model, x, goal, runs, "macs_cut", 0.0, 0.95, steps, prune, tries)
+    for t in tries:
+        t["macs_target"] = 1.0 - t.pop("macs_cut")
+    return m, {"macs_target": 1.0 - cut, "bisected_latency_ratio": got, "bisection": tries}
 
 
 def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...]) -> dict[str, Any]:
