@@ -24,7 +24,7 @@ def test_loss_is_ultralytics_criterion_per_image(coco8_yaml: Path) -> None:
     from ultralytics.cfg import get_cfg
 
     task, model = _task_and_model(coco8_yaml)
-    x, targets = task._batch(list(task.train_set.samples[:2]), None, letterbox=True)
+    x, targets = task._batch(([0, 1], [False, False]), letterbox=True)
     assert all(len(t["boxes"]) for t in targets)
     model.train()
     ours = task.loss(model, (x, targets))
@@ -48,7 +48,7 @@ def test_finetune_with_ultralytics_loss_lowers_it_and_keeps_widths(coco8_yaml: P
     task, model = _task_and_model(coco8_yaml)
     prune_model_(model, torch.randn(1, 3, 64, 64), prune_ratio=0.3)
     shapes = {k: v.shape for k, v in model.state_dict().items()}
-    batch = task._batch(list(task.train_set.samples[:2]), None, letterbox=True)
+    batch = task._batch(([0, 1], [False, False]), letterbox=True)
     model.train()
     before = task.loss(model, batch).item()
     stats = task.finetune(model, 6, lr=2e-3, warmup_steps=0)
