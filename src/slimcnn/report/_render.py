@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ FIGURES = ("layers.png", "layer_latency.png", "pareto.png", "sensitivity.png")
 """The figures a report may write beside itself (pareto/sensitivity re-drawn from their JSON)."""
 
 
-def render_report(run_dir: str | Path, *, result: Any = None) -> tuple[Path, Path]:
+def render_report(run_dir: str | Path, *, result: Any = None, transient: Collection[str] = ()) -> tuple[Path, Path]:
     """Write ``run_dir/report.md`` and ``run_dir/report.html`` (plots embedded) from the run folder alone.
 
     Reads result.json (or ``result``: a :class:`~slimcnn.run.RunResult` or its dict, for a run whose
@@ -45,6 +46,7 @@ def render_report(run_dir: str | Path, *, result: Any = None) -> tuple[Path, Pat
     Args:
         run_dir: The ``--out`` folder of a slimcnn run.
         result: The run's result held in memory (``write_run`` passes it before writing result.json).
+        transient: Paths (relative to ``run_dir``) of resumable state the run drops when it commits: not listed.
 
     Returns:
         The paths of report.md and report.html.
@@ -55,7 +57,7 @@ def render_report(run_dir: str | Path, *, result: Any = None) -> tuple[Path, Pat
     as_dict = result.to_dict() if hasattr(result, "to_dict") else result
     data = load_run(run_dir, as_dict)
     figures = _figure_sections(data)
-    data = dataclasses.replace(data, files=list_files(data.folder))
+    data = dataclasses.replace(data, files=tuple(f for f in list_files(data.folder) if f[0] not in transient))
     head, subtitle = sec.title(data)
     parts = [sec.targets(data), sec.before_after(data), sec.stages(data), *figures, sec.notes(data),
              sec.files(data), sec.environment(data)]

@@ -116,13 +116,13 @@ def write_run(out: RunDir | str | Path, result: RunResult, *, force: bool = Fals
                                 environment=result.environment or environment())
     # report.md/.html (+ its figures) from the result in memory, before the files are listed: the figures
     # are artifacts; the report itself, like result.json, is a view of the run and is not listed.
+    transient = {n for n, keep in run.state.items() if not keep}  # resumable state: dropped at commit
     try:
-        render_report(run.path, result=final)
+        render_report(run.path, result=final, transient=transient)
     except Exception as e:  # a derived view must never cost the run its model
         logging.getLogger(__name__).warning("report not rendered", exc_info=True)
         final = dataclasses.replace(final, notes=(*final.notes, f"report.md not rendered ({type(e).__name__}: {e}); "
                                                   f"run `slimcnn report {run.out}` to retry"))
-    transient = {n for n, keep in run.state.items() if not keep}
     files = sorted(p for p in run.path.rglob("*")
                    if p.is_file() and p.name not in (MANIFEST, "result.json", *REPORT_FILES)
                    and p.relative_to(run.path).as_posix() not in transient and not p.name.startswith("."))
