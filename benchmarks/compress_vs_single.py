@@ -191,7 +191,7 @@ def _markdown(res: dict[str, Any]) -> str:
              f"Machine: {res['machine']}; {res['load']}.", ""]
     for name, case in res["cases"].items():
         if name == "kd":
-            lines += _kd_markdown(case)
+            lines += _kd_markdown(case) + [f"Run: `python benchmarks/compress_vs_single.py {case.get('argv', '--case kd')}`.", ""]
             continue
         lines += [f"## case {name}: `{case['budget']}`", "",
                   f"Fine-tune steps per measured point: {case['steps']}, then {case.get('recovery_steps', 0)} for each "
