@@ -16,7 +16,7 @@ drop against the original on all 10,000 test images; searches use the first ``--
 fine-tunes on the built-in photos, is judged on Set5 and reported on Set14 (``--test-data``).
 
 Usage: ``python benchmarks/compress_vs_single.py [--case a b fsrcnn kd] [--steps 20] [--recovery-steps 300] [--limit 500]
-[--recovery kd|plain] [--kd-steps 20 100] [--device cpu]``. Writes ``benchmarks/results/compress_vs_single.{json,md}`` (cases merge into the files).
+[--recipe auto] [--recovery kd|plain] [--kd-steps 20 100] [--device cpu]``. Writes ``benchmarks/results/compress_vs_single.{json,md}`` (cases merge into the files).
 """
 
 from __future__ import annotations
@@ -73,11 +73,11 @@ class _Tee(io.StringIO):
         return super().write(text)
 
 
-def _run(argv: list[str], out: Path) -> dict[str, Any]:
+def _run(argv: list[str], out: Path, resume: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     err = _Tee(sys.stderr)  # progress still shows; the refusal's reason is kept for the table
     with contextlib.redirect_stderr(err):
-        rc = cli([*argv, "--out", str(out), "--force"])
+        rc = cli([*argv, "--out", str(out), "--resume" if resume else "--force"])
     row: dict[str, Any] = {"rc": rc, "seconds": round(time.perf_counter() - t0, 1), "command": "slimcnn " + " ".join(argv)}
     if rc == 2 or not (out / "result.json").is_file():
         said = [line for line in err.getvalue().splitlines() if line.startswith("error:")]
@@ -118,11 +118,12 @@ def run_case(name: str, case: dict[str, Any], args: argparse.Namespace, work: Pa
         path = RESULTS / "compress_vs_single.json"
         out = json.loads(path.read_text())["cases"][name] if path.is_file() else out
     else:
-        out["compress"] = _run(["compress", *common, *case["budget"], *tune, *test], work / f"{name}-compress")
+        recipe = ["--recipe", args.recipe] if args.recipe != "auto" else []
+        out["compress"] = _run(["compress", *common, *case["budget"], *tune, *test, *recipe], work / f"{name}-compress", args.work is not None)
         print(json.dumps(out["compress"], default=str), flush=True)
     singles: dict[str, Any] = dict(out.get("singles", {}))
     for method in args.singles:  # one stage, same machinery and recovery: the single method at the same budget
-        row = _run(["compress", *common, *case["budget"], *tune, *test, "--recipe", method], work / f"{name}-{method}")
+        row = _run(["compress", *common, *case["budget"], *tune, *test, "--recipe", method], work / f"{name}-{method}", args.work is not None)
         singles[method] = row
         print(method, json.dumps(row, default=str), flush=True)
     out["singles"] = singles
@@ -231,15 +232,18 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=500, help="validation images while searching")
     ap.add_argument("--amounts", default="0.25,0.5,0.75", help="structural sweep fractions")
     ap.add_argument("--singles", nargs="*", default=list(SINGLES), choices=list(SINGLES))
+    ap.add_argument("--recipe", default="auto", help="the compress row's --recipe (the single rows are one stage each)")
     ap.add_argument("--recovery", default="kd", choices=["kd", "plain"], help="recovery of cases a, b, fsrcnn")
     ap.add_argument("--kd-steps", type=int, nargs="+", default=[20], help="case kd: fine-tune steps compared")
     ap.add_argument("--only-singles", action="store_true", help="keep the recorded compress row, add --singles rows")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--work", type=Path, help="keep the run folders here; a re-run resumes them (default: a temporary folder)")
     args = ap.parse_args()
     cases = _cases()
     path = RESULTS / "compress_vs_single.json"
     load0 = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = args.work or stack.enter_context(tempfile.TemporaryDirectory())
         for name in args.case:
             if any(cases[k]["data"] is None or cases[k]["val"] is None for k in ([name] if name != "kd" else ["a", "fsrcnn"])):
                 raise SystemExit(f"case {name} needs ../shared/data (see its README)")
