@@ -1,7 +1,9 @@
 """Speed and exactness of :func:`slimcnn.prune.chip.chip_scores` on ResNet-56-sized layers.
 
 Run: ``.venv/bin/python benchmarks/chip_speed.py [--threads 1 2] [--images 640] [--subset 16]``.
-Writes ``benchmarks/results/chip_speed.{md,json}``.
+Writes ``benchmarks/results/chip_speed.{md,json}``. The committed results come from
+``OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/chip_speed.py --threads 1 --clock cpu``
+(about 5 minutes at load 7 on the 2-CPU machine).
 
 Layers: C=16 at 32x32, C=32 at 16x16, C=64 at 8x8, ``--images`` feature maps each (CHIP uses
 640). Features are real post-ReLU block outputs of the pretrained ``slimcnn:resnet56``
