@@ -16,6 +16,11 @@ from slimcnn.cli import main
     (["--latency", "0.5x", "--macs", "0.5x", "--ratio", "0.3"], "exactly one of --ratio R"),
     (["--latency", "0.5x", "--no-latency"], "--latency needs the latency measurement"),
     (["--latency", "0.5x", "--granularity", "kernel", "--ratio", "0.3"], "--latency works with --granularity filter"),
+    (["--latency", "0.5x", "--latency-objective", "fast"],
+     "--latency-objective must be one of macs, importance, got 'fast'"),
+    (["--macs", "0.5x", "--latency-objective", "importance"], "--latency-objective sets what the latency knapsack"),
+    (["--macs", "0.5x", "--params", "0.5x"], "--params is a budget of the latency knapsack: give --latency 0.5x too"),
+    (["--latency", "0.5x", "--params", "2x"], "--params 2x"),
 ])
 def test_latency_option_is_validated_before_loading(tmp_path, capsys, args, needle) -> None:
     assert main(["prune", "file:/nonexistent/model.pt", *args, "--out", str(tmp_path / "o")]) == 2
@@ -42,3 +47,27 @@ def test_prune_to_a_latency_target_reports_prediction_and_measurement(tmp_path, 
     assert d["latency_table"]["timings"] > 0 and d["latency_table"]["key"].startswith(result["plan"]["fingerprint"])
     assert result["after"]["cost"]["macs"] < result["before"]["cost"]["macs"]
     assert (out / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_latency_objective_and_params_budget_are_recorded_and_apply_replays_them(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SLIMCNN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "p"
+    rc = main(["prune", "slimcnn:tiny_cnn", "--latency", "0.8x", "--params", "0.5x", "--macs", "0.6x",
+               "--latency-objective", "importance", "--out", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    d, opts = result["details"], result["options"]
+    assert opts["latency_objective"] == "importance" and opts["params"] == "0.5x" and d["latency_objective"] == "importance"
+    params = result["after"]["cost"]["params"] / result["before"]["cost"]["params"]
+    assert d["params_reached"] == pytest.approx(params) == pytest.approx(d["latency_params_selected"])
+    assert params <= 0.5 and d["params_target_met"] and d["macs_target_met"]  # both budgets held by the knapsack
+    assert rc == (0 if d["latency_target_met"] else 1)  # the measured latency: either verdict, stated honestly
+    assert main(["apply", str(out), "slimcnn:tiny_cnn", "--no-latency", "--out", str(tmp_path / "a"), "--json"]) == 0
+    replayed = json.loads(capsys.readouterr().out)
+    assert replayed["after"]["cost"]["params"] == result["after"]["cost"]["params"]
+    assert replayed["plan"]["steps"] == result["plan"]["steps"]
+
+    rc = main(["prune", "slimcnn:tiny_cnn", "--latency", "0.8x", "--params", "0.001x", "--out", str(tmp_path / "u")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--params 0.001x cannot be met together with --latency 0.8x: the knapsack reaches" in err
+    assert (tmp_path / "u" / "model.pt").exists()  # the closest model is saved

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
 import itertools
 import random
 
@@ -103,37 +102,111 @@ def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
         build_latency_table(model, torch.cat([x, x]), runs=2, warmup=1, cache_path=path)
 
 
-def test_latency_and_macs_budgets_together_on_a_real_graph(tmp_path, monkeypatch) -> None:
-    import slimcnn.measure as measure
+def _real_graph_table():
+    """tiny_cnn's real groups with a noise-free curve (1 ms per group at full width, linear, sampled on blocks
+    of 8): timings under load are a benchmark, not a test."""
     from slimcnn.graph import trace
     from slimcnn.models import load_model
-    from slimcnn.prune import prune_model_
     from slimcnn.prune._criteria import ScoreContext, score_groups
-    from slimcnn.prune._knapsack import keep_counts, select_for_latency_and_macs
-    from slimcnn.prune._latency_prune import _macs_fraction, _macs_slopes
-    from slimcnn.prune._latency_table import build_latency_table
+    from slimcnn.prune._latency_prune import _CostCounter
 
     loaded = load_model("slimcnn:tiny_cnn")
     model, x = loaded.model.eval(), torch.randn(loaded.info.input_shape)
-    monkeypatch.setattr(measure, "cpu_contended", lambda: False)
     graph = trace(model, x)
-    measured = build_latency_table(model, x, graph=graph, runs=2, warmup=1, cache_path=tmp_path / "t.json")
-    # the real groups with a noise-free curve (1 ms per group at full width, linear): timings under load are a benchmark
-    groups = tuple(dataclasses.replace(g, ms=tuple(w / g.size for w in g.widths)) for g in measured.groups)
-    table = dataclasses.replace(measured, groups=groups, base_ms=float(len(groups)))
+    groups = []
+    for g in graph.groups():
+        if g.prunable:
+            widths = sample_widths(g.size, 1, 8, 4)
+            groups.append(GroupLatency(g.producers[0].layer, g.id, g.size, 1, widths, tuple(w / g.size for w in widths),
+                                       tuple(g.layers())))
+    table = LatencyTable("k", "fp", "onnxruntime", 1, tuple(x.shape), 8, float(len(groups)), tuple(groups), 0)
     scores = score_groups(ScoreContext(model, graph, x, None, 8, 0, []), "l1")
-    macs_of, slope = _macs_fraction(graph, table, scores), _macs_slopes(graph, table)
-    assert all(v > 0 for v in slope.values())
-    loose = select_for_latency(table, scores, 0.95)
-    assert select_for_latency_and_macs(table, scores, 0.95, 1.0, macs_of, slope).widths == loose.widths
-    both = select_for_latency_and_macs(table, scores, 0.95, 0.5, macs_of, slope)
-    assert both.feasible and both.macs_ratio <= 0.5 < macs_of(loose.widths)
-    assert both.predicted_ratio <= 0.95 + 1e-9 and both.macs_target == 0.5
+    return model, x, graph, table, scores, _CostCounter(model, graph, table, scores)
+
+
+def _budgets(costs, **targets):
+    from slimcnn.prune._knapsack import CostBudget
+
+    return [CostBudget(n, t, lambda w, n=n: costs.fraction(n, w), costs.slopes(n)) for n, t in targets.items()]
+
+
+def _pruned_fractions(model, x, graph, table, widths):
+    from slimcnn.prune import prune_model_
+    from slimcnn.prune._knapsack import keep_counts
+
     pruned = copy.deepcopy(model)
-    out = prune_model_(pruned, x, keep=keep_counts(graph, table, both.widths))
-    assert out.macs_after / out.macs_before == pytest.approx(both.macs_ratio)  # the exact count, not an estimate
-    impossible = select_for_latency_and_macs(table, scores, 0.95, 0.001, macs_of, slope)
-    assert not impossible.feasible and impossible.macs_ratio > 0.001
+    out = prune_model_(pruned, x, keep=keep_counts(graph, table, widths), graph=graph)
+    n = sum(p.numel() for p in model.parameters())
+    return out.macs_after / out.macs_before, sum(p.numel() for p in pruned.parameters()) / n
+
+
+def test_latency_and_macs_budgets_together_on_a_real_graph(tmp_path, monkeypatch) -> None:
+    from slimcnn.prune._knapsack import select_for_latency_and_budgets
+
+    model, x, graph, table, scores, costs = _real_graph_table()
+    assert all(v > 0 for v in costs.slopes("macs").values())
+    loose = select_for_latency(table, scores, 0.95)
+    assert select_for_latency_and_budgets(table, scores, 0.95, _budgets(costs, macs=1.0)).widths == loose.widths
+    both = select_for_latency_and_budgets(table, scores, 0.95, _budgets(costs, macs=0.5))
+    assert both.feasible and not both.unmet and both.reached["macs"] <= 0.5 < costs.fraction("macs", loose.widths)
+    assert both.predicted_ratio <= 0.95 + 1e-9 and both.targets == {"macs": 0.5}
+    macs, _ = _pruned_fractions(model, x, graph, table, both.widths)
+    assert macs == pytest.approx(both.reached["macs"])  # the exact count, not an estimate
+    impossible = select_for_latency_and_budgets(table, scores, 0.95, _budgets(costs, macs=0.001))
+    assert impossible.feasible and impossible.unmet == ("macs",) and impossible.reached["macs"] > 0.001
+
+
+def test_latency_macs_and_params_budgets_all_hold_at_once(tmp_path, monkeypatch) -> None:
+    from slimcnn.prune._knapsack import select_for_latency_and_budgets
+
+    model, x, graph, table, scores, costs = _real_graph_table()
+    loose = select_for_latency(table, scores, 0.9)
+    loose_params = costs.fraction("params", loose.widths)
+    for targets in ({"params": 0.6 * loose_params}, {"params": 0.6 * loose_params, "macs": 0.4}):
+        sel = select_for_latency_and_budgets(table, scores, 0.9, _budgets(costs, **targets))
+        assert sel.feasible and not sel.unmet and sel.shortfall() is None
+        assert sel.predicted_ratio <= 0.9 + 1e-9
+        macs, params = _pruned_fractions(model, x, graph, table, sel.widths)
+        assert params == pytest.approx(sel.reached["params"]) and params <= targets["params"]  # exact params count
+        assert macs <= targets.get("macs", 1.0)
+        assert sel.kept_importance <= loose.kept_importance  # a budget only costs value
+
+
+def test_an_unreachable_params_budget_is_named_with_the_least_reached(tmp_path, monkeypatch) -> None:
+    from slimcnn.prune._knapsack import select_for_latency_and_budgets
+
+    _, _, _, table, scores, costs = _real_graph_table()
+    sel = select_for_latency_and_budgets(table, scores, 0.9, _budgets(costs, macs=0.9, params=0.001))
+    assert sel.unmet == ("params",)
+    assert 0.001 < sel.reached["params"] < 1
+    msg = sel.shortfall()
+    assert msg.startswith("--params 0.001x cannot be met together with --latency 0.9x: the knapsack reaches 0.")
+    with pytest.raises(ConfigError, match="--params must be a fraction of the original"):
+        select_for_latency_and_budgets(table, scores, 0.9, _budgets(costs, params=1.5))
+
+
+def test_param_counts_of_widths_are_exact_on_grouped_norm_and_linear_layers() -> None:
+    from torch import nn
+
+    from slimcnn.graph import trace
+    from slimcnn.prune._criteria import ScoreContext, score_groups
+    from slimcnn.prune._latency_prune import _CostCounter
+
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.PReLU(16),
+                          nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.GroupNorm(4, 16), nn.PReLU(),
+                          nn.Conv2d(16, 24, 1), nn.ReLU(), nn.Flatten(), nn.Linear(24 * 4 * 4, 5)).eval()
+    x = torch.randn(1, 3, 4, 4)
+    graph = trace(model, x)
+    groups = tuple(GroupLatency(g.producers[0].layer, g.id, g.size, 1, (g.size,), (1.0,), ())
+                   for g in graph.groups() if g.prunable)
+    table = LatencyTable("k", "fp", "onnxruntime", 1, (1, 3, 4, 4), 8, 1.0, groups, 0)
+    scores = score_groups(ScoreContext(model, graph, x, None, 8, 0, []), "l1")
+    costs = _CostCounter(model, graph, table, scores)
+    for frac in (0.25, 0.5, 1.0):
+        widths = {g.layer: max(4, int(g.size * frac) // 4 * 4) for g in groups}  # GroupNorm keeps whole groups
+        macs, params = _pruned_fractions(model, x, graph, table, widths)
+        assert costs.fraction("params", widths) == pytest.approx(params, abs=0)
+        assert costs.fraction("macs", widths) == pytest.approx(macs, abs=0)
 
 
 def test_macs_weights_cut_the_channels_that_cost_the_most_time_per_mac() -> None:
@@ -167,6 +240,8 @@ def test_latency_tries_rescale_both_ways_then_interpolate_and_keep_the_best() ->
     assert _better(sel(1.0), 0.49, sel(2.0), 0.51, 0.5)  # meeting the target wins over more value
     assert _better(sel(2.0), 0.49, sel(1.0), 0.45, 0.5)  # both met: more value kept
     assert not _better(sel(9.0), 0.55, sel(1.0), 0.52, 0.5)  # both missed: the faster
+    over_params = LatencySelection({}, 0.5, 0.5, 9.0, True, {"params": 0.5}, {"params": 0.6})
+    assert _better(sel(1.0), 0.55, over_params, 0.45, 0.5)  # the MACs/params budgets come before latency
 
 
 def test_an_unknown_latency_objective_is_a_config_error() -> None:

@@ -6,13 +6,16 @@ picks one width per group maximising the kept importance with total saving >= th
 by dynamic programming over savings discretised (rounded **down**, so the true saving of the
 answer is at least the discretised one) into ``resolution`` steps of ``need / resolution`` ms.
 With integer savings and ``resolution == need`` the answer is the exact optimum.
+:func:`select_for_latency_and_budgets` adds MACs and params budgets (at most a fraction of the original
+each) by a Lagrangian price per budget on every removed channel.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -20,6 +23,21 @@ from torch import Tensor
 
 from slimcnn.errors import ConfigError
 from slimcnn.prune._latency_table import LatencyTable, _kept_layer_channels
+
+
+@dataclass(frozen=True)
+class CostBudget:
+    """A budget of the joint knapsack beside latency: a model cost at most ``target`` x the original's."""
+
+    name: str
+    """The cost and its CLI flag without dashes: ``macs`` or ``params``."""
+    target: float
+    """Fraction of the original, in (0, 1]."""
+    of: Callable[[Mapping[str, int]], float]
+    """Exact fraction of the original for ``{group: kept width}`` (groups not listed stay whole)."""
+    slope: Mapping[str, float]
+    """``{group: fraction saved per removed group channel, the other groups whole}``: the Lagrangian's price
+    per channel."""
 
 
 @dataclass(frozen=True)
@@ -35,10 +53,25 @@ class LatencySelection:
     """Sum over groups of the kept channels' normalised importance (a full group counts its size), each group's
     times its ``weights`` entry when weights were given."""
     feasible: bool
-    """False: the table predicts the target cannot be reached; the fastest widths were chosen."""
-    macs_ratio: float | None = None
-    """Conv/linear MACs of the selection / the original's (exact, from the graph) when a MACs limit was given."""
-    macs_target: float | None = None
+    """False: the table predicts the latency target cannot be reached; the fastest widths were chosen."""
+    targets: dict[str, float] = field(default_factory=dict)
+    """``{budget name: target fraction}`` of the other budgets (:func:`select_for_latency_and_budgets`)."""
+    reached: dict[str, float] = field(default_factory=dict)
+    """``{budget name: exact fraction of the selection}``; for an unmet budget, the least the knapsack reached
+    under the latency budget."""
+
+    @property
+    def unmet(self) -> tuple[str, ...]:
+        """Names of the budgets beside latency that the selection does not meet."""
+        return tuple(n for n, t in self.targets.items() if self.reached[n] > t + 1e-9)
+
+    def shortfall(self) -> str | None:
+        """One line naming each budget that cannot be met and the least reached, or None when all are met."""
+        if not self.unmet:
+            return None
+        parts = [f"--{n} {self.targets[n]:.3g}x cannot be met together with --latency {self.target_ratio:.3g}x: "
+                 f"the knapsack reaches {self.reached[n]:.3f}x at most" for n in self.unmet]
+        return "; ".join(parts)
 
 
 def knapsack_widths(options: Mapping[str, Sequence[tuple[int, float, float]]], need: float, *,
@@ -120,8 +153,8 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
         target_ratio: latency target as a fraction of the original, in (0, 1].
         fixed: ``{group id: fixed group channels}`` (always kept).
         resolution: knapsack discretisation steps.
-        bonus: ``{group: value per removed group channel}`` added to each width's value (the MACs price of
-            :func:`select_for_latency_and_macs`); ``kept_importance`` of the result excludes it.
+        bonus: ``{group: value per removed group channel}`` added to each width's value (the Lagrangian prices of
+            :func:`select_for_latency_and_budgets`); ``kept_importance`` of the result excludes it.
         weights: ``{group: multiplier of its channels' normalised importance}`` (missing: 1). With the MACs
             one channel carries (:func:`~slimcnn.prune._latency_prune.prune_for_latency_`'s ``objective="macs"``)
             the knapsack keeps the most important compute per millisecond: it cuts the channels that cost the
@@ -148,71 +181,114 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
     return LatencySelection(pruned, table.predict_ratio(pruned), target_ratio, value, feasible)
 
 
-def select_for_latency_and_macs(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float,
-                                macs_target: float, macs_of: Callable[[Mapping[str, int]], float],
-                                macs_slope: Mapping[str, float], *, fixed: Mapping[int, Sequence[int]] | None = None,
-                                resolution: int = 2000, steps: int = 14,
-                                weights: Mapping[str, float] | None = None) -> LatencySelection:
-    """:func:`select_for_latency` with a second budget: conv/linear MACs at most ``macs_target`` x the original.
+def select_for_latency_and_budgets(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float,
+                                   budgets: Sequence[CostBudget], *, fixed: Mapping[int, Sequence[int]] | None = None,
+                                   resolution: int = 2000, steps: int = 14, rounds: int = 3,
+                                   weights: Mapping[str, float] | None = None) -> LatencySelection:
+    """:func:`select_for_latency` with more budgets at once (MACs, params: each at most a fraction of the original).
 
-    Lagrangian relaxation: each width also earns ``lam * macs_slope[group] * removed channels`` (the MACs one
-    removed channel saves with the other groups whole, as a fraction of the model's), and ``lam`` is bisected
-    (``steps`` times) for the smallest price at which the exact MACs of the selection, ``macs_of(widths)``, meet
-    the target; the latency budget stays a hard constraint of every knapsack.
+    Lagrangian relaxation, one price per budget: each removed group channel earns ``sum_k lam_k * slope_k``
+    (``slope_k``: the fraction of cost ``k`` one channel of the group saves), the latency budget staying a hard
+    constraint of every knapsack. The prices are set by coordinate bisection: each unmet budget's price is
+    raised to the smallest that meets it (the others fixed; ``rounds`` passes, since raising one price also
+    lowers the other costs), then each price is lowered as far as every budget still holds (the least value
+    given up). Exact costs come from ``budget.of``.
 
     Args:
         table: the model's :class:`LatencyTable`.
         scores: ``{group id: Tensor[group size]}``; higher = keep.
         target_ratio: latency target as a fraction of the original, in (0, 1].
-        macs_target: MACs target as a fraction of the original, in (0, 1].
-        macs_of: exact MACs fraction of ``{group: kept width}`` (groups not listed stay whole).
-        macs_slope: ``{group: MACs fraction saved per removed group channel}``.
+        budgets: the other budgets (distinct names).
         fixed: ``{group id: fixed group channels}`` (always kept).
         resolution: knapsack discretisation steps.
-        steps: bisection steps on the price.
+        steps: bisection steps per price.
+        rounds: passes raising the unmet budgets' prices.
         weights: per-group importance multipliers, as in :func:`select_for_latency`.
 
     Returns:
-        The selection meeting both budgets with the smallest price found; ``feasible`` is False when the
-        latency knapsack is infeasible or no price reaches the MACs target (then the highest price's widths).
+        The selection with ``targets``/``reached`` filled in; when a budget cannot be met under the latency
+        budget (``unmet``, :meth:`LatencySelection.shortfall`), the widths at the highest price tried.
 
     Raises:
         ConfigError: a target outside (0, 1].
     """
-    if not 0 < macs_target <= 1:
-        raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs_target}")
+    for b in budgets:
+        if not 0 < b.target <= 1:
+            raise ConfigError(f"--{b.name} must be a fraction of the original in (0, 1], e.g. 0.5x; got {b.target:g}")
     base = select_for_latency(table, scores, target_ratio, fixed=fixed, resolution=resolution, weights=weights)
     scale = max(base.kept_importance, 1.0)  # prices in units of the model's total kept importance
 
-    def at(lam: float) -> tuple[LatencySelection, float]:
-        bonus = {g.layer: lam * scale * macs_slope.get(g.layer, 0.0) for g in table.groups}
+    def at(lams: Sequence[float]) -> LatencySelection:
+        bonus = {g.layer: scale * sum(lam * b.slope.get(g.layer, 0.0) for lam, b in zip(lams, budgets, strict=True))
+                 for g in table.groups}
         sel = select_for_latency(table, scores, target_ratio, fixed=fixed, resolution=resolution, bonus=bonus,
                                  weights=weights)
-        return sel, macs_of(sel.widths)
+        return _with_budgets(sel, budgets, {b.name: b.of(sel.widths) for b in budgets})
 
-    sel, macs = base, macs_of(base.widths)
-    if macs <= macs_target or not base.feasible:
-        return _with_macs(sel, macs, macs_target, base.feasible)
-    lo, hi = 0.0, 1.0
-    sel_hi, macs_hi = at(hi)
-    while macs_hi > macs_target and hi < 1e6:
-        lo, hi = hi, hi * 8
-        sel_hi, macs_hi = at(hi)
-    if macs_hi > macs_target:
-        return _with_macs(sel_hi, macs_hi, macs_target, False)
+    lams = [0.0] * len(budgets)
+    cur = at(lams)
+    if not cur.feasible:
+        return cur
+    for _ in range(rounds):
+        if not cur.unmet:
+            break
+        for k, b in enumerate(budgets):
+            if b.name not in cur.unmet:
+                continue
+            ok = _meets(b.name)
+            price, sel = _raise_price(at, lams, k, ok)
+            if not ok(sel):  # even the highest price misses it: the least reached is the answer's
+                return _with_budgets(cur, budgets, cur.reached | {b.name: sel.reached[b.name]})
+            lams[k], cur = _bisect_price(at, lams, k, lams[k], price, sel, ok, steps)
+    if cur.unmet:
+        return cur
+    for k in range(len(budgets)):  # give back value: the lowest price of each that keeps every budget
+        if lams[k] > 0:
+            lams[k], cur = _bisect_price(at, lams, k, 0.0, lams[k], cur, lambda s: s.feasible and not s.unmet,
+                                         steps)
+    return cur
+
+
+_MAX_PRICE = 1e6
+
+
+def _priced(lams: Sequence[float], k: int, price: float) -> list[float]:
+    return [price if i == k else v for i, v in enumerate(lams)]
+
+
+def _meets(name: str) -> Callable[[LatencySelection], bool]:
+    return lambda s: s.feasible and name not in s.unmet
+
+
+def _raise_price(at: Callable[[Sequence[float]], LatencySelection], lams: Sequence[float], k: int,
+                 ok: Callable[[LatencySelection], bool]) -> tuple[float, LatencySelection]:
+    """The first price of budget ``k`` at which ``ok`` holds, in x8 steps from ``max(1, 2 lam_k)`` up to
+    :data:`_MAX_PRICE` (returned, with its selection, when none does)."""
+    hi = max(1.0, 2 * lams[k])
+    while True:
+        sel = at(_priced(lams, k, hi))
+        if ok(sel) or hi >= _MAX_PRICE:
+            return hi, sel
+        hi = min(hi * 8, _MAX_PRICE)
+
+
+def _bisect_price(at: Callable[[Sequence[float]], LatencySelection], lams: Sequence[float], k: int, lo: float,
+                  hi: float, sel_hi: LatencySelection, ok: Callable[[LatencySelection], bool],
+                  steps: int) -> tuple[float, LatencySelection]:
+    """The smallest price of budget ``k`` in ``(lo, hi]`` found by bisection at which ``ok`` holds (it does at
+    ``hi``), with its selection."""
     for _ in range(steps):
         mid = (lo + hi) / 2
-        s_mid, m_mid = at(mid)
-        if m_mid <= macs_target and s_mid.feasible:
-            hi, sel_hi, macs_hi = mid, s_mid, m_mid
+        sel = at(_priced(lams, k, mid))
+        if ok(sel):
+            hi, sel_hi = mid, sel
         else:
             lo = mid
-    return _with_macs(sel_hi, macs_hi, macs_target, sel_hi.feasible)
+    return hi, sel_hi
 
 
-def _with_macs(sel: LatencySelection, macs: float, target: float, feasible: bool) -> LatencySelection:
-    return LatencySelection(sel.widths, sel.predicted_ratio, sel.target_ratio, sel.kept_importance,
-                            feasible and macs <= target, macs, target)
+def _with_budgets(sel: LatencySelection, budgets: Sequence[CostBudget], reached: dict[str, float]) -> LatencySelection:
+    return dataclasses.replace(sel, targets={b.name: b.target for b in budgets}, reached=reached)
 
 
 def keep_counts(graph: object, table: LatencyTable, widths: Mapping[str, int]) -> dict[str, int]:

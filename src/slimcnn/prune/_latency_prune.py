@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,10 +30,11 @@ from slimcnn.graph import ChannelGraph, trace
 from slimcnn.prune._api import PruneOutcome, prune_model_
 from slimcnn.prune._criteria import ScoreContext, score_groups
 from slimcnn.prune._knapsack import (
+    CostBudget,
     LatencySelection,
     keep_counts,
     select_for_latency,
-    select_for_latency_and_macs,
+    select_for_latency_and_budgets,
 )
 from slimcnn.prune._latency_table import LatencyTable, build_latency_table
 from slimcnn.prune._select import removal_for_keep
@@ -68,8 +69,8 @@ class LatencyPruneResult:
                                   "runtime": t.runtime, "threads": t.threads, "block": t.block,
                                   "seconds": round(self.table_seconds, 3), "key": t.key},
                 "latency_widths": self.selection.widths, "latency_attempts": list(self.attempts),
-                **({"latency_macs_target": self.selection.macs_target,
-                    "latency_macs_selected": self.selection.macs_ratio} if self.selection.macs_target else {})}
+                **{f"latency_{n}_target": t for n, t in self.selection.targets.items()},
+                **{f"latency_{n}_selected": v for n, v in self.selection.reached.items()}}
 
 
 def prune_for_latency_(
@@ -89,6 +90,7 @@ def prune_for_latency_(
     threads: int | None = None,
     cache: bool = True,
     macs: float | None = None,
+    params: float | None = None,
     objective: Literal["macs", "importance"] = "macs",
 ) -> LatencyPruneResult:
     """Prune ``model`` in place so that its measured ONNX Runtime latency is at most ``target_ratio`` x the original.
@@ -109,22 +111,28 @@ def prune_for_latency_(
         threads: ONNX Runtime intra-op threads (``None`` = physical cores).
         cache: use the latency-table cache.
         macs: also keep conv/linear MACs at most this fraction of the original (exact, from the graph; see
-            :func:`~slimcnn.prune._knapsack.select_for_latency_and_macs`).
+            :func:`~slimcnn.prune._knapsack.select_for_latency_and_budgets`).
+        params: also keep the parameter count at most this fraction of the original (exact, from the graph's
+            kept channels); with ``macs``, all three budgets at once.
         objective: ``"macs"`` (importance weighted by each group's MACs per channel) or ``"importance"``
             (see the module notes).
 
     Returns:
-        A :class:`LatencyPruneResult`; check ``measured_ratio <= target_ratio`` (not guaranteed).
+        A :class:`LatencyPruneResult`; check ``measured_ratio <= target_ratio`` (not guaranteed) and
+        ``selection.unmet`` (MACs/params budgets the knapsack cannot meet under the latency budget:
+        ``selection.shortfall()`` says which and how close it came).
 
     Raises:
-        ConfigError: ``target_ratio`` or ``macs`` outside (0, 1), ``tries < 1`` or an unknown ``objective``.
+        ConfigError: ``target_ratio``, ``macs`` or ``params`` outside (0, 1), ``tries < 1`` or an unknown
+            ``objective``.
     """
     from slimcnn.measure import compare_latency
 
     if not 0 < target_ratio < 1:
         raise ConfigError(f"--latency must be a fraction of the original below 1, e.g. 0.5x; got {target_ratio:g}")
-    if macs is not None and not 0 < macs <= 1:
-        raise ConfigError(f"--macs must be a fraction of the original in (0, 1], e.g. 0.5x; got {macs:g}")
+    for flag, value in (("macs", macs), ("params", params)):
+        if value is not None and not 0 < value <= 1:
+            raise ConfigError(f"--{flag} must be a fraction of the original in (0, 1], e.g. 0.5x; got {value:g}")
     if tries < 1:
         raise ConfigError(f"tries must be >= 1, got {tries}")
     if objective not in OBJECTIVES:
@@ -139,15 +147,17 @@ def prune_for_latency_(
     knapsack_target = target_ratio
     attempts: list[dict[str, Any]] = []
     best: tuple[LatencySelection, dict[str, int], float] | None = None
-    macs_of = _macs_fraction(graph, table, scores)
-    slope = _macs_slopes(graph, table)
+    costs = _CostCounter(original, graph, table, scores)
+    slope = costs.slopes("macs")
     weights = _objective_weights(slope) if objective == "macs" else None
+    budgets = [CostBudget(n, t, lambda w, n=n: costs.fraction(n, w), costs.slopes(n))
+               for n, t in (("macs", macs), ("params", params)) if t is not None]
     for _ in range(tries):
-        if macs is None:
-            sel = select_for_latency(table, scores, knapsack_target, fixed=fixed, weights=weights)
+        if budgets:
+            sel = select_for_latency_and_budgets(table, scores, knapsack_target, budgets, fixed=fixed,
+                                                 weights=weights)
         else:
-            sel = select_for_latency_and_macs(table, scores, knapsack_target, macs, macs_of, slope, fixed=fixed,
-                                              weights=weights)
+            sel = select_for_latency(table, scores, knapsack_target, fixed=fixed, weights=weights)
         keep = keep_counts(graph, table, sel.widths)
         trial = copy.deepcopy(original)
         if keep:
@@ -158,7 +168,7 @@ def prune_for_latency_(
         measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
         attempts.append({"knapsack_target": knapsack_target, "predicted_ratio": sel.predicted_ratio,
                          "measured_ratio": measured, "feasible": sel.feasible, "kept_value": sel.kept_importance,
-                         **({"macs_ratio": sel.macs_ratio} if macs is not None else {})})
+                         **{f"{n}_ratio": v for n, v in sel.reached.items()}})
         if best is None or _better(sel, measured, best[0], best[2], target_ratio):
             best = (sel, keep, measured)
         if (target_ratio - CLOSE_ENOUGH <= measured <= target_ratio) or (measured > target_ratio and not sel.feasible):
@@ -174,12 +184,13 @@ def prune_for_latency_(
 
 def _better(sel: LatencySelection, measured: float, best_sel: LatencySelection, best_measured: float,
             target: float) -> bool:
-    """A try beats the best so far: it meets the target and the best does not, or both do and it keeps more
-    value, or neither does and it is faster."""
-    met, best_met = measured <= target, best_measured <= target
+    """A try beats the best so far: it meets the MACs/params budgets and the best does not, else it meets the
+    latency target and the best does not, else both meet it and it keeps more value, or neither and it is
+    faster."""
+    met, best_met = (not sel.unmet, measured <= target), (not best_sel.unmet, best_measured <= target)
     if met != best_met:
-        return met
-    return sel.kept_importance > best_sel.kept_importance if met else measured < best_measured
+        return met > best_met
+    return sel.kept_importance > best_sel.kept_importance if met[1] else measured < best_measured
 
 
 def _next_knapsack_target(attempts: Sequence[dict[str, Any]], target: float) -> float:
@@ -204,23 +215,64 @@ def _objective_weights(slope: dict[str, float]) -> dict[str, float]:
     return {g: v / mean if mean > 0 else 1.0 for g, v in slope.items()}
 
 
-def _macs_fraction(graph: ChannelGraph, table: LatencyTable, scores: dict[int, Tensor]) -> Any:
-    """``widths -> conv/linear MACs / the original's``, exact: the channels the widths keep, counted by the graph."""
-    base = max(graph.estimate_macs(), 1)
+class _CostCounter:
+    """Exact conv/linear MACs and parameter counts of group widths, as fractions of the original's.
 
-    def macs_of(widths: Any) -> float:
-        keep = keep_counts(graph, table, widths)
-        removed = graph.removed_roots(removal_for_keep(graph, scores, keep)) if keep else set()
-        return graph.estimate_macs(removed) / base
+    MACs come from the graph; parameters from each traced layer's tensors scaled by its kept channels: a
+    conv/linear weight by kept outputs x kept inputs (outputs only for grouped convs, which keep their
+    per-group input width), a bias or any per-channel tensor (norms, PReLU) by its kept channels; parameters
+    outside traced layers stay.
+    """
 
-    return macs_of
+    def __init__(self, model: nn.Module, graph: ChannelGraph, table: LatencyTable, scores: dict[int, Tensor]) -> None:
+        self.graph, self.table, self.scores = graph, table, scores
+        modules = dict(model.named_modules())
+        self._params = [(f, rec, [(n, p.numel()) for n, p in modules[f].named_parameters(recurse=False)])
+                        for f, rec in graph.layers.items() if f in modules]
+        self._base = {"macs": max(graph.estimate_macs(), 1),
+                      "params": max(sum(p.numel() for p in model.parameters()), 1)}
+        self._traced_params = self._count_params(set())
+        self._memo: dict[tuple[tuple[str, int], ...], set[int]] = {}
+
+    def fraction(self, cost: str, widths: Mapping[str, int]) -> float:
+        """``cost`` (``macs`` or ``params``) of the model pruned to ``{group: kept width}`` / the original's."""
+        key = tuple(sorted(widths.items()))
+        if key not in self._memo:
+            keep = keep_counts(self.graph, self.table, widths)
+            self._memo[key] = (self.graph.removed_roots(removal_for_keep(self.graph, self.scores, keep))
+                               if keep else set())
+        return self._of_removed(cost, self._memo[key])
+
+    def slopes(self, cost: str) -> dict[str, float]:
+        """``{group: cost fraction one removed channel saves, the other groups whole}`` (the group's mean)."""
+        roots: dict[int, set[int]] = {}
+        for r, (gid, _k) in self.graph.atom.items():
+            roots.setdefault(gid, set()).add(r)
+        return {g.layer: (1.0 - self._of_removed(cost, roots.get(g.group_id, set()))) / max(g.size, 1)
+                for g in self.table.groups}
+
+    def _of_removed(self, cost: str, removed: set[int]) -> float:
+        if cost == "macs":
+            return self.graph.estimate_macs(removed) / self._base["macs"]
+        return (self._base["params"] - self._traced_params + self._count_params(removed)) / self._base["params"]
+
+    def _count_params(self, removed: set[int]) -> int:
+        kept = self.graph.kept(removed)
+        total = 0
+        for f, rec, sizes in self._params:
+            n_out, n_in = rec.n_out, len(rec.in_rep)
+            k_out, k_in = (len(c) for c in kept[f])
+            for name, size in sizes:
+                if rec.kind in _WEIGHTED and name == "weight" and rec.groups == 1 and n_out and n_in:
+                    total += size // (n_out * n_in) * k_out * k_in
+                elif rec.kind in _WEIGHTED and n_out and size % n_out == 0:  # grouped weight, bias
+                    total += size // n_out * k_out
+                elif rec.kind in _PER_CHANNEL and n_in and size % n_in == 0:
+                    total += size // n_in * k_in
+                else:
+                    total += size
+        return total
 
 
-def _macs_slopes(graph: ChannelGraph, table: LatencyTable) -> dict[str, float]:
-    """``{group: MACs fraction one removed channel saves, the other groups whole}`` (the group's mean)."""
-    base = max(graph.estimate_macs(), 1)
-    roots: dict[int, set[int]] = {}
-    for r, (gid, _k) in graph.atom.items():
-        roots.setdefault(gid, set()).add(r)
-    return {g.layer: (base - graph.estimate_macs(roots.get(g.group_id, set()))) / base / max(g.size, 1)
-            for g in table.groups}
+_WEIGHTED = ("conv", "convt", "linear")
+_PER_CHANNEL = ("bn", "gn", "in", "prelu")
