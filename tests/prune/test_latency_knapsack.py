@@ -180,7 +180,7 @@ def test_an_unreachable_params_budget_is_named_with_the_least_reached(tmp_path, 
     assert sel.unmet == ("params",)
     assert 0.001 < sel.reached["params"] < 1
     msg = sel.shortfall()
-    assert msg.startswith("--params 0.001x cannot be met together with --latency 0.9x: the knapsack reaches 0.")
+    assert msg.startswith("--params 0.001x cannot be met together with --latency 0.9x: the least the knapsack reaches is 0.")
     with pytest.raises(ConfigError, match="--params must be a fraction of the original"):
         select_for_latency_and_budgets(table, scores, 0.9, _budgets(costs, params=1.5))
 

@@ -70,7 +70,7 @@ class LatencySelection:
         if not self.unmet:
             return None
         parts = [f"--{n} {self.targets[n]:.3g}x cannot be met together with --latency {self.target_ratio:.3g}x: "
-                 f"the knapsack reaches {self.reached[n]:.3f}x at most" for n in self.unmet]
+                 f"the least the knapsack reaches is {self.reached[n]:.3f}x" for n in self.unmet]
         return "; ".join(parts)
 
 
