@@ -10,17 +10,22 @@ Protocol (SRCNN / FSRCNN / VDSR evaluation code):
 
 Sources: a folder of images (``png``/``bmp``/``jpg``/``jpeg``/``tif``; Set5/Set14/T91/BSD200 style),
 or a built-in set: ``photos`` (the natural photos shipped inside scikit-image and scikit-learn),
-``photos-train`` / ``photos-val`` (a fixed split of it). Triples are computed once per
-(source, scale) and cached in memory.
+``photos-train`` / ``photos-val`` (a fixed split of it). A set is a list of files
+(:class:`SRImages`): each image is decoded and degraded when it is read, one at a time, and its triple
+kept in a cache bounded at :data:`SR_CACHE_BYTES` for the whole process (least recently used first
+out), so no set is held whole unless it fits: Set5/Set14-size sets stay in memory across a search's
+many evaluations, a DIV2K-size set is scored image by image in bounded memory.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 
@@ -30,8 +35,10 @@ from slimcnn.errors import ConfigError, DataError, unknown_name
 __all__ = [
     "PHOTOS",
     "PHOTOS_VAL",
+    "SR_CACHE_BYTES",
     "SRDataset",
     "SRImage",
+    "SRImages",
     "builtin_sr_sets",
     "load_sr_dataset",
     "make_sr_image",
@@ -79,13 +86,64 @@ class SRImage:
     """``imresize(lr, scale)``, ``[H, W]`` (the input of SRCNN/VDSR)."""
 
 
+SR_CACHE_BYTES = 1 << 30
+"""Degraded triples kept in memory across the process (least recently used dropped first)."""
+
+_triples: OrderedDict[tuple[str, int], SRImage] = OrderedDict()
+
+
+def _nbytes(im: SRImage) -> int:
+    return im.hr.nbytes + im.lr.nbytes + im.bicubic.nbytes
+
+
+def _triple(name: str, path: Path, scale: int) -> SRImage:
+    """The triple of one image file, from the bounded cache or decoded and degraded now."""
+    key = (str(path), scale)
+    im = _triples.get(key)
+    if im is not None:
+        _triples.move_to_end(key)
+        return im
+    im = make_sr_image(name, read_y(path), scale)
+    if _nbytes(im) <= SR_CACHE_BYTES:
+        _triples[key] = im
+        held = sum(_nbytes(t) for t in _triples.values())
+        while held > SR_CACHE_BYTES:
+            held -= _nbytes(_triples.popitem(last=False)[1])
+    return im
+
+
+class SRImages(Sequence[SRImage]):
+    """A set's images at one scale, each decoded and degraded when read (see the module docstring).
+
+    Indexing gives an :class:`SRImage`, slicing another :class:`SRImages`; only the file list is held
+    (and pickled, e.g. into DataLoader workers).
+    """
+
+    def __init__(self, files: Sequence[tuple[str, Path]], scale: int) -> None:
+        self.files, self.scale = tuple(files), scale
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    @overload
+    def __getitem__(self, k: int) -> SRImage: ...
+    @overload
+    def __getitem__(self, k: slice) -> SRImages: ...
+    def __getitem__(self, k: int | slice) -> SRImage | SRImages:
+        if isinstance(k, slice):
+            return SRImages(self.files[k], self.scale)
+        name, path = self.files[k]
+        return _triple(name, path, self.scale)
+
+
 @dataclass(frozen=True)
 class SRDataset:
     """A named set of :class:`SRImage` at one scale."""
 
     name: str
     scale: int
-    images: tuple[SRImage, ...]
+    images: Sequence[SRImage]
+    """:class:`SRImages` for a folder or built-in set (read one at a time); any sequence of triples otherwise."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -170,13 +228,27 @@ def _list_source(source: str) -> tuple[str, list[tuple[str, Path]]]:
 @functools.lru_cache(maxsize=16)
 def _load_cached(source: str, scale: int) -> SRDataset:
     name, files = _list_source(source)
-    images = tuple(make_sr_image(stem, read_y(f), scale) for stem, f in files)
-    log.info("prepared %d SR images from %s at x%d", len(images), source, scale)
-    return SRDataset(name=name, scale=scale, images=images)
+    for stem, f in files:
+        _check_size(stem, f, scale)
+    log.info("indexed %d SR images from %s at x%d", len(files), source, scale)
+    return SRDataset(name=name, scale=scale, images=SRImages(files, scale))
+
+
+def _check_size(name: str, path: Path, scale: int) -> None:
+    """Refuse, from its header alone, an image that cannot be read or is too small for ``scale``."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, UnidentifiedImageError) as e:
+        raise DataError(f"cannot read image {path}: {e}") from e
+    if min(h - h % scale, w - w % scale) < 2 * scale:
+        raise DataError(f"image '{name}' ({h}x{w}) is too small for scale {scale}")
 
 
 def load_sr_dataset(source: str | Path | SRDataset, scale: int) -> SRDataset:
-    """Load (once per process) a super-resolution set at ``scale``.
+    """Index (once per process) a super-resolution set at ``scale``; its images are read when used.
 
     Args:
         source: A folder of HR images, one image file, ``"photos"``, ``"photos-train"``,
@@ -184,11 +256,12 @@ def load_sr_dataset(source: str | Path | SRDataset, scale: int) -> SRDataset:
         scale: Integer upscaling factor (2, 3, 4, ...).
 
     Returns:
-        The cached :class:`SRDataset`; treat its arrays as read-only.
+        The cached :class:`SRDataset` (its images: :class:`SRImages`); treat its arrays as read-only.
 
     Raises:
         ConfigError: ``scale`` is not an integer >= 2 or a given dataset has another scale.
-        DataError: The folder is missing, empty or holds unreadable/too-small images.
+        DataError: The folder is missing, empty or holds images whose header cannot be read or that
+            are too small (an image that cannot be decoded is refused when it is read).
         UnknownNameError: ``source`` looks like a set name but is not a built-in one.
     """
     if isinstance(scale, bool) or not isinstance(scale, (int, np.integer)) or scale < 2:
@@ -226,7 +299,7 @@ def sr_files(source: str | Path) -> tuple[str, list[tuple[str, Path]]]:
 
 
 def sample_patches(
-    images: tuple[SRImage, ...],
+    images: Sequence[SRImage],
     n: int,
     *,
     patch: int,
