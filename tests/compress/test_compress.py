@@ -193,3 +193,21 @@ def test_compress_prune_int8_judges_the_written_onnx(trained_lenet: Path, tmp_pa
     assert [s.transform for s in plan.steps] == ["prune_channels", "int8"]
     assert apply_plan(loaded.model, plan).model_bytes() == data  # type: ignore[operator]
     assert load_model(f"file:{out / 'model.pt'}").model.conv1.out_channels <= 6  # the float model it quantised
+
+
+def test_int8_skips_the_float_fallback_when_its_float_input_already_loses_too_much(trained_lenet: Path) -> None:
+    import dataclasses
+
+    from slimcnn.compress._int8 import int8_stage
+    from slimcnn.export._int8 import Int8Spec
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    base = task.evaluate(loaded.model)
+    worse = dataclasses.replace(base, value=base.value - 5.0)  # the float input 5 points under the original
+    x = task.example_input()
+    out = int8_stage(loaded.model, task, x, Int8Spec(), baseline=base, max_drop=-1.0, float_score=worse)
+    assert out.float_layers == [] and "skipped" in out.details["float_fallback"]
+    # the same stage with a float input inside the limit tries the fallback (every layer can go to float)
+    out = int8_stage(loaded.model, task, x, Int8Spec(), baseline=base, max_drop=0.0, float_score=base)
+    assert "skipped" not in out.details.get("float_fallback", {})

@@ -72,11 +72,13 @@ def int8_factors(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *
 
 
 def int8_stage(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, baseline: Score, max_drop: float,
-               threads: int | None = None) -> Int8Outcome:
+               threads: int | None = None, float_score: Score | None = None) -> Int8Outcome:
     """Quantise ``model`` to int8 ONNX and score it on the task's validation data against ``baseline``.
 
     When the drop exceeds ``max_drop`` (metric units, against the ORIGINAL's ``baseline``), the fewest most
-    sensitive layers go to float (per-layer sensitivity, greedy, verified on all validation images).
+    sensitive layers go to float (per-layer sensitivity, greedy, verified on all validation images) --
+    unless ``float_score`` (``model``'s own score) already exceeds it: no layer kept in float can then
+    bring the drop under, and the fallback would only spend an evaluation per layer.
     """
     from slimcnn.export import OrtModule, torch_to_onnx
     from slimcnn.export._fallback import float_fallback
@@ -96,7 +98,12 @@ def int8_stage(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, 
         score = task.evaluate(OrtModule(data, threads=n_threads))
         float_layers: list[str] = []
         details["all_int8_drop"] = baseline.drop_to(score)
-        if baseline.drop_to(score) > max_drop:
+        hopeless = float_score is not None and baseline.drop_to(float_score) > max_drop
+        if hopeless:
+            details["float_fallback"] = {"skipped": f"the float input already loses {baseline.drop_to(float_score):.4g}"
+                                                   f" {baseline.metric} (limit {max_drop:.4g})"}
+            log.warning("int8: no float fallback: %s", details["float_fallback"]["skipped"])
+        elif baseline.drop_to(score) > max_drop:
             q.spec = dataclasses.replace(q.spec, float_fallback="auto", max_drop=f"{max(max_drop, 0.0):.6g}")
             fb = float_fallback(q, fp32, task, baseline=baseline, limit=None, threads=n_threads)
             data, float_layers = fb.data, fb.float_layers

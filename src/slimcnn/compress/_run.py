@@ -183,7 +183,7 @@ def compress(
         share = left if last else left / (len(stages) - i)
         if stage.method == "int8":
             float_model = current
-            int8_out, result = _run_int8(stage, current, task, x, spec, base_score, drop_total, owned[i], budget,
+            int8_out, result = _run_int8(stage, current, current_score, task, x, spec, base_score, drop_total, owned[i], budget,
                                          base_cost, say, i, len(stages))
             current, current_score = int8_out.module, int8_out.score
             results.append(result)
@@ -251,8 +251,8 @@ def compress(
         recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed)
 
 
-def _run_int8(stage: StageSpec, current: nn.Module, task: Any, x: Any, spec: CompressSpec, base_score: Score,
-              drop_total: float, owned: set[str], budget: Budget, base_cost: Cost, say: StageCallback, i: int,
+def _run_int8(stage: StageSpec, current: nn.Module, current_score: Score, task: Any, x: Any, spec: CompressSpec,
+              base_score: Score, drop_total: float, owned: set[str], budget: Budget, base_cost: Cost, say: StageCallback, i: int,
               n: int) -> tuple[Any, StageResult]:
     """The int8 stage: quantise, score against the original, float fallback while the drop is exceeded."""
     from slimcnn.compress._int8 import int8_stage
@@ -260,7 +260,8 @@ def _run_int8(stage: StageSpec, current: nn.Module, task: Any, x: Any, spec: Com
     say(i, stage, f"stage {i + 1} of {n}: int8 (ONNX Runtime static QDQ; may lose {drop_total:.4g} "
                   f"{base_score.metric} in all against the original)")
     ts = time.perf_counter()
-    out = int8_stage(current, task, x, spec.int8, baseline=base_score, max_drop=drop_total, threads=spec.threads)
+    out = int8_stage(current, task, x, spec.int8, baseline=base_score, max_drop=drop_total, threads=spec.threads,
+                     float_score=current_score)
     drop = base_score.drop_to(out.score)
     met = drop <= drop_total + 1e-12
     if "weight_bytes" in owned:
