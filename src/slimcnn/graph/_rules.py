@@ -10,13 +10,15 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten, tree_map
 
 from slimcnn.graph import _ops as O
-from slimcnn.graph._trace import compact, constant_along
+from slimcnn.graph._trace import _tensors, compact, constant_along
 
 if TYPE_CHECKING:
     from slimcnn.graph._trace import _Tracer
 
 
 def _out_tensors(out: Any) -> list[Tensor]:
+    if isinstance(out, Tensor):  # the usual case, without pytree's per-node cost
+        return [out]
     return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
 
 
@@ -76,7 +78,7 @@ def handle_op(tr: _Tracer, func: Any, args: Any, kwargs: dict[str, Any], out: An
 
 
 def _elementwise(tr: _Tracer, name: str, args: Any, kwargs: Any, out: Tensor, labeled: list[Tensor]) -> None:
-    operands = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)]
+    operands = _tensors(args, kwargs)
     id_list = [tr.ids(t) for t in labeled]
     if not all(_bcast_ok(t.shape, out.shape) for t in operands):
         return _block_all(tr, labeled, out, f"op '{name}' does not broadcast like an element-wise op")

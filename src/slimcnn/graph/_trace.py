@@ -71,6 +71,22 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the body, then back to its top-level mode. A model whose modules are all in
+    eval mode already is left alone: ``Module.train`` walks and re-sets every submodule, a cost on every trace
+    and every shape check of a pruning call."""
+    if not any(m.training for m in model.modules()):
+        yield
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 _PLAIN = (bool, int, float, torch.Size, torch.dtype, torch.device)
 """Results of tensor queries (``dim``, ``shape``, ``__bool__``, ...): they never carry channel labels."""
 
@@ -269,6 +285,8 @@ class _Tracer(TorchFunctionMode):
         c = x.shape[dim]
         if ids is None:
             return [-1] * c
+        if ids.numel() == c and ids.shape[dim] == c:  # a channel vector (the usual case): one label per channel
+            return ids.reshape(c).tolist()
         # per-channel rows of the compact labels (broadcast axes stay size 1: same constancy, far fewer elements)
         full = ids.expand([c if d == dim else s for d, s in enumerate(ids.shape)]).movedim(dim, 0).reshape(c, -1)
         first = full[:, :1]
@@ -443,15 +461,12 @@ def run_trace(
         if is_leaf(m):
             handles.append(m.register_forward_pre_hook(tracer.pre_hook))
             handles.append(m.register_forward_hook(tracer.post_hook))
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad(), tracer:
+        with eval_mode(model), torch.no_grad(), tracer:
             out = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
         for t in tree_flatten(out)[0]:  # after the tracer's mode: the bookkeeping is no model op
             tracer.block(tracer.ids(t), "reaches a model output")
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return tracer.st, out

@@ -20,12 +20,18 @@ PLAN_VERSION = 1
 
 def fingerprint(model: nn.Module) -> str:
     """Structural fingerprint: sha256 over module names/types and parameter/buffer names/shapes."""
-    h = hashlib.sha256()
+    lines = []
     for name, m in model.named_modules():
-        h.update(f"{name}|{type(m).__name__}\n".encode())
-        for pn, p in list(m.named_parameters(recurse=False)) + list(m.named_buffers(recurse=False)):
-            h.update(f"  {pn}:{tuple(p.shape)}\n".encode())
-    return h.hexdigest()[:16]
+        lines.append(f"{name}|{type(m).__name__}\n")
+        # the module's own tensors as named_parameters/named_buffers(recurse=False) list them (each tensor
+        # once), read from its dicts: those generators cost more than the hash on models with many modules
+        for tensors in (m._parameters, m._buffers):
+            seen: set[int] = set()
+            for pn, p in tensors.items():
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    lines.append(f"  {pn}:{tuple(p.shape)}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

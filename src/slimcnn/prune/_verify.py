@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
+from slimcnn.graph._trace import eval_mode
+
 CheckPoints = Callable[[nn.Module], list[str]]
 _CHECK_POINTS: list[tuple[Callable[[nn.Module], bool], CheckPoints]] = []
 
@@ -54,13 +56,8 @@ def _shapes(out: Any) -> list[tuple[int, ...]]:
 
 def forward(model: nn.Module, x: Any) -> Any:
     """``model(x)`` (``model(*x)`` for a tuple) in eval mode without gradients; the mode is restored."""
-    was = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(*x) if isinstance(x, tuple) else model(x)
-    finally:
-        model.train(was)
+    with eval_mode(model), torch.no_grad():
+        return model(*x) if isinstance(x, tuple) else model(x)
 
 
 def checked_shapes(model: nn.Module, x: Any, points: list[str] | None, output: Any = None) -> dict[str, Any]:
