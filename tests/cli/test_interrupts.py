@@ -22,8 +22,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _default_sigint() -> None:
-    """In the child: SIGINT unblocked and at its default, whatever the test process inherited or left behind
-    (inside the full suite the child ignored SIGINT and ran to the end; not traced to a test yet)."""
+    """In the child: SIGINT unblocked and at its default, whatever the test process inherited. A suite started
+    in the background of a non-interactive shell (``pytest &``, nohup) runs with SIGINT ignored, as POSIX has
+    such shells do, and a child inherits that: it then ignored the test's Ctrl-C and ran to the end."""
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
