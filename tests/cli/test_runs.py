@@ -160,10 +160,10 @@ def test_a_second_run_on_the_same_out_is_refused_while_the_first_writes(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]  # no lock file left behind
 
 
-def test_commands_other_than_train_refuse_torchrun_on_every_rank(
+def test_commands_without_shared_work_refuse_torchrun_on_every_rank(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; no rank may wait on a collective the others skip
     assert main([*PRUNE, "--out", str(tmp_path / "p")]) == 2
     (line,) = _errors(capsys.readouterr().err)
-    assert "slimcnn prune does not run under torchrun yet (only train does)" in line
+    assert "slimcnn prune does not run under torchrun yet (only train and search do)" in line
     assert not any(tmp_path.iterdir())

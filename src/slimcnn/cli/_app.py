@@ -145,6 +145,10 @@ def input_files(model: str, weights: str | None) -> tuple[str, ...]:
     return tuple(p for p in (model[len("file:"):] if model.startswith("file:") else None, weights) if p)
 
 
+UNDER_TORCHRUN: tuple[str, ...] = ("train", "search")
+"""Commands whose work is shared by torchrun's ranks (the others refuse WORLD_SIZE > 1 rather than write --out twice)."""
+
+
 def open_run(command: str, out: Any, *, model: str, weights: str | None = None, data: dict[str, str | None] | None = None,
              options: dict[str, Any] | None = None, force: bool = False, resume: bool = False) -> Any:
     """Validate ``--out`` against the inputs and open its transaction (before any model is loaded)."""
@@ -152,9 +156,9 @@ def open_run(command: str, out: Any, *, model: str, weights: str | None = None, 
 
     if force and resume:
         raise ConfigError("--force starts over and --resume continues: give one of them")
-    if command != "train" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank stops: none waits on the rest
-        raise ConfigError(f"slimcnn {command} does not run under torchrun yet (only train does); run it as one process "
-                          "(search --workers N shards its sweep over local ranks)")
+    if command not in UNDER_TORCHRUN and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every rank stops: none waits
+        raise ConfigError(f"slimcnn {command} does not run under torchrun yet (only {' and '.join(UNDER_TORCHRUN)} do); "
+                          "run it as one process")
     data = data or {}
     manifest = Manifest.of(command, model=model, weights=weights, data=data, options=options)
     return RunDir(out, manifest, force=force, resume=resume, inputs=input_files(model, weights),

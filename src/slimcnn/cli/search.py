@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -76,8 +77,12 @@ def search_cmd(
 
     The sensitivity sweep is kept in --out/sensitivity.json with the run's manifest: a re-run with
     other budgets (--max-drop, --macs, ...) and --resume reuses it; any other change measures anew.
+
+    Under ``torchrun --nproc-per-node N`` (or several nodes) every rank runs the search: the sweep, CPO's
+    probes and the iterative rounds' sweeps are sharded over the ranks, fine-tunes run DDP (--batch-size is
+    the global batch), latency is timed on rank 0, and rank 0 alone writes --out.
     """
-    from slimcnn.search import Budget, SearchSpec
+    from slimcnn.search import Budget, SearchSpec, search
 
     check_device(device)
     if max_drop is None and not any((macs, params, weight_bytes, latency, activation_bytes)):
@@ -111,13 +116,30 @@ def search_cmd(
                       "latency": latency, "activation_bytes": activation_bytes, "objective": objective}
     options = {**dataclasses.asdict(spec), **budget_options, "task": task, "metric": metric, "scale": scale,
                "arch": arch, "num_classes": num_classes, "input": input, "seed": seed}
-    with open_run("search", out, model=model, weights=weights, data={"data": data, "val_data": val_data},
-                  options=options, force=force, resume=resume) as run:
+    from slimcnn.models import load_model
+    from slimcnn.tasks import make_task
+    from slimcnn.train import is_main, join_from_env
+
+    if join_from_env(device) and not is_main():  # under torchrun: the same search, rank 0 writes
+        spec = _spec_from_main(None)
+        if spec is None:  # rank 0 could not open --out and says why
+            return 2
+        loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
+        task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric, seed=seed)
+        res = search(loaded.model, task_obj, budget, spec, source=loaded.source,
+                     example_input=example_for(loaded, input) if input else None, progress=False)
+        return 0 if res.met else 1
+    try:
+        opened = open_run("search", out, model=model, weights=weights, data={"data": data, "val_data": val_data},
+                          options=options, force=force, resume=resume)
+    except BaseException:
+        _spec_from_main(None)
+        raise
+    with opened as run:
+        _spec_from_main(spec)  # the other ranks start (with rank 0's --round-to auto, if the CPUs differ)
         sweep = run.state_file("sensitivity.json", keep=True, ignore=tuple(budget_options))
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
-        from slimcnn.tasks import make_task
-
         task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric, seed=seed)
         example = example_for(loaded, input) if input else None
         result = write_search_run(run, loaded, task_obj, budget, spec, example, sweep=sweep, progress=not as_json,
@@ -136,6 +158,15 @@ def search_cmd(
         note("budget NOT met: the closest point reached is saved in " + str(run.out) + " (exit code 1)")
         return 1
     return 0
+
+
+def _spec_from_main(spec: Any) -> Any:
+    """Rank 0's search spec on every rank (``spec`` on rank 0; None there tells the others it could not open --out).
+
+    Outside a process group, ``spec`` itself."""
+    from slimcnn.train._distributed import from_main
+
+    return from_main(lambda: spec)
 
 
 def _check_criterion(method: str, criterion: str | None) -> None:

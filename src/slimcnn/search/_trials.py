@@ -6,7 +6,8 @@ redo them. The log is one file in the run's staging folder (``search-trials.pt``
 has the same model, data and options, and the log also records the baseline it was measured
 against, so a log from another model or validation subset is ignored. Trials are keyed by what
 determines them (the assignment, CPO's parent state, the round), never by their order, and each may
-carry a payload (the fine-tuned model a later trial or the result builds on). Only rank 0 writes.
+carry a payload (the fine-tuned model a later trial or the result builds on). Only rank 0 reads and writes
+it; inside a process group the other ranks receive what rank 0 read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 from slimcnn._io import save_torch
 from slimcnn.errors import ModelLoadError
 from slimcnn.train import is_main
+from slimcnn.train._distributed import from_main
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +50,28 @@ class TrialLog:
         """Trials answered from the log in this run."""
         self._reached: set[str] = set()
         """Trials this run has reached (answered or measured); later ones keep their payloads."""
-        if self.path is not None and self.path.is_file():
-            self._load(self.path)
+        # rank 0 reads, every rank resumes from what it read (the others may not see the file, or see it later)
+        found = from_main(lambda: self._load(self.path) if self.path is not None and self.path.is_file() else None)
+        if found is not None:
+            self.records, self.payloads = found
 
-    def _load(self, path: Path) -> None:
+    def _load(self, path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """``(records, payloads)`` of the log at ``path``; None (with a warning) when it cannot be used."""
         from slimcnn.models._weights import torch_load
 
         try:
             data = torch_load(path, weights_only=False)  # our own staging file: it holds modules
         except ModelLoadError as e:
             log.warning("ignoring the search's trial log (%s); measuring every trial anew", e)
-            return
+            return None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             log.warning("ignoring %s: not a slimcnn search trial log", path)
         elif data.get("baseline") != self.baseline:
             log.warning("ignoring %s: its trials were measured against another baseline", path)
         else:
-            self.records, self.payloads = dict(data["records"]), dict(data["payloads"])
-            log.warning("resuming the search: %d finished trials in %s", len(self.records), path.name)
+            log.warning("resuming the search: %d finished trials in %s", len(data["records"]), path.name)
+            return dict(data["records"]), dict(data["payloads"])
+        return None
 
     def get(self, key: str) -> tuple[Any, Any] | None:
         """``(record, payload)`` of a finished trial, or None when it has to be measured."""

@@ -20,6 +20,7 @@ from slimcnn.search.greedy import TriedPoint, greedy_search
 from slimcnn.search.sensitivity import SensitivityTable, sensitivity_sweep
 from slimcnn.tasks.base import Task
 from slimcnn.train import is_main
+from slimcnn.train._distributed import from_main
 from slimcnn.train._promises import Promise
 from slimcnn.types import Cost, LatencyStats, Score
 
@@ -147,15 +148,16 @@ class _Context:
     def point_latency(self, model: nn.Module) -> LatencyStats:
         """``model``'s latency on the scale of the baseline's: timed interleaved with the original in one run and
         scaled by the baseline's median. A point timed alone, minutes after the baseline, is not comparable on a
-        busy machine (measured: one model 1.7-3.1 ms across a search under load), so its check would be noise."""
+        busy machine (measured: one model 1.7-3.1 ms across a search under load), so its check would be noise.
+        Inside a process group rank 0 times and every rank uses its numbers (decisions must agree)."""
         from slimcnn.measure import compare_latency, measure_latency
 
         base = getattr(self, "base_cost", None)
         if base is None or base.latency is None:  # the baseline itself
-            return measure_latency(model, self.example_input, runtime=self.runtime, threads=self.spec.threads,  # type: ignore[arg-type]
-                                   runs=20, warmup=3)
-        stats = compare_latency({"original": self.model, "point": model}, self.example_input, runtime=self.runtime,  # type: ignore[arg-type]
-                                threads=self.spec.threads, runs=20, warmup=3)
+            return from_main(lambda: measure_latency(model, self.example_input, runtime=self.runtime,  # type: ignore[arg-type]
+                                                     threads=self.spec.threads, runs=20, warmup=3))
+        stats = from_main(lambda: compare_latency({"original": self.model, "point": model}, self.example_input,
+                                                  runtime=self.runtime, threads=self.spec.threads, runs=20, warmup=3))  # type: ignore[arg-type]
         k = base.latency.median_ms / stats["original"].median_ms
         p = stats["point"]
         return dataclasses.replace(p, median_ms=p.median_ms * k, p10_ms=p.p10_ms * k, p90_ms=p.p90_ms * k)
@@ -165,8 +167,8 @@ class _Context:
         two medians taken under the same load (the search's own timings are minutes apart)."""
         from slimcnn.measure import compare_latency
 
-        stats = compare_latency({"before": before, "after": after}, self.example_input, runtime=self.runtime,  # type: ignore[arg-type]
-                                threads=self.spec.threads, runs=50, warmup=5)
+        stats = from_main(lambda: compare_latency({"before": before, "after": after}, self.example_input,
+                                                  runtime=self.runtime, threads=self.spec.threads, runs=50, warmup=5))  # type: ignore[arg-type]
         return (dataclasses.replace(cost_before, latency=stats["before"]),
                 dataclasses.replace(cost_after, latency=stats["after"]))
 
@@ -300,13 +302,17 @@ def _latency(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], Sensitivi
         raise ConfigError(f"--latency {lat_lim} is not below the original's {base_ms:.3g} ms; give a smaller target")
     macs_frac = min(1.0, macs_lim.limit(ctx.base_cost.macs) / max(ctx.base_cost.macs, 1)) if macs_lim else None
     fam = ctx.family
-    model = copy.deepcopy(ctx.model)
-    res = prune_for_latency_(model, ctx.example_input, frac, criterion=fam.criterion, exclude=fam.exclude,  # type: ignore[attr-defined]
-                             task=ctx.task, source=fam.source, threads=ctx.spec.threads, macs=macs_frac)  # type: ignore[attr-defined]
+
+    def prune() -> tuple[nn.Module, dict[str, Any], float, dict[str, Any]]:
+        model = copy.deepcopy(ctx.model)
+        res = prune_for_latency_(model, ctx.example_input, frac, criterion=fam.criterion, exclude=fam.exclude,  # type: ignore[attr-defined]
+                                 task=ctx.task, source=fam.source, threads=ctx.spec.threads, macs=macs_frac)  # type: ignore[attr-defined]
+        return model, res.details(), res.measured_ratio, res.outcome.plan.to_dict()
+
+    model, details, ratio, plan = from_main(prune)  # built from timings: rank 0's widths for every rank
     ctx.measure({}, model=model)
     ctx.model_override = model
-    return {}, {"latency": res.details(), "measured_ratio": res.measured_ratio,
-                "plans": [res.outcome.plan.to_dict()]}, None
+    return {}, {"latency": details, "measured_ratio": ratio, "plans": [plan]}, None
 
 
 @STRATEGIES.register("iterative")

@@ -28,7 +28,7 @@ from slimcnn.progress import phase
 from slimcnn.search._cache import Recording, cacheable_modules, changed_modules, execution_spans
 from slimcnn.tasks.base import Task
 from slimcnn.train import is_main, join_from_env, world
-from slimcnn.train._distributed import on_local_ranks, round_robin
+from slimcnn.train._distributed import from_main, on_local_ranks, round_robin
 from slimcnn.types import Score
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,7 @@ def sensitivity_sweep(
         cache_limit_mb: skip caching for a knob whose recording would exceed this.
         workers: local ranks (a gloo group of forked processes, one thread each) that share the
             knobs; ignored inside a process group (under ``torchrun`` the knobs are sharded over its
-            ranks, every rank returns the whole table and rank 0 writes ``resume``).
+            ranks, every rank returns the whole table, and rank 0 alone reads and writes ``resume``).
         resume: JSON path: finished points are read from it (if present) and it is rewritten after
             every knob, so an interrupted sweep continues where it stopped.
         latency: optional ``latency(model) -> ms`` measured for each point.
@@ -267,15 +267,17 @@ def sensitivity_sweep(
     bp, bm, bw = cost(model, {})
     table = SensitivityTable(baseline.metric, baseline.value, baseline.higher_is_better, bp, bm, bw)
     done: set[tuple[str, float]] = set()
-    if resume is not None and Path(resume).exists():
-        previous = SensitivityTable.load(resume)
+    # rank 0 reads the resume file; every rank skips the points it holds
+    previous = from_main(lambda: SensitivityTable.load(resume) if resume is not None and Path(resume).exists() else None)
+    if previous is not None:
         if previous.base_params == bp and previous.base_macs == bm and abs(previous.baseline - baseline.value) < 1e-9:
             table.points = previous.points
             done = {(p.knob, p.amount) for p in previous.points}
             total = sum(len(k.amounts) for k in knobs)
-            log.warning("resuming the sensitivity sweep: %d of %d points already measured",
-                        len({(k.name, float(a)) for k in knobs for a in k.amounts} & done), total)
-        else:
+            if is_main():
+                log.warning("resuming the sensitivity sweep: %d of %d points already measured",
+                            len({(k.name, float(a)) for k in knobs for a in k.amounts} & done), total)
+        elif is_main():
             log.warning("ignoring %s: it was measured on a different model or data", resume)
     todo = [Knob(k.name, tuple(a for a in k.amounts if (k.name, float(a)) not in done), k.layers) for k in knobs]
     todo = [k for k in todo if k.amounts]

@@ -15,6 +15,7 @@ without ``torchrun`` (``--workers N``).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import types
@@ -30,10 +31,13 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = [
-    "all_gather_objects", "alone", "is_main", "join_from_env", "local_part", "on_local_ranks", "rank_device", "synced_batchnorm",
-    "world",
+    "all_gather_objects", "alone", "from_main", "is_main", "join_from_env", "local_part", "on_local_ranks", "rank_device",
+    "synced_batchnorm", "world",
 ]
 
+
+RANK_WAIT = datetime.timedelta(hours=6)
+"""How long a rank waits in a collective for the others (torch's default, 30 min, is shorter than a trial)."""
 
 _alone = False
 """Set by :func:`alone`: this rank works on an item of its own."""
@@ -72,7 +76,8 @@ def join_from_env(device: str = "cpu") -> bool:
         cuda = torch.device(device).type == "cuda"
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo")
+        # a rank with no trial left waits in the gather while the others fine-tune theirs (can be hours)
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=RANK_WAIT)
         logger.info("joined torch.distributed: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(),
                     dist.get_backend())
     return dist.get_world_size() > 1
@@ -146,6 +151,27 @@ def all_gather_objects(obj: Any) -> list[Any]:
     out: list[Any] = [None] * size
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def from_main(make: Callable[[], T]) -> T:
+    """``make()`` run on rank 0 alone and its result sent to every rank (``make()`` itself outside a group).
+
+    For what is rank-local but decides the search's course: a timing (every rank would measure its own),
+    a resume file (another node may not see it). An error on rank 0 is raised on every rank.
+    """
+    rank, size = world()
+    if size == 1:
+        return make()
+    box: list[Any] = [None]
+    if rank == 0:
+        try:
+            box[0] = make()
+        except Exception as e:  # re-raised below on every rank, after the broadcast every rank waits in
+            box[0] = e
+    torch.distributed.broadcast_object_list(box, src=0)
+    if isinstance(box[0], BaseException):
+        raise box[0]
+    return box[0]  # type: ignore[no-any-return]
 
 
 def round_robin(items: Sequence[T], work: Callable[[T], Any]) -> Iterator[list[Any]]:
@@ -248,7 +274,6 @@ def on_local_ranks(size: int, fn: Callable[[], T]) -> T:
     Raises:
         ConfigError: Already inside a process group, or CUDA is initialised in this process.
     """
-    import datetime
     import multiprocessing as mp
 
     dist = torch.distributed
@@ -258,7 +283,7 @@ def on_local_ranks(size: int, fn: Callable[[], T]) -> T:
         raise ConfigError("--workers N with CUDA: launch with torchrun --nproc-per-node N instead "
                           "(a forked worker cannot use this process's CUDA context)")
     init = f"tcp://127.0.0.1:{_free_port()}"
-    timeout = datetime.timedelta(hours=6)
+    timeout = RANK_WAIT
 
     def child(rank: int) -> None:
         torch.set_num_threads(1)
