@@ -143,3 +143,34 @@ def test_every_rank_skips_the_sweep_points_rank_0_read(tmp_path: Path) -> None:
     resumed = [p for p in tables[0] if p[0] == first_knob]
     assert resumed and all(metric == -1.0 for _, _, metric in resumed)
     assert [p[:2] for p in tables[0]] == [(p.knob, p.amount) for p in full.points]
+
+
+def test_a_resumed_search_on_two_ranks_replays_every_trial_from_rank_0s_log(trained_lenet: Path, tmp_path: Path) -> None:
+    from slimcnn.models import load_model
+    from slimcnn.search import Budget, SearchSpec, search
+    from slimcnn.tasks import make_task
+    from slimcnn.train import all_gather_objects
+
+    lenet = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=lenet.info)
+    spec = SearchSpec(finetune_steps=2, limit=60, finetune={"batch_size": 32})
+    budget = Budget.from_options(max_drop="2", macs="0.3x")
+    log = tmp_path / "search-trials.pt"
+    one = search(lenet.model, task, budget, spec, progress=False, trials=str(log))  # as a killed run left it
+    tuned: list[int] = []
+    real = task.finetune
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        tuned.append(1)
+        return real(*args, **kwargs)
+
+    task.finetune = counted  # type: ignore[method-assign]
+
+    def resumed() -> Any:
+        res = search(lenet.model, task, budget, spec, progress=False, trials=str(log) if world()[0] == 0 else None)
+        return all_gather_objects((len(tuned), [(p["assignment"], p["metric"]) for p in res.tried]))
+
+    ranks = on_local_ranks(2, resumed)
+    points = [(p["assignment"], p["metric"]) for p in one.tried]
+    assert ranks[0][1] == ranks[1][1] == points and len(points) >= 2
+    assert ranks[0][0] == ranks[1][0] == 1  # only the final model's fine-tune ran, on both ranks (DDP)
