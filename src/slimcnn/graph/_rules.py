@@ -90,9 +90,13 @@ def _elementwise(tr: _Tracer, name: str, args: Any, kwargs: Any, out: Tensor, la
             continue
         tr.union_pairs(res, ids)
         a, b = torch.broadcast_tensors(res, ids)
-        tr.block(a[(b < 0) & (a >= 0)], f"'{name}' combines these channels with fixed data")
-        tr.block(b[(a < 0) & (b >= 0)], f"'{name}' combines these channels with fixed data")
-        res = torch.where(a >= 0, a, b)
+        a_fixed, b_fixed = a < 0, b < 0
+        if not bool((a_fixed | b_fixed).any()):  # both fully labeled (the usual add/mul): nothing to block
+            res = a
+            continue
+        tr.block(a[b_fixed & ~a_fixed], f"'{name}' combines these channels with fixed data")
+        tr.block(b[a_fixed & ~b_fixed], f"'{name}' combines these channels with fixed data")
+        res = torch.where(a_fixed, b, a)
     assert res is not None
     nd = out.dim()
     for t in operands:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import itertools
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,11 +72,11 @@ def gc_paused() -> Iterator[None]:
 
 
 @contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module, modules: Iterable[nn.Module] | None = None) -> Iterator[None]:
     """``model`` in eval mode for the body, then back to its top-level mode. A model whose modules are all in
     eval mode already is left alone: ``Module.train`` walks and re-sets every submodule, a cost on every trace
-    and every shape check of a pruning call."""
-    if not any(m.training for m in model.modules()):
+    and every shape check of a pruning call. ``modules``: ``model.modules()`` when the caller has them."""
+    if not any(m.training for m in (model.modules() if modules is None else modules)):
         yield
         return
     was_training = model.training
@@ -199,13 +199,14 @@ class TraceState:
 
 
 class _Tracer(TorchFunctionMode):
-    def __init__(self, model: nn.Module, zero_mask: Callable[[str, int], bool] | None = None) -> None:
+    def __init__(self, model: nn.Module, names: dict[nn.Module, str],
+                 zero_mask: Callable[[str, int], bool] | None = None) -> None:
         super().__init__()
         self.model = model
         self.st = TraceState()
         self.token = object()
         self.suspended = 0
-        self.names = {m: n for n, m in model.named_modules()}
+        self.names = names
         self.zero_mask = zero_mask
         self._mask: Tensor | None = None
         self._tensor_names: dict[int, str] | None = None
@@ -455,14 +456,16 @@ def run_trace(
     every tensor element that carries a masked producer channel is set to zero (the reference of the
     equivalence tests).
     """
-    tracer = _Tracer(model, zero_mask)
+    named = list(model.named_modules())  # one walk of the module tree serves names, hooks and the mode check
+    modules = [m for _, m in named]
+    tracer = _Tracer(model, {m: n for n, m in named}, zero_mask)
     handles = []
-    for m in model.modules():
+    for m in modules:
         if is_leaf(m):
             handles.append(m.register_forward_pre_hook(tracer.pre_hook))
             handles.append(m.register_forward_hook(tracer.post_hook))
     try:
-        with eval_mode(model), torch.no_grad(), tracer:
+        with eval_mode(model, modules), torch.no_grad(), tracer:
             out = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
         for t in tree_flatten(out)[0]:  # after the tracer's mode: the bookkeeping is no model op
             tracer.block(tracer.ids(t), "reaches a model output")
