@@ -67,3 +67,8 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     import torch
 
     return atomic_write(path, lambda p: torch.save(obj, p))
+
+
+UNREADABLE_IMAGE: tuple[type[Exception], ...] = (OSError, ImportError)
+"""What opening a file that is not a readable image raises: PIL's UnidentifiedImageError is an OSError, and an
+ImportError comes from a format plugin another library patched in (ultralytics' ``Image.open`` then tries pi_heif)."""

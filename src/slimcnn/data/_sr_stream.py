@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from slimcnn._io import UNREADABLE_IMAGE
 from slimcnn.data.imresize import modcrop
 from slimcnn.data.sr import SRImage, make_sr_image, read_y, sample_patches
 from slimcnn.errors import DataError
@@ -38,14 +39,14 @@ PATCHES_PER_IMAGE = 8
 
 def image_sizes(files: list[tuple[str, Path]]) -> list[tuple[int, int]]:
     """``(H, W)`` of each image, read from its header (nothing decoded)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     sizes = []
     for _, f in files:
         try:
             with Image.open(f) as im:
                 sizes.append((im.size[1], im.size[0]))
-        except (OSError, UnidentifiedImageError) as e:
+        except UNREADABLE_IMAGE as e:
             raise DataError(f"cannot read image {f}: {e}") from e
     return sizes
 

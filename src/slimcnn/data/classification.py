@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from slimcnn._io import UNREADABLE_IMAGE
 from slimcnn.data import _stream
 from slimcnn.errors import DataError
 
@@ -398,7 +399,7 @@ def _read_images(path: Path, rels: list[tuple[str, ...]]) -> Iterator[tuple[tupl
 
 
 def _decode(data: bytes, name: str, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -411,7 +412,7 @@ def _decode(data: bytes, name: str, size: tuple[int, int] | None, gray: bool) ->
                 top, left = (nh - th) // 2, (nw - tw) // 2
                 im = im.crop((left, top, left + tw, top + th))
             arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
+    except UNREADABLE_IMAGE as e:
         raise DataError(f"cannot decode image {name}: {e}") from e
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 

@@ -21,6 +21,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from slimcnn._io import UNREADABLE_IMAGE
 from slimcnn.errors import DataError
 
 __all__ = [
@@ -75,7 +76,7 @@ def _image_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.size
-    except OSError as e:
+    except UNREADABLE_IMAGE as e:
         raise DataError(f"cannot read image {path}: {e}") from e
 
 

@@ -29,6 +29,7 @@ from typing import Literal, overload
 
 import numpy as np
 
+from slimcnn._io import UNREADABLE_IMAGE
 from slimcnn.data.imresize import imresize, modcrop, rgb2y
 from slimcnn.errors import ConfigError, DataError, unknown_name
 
@@ -180,7 +181,7 @@ def read_y(path: str | Path) -> np.ndarray:
     Raises:
         DataError: The file cannot be read as an image.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
@@ -189,7 +190,7 @@ def read_y(path: str | Path) -> np.ndarray:
             if im.mode.startswith("I;16"):
                 return np.asarray(im, dtype=np.float64) / 65535.0
             rgb = np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as e:
+    except UNREADABLE_IMAGE as e:
         raise DataError(f"cannot read image {path}: {e}") from e
     return rgb2y(rgb)
 
@@ -236,12 +237,12 @@ def _load_cached(source: str, scale: int) -> SRDataset:
 
 def _check_size(name: str, path: Path, scale: int) -> None:
     """Refuse, from its header alone, an image that cannot be read or is too small for ``scale``."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         with Image.open(path) as im:
             w, h = im.size
-    except (OSError, UnidentifiedImageError) as e:
+    except UNREADABLE_IMAGE as e:
         raise DataError(f"cannot read image {path}: {e}") from e
     if min(h - h % scale, w - w % scale) < 2 * scale:
         raise DataError(f"image '{name}' ({h}x{w}) is too small for scale {scale}")
