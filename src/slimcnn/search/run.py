@@ -286,11 +286,11 @@ def _cpo(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTa
 @STRATEGIES.register("latency")
 def _latency(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTable | None]:
     """Kept widths from the model's per-group latency table and a knapsack (HALP-style, no sweep): most kept
-    importance under ``--latency`` (and ``--macs`` when given), checked by timing the pruned model whole; then
+    importance under ``--latency`` (and ``--macs`` / ``--params`` when given), checked by timing the pruned model whole; then
     the usual fine-tune and measurement."""
     from slimcnn.prune import prune_for_latency_
 
-    lat_lim, macs_lim = ctx.budget.limits.get("latency_ms"), ctx.budget.limits.get("macs")
+    lat_lim, macs_lim, params_lim = (ctx.budget.limits.get(k) for k in ("latency_ms", "macs", "params"))
     if lat_lim is None:
         raise ConfigError("--strategy latency needs --latency (12ms or 0.5x of the measured original)")
     if ctx.runtime != "onnxruntime":
@@ -300,13 +300,16 @@ def _latency(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], Sensitivi
     frac = lat_lim.limit(base_ms) / base_ms
     if not 0 < frac < 1:
         raise ConfigError(f"--latency {lat_lim} is not below the original's {base_ms:.3g} ms; give a smaller target")
-    macs_frac = min(1.0, macs_lim.limit(ctx.base_cost.macs) / max(ctx.base_cost.macs, 1)) if macs_lim else None
+    # MACs and params budgets are priced in the same knapsack as fractions of the original
+    macs_frac, params_frac = (min(1.0, lim.limit(base) / max(base, 1)) if lim else None
+                              for lim, base in ((macs_lim, ctx.base_cost.macs), (params_lim, ctx.base_cost.params)))
     fam = ctx.family
 
     def prune() -> tuple[nn.Module, dict[str, Any], float, dict[str, Any]]:
         model = copy.deepcopy(ctx.model)
         res = prune_for_latency_(model, ctx.example_input, frac, criterion=fam.criterion, exclude=fam.exclude,  # type: ignore[attr-defined]
-                                 task=ctx.task, source=fam.source, threads=ctx.spec.threads, macs=macs_frac)  # type: ignore[attr-defined]
+                                 task=ctx.task, source=fam.source, threads=ctx.spec.threads, macs=macs_frac,  # type: ignore[attr-defined]
+                                 params=params_frac)
         return model, res.details(), res.measured_ratio, res.outcome.plan.to_dict()
 
     model, details, ratio, plan = from_main(prune)  # built from timings: rank 0's widths for every rank
