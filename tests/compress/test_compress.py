@@ -211,3 +211,37 @@ def test_int8_skips_the_float_fallback_when_its_float_input_already_loses_too_mu
     # the same stage with a float input inside the limit tries the fallback (every layer can go to float)
     out = int8_stage(loaded.model, task, x, Int8Spec(), baseline=base, max_drop=0.0, float_score=base)
     assert "skipped" not in out.details.get("float_fallback", {})
+
+
+def test_the_least_drop_search_reuses_the_points_its_stage_measured(trained_lenet: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import json as _json
+
+    from slimcnn.compress import CompressSpec, compress
+    from slimcnn.search import Budget
+    from slimcnn.search.run import _Context
+
+    judged: list[str] = []
+    replayed: list[str] = []
+    judge, replay = _Context.judge, _Context.replay
+
+    def counting_judge(self: _Context, assignment: dict[str, float], model: torch.nn.Module) -> object:
+        judged.append(_json.dumps(assignment, sort_keys=True))
+        return judge(self, assignment, model)
+
+    def counting_replay(self: _Context, point: object) -> object:
+        replayed.append(_json.dumps(point.assignment, sort_keys=True))  # type: ignore[attr-defined]
+        return replay(self, point)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_Context, "judge", counting_judge)
+    monkeypatch.setattr(_Context, "replay", counting_replay)
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    # prune's share of a 0.01-point drop cannot reach 0.4x MACs: it meets the MACs at the least drop instead
+    res = compress(loaded.model, task, Budget.from_options(max_drop="0.01", macs="0.4x", weight_bytes="0.1x"),
+                   CompressSpec(recipe="prune,kmeans", recovery="plain", limit=100, amounts=(0.25, 0.5, 0.75)),
+                   progress=False, state_dir=tmp_path)
+    assert res.stages[0].targets["max_drop"] == "the least that meets its targets"
+    prune_judged = [a for a in judged if a != "{}"]
+    assert replayed and set(replayed) <= set(prune_judged)  # the second search replayed points of the first
+    assert len(prune_judged) == len(set(prune_judged))  # and no assignment was fine-tuned and judged twice

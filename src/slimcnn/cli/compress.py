@@ -118,7 +118,6 @@ def compress_cmd(
             run.state_file(f"stages/stage-{i}.pt")
             run.state_file(f"stages/sensitivity-{i}.json")
             run.state_file(f"stages/trials-{i}.pt")
-            run.state_file(f"stages/trials-{i}-least-drop.pt")
         state.mkdir(exist_ok=True)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
         from slimcnn.tasks import make_task

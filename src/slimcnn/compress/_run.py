@@ -199,14 +199,14 @@ def compress(
                            exclude=spec.exclude, recovery=spec.recovery, promises=tuple(kept))
         ts = time.perf_counter()
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
-        trials = _trials_file(state_dir, i)
+        trials = str(state_dir / f"trials-{i}.pt") if state_dir is not None else None  # both searches' points
         res = search(current, task, Budget(Amount(share), limits, objective), sspec,  # type: ignore[arg-type]
-                     example_input=x, source=source, resume=resume, trials=trials(""), progress=progress)
+                     example_input=x, source=source, resume=resume, trials=trials, progress=progress)
         allowed = f"{share:.6g}"
         if not res.met and owned[i] and not last:
             say(i, stage, f"  its share cannot meet {', '.join(sorted(owned[i]))}: meeting them at the least drop")
             res = search(current, task, Budget(None, limits, objective), sspec,  # type: ignore[arg-type]
-                         example_input=x, source=source, resume=resume, trials=trials("-least-drop"),
+                         example_input=x, source=source, resume=resume, trials=trials,
                          progress=progress)
             allowed = "the least that meets its targets"
         steps = [dataclasses.asdict(s) for s in search_steps(current, sspec, res, x)]
@@ -393,12 +393,6 @@ def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.
             base, now = getattr(base_cost, key), getattr(cur, key)
             limits[key] = Amount(amount.limit(base) / max(now, 1), relative=True)
     return limits
-
-
-def _trials_file(state_dir: Path | None, i: int) -> Callable[[str], str | None]:
-    """Stage ``i``'s trial logs (a killed run's re-run skips every point measured): one per search, since a
-    log is tied to its search's budget."""
-    return lambda suffix: str(state_dir / f"trials-{i}{suffix}.pt") if state_dir is not None else None
 
 
 def _save_stage(state_dir: Path | None, i: int, model: Any, result: StageResult) -> None:

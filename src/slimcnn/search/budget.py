@@ -165,15 +165,19 @@ class Budget:
 
     def check(self, base_cost: Cost, base_score: Score | None, cost: Cost, score: Score | None) -> list[ConstraintCheck]:
         """Each constraint measured on a final model (``met`` is what the report shows)."""
+        drop = base_score.drop_to(score) if base_score is not None and score is not None else None
+        return self.check_values(base_cost, base_score, drop, {key: cost_value(cost, key) for key in self.limits})
+
+    def check_values(self, base_cost: Cost, base_score: Score | None, drop: float | None,
+                     values: dict[str, float]) -> list[ConstraintCheck]:
+        """:meth:`check` from a model's drop and cost values (one per limit), e.g. a point measured before."""
         rows = []
-        if self.max_drop is not None and base_score is not None and score is not None:
-            lim = self.drop_limit(base_score)
-            drop = base_score.drop_to(score)
-            rows.append(ConstraintCheck("max_drop", drop, float(lim), drop <= float(lim) + 1e-12))  # type: ignore[arg-type]
+        lim = self.drop_limit(base_score) if base_score is not None else None
+        if lim is not None and drop is not None:
+            rows.append(ConstraintCheck("max_drop", drop, float(lim), drop <= float(lim) + 1e-12))
         for key, amount in self.limits.items():
-            base, value = cost_value(base_cost, key), cost_value(cost, key)
-            lim = amount.limit(base)
-            rows.append(ConstraintCheck(key, value, lim, value <= lim))
+            lim = amount.limit(cost_value(base_cost, key))
+            rows.append(ConstraintCheck(key, values[key], lim, values[key] <= lim))
         return rows
 
 

@@ -22,7 +22,7 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
     table: SensitivityTable | None = None
     base = ctx.evaluate(ctx.model) if spec.limit is not None else ctx.base_score
     for it in range(1, spec.iterations + 1):
-        done = ctx.trials.get(trial_key("iterative", it))
+        done = ctx.trials.get(trial_key("iterative", {"round": it, "budget": repr(ctx.budget)}))
         if done is not None:  # a round finished before an interruption (the log holds the last round's model)
             ctx.replay(done[0]["point"])
             rows.append(done[0]["row"])
@@ -66,8 +66,8 @@ def run_iterations(ctx: Any) -> tuple[dict[str, float], dict[str, Any], Sensitiv
             "plan": family.last_plan.to_dict() if getattr(family, "last_plan", None) is not None else None,
         })
         current = pruned
-        ctx.trials.put(trial_key("iterative", it), {"point": ctx.tried[-1], "row": row}, (current, table))
-        ctx.trials.keep_payloads({trial_key("iterative", it)})  # the next round builds on this one only
+        ctx.trials.put(trial_key("iterative", {"round": it, "budget": repr(ctx.budget)}), {"point": ctx.tried[-1], "row": row}, (current, table))
+        ctx.trials.keep_payloads({trial_key("iterative", {"round": it, "budget": repr(ctx.budget)})})  # the next round builds on this one only
     ctx.model_override = current if current is not ctx.model else copy.deepcopy(current)  # never the caller's model
     return {}, {"iterations": [{k: v for k, v in r.items() if k != "plan"} for r in rows], "alpha": spec.alpha,
                 "plans": [r["plan"] for r in rows]}, table

@@ -168,7 +168,8 @@ class PruneOracle:
             if self.ctx.spec.accumulate else ()
         # CPO may ask for a state again (its first raise re-measures the probe): each query is its own trial
         self._queries[(key, parent)] = self._queries.get((key, parent), 0) + 1
-        return key, parent, trial_key("cpo", {"state": key, "parent": parent, "query": self._queries[(key, parent)]})
+        return key, parent, trial_key("cpo", {"state": key, "parent": parent, "query": self._queries[(key, parent)],
+                                            "budget": repr(self.ctx.budget)})
 
     def _pruned(self, key: Key, parent: Key) -> tuple[nn.Module, list[dict[str, Any]]]:
         """A copy of the ``parent`` state's model pruned to the widths of ``key``, and the plans that built it."""

@@ -131,8 +131,9 @@ class _Context:
         self.model_override: nn.Module | None = None
         """The final model when the strategy built it step by step (``cpo``, ``iterative``)."""
         self.trials = TrialLog(trials, {"metric": self.base_score.value, "params": float(self.base_cost.params),
-                                        "macs": float(self.base_cost.macs), "spec": _spec_key(spec),
-                                        "budget": repr(budget)})
+                                        "macs": float(self.base_cost.macs), "spec": _spec_key(spec)})
+        # a point (an assignment, fine-tuned and judged) does not depend on the budget: replay re-judges it, so
+        # compress's least-drop search reuses its first search's points; CPO and iterative trials key the budget
         """Finished trials (points, CPO steps, iterative rounds): a re-run skips them."""
 
     def measure_cost(self, model: nn.Module, assignment: dict[str, float], *, timed: bool = True) -> Cost:
@@ -198,7 +199,7 @@ class _Context:
         if model is None:
             key = trial_key("point", assignment)
             done = self.trials.get(key)
-            if done is not None:
+            if done is not None and set(self.budget.limits) <= set(done[0].costs):
                 return self.replay(done[0])
             point = self.measure(assignment, self.family.apply_many(self.model, assignment))
             self.trials.put(key, point)
@@ -226,8 +227,12 @@ class _Context:
         return point
 
     def replay(self, point: TriedPoint) -> TriedPoint:
-        """Record a point a killed run measured (from the trial log) as if measured now."""
-        return self.record(point, "(measured before the interruption)")
+        """Record a point from the trial log (a killed run, or compress's first search of the stage) as if
+        measured now, judged against this search's budget."""
+        if set(self.budget.limits) <= set(point.costs):
+            checks = self.budget.check_values(self.base_cost, self.base_score, point.drop, point.costs)
+            point = dataclasses.replace(point, checks=tuple(checks))
+        return self.record(point, "(from the trial log)")
 
 
 def _spec_key(spec: SearchSpec) -> str:
