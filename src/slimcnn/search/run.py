@@ -130,10 +130,10 @@ class _Context:
         self.tried: list[TriedPoint] = []
         self.model_override: nn.Module | None = None
         """The final model when the strategy built it step by step (``cpo``, ``iterative``)."""
-        self.trials = TrialLog(trials, {"metric": self.base_score.value, "params": float(self.base_cost.params),
-                                        "macs": float(self.base_cost.macs), "spec": _spec_key(spec)})
         # a point (an assignment, fine-tuned and judged) does not depend on the budget: replay re-judges it, so
         # compress's least-drop search reuses its first search's points; CPO and iterative trials key the budget
+        self.trials = TrialLog(trials, {"metric": self.base_score.value, "params": float(self.base_cost.params),
+                                        "macs": float(self.base_cost.macs), "spec": _spec_key(spec)})
         """Finished trials (points, CPO steps, iterative rounds): a re-run skips them."""
 
     def measure_cost(self, model: nn.Module, assignment: dict[str, float], *, timed: bool = True) -> Cost:
