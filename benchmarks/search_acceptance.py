@@ -6,7 +6,7 @@
     the binomial standard deviation of top-1 there; MACs are recounted and latency re-measured on the
     final model side by side with the baseline (interleaved rounds, onnxruntime, 1 thread).
 (b) FSRCNN ×3 (shared weights): search driven by Set5 with fine-tuning on the built-in ``photos``:
-    ``--max-drop 0.2 --macs M --latency L --runtime onnxruntime --criterion C [--compensate]
+    ``--max-drop 0.2 --macs M --latency L --runtime onnxruntime --criterion C [--compensate mean]
     --finetune-steps N``; the drop is also measured on Set14 (held out), MACs recounted and latency
     re-measured on the final model side by side with the baseline.
 
@@ -108,7 +108,7 @@ def part_fsrcnn(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     if args.sr_latency:
         opts += ["--latency", args.sr_latency, "--runtime", "onnxruntime"]
     if args.sr_compensate:
-        opts.append("--compensate")
+        opts += ["--compensate", "mean"]
     if args.sr_amounts:
         opts += ["--amounts", args.sr_amounts]
     if args.sr_input:

@@ -43,11 +43,11 @@ def test_compensated_plan_reapplied_with_the_same_data(tmp_path, capsys) -> None
     model = f"file:{src}"
     out = tmp_path / "p"
     common = ["--task", "classification", "--data", "digits"]
-    assert main(["prune", model, "--ratio", "0.5", "--compensate", *common, "--no-latency",
+    assert main(["prune", model, "--ratio", "0.5", "--compensate", "mean", *common, "--no-latency",
                  "--out", str(out)]) == 0
-    assert json.loads((out / "plan.json").read_text())["steps"][0]["params"]["options"]["compensate"] is True
+    assert json.loads((out / "plan.json").read_text())["steps"][0]["params"]["options"]["compensate"] == "mean"
     assert main(["apply", str(out / "plan.json"), model, "--no-latency", "--out", str(tmp_path / "x")]) == 2
-    assert "mean compensation" in capsys.readouterr().err
+    assert "compensation (--compensate mean)" in capsys.readouterr().err
     assert main(["apply", str(out / "plan.json"), model, *common, "--no-latency",
                  "--out", str(tmp_path / "a")]) == 0
     a = load_model(f"file:{out / 'model.pt'}").model.eval()

@@ -222,6 +222,19 @@ def test_macs_weights_cut_the_channels_that_cost_the_most_time_per_mac() -> None
     assert weighted.kept_importance == pytest.approx(4.0 * 32 + 16)  # a weighted group's value scales
 
 
+def test_loss_scaled_scores_keep_the_group_that_matters() -> None:
+    # same latency per channel; Taylor says "vital" matters 10x "spare", norms (per-group normalised) cannot tell
+    from slimcnn.prune._latency_prune import _group_scales
+
+    groups = (GroupLatency("vital", 0, 32, 1, (8, 16, 24, 32), (1.0, 2.0, 3.0, 4.0), ("vital",)),
+              GroupLatency("spare", 1, 32, 1, (8, 16, 24, 32), (1.0, 2.0, 3.0, 4.0), ("spare",)))
+    t = LatencyTable("k", "fp", "onnxruntime", 2, (1, 3, 8, 8), 8, 8.0, groups, 8)
+    scores = {0: torch.linspace(5.0, 15.0, 32), 1: torch.linspace(0.5, 1.5, 32).flip(0)}
+    scale = _group_scales(t, scores)
+    assert scale == pytest.approx({"vital": 20 / 11, "spare": 2 / 11})
+    assert select_for_latency(t, scores, 0.75, weights=scale).widths == {"spare": 16}
+
+
 def test_latency_tries_rescale_both_ways_then_interpolate_and_keep_the_best() -> None:
     from slimcnn.prune._knapsack import LatencySelection
     from slimcnn.prune._latency_prune import CLOSE_ENOUGH, _better, _next_knapsack_target

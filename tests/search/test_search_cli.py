@@ -63,10 +63,10 @@ def test_apply_reproduces_a_search_plan(trained_lenet: Path, tmp_path: Path, cap
 def test_search_with_mean_compensation(trained_lenet: Path, tmp_path: Path) -> None:
     out = tmp_path / "c"
     rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--compensate",
-               "--max-drop", "2", "--macs", "0.6x", "--out", str(out)])
+               "mean", "--max-drop", "2", "--macs", "0.6x", "--out", str(out)])
     assert rc in (0, 1) and (out / "plan.json").exists()
     assert main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--compensate",
-                 "--method", "kmeans", "--max-drop", "2", "--out", str(tmp_path / "k")]) == 2
+                 "mean", "--method", "kmeans", "--max-drop", "2", "--out", str(tmp_path / "k")]) == 2
 
 
 def test_amounts_option(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,7 +60,7 @@ def prune_cmd(
     task: str | None = typer.Option(None, "--task", help="classification, sr or detection (needed by taylor/chip; adds the metric)."),
     data: str | None = typer.Option(None, "--data", help="Data for --task."),
     calib: int = typer.Option(8, "--calib", help="Calibration/training batches for data-driven criteria."),
-    compensate: bool = typer.Option(False, "--compensate", help="Fold the mean activation of removed channels into the next layer's bias (needs --task/--data)."),
+    compensate: str = typer.Option("none", "--compensate", help="What the layers reading removed channels get (needs --task/--data): none, mean (their mean activations folded into the bias) or lsq (weights and bias refitted by least squares to the original outputs)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N validation images."),
     seed: int = typer.Option(0, "--seed", help="Seed for the random criterion and example input."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights to load."),
@@ -75,8 +75,10 @@ def prune_cmd(
 ) -> int:
     """Remove whole filters/channels (coupled groups found by tracing) and write the pruned model."""
     from slimcnn.prune import CRITERIA
+    from slimcnn.prune._compensate import compensation_mode
 
     round_to = parse_round_to(round_to_text)
+    compensate = compensation_mode(compensate) or False  # type: ignore[assignment]
     if granularity not in ("filter", "kernel", "grouped"):
         raise ConfigError(f"--granularity must be filter, kernel or grouped, got '{granularity}'")
     if granularity != "filter" and compensate:
@@ -108,7 +110,7 @@ def prune_cmd(
         if criterion in ("taylor", "chip") and not task:
             raise ConfigError(f"--criterion {criterion} needs --task and --data (it measures the model on data)")
         if compensate and not task:
-            raise ConfigError("--compensate needs calibration data: pass --task and --data")
+            raise ConfigError(f"--compensate {compensate} needs calibration data: pass --task and --data")
         if calib < 1:
             raise ConfigError(f"--calib must be >= 1, got {calib}")
     else:

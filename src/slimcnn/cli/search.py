@@ -59,7 +59,7 @@ def search_cmd(
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     amounts: str | None = typer.Option(None, "--amounts", help="Amounts the sweep tries per knob, e.g. 0.125,0.25,0.5 (prune: fraction removed; lowrank: fraction of weights removed; kmeans: bits)."),
     input: str | None = typer.Option(None, "--input", help="Input shape for costs and latency, e.g. 1x1x128x128 (default: the task's example input)."),
-    compensate: bool = typer.Option(False, "--compensate", help="prune: fold removed channels' mean activations into the next layer's bias."),
+    compensate: str = typer.Option("none", "--compensate", help="prune: what the layers reading removed channels get: none, mean (their mean activations folded into the bias) or lsq (weights and bias refitted by least squares)."),
     accumulate: bool = typer.Option(False, "--accumulate", help="cpo: prune each step's retrained model further (the paper) instead of the original."),
     device: str = typer.Option("cpu", "--device", help="Where fine-tuning and evaluation run: cpu, cuda, cuda:1, ... (--workers N with cuda: run under torchrun --nproc-per-node N)."),
     recovery: str = typer.Option("plain", "--recovery", help="How fine-tuning recovers: plain (the task's loss) or kd (distillation from the original model)."),

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from slimcnn.errors import ConfigError
 from slimcnn.graph import ChannelGraph, rollback_on_error, trace
-from slimcnn.prune._compensate import apply_bias_deltas_, compensation_deltas
+from slimcnn.prune._compensate import Compensation, compensation, compensation_mode
 from slimcnn.prune._criteria import ScoreContext, score_groups
 from slimcnn.prune._plan import PrunePlan, fingerprint
 from slimcnn.prune._select import (
@@ -67,7 +67,7 @@ def prune_model_(
     seed: int = 0,
     source: str = "",
     graph: ChannelGraph | None = None,
-    compensate: bool = False,
+    compensate: bool | str = False,
     best_effort: bool = False,
 ) -> PruneOutcome:
     """Score channels with ``criterion`` and physically prune ``model`` in place.
@@ -80,10 +80,13 @@ def prune_model_(
     original conv/linear MACs, e.g. ``0.5``; the ratio is found by bisection) or ``keep`` (``{producer
     FQN: output channels to keep}``).
 
-    ``compensate=True`` folds each removed channel's mean activation over the calibration data
+    ``compensate="mean"`` (or ``True``) folds each removed channel's mean activation over the calibration data
     (``batches``, else ``task.calibration_batches(calib)``) into the bias of the layers that read it
     (see :mod:`slimcnn.prune._compensate`; exact for 1×1 / unpadded convs and Linear consumers,
-    approximate at the borders of padded ``k > 1`` convs). Recorded as ``plan.options["compensate"]``.
+    approximate at the borders of padded ``k > 1`` convs). ``compensate="lsq"`` refits the weights and bias
+    of every conv / ConvTranspose / Linear that reads a removed channel by least squares to its original
+    output on the calibration data (:func:`~slimcnn.prune.least_squares_fits`; mean folding for other
+    consumers). Recorded as ``plan.options["compensate"]`` (the mode, or False).
 
     With ``macs`` and ``best_effort=True`` an unreachable target prunes as far as possible (check
     ``macs_after``) instead of raising :class:`~slimcnn.errors.BudgetError`.
@@ -92,7 +95,8 @@ def prune_model_(
     model is returned unchanged with ``prunable_groups == 0`` and a :class:`NothingPrunableWarning`.
 
     Raises:
-        ConfigError: not exactly one amount, or ``compensate`` without ``task`` or ``batches``.
+        ConfigError: not exactly one amount, an unknown ``compensate`` mode, or compensation without ``task``
+            or ``batches``.
         BudgetError: ``macs`` cannot be reached and ``best_effort`` is False.
         UnsupportedLayerError: the pruned model fails to run or changes an output shape (e.g. its
             forward hard-codes a channel count); the model is restored first.
@@ -103,9 +107,10 @@ def prune_model_(
     """
     if sum(a is not None for a in (prune_ratio, macs, keep)) != 1:
         raise ConfigError("give exactly one of --ratio, --macs (or keep counts)")
-    if compensate and task is None and not batches:
-        raise ConfigError("mean compensation (--compensate) needs calibration data: pass --task and --data "
-                          "(Python: task=... or batches=[...])")
+    mode = compensation_mode(compensate)
+    if mode and task is None and not batches:
+        raise ConfigError(f"{mode} compensation (--compensate {mode}) needs calibration data: pass --task and "
+                          "--data (Python: task=... or batches=[...])")
     validate_amount(prune_ratio=prune_ratio, macs=macs, round_to=round_to)
     fp = fingerprint(model)
     graph = graph or trace(model, example_input)
@@ -113,7 +118,7 @@ def prune_model_(
     options = {"prune_ratio": prune_ratio if not isinstance(prune_ratio, Mapping) else dict(prune_ratio),
                "macs": macs, "keep": dict(keep) if keep else None, "scope": scope, "round_to": round_to,
                "exclude": list(exclude), "reduce": reduce, "seed": seed, "calib": calib,
-               "compensate": compensate}
+               "compensate": mode or False}
     n_prunable = len(prunable_groups(graph, exclude))
     if n_prunable == 0 and keep is None:
         n_groups = len(graph.groups())
@@ -141,16 +146,14 @@ def prune_model_(
     before = graph.estimate_macs()
     removed = graph.removed_roots(removal)
     after = graph.estimate_macs(removed)
-    deltas: dict[str, Tensor] = {}
-    if compensate:
-        calib_batches = list(batches) or list(task.calibration_batches(calib))
-        deltas = compensation_deltas(model, graph, removed, calib_batches)
+    comp = compensation(model, graph, removed, list(batches) or list(task.calibration_batches(calib)), mode) \
+        if mode else Compensation()
     # prune_ rolls its own failures back; the outer snapshot is needed only to undo it when compensation fails
-    with rollback_on_error(model) if deltas else contextlib.nullcontext():
+    with rollback_on_error(model) if comp else contextlib.nullcontext():
         kept = prune_(model, example_input, removal, graph=graph)
-        if deltas:
-            apply_bias_deltas_(model, graph, removed, deltas)
-            log.info("mean compensation: folded removed channels into the bias of %d layers", len(deltas))
+        if comp:
+            comp.apply_(model, graph, removed)
+            log.info("%s compensation: %d layers refitted, %d biases folded", mode, len(comp.fits), len(comp.deltas))
     plan = PrunePlan({k: tuple(v) for k, v in kept.items()}, criterion, source, fp, shape, options)
     log.info("pruned: conv/linear MACs %d -> %d", before, after)
     return PruneOutcome(plan, removal, used, before, after, prunable_groups=n_prunable)

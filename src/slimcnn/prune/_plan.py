@@ -97,12 +97,12 @@ def apply_plan(
     *,
     strict: bool = True,
     batches: Sequence[Any] = (),
-    compensate: bool | None = None,
+    compensate: bool | str | None = None,
 ) -> None:
     """Prune ``model`` in place to exactly the channels kept in ``plan``.
 
-    A plan made with mean compensation (``plan.options["compensate"]``) stores no bias values: the
-    compensation is re-computed from ``batches``, so the result equals the original pruning only when
+    A plan made with compensation (``plan.options["compensate"]``: ``mean`` or ``lsq``) stores no weights or
+    biases: the compensation is re-computed from ``batches``, so the result equals the original pruning only when
     they are the same calibration batches (``task.calibration_batches(calib)`` with the plan's
     ``calib`` and seed).
 
@@ -111,23 +111,22 @@ def apply_plan(
         plan: the plan.
         example_input: input for tracing.
         strict: check the fingerprint.
-        batches: calibration inputs for mean compensation.
-        compensate: ``None`` follows the plan; ``False`` applies only the structure (the biases of the
-            consumers then differ from the pruned model the plan was made with).
+        batches: calibration inputs for compensation.
+        compensate: ``None`` follows the plan; ``False`` applies only the structure (the consumers' weights
+            and biases then differ from the pruned model the plan was made with); a mode overrides the plan's.
 
     Raises:
         ConfigError: the model's fingerprint differs from the plan's (``strict``), the plan's kept
-            sets are inconsistent with the model's channel coupling, or the plan needs mean
-            compensation and no ``batches`` were given.
+            sets are inconsistent with the model's channel coupling, or the plan needs compensation
+            and no ``batches`` were given.
     """
-    from slimcnn.prune._compensate import apply_bias_deltas_, compensation_deltas
+    from slimcnn.prune._compensate import compensation, compensation_mode
     from slimcnn.prune._surgery import kept_channels, prune_
 
-    if compensate is None:
-        compensate = bool(plan.options.get("compensate", False))
-    if compensate and not batches:
+    mode = compensation_mode(plan.options.get("compensate", False) if compensate is None else compensate)
+    if mode and not batches:
         raise ConfigError(
-            "the plan was made with mean compensation (options.compensate), which needs calibration data "
+            f"the plan was made with {mode} compensation (options.compensate), which needs calibration data "
             "to re-create: pass batches=task.calibration_batches(calib), or compensate=False for the "
             "structure only; on the command line pass the prune run's --task and --data to `slimcnn apply`"
         )
@@ -151,8 +150,7 @@ def apply_plan(
             raise ConfigError(
                 f"plan keeps {len(kept)} channels of '{fqn}' but its coupled layers force {len(expected[fqn])}"
             )
-    deltas = compensation_deltas(model, graph, removed, list(batches)) if compensate else {}
+    comp = compensation(model, graph, removed, list(batches), mode)
     with rollback_on_error(model):  # a refusal leaves the model as it was
         prune_(model, example_input, removal, graph=graph)
-        if deltas:
-            apply_bias_deltas_(model, graph, removed, deltas)
+        comp.apply_(model, graph, removed)

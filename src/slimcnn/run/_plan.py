@@ -109,7 +109,7 @@ class ApplyContext:
 
     example_input: Any
     batches: Sequence[Any] = ()
-    """Calibration inputs (mean compensation of channel pruning)."""
+    """Calibration inputs (compensation of channel pruning)."""
 
 
 StepHandler = Callable[[nn.Module, PlanStep, ApplyContext], nn.Module]
@@ -124,7 +124,7 @@ def apply_plan(model: nn.Module, plan: Plan, example_input: Any = None, *, batch
         model: the unchanged model the plan was made on.
         plan: the plan.
         example_input: input for tracing (default: a seeded random tensor of ``plan.input_shape``).
-        batches: calibration inputs for a channel-pruning step made with mean compensation.
+        batches: calibration inputs for a channel-pruning step made with compensation.
         strict: refuse a model whose structural fingerprint differs from the plan's.
 
     Raises:
@@ -160,11 +160,11 @@ def _prune_channels(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.M
     from slimcnn.prune import apply_plan as apply_prune_plan
 
     prune_plan = PrunePlan.from_dict(step.params)
-    compensate = bool(prune_plan.options.get("compensate", False)) and bool(ctx.batches)
-    if prune_plan.options.get("compensate") and not ctx.batches and not step.params.get("structure_only"):
-        raise ConfigError("this plan's channel pruning used mean compensation (--compensate): pass the run's "
-                          "--task and --data to re-create it")
-    apply_prune_plan(model, prune_plan, ctx.example_input, batches=ctx.batches, compensate=compensate)
+    mode = prune_plan.options.get("compensate") or False
+    if mode and not ctx.batches and not step.params.get("structure_only"):
+        raise ConfigError(f"this plan's channel pruning used compensation (--compensate {'mean' if mode is True else mode})"
+                          ": pass the run's --task and --data to re-create it")
+    apply_prune_plan(model, prune_plan, ctx.example_input, batches=ctx.batches, compensate=mode if ctx.batches else False)
     return model
 
 

@@ -197,8 +197,8 @@ class PruneFamily(_OneKnob):
     exclude: tuple[str, ...] = ()
     task: Any = None
     calib: int = 8
-    compensate: bool = False
-    """Fold removed channels' mean activations into the next bias (needs ``task``)."""
+    compensate: bool | str = False
+    """``"mean"``/``"lsq"`` compensation of the layers reading removed channels (needs ``task``), or False."""
     source: str = ""
     name: str = "prune"
     last_plan: Any = None

@@ -57,8 +57,9 @@ class SearchSpec:
     flops_layers: int = 5
     round_to: int = 1
     exclude: tuple[str, ...] = ()
-    compensate: bool = False
-    """``prune``: fold removed channels' mean activations into the next layer's bias."""
+    compensate: bool | str = False
+    """``prune``: ``"mean"`` folds removed channels' mean activations into the next layer's bias, ``"lsq"`` refits
+    the next layers by least squares (:data:`~slimcnn.prune.COMPENSATIONS`; True = mean), False: neither."""
     max_evaluations: int = 12
     accumulate: bool = False
     """``cpo``: each trial prunes the retrained model of the state it extends (the paper) instead of the
@@ -84,6 +85,9 @@ class SearchSpec:
             raise ConfigError(f"--strategy {self.strategy} works on filters: use --method prune")
         if self.accumulate and self.strategy != "cpo":
             raise ConfigError("--accumulate works with --strategy cpo")
+        from slimcnn.prune._compensate import compensation_mode
+
+        object.__setattr__(self, "compensate", compensation_mode(self.compensate) or False)  # frozen
         if self.compensate and self.method != "prune":
             raise ConfigError(f"--compensate works with --method prune, not '{self.method}'")
 
