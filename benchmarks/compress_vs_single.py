@@ -112,8 +112,9 @@ def run_case(name: str, case: dict[str, Any], args: argparse.Namespace, work: Pa
     out: dict[str, Any] = {"budget": " ".join(case["budget"]), "steps": args.steps, "recovery_steps": args.recovery_steps,
                            "limit": args.limit}
     test = ["--test-data", case["test"]] if case.get("test") else []
-    tune += ["--recovery", args.recovery]
+    tune += ["--recovery", args.recovery, "--compensate", args.compensate]
     out["recovery"] = args.recovery
+    out["compensate"] = args.compensate
     if args.only_singles:  # add single-method rows to a case whose compress row is already recorded
         path = RESULTS / "compress_vs_single.json"
         out = json.loads(path.read_text())["cases"][name] if path.is_file() else out
@@ -196,7 +197,8 @@ def _markdown(res: dict[str, Any]) -> str:
             continue
         lines += [f"## case {name}: `{case['budget']}`", "",
                   f"Fine-tune steps per measured point: {case['steps']}, then {case.get('recovery_steps', 0)} for each "
-                  f"stage's chosen model ({case.get('recovery', 'kd')} recovery); searches "
+                  f"stage's chosen model ({case.get('recovery', 'kd')} recovery"
+                  + (f", {case['compensate']} compensation" if case.get("compensate", "none") != "none" else "") + "); searches "
                   f"score the first {case['limit']} validation images; every final number is on the whole validation set "
                   "against the original.", "",
                   "| run | met | drop | MACs | weight bytes | latency (ORT) | stages | s |", "|---|---|---|---|---|---|---|---|"]
@@ -234,6 +236,8 @@ def main() -> None:
     ap.add_argument("--singles", nargs="*", default=list(SINGLES), choices=list(SINGLES))
     ap.add_argument("--recipe", default="auto", help="the compress row's --recipe (the single rows are one stage each)")
     ap.add_argument("--recovery", default="kd", choices=["kd", "plain"], help="recovery of cases a, b, fsrcnn")
+    ap.add_argument("--compensate", default="none", choices=["none", "mean", "lsq"],
+                    help="compensation of channel-pruning stages in cases a, b, fsrcnn")
     ap.add_argument("--kd-steps", type=int, nargs="+", default=[20], help="case kd: fine-tune steps compared")
     ap.add_argument("--only-singles", action="store_true", help="keep the recorded compress row, add --singles rows")
     ap.add_argument("--device", default="cpu")

@@ -245,3 +245,24 @@ def test_the_least_drop_search_reuses_the_points_its_stage_measured(trained_lene
     prune_judged = [a for a in judged if a != "{}"]
     assert replayed and set(replayed) <= set(prune_judged)  # the second search replayed points of the first
     assert len(prune_judged) == len(set(prune_judged))  # and no assignment was fine-tuned and judged twice
+
+
+def test_lsq_compensation_in_a_prune_stage_is_recorded_and_replays(trained_lenet: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    data = ["--task", "classification", "--data", "digits"]
+    base = ["compress", f"file:{trained_lenet}", *data, "--max-drop", "3", "--macs", "0.6x", "--recipe", "prune",
+            "--amounts", "0.25,0.5", "--limit", "120"]
+    assert main([*base, "--compensate", "median", "--out", str(tmp_path / "bad")]) == 2
+    assert "--compensate must be one of none, mean, lsq" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "c"
+    assert main([*base, "--compensate", "lsq", "--out", str(out)]) in (0, 1)
+    steps = json.loads((out / "plan.json").read_text())["steps"]
+    assert [s["params"]["options"]["compensate"] for s in steps if s["transform"] == "prune_channels"] == ["lsq"]
+    again = tmp_path / "a"
+    assert main(["apply", str(out / "plan.json"), f"file:{trained_lenet}", *data, "--no-latency",
+                 "--out", str(again)]) == 0
+    replayed, written = load_model(f"file:{again / 'model.pt'}"), load_model(f"file:{out / 'model.pt'}")
+    x = torch.randn(4, *written.info.input_shape[1:])
+    with torch.no_grad():
+        torch.testing.assert_close(replayed.model(x), written.model(x))
