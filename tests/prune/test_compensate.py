@@ -143,16 +143,21 @@ def test_compensate_without_data_is_a_config_error(tmp_path, capsys) -> None:
     assert "--compensate mean needs calibration data" in capsys.readouterr().err
 
 
-def test_fsrcnn_mapping_channels_lose_far_less_with_compensation() -> None:
-    """Measured (x3, photos-val, calibration: 8 photos-train batches): chip removing 1 of 12 channels of
-    each mapping conv drops 5.31 dB, 1.25 dB compensated; l1 (the same amount) 19.01 / 14.26 dB."""
+def _fsrcnn_x3() -> tuple:
+    """The shipped FSRCNN x3 and an SR task on the built-in photos (skips without the weights)."""
     from slimcnn.models import load_model
     from slimcnn.tasks import make_task
 
     loaded = load_model("slimcnn:fsrcnn", scale=3)
     if not loaded.info.pretrained:
         pytest.skip("needs the shipped FSRCNN x3 weights")
-    task = make_task("sr", "photos-train", info=loaded.info, scale=3, val_data="photos-val")
+    return loaded, make_task("sr", "photos-train", info=loaded.info, scale=3, val_data="photos-val")
+
+
+def test_fsrcnn_mapping_channels_lose_far_less_with_compensation() -> None:
+    """Measured (x3, photos-val, calibration: 8 photos-train batches): chip removing 1 of 12 channels of
+    each mapping conv drops 5.31 dB, 1.25 dB compensated; l1 (the same amount) 19.01 / 14.26 dB."""
+    loaded, task = _fsrcnn_x3()
     x = torch.zeros(1, 1, 16, 16)
     base = task.evaluate(loaded.model).value
     keep = {f"mid_part.{i}": 11 for i in (2, 4, 6, 8)}
@@ -234,13 +239,7 @@ def test_unknown_compensation_is_one_line(tmp_path, capsys) -> None:
 def test_fsrcnn_loses_almost_nothing_with_a_least_squares_refit() -> None:
     """A quarter of the first layer's 56 channels (l1): 14.6 dB lost on Set5 without compensation, 12.1 dB
     with mean folding, 0.05 dB with the least-squares refit of the 1×1 shrinking conv (benchmarks/compensation.py)."""
-    from slimcnn.models import load_model
-    from slimcnn.tasks import make_task
-
-    loaded = load_model("slimcnn:fsrcnn", scale=3)
-    if not loaded.info.pretrained:
-        pytest.skip("needs the shipped FSRCNN x3 weights")
-    task = make_task("sr", "photos-train", info=loaded.info, scale=3, val_data="photos-val")
+    loaded, task = _fsrcnn_x3()
     x = torch.zeros(1, 1, 16, 16)
     base = task.evaluate(loaded.model).value
     drops = {}

@@ -107,18 +107,27 @@ def removed_inputs(graph: ChannelGraph, removed: set[int]) -> dict[str, list[int
     return res
 
 
-def _run(model: nn.Module, batches: Iterable[Any]) -> None:
+def _run(model: nn.Module, batches: Iterable[Any], handles: Sequence[Any]) -> None:
+    """Run ``model`` in eval mode without gradients over ``batches``, then remove the hooks ``handles`` and
+    restore its mode."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
 
     def to(x: Any) -> Any:
         return x.to(device) if isinstance(x, Tensor) else x
 
-    with torch.no_grad():
-        for x in batches:
-            if isinstance(x, tuple):
-                model(*(to(t) for t in x))
-            else:
-                model(to(x))
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                if isinstance(x, tuple):
+                    model(*(to(t) for t in x))
+                else:
+                    model(to(x))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
 
 
 def input_means(model: nn.Module, layers: Iterable[str], batches: Iterable[Any]) -> dict[str, Tensor]:
@@ -155,14 +164,7 @@ def input_means(model: nn.Module, layers: Iterable[str], batches: Iterable[Any])
         if f not in mods:
             raise UnsupportedLayerError(f"layer '{f}' was traced but is not in the model")
         handles.append(mods[f].register_forward_pre_hook(hook(f, isinstance(mods[f], nn.Linear))))
-    was = model.training
-    model.eval()
-    try:
-        _run(model, batches)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
+    _run(model, batches, handles)
     return {f: (s / max(counts[f], 1)).cpu() for f, s in sums.items()}
 
 
@@ -415,14 +417,7 @@ def least_squares_fits(model: nn.Module, graph: ChannelGraph, removed: set[int],
         return fn
 
     handles = [mods[f].register_forward_hook(hook(f)) for f in consumers]
-    was = model.training
-    model.eval()
-    try:
-        _run(model, batches)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was)
+    _run(model, batches, handles)
     fits: dict[str, tuple[Tensor, Tensor]] = {}
     for f in consumers:
         if not normal[f].blocks:
