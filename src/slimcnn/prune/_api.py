@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from torch import Tensor, nn
+from torch import nn
 
 from slimcnn.errors import ConfigError
 from slimcnn.graph import ChannelGraph, rollback_on_error, trace
@@ -146,8 +146,9 @@ def prune_model_(
     before = graph.estimate_macs()
     removed = graph.removed_roots(removal)
     after = graph.estimate_macs(removed)
-    comp = compensation(model, graph, removed, list(batches) or list(task.calibration_batches(calib)), mode) \
-        if mode else Compensation()
+    comp = Compensation()
+    if mode:
+        comp = compensation(model, graph, removed, list(batches) or list(task.calibration_batches(calib)), mode)
     # prune_ rolls its own failures back; the outer snapshot is needed only to undo it when compensation fails
     with rollback_on_error(model) if comp else contextlib.nullcontext():
         kept = prune_(model, example_input, removal, graph=graph)
