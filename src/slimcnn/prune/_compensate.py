@@ -31,7 +31,7 @@ taken in eval mode on the *unpruned* model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,7 +169,7 @@ def input_means(model: nn.Module, layers: Iterable[str], batches: Iterable[Any])
 
 
 def compensation_deltas(
-    model: nn.Module, graph: ChannelGraph, removed: set[int], batches: Sequence[Any]
+    model: nn.Module, graph: ChannelGraph, removed: set[int], batches: Sequence[Any], *, skip: Collection[str] = ()
 ) -> dict[str, Tensor]:
     """Bias deltas that fold the removed channels' calibration means into their consumers.
 
@@ -181,6 +181,8 @@ def compensation_deltas(
         graph: its trace.
         removed: atom roots to remove (``graph.removed_roots(removal)``).
         batches: calibration inputs (e.g. ``task.calibration_batches(8)``).
+        skip: consumers compensated otherwise (refitted by :func:`least_squares_fits`); no pass over the
+            batches when none is left.
 
     Returns:
         ``{consumer FQN: Tensor[original output channels]}`` (float64, on the CPU).
@@ -188,7 +190,7 @@ def compensation_deltas(
     Raises:
         ConfigError: ``batches`` is empty, or a consumer never ran on them.
     """
-    consumers = removed_inputs(graph, removed)
+    consumers = {f: cs for f, cs in removed_inputs(graph, removed).items() if f not in skip}
     if not consumers:
         return {}
     if not batches:
@@ -333,7 +335,7 @@ def _convt_phases(m: nn.ConvTranspose2d, x: Tensor, out_hw: Sequence[int]) -> It
     """
     (s_h, s_w), (p_h, p_w), (d_h, d_w) = m.stride, m.padding, m.dilation
     k_h, k_w = m.kernel_size
-    n, c, h, w = x.shape
+    n, c = x.shape[:2]
     for ph in range(min(s_h, out_hw[0])):
         for pw in range(min(s_w, out_hw[1])):
             th = [(k, (ph + p_h - k * d_h) // s_h) for k in range(k_h) if (ph + p_h - k * d_h) % s_h == 0]
@@ -365,8 +367,8 @@ def least_squares_fits(model: nn.Module, graph: ChannelGraph, removed: set[int],
     channel is fitted, on the *unpruned* model's calibration activations, from its kept input channels to its
     kept outputs: ``min ||X_kept W + b - Y||^2`` (the reconstruction step of He et al. 2017, "Channel Pruning
     for Accelerating Very Deep Neural Networks", on the original inputs as in ThiNet; one pass over the data
-    for all layers). On FSRCNN x3 removing a quarter of the first layer's channels costs 14.6 dB on Set5
-    with no compensation, 12.1 dB with ``mean`` and 0.02 dB with ``lsq``. Call on the unpruned model, then
+    for all layers). On FSRCNN x3 removing a quarter of the first layer's channels (l1) costs 14.6 dB on
+    Set5 with no compensation, 12.1 dB with ``mean`` and 0.05 dB with ``lsq`` (benchmarks/compensation.py). Call on the unpruned model, then
     :func:`apply_fits_` after :func:`~slimcnn.prune.prune_`; other consumers keep ``mean`` folding.
 
     Args:
@@ -481,5 +483,4 @@ def compensation(model: nn.Module, graph: ChannelGraph, removed: set[int], batch
     if mode is None:
         return Compensation()
     fits = least_squares_fits(model, graph, removed, batches) if mode == "lsq" else {}
-    deltas = compensation_deltas(model, graph, removed, batches)
-    return Compensation({f: d for f, d in deltas.items() if f not in fits}, fits)
+    return Compensation(compensation_deltas(model, graph, removed, batches, skip=fits.keys()), fits)
