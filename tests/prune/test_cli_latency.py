@@ -71,3 +71,30 @@ def test_latency_objective_and_params_budget_are_recorded_and_apply_replays_them
     err = capsys.readouterr().err
     assert rc == 1 and "--params 0.001x cannot be met together with --latency 0.8x: the least the knapsack reaches is" in err
     assert (tmp_path / "u" / "model.pt").exists()  # the closest model is saved
+
+
+def test_latency_pruning_compensates_the_chosen_widths_and_apply_replays_it(tmp_path, capsys, monkeypatch) -> None:
+    import torch
+
+    from slimcnn.models import load_model, save_model
+    from slimcnn.prune import PrunePlan, apply_plan
+
+    monkeypatch.setenv("SLIMCNN_CACHE_DIR", str(tmp_path / "cache"))
+    src = tmp_path / "lenet5.pt"
+    save_model(load_model("slimcnn:lenet5"), src)  # one fixed set of weights for every run
+    model, common = f"file:{src}", ["--task", "classification", "--data", "digits"]
+    out = tmp_path / "p"
+    rc = main(["prune", model, "--latency", "0.8x", "--compensate", "lsq", *common, "--out", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc == (0 if result["details"]["latency_target_met"] else 1)  # timing: either verdict, stated honestly
+    plan = PrunePlan.from_dict(json.loads((out / "plan.json").read_text())["steps"][0]["params"])
+    assert plan.options["compensate"] == "lsq" and plan.layers
+    pruned = load_model(f"file:{out / 'model.pt'}").model.eval()
+    x = torch.randn(4, 1, 32, 32)
+    bare = load_model(f"file:{src}").model.eval()
+    apply_plan(bare, plan, x, compensate=False)  # the same widths, no refit
+    with torch.no_grad():
+        assert not torch.allclose(pruned(x), bare(x), atol=1e-4)  # the consumers were refitted
+    assert main(["apply", str(out / "plan.json"), model, *common, "--no-latency", "--out", str(tmp_path / "a")]) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(load_model(f"file:{tmp_path / 'a' / 'model.pt'}").model.eval()(x), pruned(x))

@@ -150,7 +150,7 @@ def test_latency_strategy_prunes_from_the_table_and_its_plan_replays(trained_len
     out, again = tmp_path / "lat", tmp_path / "lat_again"
     rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--strategy",
                "latency", "--latency", "0.7x", "--macs", "0.6x", "--params", "0.8x", "--finetune-steps", "3", "--limit", "100",
-               "--out", str(out), "--json"])
+               "--compensate", "lsq", "--out", str(out), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert rc == (0 if report["met"] else 1)  # timing a LeNet is noise-bound: either verdict, stated
     log = report["details"]["strategy"]
@@ -162,7 +162,9 @@ def test_latency_strategy_prunes_from_the_table_and_its_plan_replays(trained_len
     assert report["after"]["cost"]["macs"] < report["before"]["cost"]["macs"]
     plan = json.loads((out / "plan.json").read_text())
     assert [s["transform"] for s in plan["steps"]] == ["prune_channels"]
-    assert main(["apply", str(out / "plan.json"), f"file:{trained_lenet}", "--no-latency", "--out", str(again)]) == 0
+    assert plan["steps"][0]["params"]["options"]["compensate"] == "lsq"  # the chosen widths were refitted
+    assert main(["apply", str(out / "plan.json"), f"file:{trained_lenet}", "--task", "classification", "--data",
+                 "digits", "--no-latency", "--out", str(again)]) == 0
     searched = load_model(f"file:{out / 'model.pt'}").model
     replayed = load_model(f"file:{again / 'model.pt'}").model
     assert {n: p.shape for n, p in replayed.named_parameters()} == {n: p.shape for n, p in searched.named_parameters()}

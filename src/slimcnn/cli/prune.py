@@ -95,8 +95,6 @@ def prune_cmd(
     params_target = _params_budget(params, latency)
     if latency is not None and granularity != "filter":
         raise ConfigError(f"--latency works with --granularity filter only, got '{granularity}'")
-    if latency is not None and compensate:
-        raise ConfigError("--compensate is not supported with --latency yet; use --ratio or --macs")
     if latency is not None and no_latency:
         raise ConfigError("--latency needs the latency measurement: drop --no-latency")
     if granularity == "filter":
@@ -194,7 +192,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
                                   "give a smaller target")
         lat = prune_for_latency_(new_model, example, frac, criterion=criterion, exclude=exclude, reduce=reduce,  # type: ignore[arg-type]
                                  task=task_obj, calib=calib, seed=seed, source=loaded.source, macs=macs_frac,
-                                 params=params_frac, objective=objective)  # type: ignore[arg-type]
+                                 params=params_frac, objective=objective, compensate=compensate)  # type: ignore[arg-type]
         if not lat.selection.feasible:
             note(f"note: the latency table predicts at best {lat.selection.predicted_ratio:.3f}x, above the "
                  f"{frac:.3f}x target; pruned to the fastest widths it offers")

@@ -47,7 +47,7 @@ class CompressSpec:
     device: str = "cpu"
     exclude: tuple[str, ...] = ()
     compensate: str = "none"
-    """Channel-pruning stages (not ``latency``): ``mean`` or ``lsq`` compensation of the layers reading removed
+    """Channel-pruning stages (``latency`` too): ``mean`` or ``lsq`` compensation of the layers reading removed
     channels (:data:`~slimcnn.prune.COMPENSATIONS`), ``none``."""
     int8: Int8Spec = field(default_factory=Int8Spec)
     """How an ``int8`` stage quantises (calibration, images, per-channel weights)."""
@@ -200,7 +200,7 @@ def compress(
                            round_to=spec.round_to if stage.method == "prune" else 1,
                            amounts=spec.amounts if stage.method != "kmeans" else None, device=spec.device,
                            exclude=spec.exclude, recovery=spec.recovery, promises=tuple(kept),
-                           compensate=spec.compensate if stage.method == "prune" and stage.strategy != "latency" else False)
+                           compensate=spec.compensate if stage.method == "prune" else False)
         ts = time.perf_counter()
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
         trials = str(state_dir / f"trials-{i}.pt") if state_dir is not None else None  # both searches' points

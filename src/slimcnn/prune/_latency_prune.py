@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from slimcnn.errors import ConfigError
 from slimcnn.graph import ChannelGraph, trace
 from slimcnn.prune._api import PruneOutcome, prune_model_
+from slimcnn.prune._compensate import compensation_mode
 from slimcnn.prune._criteria import LOSS_SCALED, ScoreContext, score_groups
 from slimcnn.prune._knapsack import (
     CostBudget,
@@ -96,6 +97,7 @@ def prune_for_latency_(
     macs: float | None = None,
     params: float | None = None,
     objective: Literal["macs", "importance"] = "macs",
+    compensate: bool | str = False,
 ) -> LatencyPruneResult:
     """Prune ``model`` in place so that its measured ONNX Runtime latency is at most ``target_ratio`` x the original.
 
@@ -120,6 +122,9 @@ def prune_for_latency_(
             kept channels); with ``macs``, all three budgets at once.
         objective: ``"macs"`` (importance weighted by each group's MACs per channel) or ``"importance"``
             (see the module notes).
+        compensate: ``"mean"`` or ``"lsq"`` compensation of the layers reading removed channels, applied once to
+            the chosen widths (as :func:`~slimcnn.prune.prune_model_`; needs ``task``). The timed tries skip it:
+            it changes weights, not shapes.
 
     Returns:
         A :class:`LatencyPruneResult`; check ``measured_ratio <= target_ratio`` (not guaranteed) and
@@ -127,8 +132,8 @@ def prune_for_latency_(
         ``selection.shortfall()`` says which and how close it came).
 
     Raises:
-        ConfigError: ``target_ratio``, ``macs`` or ``params`` outside (0, 1), ``tries < 1`` or an unknown
-            ``objective``.
+        ConfigError: ``target_ratio``, ``macs`` or ``params`` outside (0, 1), ``tries < 1``, an unknown
+            ``objective`` or ``compensate`` mode, or compensation without ``task``.
     """
     from slimcnn.measure import compare_latency
 
@@ -141,6 +146,8 @@ def prune_for_latency_(
         raise ConfigError(f"tries must be >= 1, got {tries}")
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown latency objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
+    if (mode := compensation_mode(compensate)) and task is None:  # refused before the table is timed
+        raise ConfigError(f"{mode} compensation (--compensate {mode}) needs calibration data: pass --task and --data")
     original = copy.deepcopy(model).eval()
     t0 = time.perf_counter()
     graph = trace(original, example_input)
@@ -185,7 +192,7 @@ def prune_for_latency_(
             break
     sel, keep, measured = best
     outcome = prune_model_(model, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
-                           task=task, calib=calib, seed=seed, source=source, graph=graph)
+                           task=task, calib=calib, seed=seed, source=source, graph=graph, compensate=compensate)
     return LatencyPruneResult(outcome, sel, table, measured, table_s, target_ratio, tuple(attempts))
 
 

@@ -318,7 +318,7 @@ def _latency(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], Sensitivi
         model = copy.deepcopy(ctx.model)
         res = prune_for_latency_(model, ctx.example_input, frac, criterion=fam.criterion, exclude=fam.exclude,  # type: ignore[attr-defined]
                                  task=ctx.task, source=fam.source, threads=ctx.spec.threads, macs=macs_frac,  # type: ignore[attr-defined]
-                                 params=params_frac)
+                                 params=params_frac, compensate=fam.compensate)  # type: ignore[attr-defined]
         return model, res.details(), res.measured_ratio, res.outcome.plan.to_dict()
 
     model, details, ratio, plan = from_main(prune)  # built from timings: rank 0's widths for every rank
