@@ -40,6 +40,21 @@ def test_infeasible_budget_saves_the_closest_point(trained_lenet: Path, tmp_path
     assert rc == 1
     assert "NOT met" in captured.err
     assert (out / "model.pt").exists() and not json.loads((out / "result.json").read_text())["met"]
+    # every group at 0.75 still keeps more than 2 % of LeNet's MACs: said before any sweep, closest model kept
+    assert "budget out of reach of prune: with every layer at its strongest amount (0.75)" in captured.err
+    assert "--macs 0.02x: " in captured.err and "sensitivity sweep" not in captured.err
+    strategy = json.loads((out / "result.json").read_text())["details"]["strategy"]
+    assert "out of reach" in strategy["out_of_reach"] and not (out / "sensitivity.json").exists()
+
+
+def test_budget_in_reach_of_the_strongest_amounts_is_searched(trained_lenet: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "k"
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--method", "kernel",
+               "--max-drop", "100", "--macs", "0.9x", "--limit", "100", "--out", str(out)])
+    assert rc == 0 and "out of reach" not in capsys.readouterr().err
+    assert "out_of_reach" not in json.loads((out / "result.json").read_text())["details"]["strategy"]
+    assert (out / "sensitivity.json").exists()  # swept as usual
 
 
 def test_search_needs_a_target(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from slimcnn.errors import ConfigError
+from slimcnn.search.budget import flag
 
 # What each stage can move: a target is owned by the LAST stage of the recipe that can move it, so an
 # earlier stage is not asked to reach a target a later, better-suited stage reaches anyway
@@ -22,8 +23,6 @@ INT8_RUNTIMES = (None, "onnxruntime")
 INT8_BYTES = 0.25
 """int8 weight bytes over fp32 (before a float fallback keeps layers in fp32)."""
 STRATEGIES = ("greedy", "cpo", "iterative", "latency")
-_FLAG = {"macs": "--macs", "params": "--params", "weight_bytes": "--weight-bytes", "latency_ms": "--latency",
-         "activation_bytes": "--activation-bytes"}
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ def assign_targets(stages: tuple[StageSpec, ...], targets: set[str]) -> list[set
         movers = searched or movers
         if not movers:
             names = ",".join(s.name for s in stages)
-            raise ConfigError(f"{_FLAG.get(t, t)} cannot be reached by --recipe {names}: no stage changes it "
+            raise ConfigError(f"{flag(t)} cannot be reached by --recipe {names}: no stage changes it "
                               "(add prune or lowrank, or use --recipe auto)")
         owned[movers[-1]].add(t)
     return owned

@@ -24,7 +24,8 @@ _EXAMPLE = {"count": "300M", "bytes": "4MB", "time": "12ms"}
 _FLAG = {"latency_ms": "latency"}
 
 
-def _flag(what: str) -> str:
+def flag(what: str) -> str:
+    """The CLI option of a budget key (``latency_ms`` -> ``--latency``)."""
     return "--" + _FLAG.get(what, what).replace("_", "-")
 
 
@@ -60,7 +61,7 @@ def parse_amount(text: str | float | int, what: str) -> Amount:
     kind = _KIND.get(what)
     if kind is None:
         raise ConfigError(f"unknown budget '{what}'; valid: {', '.join(_KIND)}")
-    flag, example = _flag(what), _EXAMPLE[kind]
+    option, example = flag(what), _EXAMPLE[kind]
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         if text > 1:  # Python callers: a number above 1 is absolute, one at most 1 a ratio
             return Amount(float(text))
@@ -68,25 +69,25 @@ def parse_amount(text: str | float | int, what: str) -> Amount:
     s = str(text).strip().lower().replace(" ", "")
     m = re.fullmatch(r"([+-]?[0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)([a-z%]*)", s)
     if not m:
-        raise ConfigError(f"{flag} expects a ratio like 0.5x or a value like {example}, got '{text}'")
+        raise ConfigError(f"{option} expects a ratio like 0.5x or a value like {example}, got '{text}'")
     number, unit = float(m.group(1)), m.group(2)
     if unit == "" and number <= 0:
-        raise ConfigError(f"{flag} {text} must be above 0 (e.g. {example} or 0.5x)")
+        raise ConfigError(f"{option} {text} must be above 0 (e.g. {example} or 0.5x)")
     if unit == "":
         ratio = f"write {text}x for a fraction of the original or " if number <= 1 else ""
-        raise ConfigError(f"{flag} {text} is ambiguous: {ratio}add a unit (e.g. {example}; a bare number is refused)")
+        raise ConfigError(f"{option} {text} is ambiguous: {ratio}add a unit (e.g. {example}; a bare number is refused)")
     if unit in ("x", "%"):
         ratio = number / 100.0 if unit == "%" else number
         if not 0 < ratio <= 1:
-            raise ConfigError(f"{flag} {text}: a ratio must be above 0x and at most 1x (e.g. 0.5x)")
+            raise ConfigError(f"{option} {text}: a ratio must be above 0x and at most 1x (e.g. 0.5x)")
         return Amount(ratio, relative=True)
     units = _UNITS_OF[kind]
     if unit not in units:
         typed = str(text).strip().replace(" ", "")[-len(unit):]
-        raise ConfigError(f"{flag} {text}: '{typed}' is not a unit of {_WHAT.get(what, what)}; use one of "
+        raise ConfigError(f"{option} {text}: '{typed}' is not a unit of {_WHAT.get(what, what)}; use one of "
                           f"{_UNIT_NAMES[kind]} (e.g. {example}) or a ratio like 0.5x")
     if number <= 0:
-        raise ConfigError(f"{flag} {text} must be above 0 (e.g. {example} or 0.5x)")
+        raise ConfigError(f"{option} {text} must be above 0 (e.g. {example} or 0.5x)")
     return Amount(number * units[unit])
 
 

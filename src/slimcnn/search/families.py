@@ -73,6 +73,10 @@ class Family(Protocol):
         """What fine-tuning the transformed ``model`` must keep (:func:`slimcnn.train.keep_promises`)."""
         ...
 
+    def strongest(self, knob: Knob) -> float:
+        """The amount of ``knob`` that shrinks its layers most (the sweep's bound on every counted cost)."""
+        ...
+
 
 FAMILIES: Registry[Callable[..., Family]] = Registry("search method")
 
@@ -82,6 +86,9 @@ class _OneKnob:
 
     def apply(self, model: nn.Module, knob: Knob, amount: float) -> nn.Module:
         return self.apply_many(model, {knob.name: amount})  # type: ignore[attr-defined,no-any-return]
+
+    def strongest(self, knob: Knob) -> float:
+        return max(knob.amounts)  # a fraction removed: more is smaller
 
 
 def width_promises(model: nn.Module) -> tuple[Promise, ...]:
@@ -156,6 +163,9 @@ class KMeansFamily(_OneKnob):
             return copy.deepcopy(model)
         spec = KMeansQuantSpec(bits=tuple((_literal(k), int(v)) for k, v in assignment.items()))
         return quantize_model(model, spec).model
+
+    def strongest(self, knob: Knob) -> float:
+        return min(knob.amounts)  # bits per weight: fewer is smaller
 
     def cost(self, example_input: Any) -> CostFn:
         dense = profile_cost(example_input)

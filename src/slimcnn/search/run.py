@@ -14,10 +14,10 @@ from torch import nn
 from slimcnn.errors import ConfigError
 from slimcnn.registry import Registry
 from slimcnn.search._trials import TrialLog, trial_key
-from slimcnn.search.budget import Budget, ConstraintCheck
+from slimcnn.search.budget import Budget, ConstraintCheck, cost_value, flag
 from slimcnn.search.families import FAMILIES, Family
 from slimcnn.search.greedy import TriedPoint, greedy_search
-from slimcnn.search.sensitivity import SensitivityTable, sensitivity_sweep
+from slimcnn.search.sensitivity import Knob, SensitivityTable, sensitivity_sweep
 from slimcnn.tasks.base import Task
 from slimcnn.train import is_main
 from slimcnn.train._distributed import from_main
@@ -260,9 +260,37 @@ Strategy = Any
 STRATEGIES: Registry[Strategy] = Registry("search strategy")
 
 
+def out_of_reach(ctx: _Context, knobs: list[Knob]) -> tuple[dict[str, float], str] | None:
+    """``(every knob at its strongest amount, why)`` when a budget on counted costs (MACs, params, weight bytes)
+    is missed even there: greedy only combines the sweep's amounts, so no path reaches it, and a user should
+    hear so in seconds, not after an hour of measured points. ``None`` when every counted budget is in reach."""
+    counted = {k: a for k, a in ctx.budget.limits.items() if k in ("macs", "params", "weight_bytes")}
+    if not counted or not knobs:
+        return None
+    strongest = {k.name: ctx.family.strongest(k) for k in knobs}
+    params, macs, wbytes = ctx.cost_fn(ctx.family.apply_many(ctx.model, strongest), strongest)
+    least = {"params": float(params), "macs": float(macs), "weight_bytes": float(wbytes)}
+    missed = []
+    for key, amount in counted.items():
+        base = float(cost_value(ctx.base_cost, key))
+        if least[key] > amount.limit(base):
+            missed.append(f"{flag(key)} {amount}: {least[key]:,.0f} of {base:,.0f} ({least[key] / max(base, 1):.3f}x)")
+    if not missed:
+        return None
+    amounts = ", ".join(sorted({f"{v:g}" for v in strongest.values()}))
+    return strongest, (f"out of reach of {ctx.family.name}: with every layer at its strongest amount ({amounts}) "
+                       f"it still keeps {'; '.join(missed)}; no sweep, the closest model is that one. Loosen the "
+                       "budget, give stronger --amounts, or combine methods (slimcnn compress --recipe auto)")
+
+
 @STRATEGIES.register("greedy")
 def _greedy(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], SensitivityTable | None]:
-    table = sensitivity_sweep(ctx.model, ctx.task, ctx.family.knobs(ctx.model, ctx.example_input), ctx.family.apply,
+    knobs = ctx.family.knobs(ctx.model, ctx.example_input)
+    if (unreachable := out_of_reach(ctx, knobs)) is not None:
+        strongest, why = unreachable
+        progress_log.warning("budget %s", why)
+        return strongest, {"out_of_reach": why}, None
+    table = sensitivity_sweep(ctx.model, ctx.task, knobs, ctx.family.apply,
                               example_input=ctx.example_input, limit=ctx.spec.limit, workers=ctx.spec.workers,
                               cost=ctx.cost_fn, progress=ctx.progress, resume=ctx.resume,
                               device=ctx.spec.device)
