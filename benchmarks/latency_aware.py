@@ -23,7 +23,8 @@ Then one ``compare_latency`` of original, (a), (b), (c), interleaved (``--runs``
 (trained weights) at ``--acc-input`` (8x3x32x32): (a) as above at ``--target``; (b) ``prune_model_(macs=m,
 round_to=block)`` with ``m`` bisected until (b)'s latency, measured interleaved with the original, is within
 2 % of (a)'s; both timed once more together, then the same fine-tune (``--steps`` plain SGD steps, lr 0.01,
-cosine, seed 0, on ``train-subset-10k.tar``) and top-1 on all 10,000 JPEG test images.
+cosine, seed 0, on ``train-subset-10k.tar``) and top-1 on all 10,000 JPEG test images. ``--acc-criterion``
+(default ``l1``) ranks the channels of both and ``--acc-compensate none|mean|lsq`` compensates both.
 """
 
 from __future__ import annotations
@@ -148,21 +149,28 @@ def run(name: str, target: float, runs: int, objective: str) -> dict[str, Any]:
     return row
 
 
-def macs_at_latency(model: nn.Module, x: torch.Tensor, goal: float, runs: int,
-                    steps: int = 8) -> tuple[nn.Module, dict[str, Any]]:
-    """(b)'s MACs target bisected to ``goal`` (a smaller MACs fraction prunes more)."""
-    def prune(m: nn.Module, cut: float) -> None:
-        prune_model_(m, x, criterion="l1", macs=1.0 - cut, round_to=ort_channel_block(), best_effort=True)
+def macs_at_latency(model: nn.Module, x: torch.Tensor, goal: float, runs: int, steps: int = 8, *,
+                    criterion: str = "l1", compensate: str = "none", task: Any = None) -> tuple[nn.Module, dict[str, Any]]:
+    """(b)'s MACs target bisected to ``goal`` (a smaller MACs fraction prunes more); the compensation, which
+    changes weights and not shapes, is applied once to the chosen target."""
+    def prune(m: nn.Module, cut: float, comp: str = "none") -> None:
+        prune_model_(m, x, criterion=criterion, macs=1.0 - cut, round_to=ort_channel_block(), best_effort=True,
+                     task=task, compensate=comp if comp != "none" else False)
 
     tries: list[dict[str, Any]] = []
     m, cut, got = _bisect_to_latency(model, x, goal, runs, "macs_cut", 0.0, 0.95, steps, prune, tries)
     for t in tries:
         t["macs_target"] = 1.0 - t.pop("macs_cut")
+    if compensate != "none":
+        m = copy.deepcopy(model)
+        prune(m, cut, compensate)
     return m, {"macs_target": 1.0 - cut, "bisected_latency_ratio": got, "bisection": tries}
 
 
-def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...]) -> dict[str, Any]:
-    """ResNet-56 / CIFAR-10 JPEG: (a) vs (b) at equal measured latency, after the same fine-tune."""
+def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...], criterion: str = "l1",
+             compensate: str = "none") -> dict[str, Any]:
+    """ResNet-56 / CIFAR-10 JPEG: (a) vs (b) at equal measured latency, after the same fine-tune; both ranked by
+    ``criterion`` and compensated by ``compensate``."""
     from slimcnn.models import load_model
     from slimcnn.tasks import make_task
 
@@ -175,11 +183,14 @@ def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...]) -> di
     torch.manual_seed(0)
     x = torch.randn(*shape)
     a = copy.deepcopy(model)
-    res = prune_for_latency_(a, x, target, criterion="l1", source="slimcnn:resnet56")
-    b, b_info = macs_at_latency(model, x, res.measured_ratio, max(10, runs // 2))
+    res = prune_for_latency_(a, x, target, criterion=criterion, source="slimcnn:resnet56", task=task,
+                             compensate=compensate if compensate != "none" else False)
+    b, b_info = macs_at_latency(model, x, res.measured_ratio, max(10, runs // 2), criterion=criterion,
+                                compensate=compensate, task=task)
     lat = compare_latency({"original": model, "latency_aware": a, "macs_target": b}, x, runs=runs)
     base = profile(model, x)
     out: dict[str, Any] = {"input": list(shape), "target": target, "steps": steps, "attempts": list(res.attempts),
+                           "criterion": criterion, "compensate": compensate,
                            "check_ratio": res.measured_ratio,
                            "macs_search": b_info, "original_top1": task.evaluate(model).value}
     for key, m in (("latency_aware", a), ("macs_target", b)):
@@ -216,7 +227,8 @@ def render_accuracy(acc: dict[str, Any], runs: int) -> list[str]:
              f"`slimcnn:resnet56` (trained weights; {acc['original_top1']:.2f} % top-1 unpruned on the 10,000 JPEG test "
              f"images), timed at {'x'.join(map(str, acc['input']))}; (b)'s MACs target bisected to (a)'s measured "
              f"latency ({_bisection_summary(acc)}); both timed together with the original "
-             f"({runs} interleaved rounds, load {load} at the end); then the same {acc['steps']} plain SGD steps "
+             f"({runs} interleaved rounds, load {load} at the end); both ranked by {acc.get('criterion', 'l1')}, "
+             f"compensation {acc.get('compensate', 'none')}; then the same {acc['steps']} plain SGD steps "
              "(lr 0.01, cosine, seed 0, train-subset-10k) and top-1 on all 10,000 test images.", "",
              "| method | MACs | params | latency (measured) | top-1 pruned | top-1 after fine-tune |",
              "|---|---|---|---|---|---|"]
@@ -282,6 +294,9 @@ def main() -> None:
     ap.add_argument("--part", default="both", choices=["latency", "accuracy", "both"])
     ap.add_argument("--steps", type=int, default=250, help="fine-tune steps of the accuracy part")
     ap.add_argument("--acc-input", default="8x3x32x32", help="input shape timed in the accuracy part")
+    ap.add_argument("--acc-criterion", default="l1", help="channel criterion of (a) and (b) in the accuracy part")
+    ap.add_argument("--acc-compensate", default="none", choices=["none", "mean", "lsq"],
+                    help="compensation of (a) and (b) in the accuracy part")
     args = ap.parse_args()
     path = RESULTS / "latency_aware.json"
     old = json.loads(path.read_text()) if path.is_file() else {}
@@ -298,7 +313,7 @@ def main() -> None:
     data = {"environment": env, "target": args.target, "runs": args.runs, "rows": rows}
     if args.part in ("accuracy", "both"):
         shape = tuple(int(d) for d in args.acc_input.split("x"))
-        data["accuracy"] = accuracy(args.target, args.runs, args.steps, shape)
+        data["accuracy"] = accuracy(args.target, args.runs, args.steps, shape, args.acc_criterion, args.acc_compensate)
     elif same and "accuracy" in old:
         data["accuracy"] = old["accuracy"]
     RESULTS.mkdir(exist_ok=True)
