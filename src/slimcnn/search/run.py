@@ -274,13 +274,14 @@ def out_of_reach(ctx: _Context, knobs: list[Knob]) -> tuple[dict[str, float], st
     for key, amount in counted.items():
         base = float(cost_value(ctx.base_cost, key))
         if least[key] > amount.limit(base):
-            missed.append(f"{flag(key)} {amount}: {least[key]:,.0f} of {base:,.0f} ({least[key] / max(base, 1):.3f}x)")
+            missed.append(f"{flag(key)} {amount} (it keeps {least[key]:,.0f} of {base:,.0f}, "
+                          f"{least[key] / max(base, 1):.3f}x)")
     if not missed:
         return None
     amounts = ", ".join(sorted({f"{v:g}" for v in strongest.values()}))
-    return strongest, (f"out of reach of {ctx.family.name}: with every layer at its strongest amount ({amounts}) "
-                       f"it still keeps {'; '.join(missed)}; no sweep, the closest model is that one. Loosen the "
-                       "budget, give stronger --amounts, or combine methods (slimcnn compress --recipe auto)")
+    return strongest, (f"out of reach of {ctx.family.name} even with every layer at its strongest amount ({amounts}): "
+                       f"{'; '.join(missed)}. No sweep: the closest model is that one; loosen the budget, give "
+                       "stronger --amounts, or combine methods (slimcnn compress --recipe auto)")
 
 
 @STRATEGIES.register("greedy")
