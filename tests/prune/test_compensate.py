@@ -212,6 +212,45 @@ def test_least_squares_refit_is_exact_when_the_removed_channels_are_multiples_of
         assert max(float((g - r).abs().max()) for g, r in zip(outs[mode], want, strict=True)) > 1e-2
 
 
+def test_repeated_lsq_prunings_reuse_the_full_statistics_and_equal_fresh_ones() -> None:
+    import slimcnn.prune._compensate as comp
+
+    torch.manual_seed(0)
+    model = TwinNet().eval()
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(8, 3, 12, 12, generator=gen) for _ in range(3)]
+    x, test = torch.randn(1, 3, 12, 12), torch.randn(3, 3, 12, 12, generator=gen)
+
+    def pruned(keep: int) -> tuple[torch.Tensor, ...]:
+        m = copy.deepcopy(model)
+        prune_model_(m, x, criterion="l2", keep={"c1": keep}, batches=batches, compensate="lsq")
+        with torch.no_grad():
+            return m(test)
+
+    fresh = {}
+    for k in (6, 5, 3):
+        comp._FULL.__init__()
+        fresh[k] = pruned(k)  # a first pruning of the pair: the kept channels' statistics only
+        assert not comp._FULL.stats
+    pruned(4)  # the second fills the full statistics
+    assert set(comp._FULL.stats) == {"c2", "up", "fc"}  # conv, strided ConvTranspose (per phase) and Linear
+    seen = []
+    comp._run, run = (lambda *a: seen.append(1) or run(*a)), comp._run  # type: ignore[assignment]
+    try:
+        cached = {k: pruned(k) for k in (6, 5, 3)}
+    finally:
+        comp._run = run
+    assert not seen  # restricted from the kept statistics: no calibration pass
+    for k in (6, 5, 3):  # each equals its own uncached refit (same rows, restricted sums)
+        for got, ref in zip(cached[k], fresh[k], strict=True):
+            torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.c1.weight.mul_(1.5)  # other weights are another key: their statistics start over
+    prune_model_(other, x, criterion="l2", keep={"c1": 4}, batches=batches, compensate="lsq")
+    assert comp._FULL.calls == 1 and not comp._FULL.stats
+
+
 def test_lsq_plan_replays_with_the_same_batches(tmp_path) -> None:
     model = _fold_net()
     x = torch.randn(1, 3, 10, 10)
