@@ -56,6 +56,30 @@ def test_float_layers_stay_float(lenet_digits) -> None:  # type: ignore[no-untyp
         excluded_nodes(fp32, ("conv9",))
 
 
+@pytest.mark.parametrize("pruned", [False, True])
+def test_int8_model_bytes_equal_the_file_quantised_with_the_task_data(lenet_digits, pruned: bool) -> None:  # type: ignore[no-untyped-def]
+    """The byte count a search gives a stage before int8 (one example input calibrates) is the file's own,
+    also for a pruned model, where a constant int8/fp32 ratio is not."""
+    import copy
+
+    from slimcnn.export._int8 import int8_model_bytes, int8_weight_bytes
+    from slimcnn.measure import profile
+    from slimcnn.prune import prune_model_
+
+    net, task = lenet_digits
+    x = task.example_input(1)
+    model = copy.deepcopy(net.model)
+    if pruned:
+        prune_model_(model, x, prune_ratio=0.5)
+    spec = Int8Spec(samples=128, float_layers=("fc3",))
+    written = int8_weight_bytes(quantize_int8(torch_to_onnx(model, x).SerializeToString(),
+                                              task.calibration_batches(1), spec))
+    assert int8_model_bytes(model, x, spec) == written
+    ratios = {p: int8_model_bytes(m, x) / profile(m, x).weight_bytes
+              for p, m in (("whole", net.model), ("pruned", model))}
+    assert not pruned or ratios["pruned"] > ratios["whole"]  # the per-channel share grows as layers thin
+
+
 def test_scope_fqn_and_reader() -> None:
     assert scope_fqn("/layer1/layer1.0/conv1/Conv") == "layer1.0.conv1"
     assert scope_fqn("/features/features.0/Conv") == "features.0"

@@ -1,8 +1,10 @@
 """The ``int8`` stage: ONNX Runtime static int8 of the stage's input, judged as the int8 ONNX model itself.
 
 int8 has no knob to search: it divides weight bytes by ~4 and ORT latency by a factor of the model. So
-:func:`int8_factors` measures both factors on the original before the structural stages run, and those
-stages are given the targets divided by them (the budget that is left after int8); the stage itself
+:func:`int8_factors` measures the latency factor on the original before the structural stages run, and
+the stage owning the latency target is given it divided by that factor; a stage owning the weight-byte
+target counts bytes as the int8 file itself (``SearchSpec.int8_weights``: a constant ratio misjudges a
+pruned model, whose per-channel scales and int32 biases weigh more next to fewer weights); the stage itself
 (:func:`int8_stage`) calibrates on the task's training data, scores the int8 model in ONNX Runtime
 against the ORIGINAL, and keeps the fewest most sensitive layers in float when the drop left is exceeded
 (:func:`slimcnn.export._fallback.float_fallback`).
@@ -48,14 +50,10 @@ def _batches(task: Any, spec: Int8Spec) -> Any:
 
 def int8_factors(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, threads: int | None,
                  runs: int = 50) -> dict[str, float]:
-    """What int8 alone does to ``model``: ORT latency and weight bytes of the int8 model over the fp32 one.
-
-    Latency is timed interleaved in one run (batch of ``x``); weight bytes count every initializer of the
-    int8 file against ``profile(model).weight_bytes``.
+    """What int8 alone does to ``model``'s latency: ORT median of the int8 model over the fp32 one, timed
+    interleaved in one run (batch of ``x``).
     """
     from slimcnn.export import compare_onnx_latency, quantize_int8, torch_to_onnx
-    from slimcnn.export._int8 import int8_weight_bytes
-    from slimcnn.measure import profile
     from slimcnn.progress import phase
 
     with phase("int8 on the original: quantise, time fp32 vs int8", 2, "steps") as advance:
@@ -64,10 +62,8 @@ def int8_factors(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *
         advance()
         lat = compare_onnx_latency({"fp32": fp32, "int8": data}, x, threads=threads, runs=runs)
         advance()
-    out = {"latency_ms": lat["int8"].median_ms / lat["fp32"].median_ms,
-           "weight_bytes": int8_weight_bytes(data) / max(profile(model, x).weight_bytes, 1)}
-    log.info("int8 on the original: latency %.3fx, weight bytes %.3fx (ONNX Runtime, interleaved)",
-             out["latency_ms"], out["weight_bytes"])
+    out = {"latency_ms": lat["int8"].median_ms / lat["fp32"].median_ms}
+    log.info("int8 on the original: latency %.3fx (ONNX Runtime, interleaved)", out["latency_ms"])
     return out
 
 

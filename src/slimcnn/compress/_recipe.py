@@ -15,8 +15,8 @@ MOVES: dict[str, frozenset[str]] = {
     "kernel": frozenset({"macs", "params", "weight_bytes"}),
     "lowrank": frozenset({"macs", "params", "latency_ms", "weight_bytes"}),
     "kmeans": frozenset({"weight_bytes"}),
-    # int8 moves both by a fixed factor (no knob): an earlier stage that can move them owns them, with the
-    # target divided by int8's measured factor (slimcnn.compress._int8.int8_factors)
+    # int8 moves both without a knob: an earlier stage that can move them owns them, with the latency target
+    # divided by int8's measured factor and weight bytes counted as the int8 file (slimcnn.compress._int8)
     "int8": frozenset({"weight_bytes", "latency_ms"}),
 }
 INT8_RUNTIMES = (None, "onnxruntime")

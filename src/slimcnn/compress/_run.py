@@ -94,7 +94,7 @@ class CompressResult:
     module, the written ``model.onnx`` its bytes, ``float_model`` the float model it quantised."""
     float_model: nn.Module | None = None
     int8_factors: dict[str, float] = field(default_factory=dict)
-    """Latency and weight-byte factors of int8 measured on the original (earlier stages' targets were divided by them)."""
+    """int8's latency factor measured on the original (an earlier stage's latency target was divided by it)."""
 
 
 StageCallback = Callable[[int, StageSpec, str], None]
@@ -148,9 +148,10 @@ def compress(
     drop_total = float(budget.drop_limit(base_score))  # type: ignore[arg-type]
     need_latency = "latency_ms" in targets or spec.runtime is not None
     current, current_score = original, base_score
-    # int8 (last) scales latency and weight bytes by a fixed factor: earlier stages get the targets divided by it
+    # int8 (last) scales latency by a factor of the model: an earlier stage gets the latency target divided by
+    # it; its weight bytes are counted as the int8 file itself (SearchSpec.int8_weights), not as a factor
     factors: dict[str, float] = {}
-    if has_int8 and any(owned[i] & {"latency_ms", "weight_bytes"} for i in range(len(stages) - 1)):
+    if has_int8 and any("latency_ms" in owned[i] for i in range(len(stages) - 1)):
         from slimcnn.compress._int8 import int8_factors
 
         factors = int8_factors(original, task, x, spec.int8, threads=spec.threads)
@@ -200,7 +201,8 @@ def compress(
                            round_to=spec.round_to if stage.method == "prune" else 1,
                            amounts=spec.amounts if stage.method != "kmeans" else None, device=spec.device,
                            exclude=spec.exclude, recovery=spec.recovery, promises=tuple(kept),
-                           compensate=spec.compensate if stage.method == "prune" else False)
+                           compensate=spec.compensate if stage.method == "prune" else False,
+                           int8_weights=spec.int8 if has_int8 and "weight_bytes" in owned[i] else None)
         ts = time.perf_counter()
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
         trials = str(state_dir / f"trials-{i}.pt") if state_dir is not None else None  # both searches' points
@@ -370,8 +372,8 @@ def _target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:
 
 def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.Module, original: nn.Module, x: Any,
                   spec: CompressSpec, factors: dict[str, float] | None = None) -> dict[str, Amount]:
-    """The stage's limits relative to its input model (so latency is compared within one run); a target a
-    later int8 stage scales by a factor is divided by that factor."""
+    """The stage's limits relative to its input model (so latency is compared within one run); a latency
+    target a later int8 stage scales by a factor is divided by that factor."""
     limits: dict[str, Amount] = {}
     if not owned:
         return limits

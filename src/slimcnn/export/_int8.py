@@ -326,6 +326,22 @@ def int8_weight_bytes(int8_onnx: bytes) -> int:
     return int(sum(numpy_helper.to_array(t).nbytes for t in onnx.load_from_string(int8_onnx).graph.initializer))
 
 
+def int8_model_bytes(model: torch.nn.Module, example_input: torch.Tensor, spec: Int8Spec | None = None) -> int:
+    """:func:`int8_weight_bytes` of the int8 file ``model`` quantises to with ``spec``, before any float fallback.
+
+    The model's fp32 ONNX export is quantised once: the initializers' sizes follow the layers' shapes and the
+    spec (per-channel scales, int32 biases, layers kept in float), never the activation ranges, so
+    ``example_input`` alone calibrates (min-max). About 2 s for ResNet-56 on one core. A constant ratio to the
+    fp32 bytes misjudges a pruned model: each output channel costs 17 B of scales, zero points and int32 bias
+    besides its int8 weights, a larger share of a thinner layer (ResNet-56: 0.259x whole, 0.268x at 0.28x).
+    """
+    from slimcnn.export._onnx import torch_to_onnx
+
+    spec = dataclasses.replace(spec or Int8Spec(), calibration="minmax", float_fallback=None, max_drop=None)
+    return int8_weight_bytes(quantize_int8(torch_to_onnx(model, example_input).SerializeToString(),
+                                           [example_input], spec))
+
+
 def int8_step_params(quantizer: Int8Quantizer, float_layers: Sequence[str]) -> dict[str, Any]:
     """The ``int8`` plan step's params: the spec, the layers kept in float and the recorded activation ranges."""
     spec = {k: v for k, v in dataclasses.asdict(quantizer.spec).items()

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -17,12 +17,15 @@ from slimcnn.search._trials import TrialLog, trial_key
 from slimcnn.search.budget import Budget, ConstraintCheck, cost_value, flag
 from slimcnn.search.families import FAMILIES, Family
 from slimcnn.search.greedy import TriedPoint, greedy_search
-from slimcnn.search.sensitivity import Knob, SensitivityTable, sensitivity_sweep
+from slimcnn.search.sensitivity import CostFn, Knob, SensitivityTable, sensitivity_sweep
 from slimcnn.tasks.base import Task
 from slimcnn.train import is_main
 from slimcnn.train._distributed import from_main
 from slimcnn.train._promises import Promise
 from slimcnn.types import Cost, LatencyStats, Score
+
+if TYPE_CHECKING:
+    from slimcnn.export._int8 import Int8Spec
 
 log = logging.getLogger(__name__)
 progress_log = logging.getLogger("slimcnn.progress")
@@ -72,6 +75,10 @@ class SearchSpec:
     promises: tuple[Promise, ...] = ()
     """What the input model already promises (earlier transforms: codebooks, zeros), kept by every
     fine-tune of the search together with the family's own promises."""
+    int8_weights: Int8Spec | None = None
+    """Count ``weight_bytes`` as the ONNX Runtime int8 file this spec writes
+    (:func:`~slimcnn.export._int8.int8_model_bytes`) instead of the family's own count: compress gives it to
+    a stage whose model a later int8 stage quantises, so the byte budget holds for the file written."""
 
     def __post_init__(self) -> None:
         from slimcnn.train import RECOVERIES
@@ -129,6 +136,8 @@ class _Context:
             kwargs["criterion"] = spec.criterion
         self.family: Family = FAMILIES.get(spec.method)(**kwargs)
         self.cost_fn = self.family.cost(example_input)
+        if spec.int8_weights is not None:
+            self.cost_fn = _int8_bytes(self.cost_fn, example_input, spec.int8_weights)
         self.base_score = self.evaluate(model, limit=spec.limit)
         self.base_cost = self.measure_cost(model, {})
         self.tried: list[TriedPoint] = []
@@ -237,6 +246,17 @@ class _Context:
             checks = self.budget.check_values(self.base_cost, self.base_score, point.drop, point.costs)
             point = dataclasses.replace(point, checks=tuple(checks))
         return self.record(point, "(from the trial log)")
+
+
+def _int8_bytes(cost_fn: CostFn, example_input: Any, spec: Int8Spec) -> CostFn:
+    """``cost_fn`` with weight bytes counted in the int8 file ``spec`` writes."""
+    from slimcnn.export._int8 import int8_model_bytes
+
+    def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
+        params, macs, _ = cost_fn(model, assignment)
+        return params, macs, int8_model_bytes(model, example_input, spec)
+
+    return cost
 
 
 def _spec_key(spec: SearchSpec) -> str:
