@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimcnn.search.sensitivity import Knob, SensitivityTable, sensitivity_sweep
+from slimcnn.search.sensitivity import Knob, SensitivityTable, profile_cost, sensitivity_sweep
 from slimcnn.types import Score
 
 
@@ -86,6 +86,17 @@ def test_resume_skips_finished_points(tmp_path: Path) -> None:
     assert task.calls - calls_before == 1 + 6
     assert len(full.points) == 9 and full.points[:3] == first.points
     assert SensitivityTable.load(path).points == full.points
+
+    # the same model with weight bytes counted another way (compress counts a stage before int8 as the int8
+    # file) is a new sweep: its points' bytes would be wrong
+    def int8_cost(m: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
+        params, macs, wbytes = profile_cost(torch.zeros(1, 3, 12, 12))(m, assignment)
+        return params, macs, wbytes // 4 + 17
+
+    calls_before = task.calls
+    recounted = sensitivity_sweep(model, task, KNOBS, _zero_filters, resume=path, progress=False, cache=False,
+                                   cost=int8_cost)
+    assert task.calls - calls_before == 1 + 9 and recounted.base_weight_bytes == full.base_weight_bytes // 4 + 17
 
 
 def test_workers_give_the_same_numbers() -> None:

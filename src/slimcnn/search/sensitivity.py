@@ -270,7 +270,9 @@ def sensitivity_sweep(
     # rank 0 reads the resume file; every rank skips the points it holds
     previous = from_main(lambda: SensitivityTable.load(resume) if resume is not None and Path(resume).exists() else None)
     if previous is not None:
-        if previous.base_params == bp and previous.base_macs == bm and abs(previous.baseline - baseline.value) < 1e-9:
+        # weight bytes too: the same model counted another way (compress's int8 file) is not the same sweep
+        if ((previous.base_params, previous.base_macs, previous.base_weight_bytes) == (bp, bm, bw)
+                and abs(previous.baseline - baseline.value) < 1e-9):
             table.points = previous.points
             done = {(p.knob, p.amount) for p in previous.points}
             total = sum(len(k.amounts) for k in knobs)
