@@ -269,3 +269,22 @@ def test_lsq_compensation_in_a_prune_stage_is_recorded_and_replays(trained_lenet
     x = torch.randn(4, *written.info.input_shape[1:])
     with torch.no_grad():
         torch.testing.assert_close(replayed.model(x), written.model(x))
+
+
+def test_a_kernel_stage_writes_the_slimk_its_bytes_and_macs_were_judged_on(trained_lenet: Path, tmp_path: Path,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Kernel removal leaves dense tensors with zero kernels: the run counts (and checks) the model as the
+    kernel search did, kept kernels only, and writes the model.slimk that stores exactly that."""
+    out = tmp_path / "k"
+    rc = main(["compress", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--max-drop", "5",
+               "--macs", "0.9x", "--weight-bytes", "0.99x", "--recipe", "kernel", "--amounts", "0.25,0.5",
+               "--limit", "100", "--finetune-steps", "5", "--recovery-steps", "10", "--recovery", "plain", "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["met"]
+    checks = {c["name"]: c for c in res["checks"]}
+    slimk = res["details"]["slimk"]
+    assert slimk["decodes_to_model_pt"] and slimk["weight_bytes"] == checks["weight_bytes"]["value"]
+    assert checks["macs"]["value"] == res["after"]["cost"]["macs"] < res["before"]["cost"]["macs"]
+    assert res["details"]["stages"][0]["cost"]["weight_bytes"] == slimk["weight_bytes"]
+    dense = load_model(f"file:{out / 'model.pt'}").model
+    assert sum(p.numel() for p in dense.parameters()) > res["after"]["cost"]["params"]  # zeros not counted

@@ -77,11 +77,18 @@ def test_slimk_file_loads_through_load_model(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore")
 def test_cli_search_method_kernel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = main(["search", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--method", "kernel",
-               "--max-drop", "100", "--macs", "0.9x", "--out", str(tmp_path / "s"), "--json"])
+               "--max-drop", "100", "--macs", "0.9x", "--weight-bytes", "0.98x", "--out", str(tmp_path / "s"), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["met"]
     checks = {c["name"]: c for c in report["checks"]}
     assert checks["macs"]["value"] <= 0.9 * report["before"]["cost"]["macs"]
+    # the bytes judged are those model.slimk stores, and it decodes to model.pt bit for bit
+    slimk = report["details"]["slimk"]
+    assert slimk["decodes_to_model_pt"] and slimk["weight_bytes"] == checks["weight_bytes"]["value"]
+    assert slimk["kernels_kept"] < slimk["kernels_total"]
+    a = load_model(f"file:{tmp_path / 's' / 'model.slimk'}").model.state_dict()
+    b = load_model(f"file:{tmp_path / 's' / 'model.pt'}").model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     plan = json.loads((tmp_path / "s" / "plan.json").read_text())
     assert report["options"]["method"] == "kernel" and plan["steps"][0]["transform"] == "prune_kernels"
     assert plan["steps"][0]["params"]["kept"]

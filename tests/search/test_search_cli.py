@@ -122,6 +122,10 @@ def test_apply_replays_a_search_bit_identically(method: str, trained_lenet: Path
     assert rc in (0, 1)
     steps = json.loads((out / "plan.json").read_text())["steps"]
     assert steps and steps[0]["transform"] == {"kmeans": "kmeans", "kernel": "prune_kernels", "lowrank": "lowrank"}[method]
+    compact = {"kmeans": "slim", "kernel": "slimk"}.get(method)
+    if compact is not None:  # the format the bytes were judged in is written and decodes to model.pt
+        details = json.loads((out / "result.json").read_text())["details"]
+        assert (out / f"model.{compact}").is_file() and details[compact]["decodes_to_model_pt"]
     assert main(["apply", str(out), f"file:{trained_lenet}", "--no-latency", "--out", str(again)]) == 0
     a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
     b = load_model(f"file:{again / 'model.pt'}").model.state_dict()

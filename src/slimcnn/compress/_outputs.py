@@ -1,4 +1,4 @@
-"""A compress run's outputs: the model (and its .slim when a k-means stage ran), the plan, stages, result."""
+"""A compress run's outputs: the model (its .slim after k-means, .slimk after kernel removal), the plan, stages, result."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from slimcnn._io import write_json
 
 def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict[str, Any], task: str | None,
                        test_task: Any = None) -> Any:
-    """Write model.pt/.onnx (+ model.slim), plan.json, pareto.json and result.json into ``run`` and commit it.
+    """Write model.pt/.onnx (+ model.slim or model.slimk), plan.json, pareto.json and result.json into ``run``
+    and commit it.
 
     The after-score is the final model's, which ``model.pt`` re-loads to exactly; with a k-means stage
-    ``model.slim`` is checked to decode to it bit-identically (``details.slim.decodes_to_model_pt``).
+    ``model.slim`` is checked to decode to it bit-identically (``details.slim.decodes_to_model_pt``); after a
+    kernel stage (no k-means or int8 after it) so is ``model.slimk`` (``details.slimk``).
     ``test_task`` adds before/after scores of the written model on held-out test data.
     Returns the :class:`~slimcnn.run.RunResult`.
     """
-    import torch
-
     from slimcnn.prune import fingerprint
     from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment, write_run
     from slimcnn.run._measure import save_model_files
@@ -35,14 +35,13 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     else:
         written = save_model_files(loaded, res.model, x, run.path)
     if res.kmeans_bits:
-        from slimcnn.quantize import load_packed, save_packed
+        from slimcnn.run._artifacts import write_slim
 
-        pack = save_packed(run.path / "model.slim", res.packed, source=loaded.source, info=loaded.info)
-        decoded = load_packed(run.path / "model.slim").model
-        same = all(torch.equal(a, b) for a, b in zip(decoded.state_dict().values(), written.state_dict().values(),
-                                                     strict=True))
-        details["slim"] = {"file_bytes": pack.file_bytes, "payload_bytes": pack.payload_bytes,
-                           "paper_payload_bytes": pack.paper_payload_bytes, "decodes_to_model_pt": same}
+        details["slim"] = write_slim(run.path, loaded, res.packed, written)
+    elif res.kernel_layers and res.int8 is None:
+        from slimcnn.run._artifacts import write_slimk
+
+        details["slimk"] = write_slimk(run.path, loaded, written, res.kernel_layers)
     if test_task is not None:
         details["test"] = {"before": dataclasses.asdict(test_task.evaluate(loaded.model)),
                            "after": dataclasses.asdict(test_task.evaluate(written))}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,9 @@ class CompressResult:
     recipe: tuple[StageSpec, ...]
     seconds: float
     kmeans_bits: dict[str, int] = field(default_factory=dict)
+    kernel_layers: tuple[str, ...] = ()
+    """Layers a kernel stage removed kernels from, when no k-means/int8 stage re-stores the weights: the
+    written ``model.slimk`` leaves their zero kernels out, and costs count them removed."""
     """Bits per layer when a k-means stage ran (the written ``model.slim`` packs them)."""
     packed: Any = None
     """The ``QuantizeResult`` of ``model`` when a k-means stage ran (what ``model.slim`` stores)."""
@@ -159,6 +162,7 @@ def compress(
     float_model: nn.Module | None = None
     results: list[StageResult] = []
     kmeans_bits: dict[str, int] = {}
+    kernel_layers: list[str] = []
     kept: list[Any] = []  # what later stages' fine-tuning must keep of earlier stages (zeros, codebooks)
     for i, stage in enumerate(stages):
         say = on_stage or (lambda *_: None)
@@ -176,6 +180,8 @@ def compress(
             kept += _carried_promises(stage, current, result.assignment, x)
             if stage.method == "kmeans":
                 kmeans_bits = {k: int(v) for k, v in result.assignment.items()}
+            if stage.method == "kernel":
+                kernel_layers += [k for k, v in result.assignment.items() if v > 0]
             continue
         left = max(drop_total - base_score.drop_to(current_score), 0.0)
         last = i == len(stages) - 1
@@ -225,7 +231,9 @@ def compress(
             current_score = _recover(current, task, original, kept, spec)
         if stage.method == "kmeans":
             kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
-        cost = _cost(current, x, kmeans_bits)
+        if stage.method == "kernel":
+            kernel_layers += [k for k, v in res.assignment.items() if v > 0]
+        cost = _cost(current, x, kmeans_bits, kernel_layers)
         result = StageResult(
             stage.name, {"max_drop": allowed, **{k: str(v) for k, v in limits.items()}},
             current_score, cost,
@@ -241,7 +249,8 @@ def compress(
     if stages[-1].method == "int8":
         return _finish_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
                             base_cost, current_score, x, spec, factors, t0)
-    final_cost = _cost(current, x, kmeans_bits)
+    kernel_kept = () if kmeans_bits else tuple(_kernel_layers(current, kernel_layers))
+    final_cost = _cost(current, x, kmeans_bits, kernel_kept)
     before_cost, after_cost = base_cost, final_cost
     if need_latency:
         from slimcnn.measure import compare_latency
@@ -254,7 +263,8 @@ def compress(
     return CompressResult(
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
-        recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed)
+        recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed,
+        kernel_layers=kernel_kept)
 
 
 def _run_int8(stage: StageSpec, current: nn.Module, current_score: Score, task: Any, x: Any, spec: CompressSpec,
@@ -347,16 +357,37 @@ def _carried_promises(stage: StageSpec, model: nn.Module, assignment: dict[str, 
     return [p for p in family.promises(model, assignment) if p.kind != "shape"]
 
 
-def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None) -> Cost:
-    """Params, MACs, activation bytes by profiling; weight bytes with the k-means layers at their bits."""
+def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
+          kernel_layers: Sequence[str] = ()) -> Cost:
+    """Params, MACs, activation bytes by profiling; weight bytes with the k-means layers at their bits, or
+    with the removed kernels of ``kernel_layers`` left out as ``model.slimk`` stores them (params and MACs too,
+    as the kernel search counted them)."""
     from slimcnn.measure import profile
+    from slimcnn.search.families import kernel_sparse_cost
 
     c = profile(model, x)
     wbytes = c.weight_bytes
-    for layer, bits in (kmeans_bits or {}).items():
-        n = model.get_submodule(layer).weight.numel()
-        wbytes += -(-n * bits // 8) - 4 * n
+    if kmeans_bits:
+        for layer, bits in kmeans_bits.items():
+            n = model.get_submodule(layer).weight.numel()
+            wbytes += -(-n * bits // 8) - 4 * n
+    elif layers := _kernel_layers(model, kernel_layers):
+        params, macs, wbytes = kernel_sparse_cost(model, x, layers)
+        c = dataclasses.replace(c, params=params, macs=macs)
     return dataclasses.replace(c, weight_bytes=wbytes, layers=())
+
+
+def _kernel_layers(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """The kernel-pruned layers still convolutions in ``model`` (a later low-rank stage may have factorised one)."""
+    out = []
+    for name in dict.fromkeys(names):
+        try:
+            m = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if isinstance(m, nn.Conv2d):
+            out.append(name)
+    return out
 
 
 def _target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -286,22 +286,8 @@ class KernelFamily(_OneKnob):
         return new
 
     def cost(self, example_input: Any) -> CostFn:
-        from slimcnn.measure import profile
-
         def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
-            c = profile(model, example_input)
-            per_layer = {lc.name: lc for lc in c.layers}
-            params, macs, wbytes = c.params, c.macs, c.weight_bytes
-            for layer in (k for k, v in assignment.items() if v > 0):
-                w = model.get_submodule(layer).weight
-                o, i, kh, kw = w.shape
-                kept = int((w.detach().abs().amax(dim=(2, 3)) > 0).sum())
-                gone = o * i - kept
-                params -= gone * kh * kw
-                if layer in per_layer:
-                    macs -= per_layer[layer].macs * gone // (o * i)
-                wbytes += kernel_index_bytes(o * i, kept) - gone * kh * kw * w.element_size()
-            return params, macs, wbytes
+            return kernel_sparse_cost(model, example_input, [k for k, v in assignment.items() if v > 0])
 
         return cost
 
@@ -316,6 +302,27 @@ class KernelFamily(_OneKnob):
     def promises(self, model: nn.Module, assignment: dict[str, float]) -> tuple[Promise, ...]:
         """Removed kernels stay exactly zero (``zeros`` on every layer with kernels removed)."""
         return tuple(Promise(k, "zeros") for k, v in assignment.items() if v > 0)
+
+
+def kernel_sparse_cost(model: nn.Module, example_input: Any, layers: Sequence[str]) -> tuple[int, int, int]:
+    """``(params, MACs, weight bytes)`` of ``model`` with the all-zero kernels of ``layers`` removed: params and
+    MACs of the kept kernels only, weight bytes as ``model.slimk`` stores them (kept kernels plus their index,
+    every other parameter dense; :func:`slimcnn.run._artifacts.write_slimk` checks the file against it)."""
+    from slimcnn.measure import profile
+
+    c = profile(model, example_input)
+    per_layer = {lc.name: lc for lc in c.layers}
+    params, macs, wbytes = c.params, c.macs, c.weight_bytes
+    for layer in layers:
+        w = model.get_submodule(layer).weight
+        o, i, kh, kw = w.shape
+        kept = int((w.detach().abs().amax(dim=(2, 3)) > 0).sum())
+        gone = o * i - kept
+        params -= gone * kh * kw
+        if layer in per_layer:
+            macs -= per_layer[layer].macs * gone // (o * i)
+        wbytes += kernel_index_bytes(o * i, kept) - gone * kh * kw * w.element_size()
+    return params, macs, wbytes
 
 
 def kernel_index_bytes(n_kernels: int, n_kept: int) -> int:

@@ -13,7 +13,8 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
                progress: bool, options: dict[str, Any]) -> Any:
     """Search, write every output into ``run`` (a :class:`~slimcnn.run.RunDir`) and commit it.
 
-    Writes model.pt (+ yolo.pt) and model.onnx of the chosen model, pareto.json, sensitivity.json (the sweep,
+    Writes model.pt (+ yolo.pt) and model.onnx of the chosen model (+ model.slimk after kernel removal, model.slim
+    after k-means: the formats their weight bytes are counted in), pareto.json, sensitivity.json (the sweep,
     when ``sweep`` names it), plan.json (the steps that rebuild the model from the original) and result.json;
     ``write_run`` renders the report and its plots (pareto.png, sensitivity.png) from them.
     Returns the :class:`~slimcnn.run.RunResult`.
@@ -27,7 +28,19 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     res = search(loaded.model, task_obj, budget, spec, source=loaded.source, example_input=example,
                  resume=str(sweep) if sweep is not None else None, trials=str(trials), progress=progress)
     example = task_obj.example_input() if example is None else example
-    save_model_files(loaded, res.model, example, run.path)
+    written = save_model_files(loaded, res.model, example, run.path)
+    details: dict[str, Any] = {"assignment": res.assignment, "strategy": res.strategy_log}
+    # the byte budget of kernel removal and k-means is judged on their compact formats: write that file
+    if spec.method == "kernel" and (layers := [k for k, v in res.assignment.items() if v > 0]):
+        from slimcnn.run._artifacts import write_slimk
+
+        details["slimk"] = write_slimk(run.path, loaded, written, layers)
+    elif spec.method == "kmeans" and res.assignment:
+        from slimcnn.compress._run import pack
+        from slimcnn.run._artifacts import write_slim
+
+        details["slim"] = write_slim(run.path, loaded, pack(written, {k: int(v) for k, v in res.assignment.items()}),
+                                     written)
     write_json(run.path / "pareto.json", {"objective": budget.objective, "points": res.tried})
     plan = search_plan(loaded.model, spec, res, example, source=loaded.source)
 
@@ -37,7 +50,7 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     result = RunResult(
         "search", loaded.source, task=task_obj.name if hasattr(task_obj, "name") else None,
         before=side(res.before), after=side(res.after), plan=plan, checks=tuple(res.checks), met=res.met,
-        options=options, details={"assignment": res.assignment, "strategy": res.strategy_log},
+        options=options, details=details,
         seconds=round(res.seconds, 2), environment=environment(),
     )
     write_run(run, result)

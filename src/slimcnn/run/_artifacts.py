@@ -1,0 +1,57 @@
+"""The compact file a run writes beside ``model.pt`` when its weights have one: ``model.slim`` (k-means codebooks
+and indices) or ``model.slimk`` (free-pattern kernel removal: only the kept kernels and an index).
+
+A byte budget is judged on these formats, so each is written, decoded again and compared with ``model.pt``
+bit for bit, and its weight bytes are recorded next to the ones the run claimed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def write_slim(folder: Path, loaded: Any, packed: Any, written: nn.Module) -> dict[str, Any]:
+    """``model.slim`` of ``packed`` (a :class:`~slimcnn.quantize.QuantizeResult`); ``decodes_to_model_pt`` says
+    whether it decodes bit for bit to ``written`` (``model.pt`` re-loaded)."""
+    from slimcnn.quantize import load_packed, save_packed
+
+    pack = save_packed(folder / "model.slim", packed, source=loaded.source, info=loaded.info)
+    decoded = load_packed(folder / "model.slim").model
+    return {"file_bytes": pack.file_bytes, "payload_bytes": pack.payload_bytes,
+            "paper_payload_bytes": pack.paper_payload_bytes, "decodes_to_model_pt": _same_weights(decoded, written)}
+
+
+def write_slimk(folder: Path, loaded: Any, written: nn.Module, layers: Sequence[str]) -> dict[str, Any]:
+    """``model.slimk`` of ``written`` (``model.pt`` re-loaded) storing only the nonzero kernels of ``layers``.
+
+    ``weight_bytes`` counts what the file stores of the parameters: kept kernel values, their index and every
+    other parameter dense (buffers, header and checksum are in ``file_bytes``), which is what the kernel family's
+    cost (:func:`slimcnn.search.families.kernel_sparse_cost`) claims.
+    """
+    from dataclasses import asdict
+
+    from slimcnn.prune.kernel import load_kernel_compact, save_kernel_compact
+
+    masks = {name: written.get_submodule(name).weight.detach().abs().amax(dim=(2, 3)) > 0 for name in layers}
+    path = folder / "model.slimk"
+    stats = save_kernel_compact(written, masks, path, source=loaded.source, scale=loaded.info.scale)
+    template = copy.deepcopy(written)  # NaN everywhere: every value compared below comes from the file
+    for t in template.state_dict().values():
+        if t.is_floating_point():
+            t.fill_(float("nan"))
+    decoded = load_kernel_compact(path, template)
+    stored = {f"{name}.weight" for name in layers}
+    dense = sum(p.numel() * p.element_size() for n, p in written.named_parameters() if n not in stored)
+    return asdict(stats) | {"weight_bytes": stats.kernel_value_bytes + stats.index_bytes + dense,
+                            "decodes_to_model_pt": _same_weights(decoded, written)}
