@@ -18,9 +18,8 @@ from slimcnn.compress._run import (
     CompressSpec,
     StageResult,
     compress,
-    kmeans_spec,
-    pack,
 )
+from slimcnn.search.families import kmeans_spec, pack
 
 __all__ = [
     "MOVES",

@@ -17,6 +17,7 @@ from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, par
 from slimcnn.errors import ConfigError
 from slimcnn.export._int8 import Int8Spec
 from slimcnn.search.budget import Amount, Budget, ConstraintCheck
+from slimcnn.search.families import pack
 from slimcnn.types import Cost, Score
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,12 @@ class CompressResult:
     recipe: tuple[StageSpec, ...]
     seconds: float
     kmeans_bits: dict[str, int] = field(default_factory=dict)
-    kernel_layers: tuple[str, ...] = ()
-    """Layers a kernel stage removed kernels from, when no k-means/int8 stage re-stores the weights: the
-    written ``model.slimk`` leaves their zero kernels out, and costs count them removed."""
     """Bits per layer when a k-means stage ran (the written ``model.slim`` packs them)."""
     packed: Any = None
     """The ``QuantizeResult`` of ``model`` when a k-means stage ran (what ``model.slim`` stores)."""
+    kernel_layers: tuple[str, ...] = ()
+    """Layers a kernel stage removed kernels from, when no k-means/int8 stage re-stores the weights: the
+    written ``model.slimk`` leaves their zero kernels out, and costs count them removed."""
     int8: Any = None
     """The :class:`~slimcnn.compress._int8.Int8Outcome` when an int8 stage ran: ``model`` is its ONNX Runtime
     module, the written ``model.onnx`` its bytes, ``float_model`` the float model it quantised."""
@@ -249,8 +250,7 @@ def compress(
     if stages[-1].method == "int8":
         return _finish_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
                             base_cost, current_score, x, spec, factors, t0)
-    kernel_kept = () if kmeans_bits else tuple(_kernel_layers(current, kernel_layers))
-    final_cost = _cost(current, x, kmeans_bits, kernel_kept)
+    final_cost = _cost(current, x, kmeans_bits, kernel_layers)
     before_cost, after_cost = base_cost, final_cost
     if need_latency:
         from slimcnn.measure import compare_latency
@@ -264,7 +264,7 @@ def compress(
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
         recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed,
-        kernel_layers=kernel_kept)
+        kernel_layers=() if kmeans_bits else tuple(_kernel_layers(current, kernel_layers)))
 
 
 def _run_int8(stage: StageSpec, current: nn.Module, current_score: Score, task: Any, x: Any, spec: CompressSpec,
@@ -316,23 +316,6 @@ def _finish_int8(original: nn.Module, current: nn.Module, float_model: nn.Module
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks), recipe=stages,
         seconds=time.perf_counter() - t0, int8=out, float_model=float_model, int8_factors=factors)
-
-
-def kmeans_spec(bits: dict[str, int]) -> Any:
-    """The k-means spec that packs exactly these layers at these bits."""
-    from slimcnn.quantize import KMeansQuantSpec
-    from slimcnn.search.families import _literal
-
-    return KMeansQuantSpec(bits=tuple((_literal(k), int(b)) for k, b in bits.items()))
-
-
-def pack(model: nn.Module, bits: dict[str, int]) -> Any:
-    """``model`` with each k-means layer re-shared at its bits (a ``QuantizeResult``: codebooks, indices and the
-    model): after a fine-tune that kept the codebooks the model is unchanged; after one that did not, it is the
-    model a ``.slim`` file can hold (and is judged)."""
-    from slimcnn.quantize import quantize_model
-
-    return quantize_model(model, kmeans_spec(bits))
 
 
 def _recover(model: nn.Module, task: Any, original: nn.Module, kept: list[Any], spec: CompressSpec) -> Score:

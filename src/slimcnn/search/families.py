@@ -157,12 +157,9 @@ class KMeansFamily(_OneKnob):
         return [Knob(n, self.amounts, (n,)) for n in quantizable_layers(model)]
 
     def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
-        from slimcnn.quantize import KMeansQuantSpec, quantize_model
-
         if not assignment:
             return copy.deepcopy(model)
-        spec = KMeansQuantSpec(bits=tuple((_literal(k), int(v)) for k, v in assignment.items()))
-        return quantize_model(model, spec).model
+        return pack(model, {k: int(v) for k, v in assignment.items()}).model
 
     def strongest(self, knob: Knob) -> float:
         return min(knob.amounts)  # bits per weight: fewer is smaller
@@ -186,6 +183,22 @@ class KMeansFamily(_OneKnob):
     def promises(self, model: nn.Module, assignment: dict[str, float]) -> tuple[Promise, ...]:
         """Each quantised layer keeps its codebook: centroids train, indices stay (``codebook``, ``bits``)."""
         return tuple(Promise(k, "codebook", bits=int(v)) for k, v in assignment.items())
+
+
+def kmeans_spec(bits: dict[str, int]) -> Any:
+    """The k-means spec that packs exactly these layers at these bits."""
+    from slimcnn.quantize import KMeansQuantSpec
+
+    return KMeansQuantSpec(bits=tuple((_literal(k), int(b)) for k, b in bits.items()))
+
+
+def pack(model: nn.Module, bits: dict[str, int]) -> Any:
+    """``model`` with each k-means layer re-shared at its bits (a ``QuantizeResult``: codebooks, indices and the
+    model): after a fine-tune that kept the codebooks the model is unchanged; after one that did not, it is the
+    model a ``.slim`` file can hold (and is judged)."""
+    from slimcnn.quantize import quantize_model
+
+    return quantize_model(model, kmeans_spec(bits))
 
 
 def _literal(name: str) -> str:

@@ -36,8 +36,8 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
 
         details["slimk"] = write_slimk(run.path, loaded, written, layers)
     elif spec.method == "kmeans" and res.assignment:
-        from slimcnn.compress._run import pack
         from slimcnn.run._artifacts import write_slim
+        from slimcnn.search.families import pack
 
         details["slim"] = write_slim(run.path, loaded, pack(written, {k: int(v) for k, v in res.assignment.items()}),
                                      written)
