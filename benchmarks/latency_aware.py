@@ -310,6 +310,8 @@ def main() -> None:
     env = {"cpu": cpu_model(), "cores": physical_cores(), "threads": physical_cores(), "block": ort_channel_block(),
            "python": platform.python_version(),
            **package_versions(["torch", "onnxruntime", "torchvision", "torch-pruning"])}
+    if not run_latency:  # the rows kept were measured with the earlier run's Torch-Pruning
+        env["torch-pruning"] = old.get("environment", {}).get("torch-pruning", env.get("torch-pruning"))
     data = {"environment": env, "target": args.target, "runs": args.runs, "rows": rows}
     if args.part in ("accuracy", "both"):
         shape = tuple(int(d) for d in args.acc_input.split("x"))
