@@ -43,9 +43,6 @@ class ScoreContext:
 
 Criterion = Callable[[ScoreContext], LayerScores]
 CRITERIA: Registry[Criterion] = Registry("pruning criterion")
-LOSS_SCALED = frozenset({"taylor"})
-"""Criteria whose scores estimate the loss change of removing a channel: one group's scores compare with
-another's. The others (norms, BN scales, CHIP's nuclear-norm drops) are on each layer's own scale."""
 
 
 def _producers(ctx: ScoreContext) -> list[tuple[str, nn.Module, str]]:

@@ -4,7 +4,8 @@ Each prunable group offers a few kept widths (multiples of the channel block); a
 importance of its best channels and saves the table's measured milliseconds. :func:`knapsack_widths`
 picks one width per group maximising the kept importance with total saving >= the saving needed,
 by dynamic programming over savings discretised (rounded **down**, so the true saving of the
-answer is at least the discretised one) into ``resolution`` steps of ``need / resolution`` ms.
+answer is at least the discretised one) into ``resolution`` steps of ``need / resolution`` ms, then
+widened greedily while the exact saving still covers the need (the rounding leaves slack).
 With integer savings and ``resolution == need`` the answer is the exact optimum.
 :func:`select_for_latency_and_budgets` adds MACs and params budgets (at most a fraction of the original
 each) by a Lagrangian price per budget on every removed channel.
@@ -115,12 +116,38 @@ def knapsack_widths(options: Mapping[str, Sequence[tuple[int, float, float]]], n
         back.append((opt, prev))
     if not np.isfinite(dp[steps]):
         return {n: max(options[n], key=lambda o: (o[2], -o[0]))[0] for n in names}, False
-    out: dict[str, int] = {}
+    chosen: dict[str, int] = {}
     j = steps
     for n, (opt, prev) in zip(reversed(names), reversed(back), strict=True):
-        out[n] = options[n][int(opt[j])][0]
+        chosen[n] = int(opt[j])
         j = int(prev[j])
-    return out, True
+    _widen(options, chosen, need)
+    return {n: options[n][chosen[n]][0] for n in names}, True
+
+
+def _widen(options: Mapping[str, Sequence[tuple[int, float, float]]], chosen: dict[str, int], need: float) -> None:
+    """Swap options for higher-value ones while the exact total saving still covers ``need`` (in place).
+
+    The dynamic program rounds every saving down, so its answer can save more than needed by up to one step
+    per group: a selection saving exactly the need (e.g. uniform widths whose predicted latency is the target)
+    looks infeasible to it. Each pass takes the swap with the most value gained per saving given up.
+    """
+    slack = sum(options[n][i][2] for n, i in chosen.items()) - need
+    while True:
+        best: tuple[float, str, int] | None = None
+        for n, i in chosen.items():
+            _, value, saving = options[n][i]
+            for k, (_, v, sv) in enumerate(options[n]):
+                lost = saving - sv
+                if v > value and lost <= slack + 1e-12:
+                    rate = (v - value) / max(lost, 1e-12)
+                    if best is None or rate > best[0]:
+                        best = (rate, n, k)
+        if best is None:
+            return
+        _, n, k = best
+        slack -= options[n][chosen[n]][2] - options[n][k][2]
+        chosen[n] = k
 
 
 def candidate_widths(size: int, min_keep: int, block: int) -> list[int]:

@@ -13,10 +13,11 @@ The objective (``objective``) is the importance kept per group, each channel's n
 MACs one channel of its group carries (``"macs"``, default: at a latency budget, keep the most compute, i.e.
 cut the channels that cost the most time per MAC) or unweighted (``"importance"``, HALP's value: keeps the most
 channels, and so removes many MACs per millisecond on models whose cheap channels are the slow ones).
-The knapsack normalises each group's scores by their mean, since norms are on each layer's own scale; a
-criterion in :data:`~slimcnn.prune._criteria.LOSS_SCALED` (Taylor: an estimate of the loss change, HALP's
-choice) has each group weighted back by its mean over all groups' mean, so the knapsack also learns which
-groups matter, not only which channels within a group.
+The knapsack normalises each group's scores by their mean, since norms are on each layer's own scale. Taylor
+scores (an estimate of the loss change, HALP's criterion) are normalised too: weighting each group back by its
+mean score cut ResNet-56's stage-2 residual stream to 8 of 32 channels at 0.41x latency (19.4 % top-1 after
+fine-tuning, against 69.2 % for uniform widths; benchmarks/latency_aware.py), since a first-order estimate does
+not see what a whole stage at a quarter width costs.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from slimcnn.errors import ConfigError
 from slimcnn.graph import ChannelGraph, trace
 from slimcnn.prune._api import PruneOutcome, prune_model_
 from slimcnn.prune._compensate import compensation_mode
-from slimcnn.prune._criteria import LOSS_SCALED, ScoreContext, score_groups
+from slimcnn.prune._criteria import ScoreContext, score_groups
 from slimcnn.prune._knapsack import (
     CostBudget,
     LatencySelection,
@@ -161,9 +162,6 @@ def prune_for_latency_(
     costs = _CostCounter(original, graph, table, scores)
     slope = costs.slopes("macs")
     weights = _objective_weights(slope) if objective == "macs" else None
-    if criterion in LOSS_SCALED:
-        scale = _group_scales(table, scores)
-        weights = {g: w * (weights or {}).get(g, 1.0) for g, w in scale.items()}
     budgets = [CostBudget(n, t, lambda w, n=n: costs.fraction(n, w), costs.slopes(n))
                for n, t in (("macs", macs), ("params", params)) if t is not None]
     for _ in range(tries):
@@ -227,15 +225,6 @@ def _objective_weights(slope: dict[str, float]) -> dict[str, float]:
     """``{group: MACs per channel / the groups' mean}``: the ``"macs"`` objective's importance weights."""
     mean = sum(slope.values()) / max(len(slope), 1)
     return {g: v / mean if mean > 0 else 1.0 for g, v in slope.items()}
-
-
-def _group_scales(table: LatencyTable, scores: Mapping[int, Tensor]) -> dict[str, float]:
-    """``{group: mean |score| of its channels / the mean over all groups' channels}`` (1 for an all-zero set)."""
-    means = {g.layer: float(s.abs().mean()) for g in table.groups
-             if (s := scores.get(g.group_id)) is not None and s.numel()}
-    sizes = {g.layer: g.size for g in table.groups if g.layer in means}
-    overall = sum(means[n] * sizes[n] for n in means) / max(sum(sizes.values()), 1)
-    return {n: m / overall if overall > 0 else 1.0 for n, m in means.items()}
 
 
 class _CostCounter:
