@@ -84,6 +84,8 @@ def test_select_for_latency_meets_the_predicted_target_and_keeps_the_best_channe
 def test_widths_sit_on_the_channel_block() -> None:
     assert sample_widths(64, 1, 8, 4) == (16, 32, 48, 64)
     assert sample_widths(12, 1, 8, 4) == (3, 6, 9, 12)  # under two blocks: step 1
+    assert sample_widths(25, 1, 8, 4) == (8, 16, 25)  # 24 is too close to 25 to time a saving
+    assert sample_widths(20, 1, 8, 4) == (8, 16, 20)  # half a block below: kept
     assert candidate_widths(32, 1, 8) == [8, 16, 24, 32]
     assert candidate_widths(40, 20, 16) == [32, 40]
 
