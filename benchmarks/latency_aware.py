@@ -156,8 +156,8 @@ def run(name: str, target: float, runs: int, objective: str) -> dict[str, Any]:
 
 def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...], criterion: str = "taylor",
              compensate: str = "lsq") -> dict[str, Any]:
-    """ResNet-56 / CIFAR-10 JPEG: (b) at ``target`` MACs, then (a) at (b)'s measured latency, after the same
-    fine-tune; both ranked by ``criterion`` and compensated by ``compensate``."""
+    """ResNet-56 / CIFAR-10 JPEG: (b) at ``target`` MACs, then (a) at the table's predicted latency of (b), after
+    the same fine-tune; both ranked by ``criterion`` and compensated by ``compensate``."""
     from slimcnn.models import load_model
     from slimcnn.tasks import make_task
 
@@ -181,6 +181,9 @@ def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...], crite
     a = copy.deepcopy(model)
     res = prune_for_latency_(a, x, b_predicted, criterion=criterion, source="slimcnn:resnet56", task=task,
                              compensate=comp, tries=1)
+    if res.table != table:  # the cached table is reused; a rebuild (skipped cache under load) may time differently
+        raise SystemExit("the latency table changed between (b)'s prediction and (a)'s selection (not cached: "
+                         "load above the CPU count?); re-run on an idle machine")
     lat = compare_latency({"original": model, "latency_aware": a, "macs_target": b}, x, runs=runs)
     base = profile(model, x)
     out: dict[str, Any] = {"input": list(shape), "target": target, "steps": steps, "attempts": list(res.attempts),
