@@ -52,10 +52,20 @@ def test_knapsack_infeasible_takes_the_fastest_widths_and_zero_need_keeps_all() 
     assert knapsack_widths(options, 0.0) == ({"a": 16, "b": 8}, True)
 
 
+def _group(name: str, gid: int, size: int, widths: tuple[int, ...], layers: dict) -> GroupLatency:
+    """A curve from ``{layer: (side, ms at each width)}``."""
+    return GroupLatency(name, gid, size, 1, widths, tuple(layers), tuple(s for s, _ in layers.values()),
+                        tuple(p for _, p in layers.values()))
+
+
+def _of(layer_ms: dict, *groups: GroupLatency) -> LatencyTable:
+    return LatencyTable("k", "fp", "onnxruntime", 2, (1, 3, 8, 8), 8, layer_ms, groups, 6)
+
+
 def _table() -> LatencyTable:
-    groups = (GroupLatency("a", 0, 32, 1, (8, 16, 24, 32), (1.0, 2.0, 3.0, 4.0), ("a", "b")),
-              GroupLatency("c", 1, 16, 1, (8, 16), (3.0, 6.0), ("c",)))
-    return LatencyTable("k", "fp", "onnxruntime", 2, (1, 3, 8, 8), 8, 10.0, groups, 6)
+    return _of({"a": 2.0, "b": 2.0, "c": 6.0},
+               _group("a", 0, 32, (8, 16, 24, 32), {"a": ("out", (0.5, 1.0, 1.5, 2.0)), "b": ("in", (0.5, 1.0, 1.5, 2.0))}),
+               _group("c", 1, 16, (8, 16), {"c": ("out", (3.0, 6.0))}))
 
 
 def test_table_interpolates_predicts_and_round_trips() -> None:
@@ -63,11 +73,42 @@ def test_table_interpolates_predicts_and_round_trips() -> None:
     assert t.group("a").at(20) == pytest.approx(2.5)
     assert t.group("a").at(4) == 1.0  # flat below the smallest sample
     assert t.predict_ratio({"a": 16, "c": 8}) == pytest.approx((10 - 2 - 3) / 10)
-    noisy = GroupLatency("n", 2, 16, 1, (8, 16), (7.0, 6.0), ("n",))  # timed slower pruned: saves nothing
-    assert LatencyTable("k", "fp", "onnxruntime", 2, (1, 3, 8, 8), 8, 10.0, (noisy,), 6).predict_ratio({"n": 8}) == 1.0
+    noisy = _group("n", 2, 16, (8, 16), {"n": ("out", (7.0, 6.0))})  # timed slower pruned: saves nothing
+    assert _of({"n": 6.0, "x": 4.0}, noisy).predict_ratio({"n": 8}) == 1.0
     assert LatencyTable.from_dict(t.to_dict()) == t
     with pytest.raises(KeyError, match="no group named 'z'"):
         t.group("z")
+
+
+def test_a_layer_cut_on_both_sides_keeps_the_product_and_a_concat_side_adds_up() -> None:
+    # layer "m" (8 ms): its input is the concat of groups p and q (4 ms of its time each), its output is group r
+    p = _group("p", 0, 16, (8, 16), {"m": ("in", (4.0, 8.0))})
+    q = _group("q", 1, 16, (8, 16), {"m": ("in", (6.0, 8.0))})
+    r = _group("r", 2, 16, (8, 16), {"m": ("out", (4.0, 8.0)), "z": ("in", (1.0, 2.0))})
+    t = _of({"m": 8.0, "z": 2.0}, p, q, r)
+    assert t.predict_ratio({"p": 8, "r": 8}) == pytest.approx((8 * 0.5 * 0.5 + 1) / 10)  # additive would say 0.1
+    assert t.predict_ratio({"p": 8, "q": 8}) == pytest.approx((8 * (1 - 0.5 - 0.25) + 2) / 10)
+    assert t.predict_ratio({"p": 8, "q": 8, "r": 8}) == pytest.approx((8 * 0.25 * 0.5 + 1) / 10)
+    # the savings linearised at a selection add up to the product model's exactly (the knapsack's fixed point)
+    for sel in ({"p": 8, "r": 8}, {"p": 8, "q": 8, "r": 8}, {"q": 8}):
+        at = t.kept_sides(sel)
+        total = sum(t.savings(n, [w], at)[0] for n, w in sel.items())
+        assert total == pytest.approx(t.base_ms * (1 - t.predict_ratio(sel)))
+    assert t.savings("r", [8], {}) == [pytest.approx(4.0 + 1.0)]  # at full width: additive
+
+
+def test_select_for_latency_reaches_the_product_target_that_additive_savings_miss() -> None:
+    # two groups on the two sides of one 8 ms layer; additive savings would call halving both a 0.0x model
+    a = _group("a", 0, 32, (8, 16, 24, 32), {"m": ("in", (2.0, 4.0, 6.0, 8.0))})
+    b = _group("b", 1, 32, (8, 16, 24, 32), {"m": ("out", (2.0, 4.0, 6.0, 8.0))})
+    t = _of({"m": 8.0}, a, b)
+    scores = {0: torch.ones(32), 1: torch.ones(32)}
+    for target in (0.3, 0.5, 0.6):
+        sel = select_for_latency(t, scores, target)
+        best = max((wa + wb for wa in (8, 16, 24, 32) for wb in (8, 16, 24, 32)
+                    if t.predict_ratio({"a": wa, "b": wb}) <= target + 1e-9), default=None)
+        assert sel.feasible and sel.predicted_ratio <= target + 1e-9
+        assert sum(sel.widths.get(n, 32) for n in "ab") == best  # the most channels the product model allows
 
 
 def test_select_for_latency_meets_the_predicted_target_and_keeps_the_best_channels() -> None:
@@ -92,6 +133,7 @@ def test_widths_sit_on_the_channel_block() -> None:
 
 def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
     import slimcnn.measure as measure
+    import slimcnn.measure._nodes as nodes
     from slimcnn.models import load_model
     from slimcnn.prune._latency_table import build_latency_table
 
@@ -100,13 +142,14 @@ def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(measure, "cpu_contended", lambda: False)
     path = tmp_path / "tables.json"
     first = build_latency_table(model, x, runs=2, warmup=1, cache_path=path)
-    assert first.groups and first.timings > 0 and first.base_ms > 0
+    assert first.groups and first.timings > 0 and first.base_ms > 0 and first.source == "in-graph"
     assert all(g.widths[-1] == g.size and len(g.widths) == len(g.ms) for g in first.groups)
 
     def boom(*a, **k):
         raise AssertionError("a cached table must not be timed again")
 
     monkeypatch.setattr(measure, "time_modules_interleaved", boom)
+    monkeypatch.setattr(nodes, "profile_nodes_interleaved", boom)
     assert build_latency_table(model, x, runs=2, warmup=1, cache_path=path) == first
     with pytest.raises(AssertionError, match="timed again"):  # another input shape is another key
         build_latency_table(model, torch.cat([x, x]), runs=2, warmup=1, cache_path=path)
@@ -127,9 +170,9 @@ def _real_graph_table():
     for g in graph.groups():
         if g.prunable:
             widths = sample_widths(g.size, 1, 8, 4)
-            groups.append(GroupLatency(g.producers[0].layer, g.id, g.size, 1, widths, tuple(w / g.size for w in widths),
-                                       tuple(g.layers())))
-    table = LatencyTable("k", "fp", "onnxruntime", 1, tuple(x.shape), 8, float(len(groups)), tuple(groups), 0)
+            groups.append(_group(g.producers[0].layer, g.id, g.size, widths,
+                                 {g.producers[0].layer: ("out", tuple(w / g.size for w in widths))}))
+    table = LatencyTable("k", "fp", "onnxruntime", 1, tuple(x.shape), 8, {g.layer: 1.0 for g in groups}, tuple(groups), 0)
     scores = score_groups(ScoreContext(model, graph, x, None, 8, 0, []), "l1")
     return model, x, graph, table, scores, _CostCounter(model, graph, table, scores)
 
@@ -207,9 +250,8 @@ def test_param_counts_of_widths_are_exact_on_grouped_norm_and_linear_layers() ->
                           nn.Conv2d(16, 24, 1), nn.ReLU(), nn.Flatten(), nn.Linear(24 * 4 * 4, 5)).eval()
     x = torch.randn(1, 3, 4, 4)
     graph = trace(model, x)
-    groups = tuple(GroupLatency(g.producers[0].layer, g.id, g.size, 1, (g.size,), (1.0,), ())
-                   for g in graph.groups() if g.prunable)
-    table = LatencyTable("k", "fp", "onnxruntime", 1, (1, 3, 4, 4), 8, 1.0, groups, 0)
+    groups = tuple(_group(g.producers[0].layer, g.id, g.size, (g.size,), {}) for g in graph.groups() if g.prunable)
+    table = LatencyTable("k", "fp", "onnxruntime", 1, (1, 3, 4, 4), 8, {"x": 1.0}, groups, 0)
     scores = score_groups(ScoreContext(model, graph, x, None, 8, 0, []), "l1")
     costs = _CostCounter(model, graph, table, scores)
     for frac in (0.25, 0.5, 1.0):
@@ -221,9 +263,9 @@ def test_param_counts_of_widths_are_exact_on_grouped_norm_and_linear_layers() ->
 
 def test_macs_weights_cut_the_channels_that_cost_the_most_time_per_mac() -> None:
     # two groups, same size, same ms per channel; "heavy" carries 4x the MACs per channel of "light"
-    groups = (GroupLatency("heavy", 0, 32, 1, (8, 16, 24, 32), (1.0, 2.0, 3.0, 4.0), ("heavy",)),
-              GroupLatency("light", 1, 32, 1, (8, 16, 24, 32), (1.0, 2.0, 3.0, 4.0), ("light",)))
-    t = LatencyTable("k", "fp", "onnxruntime", 2, (1, 3, 8, 8), 8, 8.0, groups, 8)
+    t = _of({"heavy": 4.0, "light": 4.0},
+            _group("heavy", 0, 32, (8, 16, 24, 32), {"heavy": ("out", (1.0, 2.0, 3.0, 4.0))}),
+            _group("light", 1, 32, (8, 16, 24, 32), {"light": ("out", (1.0, 2.0, 3.0, 4.0))}))
     scores = {0: torch.ones(32), 1: torch.ones(32) * 1.1}  # unweighted, "light" is the more important
     plain = select_for_latency(t, scores, 0.75)
     weighted = select_for_latency(t, scores, 0.75, weights={"heavy": 4.0, "light": 1.0})

@@ -111,12 +111,13 @@ def ort_providers(device: str, available: Sequence[str]) -> list[Any]:
 
 
 def ort_session(model_bytes: bytes | str | Path, *, threads: int, optimize: bool = True, spin: bool = True,
-                device: str = "cpu") -> Any:
+                device: str = "cpu", profile_prefix: str | None = None) -> Any:
     """An ONNX Runtime session: ``threads`` intra-op, 1 inter-op, sequential, all optimisations.
 
     ``spin=False`` stops idle worker threads from busy-waiting between runs; use it when other
     work (another model, another runtime) runs interleaved in the same process. ``device="cuda[:N]"`` runs on
-    the GPU through TensorRT's or CUDA's execution provider (:func:`ort_providers`).
+    the GPU through TensorRT's or CUDA's execution provider (:func:`ort_providers`). ``profile_prefix``: ONNX
+    Runtime's per-node profiler writes its JSON there (``session.end_profiling()`` returns the path).
 
     Raises:
         ConfigError: see :func:`ort_providers`; also a GPU provider that is installed but does not start
@@ -131,6 +132,9 @@ def ort_session(model_bytes: bytes | str | Path, *, threads: int, optimize: bool
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     so.log_severity_level = 3
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     if not spin:
         # idle ORT workers would otherwise busy-wait and steal the cores of whatever runs next
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")

@@ -171,8 +171,14 @@ def kept_importance(scores: Tensor, fixed: Sequence[int], width: int) -> float:
 def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float, *,
                        fixed: Mapping[int, Sequence[int]] | None = None, resolution: int = 2000,
                        bonus: Mapping[str, float] | None = None,
-                       weights: Mapping[str, float] | None = None) -> LatencySelection:
+                       weights: Mapping[str, float] | None = None, rounds: int = 12) -> LatencySelection:
     """Kept widths per group reaching ``target_ratio`` x the table's latency with the most importance kept.
+
+    The table's prediction multiplies a layer's input and output sides (:mod:`~slimcnn.prune._latency_table`),
+    so a group's saving depends on the other groups' widths. Each round solves the knapsack with the savings
+    linearised at the previous round's answer (:meth:`LatencyTable.savings`; the first round at full width,
+    i.e. additive); at a fixed point the linearised savings are the product model's exactly. The best answer the
+    product model calls feasible is kept (else the fastest).
 
     Args:
         table: the model's :class:`LatencyTable`.
@@ -186,6 +192,7 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
             one channel carries (:func:`~slimcnn.prune._latency_prune.prune_for_latency_`'s ``objective="macs"``)
             the knapsack keeps the most important compute per millisecond: it cuts the channels that cost the
             most time per MAC instead of the most channels per millisecond.
+        rounds: knapsacks solved at most (re-linearising the savings).
 
     Raises:
         ConfigError: ``target_ratio`` outside (0, 1].
@@ -193,19 +200,44 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
     if not 0 < target_ratio <= 1:
         raise ConfigError(f"--latency must be a fraction of the original in (0, 1], e.g. 0.5x; got {target_ratio}")
     need = (1.0 - target_ratio) * table.base_ms
-    options: dict[str, list[tuple[int, float, float]]] = {}
+    values: dict[str, list[tuple[int, float]]] = {}
     for g in table.groups:
         sc = scores.get(g.group_id, torch.zeros(g.size))
         fx = list((fixed or {}).get(g.group_id, ()))
         wt = (weights or {}).get(g.layer, 1.0)
-        options[g.layer] = [(w, wt * kept_importance(sc, fx, w), max(0.0, g.saving(w)))
-                            for w in candidate_widths(g.size, g.min_keep, table.block)]
-    priced = {n: [(w, v + (bonus or {}).get(n, 0.0) * (table.group(n).size - w), sv) for w, v, sv in opts]
-              for n, opts in options.items()}
-    widths, feasible = knapsack_widths(priced, need, resolution=resolution)
-    value = sum(next(o[1] for o in options[n] if o[0] == w) for n, w in widths.items())
-    pruned = {n: w for n, w in widths.items() if w < table.group(n).size}
-    return LatencySelection(pruned, table.predict_ratio(pruned), target_ratio, value, feasible)
+        values[g.layer] = [(w, wt * kept_importance(sc, fx, w)) for w in candidate_widths(g.size, g.min_keep, table.block)]
+    priced = {n: [(w, v + (bonus or {}).get(n, 0.0) * (table.group(n).size - w)) for w, v in opts]
+              for n, opts in values.items()}
+    best: LatencySelection | None = None
+    at: dict[str, list[float]] = {}
+    seen: set[tuple[tuple[str, int], ...]] = set()
+    for _ in range(max(1, rounds)):
+        options = {n: [(w, v, sv) for (w, v), sv in zip(opts, table.savings(n, [w for w, _ in opts], at), strict=True)]
+                   for n, opts in priced.items()}
+        widths, feasible = knapsack_widths(options, need, resolution=resolution)
+        pruned = {n: w for n, w in widths.items() if w < table.group(n).size}
+        predicted = table.predict_ratio(pruned)
+        value = sum(next(v for ww, v in values[n] if ww == w) for n, w in widths.items())
+        sel = LatencySelection(pruned, predicted, target_ratio, value, feasible and predicted <= target_ratio + 1e-9)
+        if best is None or _fitter(sel, best):
+            best = sel
+        key = tuple(sorted(pruned.items()))
+        if key in seen and predicted <= target_ratio + 1e-9:
+            break
+        seen.add(key)
+        now = table.kept_sides(pruned)
+        at = {n: [(a + b) / 2 for a, b in zip(at.get(n, (1.0, 1.0)), now.get(n, (1.0, 1.0)), strict=True)]
+              for n in set(at) | set(now)}  # damped: the undamped point flips between two answers
+        need += (predicted - target_ratio) * table.base_ms  # what the linearisation missed, either way
+    assert best is not None
+    return best
+
+
+def _fitter(sel: LatencySelection, best: LatencySelection) -> bool:
+    """Feasible beats infeasible; then more kept value if feasible, else the faster prediction."""
+    if sel.feasible != best.feasible:
+        return sel.feasible
+    return sel.kept_importance > best.kept_importance if sel.feasible else sel.predicted_ratio < best.predicted_ratio
 
 
 def select_for_latency_and_budgets(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float,

@@ -2,11 +2,11 @@
 
 :func:`prune_for_latency_` builds (or loads) the model's :class:`~slimcnn.prune._latency_table.LatencyTable`,
 scores the groups with any criterion, picks kept widths with the knapsack, prunes a copy and times it whole,
-interleaved with the original. The table's additive prediction may miss (layers timed alone are not a fused
-graph), both ways: when the measured ratio is above the target the knapsack's target is lowered, when it is
-more than :data:`CLOSE_ENOUGH` below it is raised (compute left on the table), and the selection redone
-(``tries`` in all): proportionally (``target / measured``, less 0.01 after a miss) until one try met the target
-and one missed, then by linear interpolation between the two. The best try (meeting the target with the most
+interleaved with the original. The table's prediction may miss (a few % either way on this project's VM),
+so when the measured ratio is above the target the knapsack's target is lowered, when it is more than
+:data:`CLOSE_ENOUGH` below it is raised (compute left on the table), and the selection redone (``tries`` in all):
+proportionally (``target / measured``, less 0.01 after a miss) until one try met the target and one missed, then
+by linear interpolation between the two. The best try (meeting the target with the most
 kept value, else the fastest measured) is applied to ``model``.
 
 The objective (``objective``) is the importance kept per group, each channel's normalised importance times the

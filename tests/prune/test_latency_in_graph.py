@@ -1,0 +1,75 @@
+"""The latency table read from ONNX Runtime's per-node profile of whole models: nodes mapped onto layers."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from slimcnn.measure import TIMED_LAYERS
+from slimcnn.measure._nodes import NodeTime
+from slimcnn.prune import _latency_table as lt
+
+
+class _Twice(nn.Module):
+    """One conv called twice (two ONNX nodes, one layer) and a branch ONNX Runtime may run in another order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.shared = nn.Conv2d(16, 16, 3, padding=1)
+        self.side = nn.Conv2d(16, 16, 1)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.stem(x))
+        y = self.shared(torch.relu(self.shared(y))) + self.side(y)
+        return self.head(y.mean((2, 3)))
+
+
+@pytest.mark.parametrize("make", [lambda: torchvision.models.resnet18(num_classes=10),
+                                  lambda: torchvision.models.mobilenet_v3_small(num_classes=10), _Twice],
+                         ids=["resnet18", "mobilenet_v3_small", "shared-conv"])
+def test_every_layer_of_real_models_is_read_inside_the_graph(make) -> None:
+    torch.manual_seed(0)
+    model, x = make().eval(), torch.randn(1, 3, 48, 48)
+    table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
+    layers = {n for n, m in model.named_modules() if isinstance(m, TIMED_LAYERS)}
+    assert table.source == "in-graph" and set(table.layer_ms) == layers
+    assert table.base_ms > 0 and table.timings > 1  # the original and the pruned models profiled
+    for g in table.groups:
+        assert len(g.parts) == len(g.layers) == len(g.sides) and all(len(p) == len(g.widths) for p in g.parts)
+        assert all(p[-1] == table.layer_ms[layer] for p, layer in zip(g.parts, g.layers, strict=True))
+
+
+def _node(op: str, weight: tuple[int, ...], out: tuple[int, ...], ms: float) -> NodeTime:
+    return NodeTime(f"n{ms}", op, ((1, weight[1], *out[2:]), weight), out, ms)
+
+
+def test_nodes_map_by_kernel_and_size_not_by_order() -> None:
+    calls = [lt._Call("conv1", "conv", (64, 32, 1, 1), (1, 64, 8, 8)), lt._Call("conv2", "conv", (20, 64, 3, 3), (1, 20, 8, 8)),
+             lt._Call("down", "conv", (128, 32, 1, 1), (1, 128, 4, 4)), lt._Call("fc", "linear", (5, 128), (1, 5))]
+    nodes = [_node("Conv", (128, 32, 1, 1), (1, 128, 4, 4), 3.0),  # the branch first, as a runtime may order it
+             _node("FusedConv", (64, 32, 1, 1), (1, 64, 8, 8), 1.0),
+             _node("Conv", (24, 64, 3, 3), (1, 24, 8, 8), 2.0),  # 20 output channels padded to the block
+             NodeTime("add", "Add", (), (1, 128, 4, 4), 0.5), NodeTime("fc", "Gemm", ((1, 128), (5,)), (1, 5), 0.25)]
+    assert lt._map_nodes(calls, nodes) == ({"conv1": 1.0, "conv2": 2.0, "down": 3.0, "fc": 0.25}, 0.5)
+    assert lt._map_nodes(calls, nodes[:-1]) is None  # a layer without a node
+    wrong_kernel = [_node("Conv", (24, 64, 1, 1), (1, 24, 8, 8), 2.0) if i == 2 else n for i, n in enumerate(nodes)]
+    assert lt._map_nodes(calls, wrong_kernel) is None
+    # 24 channels would pass for 16 padded: the exact layer is taken first (YOLOv8's head runs cv3 before cv2)
+    twins = [lt._Call("cv2", "conv", (16, 64, 3, 3), (1, 16, 8, 8)), lt._Call("cv3", "conv", (24, 64, 3, 3), (1, 24, 8, 8))]
+    ran = [_node("Conv", (24, 64, 3, 3), (1, 24, 8, 8), 2.0), _node("Conv", (16, 64, 3, 3), (1, 16, 8, 8), 1.0)]
+    assert lt._map_nodes(twins, ran) == ({"cv2": 1.0, "cv3": 2.0}, 0.0)
+
+
+def test_a_graph_whose_nodes_do_not_map_is_timed_layer_by_layer(monkeypatch, caplog) -> None:
+    model, x = _Twice().eval(), torch.randn(1, 3, 16, 16)
+    monkeypatch.setattr(lt, "_map_nodes", lambda calls, nodes: None)
+    with caplog.at_level(logging.WARNING, logger=lt.__name__):
+        table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
+    assert table.source == "alone" and table.call_ms > 0 and table.groups
+    assert "do not map" in caplog.text
