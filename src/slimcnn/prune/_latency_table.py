@@ -19,8 +19,9 @@ The prediction multiplies the two sides of a layer, since a conv's time goes wit
 layer timed ``F`` at full width keeps ``F * A * B``, where ``A = 1 - sum_g (1 - f_g)`` over the groups on its
 input side (a concatenation's parts add up) and ``B`` likewise on its output side, ``f_g`` being the group's
 curve at its width over ``F`` (linear between the samples, flat below the smallest);
-``ratio = (sum_layers F * A * B + other) / (sum_layers F + other)``, ``other`` being every other node (held
-constant). An additive model over-predicts cutting both sides of a layer: ResNet-50 at uniform half width is
+``ratio = (sum_layers F * A * B + other) / (sum_layers F + other)``. In-graph, every other node (unfused
+activations, pooling, adds, concats) counts as a pseudo-layer ``layer + "+"`` of the conv/linear node run just
+before it, cut by the same groups (``other`` is what runs before the first layer). An additive model over-predicts cutting both sides of a layer: ResNet-50 at uniform half width is
 0.25x additive, 0.30x product, 0.29-0.30x measured. :meth:`LatencyTable.savings` gives the knapsack each group's
 saving linearised at a selection, exact at a fixed point (:func:`slimcnn.prune._knapsack.select_for_latency`).
 
@@ -69,7 +70,7 @@ class GroupLatency:
     widths: tuple[int, ...]
     """Sampled kept widths, ascending; the last is ``size``."""
     layers: tuple[str, ...]
-    """Timed conv/linear layers of the group."""
+    """Timed conv/linear layers of the group (in-graph tables add ``layer + "+"``: the nodes run after it)."""
     sides: tuple[str, ...]
     """Per layer, the side the group cuts: ``"in"``, ``"out"`` or ``"both"`` (a depthwise conv)."""
     parts: tuple[tuple[float, ...], ...]
@@ -109,12 +110,13 @@ class LatencyTable:
     block: int
     """Channel block the widths were sampled on."""
     layer_ms: dict[str, float]
-    """Every timed conv/linear layer's median ms at full width, less the per-call cost."""
+    """Every timed conv/linear layer's (and in-graph pseudo-layer's) median ms at full width."""
     groups: tuple[GroupLatency, ...]
     timings: int
     """Distinct layer variants timed to build the table."""
     other_ms: float = 0.0
-    """Profiled: every other node of the graph (pooling, adds, layout reorders), held constant."""
+    """Profiled: the nodes run before the first conv/linear layer, held constant (the nodes after a layer are the
+    pseudo-layer ``layer + "+"``)."""
     call_ms: float = 0.0
     """Timed alone: the runtime's per-call cost subtracted from every timing (a one-channel 1x1 conv)."""
     source: str = "in-graph"
@@ -311,12 +313,18 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
             return None
         timed[k] = mapped[0]
         other = mapped[1] if k == (-1, -1) else other
+    for _g, _w, axes in plan:  # the nodes run after a layer follow the groups of that layer
+        axes.update({layer + AFTER: roles for layer, roles in list(axes.items())})
     cut: dict[tuple[int, int], set[str]] = {k: set() for k in models}
     for g, w, axes in plan:
         for k in range(len(w) - 1):
             cut[(colour[g.id], k)].update(axes)
     layer_ms = {layer: float(np.median([t[layer] for k, t in timed.items() if layer not in cut[k]]))
                 for layer in timed[(-1, -1)]}
+    layer_ms = {n: v for n, v in layer_ms.items() if v > 0.0 or not n.endswith(AFTER)}  # no node after it
+    for _g, _w, axes in plan:
+        for pseudo in [n for n in axes if n not in layer_ms]:
+            del axes[pseudo]
     curves = tuple(_curve(g, w, axes, [[timed[(colour[g.id], k)][layer] for k in range(len(w) - 1)] + [layer_ms[layer]]
                                        for layer in axes]) for g, w, axes in plan)
     return {"layer_ms": layer_ms, "groups": curves, "timings": len(models), "other_ms": other, "source": "in-graph"}
@@ -396,24 +404,39 @@ _NODE_KINDS = {"Conv": "conv", "FusedConv": "conv", "ConvTranspose": "convt", "G
 
 
 def _map_nodes(calls: Sequence[_Call], nodes: Sequence[Any]) -> tuple[dict[str, float], float] | None:
-    """``({layer: ms summed over its nodes}, ms of every other node)``; None when a conv/linear node or call is
-    left unmatched. Each node, in execution order, takes the free call of the same kind, kernel and output size
-    whose channels it pads least (NCHWc pads channel counts up to its block), the earliest of equals."""
+    """``({layer: ms}, ms before the first layer)``; None when a conv/linear node or call is left unmatched.
+
+    Each conv/linear node, in execution order, takes the free call of the same kind, kernel and output size whose
+    channels it pads least (NCHWc pads channel counts up to its block), the earliest of equals; a layer's nodes
+    add up. Every other node (activations ONNX Runtime does not fuse, pooling, adds, concats, reorders) is
+    charged to ``layer + AFTER`` of the conv/linear node run last before it: EfficientNet-B0's unfused SiLU and
+    squeeze-excite products are 7 of its 17 ms and shrink with the channels of the layer they follow.
+    """
     free = list(range(len(calls)))
-    ms: dict[str, float] = {c.layer: 0.0 for c in calls}
-    other = 0.0
+    ms: dict[str, float] = {}
+    for c in calls:
+        ms[c.layer] = ms[c.layer + AFTER] = 0.0
+    before, last = 0.0, None
     for nd in nodes:
         kind = _NODE_KINDS.get(nd.op)
         if kind is None:
-            other += nd.ms
+            if last is None:
+                before += nd.ms
+            else:
+                ms[last + AFTER] += nd.ms
             continue
         fits = [(pad, i) for i in free if (pad := _padding(calls[i], kind, nd)) is not None]
         if not fits:
             return None
         j = min(fits)[1]
         free.remove(j)
-        ms[calls[j].layer] += nd.ms
-    return (ms, other) if not free else None
+        last = calls[j].layer
+        ms[last] += nd.ms
+    return (ms, before) if not free else None
+
+
+AFTER = "+"
+"""Suffix of a pseudo-layer of the in-graph table: the other nodes run after a conv/linear layer."""
 
 
 def _padding(call: _Call, kind: str, node: Any) -> int | None:
@@ -446,7 +469,7 @@ def table_key(model: nn.Module, input_shape: tuple[int, ...], *, runtime: str, t
 
     shape = "x".join(str(d) for d in input_shape)
     return (f"{fingerprint(model)}|{runtime}|{threads}t|cpu:{cpu_model()}|torch{torch.__version__}/"
-            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v4|runs{runs}|exclude{sorted(exclude)}")
+            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v6|runs{runs}|exclude{sorted(exclude)}")
 
 
 def build_latency_table(
