@@ -244,6 +244,12 @@ def render_accuracy(acc: dict[str, Any], runs: int) -> list[str]:
     return lines
 
 
+def _timings(table: dict[str, Any]) -> str:
+    if table.get("source", "alone") == "alone":
+        return f"{table['timings']} layer variants timed alone"
+    return f"{table['timings']} models profiled in ONNX Runtime's graph"
+
+
 def render(data: dict[str, Any]) -> str:
     env, rows = data["environment"], data["rows"]
     lines = [f"# Latency-aware pruning vs MACs target vs Torch-Pruning at {data['target']}x latency", "",
@@ -274,8 +280,8 @@ def render(data: dict[str, Any]) -> str:
         t = r["table"]
         tp = "; ".join(f"{b['ratio']:.3f} -> {b['latency_ratio']:.3f}x" for b in r["torch_pruning_search"]["bisection"])
         lines.append(f"- {r['model']} ({'x'.join(map(str, r['input']))}, objective {r['objective']}): {tries}. "
-                     f"Table: {t['groups']} groups, {t['timings']} timed variants, {t['seconds']} s; whole model "
-                     f"{r['original_ms']:.1f} ms vs summed layers {t['base_ms']:.1f} ms. TP: {tp or '-'}.")
+                     f"Table: {t['groups']} groups, {_timings(t)}, {t['seconds']} s; whole model "
+                     f"{r['original_ms']:.1f} ms vs the table's {t['base_ms']:.1f} ms. TP: {tp or '-'}.")
     lines += ["", "Read with care: a shared 2-core VM (measurements of one model in two interleaved runs differ by "
               "a few % idle, by up to 30 % at the loads in the last column); random weights, so no accuracy here (see the ResNet-56 table); (a)'s final latency is "
               "measured again in the four-way run, so it can differ from its own check by the noise; (c) is "

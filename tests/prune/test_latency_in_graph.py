@@ -76,3 +76,12 @@ def test_a_graph_whose_nodes_do_not_map_is_timed_layer_by_layer(monkeypatch, cap
         table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
     assert table.source == "alone" and table.call_ms > 0 and table.groups
     assert "do not map" in caplog.text
+
+
+def test_layers_timed_alone_on_request_under_their_own_cache_key() -> None:
+    model, x = _Twice().eval(), torch.randn(1, 3, 16, 16)
+    alone = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False, in_graph=False)
+    assert alone.source == "alone" and set(alone.layer_ms) == {"stem", "shared", "side", "head"}
+    keys = {lt.table_key(model, (1, 3, 16, 16), runtime="onnxruntime", threads=1, block=8, samples=4, runs=1,
+                         in_graph=flag) for flag in (True, False)}
+    assert len(keys) == 2

@@ -6,7 +6,9 @@ picks one width per group maximising the kept importance with total saving >= th
 by dynamic programming over savings discretised (rounded **down**, so the true saving of the
 answer is at least the discretised one) into ``resolution`` steps of ``need / resolution`` ms, then
 widened greedily while the exact saving still covers the need (the rounding leaves slack).
-With integer savings and ``resolution == need`` the answer is the exact optimum.
+With integer savings and ``resolution == need`` the answer is the exact optimum. The table's prediction is not
+additive (a layer's two sides multiply), so :func:`select_for_latency` solves it again with each group's saving
+linearised at the previous answer until the product model agrees.
 :func:`select_for_latency_and_budgets` adds MACs and params budgets (at most a fraction of the original
 each) by a Lagrangian price per budget on every removed channel.
 """

@@ -71,7 +71,7 @@ class LatencyPruneResult:
         t = self.table
         return {"latency_target": self.target_ratio, "latency_knapsack_target": self.selection.target_ratio,
                 "latency_predicted_ratio": self.selection.predicted_ratio,
-                "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms,
+                "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms, "source": t.source,
                                   "runtime": t.runtime, "threads": t.threads, "block": t.block,
                                   "seconds": round(self.table_seconds, 3), "key": t.key},
                 "latency_widths": self.selection.widths, "latency_attempts": list(self.attempts),

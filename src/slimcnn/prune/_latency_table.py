@@ -461,7 +461,7 @@ def default_table_path() -> Path:
 
 
 def table_key(model: nn.Module, input_shape: tuple[int, ...], *, runtime: str, threads: int, block: int,
-              samples: int, runs: int, exclude: Sequence[str] = ()) -> str:
+              samples: int, runs: int, exclude: Sequence[str] = (), in_graph: bool = True) -> str:
     """Cache key of a latency table (see the module notes)."""
     import onnxruntime
 
@@ -469,7 +469,8 @@ def table_key(model: nn.Module, input_shape: tuple[int, ...], *, runtime: str, t
 
     shape = "x".join(str(d) for d in input_shape)
     return (f"{fingerprint(model)}|{runtime}|{threads}t|cpu:{cpu_model()}|torch{torch.__version__}/"
-            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v6|runs{runs}|exclude{sorted(exclude)}")
+            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v6|runs{runs}|exclude{sorted(exclude)}"
+            + ("" if in_graph else "|alone"))
 
 
 def build_latency_table(
@@ -486,6 +487,7 @@ def build_latency_table(
     graph: ChannelGraph | None = None,
     cache: bool = True,
     cache_path: str | Path | None = None,
+    in_graph: bool = True,
 ) -> LatencyTable:
     """Measure (or load from the cache) the latency table of ``model`` at ``example_input``'s shape.
 
@@ -502,6 +504,8 @@ def build_latency_table(
         graph: a trace of ``model`` to reuse.
         cache: look up and store the table.
         cache_path: JSON file (``None`` = :func:`default_table_path`).
+        in_graph: read ONNX Runtime's times inside the whole graph (default); False times every layer alone
+            (the fallback; ``benchmarks/latency_table_accuracy.py`` compares the two).
 
     Returns:
         The :class:`LatencyTable`.
@@ -523,7 +527,7 @@ def build_latency_table(
     block_n = int(block or ort_channel_block())
     shape = tuple(int(d) for d in example_input.shape)
     key = table_key(model, shape, runtime=runtime, threads=threads_n, block=block_n, samples=samples, runs=runs,
-                    exclude=exclude)
+                    exclude=exclude, in_graph=in_graph)
     path = Path(cache_path) if cache_path is not None else default_table_path()
     if cache and path.is_file():
         try:
@@ -538,7 +542,7 @@ def build_latency_table(
     head = {"key": key, "fingerprint": fingerprint(model), "runtime": runtime, "threads": threads_n,
             "input_shape": shape, "block": block_n}
     made = None
-    if runtime == "onnxruntime":
+    if runtime == "onnxruntime" and in_graph:
         made = _profile_in_graph(model, example_input, graph, exclude=exclude, block=block_n, samples=samples,
                                  threads=threads_n, warmup=warmup, runs=runs)
     if made is None:
