@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 import random
 
@@ -302,3 +303,15 @@ def test_an_unknown_latency_objective_is_a_config_error() -> None:
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 3))
     with pytest.raises(ConfigError, match="unknown latency objective 'fast'; use one of macs, importance"):
         prune_for_latency_(model, torch.randn(1, 3, 8, 8), 0.5, objective="fast")  # type: ignore[arg-type]
+
+
+def test_a_node_floor_is_kept_however_much_both_sides_are_cut() -> None:
+    # layer "m": 8 ms, 2 ms of it a per-node floor no cut removes; halving each side keeps 2 + 6 * 0.5 * 0.5
+    a = _group("a", 0, 16, (8, 16), {"m": ("in", (5.0, 8.0))})
+    b = _group("b", 1, 16, (8, 16), {"m": ("out", (5.0, 8.0))})
+    t = dataclasses.replace(_of({"m": 8.0}, a, b), floor_ms=2.0)
+    assert t.predict_ratio({"a": 8}) == pytest.approx(5.0 / 8)  # one side: the measured curve itself
+    assert t.predict_ratio({"a": 8, "b": 8}) == pytest.approx((2 + 6 * 0.25) / 8)
+    at = t.kept_sides({"a": 8, "b": 8})
+    total = sum(t.savings(n, [8], at)[0] for n in "ab")
+    assert total == pytest.approx(8 - (2 + 6 * 0.25))  # the linearisation stays exact at its point

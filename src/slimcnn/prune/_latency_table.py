@@ -16,14 +16,17 @@ inside; a depthwise 1.09 vs 0.21 ms), so a knapsack over such times picks the cu
 is instead rebuilt at each width and timed alone, less the per-call cost of a one-channel 1x1 conv.
 
 The prediction multiplies the two sides of a layer, since a conv's time goes with input x output channels: a
-layer timed ``F`` at full width keeps ``F * A * B``, where ``A = 1 - sum_g (1 - f_g)`` over the groups on its
-input side (a concatenation's parts add up) and ``B`` likewise on its output side, ``f_g`` being the group's
-curve at its width over ``F`` (linear between the samples, flat below the smallest);
-``ratio = (sum_layers F * A * B + other) / (sum_layers F + other)``. In-graph, every other node (unfused
-activations, pooling, adds, concats) counts as a pseudo-layer ``layer + "+"`` of the conv/linear node run just
-before it, cut by the same groups (``other`` is what runs before the first layer). An additive model over-predicts cutting both sides of a layer: ResNet-50 at uniform half width is
-0.25x additive, 0.30x product, 0.29-0.30x measured. :meth:`LatencyTable.savings` gives the knapsack each group's
-saving linearised at a selection, exact at a fixed point (:func:`slimcnn.prune._knapsack.select_for_latency`).
+layer timed ``F`` at full width keeps ``L + (F - L) * A * B``, where ``A = 1 - sum_g (1 - f_g)`` over the
+groups on its input side (a concatenation's parts add up), ``B`` likewise on its output side, ``f_g`` the
+group's curve at its width (linear between the samples, flat below the smallest) less ``L``, over ``F - L``,
+and ``L`` the floor of a node: ONNX Runtime's dispatch to its threads, ~0.04 ms on this project's VM (a 1x1 conv
+of 8 channels on one pixel, profiled), which no cut removes and a product of two fractions would halve again;
+``ratio = (sum_layers kept + other) / (sum_layers F + other)``. In-graph, every other node (unfused activations,
+pooling, adds, concats) counts as a pseudo-layer ``layer + "+"`` of the conv/linear node run just before it, cut
+by the same groups (``other`` is what runs before the first layer). An additive model over-predicts cutting
+both sides of a layer: ResNet-50 at uniform half width is 0.25x additive, 0.30x product, 0.29-0.30x measured.
+:meth:`LatencyTable.savings` gives the knapsack each group's saving linearised at a selection, exact at a fixed
+point (:func:`slimcnn.prune._knapsack.select_for_latency`).
 
 The table is built once per (model fingerprint, runtime, threads, input shape, CPU, versions, sampling) and
 cached in ``latency_tables.json`` beside :func:`slimcnn.measure.default_cache_path`; a table measured while
@@ -89,12 +92,12 @@ class GroupLatency:
         """ms saved by keeping ``width`` instead of all ``size`` channels, every other group whole."""
         return self.at(self.size) - self.at(width)
 
-    def cut(self, i: int, width: float) -> float:
-        """Fraction of layer ``i``'s full time that keeping ``width`` removes, in [0, 1] (noise clipped)."""
-        full = self.parts[i][-1]
+    def cut(self, i: int, width: float, floor: float = 0.0) -> float:
+        """Fraction of layer ``i``'s time above ``floor`` that keeping ``width`` removes, in [0, 1] (noise clipped)."""
+        full = self.parts[i][-1] - floor
         if full <= 1e-12:
             return 0.0
-        return min(1.0, max(0.0, 1.0 - float(np.interp(float(width), self.widths, self.parts[i])) / full))
+        return min(1.0, max(0.0, 1.0 - (float(np.interp(float(width), self.widths, self.parts[i])) - floor) / full))
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class LatencyTable:
     groups: tuple[GroupLatency, ...]
     timings: int
     """Distinct layer variants timed to build the table."""
+    floor_ms: float = 0.0
+    """Profiled: the time a conv/linear node takes however few channels it keeps (ONNX Runtime's dispatch to its
+    threads; a 1x1 conv of 8 channels on one pixel, profiled), which no cut removes."""
     other_ms: float = 0.0
     """Profiled: the nodes run before the first conv/linear layer, held constant (the nodes after a layer are the
     pseudo-layer ``layer + "+"``)."""
@@ -141,7 +147,7 @@ class LatencyTable:
             g = self.group(name)
             for i, (layer, side) in enumerate(zip(g.layers, g.sides, strict=True)):
                 kept = sides.setdefault(layer, [1.0, 1.0])
-                kept[0 if side == "in" else 1] -= g.cut(i, w)
+                kept[0 if side == "in" else 1] -= g.cut(i, w, self._floor(layer))
         return {layer: [max(0.0, k) for k in kept] for layer, kept in sides.items()}
 
     def predict_ratio(self, widths: Mapping[str, int]) -> float:
@@ -151,8 +157,15 @@ class LatencyTable:
         knapsack that chose it.
         """
         kept = self.kept_sides(widths)
-        total = sum(ms * (kept[n][0] * kept[n][1] if n in kept else 1.0) for n, ms in self.layer_ms.items())
+        total = 0.0
+        for n, ms in self.layer_ms.items():
+            fl = self._floor(n)
+            total += fl + (ms - fl) * (kept[n][0] * kept[n][1] if n in kept else 1.0)
         return (total + self.other_ms) / max(self.base_ms, 1e-12)
+
+    def _floor(self, layer: str) -> float:
+        """The part of ``layer``'s time no cut removes (:attr:`floor_ms`; none for the nodes after a layer)."""
+        return 0.0 if layer.endswith(AFTER) else min(self.floor_ms, self.layer_ms.get(layer, 0.0))
 
     def savings(self, group: str, widths: Sequence[int], at: Mapping[str, Sequence[float]]) -> list[float]:
         """ms that ``group`` saves at each of ``widths``, linearised at the kept sides ``at`` (:meth:`kept_sides`).
@@ -167,7 +180,8 @@ class LatencyTable:
             total = 0.0
             for i, (layer, side) in enumerate(zip(g.layers, g.sides, strict=True)):
                 other = 1.0 if side == "both" else at.get(layer, (1.0, 1.0))[1 if side == "in" else 0]
-                total += self.layer_ms.get(layer, 0.0) * g.cut(i, w) * (1.0 + other) / 2
+                fl = self._floor(layer)
+                total += (self.layer_ms.get(layer, 0.0) - fl) * g.cut(i, w, fl) * (1.0 + other) / 2
             out.append(total)
         return out
 
@@ -300,9 +314,12 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
     try:
         nodes = profile_nodes_interleaved({str(k): m for k, m in models.items()}, x, threads=threads,
                                           warmup=warmup, runs=runs)
+        probe = profile_nodes_interleaved({"floor": nn.Conv2d(8, 8, 1)}, torch.randn(1, 8, 1, 1), threads=threads,
+                                          warmup=warmup, runs=runs)["floor"]
     except Exception as e:  # noqa: BLE001 - any export or profiler failure: time the layers alone instead
         log.warning("profiling the model in ONNX Runtime failed (%s); timing its layers alone", e)
         return None
+    floor = sum(nd.ms for nd in probe if _NODE_KINDS.get(nd.op) == "conv")
     timed: dict[tuple[int, int], dict[str, float]] = {}
     other = 0.0
     for k, m in models.items():
@@ -327,7 +344,8 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
             del axes[pseudo]
     curves = tuple(_curve(g, w, axes, [[timed[(colour[g.id], k)][layer] for k in range(len(w) - 1)] + [layer_ms[layer]]
                                        for layer in axes]) for g, w, axes in plan)
-    return {"layer_ms": layer_ms, "groups": curves, "timings": len(models), "other_ms": other, "source": "in-graph"}
+    return {"layer_ms": layer_ms, "groups": curves, "timings": len(models), "other_ms": other, "floor_ms": floor,
+            "source": "in-graph"}
 
 
 def _time_alone(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *, exclude: Sequence[str], block: int,
@@ -469,7 +487,7 @@ def table_key(model: nn.Module, input_shape: tuple[int, ...], *, runtime: str, t
 
     shape = "x".join(str(d) for d in input_shape)
     return (f"{fingerprint(model)}|{runtime}|{threads}t|cpu:{cpu_model()}|torch{torch.__version__}/"
-            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v6|runs{runs}|exclude{sorted(exclude)}"
+            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v7|runs{runs}|exclude{sorted(exclude)}"
             + ("" if in_graph else "|alone"))
 
 
