@@ -85,3 +85,12 @@ def test_layers_timed_alone_on_request_under_their_own_cache_key() -> None:
     keys = {lt.table_key(model, (1, 3, 16, 16), runtime="onnxruntime", threads=1, block=8, samples=4, runs=1,
                          in_graph=flag) for flag in (True, False)}
     assert len(keys) == 2
+
+
+def test_building_a_table_leaves_a_training_model_as_it_was() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    table = lt.build_latency_table(model, torch.randn(2, 3, 16, 16), runs=1, warmup=0, cache=False)
+    assert table.source == "in-graph" and model.training and model[1].training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched

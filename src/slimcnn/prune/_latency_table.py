@@ -395,8 +395,8 @@ class _Call:
 
 
 def _layer_calls(model: nn.Module, x: torch.Tensor) -> list[_Call]:
-    """Every conv/linear call of one forward pass, in order (a module called twice appears twice)."""
-    from slimcnn.measure import TIMED_LAYERS
+    """Every conv/linear call of one forward pass in eval mode, in order (a module called twice appears twice)."""
+    from slimcnn.measure import TIMED_LAYERS, eval_mode
 
     calls: list[_Call] = []
     hooks = []
@@ -409,7 +409,7 @@ def _layer_calls(model: nn.Module, x: torch.Tensor) -> list[_Call]:
                     calls.append(_Call(name, kind, tuple(mod.weight.shape), tuple(out.shape)))  # type: ignore[union-attr]
             hooks.append(m.register_forward_hook(hook))
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(x)
     finally:
         for h in hooks:
