@@ -159,15 +159,15 @@ def candidate_widths(size: int, min_keep: int, block: int) -> list[int]:
     return sorted(ws)
 
 
-def kept_importance(scores: Tensor, fixed: Sequence[int], width: int) -> float:
-    """Sum of the ``width`` best mean-normalised scores, fixed channels first (always kept)."""
+def kept_importance(scores: Tensor, fixed: Sequence[int], widths: Sequence[int]) -> list[float]:
+    """Per width, the sum of the ``width`` best mean-normalised scores, fixed channels first (always kept)."""
     s = scores.detach().double().cpu()
     s = s / (s.abs().mean() + 1e-12)
     pri = s.clone()
     if len(fixed):
         pri[torch.tensor(list(fixed), dtype=torch.long)] = math.inf
-    order = torch.argsort(pri, descending=True)[:width]
-    return float(s[order].sum())
+    best = torch.cumsum(s[torch.argsort(pri, descending=True)], 0)  # one sort for every width
+    return [float(best[w - 1]) if w > 0 else 0.0 for w in widths]
 
 
 def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target_ratio: float, *,
@@ -207,7 +207,8 @@ def select_for_latency(table: LatencyTable, scores: Mapping[int, Tensor], target
         sc = scores.get(g.group_id, torch.zeros(g.size))
         fx = list((fixed or {}).get(g.group_id, ()))
         wt = (weights or {}).get(g.layer, 1.0)
-        values[g.layer] = [(w, wt * kept_importance(sc, fx, w)) for w in candidate_widths(g.size, g.min_keep, table.block)]
+        ws = candidate_widths(g.size, g.min_keep, table.block)
+        values[g.layer] = [(w, wt * v) for w, v in zip(ws, kept_importance(sc, fx, ws), strict=True)]
     priced = {n: [(w, v + (bonus or {}).get(n, 0.0) * (table.group(n).size - w)) for w, v in opts]
               for n, opts in values.items()}
     best: LatencySelection | None = None

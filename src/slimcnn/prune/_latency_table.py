@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 import itertools
 import json
 import logging
@@ -94,10 +95,15 @@ class GroupLatency:
 
     def cut(self, i: int, width: float, floor: float = 0.0) -> float:
         """Fraction of layer ``i``'s time above ``floor`` that keeping ``width`` removes, in [0, 1] (noise clipped)."""
+        return float(self.cuts(i, [width], floor)[0])
+
+    def cuts(self, i: int, widths: Sequence[float], floor: float = 0.0) -> np.ndarray:
+        """:meth:`cut` at each of ``widths`` (one interpolation: the knapsack asks for every candidate width)."""
         full = self.parts[i][-1] - floor
         if full <= 1e-12:
-            return 0.0
-        return min(1.0, max(0.0, 1.0 - (float(np.interp(float(width), self.widths, self.parts[i])) - floor) / full))
+            return np.zeros(len(widths))
+        kept = (np.interp(np.asarray(widths, dtype=float), self.widths, self.parts[i]) - floor) / full
+        return np.clip(1.0 - kept, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -133,11 +139,14 @@ class LatencyTable:
         """The unpruned model's time in the table: the denominator of :meth:`predict_ratio`."""
         return float(sum(self.layer_ms.values())) + self.other_ms
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, GroupLatency]:
+        return {g.layer: g for g in self.groups}
+
     def group(self, layer: str) -> GroupLatency:
         """The curve of the group named ``layer`` (its first producer)."""
-        for g in self.groups:
-            if g.layer == layer:
-                return g
+        if layer in self._by_name:
+            return self._by_name[layer]
         raise KeyError(f"no group named '{layer}' in the latency table; groups: {[g.layer for g in self.groups]}")
 
     def kept_sides(self, widths: Mapping[str, int]) -> dict[str, list[float]]:
@@ -175,15 +184,12 @@ class LatencyTable:
         kept sides of a selection, its savings add up to the product model's; with ``at`` empty they are additive.
         """
         g = self.group(group)
-        out = []
-        for w in widths:
-            total = 0.0
-            for i, (layer, side) in enumerate(zip(g.layers, g.sides, strict=True)):
-                other = 1.0 if side == "both" else at.get(layer, (1.0, 1.0))[1 if side == "in" else 0]
-                fl = self._floor(layer)
-                total += (self.layer_ms.get(layer, 0.0) - fl) * g.cut(i, w, fl) * (1.0 + other) / 2
-            out.append(total)
-        return out
+        total = np.zeros(len(widths))
+        for i, (layer, side) in enumerate(zip(g.layers, g.sides, strict=True)):
+            other = 1.0 if side == "both" else at.get(layer, (1.0, 1.0))[1 if side == "in" else 0]
+            fl = self._floor(layer)
+            total += (self.layer_ms.get(layer, 0.0) - fl) * g.cuts(i, widths, fl) * (1.0 + other) / 2
+        return [float(v) for v in total]
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (round-trips with :meth:`from_dict`)."""
