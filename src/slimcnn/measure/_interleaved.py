@@ -22,7 +22,9 @@ from slimcnn.measure._latency import (
     eval_mode,
     make_runner,
     resolve_threads,
+    round_robin,
     torch_threads,
+    wall_timed,
 )
 from slimcnn.types import LatencyStats
 
@@ -64,19 +66,9 @@ def time_modules_interleaved(
     names = list(modules)
     gen = torch.Generator().manual_seed(0)
     inputs = {n: torch.randn(tuple(modules[n][1]), generator=gen) for n in names}
-    samples: dict[str, list[float]] = {n: [] for n in names}
     mods = [m for m, _ in modules.values()]
     with eval_mode(*mods), torch_threads(threads_n if runtime == "torch" else None):
-        fns = {n: make_runner(modules[n][0], inputs[n], runtime=runtime, threads=threads_n, spin=False)
-               for n in names}
-        for n in names:
-            for _ in range(warmup):
-                fns[n]()
-        for r in range(runs):
-            k = r % max(len(names), 1)
-            for n in names[k:] + names[:k]:
-                t0 = clock()
-                fns[n]()
-                samples[n].append((clock() - t0) * 1e3)
+        samples = round_robin({n: wall_timed(make_runner(modules[n][0], inputs[n], runtime=runtime, threads=threads_n,
+                                                         spin=False), clock) for n in names}, warmup=warmup, runs=runs)
     return {n: _make_stats(samples[n], runtime=runtime, threads=threads_n, device="cpu",
                            shape=tuple(modules[n][1]), warmup=warmup) for n in names}

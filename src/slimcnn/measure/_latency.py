@@ -15,7 +15,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -219,6 +219,32 @@ def make_runner(model: nn.Module, example_input: ExampleInput, *, runtime: str, 
     return run
 
 
+def wall_timed(fn: Callable[[], Any], clock: Clock = time.perf_counter) -> Callable[[], float]:
+    """Wrap ``fn`` so each call returns its wall time in ms on ``clock``."""
+
+    def timed() -> float:
+        t0 = clock()
+        fn()
+        return (clock() - t0) * 1e3
+
+    return timed
+
+
+def round_robin(fns: Mapping[str, Callable[[], float]], *, warmup: int, runs: int) -> dict[str, list[float]]:
+    """ms of every ``fns`` entry per round: each warmed up ``warmup`` times, then ``runs`` rounds of one call
+    each, the order rotating from round to round so drift (thermal, other load) hits all of them alike."""
+    names = list(fns)
+    for n in names:
+        for _ in range(warmup):
+            fns[n]()
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(runs):
+        k = r % max(len(names), 1)
+        for n in names[k:] + names[:k]:
+            samples[n].append(fns[n]())
+    return samples
+
+
 def _cuda_timed(fn: Callable[[], Any]) -> Callable[[], float]:
     """Wrap ``fn`` so each call returns its CUDA time in ms (events after a synchronize)."""
 
@@ -325,24 +351,11 @@ def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *
     threads_n = resolve_threads(threads)
     names = list(models)
     rt = {n: (runtimes or {}).get(n, runtime) for n in names}
-    samples: dict[str, list[float]] = {n: [] for n in names}
     with eval_mode(*models.values()), torch_threads(threads_n if "torch" in rt.values() else None):
         fns = {n: make_runner(m, example_input, runtime=rt[n], threads=threads_n, device=device, spin=False)
                for n, m in models.items()}
-        events = {n: _events(rt[n], device) for n in names}
-        fns = {n: _cuda_timed(f) if events[n] else f for n, f in fns.items()}
-        for n in names:
-            for _ in range(warmup):
-                fns[n]()
-        for r in range(runs):
-            k = r % len(names)
-            for n in names[k:] + names[:k]:
-                if events[n]:
-                    samples[n].append(float(fns[n]()))
-                else:
-                    t0 = clock()
-                    fns[n]()
-                    samples[n].append((clock() - t0) * 1e3)
+        samples = round_robin({n: _cuda_timed(f) if _events(rt[n], device) else wall_timed(f, clock)
+                               for n, f in fns.items()}, warmup=warmup, runs=runs)
     shape = input_shape(example_input)
     return {n: _make_stats(samples[n], runtime=rt[n], threads=threads_n, device=device, shape=shape,
                            warmup=warmup) for n in names}

@@ -20,7 +20,6 @@ import functools
 import json
 import os
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import numpy as np
 from torch import nn
 
 from slimcnn.measure._inputs import ExampleInput
-from slimcnn.measure._latency import eval_mode, resolve_threads
+from slimcnn.measure._latency import eval_mode, resolve_threads, round_robin, wall_timed
 
 
 @dataclass(frozen=True)
@@ -68,21 +67,14 @@ def profile_nodes_interleaved(models: Mapping[str, nn.Module], example_input: Ex
     threads_n = resolve_threads(threads)
     names = list(models)
     with tempfile.TemporaryDirectory(prefix="slimcnn-profile-") as tmp, eval_mode(*models.values()):
-        sessions = {n: ort_session(onnx_bytes(models[n], example_input), threads=threads_n, spin=False,
-                                   profile_prefix=os.path.join(tmp, f"m{i}")) for i, n in enumerate(names)}
-        plain = ort_session(onnx_bytes(models[names[0]], example_input), threads=threads_n, spin=False)
-        runners = [functools.partial(s.run, None, ort_feed(s, example_input)) for s in [*sessions.values(), plain]]
-        wall: list[float] = []  # the unprofiled twin, the last runner
-        for run in runners:
-            for _ in range(warmup):
-                run()
-        for r in range(runs):
-            k = r % len(runners)
-            for i in [*range(k, len(runners)), *range(k)]:
-                t0 = time.perf_counter()
-                runners[i]()
-                if i == len(runners) - 1:
-                    wall.append((time.perf_counter() - t0) * 1e3)
+        data = {n: onnx_bytes(models[n], example_input) for n in names}
+        sessions = {n: ort_session(data[n], threads=threads_n, spin=False, profile_prefix=os.path.join(tmp, f"m{i}"))
+                    for i, n in enumerate(names)}
+        plain = ort_session(data[names[0]], threads=threads_n, spin=False)  # the first model, unprofiled
+        runners = {**{f"profiled {n}": wall_timed(functools.partial(s.run, None, ort_feed(s, example_input)))
+                      for n, s in sessions.items()},
+                   "unprofiled": wall_timed(functools.partial(plain.run, None, ort_feed(plain, example_input)))}
+        wall = round_robin(runners, warmup=warmup, runs=runs)["unprofiled"]
         timed = {n: _node_times(Path(sessions[n].end_profiling()), warmup) for n in names}
     first = timed[names[0]]
     cost = max(0.0, (sum(nd.ms for nd in first) - float(np.median(wall))) / max(len(first), 1))
