@@ -10,8 +10,9 @@ import torchvision
 from torch import nn
 
 from slimcnn.measure import TIMED_LAYERS
+from slimcnn.measure import _nodes as nodes_mod
 from slimcnn.measure._nodes import NodeTime
-from slimcnn.prune import _latency_table as lt
+from slimcnn.prune import _latency_build as lt
 
 
 class _Twice(nn.Module):
@@ -38,7 +39,7 @@ def test_every_layer_of_real_models_is_read_inside_the_graph(make) -> None:
     model, x = make().eval(), torch.randn(1, 3, 48, 48)
     table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
     layers = {n for n, m in model.named_modules() if isinstance(m, TIMED_LAYERS)}
-    assert table.source == "in-graph" and {n.removesuffix(lt.AFTER) for n in table.layer_ms} == layers
+    assert table.source == "in-graph" and {n.removesuffix(nodes_mod.AFTER) for n in table.layer_ms} == layers
     assert table.base_ms > 0 and table.timings > 1  # the original and the pruned models profiled
     for g in table.groups:
         assert len(g.parts) == len(g.layers) == len(g.sides) and all(len(p) == len(g.widths) for p in g.parts)
@@ -50,28 +51,28 @@ def _node(op: str, weight: tuple[int, ...], out: tuple[int, ...], ms: float) -> 
 
 
 def test_nodes_map_by_kernel_and_size_not_by_order() -> None:
-    calls = [lt._Call("conv1", "conv", (64, 32, 1, 1), (1, 64, 8, 8)), lt._Call("conv2", "conv", (20, 64, 3, 3), (1, 20, 8, 8)),
-             lt._Call("down", "conv", (128, 32, 1, 1), (1, 128, 4, 4)), lt._Call("fc", "linear", (5, 128), (1, 5))]
+    calls = [nodes_mod.LayerCall("conv1", "conv", (64, 32, 1, 1), (1, 64, 8, 8)), nodes_mod.LayerCall("conv2", "conv", (20, 64, 3, 3), (1, 20, 8, 8)),
+             nodes_mod.LayerCall("down", "conv", (128, 32, 1, 1), (1, 128, 4, 4)), nodes_mod.LayerCall("fc", "linear", (5, 128), (1, 5))]
     nodes = [_node("Conv", (128, 32, 1, 1), (1, 128, 4, 4), 3.0),  # the branch first, as a runtime may order it
              _node("FusedConv", (64, 32, 1, 1), (1, 64, 8, 8), 1.0),
              _node("Conv", (24, 64, 3, 3), (1, 24, 8, 8), 2.0),  # 20 output channels padded to the block
              NodeTime("add", "Add", (), (1, 128, 4, 4), 0.5), NodeTime("fc", "Gemm", ((1, 128), (5,)), (1, 5), 0.25)]
-    after = {f"{n}{lt.AFTER}": 0.0 for n in ("conv1", "conv2", "down", "fc")}
+    after = {f"{n}{nodes_mod.AFTER}": 0.0 for n in ("conv1", "conv2", "down", "fc")}
     mapped = ({"conv1": 1.0, "conv2": 2.0, "down": 3.0, "fc": 0.25} | after | {"conv2+": 0.5}, 0.0)
-    assert lt._map_nodes(calls, nodes) == mapped  # the add is charged to the layer run before it
-    assert lt._map_nodes(calls, [NodeTime("r", "ReorderInput", (), (1,), 0.125), *nodes])[1] == 0.125
-    assert lt._map_nodes(calls, nodes[:-1]) is None  # a layer without a node
+    assert nodes_mod.map_nodes(calls, nodes) == mapped  # the add is charged to the layer run before it
+    assert nodes_mod.map_nodes(calls, [NodeTime("r", "ReorderInput", (), (1,), 0.125), *nodes])[1] == 0.125
+    assert nodes_mod.map_nodes(calls, nodes[:-1]) is None  # a layer without a node
     wrong_kernel = [_node("Conv", (24, 64, 1, 1), (1, 24, 8, 8), 2.0) if i == 2 else n for i, n in enumerate(nodes)]
-    assert lt._map_nodes(calls, wrong_kernel) is None
+    assert nodes_mod.map_nodes(calls, wrong_kernel) is None
     # 24 channels would pass for 16 padded: the exact layer is taken first (YOLOv8's head runs cv3 before cv2)
-    twins = [lt._Call("cv2", "conv", (16, 64, 3, 3), (1, 16, 8, 8)), lt._Call("cv3", "conv", (24, 64, 3, 3), (1, 24, 8, 8))]
+    twins = [nodes_mod.LayerCall("cv2", "conv", (16, 64, 3, 3), (1, 16, 8, 8)), nodes_mod.LayerCall("cv3", "conv", (24, 64, 3, 3), (1, 24, 8, 8))]
     ran = [_node("Conv", (24, 64, 3, 3), (1, 24, 8, 8), 2.0), _node("Conv", (16, 64, 3, 3), (1, 16, 8, 8), 1.0)]
-    assert lt._map_nodes(twins, ran)[0] == {"cv2": 1.0, "cv3": 2.0, "cv2+": 0.0, "cv3+": 0.0}
+    assert nodes_mod.map_nodes(twins, ran)[0] == {"cv2": 1.0, "cv3": 2.0, "cv2+": 0.0, "cv3+": 0.0}
 
 
 def test_a_graph_whose_nodes_do_not_map_is_timed_layer_by_layer(monkeypatch, caplog) -> None:
     model, x = _Twice().eval(), torch.randn(1, 3, 16, 16)
-    monkeypatch.setattr(lt, "_map_nodes", lambda calls, nodes: None)
+    monkeypatch.setattr(nodes_mod, "map_nodes", lambda calls, nodes: None)
     with caplog.at_level(logging.WARNING, logger=lt.__name__):
         table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
     assert table.source == "alone" and table.call_ms > 0 and table.groups

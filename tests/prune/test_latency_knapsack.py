@@ -12,7 +12,8 @@ import torch
 
 from slimcnn.errors import ConfigError
 from slimcnn.prune._knapsack import candidate_widths, kept_importance, knapsack_widths, select_for_latency
-from slimcnn.prune._latency_table import GroupLatency, LatencyTable, sample_widths
+from slimcnn.prune._latency_build import sample_widths
+from slimcnn.prune._latency_table import GroupLatency, LatencyTable
 
 
 def _brute(options, need):
@@ -139,7 +140,7 @@ def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
     import slimcnn.measure as measure
     import slimcnn.measure._nodes as nodes
     from slimcnn.models import load_model
-    from slimcnn.prune._latency_table import build_latency_table
+    from slimcnn.prune._latency_build import build_latency_table
 
     loaded = load_model("slimcnn:tiny_cnn")
     model, x = loaded.model.eval(), torch.randn(loaded.info.input_shape)

@@ -5,7 +5,8 @@ A layer timed alone is not the layer inside the optimised graph: alone, ONNX Run
 this project's 2-core VM, MobileNetV2's convs timed alone summed to 18 ms against 8 ms inside the graph, and
 not in proportion: the stem conv alone 0.65 ms (0.38 ms inside), a 96-channel depthwise 1.09 ms (0.21 ms
 inside). ONNX Runtime's profiler reports each node's kernel time inside the running graph; this collects it for
-several models timed round-robin (one call of each per round, the order rotating), the median per node.
+several models timed round-robin (one call of each per round, the order rotating), the median per node, and
+:func:`map_nodes` says which conv/linear layer of the model each node ran.
 
 The profiler costs time inside every node it times (MobileNetV2's 60 nodes summed to 10.9 ms profiled, the
 same graph ran in 6.4 ms unprofiled), a constant that would read as time no pruning removes. The first model
@@ -20,15 +21,18 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from torch import nn
 
 from slimcnn.measure._inputs import ExampleInput
 from slimcnn.measure._latency import eval_mode, resolve_threads, round_robin, wall_timed
+from slimcnn.measure._layers import TIMED_LAYERS
 
 
 @dataclass(frozen=True)
@@ -102,3 +106,90 @@ def _node_times(path: Path, warmup: int) -> list[NodeTime]:
 
 def _shape(entry: Mapping[str, list[int]]) -> tuple[int, ...]:
     return tuple(int(d) for d in next(iter(entry.values()), []))
+
+
+@dataclass(frozen=True)
+class LayerCall:
+    """One conv/linear call of a forward pass: the layer, its weight shape and its output shape."""
+
+    layer: str
+    kind: str
+    """``conv``, ``convt`` or ``linear``."""
+    weight: tuple[int, ...]
+    output: tuple[int, ...]
+
+
+def layer_calls(model: nn.Module, x: torch.Tensor) -> list[LayerCall]:
+    """Every conv/linear call of one forward pass in eval mode, in order (a module called twice appears twice)."""
+    calls: list[LayerCall] = []
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, TIMED_LAYERS):
+            kind = "linear" if isinstance(m, nn.Linear) else "convt" if "Transpose" in type(m).__name__ else "conv"
+
+            def hook(mod: nn.Module, _inp: Any, out: Any, name: str = name, kind: str = kind) -> None:
+                if isinstance(out, torch.Tensor):
+                    calls.append(LayerCall(name, kind, tuple(mod.weight.shape), tuple(out.shape)))  # type: ignore[union-attr]
+            hooks.append(m.register_forward_hook(hook))
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return calls
+
+
+NODE_KINDS = {"Conv": "conv", "FusedConv": "conv", "ConvTranspose": "convt", "Gemm": "linear", "FusedGemm": "linear",
+              "MatMul": "linear", "FusedMatMul": "linear"}
+"""ONNX Runtime kernels that run a conv/linear layer, and the layer kind."""
+
+
+def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[dict[str, float], float] | None:
+    """``({layer: ms}, ms before the first layer)``; None when a conv/linear node or call is left unmatched.
+
+    Each conv/linear node, in execution order, takes the free call of the same kind, kernel and output size whose
+    channels it pads least (NCHWc pads channel counts up to its block), the earliest of equals; a layer's nodes
+    add up. Every other node (activations ONNX Runtime does not fuse, pooling, adds, concats, reorders) is
+    charged to ``layer + AFTER`` of the conv/linear node run last before it: EfficientNet-B0's unfused SiLU and
+    squeeze-excite products are 7 of its 17 ms and shrink with the channels of the layer they follow.
+    """
+    free = list(range(len(calls)))
+    ms: dict[str, float] = {}
+    for c in calls:
+        ms[c.layer] = ms[c.layer + AFTER] = 0.0
+    before, last = 0.0, None
+    for nd in nodes:
+        kind = NODE_KINDS.get(nd.op)
+        if kind is None:
+            if last is None:
+                before += nd.ms
+            else:
+                ms[last + AFTER] += nd.ms
+            continue
+        fits = [(pad, i) for i in free if (pad := _padding(calls[i], kind, nd)) is not None]
+        if not fits:
+            return None
+        j = min(fits)[1]
+        free.remove(j)
+        last = calls[j].layer
+        ms[last] += nd.ms
+    return (ms, before) if not free else None
+
+
+AFTER = "+"
+"""``layer + AFTER``: where :func:`map_nodes` charges the other nodes run after a conv/linear layer."""
+
+
+def _padding(call: LayerCall, kind: str, node: NodeTime) -> int | None:
+    """Channels ``node`` has beyond ``call``'s when it can be that call's node (same kind, kernel and output size,
+    output channels padded by less than 16), else None."""
+    if call.kind != kind or not node.output:
+        return None
+    if kind == "conv" or kind == "convt":
+        if len(node.inputs) < 2 or node.inputs[1][2:] != call.weight[2:] or node.output[2:] != call.output[2:]:
+            return None
+        if kind == "convt":
+            return 0
+    want, got = (call.output[-1], node.output[-1]) if kind == "linear" else (call.output[1], node.output[1])
+    return got - want if want <= got < want + 16 else None

@@ -42,7 +42,8 @@ from slimcnn.prune._knapsack import (
     select_for_latency,
     select_for_latency_and_budgets,
 )
-from slimcnn.prune._latency_table import LatencyTable, build_latency_table
+from slimcnn.prune._latency_build import build_latency_table
+from slimcnn.prune._latency_table import LatencyTable
 from slimcnn.prune._select import removal_for_keep
 
 CLOSE_ENOUGH = 0.02
