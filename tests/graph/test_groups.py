@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torchvision
 
@@ -52,6 +53,19 @@ def test_pixel_shuffle_blocks_of_r2() -> None:
     grp = _group_of(g, "a")
     assert grp.size == 4  # 16 channels / r^2
     assert not _group_of(g, "c").prunable  # pixel shuffle before the output is protected
+
+
+def test_pixel_shuffle_shortcut_matches_replay(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One label per channel takes a shortcut (no replay on a label map); it must build the same groups."""
+    from slimcnn.graph import _rules
+
+    def groups() -> list[tuple[int, tuple[object, ...], tuple[object, ...]]]:
+        g = trace(PixelShuffleSimple().eval(), torch.randn(1, 1, 8, 8))
+        return [(grp.size, grp.members, grp.fixed) for grp in g.groups()]
+
+    fast = groups()
+    monkeypatch.setattr(_rules, "_pixel_shuffle", lambda *a: False)
+    assert fast == groups()
 
 
 def test_channel_shuffle_is_mapped() -> None:

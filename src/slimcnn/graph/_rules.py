@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
 from slimcnn.graph import _ops as O
 from slimcnn.graph._trace import _tensors, compact, constant_along
@@ -20,6 +20,19 @@ def _out_tensors(out: Any) -> list[Tensor]:
     if isinstance(out, Tensor):  # the usual case, without pytree's per-node cost
         return [out]
     return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+
+
+def _map_tensors(fn: Any, obj: Any) -> Any:
+    """``obj`` with ``fn`` applied to every Tensor inside its lists, tuples and dicts (an op's arguments are
+    shallow: this costs a few microseconds where pytree's ``tree_map`` costs tens)."""
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, (list, tuple)):
+        mapped = [_map_tensors(fn, o) for o in obj]
+        return type(obj)(*mapped) if hasattr(obj, "_fields") else type(obj)(mapped)  # namedtuple or plain
+    if isinstance(obj, dict):
+        return {k: _map_tensors(fn, v) for k, v in obj.items()}
+    return obj
 
 
 def varying_dims(ids: Tensor) -> list[int]:
@@ -137,8 +150,10 @@ def _replace(tr: _Tracer, t: Any) -> Any:
 
 
 def _shape(tr: _Tracer, name: str, func: Any, args: Any, kwargs: Any, out: Any, labeled: list[Tensor]) -> None:
-    rargs = tree_map(lambda t: _replace(tr, t), args)
-    rkwargs = tree_map(lambda t: _replace(tr, t), kwargs)
+    if name == "pixel_shuffle" and _pixel_shuffle(tr, args, kwargs, out, labeled[0]):
+        return None
+    rargs = _map_tensors(lambda t: _replace(tr, t), args)
+    rkwargs = _map_tensors(lambda t: _replace(tr, t), kwargs)
     if name == "pad":
         mode = _arg(args, kwargs, 2, "mode", "constant")
         if mode != "constant":
@@ -148,7 +163,7 @@ def _shape(tr: _Tracer, name: str, func: Any, args: Any, kwargs: Any, out: Any, 
     try:
         rout = func(*rargs, **rkwargs)
     except (RuntimeError, IndexError, TypeError):
-        rargs = tree_map(lambda t: t.contiguous() if isinstance(t, Tensor) else t, rargs)
+        rargs = _map_tensors(Tensor.contiguous, rargs)
         try:
             rout = func(*rargs, **rkwargs)
         except (RuntimeError, IndexError, TypeError) as e:
@@ -191,6 +206,22 @@ def _shape(tr: _Tracer, name: str, func: Any, args: Any, kwargs: Any, out: Any, 
     for o, r in zip(outs, routs, strict=False):
         tr.set_ids(o, r)
     return None
+
+
+def _pixel_shuffle(tr: _Tracer, args: Any, kwargs: Any, out: Any, src_t: Tensor) -> bool:
+    """``pixel_shuffle`` of one label per channel (the usual case), without replaying it on a label map:
+    output channel ``c`` is made of input channels ``c*r^2 ... c*r^2 + r^2 - 1``, which are tied. Returns
+    False (replay it) when the labels vary along other axes or include fixed data."""
+    ids = tr.ids(src_t)
+    r = int(_arg(args, kwargs, 1, "upscale_factor", 1))
+    if (ids is None or not isinstance(out, Tensor) or src_t.dim() < 3 or r < 1 or ids.numel() != src_t.shape[-3]
+            or src_t.shape[-3] % (r * r) or not bool((ids >= 0).all())):
+        return False
+    labels = ids.reshape(-1, r * r)
+    rows = labels.tolist()
+    tr.st.uf.union_many([row[0] for row in rows for _ in row[1:]], [v for row in rows for v in row[1:]])
+    tr.set_ids(out, labels[:, 0].reshape(*[1] * (out.dim() - 3), -1, 1, 1))
+    return True
 
 
 def _indexed_dims(name: str, args: Any, kwargs: Any, ndim: int) -> list[int] | None:
