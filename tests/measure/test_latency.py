@@ -200,3 +200,32 @@ def test_ort_gpu_provider_selection_and_one_line_errors(monkeypatch) -> None:
     with pytest.raises(ConfigError, match="could not start its CUDA execution provider"):
         ort_session(b"onnx", threads=1, device="cuda")
     assert ort_session(b"onnx", threads=1).asked == [cpu]
+
+
+def _config_entry(options, key: str) -> str | None:
+    try:
+        return options.get_session_config_entry(key)
+    except RuntimeError:  # ONNX Runtime raises for a key that was never set
+        return None
+
+
+def test_ort_session_spin_policy(monkeypatch) -> None:
+    """Interleaved timing parks a session's workers after each run; 'never' keeps the old no-spin protocol."""
+    import onnxruntime as ort
+
+    from slimcnn.measure._onnx import ort_session
+
+    seen: list[dict[str, str]] = []
+
+    class Session:
+        def __init__(self, src, sess_options, providers) -> None:
+            seen.append({k: _config_entry(sess_options, k)
+                         for k in ("session.force_spinning_stop", "session.intra_op.allow_spinning")
+                         if _config_entry(sess_options, k) is not None})
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    for spin in ("always", "in-run", "never"):
+        ort_session(b"onnx", threads=2, spin=spin)
+    assert seen == [{}, {"session.force_spinning_stop": "1"}, {"session.intra_op.allow_spinning": "0"}]
+    with pytest.raises(ConfigError, match="spin must be"):
+        ort_session(b"onnx", threads=2, spin=False)  # type: ignore[arg-type]  # the old boolean is refused

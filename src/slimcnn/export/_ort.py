@@ -136,7 +136,7 @@ def compare_onnx_latency(models: dict[str, bytes | str | Path], example: torch.T
 
     Like :func:`slimcnn.measure.compare_latency`, for models that exist only as ONNX (an int8
     QDQ model has no torch module): warm-up, then each round times one run of every model, the
-    order rotating from round to round; sessions are built with spinning off.
+    order rotating from round to round; sessions spin only inside a run (``spin="in-run"``).
 
     Returns:
         name -> :class:`~slimcnn.types.LatencyStats` (median, p10, p90 in ms; ``runtime="onnxruntime"``).
@@ -146,7 +146,7 @@ def compare_onnx_latency(models: dict[str, bytes | str | Path], example: torch.T
     from slimcnn.measure._onnx import ort_session
 
     n_threads = resolve_threads(threads)
-    sessions = {n: ort_session(m, threads=n_threads, spin=False) for n, m in models.items()}
+    sessions = {n: ort_session(m, threads=n_threads, spin="in-run") for n, m in models.items()}
     feeds = {n: {s.get_inputs()[0].name: example.detach().cpu().float().numpy()} for n, s in sessions.items()}
     names = list(models)
     for n in names:

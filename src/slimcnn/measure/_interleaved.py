@@ -69,6 +69,6 @@ def time_modules_interleaved(
     mods = [m for m, _ in modules.values()]
     with eval_mode(*mods), torch_threads(threads_n if runtime == "torch" else None):
         samples = round_robin({n: wall_timed(make_runner(modules[n][0], inputs[n], runtime=runtime, threads=threads_n,
-                                                         spin=False), clock) for n in names}, warmup=warmup, runs=runs)
+                                                         spin="in-run"), clock) for n in names}, warmup=warmup, runs=runs)
     return {n: _make_stats(samples[n], runtime=runtime, threads=threads_n, device="cpu",
                            shape=tuple(modules[n][1]), warmup=warmup) for n in names}

@@ -16,7 +16,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,9 @@ from torch import nn
 from slimcnn.errors import ConfigError, require
 from slimcnn.measure._inputs import ExampleInput, input_shape, run_model, to_device
 from slimcnn.types import LatencyStats
+
+if TYPE_CHECKING:
+    from slimcnn.measure._onnx import Spin
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +185,7 @@ def resolve_threads(threads: int | None) -> int:
 
 
 def make_runner(model: nn.Module, example_input: ExampleInput, *, runtime: str, threads: int,
-                device: str = "cpu", spin: bool = True) -> Callable[[], Any]:
+                device: str = "cpu", spin: Spin = "always") -> Callable[[], Any]:
     """A no-argument callable running one inference of ``model`` on ``runtime``.
 
     The caller puts the model in eval mode (:func:`eval_mode`) and, for the torch runner, sets
@@ -328,8 +331,9 @@ def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *
 
     Every model is warmed up, then each round times one call of every model; the order of the
     models rotates from round to round, so drift (thermal, other load) hits all of them alike.
-    ONNX Runtime sessions are built with spinning off so that one model's idle worker threads
-    do not busy-wait on the cores the next model needs.
+    ONNX Runtime sessions spin only inside a run (``spin="in-run"``, :data:`~slimcnn.measure._onnx.Spin`): as
+    deployed between the nodes of a run, parked when it returns so that one model's idle worker threads do not
+    busy-wait on the cores the next model needs.
 
     Args:
         models: name -> module; all take ``example_input``.
@@ -352,7 +356,7 @@ def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *
     names = list(models)
     rt = {n: (runtimes or {}).get(n, runtime) for n in names}
     with eval_mode(*models.values()), torch_threads(threads_n if "torch" in rt.values() else None):
-        fns = {n: make_runner(m, example_input, runtime=rt[n], threads=threads_n, device=device, spin=False)
+        fns = {n: make_runner(m, example_input, runtime=rt[n], threads=threads_n, device=device, spin="in-run")
                for n, m in models.items()}
         samples = round_robin({n: _cuda_timed(f) if _events(rt[n], device) else wall_timed(f, clock)
                                for n, f in fns.items()}, warmup=warmup, runs=runs)

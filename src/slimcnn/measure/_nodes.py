@@ -72,9 +72,9 @@ def profile_nodes_interleaved(models: Mapping[str, nn.Module], example_input: Ex
     names = list(models)
     with tempfile.TemporaryDirectory(prefix="slimcnn-profile-") as tmp, eval_mode(*models.values()):
         data = {n: onnx_bytes(models[n], example_input) for n in names}
-        sessions = {n: ort_session(data[n], threads=threads_n, spin=False, profile_prefix=os.path.join(tmp, f"m{i}"))
+        sessions = {n: ort_session(data[n], threads=threads_n, spin="in-run", profile_prefix=os.path.join(tmp, f"m{i}"))
                     for i, n in enumerate(names)}
-        plain = ort_session(data[names[0]], threads=threads_n, spin=False)  # the first model, unprofiled
+        plain = ort_session(data[names[0]], threads=threads_n, spin="in-run")  # the first model, unprofiled
         runners = {**{f"profiled {n}": wall_timed(functools.partial(s.run, None, ort_feed(s, example_input)))
                       for n, s in sessions.items()},
                    "unprofiled": wall_timed(functools.partial(plain.run, None, ort_feed(plain, example_input)))}

@@ -110,12 +110,20 @@ def ort_providers(device: str, available: Sequence[str]) -> list[Any]:
     return [*trt, ("CUDAExecutionProvider", opts), "CPUExecutionProvider"]
 
 
-def ort_session(model_bytes: bytes | str | Path, *, threads: int, optimize: bool = True, spin: bool = True,
+Spin = Literal["always", "in-run", "never"]
+"""When ONNX Runtime's intra-op workers busy-wait for work: ``"always"`` (its default, what a deployment runs),
+``"in-run"`` (between the nodes of a run, as deployed, but parked as soon as a run returns:
+``session.force_spinning_stop``; for models timed interleaved in one process, so one session's idle workers do
+not busy-wait on the cores the next one needs) or ``"never"`` (``session.intra_op.allow_spinning=0``: every
+parallel node wakes a sleeping worker; a small model pays that per node, see ``benchmarks/latency_protocol.py``)."""
+
+
+def ort_session(model_bytes: bytes | str | Path, *, threads: int, optimize: bool = True, spin: Spin = "always",
                 device: str = "cpu", profile_prefix: str | None = None) -> Any:
     """An ONNX Runtime session: ``threads`` intra-op, 1 inter-op, sequential, all optimisations.
 
-    ``spin=False`` stops idle worker threads from busy-waiting between runs; use it when other
-    work (another model, another runtime) runs interleaved in the same process. ``device="cuda[:N]"`` runs on
+    ``spin``: see :data:`Spin`; ``"in-run"`` when other work (another model, another runtime) runs interleaved in
+    the same process. ``device="cuda[:N]"`` runs on
     the GPU through TensorRT's or CUDA's execution provider (:func:`ort_providers`). ``profile_prefix``: ONNX
     Runtime's per-node profiler writes its JSON there (``session.end_profiling()`` returns the path).
 
@@ -135,8 +143,11 @@ def ort_session(model_bytes: bytes | str | Path, *, threads: int, optimize: bool
     if profile_prefix is not None:
         so.enable_profiling = True
         so.profile_file_prefix = profile_prefix
-    if not spin:
-        # idle ORT workers would otherwise busy-wait and steal the cores of whatever runs next
+    if spin not in ("always", "in-run", "never"):
+        raise ConfigError(f"spin must be 'always', 'in-run' or 'never', got {spin!r}")
+    if spin == "in-run":
+        so.add_session_config_entry("session.force_spinning_stop", "1")
+    elif spin == "never":
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     src = str(model_bytes) if isinstance(model_bytes, Path) else model_bytes
     session = ort.InferenceSession(src, sess_options=so, providers=providers)

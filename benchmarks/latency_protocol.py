@@ -1,0 +1,150 @@
+"""How the timing protocol moves a pruned model's measured latency ratio, small models most.
+
+Run: ``.venv/bin/python benchmarks/latency_protocol.py [--models resnet20 mobilenet_v2 resnet50] [--repeats 5]``.
+Writes ``benchmarks/results/latency_protocol.{md,json}``.
+
+slimcnn reports a pruned model's latency as a ratio to the original from :func:`slimcnn.measure.compare_latency`:
+both ONNX Runtime sessions in one process, one call of each in turn. A session's idle workers must not busy-wait
+on the cores the other session needs, so its workers spin only inside a run and are parked when it returns
+(``spin="in-run"``, ``session.force_spinning_stop=1``). Until 2026-12-04 they were never allowed to spin
+(``session.intra_op.allow_spinning=0``): then every parallel node of a run had to wake a sleeping worker. A
+deployment usually runs one model alone with ONNX Runtime's default, spinning always. This benchmark measures the
+same original/pruned pair (L1, every group -50 %) under three protocols, ``--repeats`` times each (fresh
+sessions every repeat, the protocols' order rotating), on the physical cores:
+
+* ``interleaved, spin in run``: ``compare_latency`` (what ``slimcnn prune --latency``, the latency table and
+  every latency benchmark measure now);
+* ``interleaved, no spin``: the same round robin with ``spin="never"`` (the protocol before 2026-12-04);
+* ``alone, spin`` (ONNX Runtime's default, the deployment): each model alone, ``--warmup`` calls then ``--runs``
+  timed calls, the two models back to back (their order alternating between repeats).
+
+Each cell is the median over repeats of the per-repeat ratio (median pruned ms / median original ms), with the
+range over repeats; the spread between repeats is the run-to-run noise of that protocol on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimcnn.measure import compare_latency, cpu_model, package_versions, physical_cores
+from slimcnn.measure._latency import make_runner, round_robin, wall_timed
+from slimcnn.prune import prune_model_
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from graph_vs_torch_pruning import MODELS, build  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+EXTRA = {"resnet20": ("slimcnn:resnet20", (8, 3, 32, 32))}
+"""Models beyond graph_vs_torch_pruning's: ResNet-20 at batch 8 is the small model of the latency issue."""
+DEFAULT_MODELS = ["resnet20", "mobilenet_v2", "resnet50"]
+PROTOCOLS = ("interleaved, spin in run", "interleaved, no spin", "alone, spin")
+
+
+def _model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
+    if name in EXTRA:
+        from slimcnn.models import load_model
+
+        source, shape = EXTRA[name]
+        return load_model(source).model.eval(), shape
+    return build(name).eval(), MODELS[name][1]
+
+
+def _alone(models: list[nn.Module], x: torch.Tensor, threads: int, warmup: int, runs: int) -> list[float]:
+    """Median ms of each model run alone with ONNX Runtime's default spinning, one after the other (each session
+    made just before its own runs)."""
+    out = []
+    for m in models:
+        fn = make_runner(m, x, runtime="onnxruntime", threads=threads)
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+        out.append(statistics.median(times))
+        del fn
+    return out
+
+
+def run(name: str, repeats: int, warmup: int, runs: int, threads: int) -> dict[str, Any]:
+    torch.manual_seed(0)
+    original, shape = _model(name)
+    x = torch.randn(*shape)
+    pruned = copy.deepcopy(original)
+    prune_model_(pruned, x, criterion="l1", prune_ratio=0.5)
+    ratios: dict[str, list[float]] = {p: [] for p in PROTOCOLS}
+    original_ms: dict[str, list[float]] = {p: [] for p in PROTOCOLS}
+    load = [os.getloadavg()[0]]
+    for r in range(repeats):
+        for p in PROTOCOLS[r % len(PROTOCOLS):] + PROTOCOLS[: r % len(PROTOCOLS)]:
+            if p == "interleaved, spin in run":
+                lat = compare_latency({"o": original, "p": pruned}, x, runs=runs, warmup=warmup, threads=threads)
+                o, q = lat["o"].median_ms, lat["p"].median_ms
+            elif p == "interleaved, no spin":
+                fns = {k: wall_timed(make_runner(m, x, runtime="onnxruntime", threads=threads, spin="never"))
+                       for k, m in (("o", original), ("p", pruned))}
+                ms = round_robin(fns, warmup=warmup, runs=runs)
+                o, q = statistics.median(ms["o"]), statistics.median(ms["p"])
+            else:
+                pair = [original, pruned] if r % 2 == 0 else [pruned, original]
+                a, b = _alone(pair, x, threads, warmup, runs)
+                o, q = (a, b) if r % 2 == 0 else (b, a)
+            ratios[p].append(q / o)
+            original_ms[p].append(o)
+        print(f"[{name}] repeat {r + 1}: " + ", ".join(f"{p} {ratios[p][-1]:.3f}" for p in PROTOCOLS), flush=True)
+    load.append(os.getloadavg()[0])
+    return {"model": name, "input": list(shape), "ratios": ratios, "original_ms": original_ms, "load_avg": load}
+
+
+def render(data: dict[str, Any]) -> str:
+    env = data["environment"]
+    lines = ["# Latency ratio of a pruned model (L1, every group -50 %) under three timing protocols", "",
+             f"Machine: {env['cpu']}, {env['cores']} physical cores, ONNX Runtime {env['onnxruntime']} on "
+             f"{data['threads']} threads; torch {env['torch']}; {data['date']}. Each repeat: fresh sessions, "
+             f"{data['warmup']} warm-up and {data['runs']} timed calls per model; {data['repeats']} repeats, the "
+             "protocols' order rotating. Cell: median over repeats of pruned/original (range over repeats); "
+             "original ms: median over repeats.", "",
+             "| model (input) | " + " | ".join(PROTOCOLS) + " | original ms (" + " / ".join(PROTOCOLS) + ") | load |",
+             "|---|" + "---|" * (len(PROTOCOLS) + 2)]
+    for m in data["models"]:
+        cells = [f"{statistics.median(v):.3f}x ({min(v):.3f}-{max(v):.3f})" for v in m["ratios"].values()]
+        ms = " / ".join(f"{statistics.median(v):.2f}" for v in m["original_ms"].values())
+        lines.append(f"| {m['model']} ({'x'.join(map(str, m['input']))}) | " + " | ".join(cells)
+                     + f" | {ms} | {'/'.join(f'{v:.1f}' for v in m['load_avg'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=sorted({*MODELS, *EXTRA}))
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=50)
+    args = ap.parse_args()
+    threads = physical_cores()
+    env = {"cpu": cpu_model(), "cores": threads, **package_versions(["torch", "onnxruntime"])}
+    data = {"environment": env, "threads": threads, "repeats": args.repeats, "warmup": args.warmup, "runs": args.runs,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "models": [run(n, args.repeats, args.warmup, args.runs, threads) for n in args.models]}
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "latency_protocol.json"
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    md = render(data)
+    path.with_suffix(".md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
