@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"CPU: {env['cpu']}, {threads} threads (intra-op), torch {env['torch']}, onnxruntime {env['onnxruntime']}; "
         f"{args.runs} timed runs after {args.warmup} warm-up, interleaved round-robin in one process "
-        f"(ORT spinning off); 1-min load average after the run: {env['loadavg_1m_after']}.",
+        f"(ORT workers spinning only inside a run); 1-min load average after the run: {env['loadavg_1m_after']}.",
         "",
         "| model | input | MACs | ORT median ms (p10-p90) | torch median ms (p10-p90) | torch / ORT |",
         "|---|---|---:|---:|---:|---:|",
