@@ -132,8 +132,12 @@ def test_widths_sit_on_the_channel_block() -> None:
     assert sample_widths(12, 1, 8, 4) == (3, 6, 9, 12)  # under two blocks: step 1
     assert sample_widths(25, 1, 8, 4) == (8, 16, 25)  # 24 is too close to 25 to time a saving
     assert sample_widths(20, 1, 8, 4) == (8, 16, 20)  # half a block below: kept
-    assert candidate_widths(32, 1, 8) == [8, 16, 24, 32]
-    assert candidate_widths(40, 20, 16) == [32, 40]
+    assert candidate_widths(32, 1, 8, (8, 16, 24, 32)) == [8, 16, 24, 32]
+    assert candidate_widths(64, 1, 8, (16, 32, 48, 64)) == [8, 16, 24, 32, 40, 48, 56, 64]  # interpolated on blocks
+    assert candidate_widths(40, 20, 16, (16, 32, 40)) == [32, 40]
+    # under two blocks only the measured widths: inside a block time is a step, not a line between samples
+    assert candidate_widths(16, 1, 16, (4, 8, 12, 16)) == [4, 8, 12, 16]
+    assert candidate_widths(12, 5, 8, (3, 6, 9, 12)) == [6, 9, 12]
 
 
 def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
@@ -319,3 +323,14 @@ def test_a_node_floor_is_kept_however_much_both_sides_are_cut() -> None:
     at = t.kept_sides({"a": 8, "b": 8})
     total = sum(t.savings(n, [8], at)[0] for n in "ab")
     assert total == pytest.approx(8 - (2 + 6 * 0.25))  # the linearisation stays exact at its point
+
+
+def test_nodes_a_cut_brings_in_cost_time() -> None:
+    """A pseudo-layer at 0 ms in the original (a reorder out of the blocked layout that only the cut copy runs)
+    adds its time at the cut width: to the prediction and against the knapsack's saving."""
+    g = _group("a", 0, 16, (8, 12, 16), {"a": ("out", (2.0, 3.0, 4.0)), "a+": ("out", (0.1, 0.3, 0.0)),
+                                         "b": ("in", (1.0, 1.5, 2.0))})
+    t = LatencyTable("k", "fp", "onnxruntime", 2, (8, 16, 32, 32), 16, {"a": 4.0, "a+": 0.0, "b": 2.0}, (g,), 3)
+    assert t.added("a", [8, 12, 16]).tolist() == pytest.approx([0.1, 0.3, 0.0])
+    assert t.predict_ratio({"a": 12}) == pytest.approx((3.0 + 1.5 + 0.3) / 6.0)
+    assert t.savings("a", [8, 12, 16], {}) == pytest.approx([2.0 + 1.0 - 0.1, 1.0 + 0.5 - 0.3, 0.0])
