@@ -334,3 +334,26 @@ def test_nodes_a_cut_brings_in_cost_time() -> None:
     assert t.added("a", [8, 12, 16]).tolist() == pytest.approx([0.1, 0.3, 0.0])
     assert t.predict_ratio({"a": 12}) == pytest.approx((3.0 + 1.5 + 0.3) / 6.0)
     assert t.savings("a", [8, 12, 16], {}) == pytest.approx([2.0 + 1.0 - 0.1, 1.0 + 0.5 - 0.3, 0.0])
+
+
+def test_latency_search_aims_under_the_target(monkeypatch) -> None:
+    """A try measured right at the target is not kept while tries remain: the written model is timed again."""
+    from types import SimpleNamespace
+
+    import slimcnn.measure as measure
+    from slimcnn.prune import prune_for_latency_
+    from slimcnn.prune._latency_prune import MARGIN
+
+    measured = iter([0.697, 0.686, 0.5])
+    calls: list[float] = []
+
+    def fake_compare(models, x, **kw):
+        calls.append(next(measured))
+        return {"original": SimpleNamespace(median_ms=1.0), "pruned": SimpleNamespace(median_ms=calls[-1])}
+
+    monkeypatch.setattr(measure, "compare_latency", fake_compare)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3),
+                                torch.nn.ReLU(), torch.nn.Conv2d(32, 4, 3))
+    res = prune_for_latency_(model, torch.randn(1, 3, 16, 16), 0.7, cache=False)
+    assert calls == [0.697, 0.686]  # 0.697 is within 0.7 but above the aim; 0.686 lands in the aim's band
+    assert res.measured_ratio == 0.686 and 0.7 - MARGIN - 0.02 <= res.measured_ratio <= 0.7 - MARGIN
