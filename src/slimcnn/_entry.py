@@ -10,7 +10,8 @@ def main() -> int:
     """Run :func:`slimcnn.cli.main`; Ctrl-C while the CLI is still importing is one line and exit code 130.
 
     The interrupt is only noted during the import and acted on after it: a KeyboardInterrupt raised inside
-    an extension module's initialisation can abort the interpreter (seen as exit -6 under load).
+    an extension module's initialisation can abort the interpreter (seen as exit -6 under load). Once the command
+    has returned, Ctrl-C is ignored for the few milliseconds of interpreter shutdown.
     """
     interrupted: list[int] = []
     try:
@@ -25,4 +26,9 @@ def main() -> int:
     if interrupted:
         sys.stderr.write("interrupted: nothing was written\n")
         return 130
-    return cli_main()
+    code = cli_main()
+    if previous is not None:
+        # the command is over and its outputs are written: a Ctrl-C during interpreter shutdown would otherwise
+        # end the process by the signal (exit -2) after a successful run
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code

@@ -145,3 +145,17 @@ def test_other_commands_killed_leave_the_previous_out(command: list[str], tmp_pa
     shas = {x["path"]: x["sha256"] for x in first_shas if x["path"] in MODEL_FILES}
     again_shas = json.loads((out / "result.json").read_text())["artifacts"]
     assert {x["path"]: x["sha256"] for x in again_shas if x["path"] in MODEL_FILES} == shas and shas
+
+
+def test_ctrl_c_after_the_command_returned_does_not_kill_the_exit(monkeypatch) -> None:
+    """A finished run exits with its own code: Ctrl-C during interpreter shutdown once ended it as signal -2."""
+    import slimcnn.cli
+    from slimcnn import _entry
+
+    monkeypatch.setattr(slimcnn.cli, "main", lambda: 0)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert _entry.main() == 0
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
