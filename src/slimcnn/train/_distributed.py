@@ -14,6 +14,7 @@ without ``torchrun`` (``--workers N``).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import logging
@@ -78,9 +79,19 @@ def join_from_env(device: str = "cpu") -> bool:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         # a rank with no trial left waits in the gather while the others fine-tune theirs (can be hours)
         dist.init_process_group("nccl" if cuda else "gloo", timeout=RANK_WAIT)
+        atexit.register(_leave_group)
         logger.info("joined torch.distributed: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(),
                     dist.get_backend())
     return dist.get_world_size() > 1
+
+
+def _leave_group() -> None:
+    """Destroy the process group :func:`join_from_env` joined, at exit: left to the interpreter's teardown, gloo's
+    threads now and then aborted a rank ("terminate called without an active exception", exit -6, torchrun
+    reporting the run failed after it had finished)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def rank_device(device: str | torch.device) -> torch.device:
