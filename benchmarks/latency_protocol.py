@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimcnn.measure import compare_latency, cpu_model, package_versions, physical_cores
+from slimcnn.measure import compare_latency, cpu_model, measure_latency, package_versions, physical_cores
 from slimcnn.measure._latency import make_runner, round_robin, wall_timed
 from slimcnn.prune import prune_model_
 
@@ -60,24 +60,6 @@ def _model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     return build(name).eval(), MODELS[name][1]
 
 
-def _alone(models: list[nn.Module], x: torch.Tensor, threads: int, warmup: int, runs: int) -> list[float]:
-    """Median ms of each model run alone with ONNX Runtime's default spinning, one after the other (each session
-    made just before its own runs)."""
-    out = []
-    for m in models:
-        fn = make_runner(m, x, runtime="onnxruntime", threads=threads)
-        for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        out.append(statistics.median(times))
-        del fn
-    return out
-
-
 def run(name: str, repeats: int, warmup: int, runs: int, threads: int) -> dict[str, Any]:
     torch.manual_seed(0)
     original, shape = _model(name)
@@ -98,8 +80,9 @@ def run(name: str, repeats: int, warmup: int, runs: int, threads: int) -> dict[s
                 ms = round_robin(fns, warmup=warmup, runs=runs)
                 o, q = statistics.median(ms["o"]), statistics.median(ms["p"])
             else:
+                # each model alone with ONNX Runtime's defaults, back to back, the order alternating
                 pair = [original, pruned] if r % 2 == 0 else [pruned, original]
-                a, b = _alone(pair, x, threads, warmup, runs)
+                a, b = (measure_latency(m, x, threads=threads, warmup=warmup, runs=runs).median_ms for m in pair)
                 o, q = (a, b) if r % 2 == 0 else (b, a)
             ratios[p].append(q / o)
             original_ms[p].append(o)
