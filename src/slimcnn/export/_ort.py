@@ -8,6 +8,7 @@ one the input shape is read from the graph and no normalisation is known.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -141,29 +142,14 @@ def compare_onnx_latency(models: dict[str, bytes | str | Path], example: torch.T
     Returns:
         name -> :class:`~slimcnn.types.LatencyStats` (median, p10, p90 in ms; ``runtime="onnxruntime"``).
     """
-    from slimcnn.measure import device_name
-    from slimcnn.measure._latency import resolve_threads
+    from slimcnn.measure._latency import _make_stats, resolve_threads, round_robin, wall_timed
     from slimcnn.measure._onnx import ort_session
 
     n_threads = resolve_threads(threads)
     sessions = {n: ort_session(m, threads=n_threads, spin="in-run") for n, m in models.items()}
     feeds = {n: {s.get_inputs()[0].name: example.detach().cpu().float().numpy()} for n, s in sessions.items()}
-    names = list(models)
-    for n in names:
-        for _ in range(warmup):
-            sessions[n].run(None, feeds[n])
-    samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(runs):
-        k = r % len(names)
-        for n in names[k:] + names[:k]:
-            t0 = clock()
-            sessions[n].run(None, feeds[n])
-            samples[n].append((clock() - t0) * 1e3)
+    samples = round_robin({n: wall_timed(functools.partial(s.run, None, feeds[n]), clock) for n, s in sessions.items()},
+                          warmup=warmup, runs=runs)
     shape = tuple(int(s) for s in example.shape)
-    out = {}
-    for n in names:
-        s = np.asarray(samples[n])
-        out[n] = LatencyStats(median_ms=float(np.median(s)), p10_ms=float(np.percentile(s, 10)),
-                              p90_ms=float(np.percentile(s, 90)), n=len(s), runtime="onnxruntime", threads=n_threads,
-                              device=device_name("cpu"), batch=shape[0], input_shape=shape, warmup=warmup)
-    return out
+    return {n: _make_stats(samples[n], runtime="onnxruntime", threads=n_threads, device="cpu", shape=shape,
+                           warmup=warmup) for n in models}
