@@ -144,7 +144,8 @@ def run(name: str, target: float, runs: int, objective: str, timings: int) -> di
     lats = [compare_latency(models, x, runs=runs) for _ in range(timings)]
     base = profile(model, x)
     row: dict[str, Any] = {"model": name, "input": list(shape), "target": target, "objective": objective,
-                           "original_ms": statistics.median(lat["original"].median_ms for lat in lats), "table": res.details()["latency_table"],
+                           "original_ms": statistics.median(lat["original"].median_ms for lat in lats),
+                           "original_ms_timings": [lat["original"].median_ms for lat in lats], "table": res.details()["latency_table"],
                            "attempts": list(res.attempts), "torch_pruning_search": tp_info,
                            "load_avg": os.getloadavg()}
     for key, secs in (("latency_aware", t_lat), ("macs_target", t_macs), ("torch_pruning", t_tp)):

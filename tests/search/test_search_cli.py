@@ -173,7 +173,7 @@ def test_latency_strategy_prunes_from_the_table_and_its_plan_replays(trained_len
     report = json.loads(capsys.readouterr().out)
     assert rc == (0 if report["met"] else 1)  # timing a LeNet is noise-bound: either verdict, stated
     log = report["details"]["strategy"]
-    assert log["latency"]["latency_attempts"][0]["knapsack_target"] == pytest.approx(0.7) and log["latency"]["latency_macs_target"] == 0.6
+    assert log["latency"]["latency_attempts"][0]["knapsack_target"] == pytest.approx(0.69) and log["latency"]["latency_macs_target"] == 0.6
     assert log["latency"]["latency_params_target"] == pytest.approx(0.8)  # --params priced in the same knapsack
     # both budgets' verdicts depend on a LeNet's noise-bound latency table (tests/prune covers the MACs budget on a
     # fixed table); here: the widths were priced and the model got cheaper
