@@ -23,7 +23,7 @@ timing moved a ratio by up to ~0.05 on the shared 2-core VM; their median is wha
 **Accuracy at equal measured latency** (``--part accuracy``; needs ``../shared/data``): ``slimcnn:resnet56``
 (trained weights) at ``--acc-input`` (8x3x32x32). (b) first: ``prune_model_(macs=--target, round_to=block)``;
 then (a) ``prune_for_latency_`` with one try per selection: first at the latency table's prediction for (b)'s
-widths, then, while (a) measures slower than (b) in a three-way interleaved timing (original, (a), (b), ``--runs``
+widths (its knapsack aims ``MARGIN`` under it, as every latency search does), then, while (a) measures slower than (b) in a three-way interleaved timing (original, (a), (b), ``--runs``
 rounds), again at that target scaled by (b)'s / (a)'s measured ratio (``--acc-tries`` selections at most; the
 first that measures at most (b)'s latency is kept, else the fastest). So both answer one latency budget and the
 pair compared is at most (b)'s measured latency, judged in the same runs that time (b).
@@ -198,7 +198,8 @@ def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...], crite
                              "load above the CPU count?); re-run on an idle machine")
         lat_try = compare_latency({"original": model, "latency_aware": cand, "macs_target": b}, x, runs=runs)
         ra, rb = (lat_try[k].median_ms / lat_try["original"].median_ms for k in ("latency_aware", "macs_target"))
-        pairs.append({"knapsack_target": goal, "predicted_ratio": got.selection.predicted_ratio,
+        pairs.append({"target": goal, "knapsack_target": got.attempts[0]["knapsack_target"],
+                      "predicted_ratio": got.selection.predicted_ratio,
                       "latency_aware_ratio": ra, "macs_target_ratio": rb})
         print("(a) try", json.dumps(pairs[-1]), flush=True)
         if best is None or ra / rb < best[0]:
@@ -241,13 +242,14 @@ def _widths_summary(acc: dict[str, Any]) -> str:
 
 
 def _pairs_summary(acc: dict[str, Any]) -> str:
-    """(a)'s selections: knapsack target -> table prediction -> (a) / (b) measured in the same run."""
+    """(a)'s selections: target -> knapsack target (the search's aim) -> table prediction -> (a) / (b) measured in
+    the same run."""
     pairs = acc.get("pairs", [])
     if not pairs:  # results of the one-try protocol
         return "one try"
-    return "tries: " + "; ".join(f"{p['knapsack_target']:.3f} -> {p['predicted_ratio']:.3f}x -> (a) "
-                                  f"{p['latency_aware_ratio']:.3f}x vs (b) {p['macs_target_ratio']:.3f}x"
-                                  for p in pairs)
+    return "tries (target -> knapsack target -> table -> measured): " + "; ".join(
+        f"{p.get('target', p['knapsack_target']):.3f} -> {p['knapsack_target']:.3f} -> {p['predicted_ratio']:.3f}x"
+        f" -> (a) {p['latency_aware_ratio']:.3f}x vs (b) {p['macs_target_ratio']:.3f}x" for p in pairs)
 
 
 def render_accuracy(acc: dict[str, Any], runs: int) -> list[str]:
