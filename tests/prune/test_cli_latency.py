@@ -43,6 +43,11 @@ def test_prune_to_a_latency_target_reports_prediction_and_measurement(tmp_path, 
                                             <= 0.10 * d["latency_measured_ratio"])
     measured = result["after"]["cost"]["latency"]["median_ms"] / result["before"]["cost"]["latency"]["median_ms"]
     assert d["latency_measured_ratio"] == pytest.approx(measured)
+    # the run's verdict is the written model's, in result.json as in the exit code
+    (check,) = result["checks"]
+    assert check["name"] == "latency_ms" and check["value"] == result["after"]["cost"]["latency"]["median_ms"]
+    assert check["limit"] == pytest.approx(0.7 * result["before"]["cost"]["latency"]["median_ms"])
+    assert result["met"] == check["met"] == d["latency_target_met"] == (rc == 0)
     assert d["latency_widths"] and d["latency_attempts"]
     assert d["latency_table"]["timings"] > 0 and d["latency_table"]["key"].startswith(result["plan"]["fingerprint"])
     assert result["after"]["cost"]["macs"] < result["before"]["cost"]["macs"]
@@ -62,6 +67,9 @@ def test_latency_objective_and_params_budget_are_recorded_and_apply_replays_them
     assert d["params_reached"] == pytest.approx(params) == pytest.approx(d["latency_params_selected"])
     assert params <= 0.5 and d["params_target_met"] and d["macs_target_met"]  # both budgets held by the knapsack
     assert rc == (0 if d["latency_target_met"] else 1)  # the measured latency: either verdict, stated honestly
+    checks = {c["name"]: c for c in result["checks"]}
+    assert set(checks) == {"latency_ms", "macs", "params"} and checks["params"]["met"] and checks["macs"]["met"]
+    assert checks["params"]["value"] == result["after"]["cost"]["params"] and result["met"] == (rc == 0)
     assert main(["apply", str(out), "slimcnn:tiny_cnn", "--no-latency", "--out", str(tmp_path / "a"), "--json"]) == 0
     replayed = json.loads(capsys.readouterr().out)
     assert replayed["after"]["cost"]["params"] == result["after"]["cost"]["params"]
@@ -71,6 +79,8 @@ def test_latency_objective_and_params_budget_are_recorded_and_apply_replays_them
     err = capsys.readouterr().err
     assert rc == 1 and "--params 0.001x cannot be met together with --latency 0.8x: the least the knapsack reaches is" in err
     assert (tmp_path / "u" / "model.pt").exists()  # the closest model is saved
+    unmet = json.loads((tmp_path / "u" / "result.json").read_text())
+    assert unmet["met"] is False and not {c["name"]: c for c in unmet["checks"]}["params"]["met"]
 
 
 def test_latency_pruning_compensates_the_chosen_widths_and_apply_replays_it(tmp_path, capsys, monkeypatch) -> None:

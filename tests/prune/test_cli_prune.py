@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from slimcnn.cli import main
 
 
@@ -96,3 +98,10 @@ def test_unreachable_macs_target_saves_the_closest_model(tmp_path, capsys) -> No
     result = json.loads(capsys.readouterr().out)
     assert result["details"]["macs_target_met"] is False and result["details"]["macs_reached"] < 1.0
     assert (out / "model.pt").exists() and (out / "plan.json").exists()
+    (check,) = result["checks"]  # the written model's MACs against the target: the run's verdict
+    assert result["met"] is False and check["name"] == "macs" and check["value"] == result["after"]["cost"]["macs"]
+    assert check["limit"] == pytest.approx(0.1 * result["before"]["cost"]["macs"]) and not check["met"]
+    assert main(["prune", "slimcnn:tiny_cnn", "--ratio", "0.3", "--no-latency", "--out", str(tmp_path / "r"),
+                 "--json"]) == 0
+    ratio_only = json.loads(capsys.readouterr().out)
+    assert ratio_only["met"] is None and ratio_only["checks"] == []  # no target given: nothing to meet

@@ -157,6 +157,9 @@ def prune_cmd(
     elif details.get("macs_target_met") is False:
         missed.append(f"MACs target {macs} NOT met: {details['macs_reached']:.3f}x reached (the rest "
                       "is protected: outputs, unmappable ops, excluded layers)")
+    if not missed and result.met is False:
+        missed = [", ".join(f"{c.name} target NOT met: {c.value:,.4g} > {c.limit:,.4g}" for c in result.checks
+                            if not c.met)]
     for line in missed:
         note(f"{line}; the closest model is saved in {run.out} (exit code 1)")
     return 1 if missed else 0
@@ -193,7 +196,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
         lat = prune_for_latency_(new_model, example, frac, criterion=criterion, exclude=exclude, reduce=reduce,  # type: ignore[arg-type]
                                  task=task_obj, calib=calib, seed=seed, source=loaded.source, macs=macs_frac,
                                  params=params_frac, objective=objective, compensate=compensate)  # type: ignore[arg-type]
-        if not lat.selection.feasible:
+        if not lat.selection.feasible and lat.selection.predicted_ratio > frac:
             note(f"note: the latency table predicts at best {lat.selection.predicted_ratio:.3f}x, above the "
                  f"{frac:.3f}x target; pruned to the fastest widths it offers")
         outcome, lat_details = lat.outcome, lat.details() | lat_details | {"latency_objective": objective}
@@ -202,7 +205,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
             lat_details |= {"params_target": params_frac, "params_reached": reached,
                             "params_target_met": reached <= params_frac + 1e-9}
         if lat.selection.shortfall():
-            lat_details["latency_budgets_unmet"] = lat.selection.shortfall()
+            lat_details["latency_budgets_unmet"] = lat.selection.shortfall(frac)
     else:
         outcome = prune_model_(
             new_model, example, criterion=criterion, prune_ratio=ratio, macs=macs_frac, scope=scope,  # type: ignore[arg-type]
@@ -325,11 +328,33 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
                     "latency_prediction_held": abs(predicted - measured) <= 0.10 * measured,
                     "latency_target_met": measured <= details["latency_target"]}
     plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(example.shape), finetuned=finetuned)
+    checks = _checks(details, before.cost, after.cost)
     result = RunResult(command, loaded.source, seconds=round(time.perf_counter() - run.started, 2), task=getattr(task_obj, "name", None) if task_obj else None,
                        before=before, after=after, plan=plan, options=options, details=details,
+                       checks=checks, met=all(c.met for c in checks) if checks else None,
                        environment=environment(seed))
     write_run(run, result)
     return result
+
+
+def _checks(details: dict[str, Any], before: Any, after: Any) -> tuple[Any, ...]:
+    """The targets given (``--latency``, ``--macs``, ``--params``) checked on the written model, in the units of
+    ``result.json``'s costs: the ``met`` of the run (``None`` when only ``--ratio`` was given)."""
+    from slimcnn.search.budget import ConstraintCheck
+
+    rows = []
+    if "latency_target_met" in details:  # set from the written model's timing, interleaved with the original's
+        base = before.latency.median_ms
+        rows.append(ConstraintCheck("latency_ms", after.latency.median_ms, base * details["latency_target"],
+                                    bool(details["latency_target_met"])))
+    # a --macs target alone allows the 0.005 its bisection stops within; the latency knapsack's budgets are exact
+    for key in ("macs", "params"):
+        if f"{key}_target" in details:
+            slack = 0.005 if key == "macs" and "latency_target" not in details else 1e-9
+            base, value = getattr(before, key), getattr(after, key)
+            limit = base * details[f"{key}_target"]
+            rows.append(ConstraintCheck(key, value, limit, value <= limit + slack * base))
+    return tuple(rows)
 
 
 def _report(result: Any, out: Path, as_json: bool) -> None:

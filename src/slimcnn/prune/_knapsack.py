@@ -68,11 +68,14 @@ class LatencySelection:
         """Names of the budgets beside latency that the selection does not meet."""
         return tuple(n for n, t in self.targets.items() if self.reached[n] > t + 1e-9)
 
-    def shortfall(self) -> str | None:
-        """One line naming each budget that cannot be met and the least reached, or None when all are met."""
+    def shortfall(self, latency: float | None = None) -> str | None:
+        """One line naming each budget that cannot be met and the least reached, or None when all are met.
+
+        ``latency``: the target the user asked for (default: this selection's own, the search's aim under it)."""
         if not self.unmet:
             return None
-        parts = [f"--{n} {self.targets[n]:.3g}x cannot be met together with --latency {self.target_ratio:.3g}x: "
+        asked = self.target_ratio if latency is None else latency
+        parts = [f"--{n} {self.targets[n]:.3g}x cannot be met together with --latency {asked:.3g}x: "
                  f"the least the knapsack reaches is {self.reached[n]:.3f}x" for n in self.unmet]
         return "; ".join(parts)
 
