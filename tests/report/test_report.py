@@ -172,3 +172,17 @@ def test_write_run_reports_a_result_without_measurements(tmp_path: Path) -> None
     md = (out / "report.md").read_text()
     assert md.startswith("# slimcnn custom: slimcnn:tiny_cnn") and "## Environment" in md
     assert _images((out / "report.html").read_text()) == []
+
+
+def test_targets_show_the_latency_target_as_given_not_the_timing_switch(tmp_path: Path) -> None:
+    from slimcnn.report._data import RunData
+    from slimcnn.report._sections import targets
+
+    latency = {"median_ms": 2.0, "p10_ms": 1.9, "p90_ms": 2.1, "runs": 20, "runtime": "onnxruntime", "threads": 2}
+    result = {"before": {"cost": {"macs": 100, "params": 10, "latency": latency}},
+              "checks": [{"name": "latency_ms", "value": 1.3, "limit": 1.4, "met": True}],
+              "options": {"latency": True, "latency_target": "0.7x"}}  # prune: --latency 0.7x, timing on
+    section = targets(RunData(tmp_path, result))
+    assert section is not None
+    (row,) = section.blocks[1].rows  # type: ignore[union-attr]
+    assert row[1] == "`0.7x`" and row[-1] == "✓ met"

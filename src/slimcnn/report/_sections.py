@@ -14,8 +14,11 @@ from slimcnn.report._data import COST_KEYS, COST_LABELS, RunData, cost_value, sc
 from slimcnn.report._doc import Block, Items, Section, Table
 from slimcnn.report.tables import fmt_bytes, fmt_count, fmt_ratio
 
-_OPTION_OF = {"max_drop": "max_drop", "macs": "macs", "params": "params", "weight_bytes": "weight_bytes",
-              "activation_bytes": "activation_bytes", "latency_ms": "latency", "latency": "latency"}
+_OPTION_OF = {"max_drop": ("max_drop",), "macs": ("macs",), "params": ("params",), "weight_bytes": ("weight_bytes",),
+              "activation_bytes": ("activation_bytes",), "latency_ms": ("latency_target", "latency"),
+              "latency": ("latency_target", "latency")}
+"""Budget -> the options that may hold it as given (``prune`` keeps ``--latency`` as ``latency_target``: its
+``latency`` option is whether to time at all)."""
 
 
 def fmt_cost(key: str, v: float | None) -> str:
@@ -87,7 +90,8 @@ def targets(data: RunData) -> Section | None:
             unit = f" {metric}" if is_drop else ""
             margin = (f"{d:.4g}{unit} to spare{rel}" if d >= 0 else f"over by {-d:.4g}{unit}{rel}") if is_drop else \
                 (f"{fmt_cost(name, d)} to spare{rel}" if d >= 0 else f"over by {fmt_cost(name, -d)}{rel}")
-        given = opts.get(_OPTION_OF.get(name, name))
+        given = next((opts[k] for k in _OPTION_OF.get(name, (name,))
+                      if opts.get(k) is not None and not isinstance(opts[k], bool)), None)
         label = "max drop" if is_drop else COST_LABELS.get(name, name)
         rows.append((label, "–" if given is None else f"`{given}`", show(limit), show(value), margin,
                      "✓ met" if c.get("met") else "✗ NOT met"))
