@@ -336,32 +336,57 @@ def test_nodes_a_cut_brings_in_cost_time() -> None:
     assert t.savings("a", [8, 12, 16], {}) == pytest.approx([2.0 + 1.0 - 0.1, 1.0 + 0.5 - 0.3, 0.0])
 
 
-def test_latency_search_aims_under_the_target(monkeypatch) -> None:
-    """A try measured right at the target is not kept while tries remain: the written model is timed again."""
+def _fixed_table_search(monkeypatch, measured: list[float], original_ms: float = 1.0):
+    """``prune_for_latency_(model, x, 0.7)`` on a small conv stack with a synthetic table (every layer 4 ms, linear
+    in the kept width: the knapsack's answers do not depend on this machine's timing) and checks that measure
+    ``measured`` in turn, the original at ``original_ms``; returns (result, the ratios the checks measured)."""
     from types import SimpleNamespace
 
     import slimcnn.measure as measure
     from slimcnn.prune import _latency_prune, build_latency_table, prune_for_latency_
-    from slimcnn.prune._latency_prune import MARGIN
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.ReLU(), torch.nn.Conv2d(32, 32, 3),
                                 torch.nn.ReLU(), torch.nn.Conv2d(32, 4, 3))
     x = torch.randn(1, 3, 16, 16)
     real = build_latency_table(model, x, cache=False)
-    # every layer 4 ms, linear in the kept width: the knapsack's answers do not depend on this machine's timing
     groups = tuple(dataclasses.replace(g, parts=tuple(tuple(4.0 * w / g.size for w in g.widths) for _ in g.layers))
                    for g in real.groups)
     table = dataclasses.replace(real, groups=groups, layer_ms=dict.fromkeys(real.layer_ms, 4.0), floor_ms=0.0,
-                                other_ms=0.0)
+                                other_ms=0.0, source="in-graph")
     monkeypatch.setattr(_latency_prune, "build_latency_table", lambda *a, **k: table)
-    measured = iter([0.697, 0.686, 0.5])
+    ratios = iter(measured)
     calls: list[float] = []
 
     def fake_compare(models, x, **kw):
-        calls.append(next(measured))
-        return {"original": SimpleNamespace(median_ms=1.0), "pruned": SimpleNamespace(median_ms=calls[-1])}
+        calls.append(next(ratios))
+        return {"original": SimpleNamespace(median_ms=original_ms),
+                "pruned": SimpleNamespace(median_ms=calls[-1] * original_ms)}
 
     monkeypatch.setattr(measure, "compare_latency", fake_compare)
-    res = prune_for_latency_(model, x, 0.7, cache=False)
+    return prune_for_latency_(model, x, 0.7, cache=False), calls
+
+
+def test_latency_search_aims_under_the_target(monkeypatch) -> None:
+    """A try measured right at the target is not kept while tries remain: the written model is timed again."""
+    from slimcnn.prune._latency_prune import MARGIN
+
+    res, calls = _fixed_table_search(monkeypatch, [0.697, 0.686, 0.5])
     assert calls == [0.697, 0.686]  # 0.697 is within 0.7 but above the aim; 0.686 lands in the aim's band
-    assert res.measured_ratio == 0.686 and 0.7 - MARGIN - 0.02 <= res.measured_ratio <= 0.7 - MARGIN
+    assert res.measured_ratio == pytest.approx(0.686) and 0.7 - MARGIN - 0.02 <= res.measured_ratio <= 0.7 - MARGIN
+    assert res.attempts[0]["knapsack_target"] == pytest.approx(0.7 - MARGIN)  # the first try aims at the aim too
+
+
+def test_latency_search_says_when_the_machine_changed_under_its_table(monkeypatch, caplog) -> None:
+    """The original timed far from the table's whole-model time: recorded, and one warning that says what to do."""
+    from slimcnn.prune import _latency_table
+
+    monkeypatch.setattr(_latency_table.LatencyTable, "base_ms", property(lambda t: 10.0))  # the table's original
+    with caplog.at_level("WARNING", logger="slimcnn.prune._latency_prune"):
+        steady, _ = _fixed_table_search(monkeypatch, [0.68], original_ms=10.5)
+    assert steady.table_drift == pytest.approx(1.05) and not caplog.records
+    with caplog.at_level("WARNING", logger="slimcnn.prune._latency_prune"):
+        busy, _ = _fixed_table_search(monkeypatch, [0.68], original_ms=17.0)
+    assert busy.details()["latency_table_drift"] == pytest.approx(1.7)
+    (record,) = caplog.records
+    assert "17 ms in these timings but 10 ms when its latency table was built (1.70x)" in record.getMessage()
+    assert "delete the table cache" in record.getMessage()

@@ -28,6 +28,8 @@ not see what a whole stage at a quarter width costs.
 from __future__ import annotations
 
 import copy
+import logging
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +52,14 @@ from slimcnn.prune._knapsack import (
 from slimcnn.prune._latency_build import build_latency_table
 from slimcnn.prune._latency_table import LatencyTable
 from slimcnn.prune._select import removal_for_keep
+
+log = logging.getLogger(__name__)
+
+DRIFT = 1.25
+"""The original timed this much slower (or faster) in the checks than when its in-graph table was built says the
+machine has changed under the table (another tenant, a clock change): its ratios may not hold. On this project's
+VM the two agreed within 1.1x on five models in a steady state and differed 1.6-1.7x when the VM ran at its
+slower of two speeds."""
 
 CLOSE_ENOUGH = 0.02
 """A try measured at most this much (absolute ratio) under the searched target ends the search."""
@@ -76,10 +86,20 @@ class LatencyPruneResult:
     attempts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     """Each try: knapsack target, predicted and measured ratio, feasible."""
 
+    @property
+    def table_drift(self) -> float | None:
+        """The original's median ms in the checks over the table's (in-graph tables: ``base_ms`` is the original's
+        whole-model time when the table was built); ``None`` for tables of layers timed alone."""
+        ms = [a["original_ms"] for a in self.attempts if "original_ms" in a]
+        if self.table.source != "in-graph" or not ms or self.table.base_ms <= 0:
+            return None
+        return statistics.median(ms) / self.table.base_ms
+
     def details(self) -> dict[str, Any]:
         """JSON-ready summary for a result's ``details``."""
         t = self.table
         return {"latency_target": self.target_ratio, "latency_knapsack_target": self.selection.target_ratio,
+                "latency_table_drift": self.table_drift,
                 "latency_predicted_ratio": self.selection.predicted_ratio,
                 "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms, "source": t.source,
                                   "runtime": t.runtime, "threads": t.threads, "block": t.block,
@@ -190,7 +210,7 @@ def prune_for_latency_(
                               threads=threads)
         measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
         attempts.append({"knapsack_target": knapsack_target, "predicted_ratio": sel.predicted_ratio,
-                         "measured_ratio": measured, "feasible": sel.feasible, "kept_value": sel.kept_importance,
+                         "measured_ratio": measured, "original_ms": lat["original"].median_ms, "feasible": sel.feasible, "kept_value": sel.kept_importance,
                          **{f"{n}_ratio": v for n, v in sel.reached.items()}})
         if best is None or _better(sel, measured, best[0], best[2], aim):
             best = (sel, keep, measured)
@@ -202,7 +222,19 @@ def prune_for_latency_(
     sel, keep, measured = best
     outcome = prune_model_(model, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
                            task=task, calib=calib, seed=seed, source=source, graph=graph, compensate=compensate)
-    return LatencyPruneResult(outcome, sel, table, measured, table_s, target_ratio, tuple(attempts))
+    result = LatencyPruneResult(outcome, sel, table, measured, table_s, target_ratio, tuple(attempts))
+    if result.table_drift is not None and not 1 / DRIFT <= result.table_drift <= DRIFT:
+        log.warning("%s", drift_message(result))
+    return result
+
+
+def drift_message(result: LatencyPruneResult) -> str:
+    """One line: the original's time now and when the table was built, and what to do."""
+    now = statistics.median(a["original_ms"] for a in result.attempts)
+    return (f"the original ran at {now:.3g} ms in these timings but {result.table.base_ms:.3g} ms when its latency "
+            f"table was built ({result.table_drift:.2f}x): the machine is busier or clocked differently now, so the "
+            "table's predictions may not hold; time on an idle machine, or delete the table cache "
+            "(latency_tables.json under $SLIMCNN_CACHE_DIR or ~/.cache/slimcnn) to rebuild it")
 
 
 def _better(sel: LatencySelection, measured: float, best_sel: LatencySelection, best_measured: float,
