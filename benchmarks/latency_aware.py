@@ -17,14 +17,15 @@ physical cores as threads, L1 criterion):
     latency, measured interleaved with the original, is within 2 % of (a)'s measured latency.
 
 Then ``--timings`` (5) ``compare_latency`` runs of original, (a), (b), (c), interleaved (``--runs`` rounds each):
-MACs and params (``slimcnn.measure.profile``) and the median over the timings of each measured latency ratio (one
-timing moved a ratio by up to ~0.05 on the shared 2-core VM; their median is what a model is judged by).
+MACs and params (``slimcnn.measure.profile``) and the median over the timings of each measured latency ratio, with
+their range and the original's ms per timing (the timings agree within ~0.01 while the VM keeps one speed; a wide
+range or a jump in the original's ms says its speed changed during the run).
 
 **Accuracy at equal measured latency** (``--part accuracy``; needs ``../shared/data``): ``slimcnn:resnet56``
 (trained weights) at ``--acc-input`` (8x3x32x32). (b) first: ``prune_model_(macs=--target, round_to=block)``;
 then (a) ``prune_for_latency_`` with one try per selection: first at the latency table's prediction for (b)'s
-widths (its knapsack aims ``MARGIN`` under it, as every latency search does), then, while (a) measures slower than (b) in a three-way interleaved timing (original, (a), (b), ``--runs``
-rounds), again at that target scaled by (b)'s / (a)'s measured ratio (``--acc-tries`` selections at most; the
+widths (its knapsack aims ``MARGIN`` under it, as every latency search does), then, while (a) measures slower
+than (b) in a three-way interleaved timing (original, (a), (b), ``--runs`` rounds), again at that target scaled by (b)'s / (a)'s measured ratio (``--acc-tries`` selections at most; the
 first that measures at most (b)'s latency is kept, else the fastest). So both answer one latency budget and the
 pair compared is at most (b)'s measured latency, judged in the same runs that time (b).
 This order because (b) reaches few latencies (at ``round_to`` 8 ResNet-56's 16-channel stages move in halves:
@@ -140,12 +141,13 @@ def run(name: str, target: float, runs: int, objective: str, timings: int) -> di
     models = {"original": model, "latency_aware": lat_model, "macs_target": macs_model}
     if tp_model is not None:
         models["torch_pruning"] = tp_model
-    # several four-way timings: one of them moves a ratio by up to ~0.05 on this VM, their median far less
+    # several four-way timings: their range and the original's ms per timing show a change of the VM's speed
     lats = [compare_latency(models, x, runs=runs) for _ in range(timings)]
     base = profile(model, x)
     row: dict[str, Any] = {"model": name, "input": list(shape), "target": target, "objective": objective,
                            "original_ms": statistics.median(lat["original"].median_ms for lat in lats),
-                           "original_ms_timings": [lat["original"].median_ms for lat in lats], "table": res.details()["latency_table"],
+                           "original_ms_timings": [lat["original"].median_ms for lat in lats],
+                           "table": res.details()["latency_table"],
                            "attempts": list(res.attempts), "torch_pruning_search": tp_info,
                            "load_avg": os.getloadavg()}
     for key, secs in (("latency_aware", t_lat), ("macs_target", t_macs), ("torch_pruning", t_tp)):
@@ -211,7 +213,8 @@ def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...], crite
     _, a, res, lat = best
     base = profile(model, x)
     out: dict[str, Any] = {"input": list(shape), "target": target, "steps": steps, "attempts": list(res.attempts),
-                           "criterion": criterion, "compensate": compensate, "macs_check_ratio": b_check, "pairs": pairs,
+                           "criterion": criterion, "compensate": compensate, "macs_check_ratio": b_check,
+                           "pairs": pairs,
                            "macs_predicted_ratio": b_predicted, "macs_widths": b_widths,
                            "latency_aware_widths": {g.layer: res.selection.widths.get(g.layer, g.size)
                                                     for g in table.groups},
@@ -244,12 +247,9 @@ def _widths_summary(acc: dict[str, Any]) -> str:
 def _pairs_summary(acc: dict[str, Any]) -> str:
     """(a)'s selections: target -> knapsack target (the search's aim) -> table prediction -> (a) / (b) measured in
     the same run."""
-    pairs = acc.get("pairs", [])
-    if not pairs:  # results of the one-try protocol
-        return "one try"
     return "tries (target -> knapsack target -> table -> measured): " + "; ".join(
-        f"{p.get('target', p['knapsack_target']):.3f} -> {p['knapsack_target']:.3f} -> {p['predicted_ratio']:.3f}x"
-        f" -> (a) {p['latency_aware_ratio']:.3f}x vs (b) {p['macs_target_ratio']:.3f}x" for p in pairs)
+        f"{p['target']:.3f} -> {p['knapsack_target']:.3f} -> {p['predicted_ratio']:.3f}x"
+        f" -> (a) {p['latency_aware_ratio']:.3f}x vs (b) {p['macs_target_ratio']:.3f}x" for p in acc["pairs"])
 
 
 def render_accuracy(acc: dict[str, Any], runs: int) -> list[str]:

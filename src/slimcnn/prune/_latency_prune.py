@@ -11,8 +11,7 @@ proportionally (``target / measured``, less 0.01 after a miss) until one try met
 by linear interpolation between the two. The best try (meeting the aim with the most kept value, else the
 fastest measured) is applied to ``model``. The first try's knapsack target is the aim itself: started at the
 target, 3 of the 5 models of ``benchmarks/latency_aware.py`` missed the aim on their first try at 0.5x, and each
-retry cut MACs faster than latency (ResNet-50's efficiency 0.94-0.99 over five runs, 0.98-0.99 over four from
-the aim).
+retry cut MACs faster than latency (README, "Pruning to a latency target").
 
 The objective (``objective``) is the importance kept per group, each channel's normalised importance times the
 MACs one channel of its group carries (``"macs"``, default: at a latency budget, keep the most compute, i.e.
@@ -84,7 +83,7 @@ class LatencyPruneResult:
     target_ratio: float
     """The latency target asked for (``selection.target_ratio`` is the knapsack's, after rescaling)."""
     attempts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
-    """Each try: knapsack target, predicted and measured ratio, feasible."""
+    """Each try: knapsack target, predicted and measured ratio, the original's ms in that timing, feasible."""
 
     @property
     def table_drift(self) -> float | None:
@@ -210,7 +209,8 @@ def prune_for_latency_(
                               threads=threads)
         measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
         attempts.append({"knapsack_target": knapsack_target, "predicted_ratio": sel.predicted_ratio,
-                         "measured_ratio": measured, "original_ms": lat["original"].median_ms, "feasible": sel.feasible, "kept_value": sel.kept_importance,
+                         "measured_ratio": measured, "original_ms": lat["original"].median_ms,
+                         "feasible": sel.feasible, "kept_value": sel.kept_importance,
                          **{f"{n}_ratio": v for n, v in sel.reached.items()}})
         if best is None or _better(sel, measured, best[0], best[2], aim):
             best = (sel, keep, measured)
