@@ -71,6 +71,9 @@ from graph_vs_torch_pruning import MODELS, build, tp_prune  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "regnet_x_400mf", "efficientnet_b0", "yolov8n"]
+SPEED_CHANGE = 1.1
+"""The original's final timings this far apart say the VM changed speed while they ran (in one state they agree
+within ~2 %; the benchmark VM's two states were 1.6-1.7x apart)."""
 METHODS = (("latency_aware", "(a) latency table + knapsack"), ("macs_target", "(b) --macs target, round_to block"),
            ("torch_pruning", "(c) Torch-Pruning, ratio bisected to (a)'s latency"))
 
@@ -285,6 +288,16 @@ def _timings(table: dict[str, Any]) -> str:
     return f"{table['timings']} models profiled in ONNX Runtime's graph"
 
 
+def _speed_change(row: dict[str, Any]) -> str:
+    """A remark when the original's time moved by more than ``SPEED_CHANGE`` between the final timings (the VM
+    changed speed while they ran: their ratios are not all of one machine state)."""
+    ms = row.get("original_ms_timings") or []
+    if len(ms) < 2 or max(ms) <= SPEED_CHANGE * min(ms):
+        return ""
+    return (f" (**the VM changed speed during the final timings**: the original took "
+            f"{' / '.join(f'{v:.1f}' for v in ms)} ms)")
+
+
 def render(data: dict[str, Any]) -> str:
     env, rows = data["environment"], data["rows"]
     lines = [f"# Latency-aware pruning vs MACs target vs Torch-Pruning at {data['target']}x latency", "",
@@ -315,12 +328,14 @@ def render(data: dict[str, Any]) -> str:
               "original only); (c)'s bisection (TP ratio -> measured latency):", ""]
     for r in rows:
         tries = "; ".join(f"{a['knapsack_target']:.3f} -> {a['predicted_ratio']:.3f}x -> {a['measured_ratio']:.3f}x"
+                          + (f" (original {a['original_ms']:.1f} ms)" if "original_ms" in a else "")
                           for a in r["attempts"])
         t = r["table"]
         tp = "; ".join(f"{b['ratio']:.3f} -> {b['latency_ratio']:.3f}x" for b in r["torch_pruning_search"]["bisection"])
         lines.append(f"- {r['model']} ({'x'.join(map(str, r['input']))}, objective {r['objective']}): {tries}. "
                      f"Table: {t['groups']} groups, {_timings(t)}, {t['seconds']} s; whole model "
-                     f"{r['original_ms']:.1f} ms vs the table's {t['base_ms']:.1f} ms. TP: {tp or '-'}.")
+                     f"{r['original_ms']:.1f} ms vs the table's {t['base_ms']:.1f} ms{_speed_change(r)}. "
+                     f"TP: {tp or '-'}.")
     lines += ["", "Read with care: a shared 2-core VM (measurements of one model in two interleaved runs differ by "
               "a few % idle, by up to 30 % at the loads in the last column); random weights, so no accuracy here (see the ResNet-56 table); (a)'s final latency is "
               "measured again in the four-way run, so it can differ from its own check by the noise; (c) is "
