@@ -148,18 +148,20 @@ def prune_cmd(
         result = _finish(run, "prune", loaded, new_model, example, (plan_step,), task_obj, limit=limit,
                          latency=not no_latency, options=options, details=details, seed=seed, finetuned=False)
     _report(result, run.out, as_json)
-    missed = []  # every target missed is named, not only the first
-    if details.get("latency_target_met") is False:
+    # every target the written model misses is named (result.checks), with what explains it where known
+    failed = {c.name: c for c in result.checks if not c.met}
+    missed = []
+    if "latency_ms" in failed:
         missed.append(f"latency target {latency} NOT met: measured {details['latency_measured_ratio']:.3f}x of the "
                       f"original (table predicted {details['latency_predicted_ratio']:.3f}x)")
     if details.get("latency_budgets_unmet"):
         missed.append(details["latency_budgets_unmet"])
-    elif details.get("macs_target_met") is False:
+    elif "macs" in failed and "macs_reached" in details:
         missed.append(f"MACs target {macs} NOT met: {details['macs_reached']:.3f}x reached (the rest "
                       "is protected: outputs, unmappable ops, excluded layers)")
-    if not missed and result.met is False:
-        missed = [", ".join(f"{c.name} target NOT met: {c.value:,.4g} > {c.limit:,.4g}" for c in result.checks
-                            if not c.met)]
+    named = {"latency_ms"} | ({"macs", "params"} if details.get("latency_budgets_unmet") else {"macs"})
+    missed += [f"{c.name} target NOT met: {c.value:,.4g} > {c.limit:,.4g}" for n, c in failed.items()
+               if n not in named]
     for line in missed:
         note(f"{line}; the closest model is saved in {run.out} (exit code 1)")
     return 1 if missed else 0
@@ -320,15 +322,15 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
 
     written = save_model_files(loaded, new_model, example, run.path)
     before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency)
+    checks = _checks(options, before.cost, after.cost)
     if "latency_target" in details and before.cost.latency is not None and after.cost.latency is not None:
         measured = after.cost.latency.median_ms / max(before.cost.latency.median_ms, 1e-12)
         predicted = details["latency_predicted_ratio"]
         details |= {"latency_measured_ratio": measured,
                     "latency_prediction_error": (predicted - measured) / measured,
                     "latency_prediction_held": abs(predicted - measured) <= 0.10 * measured,
-                    "latency_target_met": measured <= details["latency_target"]}
+                    "latency_target_met": next(c.met for c in checks if c.name == "latency_ms")}
     plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(example.shape), finetuned=finetuned)
-    checks = _checks(details, before.cost, after.cost)
     result = RunResult(command, loaded.source, seconds=round(time.perf_counter() - run.started, 2), task=getattr(task_obj, "name", None) if task_obj else None,
                        before=before, after=after, plan=plan, options=options, details=details,
                        checks=checks, met=all(c.met for c in checks) if checks else None,
@@ -337,24 +339,14 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
     return result
 
 
-def _checks(details: dict[str, Any], before: Any, after: Any) -> tuple[Any, ...]:
-    """The targets given (``--latency``, ``--macs``, ``--params``) checked on the written model, in the units of
-    ``result.json``'s costs: the ``met`` of the run (``None`` when only ``--ratio`` was given)."""
-    from slimcnn.search.budget import ConstraintCheck
+def _checks(options: dict[str, Any], before: Any, after: Any) -> tuple[Any, ...]:
+    """The targets given (``--latency``, ``--macs``, ``--params``) checked on the written model against the original,
+    by the budget every command checks (``None`` ``met`` when only ``--ratio`` was given)."""
+    from slimcnn.search.budget import Budget
 
-    rows = []
-    if "latency_target_met" in details:  # set from the written model's timing, interleaved with the original's
-        base = before.latency.median_ms
-        rows.append(ConstraintCheck("latency_ms", after.latency.median_ms, base * details["latency_target"],
-                                    bool(details["latency_target_met"])))
-    # a --macs target alone allows the 0.005 its bisection stops within; the latency knapsack's budgets are exact
-    for key in ("macs", "params"):
-        if f"{key}_target" in details:
-            slack = 0.005 if key == "macs" and "latency_target" not in details else 1e-9
-            base, value = getattr(before, key), getattr(after, key)
-            limit = base * details[f"{key}_target"]
-            rows.append(ConstraintCheck(key, value, limit, value <= limit + slack * base))
-    return tuple(rows)
+    budget = Budget.from_options(macs=options.get("macs"), params=options.get("params"),
+                                 latency=options.get("latency_target"))
+    return tuple(budget.check(before, None, after, None))
 
 
 def _report(result: Any, out: Path, as_json: bool) -> None:
