@@ -230,7 +230,7 @@ def prune_for_latency_(
 
 def drift_message(result: LatencyPruneResult) -> str:
     """One line: the original's time now and when the table was built, and what to do."""
-    now = statistics.median(a["original_ms"] for a in result.attempts)
+    now = (result.table_drift or 0.0) * result.table.base_ms
     return (f"the original ran at {now:.3g} ms in these timings but {result.table.base_ms:.3g} ms when its latency "
             f"table was built ({result.table_drift:.2f}x): the machine is busier or clocked differently now, so the "
             "table's predictions may not hold; time on an idle machine, or delete the table cache "
