@@ -95,3 +95,38 @@ def test_building_a_table_leaves_a_training_model_as_it_was() -> None:
     table = lt.build_latency_table(model, torch.randn(2, 3, 16, 16), runs=1, warmup=0, cache=False)
     assert table.source == "in-graph" and model.training and model[1].training
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # BN statistics untouched
+
+
+@pytest.mark.parametrize("make", [lambda: torchvision.models.resnet18(num_classes=10), _Twice],
+                         ids=["resnet18", "shared-conv"])
+def test_torch_tables_are_read_inside_the_whole_eager_forward(make) -> None:
+    torch.manual_seed(0)
+    model, x = make().eval(), torch.randn(1, 3, 48, 48)
+    table = lt.build_latency_table(model, x, runtime="torch", runs=2, warmup=1, cache=False)
+    layers = {n for n, m in model.named_modules() if isinstance(m, TIMED_LAYERS)}
+    assert table.source == "in-graph" and table.runtime == "torch" and table.timings > 1
+    assert {n.removesuffix(nodes_mod.AFTER) for n in table.layer_ms} == layers
+    assert table.base_ms > 0 and table.floor_ms > 0 and table.groups
+    for g in table.groups:
+        assert all(p[-1] == table.layer_ms[layer] for p, layer in zip(g.parts, g.layers, strict=True))
+    assert 0 < table.predict_ratio({g.layer: g.widths[0] for g in table.groups}) < 1
+
+
+def test_layer_hooks_charge_each_layer_and_what_runs_after_it() -> None:
+    # a pre-hook marks (layer, t), a post-hook ("", t); seconds in, ms out
+    marks = [("a", 1.0), ("", 2.0), ("b", 2.5), ("", 4.0), ("a", 4.25), ("", 4.5)]
+    ms, before = nodes_mod._charge(marks, 0.5, 5.0)
+    assert before == 500.0
+    assert ms == {"a": 1000.0 + 250.0, "a+": 500.0 + 500.0, "b": 1500.0, "b+": 250.0}  # a ran twice: both calls add up
+    assert nodes_mod._charge([], 0.0, 0.001) == ({}, 1.0)  # no layer: all of it ran before one
+
+
+def test_layer_hooks_time_real_eager_forwards_and_leave_no_hook_behind() -> None:
+    model, x = torchvision.models.resnet18(num_classes=10).eval(), torch.randn(1, 3, 32, 32)
+    times = nodes_mod.time_layers_interleaved({"a": model, "b": _Twice().eval()}, x, runs=3, warmup=1)
+    layers = {n for n, m in model.named_modules() if isinstance(m, TIMED_LAYERS)}
+    ms, before = times["a"]
+    assert set(ms) == layers | {n + nodes_mod.AFTER for n in layers} and all(v >= 0 for v in ms.values()) and before >= 0
+    assert ms["conv1"] > 0 and ms["conv1+"] > 0  # the stem's batch norm, ReLU and max-pool run after it
+    assert set(times["b"][0]) == {"stem", "stem+", "shared", "shared+", "side", "side+", "head", "head+"}
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())

@@ -189,6 +189,19 @@ def test_latency_strategy_prunes_from_the_table_and_its_plan_replays(trained_len
     assert {n: p.shape for n, p in replayed.named_parameters()} == {n: p.shape for n, p in searched.named_parameters()}
 
 
+def test_latency_strategy_times_pytorch_eager_with_runtime_torch(trained_lenet: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIMCNN_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--strategy",
+               "latency", "--latency", "0.8x", "--runtime", "torch", "--finetune-steps", "0", "--limit", "50",
+               "--out", str(tmp_path / "lat"), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == (0 if report["met"] else 1)
+    assert report["details"]["strategy"]["latency"]["latency_table"]["runtime"] == "torch"
+    assert report["after"]["cost"]["latency"]["runtime"] == "torch"
+
+
 @pytest.mark.parametrize(("extra", "needle"), [
     (["--macs", "0.5x"], "--strategy latency needs --latency"),
     (["--latency", "0.5x", "--method", "kmeans"], "--strategy latency works on filters"),

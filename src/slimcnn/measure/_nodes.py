@@ -21,7 +21,8 @@ import functools
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,79 @@ def _padding(call: LayerCall, kind: str, node: NodeTime) -> int | None:
             return 0
     want, got = (call.output[-1], node.output[-1]) if kind == "linear" else (call.output[1], node.output[1])
     return got - want if want <= got < want + 16 else None
+
+
+def time_layers_interleaved(models: Mapping[str, nn.Module], example_input: ExampleInput, *,
+                            threads: int | None = None, warmup: int = 3,
+                            runs: int = 15) -> dict[str, tuple[dict[str, float], float]]:
+    """Per-layer times of each model in PyTorch eager (CPU) inside its whole forward, the models timed interleaved.
+
+    The torch counterpart of :func:`profile_nodes_interleaved` + :func:`map_nodes`: eager ops run synchronously, so
+    a clock read in a conv/linear layer's forward pre-hook and post-hook times that layer inside the running model,
+    and the time from its post-hook to the next such layer's pre-hook (batch norms, activations, adds, pooling) is
+    charged to ``layer + AFTER``, as ONNX Runtime's other nodes are. A layer called twice adds up.
+
+    Returns:
+        name -> ``({layer: median ms, layer + AFTER: median ms}, median ms before the first layer)``.
+    """
+    from slimcnn.measure._latency import torch_threads
+
+    threads_n = resolve_threads(threads)
+    clock = time.perf_counter
+    marks: list[tuple[str, float]] = []  # (layer, time) at each pre-hook; ("", time) at each post-hook
+    handles = []
+    for m in models.values():
+        for name, mod in m.named_modules():
+            if isinstance(mod, TIMED_LAYERS):
+                handles.append(mod.register_forward_pre_hook(lambda *_, n=name: marks.append((n, clock()))))
+                handles.append(mod.register_forward_hook(lambda *_: marks.append(("", clock()))))
+    samples: dict[str, list[tuple[dict[str, float], float]]] = {n: [] for n in models}
+
+    def runner(name: str) -> Callable[[], float]:
+        model = models[name]
+
+        def call() -> float:
+            marks.clear()
+            t0 = clock()
+            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+            samples[name].append(_charge(marks, t0, clock()))
+            return 0.0
+        return call
+
+    try:
+        with eval_mode(*models.values()), torch.no_grad(), torch_threads(threads_n):
+            round_robin({n: runner(n) for n in models}, warmup=warmup, runs=runs)
+    finally:
+        for h in handles:
+            h.remove()
+    out = {}
+    for name, per_run in samples.items():
+        per_run = per_run[warmup:]
+        keys = per_run[0][0].keys() if per_run else ()
+        out[name] = ({k: float(np.median([r[0].get(k, 0.0) for r in per_run])) for k in keys},
+                     float(np.median([r[1] for r in per_run])) if per_run else 0.0)
+    return out
+
+
+def _charge(marks: Sequence[tuple[str, float]], start: float, end: float) -> tuple[dict[str, float], float]:
+    """``({layer: ms, layer + AFTER: ms}, ms before the first layer)`` of one forward from its hook marks."""
+    ms: dict[str, float] = {}
+    before, last, t_prev = 0.0, None, start
+    for layer, t in marks:
+        gap = (t - t_prev) * 1e3
+        if layer:  # a pre-hook: the time since the last mark ran after the previous layer (or before any)
+            if last is None:
+                before += gap
+            else:
+                ms[last + AFTER] = ms.get(last + AFTER, 0.0) + gap
+            last = layer
+            ms.setdefault(layer + AFTER, 0.0)
+        else:  # a post-hook: the layer itself
+            assert last is not None
+            ms[last] = ms.get(last, 0.0) + gap
+        t_prev = t
+    if last is None:
+        before += (end - t_prev) * 1e3
+    else:
+        ms[last + AFTER] += (end - t_prev) * 1e3
+    return ms, before

@@ -130,13 +130,13 @@ def _curve(g: ChannelGroup, widths: tuple[int, ...], axes: Mapping[str, Mapping[
 
 
 def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *, exclude: Sequence[str], block: int,
-                      samples: int, threads: int, warmup: int, runs: int) -> dict[str, Any] | None:
-    """Curves from ONNX Runtime's per-node profile of whole pruned models (None: its nodes do not map).
+                      samples: int, runtime: str, threads: int, warmup: int, runs: int) -> dict[str, Any] | None:
+    """Curves from per-layer times inside whole pruned models (:func:`_in_graph_times`; None: they do not map).
 
     The groups are coloured so that no two of one colour cut the same layer; one model per colour and sampled
     width cuts every group of that colour, so each layer's time is read with one group cut at a time.
     """
-    from slimcnn.measure._nodes import NODE_KINDS, layer_calls, map_nodes, profile_nodes_interleaved
+    from slimcnn.measure._nodes import layer_calls
     from slimcnn.prune._api import prune_model_
 
     calls = layer_calls(model, x)
@@ -153,25 +153,10 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
             if keep:
                 models[(c, k)] = copy.deepcopy(model)
                 prune_model_(models[(c, k)], x, criterion="l1", keep=keep, graph=graph)
-    try:
-        nodes = profile_nodes_interleaved({str(k): m for k, m in models.items()}, x, threads=threads,
-                                          warmup=warmup, runs=runs)
-        probe = profile_nodes_interleaved({"floor": nn.Conv2d(8, 8, 1)}, torch.randn(1, 8, 1, 1), threads=threads,
-                                          warmup=warmup, runs=runs)["floor"]
-    except Exception as e:  # noqa: BLE001 - any export or profiler failure: time the layers alone instead
-        log.warning("profiling the model in ONNX Runtime failed (%s); timing its layers alone", e)
+    times = _in_graph_times(models, x, runtime=runtime, threads=threads, warmup=warmup, runs=runs)
+    if times is None:
         return None
-    floor = sum(nd.ms for nd in probe if NODE_KINDS.get(nd.op) == "conv")
-    timed: dict[tuple[int, int], dict[str, float]] = {}
-    other = 0.0
-    for k, m in models.items():
-        mapped = map_nodes(layer_calls(m, x), nodes[str(k)])
-        if mapped is None:
-            log.warning("ONNX Runtime's nodes do not map one-to-one onto the model's conv/linear layers; "
-                        "timing its layers alone")
-            return None
-        timed[k] = mapped[0]
-        other = mapped[1] if k == (-1, -1) else other
+    timed, other, floor = times
     for _g, _w, axes in plan:  # the nodes run after a layer follow the groups of that layer
         axes.update({layer + AFTER: roles for layer, roles in list(axes.items())})
     cut: dict[tuple[int, int], set[str]] = {k: set() for k in models}
@@ -191,6 +176,47 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
                                        for layer in axes]) for g, w, axes in plan)
     return {"layer_ms": layer_ms, "groups": curves, "timings": len(models), "other_ms": other, "floor_ms": floor,
             "source": "in-graph"}
+
+
+def _in_graph_times(models: Mapping[tuple[int, int], nn.Module], x: torch.Tensor, *, runtime: str, threads: int,
+                    warmup: int, runs: int) -> tuple[dict[tuple[int, int], dict[str, float]], float, float] | None:
+    """``({model key: {layer: ms, layer + AFTER: ms}}, the original's ms before its first layer, a node's floor)``,
+    every model timed inside its whole forward, interleaved: ONNX Runtime's per-node profile mapped onto the layers
+    (None when it cannot be), or PyTorch eager's layer hooks (:func:`slimcnn.measure._nodes.time_layers_interleaved`).
+    The floor is the time of a one-pixel 8-channel 1x1 conv timed the same way: the dispatch no cut removes."""
+    from slimcnn.measure._nodes import (
+        NODE_KINDS,
+        layer_calls,
+        map_nodes,
+        profile_nodes_interleaved,
+        time_layers_interleaved,
+    )
+
+    named = {str(k): m for k, m in models.items()}
+    probe_model, probe_x = nn.Sequential(nn.Conv2d(8, 8, 1)), torch.randn(1, 8, 1, 1)
+    if runtime == "torch":
+        hooked = time_layers_interleaved(named, x, threads=threads, warmup=warmup, runs=runs)
+        floor = time_layers_interleaved({"floor": probe_model}, probe_x, threads=threads, warmup=warmup,
+                                        runs=runs)["floor"][0]["0"]
+        return {k: hooked[str(k)][0] for k in models}, hooked[str((-1, -1))][1], floor
+    try:
+        nodes = profile_nodes_interleaved(named, x, threads=threads, warmup=warmup, runs=runs)
+        probe = profile_nodes_interleaved({"floor": probe_model}, probe_x, threads=threads, warmup=warmup,
+                                          runs=runs)["floor"]
+    except Exception as e:  # noqa: BLE001 - any export or profiler failure: time the layers alone instead
+        log.warning("profiling the model in ONNX Runtime failed (%s); timing its layers alone", e)
+        return None
+    timed: dict[tuple[int, int], dict[str, float]] = {}
+    other = 0.0
+    for k, m in models.items():
+        mapped = map_nodes(layer_calls(m, x), nodes[str(k)])
+        if mapped is None:
+            log.warning("ONNX Runtime's nodes do not map one-to-one onto the model's conv/linear layers; "
+                        "timing its layers alone")
+            return None
+        timed[k] = mapped[0]
+        other = mapped[1] if k == (-1, -1) else other
+    return timed, other, sum(nd.ms for nd in probe if NODE_KINDS.get(nd.op) == "conv")
 
 
 def _time_alone(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *, exclude: Sequence[str], block: int,
@@ -246,7 +272,7 @@ def table_key(model: nn.Module, input_shape: tuple[int, ...], *, runtime: str, t
 
     shape = "x".join(str(d) for d in input_shape)
     return (f"{fingerprint(model)}|{runtime}|{threads}t|cpu:{cpu_model()}|torch{torch.__version__}/"
-            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v9|runs{runs}|exclude{sorted(exclude)}"
+            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v10|runs{runs}|exclude{sorted(exclude)}"
             + ("" if in_graph else "|alone"))
 
 
@@ -319,9 +345,9 @@ def build_latency_table(
     head = {"key": key, "fingerprint": fingerprint(model), "runtime": runtime, "threads": threads_n,
             "input_shape": shape, "block": block_n}
     made = None
-    if runtime == "onnxruntime" and in_graph:
+    if in_graph:
         made = _profile_in_graph(model, example_input, graph, exclude=exclude, block=block_n, samples=samples,
-                                 threads=threads_n, warmup=warmup, runs=runs)
+                                 runtime=runtime, threads=threads_n, warmup=warmup, runs=runs)
     if made is None:
         made = _time_alone(model, example_input, graph, exclude=exclude, block=block_n, samples=samples,
                            runtime=runtime, threads=threads_n, warmup=warmup, runs=runs)

@@ -128,8 +128,9 @@ def prune_for_latency_(
     params: float | None = None,
     objective: Literal["macs", "importance"] = "macs",
     compensate: bool | str = False,
+    runtime: Literal["onnxruntime", "torch"] = "onnxruntime",
 ) -> LatencyPruneResult:
-    """Prune ``model`` in place so that its measured ONNX Runtime latency is at most ``target_ratio`` x the original.
+    """Prune ``model`` in place so that its measured latency on ``runtime`` is at most ``target_ratio`` x the original.
 
     Args:
         model: the model (pruned in place; unchanged when a step raises).
@@ -144,7 +145,7 @@ def prune_for_latency_(
         source: model source recorded in the plan.
         tries: selections measured at most (>= 1).
         runs: interleaved timing rounds per check.
-        threads: ONNX Runtime intra-op threads (``None`` = physical cores).
+        threads: the runtime's intra-op threads (``None`` = physical cores).
         cache: use the latency-table cache.
         macs: also keep conv/linear MACs at most this fraction of the original (exact, from the graph; see
             :func:`~slimcnn.prune._knapsack.select_for_latency_and_budgets`).
@@ -152,6 +153,9 @@ def prune_for_latency_(
             kept channels); with ``macs``, all three budgets at once.
         objective: ``"macs"`` (importance weighted by each group's MACs per channel) or ``"importance"``
             (see the module notes).
+        runtime: ``"onnxruntime"`` (CPU, default) or ``"torch"`` (PyTorch eager, CPU): where the table is measured
+            (inside the whole model either way, :func:`~slimcnn.prune._latency_build.build_latency_table`) and the
+            tries are timed.
         compensate: ``"mean"`` or ``"lsq"`` compensation of the layers reading removed channels, applied once to
             the chosen widths (as :func:`~slimcnn.prune.prune_model_`; needs ``task``). The timed tries skip it:
             it changes weights, not shapes.
@@ -163,7 +167,7 @@ def prune_for_latency_(
 
     Raises:
         ConfigError: ``target_ratio``, ``macs`` or ``params`` outside (0, 1), ``tries < 1``, an unknown
-            ``objective`` or ``compensate`` mode, or compensation without ``task``.
+            ``runtime``, ``objective`` or ``compensate`` mode, or compensation without ``task``.
     """
     from slimcnn.measure import compare_latency
 
@@ -174,6 +178,8 @@ def prune_for_latency_(
             raise ConfigError(f"--{flag} must be a fraction of the original in (0, 1], e.g. 0.5x; got {value:g}")
     if tries < 1:
         raise ConfigError(f"tries must be >= 1, got {tries}")
+    if runtime not in ("onnxruntime", "torch"):
+        raise ConfigError(f"runtime must be onnxruntime or torch, got '{runtime}'")
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown latency objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
     if (mode := compensation_mode(compensate)) and task is None:  # refused before the table is timed
@@ -181,7 +187,8 @@ def prune_for_latency_(
     original = copy.deepcopy(model).eval()
     t0 = time.perf_counter()
     graph = trace(original, example_input)
-    table = build_latency_table(original, example_input, exclude=exclude, graph=graph, threads=threads, cache=cache)
+    table = build_latency_table(original, example_input, exclude=exclude, graph=graph, runtime=runtime, threads=threads,
+                                cache=cache)
     table_s = time.perf_counter() - t0
     scores = score_groups(ScoreContext(original, graph, example_input, task, calib, seed, []), criterion, reduce=reduce)
     fixed = {g.id: [i for i, _ in g.fixed] for g in graph.groups()}
@@ -205,8 +212,8 @@ def prune_for_latency_(
         if keep:
             prune_model_(trial, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
                          task=task, calib=calib, seed=seed, graph=graph)
-        lat = compare_latency({"original": original, "pruned": trial}, example_input, runs=runs, warmup=3,
-                              threads=threads)
+        lat = compare_latency({"original": original, "pruned": trial}, example_input, runtime=runtime, runs=runs,
+                              warmup=3, threads=threads)
         measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
         attempts.append({"knapsack_target": knapsack_target, "predicted_ratio": sel.predicted_ratio,
                          "measured_ratio": measured, "original_ms": lat["original"].median_ms,

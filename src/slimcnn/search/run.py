@@ -351,8 +351,6 @@ def _latency(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], Sensitivi
     lat_lim, macs_lim, params_lim = (ctx.budget.limits.get(k) for k in ("latency_ms", "macs", "params"))
     if lat_lim is None:
         raise ConfigError("--strategy latency needs --latency (12ms or 0.5x of the measured original)")
-    if ctx.runtime != "onnxruntime":
-        raise ConfigError(f"--strategy latency times layers on ONNX Runtime; got --runtime {ctx.runtime}")
     assert ctx.base_cost.latency is not None  # need_latency holds with a latency limit
     base_ms = ctx.base_cost.latency.median_ms
     frac = lat_lim.limit(base_ms) / base_ms
@@ -367,7 +365,7 @@ def _latency(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], Sensitivi
         model = copy.deepcopy(ctx.model)
         res = prune_for_latency_(model, ctx.example_input, frac, criterion=fam.criterion, exclude=fam.exclude,  # type: ignore[attr-defined]
                                  task=ctx.task, source=fam.source, threads=ctx.spec.threads, macs=macs_frac,  # type: ignore[attr-defined]
-                                 params=params_frac, compensate=fam.compensate)  # type: ignore[attr-defined]
+                                 params=params_frac, compensate=fam.compensate, runtime=ctx.runtime)  # type: ignore[attr-defined]
         return model, res.details(), res.measured_ratio, res.outcome.plan.to_dict()
 
     model, details, ratio, plan = from_main(prune)  # built from timings: rank 0's widths for every rank
