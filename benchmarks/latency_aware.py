@@ -78,8 +78,12 @@ METHODS = (("latency_aware", "(a) latency table + knapsack"), ("macs_target", "(
            ("torch_pruning", "(c) Torch-Pruning, ratio bisected to (a)'s latency"))
 
 
+RUNTIME = "onnxruntime"
+"""Where every latency of the latency part is measured (``--runtime``)."""
+
+
 def _ratio(model: nn.Module, pruned: nn.Module, x: torch.Tensor, runs: int) -> float:
-    lat = compare_latency({"original": model, "pruned": pruned}, x, runs=runs, warmup=3)
+    lat = compare_latency({"original": model, "pruned": pruned}, x, runs=runs, warmup=3, runtime=RUNTIME)
     return lat["pruned"].median_ms / lat["original"].median_ms
 
 
@@ -132,7 +136,7 @@ def run(name: str, target: float, runs: int, objective: str, timings: int) -> di
     t0 = time.perf_counter()
     lat_model = copy.deepcopy(model)
     res = prune_for_latency_(lat_model, x, target, criterion="l1", source=MODELS[name][0],
-                             objective=objective)  # type: ignore[arg-type]
+                             objective=objective, runtime=RUNTIME)  # type: ignore[arg-type]
     t_lat = time.perf_counter() - t0
     t0 = time.perf_counter()
     macs_model = copy.deepcopy(model)
@@ -145,7 +149,7 @@ def run(name: str, target: float, runs: int, objective: str, timings: int) -> di
     if tp_model is not None:
         models["torch_pruning"] = tp_model
     # several four-way timings: their range and the original's ms per timing show a change of the VM's speed
-    lats = [compare_latency(models, x, runs=runs) for _ in range(timings)]
+    lats = [compare_latency(models, x, runs=runs, runtime=RUNTIME) for _ in range(timings)]
     base = profile(model, x)
     row: dict[str, Any] = {"model": name, "input": list(shape), "target": target, "objective": objective,
                            "original_ms": statistics.median(lat["original"].median_ms for lat in lats),
@@ -285,6 +289,8 @@ def render_accuracy(acc: dict[str, Any], runs: int) -> list[str]:
 def _timings(table: dict[str, Any]) -> str:
     if table.get("source", "alone") == "alone":
         return f"{table['timings']} layer variants timed alone"
+    if table.get("runtime") == "torch":
+        return f"{table['timings']} models timed by layer hooks in PyTorch eager"
     return f"{table['timings']} models profiled in ONNX Runtime's graph"
 
 
@@ -300,9 +306,11 @@ def _speed_change(row: dict[str, Any]) -> str:
 
 def render(data: dict[str, Any]) -> str:
     env, rows = data["environment"], data["rows"]
+    runtime = (f"**PyTorch eager** (torch {env['torch']}, CPU) on {env['threads']} intra-op threads"
+               if data.get("runtime") == "torch" else
+               f"ONNX Runtime {env['onnxruntime']} on {env['threads']} intra-op threads")
     lines = [f"# Latency-aware pruning vs MACs target vs Torch-Pruning at {data['target']}x latency", "",
-             f"Machine: {env['cpu']}, {env['cores']} physical cores, ONNX Runtime {env['onnxruntime']} on "
-             f"{env['threads']} intra-op threads, channel block {env['block']}; torch {env['torch']}, "
+             f"Machine: {env['cpu']}, {env['cores']} physical cores, {runtime}, channel block {env['block']}; torch {env['torch']}, "
              f"torchvision {env['torchvision']}, Torch-Pruning {env.get('torch-pruning', '?')}, python "
              f"{env['python']}. Random weights, L1 criterion. Each latency is the **median of {data.get('timings', 1)} "
              f"timings**, each the median of {data['runs']} interleaved rounds of original, (a), (b), (c) in one "
@@ -360,8 +368,15 @@ def main() -> None:
                     help="compensation of (a) and (b) in the accuracy part")
     ap.add_argument("--acc-tries", type=int, default=3,
                     help="selections of (a) at most in the accuracy part, until it measures at most (b)'s latency")
+    ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"],
+                    help="latency part: where every latency is measured (torch: PyTorch eager, results in "
+                         "latency_aware_torch.*)")
     args = ap.parse_args()
-    path = RESULTS / "latency_aware.json"
+    global RUNTIME
+    RUNTIME = args.runtime
+    if args.runtime == "torch" and args.part != "latency":
+        ap.error("--runtime torch runs the latency part only: add --part latency")
+    path = RESULTS / ("latency_aware_torch.json" if args.runtime == "torch" else "latency_aware.json")
     old = json.loads(path.read_text()) if path.is_file() else {}
     same = old.get("target") == args.target
     run_latency = args.part in ("latency", "both")
@@ -378,7 +393,8 @@ def main() -> None:
            **package_versions(["torch", "onnxruntime", "torchvision", "torch-pruning"])}
     if not run_latency:  # the rows kept were measured with the earlier run's Torch-Pruning
         env["torch-pruning"] = old.get("environment", {}).get("torch-pruning", env.get("torch-pruning"))
-    data = {"environment": env, "target": args.target, "runs": args.runs, "timings": args.timings, "rows": rows}
+    data = {"environment": env, "target": args.target, "runs": args.runs, "timings": args.timings, "rows": rows,
+            "runtime": args.runtime}
     if args.part in ("accuracy", "both"):
         shape = tuple(int(d) for d in args.acc_input.split("x"))
         data["accuracy"] = accuracy(args.target, args.runs, args.steps, shape, args.acc_criterion,

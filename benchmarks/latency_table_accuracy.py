@@ -1,7 +1,8 @@
 """How well the latency table predicts a pruned model's measured latency: read in-graph vs timed alone.
 
-Run: ``.venv/bin/python benchmarks/latency_table_accuracy.py [--models resnet50 ...] [--runs 30]``.
-Writes ``benchmarks/results/latency_table_accuracy.{md,json}``.
+Run: ``.venv/bin/python benchmarks/latency_table_accuracy.py [--models resnet50 ...] [--runs 30] [--runtime torch]``.
+Writes ``benchmarks/results/latency_table_accuracy.{md,json}`` (``latency_table_accuracy_torch.*`` with
+``--runtime torch``: PyTorch eager on the CPU, the in-graph table read by layer hooks inside the whole forward).
 
 For each model (random weights, the input shape of ``graph_vs_torch_pruning.MODELS``, ONNX Runtime CPU on the
 physical cores) both tables are built afresh (no cache): **in-graph** (ONNX Runtime's per-node profile of
@@ -43,7 +44,7 @@ DEFAULT_MODELS = ["resnet50", "mobilenet_v2", "efficientnet_b0"]
 TABLES = ("in-graph", "alone")
 
 
-def run(name: str, runs: int) -> dict[str, Any]:
+def run(name: str, runs: int, runtime: str) -> dict[str, Any]:
     torch.manual_seed(0)
     model = build(name).eval()
     x = torch.randn(*MODELS[name][1])
@@ -51,7 +52,8 @@ def run(name: str, runs: int) -> dict[str, Any]:
     tables, seconds = {}, {}
     for kind in TABLES:
         t0 = time.perf_counter()
-        tables[kind] = build_latency_table(model, x, graph=graph, cache=False, in_graph=kind == "in-graph")
+        tables[kind] = build_latency_table(model, x, graph=graph, cache=False, in_graph=kind == "in-graph",
+                                           runtime=runtime)
         seconds[kind] = round(time.perf_counter() - t0, 1)
     ref = tables["in-graph"]
     sizes = {g.layer: g for g in ref.groups}
@@ -76,7 +78,7 @@ def run(name: str, runs: int) -> dict[str, Any]:
         if keep := keep_counts(graph, ref, widths):
             prune_model_(pruned, x, criterion="l1", keep=keep, graph=graph)
         models[label] = pruned
-    lat = compare_latency(models, x, runs=runs, warmup=3)
+    lat = compare_latency(models, x, runs=runs, warmup=3, runtime=runtime)  # type: ignore[arg-type]
     base = profile(model, x).macs
     rows = []
     for label, widths in selections.items():
@@ -92,9 +94,11 @@ def run(name: str, runs: int) -> dict[str, Any]:
 
 def render(data: dict[str, Any]) -> str:
     env = data["environment"]
+    runtime = (f"PyTorch eager (torch {env['torch']}) on {env['cores']} threads, the in-graph table read by layer "
+               "hooks" if data.get("runtime") == "torch" else
+               f"ONNX Runtime {env['onnxruntime']} on {env['cores']} threads; torch {env['torch']}")
     lines = ["# Latency table: predicted vs measured latency ratio, in-graph vs layers timed alone", "",
-             f"Machine: {env['cpu']}, {env['cores']} physical cores, ONNX Runtime {env['onnxruntime']} on "
-             f"{env['cores']} threads; torch {env['torch']}. Random weights. Measured: median of {data['runs']} "
+             f"Machine: {env['cpu']}, {env['cores']} physical cores, {runtime}. Random weights. Measured: median of {data['runs']} "
              "interleaved rounds of the original and every selection in one process. Error = predicted - "
              "measured (negative: the model is slower than the table said).", ""]
     for m in data["models"]:
@@ -118,11 +122,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", nargs="+", default=DEFAULT_MODELS, choices=sorted(MODELS))
     ap.add_argument("--runs", type=int, default=30)
+    ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"])
     args = ap.parse_args()
     env = {"cpu": cpu_model(), "cores": physical_cores(), **package_versions(["torch", "onnxruntime"])}
-    data = {"environment": env, "runs": args.runs, "models": [run(n, args.runs) for n in args.models]}
+    data = {"environment": env, "runs": args.runs, "runtime": args.runtime,
+            "models": [run(n, args.runs, args.runtime) for n in args.models]}
     RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / "latency_table_accuracy.json"
+    path = RESULTS / ("latency_table_accuracy" + ("_torch" if args.runtime == "torch" else "") + ".json")
     path.write_text(json.dumps(data, indent=1))
     md = render(data)
     path.with_suffix(".md").write_text(md)

@@ -109,6 +109,8 @@ def test_torch_tables_are_read_inside_the_whole_eager_forward(make) -> None:
     assert table.base_ms > 0 and table.floor_ms > 0 and table.groups
     for g in table.groups:
         assert all(p[-1] == table.layer_ms[layer] for p, layer in zip(g.parts, g.layers, strict=True))
+        # eager's per-op cost makes deep cuts matter: the narrowest width is sampled too
+        assert g.widths == lt.sample_widths(g.size, g.min_keep, table.block, 4, narrowest=True)
     assert 0 < table.predict_ratio({g.layer: g.widths[0] for g in table.groups}) < 1
 
 

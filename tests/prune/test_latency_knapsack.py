@@ -132,6 +132,8 @@ def test_widths_sit_on_the_channel_block() -> None:
     assert sample_widths(12, 1, 8, 4) == (3, 6, 9, 12)  # under two blocks: step 1
     assert sample_widths(25, 1, 8, 4) == (8, 16, 25)  # 24 is too close to 25 to time a saving
     assert sample_widths(20, 1, 8, 4) == (8, 16, 20)  # half a block below: kept
+    assert sample_widths(64, 1, 8, 4, narrowest=True) == (8, 16, 32, 48, 64)  # PyTorch eager's tables: one block too
+    assert sample_widths(12, 2, 8, 4, narrowest=True) == (2, 3, 6, 9, 12)  # at least the fixed channels
     assert candidate_widths(32, 1, 8, (8, 16, 24, 32)) == [8, 16, 24, 32]
     assert candidate_widths(64, 1, 8, (16, 32, 48, 64)) == [8, 16, 24, 32, 40, 48, 56, 64]  # interpolated on blocks
     assert candidate_widths(40, 20, 16, (16, 32, 40)) == [32, 40]
@@ -291,6 +293,9 @@ def test_latency_tries_rescale_both_ways_then_interpolate_and_keep_the_best() ->
     assert _next_knapsack_target(under, 0.5) == pytest.approx(0.5 * 0.5 / 0.4)  # fast: raised, no margin
     over = [{"knapsack_target": 0.5, "measured_ratio": 0.6}]
     assert _next_knapsack_target(over, 0.5) == pytest.approx(0.5 * 0.5 / 0.6 - 0.01)
+    floor = [{"knapsack_target": 0.49, "predicted_ratio": 0.52, "measured_ratio": 0.35, "feasible": False}]
+    assert _next_knapsack_target(floor, 0.49) == pytest.approx(0.52 + CLOSE_ENOUGH / 2)  # just above the table's floor
+    assert _next_knapsack_target(floor + [{"knapsack_target": 0.7, "measured_ratio": 0.6}], 0.49) > 0.52  # bracketed too
     both = under + [{"knapsack_target": 0.7, "measured_ratio": 0.6}]
     aim = 0.5 - CLOSE_ENOUGH / 2
     assert _next_knapsack_target(both, 0.5) == pytest.approx(0.5 + (aim - 0.4) / 0.2 * 0.2)

@@ -8,7 +8,9 @@ target fails that second timing half the time): when the measured ratio is above
 lowered, when it is more than :data:`CLOSE_ENOUGH` below it is raised (compute left on the table), and the selection
 redone (``tries`` in all):
 proportionally (``target / measured``, less 0.01 after a miss) until one try met the target and one missed, then
-by linear interpolation between the two. The best try (meeting the aim with the most kept value, else the
+by linear interpolation between the two. A try the table called infeasible (its fastest widths) that still met the
+target raises the next target to just above the table's floor, its prediction for that try: no lower target
+changes the pick. The best try (meeting the aim with the most kept value, else the
 fastest measured) is applied to ``model``. The first try's knapsack target is the aim itself: started at the
 target, 3 of the 5 models of ``benchmarks/latency_aware.py`` missed the aim on their first try at 0.5x, and each
 retry cut MACs faster than latency (README, "Pruning to a latency target").
@@ -265,10 +267,23 @@ def _next_knapsack_target(attempts: Sequence[dict[str, Any]], target: float) -> 
         aim = target - CLOSE_ENOUGH / 2
         span = hi["measured_ratio"] - lo["measured_ratio"]
         frac = (aim - lo["measured_ratio"]) / span if span > 1e-12 else 0.0
-        return lo["knapsack_target"] + max(0.0, min(1.0, frac)) * (hi["knapsack_target"] - lo["knapsack_target"])
+        return _reached(lo) + max(0.0, min(1.0, frac)) * (hi["knapsack_target"] - _reached(lo))
     last = attempts[-1]
+    if not last.get("feasible", True) and not missed:
+        # the table called the target unreachable and the fastest widths it offers ran under the target anyway: its
+        # floor is pessimistic, and no lower knapsack target changes the pick. Just above that floor is the least
+        # pruning the table calls feasible (a proportional step from the floor's measurement overshot: PyTorch
+        # eager efficientnet_b0, 0.35x measured at the floor, then a 0.68x target, 0.69x measured)
+        return _reached(last) + CLOSE_ENOUGH / 2
     step = last["knapsack_target"] * target / max(last["measured_ratio"], 1e-12)
     return step - 0.01 if missed else step  # a step past timing noise (1-3 %) after a miss
+
+
+def _reached(attempt: dict[str, Any]) -> float:
+    """The knapsack target a try effectively had: an infeasible one stopped at the table's floor, its prediction."""
+    if attempt.get("feasible", True):
+        return float(attempt["knapsack_target"])
+    return max(float(attempt["knapsack_target"]), float(attempt["predicted_ratio"]))
 
 
 def _objective_weights(slope: dict[str, float]) -> dict[str, float]:
