@@ -11,9 +11,13 @@ its layer by kernel and output size (:func:`slimcnn.measure._nodes.map_nodes`). 
 different thing: ONNX Runtime wraps it in layout reorders and a session call, and the error is not proportional
 (MobileNetV2's stem conv 0.65 ms alone, 0.38 ms inside; a depthwise 1.09 vs 0.21 ms), so a knapsack over such
 times picks the cuts that only look cheap: its 0.50x selections measured 0.57x, against 0.49x from the in-graph
-table (uniform and random widths were within 0.03 either way). When the nodes do not map onto the layers (or
-with ``runtime="torch"``) every touched layer is instead rebuilt at each width and timed alone, less the
-per-call cost of a one-channel 1x1 conv.
+table (uniform and random widths were within 0.03 either way). On PyTorch eager (``runtime="torch"``) the same
+copies run interleaved and each conv/linear layer's time is read by its forward hooks inside the whole forward
+(:func:`slimcnn.measure._nodes.time_layers_interleaved`; the ops between two layers are the first one's
+``layer + AFTER``), and the narrowest width is sampled too: layers timed alone missed the batch norms and
+activations eager runs between the convs (mean error 0.07-0.10 against 0.01, ``benchmarks/latency_table_accuracy.py
+--runtime torch``). When ONNX Runtime's nodes do not map onto the layers every touched layer is instead rebuilt at
+each width and timed alone, less the per-call cost of a one-channel 1x1 conv.
 
 The table is built once per (model fingerprint, runtime, threads, input shape, CPU, versions, sampling, in-graph
 or alone) and cached in ``latency_tables.json`` beside :func:`slimcnn.measure.default_cache_path`; a table
@@ -313,8 +317,9 @@ def build_latency_table(
         graph: a trace of ``model`` to reuse.
         cache: look up and store the table.
         cache_path: JSON file (``None`` = :func:`default_table_path`).
-        in_graph: read ONNX Runtime's times inside the whole graph (default); False times every layer alone
-            (the fallback; ``benchmarks/latency_table_accuracy.py`` compares the two).
+        in_graph: read the times inside the whole model (default: ONNX Runtime's per-node profile, PyTorch eager's
+            layer hooks); False times every layer alone (the fallback; ``benchmarks/latency_table_accuracy.py``
+            compares the two).
 
     Returns:
         The :class:`LatencyTable`.

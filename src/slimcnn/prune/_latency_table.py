@@ -102,7 +102,8 @@ class LatencyTable:
     call_ms: float = 0.0
     """Timed alone: the runtime's per-call cost subtracted from every timing (a one-channel 1x1 conv)."""
     source: str = "in-graph"
-    """``"in-graph"`` (ONNX Runtime's per-node profile of whole models) or ``"alone"`` (layers timed alone)."""
+    """``"in-graph"`` (times read inside whole models: ONNX Runtime's per-node profile, PyTorch eager's layer hooks) or
+    ``"alone"`` (layers timed alone)."""
 
     @property
     def base_ms(self) -> float:
