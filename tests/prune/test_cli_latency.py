@@ -110,23 +110,27 @@ def test_latency_pruning_compensates_the_chosen_widths_and_apply_replays_it(tmp_
         torch.testing.assert_close(load_model(f"file:{tmp_path / 'a' / 'model.pt'}").model.eval()(x), pruned(x))
 
 
-def test_runtime_is_validated_before_loading(tmp_path, capsys) -> None:
-    assert main(["prune", "file:/nonexistent/model.pt", "--latency", "0.5x", "--runtime", "tensorrt",
-                 "--out", str(tmp_path / "o")]) == 2
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--runtime", "tensorrt"], "--runtime must be onnxruntime or torch, got 'tensorrt'"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+])
+def test_runtime_and_threads_are_validated_before_loading(tmp_path, capsys, args, needle) -> None:
+    assert main(["prune", "file:/nonexistent/model.pt", "--latency", "0.5x", *args, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "--runtime must be onnxruntime or torch, got 'tensorrt'" in err and len(err.strip().splitlines()) == 1
+    assert needle in err and len(err.strip().splitlines()) == 1
 
 
 def test_prune_to_a_pytorch_eager_latency_target(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("SLIMCNN_CACHE_DIR", str(tmp_path / "cache"))
-    rc = main(["prune", "slimcnn:tiny_cnn", "--latency", "0.8x", "--runtime", "torch", "--input", "16x3x32x32",
-               "--out", str(tmp_path / "p"), "--json"])
+    rc = main(["prune", "slimcnn:tiny_cnn", "--latency", "0.8x", "--runtime", "torch", "--threads", "1", "--input",
+               "16x3x32x32", "--out", str(tmp_path / "p"), "--json"])
     result = json.loads(capsys.readouterr().out)
     d = result["details"]
     assert rc == (0 if result["met"] else 1)  # speed is a benchmark: either verdict, stated honestly
     # the table, the tries and the before/after comparison all ran in PyTorch eager
     assert d["latency_table"]["runtime"] == "torch" and d["latency_table"]["source"] == "in-graph"
-    assert "|torch|" in d["latency_table"]["key"]
-    assert result["before"]["cost"]["latency"]["runtime"] == result["after"]["cost"]["latency"]["runtime"] == "torch"
+    assert "|torch|1t|" in d["latency_table"]["key"] and d["latency_table"]["threads"] == 1  # --threads 1 throughout
+    for side in ("before", "after"):
+        assert result[side]["cost"]["latency"]["runtime"] == "torch" and result[side]["cost"]["latency"]["threads"] == 1
     assert result["options"]["runtime"] == "torch" and result["checks"][0]["name"] == "latency_ms"
     assert result["after"]["cost"]["macs"] < result["before"]["cost"]["macs"]

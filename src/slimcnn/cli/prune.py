@@ -52,6 +52,7 @@ def prune_cmd(
     macs: str | None = typer.Option(None, "--macs", help="Target MACs: 0.5x (fraction of the original) or 300M (absolute)."),
     latency: str | None = typer.Option(None, "--latency", help="Target latency on --runtime: 0.5x (of the original, measured) or 12ms; kept widths from a measured per-group latency table and a knapsack (with --macs: both budgets at once)."),
     runtime: str = typer.Option("onnxruntime", "--runtime", help="Where latency is measured: onnxruntime (CPU) or torch (PyTorch eager, CPU); the latency table, --latency and the before/after comparison all use it."),
+    threads: int | None = typer.Option(None, "--threads", help="Runtime threads for every latency measured (default: physical cores); part of the latency table's key."),
     latency_objective: str | None = typer.Option(None, "--latency-objective", help="With --latency, what the knapsack keeps: macs (default: each channel's importance weighted by its group's MACs per channel, so the channels that cost the most time per MAC go) or importance (HALP's unweighted importance: keeps the most channels)."),
     params: str | None = typer.Option(None, "--params", help="With --latency: parameter budget as well, 0.6x (of the original) or 1M; the knapsack honours every budget given at once or says which it cannot meet."),
     scope: str = typer.Option("local", "--scope", help="local (same ratio per group) or global ranking."),
@@ -100,6 +101,8 @@ def prune_cmd(
         raise ConfigError("--latency needs the latency measurement: drop --no-latency")
     if runtime not in ("onnxruntime", "torch"):
         raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {threads}")
     if granularity == "filter":
         if sum(a is not None for a in (ratio, macs, latency)) != 1 and not (latency and macs and ratio is None):
             raise ConfigError("give exactly one of --ratio R, --macs 0.5x or --latency 0.5x (or --latency with --macs)")
@@ -127,7 +130,8 @@ def prune_cmd(
                "ratio": ratio, "macs": macs, **({"latency_target": latency, "latency_objective": objective} if latency else {}), **({"params": params} if params else {}), "scope": scope, "round_to": round_to, "exclude": list(exclude),
                "reduce": reduce, "task": task, "calib": calib, "compensate": compensate, "limit": limit, "seed": seed,
                "arch": arch, "scale": scale, "input": input, "latency": not no_latency,
-               **({"runtime": runtime} if runtime != "onnxruntime" else {})}
+               **({"runtime": runtime} if runtime != "onnxruntime" else {}),
+               **({"threads": threads} if threads is not None else {})}
     with open_run("prune", out, model=model, weights=weights, data={"data": data}, options=options,
                   force=force, resume=resume) as run:
         say_notes(run)
@@ -144,14 +148,15 @@ def prune_cmd(
                                                            target=target, scope=scope, round_to=round_to,
                                                            exclude=exclude, reduce=reduce, calib=calib, seed=seed,
                                                            compensate=compensate, latency=lat_target,
-                                                           objective=objective, params=params_target, runtime=runtime)
+                                                           objective=objective, params=params_target, runtime=runtime,
+                                                           threads=threads)
         else:
             new_model, plan_step, details = _prune_kernels(loaded, example, run.path, granularity, criterion=criterion,
                                                            ratio=ratio, groups=groups, scale=scale)
         details["prune_seconds"] = round(time.perf_counter() - t0, 3)
         result = _finish(run, "prune", loaded, new_model, example, (plan_step,), task_obj, limit=limit,
                          latency=not no_latency, options=options, details=details, seed=seed, finetuned=False,
-                         runtime=runtime)
+                         runtime=runtime, threads=threads)
     _report(result, run.out, as_json)
     # every target the written model misses is named (result.checks), with what explains it where known
     failed = {c.name: c for c in result.checks if not c.met}
@@ -175,7 +180,8 @@ def prune_cmd(
 def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, ratio: float | None, target: Any,
                    scope: str, round_to: int, exclude: list[str], reduce: str, calib: int, seed: int,
                    compensate: bool, latency: Any = None, objective: str = "macs",
-                   params: Any = None, runtime: str = "onnxruntime") -> tuple[Any, Any, dict[str, Any]]:
+                   params: Any = None, runtime: str = "onnxruntime",
+                   threads: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
     import copy
 
     from slimcnn.measure import ort_channel_block, profile
@@ -192,7 +198,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
     if latency is not None:
         from slimcnn.prune import prune_for_latency_
 
-        frac, lat_details = _latency_frac(loaded.model, example, latency, runtime)
+        frac, lat_details = _latency_frac(loaded.model, example, latency, runtime, threads)
         params_frac = None
         if params is not None:
             n_params = sum(p.numel() for p in loaded.model.parameters())
@@ -203,7 +209,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
         lat = prune_for_latency_(new_model, example, frac, criterion=criterion, exclude=exclude, reduce=reduce,  # type: ignore[arg-type]
                                  task=task_obj, calib=calib, seed=seed, source=loaded.source, macs=macs_frac,
                                  params=params_frac, objective=objective, compensate=compensate,  # type: ignore[arg-type]
-                                 runtime=runtime)  # type: ignore[arg-type]
+                                 runtime=runtime, threads=threads)  # type: ignore[arg-type]
         if not lat.selection.feasible and lat.selection.predicted_ratio > frac:
             note(f"note: the latency table predicts at best {lat.selection.predicted_ratio:.3f}x, above the "
                  f"{frac:.3f}x target; pruned to the fastest widths it offers")
@@ -265,13 +271,15 @@ def _params_budget(params: str | None, latency: str | None) -> Any:
     return parse_amount(params, "params")
 
 
-def _latency_frac(model: Any, example: Any, target: Any, runtime: str) -> tuple[float, dict[str, Any]]:
+def _latency_frac(model: Any, example: Any, target: Any, runtime: str,
+                  threads: int | None) -> tuple[float, dict[str, Any]]:
     """``--latency`` as a fraction of the original's latency (an absolute target is divided by a measurement)."""
     from slimcnn.measure import measure_latency
 
     if target.relative:
         return float(target.value), {}
-    base_ms = measure_latency(model, example, runtime=runtime, runs=20, warmup=3).median_ms  # type: ignore[arg-type]
+    base_ms = measure_latency(model, example, runtime=runtime, threads=threads, runs=20,  # type: ignore[arg-type]
+                              warmup=3).median_ms
     if target.value >= base_ms:
         raise ConfigError(f"--latency {target.value:g} ms is not below the model's measured {base_ms:.3f} ms; "
                           "give a smaller target")
@@ -320,7 +328,7 @@ def _prune_kernels(loaded: Any, example: Any, folder: Path, granularity: str, *,
 
 def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, steps: tuple[Any, ...], task_obj: Any, *,
             limit: int | None, latency: bool, options: dict[str, Any], details: dict[str, Any], seed: int | None,
-            finetuned: bool, runtime: str = "onnxruntime") -> Any:
+            finetuned: bool, runtime: str = "onnxruntime", threads: int | None = None) -> Any:
     """Write the model files, measure original vs written model (latency on ``runtime``), and commit the run."""
     from slimcnn.prune import fingerprint
     from slimcnn.run import Plan, RunResult, environment, write_run
@@ -328,7 +336,7 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
 
     written = save_model_files(loaded, new_model, example, run.path)
     before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency,
-                                 runtime=runtime)
+                                 runtime=runtime, threads=threads)
     checks = _checks(options, before.cost, after.cost)
     if "latency_target" in details and before.cost.latency is not None and after.cost.latency is not None:
         measured = after.cost.latency.median_ms / max(before.cost.latency.median_ms, 1e-12)

@@ -101,7 +101,7 @@ def summary_line(before: Measured, after: Measured) -> str:
         parts.append(f"MACs {c0.macs:,} -> {c1.macs:,} ({c1.macs / max(c0.macs, 1):.3f}x)")
         if c0.latency is not None and c1.latency is not None:
             parts.append(f"{c0.latency.runtime} latency {c0.latency.median_ms:.3f} -> {c1.latency.median_ms:.3f} ms "
-                         f"({c1.latency.median_ms / max(c0.latency.median_ms, 1e-9):.3f}x, {c1.latency.threads} threads)")
+                         f"({c1.latency.median_ms / max(c0.latency.median_ms, 1e-9):.3f}x, {c1.latency.threads} thread{'s' if c1.latency.threads != 1 else ''})")
     return "; ".join(parts)
 
 
