@@ -118,6 +118,21 @@ def test_layer_rows_use_recorded_widths_and_quantize_rows() -> None:
     assert [(r.before, r.after) for r in layer_rows(res)] == [(24, 2)]
 
 
+def test_runs_record_the_original_shape_of_every_layer_their_plan_names() -> None:
+    from torch import nn
+
+    from slimcnn.run import PlanStep
+    from slimcnn.run._measure import original_shapes
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ConvTranspose2d(8, 6, 2, groups=2), nn.Flatten(), nn.LazyLinear(4))
+    steps = [PlanStep("prune_channels", ("0", "1"), {}), PlanStep("kmeans", ("0", "2", "9"), {})]
+    # (out, in / groups, ...) for every kind; a layer named twice once; no weight or no such layer: skipped
+    assert original_shapes(model, steps) == [{"layer": "0", "shape": [8, 3, 3, 3]}, {"layer": "1", "shape": [6, 4, 2, 2]}]
+    rows = layer_rows(_result([{"transform": "prune_channels", "params": {"layers": {"0": [1, 3], "1": [0]}}}],
+                              {"layers": original_shapes(model, steps)}))
+    assert [(r.layer, r.before, r.after, r.at_least) for r in rows] == [("0", 8, 2, None), ("1", 6, 1, None)]
+
+
 def test_layers_figure_draws_a_panel_per_kind(tmp_path: Path, figures: list[Any]) -> None:
     rows = layer_rows(_result([
         {"transform": "prune_channels", "params": {"layers": {"a": [0, 2, 5], "b": [1]}}},

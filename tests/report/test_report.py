@@ -35,7 +35,7 @@ def test_every_run_writes_its_report(prune_run: Path) -> None:
     assert md.startswith("# slimcnn prune: slimcnn:tiny_cnn\n") and "no budget given" in md
     assert _sections(md) == ["Before and after", "Per layer", "Files", "Environment"]
     assert "| MACs | 7,651,648 (7.65M) | 4,457,702 (4.46M) | 0.583x |" in md
-    assert "| `stem` | channels | ≥ 16 | 12 | – |" in md  # tiny_cnn's stem keeps 12 (its original width is not recorded)
+    assert "| `stem` | channels | 16 | 12 | 0.75x |" in md  # tiny_cnn's stem keeps 12 of 16 (result.json has the 16)
     assert "![layers.png](layers.png)" in md and (prune_run / "layers.png").read_bytes().startswith(PNG)
     arts = _artifacts(prune_run)
     assert {"layers.png", "model.pt", "model.onnx", "plan.json"} <= arts.keys()  # the figures are listed...

@@ -332,7 +332,7 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
     """Write the model files, measure original vs written model (latency on ``runtime``), and commit the run."""
     from slimcnn.prune import fingerprint
     from slimcnn.run import Plan, RunResult, environment, write_run
-    from slimcnn.run._measure import measure_pair, save_model_files
+    from slimcnn.run._measure import measure_pair, original_shapes, save_model_files
 
     written = save_model_files(loaded, new_model, example, run.path)
     before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency,
@@ -346,6 +346,7 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
                     "latency_prediction_held": abs(predicted - measured) <= 0.10 * measured,
                     "latency_target_met": next(c.met for c in checks if c.name == "latency_ms")}
     plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(example.shape), finetuned=finetuned)
+    details.setdefault("layers", original_shapes(loaded.model, steps))
     result = RunResult(command, loaded.source, seconds=round(time.perf_counter() - run.started, 2), task=getattr(task_obj, "name", None) if task_obj else None,
                        before=before, after=after, plan=plan, options=options, details=details,
                        checks=checks, met=all(c.met for c in checks) if checks else None,

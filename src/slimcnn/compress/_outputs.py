@@ -22,7 +22,7 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     """
     from slimcnn.prune import fingerprint
     from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment, write_run
-    from slimcnn.run._measure import save_model_files
+    from slimcnn.run._measure import original_shapes, save_model_files
 
     details: dict[str, Any] = {
         "recipe": [s.name for s in res.recipe],
@@ -54,6 +54,7 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     steps = tuple(PlanStep(s["transform"], tuple(s["layers"]), s["params"]) for st in res.stages for s in st.steps)
     plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(x.shape),
                 finetuned=bool(options.get("finetune_steps")))
+    details.setdefault("layers", original_shapes(loaded.model, steps))
     result = RunResult(
         "compress", loaded.source, task=task, before=Measured(res.before["score"], res.before["cost"]),
         after=Measured(res.after["score"], res.after["cost"]), plan=plan, checks=tuple(res.checks), met=res.met,

@@ -102,7 +102,7 @@ def _latency(data: RunData) -> Section | None:
     if not rows:
         return None
     details = data.result.get("details") or {}
-    runtime = " ".join(str(x) for x in (details.get("runtime"), f"{details['threads']} threads"
+    runtime = " ".join(str(x) for x in (details.get("runtime"), f"{details['threads']} thread{'' if details['threads'] == 1 else 's'}"
                                         if details.get("threads") else None) if x)
     table = Table(("layer", "ms before", "ms after", "after / before"),
                   tuple((f"`{n}`", b, a, f"{a / b:.3g}x" if a is not None and b else None) for n, b, a in rows))

@@ -139,7 +139,8 @@ def before_after(data: RunData) -> Section | None:
     if isinstance(lat, dict):
         shape = "x".join(str(i) for i in lat.get("input_shape") or [])
         load = (r.get("environment") or {}).get("load_avg")
-        blocks.append(f"Latency: {lat.get('runtime')} with {lat.get('threads')} threads on {lat.get('device')}, batch "
+        threads = f"{lat.get('threads')} thread" + ("" if lat.get("threads") == 1 else "s")
+        blocks.append(f"Latency: {lat.get('runtime')} with {threads} on {lat.get('device')}, batch "
                       f"{lat.get('batch')}, input {shape}; median of {lat.get('n')} timed runs after "
                       f"{lat.get('warmup', 0)} warm-up runs, the two models interleaved in one process"
                       + (f"; load average {load}" if load else "") + ".")

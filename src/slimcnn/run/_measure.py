@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from slimcnn.run._result import Measured
@@ -110,3 +112,21 @@ def _scores(task: Any, original: Any, new: Any, *, limit: int | None, device: st
     if task is None:
         return None, None
     return task.evaluate(original, limit=limit, device=device), task.evaluate(new, limit=limit, device=device)
+
+
+def original_shapes(model: nn.Module, steps: Iterable[Any]) -> list[dict[str, Any]]:
+    """``[{"layer": FQN, "shape": [out, in, ...]}]``: the original weight shape of every layer the plan's steps
+    name, so a report shows a pruned layer's original width (its kept channel indices only bound it from below).
+    A transposed conv's ``(in, out / groups, ...)`` weight is given as ``(out, in / groups, ...)``."""
+    mods = dict(model.named_modules())
+    rows = []
+    for name in dict.fromkeys(str(layer) for step in steps for layer in step.layers):
+        w = getattr(mods.get(name), "weight", None)
+        if not isinstance(w, torch.Tensor) or w.dim() < 2:
+            continue
+        shape = list(w.shape)
+        if isinstance(mods[name], nn.modules.conv._ConvTransposeNd):
+            groups = int(mods[name].groups)  # type: ignore[arg-type]
+            shape[0], shape[1] = shape[1] * groups, shape[0] // groups
+        rows.append({"layer": name, "shape": shape})
+    return rows

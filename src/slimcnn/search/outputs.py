@@ -20,7 +20,7 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     Returns the :class:`~slimcnn.run.RunResult`.
     """
     from slimcnn.run import Measured, RunResult, environment, write_run
-    from slimcnn.run._measure import save_model_files
+    from slimcnn.run._measure import original_shapes, save_model_files
     from slimcnn.search import search
     from slimcnn.search.plan import search_plan
 
@@ -43,6 +43,7 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
                                      written)
     write_json(run.path / "pareto.json", {"objective": budget.objective, "points": res.tried})
     plan = search_plan(loaded.model, spec, res, example, source=loaded.source)
+    details["layers"] = original_shapes(loaded.model, plan.steps)
 
     def side(d: dict[str, Any]) -> Measured:
         return Measured(d["score"], dataclasses.replace(d["cost"], layers=()))
