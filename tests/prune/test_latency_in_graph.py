@@ -68,6 +68,13 @@ def test_nodes_map_by_kernel_and_size_not_by_order() -> None:
     twins = [nodes_mod.LayerCall("cv2", "conv", (16, 64, 3, 3), (1, 16, 8, 8)), nodes_mod.LayerCall("cv3", "conv", (24, 64, 3, 3), (1, 24, 8, 8))]
     ran = [_node("Conv", (24, 64, 3, 3), (1, 24, 8, 8), 2.0), _node("Conv", (16, 64, 3, 3), (1, 16, 8, 8), 1.0)]
     assert nodes_mod.map_nodes(twins, ran)[0] == {"cv2": 1.0, "cv3": 2.0, "cv2+": 0.0, "cv3+": 0.0}
+    # same kernel and output, other inputs: ResNet-50 runs a stage's downsample (256 in) before its conv3 (128 in)
+    pair = [nodes_mod.LayerCall("conv3", "conv", (512, 128, 1, 1), (1, 512, 28, 28)),
+            nodes_mod.LayerCall("downsample", "conv", (512, 256, 1, 1), (1, 512, 28, 28))]
+    ran = [_node("Conv", (512, 256, 1, 1), (1, 512, 28, 28), 0.5), _node("Conv", (512, 128, 1, 1), (1, 512, 28, 28), 0.25)]
+    assert nodes_mod.map_nodes(pair, ran)[0] == {"conv3": 0.25, "downsample": 0.5, "conv3+": 0.0, "downsample+": 0.0}
+    padded = [_node("Conv", (512, 264, 1, 1), (1, 512, 28, 28), 0.5), _node("Conv", (512, 136, 1, 1), (1, 512, 28, 28), 0.25)]
+    assert nodes_mod.map_nodes(pair, padded)[0]["conv3"] == 0.25  # input channels padded to the block still fit
 
 
 def test_a_graph_whose_nodes_do_not_map_is_timed_layer_by_layer(monkeypatch, caplog) -> None:

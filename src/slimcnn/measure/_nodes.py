@@ -150,7 +150,8 @@ def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[di
     """``({layer: ms}, ms before the first layer)``; None when a conv/linear node or call is left unmatched.
 
     Each conv/linear node, in execution order, takes the free call of the same kind, kernel and output size whose
-    channels it pads least (NCHWc pads channel counts up to its block), the earliest of equals; a layer's nodes
+    input channels its weight has, then whose output channels it pads least (NCHWc pads channel counts up to its
+    block), the earliest of equals; a layer's nodes
     add up. Every other node (activations ONNX Runtime does not fuse, pooling, adds, concats, reorders) is
     charged to ``layer + AFTER`` of the conv/linear node run last before it: EfficientNet-B0's unfused SiLU and
     squeeze-excite products are 7 of its 17 ms and shrink with the channels of the layer they follow.
@@ -168,10 +169,10 @@ def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[di
             else:
                 ms[last + AFTER] += nd.ms
             continue
-        fits = [(pad, i) for i in free if (pad := _padding(calls[i], kind, nd)) is not None]
+        fits = [(*fit, i) for i in free if (fit := _padding(calls[i], kind, nd)) is not None]
         if not fits:
             return None
-        j = min(fits)[1]
+        j = min(fits)[-1]
         free.remove(j)
         last = calls[j].layer
         ms[last] += nd.ms
@@ -182,18 +183,23 @@ AFTER = "+"
 """``layer + AFTER``: where :func:`map_nodes` charges the other nodes run after a conv/linear layer."""
 
 
-def _padding(call: LayerCall, kind: str, node: NodeTime) -> int | None:
-    """Channels ``node`` has beyond ``call``'s when it can be that call's node (same kind, kernel and output size,
-    output channels padded by less than 16), else None."""
+def _padding(call: LayerCall, kind: str, node: NodeTime) -> tuple[int, int] | None:
+    """``(input-channel misfit, output channels node has beyond call's)`` when ``node`` can be that call's node (same
+    kind, kernel and output size, output channels padded by less than 16), else None. The misfit (0 when the node's
+    weight has the call's input channels, padded by less than 16, else 1) only ranks candidates: ResNet-50 runs each
+    stage's downsample conv before its conv3, both 1x1 with the same output, and by output alone the two swapped."""
     if call.kind != kind or not node.output:
         return None
+    misfit = 0
     if kind == "conv" or kind == "convt":
         if len(node.inputs) < 2 or node.inputs[1][2:] != call.weight[2:] or node.output[2:] != call.output[2:]:
             return None
         if kind == "convt":
-            return 0
+            return 0, 0
+        extra = node.inputs[1][1] - call.weight[1] if len(node.inputs[1]) > 1 and len(call.weight) > 1 else 0
+        misfit = 0 if 0 <= extra < 16 else 1
     want, got = (call.output[-1], node.output[-1]) if kind == "linear" else (call.output[1], node.output[1])
-    return got - want if want <= got < want + 16 else None
+    return (misfit, got - want) if want <= got < want + 16 else None
 
 
 def time_layers_interleaved(models: Mapping[str, nn.Module], example_input: ExampleInput, *,
