@@ -310,12 +310,14 @@ def test_latency_tries_rescale_both_ways_then_interpolate_and_keep_the_best() ->
     assert _better(sel(1.0), 0.55, over_params, 0.45, 0.5)  # the MACs/params budgets come before latency
 
 
-def test_an_unknown_latency_objective_is_a_config_error() -> None:
+def test_an_unknown_latency_objective_or_runtime_is_a_config_error() -> None:
     from slimcnn.prune import prune_for_latency_
 
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 4, 3))
     with pytest.raises(ConfigError, match="unknown latency objective 'fast'; use one of macs, importance"):
         prune_for_latency_(model, torch.randn(1, 3, 8, 8), 0.5, objective="fast")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="runtime must be one of \\['onnxruntime', 'torch'\\], got 'tensorrt'"):
+        prune_for_latency_(model, torch.randn(1, 3, 8, 8), 0.5, runtime="tensorrt", cache=False)  # type: ignore[arg-type]
 
 
 def test_a_node_floor_is_kept_however_much_both_sides_are_cut() -> None:

@@ -77,6 +77,14 @@ def check_task(task: str | None, data: str | None = None, *, data_required: bool
         raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
 
 
+def check_runtime(runtime: str | None) -> None:
+    """Fail early, in one line, on a ``--runtime`` slimcnn does not time on (``None``: not given)."""
+    from slimcnn.measure._latency import RUNTIMES
+
+    if runtime is not None and runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime must be {' or '.join(RUNTIMES)}, got '{runtime}'")
+
+
 def check_device(device: str) -> str:
     """Fail early, in one line, on a ``--device`` torch cannot use here."""
     import torch

@@ -12,6 +12,7 @@ from slimcnn.cli._app import (
     RESUME_HELP,
     app,
     check_device,
+    check_runtime,
     check_task,
     emit_json,
     example_for,
@@ -88,8 +89,7 @@ def compress_cmd(
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
     if lr is not None and lr <= 0:
         raise ConfigError(f"--lr must be above 0, got {lr}")
-    if runtime is not None and runtime not in ("onnxruntime", "torch"):
-        raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
+    check_runtime(runtime)
     parse_drop(max_drop)
     budget = Budget.from_options(max_drop=max_drop, macs=macs, params=params, weight_bytes=weight_bytes, latency=latency,
                                  activation_bytes=activation_bytes)

@@ -13,6 +13,7 @@ from slimcnn.cli._app import (
     FORCE_HELP,
     RESUME_HELP,
     app,
+    check_runtime,
     emit_json,
     example_for,
     note,
@@ -86,8 +87,7 @@ def decompose_cmd(
 
     if freeze not in ("outer", "sequential", "none"):
         raise ConfigError(f"--freeze must be outer, sequential or none, got '{freeze}'")
-    if runtime not in ("onnxruntime", "torch"):
-        raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
+    check_runtime(runtime)
     if (task is None) != (data is None):
         raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
     if finetune_steps and task is None:

@@ -14,6 +14,7 @@ from slimcnn.cli._app import (
     FORCE_HELP,
     RESUME_HELP,
     app,
+    check_runtime,
     check_task,
     emit_json,
     example_for,
@@ -99,8 +100,7 @@ def prune_cmd(
         raise ConfigError(f"--latency works with --granularity filter only, got '{granularity}'")
     if latency is not None and no_latency:
         raise ConfigError("--latency needs the latency measurement: drop --no-latency")
-    if runtime not in ("onnxruntime", "torch"):
-        raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
+    check_runtime(runtime)
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {threads}")
     if granularity == "filter":

@@ -13,6 +13,7 @@ from slimcnn.cli._app import (
     RESUME_HELP,
     app,
     check_device,
+    check_runtime,
     check_task,
     emit_json,
     example_for,
@@ -90,8 +91,7 @@ def search_cmd(
                           "--activation-bytes")
     if latency is not None and runtime is None:
         runtime = "onnxruntime"
-    if runtime is not None and runtime not in ("onnxruntime", "torch"):
-        raise ConfigError(f"--runtime must be onnxruntime or torch, got '{runtime}'")
+    check_runtime(runtime)
     for flag, value, low in (("--finetune-steps", finetune_steps, 0), ("--limit", limit, 1), ("--workers", workers, 1),
                              ("--iterations", iterations, 1), ("--threads", threads, 1),
                              ("--num-classes", num_classes, 1), ("--scale", scale, 1)):

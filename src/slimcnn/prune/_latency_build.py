@@ -325,18 +325,21 @@ def build_latency_table(
         The :class:`LatencyTable`.
 
     Raises:
-        ConfigError: ``samples < 2`` or ``runs < 1``.
+        ConfigError: ``samples < 2``, ``runs < 1``, ``threads < 1`` or a runtime not in ``RUNTIMES``.
     """
     from slimcnn.measure import (
         cpu_contended,
         ort_channel_block,
         physical_cores,
     )
+    from slimcnn.measure._latency import RUNTIMES
 
     if samples < 2 or runs < 1:
         raise ConfigError(f"a latency table needs samples >= 2 and runs >= 1, got samples={samples}, runs={runs}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1, got {threads}")
+    if runtime not in RUNTIMES:  # else it would be profiled as ONNX Runtime
+        raise ConfigError(f"runtime must be one of {list(RUNTIMES)}, got '{runtime}'")
     threads_n = int(threads) if threads is not None else physical_cores()
     block_n = int(block or ort_channel_block())
     shape = tuple(int(d) for d in example_input.shape)

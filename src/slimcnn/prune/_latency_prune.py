@@ -180,8 +180,6 @@ def prune_for_latency_(
             raise ConfigError(f"--{flag} must be a fraction of the original in (0, 1], e.g. 0.5x; got {value:g}")
     if tries < 1:
         raise ConfigError(f"tries must be >= 1, got {tries}")
-    if runtime not in ("onnxruntime", "torch"):
-        raise ConfigError(f"runtime must be onnxruntime or torch, got '{runtime}'")
     if objective not in OBJECTIVES:
         raise ConfigError(f"unknown latency objective '{objective}'; use one of {', '.join(OBJECTIVES)}")
     if (mode := compensation_mode(compensate)) and task is None:  # refused before the table is timed

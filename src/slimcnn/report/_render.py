@@ -26,6 +26,7 @@ from slimcnn.report._data import (
     score_drop,
 )
 from slimcnn.report._doc import Block, Document, Figure, Section, Table, to_html, to_markdown
+from slimcnn.report.tables import fmt_threads
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _latency(data: RunData) -> Section | None:
     if not rows:
         return None
     details = data.result.get("details") or {}
-    runtime = " ".join(str(x) for x in (details.get("runtime"), f"{details['threads']} thread{'' if details['threads'] == 1 else 's'}"
+    runtime = " ".join(str(x) for x in (details.get("runtime"), fmt_threads(details["threads"])
                                         if details.get("threads") else None) if x)
     table = Table(("layer", "ms before", "ms after", "after / before"),
                   tuple((f"`{n}`", b, a, f"{a / b:.3g}x" if a is not None and b else None) for n, b, a in rows))

@@ -12,7 +12,7 @@ from typing import Any
 
 from slimcnn.report._data import COST_KEYS, COST_LABELS, RunData, cost_value, score_drop
 from slimcnn.report._doc import Block, Items, Section, Table
-from slimcnn.report.tables import fmt_bytes, fmt_count, fmt_ratio
+from slimcnn.report.tables import fmt_bytes, fmt_count, fmt_ratio, fmt_threads
 
 _OPTION_OF = {"max_drop": ("max_drop",), "macs": ("macs",), "params": ("params",), "weight_bytes": ("weight_bytes",),
               "activation_bytes": ("activation_bytes",), "latency_ms": ("latency_target", "latency"),
@@ -139,8 +139,7 @@ def before_after(data: RunData) -> Section | None:
     if isinstance(lat, dict):
         shape = "x".join(str(i) for i in lat.get("input_shape") or [])
         load = (r.get("environment") or {}).get("load_avg")
-        threads = f"{lat.get('threads')} thread" + ("" if lat.get("threads") == 1 else "s")
-        blocks.append(f"Latency: {lat.get('runtime')} with {threads} on {lat.get('device')}, batch "
+        blocks.append(f"Latency: {lat.get('runtime')} with {fmt_threads(lat.get('threads'))} on {lat.get('device')}, batch "
                       f"{lat.get('batch')}, input {shape}; median of {lat.get('n')} timed runs after "
                       f"{lat.get('warmup', 0)} warm-up runs, the two models interleaved in one process"
                       + (f"; load average {load}" if load else "") + ".")

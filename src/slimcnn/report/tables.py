@@ -56,3 +56,8 @@ def fmt_bytes(n: float | None) -> str:
 def fmt_ratio(r: float | None) -> str:
     """``0.5826`` -> ``0.583x``."""
     return "–" if r is None or math.isnan(r) else f"{r:.3g}x"
+
+
+def fmt_threads(n: int | None) -> str:
+    """``1`` -> ``1 thread``, ``2`` -> ``2 threads``."""
+    return f"{n} thread" + ("" if n == 1 else "s")

@@ -93,6 +93,8 @@ def _measure_onnx_pair(original: nn.Module, new: Any, example: Any, *, task: Any
 
 def summary_line(before: Measured, after: Measured) -> str:
     """``top1 98.9 -> 98.6 (drop 0.3); params a -> b; MACs a -> b (0.50x); ORT latency x -> y ms (0.62x)``."""
+    from slimcnn.report.tables import fmt_threads
+
     parts = []
     if before.score is not None and after.score is not None:
         s0, s1 = before.score, after.score
@@ -103,7 +105,7 @@ def summary_line(before: Measured, after: Measured) -> str:
         parts.append(f"MACs {c0.macs:,} -> {c1.macs:,} ({c1.macs / max(c0.macs, 1):.3f}x)")
         if c0.latency is not None and c1.latency is not None:
             parts.append(f"{c0.latency.runtime} latency {c0.latency.median_ms:.3f} -> {c1.latency.median_ms:.3f} ms "
-                         f"({c1.latency.median_ms / max(c0.latency.median_ms, 1e-9):.3f}x, {c1.latency.threads} thread{'s' if c1.latency.threads != 1 else ''})")
+                         f"({c1.latency.median_ms / max(c0.latency.median_ms, 1e-9):.3f}x, {fmt_threads(c1.latency.threads)})")
     return "; ".join(parts)
 
 
