@@ -78,18 +78,14 @@ METHODS = (("latency_aware", "(a) latency table + knapsack"), ("macs_target", "(
            ("torch_pruning", "(c) Torch-Pruning, ratio bisected to (a)'s latency"))
 
 
-RUNTIME = "onnxruntime"
-"""Where every latency of the latency part is measured (``--runtime``)."""
-
-
-def _ratio(model: nn.Module, pruned: nn.Module, x: torch.Tensor, runs: int) -> float:
-    lat = compare_latency({"original": model, "pruned": pruned}, x, runs=runs, warmup=3, runtime=RUNTIME)
+def _ratio(model: nn.Module, pruned: nn.Module, x: torch.Tensor, runs: int, runtime: str = "onnxruntime") -> float:
+    lat = compare_latency({"original": model, "pruned": pruned}, x, runs=runs, warmup=3, runtime=runtime)  # type: ignore[arg-type]
     return lat["pruned"].median_ms / lat["original"].median_ms
 
 
 def _bisect_to_latency(model: nn.Module, x: torch.Tensor, goal: float, runs: int, knob: str, lo: float, hi: float,
                        steps: int, prune: Callable[[nn.Module, float], None], tries: list[dict[str, Any]],
-                       ) -> tuple[nn.Module, float, float]:
+                       runtime: str = "onnxruntime") -> tuple[nn.Module, float, float]:
     """Bisect ``knob`` in [lo, hi] until the pruned copy's measured latency ratio is within 2 % of ``goal``;
     returns the closest (model, value, ratio). ``prune(copy, value)`` prunes more for a larger value."""
     best: tuple[nn.Module, float, float] | None = None
@@ -99,7 +95,7 @@ def _bisect_to_latency(model: nn.Module, x: torch.Tensor, goal: float, runs: int
         t0 = time.perf_counter()
         prune(m, v)
         secs = time.perf_counter() - t0
-        got = _ratio(model, m, x, runs)
+        got = _ratio(model, m, x, runs, runtime)
         tries.append({knob: v, "latency_ratio": got, "prune_s": round(secs, 2)})
         if best is None or abs(got - goal) < abs(best[2] - goal):
             best = (m, v, got)
@@ -111,7 +107,7 @@ def _bisect_to_latency(model: nn.Module, x: torch.Tensor, goal: float, runs: int
 
 
 def tp_at_latency(name: str, model: nn.Module, x: torch.Tensor, goal: float, runs: int,
-                  steps: int = 7) -> tuple[nn.Module | None, dict[str, Any]]:
+                  steps: int = 7, runtime: str = "onnxruntime") -> tuple[nn.Module | None, dict[str, Any]]:
     """Torch-Pruning's ratio bisected to ``goal`` (its failure is the result)."""
     protect = MODELS[name][2]
 
@@ -122,13 +118,14 @@ def tp_at_latency(name: str, model: nn.Module, x: torch.Tensor, goal: float, run
 
     tries: list[dict[str, Any]] = []
     try:
-        m, r, got = _bisect_to_latency(model, x, goal, runs, "ratio", 0.0, 0.9, steps, prune, tries)
+        m, r, got = _bisect_to_latency(model, x, goal, runs, "ratio", 0.0, 0.9, steps, prune, tries, runtime)
     except Exception as e:  # noqa: BLE001 - Torch-Pruning's failure is the result
         return None, {"error": f"{type(e).__name__}: {e}"[:300], "bisection": tries}
     return m, {"ratio": r, "bisected_latency_ratio": got, "bisection": tries}
 
 
-def run(name: str, target: float, runs: int, objective: str, timings: int) -> dict[str, Any]:
+def run(name: str, target: float, runs: int, objective: str, timings: int,
+        runtime: str = "onnxruntime") -> dict[str, Any]:
     _, shape, _ = MODELS[name]
     torch.manual_seed(0)
     model = build(name)
@@ -136,20 +133,20 @@ def run(name: str, target: float, runs: int, objective: str, timings: int) -> di
     t0 = time.perf_counter()
     lat_model = copy.deepcopy(model)
     res = prune_for_latency_(lat_model, x, target, criterion="l1", source=MODELS[name][0],
-                             objective=objective, runtime=RUNTIME)  # type: ignore[arg-type]
+                             objective=objective, runtime=runtime)  # type: ignore[arg-type]
     t_lat = time.perf_counter() - t0
     t0 = time.perf_counter()
     macs_model = copy.deepcopy(model)
     prune_model_(macs_model, x, criterion="l1", macs=target, round_to=ort_channel_block(), best_effort=True)
     t_macs = time.perf_counter() - t0
     t0 = time.perf_counter()
-    tp_model, tp_info = tp_at_latency(name, model, x, res.measured_ratio, max(10, runs // 2))
+    tp_model, tp_info = tp_at_latency(name, model, x, res.measured_ratio, max(10, runs // 2), runtime=runtime)
     t_tp = time.perf_counter() - t0
     models = {"original": model, "latency_aware": lat_model, "macs_target": macs_model}
     if tp_model is not None:
         models["torch_pruning"] = tp_model
     # several four-way timings: their range and the original's ms per timing show a change of the VM's speed
-    lats = [compare_latency(models, x, runs=runs, runtime=RUNTIME) for _ in range(timings)]
+    lats = [compare_latency(models, x, runs=runs, runtime=runtime) for _ in range(timings)]  # type: ignore[arg-type]
     base = profile(model, x)
     row: dict[str, Any] = {"model": name, "input": list(shape), "target": target, "objective": objective,
                            "original_ms": statistics.median(lat["original"].median_ms for lat in lats),
@@ -372,8 +369,6 @@ def main() -> None:
                     help="latency part: where every latency is measured (torch: PyTorch eager, results in "
                          "latency_aware_torch.*)")
     args = ap.parse_args()
-    global RUNTIME
-    RUNTIME = args.runtime
     if args.runtime == "torch" and args.part != "latency":
         ap.error("--runtime torch runs the latency part only: add --part latency")
     path = RESULTS / ("latency_aware_torch.json" if args.runtime == "torch" else "latency_aware.json")
@@ -385,7 +380,7 @@ def main() -> None:
         old = {}
     keep = [r for r in old.get("rows", []) if same and "torch_pruning_search" in r
             and (r["model"] not in args.models or not run_latency)]
-    rows = [run(n, args.target, args.runs, args.objective, args.timings) for n in args.models] if run_latency else []
+    rows = [run(n, args.target, args.runs, args.objective, args.timings, args.runtime) for n in args.models] if run_latency else []
     order = {n: i for i, n in enumerate(DEFAULT_MODELS)}
     rows = sorted(keep + rows, key=lambda r: order.get(r["model"], len(order)))
     env = {"cpu": cpu_model(), "cores": physical_cores(), "threads": physical_cores(), "block": ort_channel_block(),
