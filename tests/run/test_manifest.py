@@ -1,4 +1,5 @@
-"""data_fingerprint: what changes a data folder changes its fingerprint; links are followed, once."""
+"""data_fingerprint: what changes a data folder changes its fingerprint; links are followed, once.
+Manifest.differences: one readable line per changed option."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 
 from slimcnn.run import data_fingerprint
+from slimcnn.run._manifest import Manifest
 
 
 def test_fingerprint_sees_added_resized_and_touched_files_and_linked_folders(tmp_path: Path) -> None:
@@ -32,3 +34,11 @@ def test_fingerprint_sees_added_resized_and_touched_files_and_linked_folders(tmp
 
     (dogs / "loop").symlink_to(data, target_is_directory=True)  # a cycle ends, each real folder read once
     assert data_fingerprint(str(data)) is not None
+
+
+def test_differences_name_an_option_missing_on_one_side_as_its_default() -> None:
+    old = Manifest.of("prune", options={"latency": "0.5x"})  # options at their default are not recorded
+    new = Manifest.of("prune", options={"latency": "0.5x", "runtime": "torch", "threads": 2, "exclude": None})
+    assert new.differences(old) == ["--runtime: (default) then torch", "--threads: (default) then 2"]
+    assert old.differences(new) == ["--runtime: torch then (default)", "--threads: 2 then (default)"]
+    assert new.differences(new) == []

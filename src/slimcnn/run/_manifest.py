@@ -125,5 +125,7 @@ class Manifest:
             if k in ignore:
                 continue
             if self.options.get(k) != other.options.get(k):
-                diffs.append(f"--{k.replace('_', '-')}: {other.options.get(k)} then {self.options.get(k)}")
+                # an option absent from one run is at its default (some are recorded only when not)
+                was, now = (o.options[k] if k in o.options else "(default)" for o in (other, self))
+                diffs.append(f"--{k.replace('_', '-')}: {was} then {now}")
         return diffs
