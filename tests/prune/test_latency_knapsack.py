@@ -299,6 +299,14 @@ def test_latency_tries_rescale_both_ways_then_interpolate_and_keep_the_best() ->
     both = under + [{"knapsack_target": 0.7, "measured_ratio": 0.6}]
     aim = 0.5 - CLOSE_ENOUGH / 2
     assert _next_knapsack_target(both, 0.5) == pytest.approx(0.5 + (aim - 0.4) / 0.2 * 0.2)
+    # efficientnet_b0's tries in one run: 0.475 measured faster than 0.462; the bracket is 0.475..0.490 now (it
+    # stayed 0.462..0.490 and 0.475 was tried twice)
+    noisy = [{"knapsack_target": 0.49, "measured_ratio": 0.509}, {"knapsack_target": 0.462, "measured_ratio": 0.455},
+             {"knapsack_target": 0.475, "measured_ratio": 0.449}]
+    aim = 0.49 - CLOSE_ENOUGH / 2
+    assert _next_knapsack_target(noisy, 0.49) == pytest.approx(0.475 + (aim - 0.449) / (0.509 - 0.449) * 0.015)
+    inverted = [{"knapsack_target": 0.45, "measured_ratio": 0.52}, {"knapsack_target": 0.47, "measured_ratio": 0.44}]
+    assert 0.45 < _next_knapsack_target(inverted, 0.49) < 0.47  # every met try above the missed one: by measurement
 
     def sel(value: float) -> LatencySelection:
         return LatencySelection({}, 0.5, 0.5, value, True)

@@ -8,7 +8,7 @@ target fails that second timing half the time): when the measured ratio is above
 lowered, when it is more than :data:`CLOSE_ENOUGH` below it is raised (compute left on the table), and the selection
 redone (``tries`` in all):
 proportionally (``target / measured``, less 0.01 after a miss) until one try met the target and one missed, then
-by linear interpolation between the two. A try the table called infeasible (its fastest widths) that still met the
+by linear interpolation between the met and the missed try with the closest knapsack targets. A try the table called infeasible (its fastest widths) that still met the
 target raises the next target to just above the table's floor, its prediction for that try: no lower target
 changes the pick. The best try (meeting the aim with the most kept value, else the
 fastest measured) is applied to ``model``. The first try's knapsack target is the aim itself: started at the
@@ -259,9 +259,16 @@ def _next_knapsack_target(attempts: Sequence[dict[str, Any]], target: float) -> 
     """The knapsack target of the next try from the measured ones (see the module notes)."""
     met = [a for a in attempts if a["measured_ratio"] <= target]
     missed = [a for a in attempts if a["measured_ratio"] > target]
-    if met and missed:  # bracketed: interpolate between the closest try on each side
-        lo = max(met, key=lambda a: a["measured_ratio"])
-        hi = min(missed, key=lambda a: a["measured_ratio"])
+    if met and missed:  # bracketed: interpolate between the closest knapsack targets on each side
+        # by knapsack target, not by measurement: a try whose measurement fell outside its bracket (noise: a higher
+        # target measured faster) would otherwise leave the bracket as it was and the same target be tried again
+        hi = min(missed, key=_reached)
+        below = [a for a in met if _reached(a) < _reached(hi)]
+        if below:
+            lo = max(below, key=_reached)
+        else:  # noise put every met try above a missed one: the closest measurements on each side
+            lo = max(met, key=lambda a: a["measured_ratio"])
+            hi = min(missed, key=lambda a: a["measured_ratio"])
         aim = target - CLOSE_ENOUGH / 2
         span = hi["measured_ratio"] - lo["measured_ratio"]
         frac = (aim - lo["measured_ratio"]) / span if span > 1e-12 else 0.0
