@@ -10,8 +10,8 @@ redone (``tries`` in all):
 proportionally (``target / measured``, less 0.01 after a miss) until one try met the target and one missed, then
 by linear interpolation between the met and the missed try with the closest knapsack targets. A try the table
 called infeasible (its fastest widths) that still met the target raises the next target to just above the table's
-floor, its prediction for that try: no lower target changes the pick. The best try (meeting the aim with the most kept value, else the
-fastest measured) is applied to ``model``. The first try's knapsack target is the aim itself: started at the
+floor, its prediction for that try: no lower target changes the pick. The best try (meeting the aim with the
+most kept value, else the fastest measured) is applied to ``model``. The first try's knapsack target is the aim itself: started at the
 target, 3 of the 5 models of ``benchmarks/latency_aware.py`` missed the aim on their first try at 0.5x, and each
 retry cut MACs faster than latency (README, "Pruning to a latency target").
 
