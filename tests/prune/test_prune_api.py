@@ -79,6 +79,27 @@ def test_macs_target_and_global_scope() -> None:
     assert m(x).shape == (1, 1000)
 
 
+def test_a_macs_target_past_a_rounding_step_gets_channels_back() -> None:
+    # three 16-channel groups at round_to 8: every ratio under 0.5 keeps all 16, 0.5 halves all three (0.28x MACs)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1),
+                            torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
+                            torch.nn.Conv2d(16, 10, 1)).eval()
+    with torch.no_grad():  # L1 scores: conv1's and conv3's cut halves far below their means, conv2's all equal
+        for conv in (m[0], m[4]):
+            conv.weight.fill_(0.01)[:8] = 1.0
+        m[2].weight.fill_(0.5)
+    x = torch.randn(1, 3, 8, 8)
+    ref = m(x)
+    uniform = prune_model_(copy.deepcopy(m), x, prune_ratio=0.5, round_to=8)
+    assert uniform.macs_after / uniform.macs_before == pytest.approx(1448 / 5200)
+    out = prune_model_(m, x, macs=0.6, round_to=8)
+    # the group whose cut channels score highest against its mean goes back first: conv2 (2600 of 5200 MACs); conv1 or
+    # conv3 on top would be 0.76x / 0.74x; widths stay on the 8-channel grid
+    assert out.macs_after / out.macs_before == pytest.approx(2600 / 5200)
+    assert [m[i].out_channels for i in (0, 2, 4)] == [8, 16, 8]
+    assert m(x).shape == ref.shape
+
+
 def test_protected_channel_refused() -> None:
     m = Residual().eval()
     x = torch.randn(1, 3, 8, 8)
