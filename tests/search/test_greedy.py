@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from slimcnn.search.budget import Amount, Budget
-from slimcnn.search.greedy import TriedPoint, allocation_path, greedy_search
+from slimcnn.search.greedy import TriedPoint, allocation_path, assignment_at, greedy_search
 from slimcnn.search.sensitivity import SensitivityPoint, SensitivityTable
 
 
@@ -99,4 +99,5 @@ def test_a_path_that_breaks_the_drop_before_the_costs_detours_off_it() -> None:
     # the path bisected (prefixes 0, 2, 1), then the move with the least predicted drop; no point measured twice
     assert calls == [{}, {"conv2": 0.5, "conv1": 0.25}, {"conv2": 0.5}, {"conv1": 0.25}]
     assert result.best in result.tried
+    assert assignment_at(result.path, result.best.prefix) == {}  # off the path (search logs chosen_off_path)
     assert not greedy_search(t, budget, measure, max_evaluations=2).met  # the bound holds detours too

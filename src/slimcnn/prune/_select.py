@@ -175,9 +175,9 @@ def removal_for_macs(
     When the bisected ratio lands more than ``tol`` under the target (rounded widths move in steps), groups get
     the channels of the ratio's last step back while the target holds (:func:`_give_back`).
 
-    Returns the removal and the ratio used (the bisected one). When even the largest ratio (0.99) cannot reach the target
-    (e.g. most channels are protected) it raises :class:`BudgetError`, or with ``best_effort`` logs a
-    warning and returns that largest removal (the closest point).
+    Returns the removal and the ratio used (the bisected one). When even the largest ratio (0.99) cannot reach
+    the target (e.g. most channels are protected) it raises :class:`BudgetError`, or with ``best_effort`` logs
+    a warning and returns that largest removal (the closest point).
     """
     validate_amount(macs=macs_ratio, round_to=round_to)
     base = graph.estimate_macs()

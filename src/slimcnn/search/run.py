@@ -16,7 +16,7 @@ from slimcnn.registry import Registry
 from slimcnn.search._trials import TrialLog, trial_key
 from slimcnn.search.budget import Budget, ConstraintCheck, cost_value, flag
 from slimcnn.search.families import FAMILIES, Family
-from slimcnn.search.greedy import TriedPoint, greedy_search
+from slimcnn.search.greedy import TriedPoint, assignment_at, greedy_search
 from slimcnn.search.sensitivity import CostFn, Knob, SensitivityTable, sensitivity_sweep
 from slimcnn.tasks.base import Task
 from slimcnn.train import is_main
@@ -318,7 +318,9 @@ def _greedy(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], Sensitivit
     # the sweep costs params/MACs/weight bytes; time and peak activations follow MACs along the path
     cost_key = ctx.budget.objective if ctx.budget.objective not in ("latency_ms", "activation_bytes") else "macs"
     result = greedy_search(table, ctx.budget, ctx.measure, cost_key=cost_key, max_evaluations=ctx.spec.max_evaluations)
-    log_ = {"path": [dataclasses.asdict(s) for s in result.path], "chosen_prefix": result.best.prefix}
+    log_ = {"path": [dataclasses.asdict(s) for s in result.path], "chosen_prefix": result.best.prefix,
+            # a detour: one move off the path on top of that prefix (greedy.detours)
+            "chosen_off_path": result.best.assignment != assignment_at(result.path, result.best.prefix)}
     return result.best.assignment, log_, table
 
 
