@@ -105,3 +105,23 @@ def test_unreachable_macs_target_saves_the_closest_model(tmp_path, capsys) -> No
                  "--json"]) == 0
     ratio_only = json.loads(capsys.readouterr().out)
     assert ratio_only["met"] is None and ratio_only["checks"] == []  # no target given: nothing to meet
+
+
+def test_prune_names_the_fine_tune_command_when_the_score_drops(tmp_path, capsys, trained_lenet) -> None:
+    import shlex
+
+    out = tmp_path / "p"
+    data = ["--task", "classification", "--data", "digits", "--limit", "120"]
+    assert main(["prune", f"file:{trained_lenet}", "--ratio", "0.7", *data, "--no-latency", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "dropped" in err and "without fine-tuning" in err
+    command = shlex.split(err.split("`")[1])  # the command the note names runs as written, N and DIR filled in
+    assert command[:2] == ["slimcnn", "train"]
+    command = [a.replace("DIR", str(tmp_path / "ft")) for a in command[1:]]
+    command[command.index("N")] = "3"
+    assert main([*command, "--limit", "120"]) == 0
+    assert (tmp_path / "ft" / "model.pt").is_file()
+    # nothing to recover, nothing said: a 0.1 ratio on LeNet-5 keeps its score within 1 %
+    assert main(["prune", f"file:{trained_lenet}", "--ratio", "0.1", *data, "--no-latency",
+                 "--out", str(tmp_path / "q")]) == 0
+    assert "without fine-tuning" not in capsys.readouterr().err
