@@ -69,3 +69,25 @@ def test_wrong_input_shape(capsys: pytest.CaptureFixture[str]) -> None:
 def test_bad_options_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", "torchvision:resnet18", "--no-latency", *args]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_groups_list_what_pruning_sees(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["analyze", "slimcnn:tiny_cnn", "--json", "--no-latency", "--groups"]) == 0
+    groups = json.loads(capsys.readouterr().out)["groups"]
+    fixed = [g for g in groups if not g["prunable"]]
+    assert len(groups) == 5 and [g["producers"] for g in fixed] == [["fc"]]  # the classifier reaches the output
+    assert fixed[0]["fixed"] == fixed[0]["channels"] == 10 and fixed[0]["fixed_because"] == ["reaches a model output"]
+    residual = next(g for g in groups if "stem" in g["producers"])
+    assert residual["producers"] == ["res_conv2", "stem"]  # added together, so pruned together
+    assert main(["analyze", "slimcnn:tiny_cnn", "--no-latency", "--groups"]) == 0
+    assert "4 of 5 prunable" in capsys.readouterr().out
+
+
+def test_prune_that_removes_nothing_says_why_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["prune", "slimcnn:tiny_cnn", "--no-latency"]
+    assert main([*common, "--ratio", "0.5", "--exclude", "*", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "no channel group is prunable outside --exclude *" in err and "analyze slimcnn:tiny_cnn --groups" in err
+    assert "Warning" not in err and ".py:" not in err  # no raw Python warning with a file and source line
+    assert main([*common, "--ratio", "0.01", "--out", str(tmp_path / "b")]) == 0
+    assert "removes no whole channel from any of the 4 prunable groups" in capsys.readouterr().err

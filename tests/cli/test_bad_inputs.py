@@ -475,3 +475,32 @@ def test_version_is_exit_0(capfd: pytest.CaptureFixture[str]) -> None:
 
 def test_enough_rows() -> None:
     assert len(ROWS) >= 130
+
+
+def test_warnings_are_one_line_like_notes_and_errors() -> None:
+    """A library's logged warning and a Python ``warnings.warn`` both read ``warning: message`` (no logger name,
+    file, line number or source line); ``--debug`` keeps the logger name. A fresh interpreter: logging is
+    configured once per process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, sys, warnings\n"
+        "import slimcnn.measure as m\n"
+        "real = m.analyze\n"
+        "def analyze(*a, **k):\n"
+        "    logging.getLogger('slimcnn.somewhere').warning('the table is stale')\n"
+        "    warnings.warn('odd input', UserWarning)\n"
+        "    return real(*a, **k)\n"
+        "m.analyze = analyze\n"
+        "from slimcnn.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    args = [sys.executable, "-c", script, "analyze", "slimcnn:tiny_cnn", "--no-latency", "--json"]
+    plain = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert plain.returncode == 0, plain.stderr
+    lines = plain.stderr.splitlines()
+    assert "warning: the table is stale" in lines and "warning: odd input" in lines
+    assert "UserWarning" not in plain.stderr and "warnings.warn" not in plain.stderr
+    debug = subprocess.run([*args, "--debug"], capture_output=True, text=True, timeout=300)
+    assert "WARNING slimcnn.somewhere: the table is stale" in debug.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import warnings
 from typing import Any
 
 import click
@@ -58,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     if debug:
         args.remove("--debug")
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # a user reads `warning: ...` like `note:` and `error:`; --debug adds which module said it
+    console = _StderrHandler()
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s") if debug else _OneLineFormatter())
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[console])
     progress = logging.getLogger("slimcnn.progress")  # one plain line per long phase (measured points...)
     if not progress.handlers:
         handler = _StderrHandler()
@@ -85,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     exits = (click.exceptions.Exit, typer.Exit)
     _outdir.last_interrupt = None
     try:
-        result = app(args=args, prog_name="slimcnn", standalone_mode=False)
+        with warnings.catch_warnings():
+            if not debug:  # one line, not the library's file:line and source line
+                warnings.showwarning = _show_warning
+            result = app(args=args, prog_name="slimcnn", standalone_mode=False)
     except usage as e:
         cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "slimcnn"
         click.echo(f"error: {_usage_message(e)} (see {cmd} --help)", err=True)
@@ -153,6 +160,19 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         self.stream = sys.stderr
         super().emit(record)
+
+
+class _OneLineFormatter(logging.Formatter):
+    """``warning: message`` (the level in lower case, no logger name)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A Python warning as ``warning: message`` on stderr (``warnings.showwarning``'s signature)."""
+    print(f"warning: {_one_line(message) if isinstance(message, BaseException) else message}", file=file or sys.stderr)
 
 
 def _one_line(e: BaseException) -> str:

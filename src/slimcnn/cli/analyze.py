@@ -78,6 +78,7 @@ def analyze_cmd(
     per_layer: bool = typer.Option(True, "--per-layer/--no-per-layer", help="Also time each conv/linear layer alone."),
     bits: int = typer.Option(32, "--bits", help="Bits per weight for the weight size."),
     runs: int = typer.Option(50, "--runs", help="Timed runs of the whole model."),
+    groups: bool = typer.Option(False, "--groups", help="Also list the coupled channel groups pruning sees: size, members, and why a group (or some of its channels) is fixed."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
 ) -> int:
     """Params, MACs, weight and activation memory, and latency of MODEL (per layer and in total)."""
@@ -102,8 +103,37 @@ def analyze_cmd(
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     cost = analyze(loaded.model, example, runtime=runtime, threads=threads, per_layer=per_layer,  # type: ignore[arg-type]
                    bits=bits, latency=not no_latency, runs=runs)
+    rows = _group_rows(loaded.model, example) if groups else None
     if as_json:
-        emit_json(cost_to_json(cost, source=loaded.source, notes=loaded.info.notes, pretrained=loaded.info.pretrained))
+        emit_json(cost_to_json(cost, source=loaded.source, notes=loaded.info.notes, pretrained=loaded.info.pretrained)
+                  | ({"groups": rows} if rows is not None else {}))
     else:
         _print_table(cost, loaded.source)
+        if rows is not None:
+            _print_groups(rows)
     return 0
+
+
+def _group_rows(model: Any, example: Any) -> list[dict[str, Any]]:
+    """The channel groups of one trace, as ``--json`` rows."""
+    from slimcnn.graph import trace
+
+    return [{"id": g.id, "channels": g.size, "fixed": len(g.fixed), "prunable": g.prunable,
+             "fixed_because": sorted({why for _, why in g.fixed}), "producers": sorted({m.layer for m in g.producers}),
+             "layers": g.layers()} for g in trace(model, example).groups()]
+
+
+def _print_groups(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    n = sum(r["prunable"] for r in rows)
+    table = Table(title=f"channel groups: {n} of {len(rows)} prunable (channels in a group are removed together)")
+    for name, justify in (("group", "right"), ("channels", "right"), ("fixed", "right"), ("why fixed", "left"),
+                          ("produced by", "left"), ("members", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for r in rows:
+        producers = ", ".join(r["producers"][:3]) + (f" +{len(r['producers']) - 3}" if len(r["producers"]) > 3 else "")
+        table.add_row(str(r["id"]), str(r["channels"]), str(r["fixed"]), "; ".join(r["fixed_because"]), producers,
+                      str(len(r["layers"])))
+    Console().print(table)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +188,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
     import copy
 
     from slimcnn.measure import ort_channel_block, profile
-    from slimcnn.prune import prune_model_
+    from slimcnn.prune import NothingPrunableWarning, prune_model_
     from slimcnn.run import PlanStep
 
     macs_frac = None
@@ -223,11 +224,13 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
         if lat.selection.shortfall():
             lat_details["latency_budgets_unmet"] = lat.selection.shortfall(frac)
     else:
-        outcome = prune_model_(
-            new_model, example, criterion=criterion, prune_ratio=ratio, macs=macs_frac, scope=scope,  # type: ignore[arg-type]
-            round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib, seed=seed,  # type: ignore[arg-type]
-            source=loaded.source, compensate=compensate, best_effort=True,
-        )
+        with warnings.catch_warnings():  # said below, once, for every path (the latency path does not warn)
+            warnings.simplefilter("ignore", NothingPrunableWarning)
+            outcome = prune_model_(
+                new_model, example, criterion=criterion, prune_ratio=ratio, macs=macs_frac, scope=scope,  # type: ignore[arg-type]
+                round_to=round_to, exclude=exclude, reduce=reduce, task=task_obj, calib=calib, seed=seed,  # type: ignore[arg-type]
+                source=loaded.source, compensate=compensate, best_effort=True,
+            )
     block = ort_channel_block()
     odd = [f for f, kept in outcome.plan.layers.items() if len(kept) >= 2 * block and len(kept) % block]
     if round_to == 1 and block > 1 and odd:
@@ -235,8 +238,12 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
         note(f"note: {len(odd)} pruned layers keep a width that is not a multiple of {block}, ONNX Runtime's channel "
              f"block on this CPU (e.g. '{odd[0]}'); --round-to auto usually runs faster")
     if not outcome.plan.layers:
-        note("warning: nothing was pruned: no channel group is prunable (outputs, excluded layers and unmappable "
-             "ops are protected); the written model equals the input")
+        where = f"outside --exclude {' '.join(exclude)}" if exclude else "(outputs and unmappable ops are protected)"
+        why = (f"no channel group is prunable {where}; `slimcnn analyze {loaded.source} --groups` lists each group "
+               "and why" if outcome.prunable_groups == 0 else
+               f"the amount asked removes no whole channel from any of the {outcome.prunable_groups} prunable groups "
+               "(ask for more)")
+        note(f"warning: nothing was pruned: {why}; the written model equals the input")
     reached = outcome.macs_after / max(outcome.macs_before, 1)
     details: dict[str, Any] = {"prune_ratio_used": outcome.prune_ratio, "macs_reached": reached} | lat_details
     if macs_frac is not None:

@@ -125,8 +125,8 @@ def prune_model_(
         why = (f"all {n_groups} channel groups are protected (they reach an output or pass an op that cannot be "
                "mapped)" if not exclude else f"none of the {n_groups} channel groups is prunable outside --exclude "
                f"{list(exclude)}")
-        warnings.warn(f"nothing to prune: {why}; the model is left unchanged. `slimcnn analyze` (or "
-                      "slimcnn.graph.trace(model, x).summary()) lists each group and why it is fixed",
+        warnings.warn(f"nothing to prune: {why}; the model is left unchanged. `slimcnn analyze MODEL --groups` "
+                      "(or slimcnn.graph.trace(model, x).summary()) lists each group and why it is fixed",
                       NothingPrunableWarning, stacklevel=2)
         macs0 = graph.estimate_macs()
         plan = PrunePlan({}, criterion, source, fp, shape, options)
