@@ -186,3 +186,19 @@ def test_targets_show_the_latency_target_as_given_not_the_timing_switch(tmp_path
     assert section is not None
     (row,) = section.blocks[1].rows  # type: ignore[union-attr]
     assert row[1] == "`0.7x`" and row[-1] == "✓ met"
+
+
+def test_targets_say_when_no_quality_target_judged_the_drop(tmp_path: Path) -> None:
+    from slimcnn.report._data import RunData
+    from slimcnn.report._sections import targets
+
+    score = {"metric": "top1", "higher_is_better": True}
+    result = {"before": {"score": score | {"value": 83.2}, "cost": {"macs": 100}},
+              "after": {"score": score | {"value": 10.45}, "cost": {"macs": 48}},
+              "checks": [{"name": "macs", "value": 48, "limit": 50, "met": True}], "options": {"macs": "0.5x"}}
+    section = targets(RunData(tmp_path, result))
+    assert section is not None and "No quality target was given" in section.blocks[0]
+    assert "top1 drop of 72.75" in section.blocks[0]  # type: ignore[operator]
+    result["checks"].append({"name": "max_drop", "value": 0.5, "limit": 1.0, "met": True})
+    section = targets(RunData(tmp_path, result))
+    assert section is not None and "No quality target" not in section.blocks[0]  # type: ignore[operator]

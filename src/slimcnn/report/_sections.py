@@ -98,6 +98,10 @@ def targets(data: RunData) -> Section | None:
     n_bad = sum(not c.get("met") for c in checks)
     verdict = (f"**All {len(checks)} targets met** on the model written to this folder, measured against the original."
                if not n_bad else f"**{n_bad} of {len(checks)} targets NOT met**: the folder holds the closest model found.")
+    drop = score_drop(_score(r.get("before")), _score(r.get("after")))
+    if drop is not None and not any(c.get("name") == "max_drop" for c in checks):
+        # `prune --macs` met with a 70-point drop: the reader must not take "met" for "still accurate"
+        verdict += f" No quality target was given (`--max-drop`): the {metric} drop of {drop:.4g} is not judged."
     table = Table(("target", "as given", "limit", "achieved", "margin", "met"), tuple(rows))
     return Section("Targets vs achieved", (verdict, table))
 
