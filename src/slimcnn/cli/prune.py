@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -380,8 +381,9 @@ def _finetune_hint(result: Any, out: Path, task: str | None, data: str | None) -
     before, after = result.before.score, result.after.score
     if before is None or after is None or before.drop_to(after, relative=True) <= 0.01:
         return None
+    model, data = shlex.quote(f"file:{out / 'model.pt'}"), shlex.quote(str(data))
     return (f"note: {before.metric} dropped {before.drop_to(after):.3g} without fine-tuning; recover it with "
-            f"`slimcnn train file:{out / 'model.pt'} --task {task} --data {data} --steps N --out DIR`, or prune and "
+            f"`slimcnn train {model} --task {task} --data {data} --steps N --out DIR`, or prune and "
             "fine-tune (by distillation from the original) in one run with `slimcnn compress`")
 
 
