@@ -471,6 +471,14 @@ def test_version_is_exit_0(capfd: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"]) == 0
     got = capfd.readouterr()
     assert got.out.startswith("slimcnn ") and not got.err
+    assert main(["-V", "prune", "slimcnn:tiny_cnn"]) == 0  # before a command too, which then does not run
+    assert capfd.readouterr().out == got.out
+
+
+def test_top_level_help_lists_version_and_model_sources(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["--help"]) == 0
+    out = " ".join(capfd.readouterr().out.split())
+    assert "--version" in out and "MODEL is a source string" in out and "slimcnn:NAME" in out
 
 
 def test_enough_rows() -> None:

@@ -12,8 +12,7 @@ from slimcnn._io import to_json
 from slimcnn.errors import ConfigError
 
 app = typer.Typer(
-    name="slimcnn",
-    help="Make trained CNNs small and fast for embedded and edge hardware, with measured proof.",
+    name="slimcnn",  # its help is _root's docstring
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -103,12 +102,18 @@ def check_device(device: str) -> str:
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", "-V", help="Print the version and exit."),
+) -> None:
     """Make trained CNNs small and fast for embedded and edge hardware, with measured proof.
 
-    MODEL is a source string: torchvision:NAME, timm:NAME, ultralytics:FILE, file:PATH,
-    python:pkg.module:factory or slimcnn:NAME (the built-in zoo). Add --debug for tracebacks.
+    MODEL is a source string: torchvision:NAME, timm:NAME, ultralytics:FILE, file:PATH, python:pkg.module:factory or slimcnn:NAME (the built-in zoo). Add --debug for tracebacks.
     """
+    if version:  # `slimcnn --version` alone is answered before typer (cli.main); this is `--version COMMAND ...`
+        from slimcnn.version import __version__
+
+        typer.echo(f"slimcnn {__version__}")
+        raise typer.Exit()
 
 
 def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = None, scale: int | None = None,
