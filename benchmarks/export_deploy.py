@@ -161,13 +161,15 @@ def _acceptance_row(data: str, runs: int, rounds: int, batches: list[int], names
 
         small = copy.deepcopy(net.model)
         # channels at any width: rounding to 8 halves the 16-channel stage (measured 34 % top-1 after 150 steps)
-        prune_model_(small, x, criterion="l1", macs=pruned)
+        pruned_macs = prune_model_(small, x, criterion="l1", macs=pruned)
+        pruned_macs_ratio = pruned_macs.macs_after / pruned_macs.macs_before
         if pruned_steps:
             task.finetune(small, pruned_steps, seed=0, progress=False)
         name = f"pruned to {pruned}x MACs (L1, {pruned_steps} fine-tune steps), fp32"
         files[name] = torch_to_onnx(small.eval(), x).SerializeToString()
         s_p, _ = _score(task, files[name], 2, None)
-        rows[name] = {"top1": s_p.value, "drop": s_fp.value - s_p.value, "n": s_p.n, "bytes": len(files[name])}
+        rows[name] = {"top1": s_p.value, "drop": s_fp.value - s_p.value, "n": s_p.n, "bytes": len(files[name]),
+                      "macs_ratio": pruned_macs_ratio}
         print(name, rows[name], flush=True)
         variants[name.replace("fp32", "int8 (default spec)")] = ({}, [], files[name])
     for name, (kw, float_layers, *source) in variants.items():
@@ -192,7 +194,12 @@ def _acceptance_row(data: str, runs: int, rounds: int, batches: list[int], names
             rows[n][f"ratio_b{b}"] = float(np.median(per[n])) / float(np.median(per["fp32"]))
             rows[n][f"ratio_b{b}_rounds"] = [a / f for a, f in zip(per[n], per["fp32"], strict=True)]
         print(b, {n: round(rows[n][f"ratio_b{b}"], 3) for n in rows}, flush=True)
-    return {"top1_fp32": s_fp.value, "n": s_fp.n, "variants": rows, "latency_ms": latency, "rounds": rounds,
+    import onnxruntime
+
+    from slimcnn.export._int8 import needs_reduce_range
+
+    return {"cpu": cpu_model(), "vnni": not needs_reduce_range(), "onnxruntime": onnxruntime.__version__,
+            "top1_fp32": s_fp.value, "n": s_fp.n, "variants": rows, "latency_ms": latency, "rounds": rounds,
             "runs_per_round": runs, "batches": batches, "threads": 1,
             "load_avg": [round(v, 2) for v in load0] + [round(v, 2) for v in os.getloadavg()]}
 
@@ -200,6 +207,8 @@ def _acceptance_row(data: str, runs: int, rounds: int, batches: list[int], names
 def _acceptance_markdown(a: dict[str, Any]) -> list[str]:
     bs = a["batches"]
     lines = ["", "## ResNet-56 acceptance: drop and ORT latency ratio of each int8 variant, measured side by side", "",
+             f"Machine: {a.get('cpu', 'AMD EPYC')} ({'with' if a.get('vnni') else 'without'} VNNI), ONNX Runtime "
+             f"{a.get('onnxruntime', '?')}. "
              f"top-1 fp32 {a['top1_fp32']:.2f} on all {a['n']:,} test images (ONNX Runtime). Latency: fp32 and every "
              f"variant interleaved round-robin in one process, 1 thread, {a['runs_per_round']} runs x {a['rounds']} "
              f"rounds per input batch. Ratio = median over the rounds of (variant median / fp32 median in that "
@@ -212,7 +221,8 @@ def _acceptance_markdown(a: dict[str, Any]) -> list[str]:
         ok = r["drop"] <= 0.5 and min(float(np.median(per_round[b])) for b in bs) <= 0.6
         cells = [f"{np.median(per_round[b]):.3f}x [{min(per_round[b]):.2f}–{max(per_round[b]):.2f}]; "
                  f"{r[f'ratio_b{b}']:.3f}x" for b in bs]
-        lines.append(f"| {name} | {r['top1']:.2f} | {r['drop']:.2f} | " + " | ".join(cells) + f" | {'yes' if ok else 'no'} |")
+        shown = f"{name} ({r['macs_ratio']:.3f}x MACs)" if "macs_ratio" in r else name
+        lines.append(f"| {shown} | {r['top1']:.2f} | {r['drop']:.2f} | " + " | ".join(cells) + f" | {'yes' if ok else 'no'} |")
     return lines
 
 
