@@ -172,7 +172,7 @@ class _OneLineFormatter(logging.Formatter):
 def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     """A Python warning as ``warning: message`` on stderr (``warnings.showwarning``'s signature)."""
-    print(f"warning: {_one_line(message) if isinstance(message, BaseException) else message}", file=file or sys.stderr)
+    click.echo(f"warning: {_one_line(message) if isinstance(message, BaseException) else message}", file=file or sys.stderr)
 
 
 def _one_line(e: BaseException) -> str:
