@@ -26,6 +26,10 @@ def test_cli_json_and_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert obj["float_bytes"] == 4 * biases  # every conv/linear quantised: the biases stay float32
     assert obj["payload_bytes"] == pytest.approx(obj["paper_payload_bytes"] + obj["float_bytes"])
     assert obj["compression_paper"] > obj["compression_payload"] and obj["larger"] is False
+    # the headline counts what the file stores of the parameters: codebooks, indices, masks, float32 rest
+    stored = sum(r["file_codebook_bytes"] + r["file_index_bytes"] + r["file_mask_bytes"] for r in obj["layers"])
+    assert obj["weight_bytes"] == stored + obj["float_bytes"] < obj["file_bytes"]
+    assert obj["weight_bytes"] > obj["payload_bytes"]  # the fc masks and the codebooks are real bytes
     assert {r["name"] for r in obj["layers"]} == {"conv1", "conv2", "fc1", "fc2", "fc3"}
     assert json.loads((out / "result.json").read_text())["details"]["original_bytes"] == obj["original_bytes"]
 
@@ -82,7 +86,7 @@ def test_unquantised_layers_count_and_a_larger_file_is_called_larger(
     warning = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warning) == 1 and "LARGER than the original float32 parameters" in warning[0]
     file_line = next(line for line in out.splitlines() if line.startswith("model.slim file:"))
-    assert "x LARGER)" in file_line and "smaller" not in file_line
+    assert "x LARGER;" in file_line and "smaller" not in file_line
 
 
 def test_sram_budget_checked_on_the_written_model_and_plan_replays(tmp_path: Path,
@@ -93,7 +97,10 @@ def test_sram_budget_checked_on_the_written_model_and_plan_replays(tmp_path: Pat
     res = json.loads(capsys.readouterr().out)
     (check,) = res["checks"]
     assert res["met"] is True and check["name"] == "weight_bytes" and check["value"] <= check["limit"]
-    assert check["value"] == res["details"]["payload_bytes"] and check["limit"] == pytest.approx(0.2 * 4 * 61706)
+    details = res["details"]
+    assert check["value"] == details["weight_bytes"] and check["limit"] == pytest.approx(0.2 * 4 * 61706)
+    stored = sum(r["file_codebook_bytes"] + r["file_index_bytes"] + r["file_mask_bytes"] for r in details["layers"])
+    assert details["weight_bytes"] == stored + details["float_bytes"] == details["plan"]["stored_bytes"]
     assert main(["apply", str(out), "slimcnn:lenet5", "--no-latency", "--out", str(again)]) == 0
     a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
     b = load_model(f"file:{again / 'model.pt'}").model.state_dict()

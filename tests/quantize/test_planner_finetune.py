@@ -45,12 +45,26 @@ def test_planner_fits_budget() -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     budget = 1500  # bytes; 4 bits everywhere would need 2688
     plan = plan_memory(model, task, weight_bytes=budget, bits_options=(4, 2, 1), prune_options=(1.0, 2.0))
-    assert plan.payload_bytes <= budget
+    assert plan.stored_bytes <= budget
+    assert plan.stored_bytes == quantize_model(model, plan.spec).weight_bytes  # predicted = what is stored
     assert len(plan.choices) == 3 and len(plan.sweep) == 3 * 3 * 2
     assert plan.drop >= 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # caller's model untouched
     with pytest.raises(BudgetError, match="budget"):
         plan_memory(model, task, weight_bytes=10, bits_options=(2,), prune_options=(1.0,))
+
+
+def test_planner_counts_the_keep_mask_so_pruning_a_1_bit_layer_saves_nothing() -> None:
+    # a third of a layer's weights at 1 bit need ~0.92 bits per weight of mask: more than keeping them all
+    model = _mlp()
+    task = ToyTask(model)
+    dense = quantize_model(model, KMeansQuantSpec(bits=(("*", 1),))).weight_bytes
+    pruned = quantize_model(model, KMeansQuantSpec(bits=(("*", 1),), prune=(("*", 3.0),))).weight_bytes
+    assert pruned > dense
+    plan = plan_memory(model, task, weight_bytes=dense, bits_options=(2, 1), prune_options=(1.0, 3.0))
+    assert plan.stored_bytes <= dense and not plan.spec.prune
+    with pytest.raises(BudgetError, match="budget"):
+        plan_memory(model, task, weight_bytes=dense - 1, bits_options=(1,), prune_options=(1.0, 3.0))
 
 
 def test_centroid_finetune_keeps_structure_and_lowers_loss() -> None:

@@ -126,6 +126,10 @@ def test_apply_replays_a_search_bit_identically(method: str, trained_lenet: Path
     if compact is not None:  # the format the bytes were judged in is written and decodes to model.pt
         details = json.loads((out / "result.json").read_text())["details"]
         assert (out / f"model.{compact}").is_file() and details[compact]["decodes_to_model_pt"]
+        # the bytes the search claimed hold for the file: it stores at most that (kernel: exactly that)
+        checks = {c["name"]: c for c in json.loads((out / "result.json").read_text())["checks"]}
+        claimed = checks["weight_bytes"]["value"] if "weight_bytes" in checks else None
+        assert claimed is None or details[compact]["weight_bytes"] <= claimed
     assert main(["apply", str(out), f"file:{trained_lenet}", "--no-latency", "--out", str(again)]) == 0
     a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
     b = load_model(f"file:{again / 'model.pt'}").model.state_dict()

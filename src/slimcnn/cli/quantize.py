@@ -26,7 +26,7 @@ def quantize_cmd(
     task: str | None = typer.Option(None, "--task", help="Task for before/after metric: classification, sr, detection."),
     data: str | None = typer.Option(None, "--data", help="The task's data (folder, .tar, built-in set)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N images only."),
-    weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Planner: fit the weight payload (float32 rest included) into 4MB, 512KiB or 0.1x of the float32 bytes."),
+    weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Planner: fit the weights as model.slim stores them (codebooks, indices, keep masks, float32 rest) into 4MB, 512KiB or 0.1x of the float32 bytes."),
     max_drop: str | None = typer.Option(None, "--max-drop", help="Planner: allowed metric drop, 0.5 (metric units) or 1%; exit 1 when the written model loses more."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
@@ -85,9 +85,11 @@ def quantize_cmd(
         say(f"{row['name']:<24}{row['bits']:>5}{1 - row['sparsity']:>8.3f}{row['payload_bytes'] / 1024:>17.1f}{fb / 1024:>10.1f}  {row['solver']}")
     orig = res.original_bytes
     say(f"original (float32 parameters): {format_bytes(orig)}")
-    say(f"model.slim file: {format_bytes(res.file_bytes)}  ({size_ratio_text(orig, res.file_bytes)})")
-    say(f"payload: {format_bytes(res.payload_bytes)}  ({size_ratio_text(orig, res.payload_bytes)}; quantised weights "
-        f"{format_bytes(res.paper_payload_bytes)} + float32 rest {format_bytes(res.float_bytes)})")
+    say(f"weights as stored: {format_bytes(res.weight_bytes)}  ({size_ratio_text(orig, res.weight_bytes)}; codebooks, "
+        f"indices and keep masks {format_bytes(res.weight_bytes - res.float_bytes)} + float32 rest "
+        f"{format_bytes(res.float_bytes)}; what --weight-bytes judges)")
+    say(f"model.slim file: {format_bytes(res.file_bytes)}  ({size_ratio_text(orig, res.file_bytes)}; + header, "
+        "buffers)")
     say(f"paper accounting (bits x kept / 8, quantised layers only): {format_bytes(res.paper_payload_bytes)}  "
         f"({size_ratio_text(orig, res.paper_payload_bytes)})")
     if res.before is not None and res.after is not None:

@@ -251,6 +251,8 @@ def compress(
         return _finish_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
                             base_cost, current_score, x, spec, factors, t0)
     final_cost = _cost(current, x, kmeans_bits, kernel_layers)
+    if packed is not None:  # what model.slim stores exactly (a codebook may need fewer than 2**bits centroids)
+        final_cost = dataclasses.replace(final_cost, weight_bytes=packed.weight_bytes)
     before_cost, after_cost = base_cost, final_cost
     if need_latency:
         from slimcnn.measure import compare_latency
@@ -346,14 +348,12 @@ def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
     with the removed kernels of ``kernel_layers`` left out as ``model.slimk`` stores them (params and MACs too,
     as the kernel search counted them)."""
     from slimcnn.measure import profile
-    from slimcnn.search.families import kernel_sparse_cost
+    from slimcnn.search.families import kernel_sparse_cost, kmeans_bytes_delta
 
     c = profile(model, x)
     wbytes = c.weight_bytes
     if kmeans_bits:
-        for layer, bits in kmeans_bits.items():
-            n = model.get_submodule(layer).weight.numel()
-            wbytes += -(-n * bits // 8) - 4 * n
+        wbytes += kmeans_bytes_delta(model, kmeans_bits)
     elif layers := _kernel_layers(model, kernel_layers):
         params, macs, wbytes = kernel_sparse_cost(model, x, layers)
         c = dataclasses.replace(c, params=params, macs=macs)

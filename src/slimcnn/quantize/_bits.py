@@ -71,21 +71,31 @@ def decode_relative(entries: I64, width: int) -> I64:
     return (np.cumsum(step) - 1)[is_w]
 
 
-def best_sparse_coding(mask_flat: NDArray[np.bool_]) -> tuple[str, int]:
-    """The cheaper of a bitmap and relative indexing (best width 1..16): ``(kind, width)``."""
+def _cheapest_coding(mask_flat: NDArray[np.bool_]) -> tuple[str, int, int]:
+    """``(kind, width, bits)`` of the cheaper of a bitmap and relative indexing (best width 1..16)."""
     n = mask_flat.size
     pos = np.flatnonzero(mask_flat)
     gaps = np.diff(pos, prepend=-1) - 1
     hist = np.bincount(gaps)  # gap-length histogram: each width costs O(max gap), not O(n)
     lengths = np.arange(hist.size)
-    best = ("bitmap", 1)
-    best_bits = n
+    best = ("bitmap", 1, n)
     for width in range(1, 17):
         fillers = int(np.dot(hist, lengths // ((1 << width) - 1)))
         c = (fillers + pos.size) * width
-        if c < best_bits:
-            best, best_bits = ("relative", width), c
+        if c < best[2]:
+            best = ("relative", width, c)
     return best
+
+
+def best_sparse_coding(mask_flat: NDArray[np.bool_]) -> tuple[str, int]:
+    """The cheaper of a bitmap and relative indexing (best width 1..16): ``(kind, width)``."""
+    kind, width, _ = _cheapest_coding(mask_flat)
+    return kind, width
+
+
+def mask_bytes(mask_flat: NDArray[np.bool_]) -> int:
+    """Bytes :func:`encode_mask` writes for ``mask_flat`` in its :func:`best_sparse_coding`."""
+    return -(-_cheapest_coding(mask_flat)[2] // 8)
 
 
 def encode_mask(mask_flat: NDArray[np.bool_], kind: str, width: int) -> tuple[bytes, int]:

@@ -26,7 +26,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import os
 import struct
 from dataclasses import dataclass
@@ -41,7 +40,7 @@ from slimcnn._io import atomic_write
 from slimcnn.errors import ConfigError, DataError, ModelLoadError
 from slimcnn.quantize import _bits
 from slimcnn.quantize._kmeans import dequantize
-from slimcnn.quantize._model import QuantizedLayer, QuantizeResult
+from slimcnn.quantize._model import QuantizedLayer, QuantizeResult, index_width
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,9 @@ class PackReport:
     """Honest weight payload: Σ bits x kept weights / 8 + float32 bytes of every parameter not quantised."""
     paper_payload_bytes: float
     """Paper accounting (Tomè et al.): Σ bits x kept weights / 8 over the quantised layers only."""
+    weight_bytes: int
+    """What the file stores of the parameters: every quantised layer's codebook, indices and keep mask as
+    written, + float32 bytes of every parameter not quantised (the header and buffers are in ``file_bytes``)."""
     raw_bytes: int
     """Bytes of tensors stored as-is (biases, BN statistics, unquantised layers)."""
     header_bytes: int
@@ -110,7 +112,7 @@ class _Payload:
 def _encode_layer(q: QuantizedLayer, pay: _Payload, *, codebook_dtype: str, huffman: bool) -> tuple[dict[str, Any], PackedLayerBytes]:
     book = q.codebook.to(torch.float16 if codebook_dtype == "fp16" else torch.float32)
     k = int(q.codebook.shape[-1])
-    width = max(1, math.ceil(math.log2(k))) if k > 1 else 1
+    width = index_width(k)
     idx = q.indices.numpy().astype(np.int64)
     coding, idx_bytes, lengths_seg = "fixed", b"", None
     if huffman and k <= 4096 and idx.size:
@@ -317,6 +319,7 @@ def save_packed(
         file_bytes=os.path.getsize(path),
         payload_bytes=result.payload_bytes,
         paper_payload_bytes=result.paper_payload_bytes,
+        weight_bytes=sum(lb.codebook_bytes + lb.index_bytes + lb.mask_bytes for lb in layer_bytes) + result.float_bytes,
         raw_bytes=raw,
         header_bytes=_PRE.size + len(hbytes) + 32,
         layers=tuple(layer_bytes),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from slimcnn.errors import ConfigError
+from slimcnn.quantize._bits import mask_bytes
 from slimcnn.quantize._kmeans import (
     DEFAULT_FALLBACK_BINS,
     DEFAULT_MAX_EXACT_WORK,
@@ -79,6 +81,23 @@ class KMeansQuantSpec:
         return cls(bits=tuple((k, int(v)) for k, v in b), prune=p, **options)  # type: ignore[arg-type]
 
 
+def index_width(k: int) -> int:
+    """Bits of one fixed-width index into a codebook of ``k`` centroids (at least 1)."""
+    return max(1, math.ceil(math.log2(k))) if k > 1 else 1
+
+
+def stored_bytes(codebook_entries: int, k: int, kept: int, mask: int = 0, codebook_itemsize: int = 4) -> int:
+    """Bytes a ``.slim`` file stores for one k-means weight with fixed-width indices: its codebook
+    (``codebook_entries`` centroids, ``k`` per row), one index per kept weight, and ``mask`` bytes of keep mask."""
+    return codebook_entries * codebook_itemsize + -(-kept * index_width(k) // 8) + mask
+
+
+def kmeans_bytes_bound(numel: int, bits: int) -> int:
+    """Stored bytes of a weight of ``numel`` values shared at ``bits`` (one fp32 codebook, nothing pruned): an
+    upper bound, since a codebook may need fewer than ``2**bits`` centroids. What searches count for k-means."""
+    return stored_bytes(2**bits, 2**bits, numel)
+
+
 @dataclass(frozen=True)
 class LayerReport:
     """One quantised layer, in numbers (JSON-ready)."""
@@ -93,6 +112,8 @@ class LayerReport:
     codebook_size: int
     payload_bytes: float
     """Paper accounting: ``bits * kept / 8`` (no codebook, no sparse index)."""
+    stored_bytes: int
+    """What ``model.slim`` stores of the weight (fixed-width indices): codebook + indices + keep mask."""
     original_bytes: int
     """float32 bytes of the weight."""
     solver: str
@@ -141,8 +162,15 @@ class QuantizeResult:
 
     @property
     def payload_bytes(self) -> float:
-        """The honest weight payload: :attr:`paper_payload_bytes` + :attr:`float_bytes` (every parameter counts)."""
+        """:attr:`paper_payload_bytes` + :attr:`float_bytes`: every parameter, but no codebooks or keep masks
+        (:attr:`weight_bytes` counts those)."""
         return self.paper_payload_bytes + self.float_bytes
+
+    @property
+    def weight_bytes(self) -> int:
+        """What ``model.slim`` stores of the parameters (fixed-width indices): every layer's codebook, indices and
+        keep mask + :attr:`float_bytes`. Budgets (``--weight-bytes``) are judged on this."""
+        return sum(q.report.stored_bytes for q in self.layers.values()) + self.float_bytes
 
     def reports(self) -> list[LayerReport]:
         """Per-layer rows in model order."""
@@ -228,6 +256,9 @@ def quantize_(model: nn.Module, spec: KMeansQuantSpec) -> QuantizeResult:
             prune_factor=round(factor, 4),
             codebook_size=int(book.shape[-1]),
             payload_bytes=bits * kept / 8,
+            stored_bytes=stored_bytes(book.numel(), int(book.shape[-1]), kept,
+                                      0 if mask is None else mask_bytes(mask.reshape(-1).cpu().numpy().astype(bool)),
+                                      2 if spec.codebook_dtype == "fp16" else 4),
             original_bytes=w.numel() * 4,
             solver=fit.solver,
             sse=fit.objective,

@@ -3,7 +3,8 @@
 1. Sensitivity sweep: each layer alone at every (bits, prune factor) option; metric drop measured on
    the task's evaluation data (optionally the first ``limit`` images).
 2. Greedy allocation: start every layer at its largest option and repeatedly take the move with the
-   least metric drop per byte saved (Δdrop / Δbytes) until the paper-accounted payload fits.
+   least metric drop per byte saved (Δdrop / Δbytes) until the weights, as ``model.slim`` stores them
+   (codebooks, indices, keep masks, float32 rest), fit.
 3. The chosen settings are applied together and measured once more.
 """
 
@@ -18,8 +19,9 @@ import torch
 from torch import nn
 
 from slimcnn.errors import BudgetError, ConfigError
+from slimcnn.quantize._bits import mask_bytes
 from slimcnn.quantize._kmeans import dequantize, fit_kmeans
-from slimcnn.quantize._model import KMeansQuantSpec, quantizable_layers, quantize_model
+from slimcnn.quantize._model import KMeansQuantSpec, quantizable_layers, quantize_model, stored_bytes
 from slimcnn.quantize._prune import magnitude_mask, n_keep
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ class LayerOption:
     layer: str
     bits: int
     prune: float
-    payload_bytes: float
+    stored_bytes: int
+    """Codebook + indices + keep mask as ``model.slim`` stores them."""
     drop: float
 
 
@@ -43,7 +46,9 @@ class MemoryPlan:
     spec: KMeansQuantSpec
     choices: tuple[LayerOption, ...]
     weight_bytes: int
-    payload_bytes: float
+    """The budget."""
+    stored_bytes: int
+    """What the chosen settings store (:attr:`~slimcnn.quantize.QuantizeResult.weight_bytes`)."""
     baseline: float
     metric: str
     measured: float
@@ -69,11 +74,12 @@ def plan_memory(
     base_spec: KMeansQuantSpec | None = None,
     best_effort: bool = False,
 ) -> MemoryPlan:
-    """Pick per-layer bits and pruning factors so the payload fits ``weight_bytes`` losing least metric.
+    """Pick per-layer bits and pruning factors so the stored weights fit ``weight_bytes`` losing least metric.
 
-    Bytes are the honest payload: ``bits x kept weights / 8`` for the conv/linear weights (the
-    paper's accounting, no masks or codebooks) plus float32 bytes for every other parameter
-    (biases, BN), which the budget must hold too. The caller's model is not modified.
+    Bytes are what ``model.slim`` stores of the parameters: each conv/linear weight's codebook,
+    fixed-width indices and keep mask (a pruned layer pays for its mask, so pruning is chosen only
+    where it saves bytes), plus float32 bytes for every other parameter (biases, BN), which the
+    budget must hold too. The caller's model is not modified.
 
     Args:
         model: the trained model.
@@ -85,7 +91,7 @@ def plan_memory(
         limit: evaluate on the first N images only (sweep and final check).
         base_spec: method/per-channel/codebook options for the quantiser (its rules are ignored).
         best_effort: instead of raising, return the closest plan (the smallest options, or the plan that
-            fits but loses more than ``max_drop``); the caller checks ``payload_bytes`` and ``drop``.
+            fits but loses more than ``max_drop``); the caller checks ``stored_bytes`` and ``drop``.
 
     Raises:
         BudgetError: even the smallest options do not fit, or ``max_drop`` is exceeded.
@@ -97,6 +103,7 @@ def plan_memory(
     layers = quantizable_layers(work)
     modules = dict(work.named_modules())
     ref = _evaluate(task, work, limit)
+    itemsize = 2 if base.codebook_dtype == "fp16" else 4
     sign = 1.0 if ref.higher_is_better else -1.0
     sweep: list[LayerOption] = []
     for name in layers:
@@ -105,24 +112,26 @@ def plan_memory(
         for f in prune_options:
             mask = magnitude_mask(orig, f)
             kept = n_keep(orig.numel(), f)
+            m_bytes = 0 if mask is None else mask_bytes(mask.reshape(-1).cpu().numpy().astype(bool))
             for b in bits_options:
                 fit = fit_kmeans(orig, b, per_channel=base.per_channel, method=base.method, mask=mask)
                 with torch.no_grad():
                     weight.copy_(dequantize(fit.codebook, fit.indices, mask, orig.shape).to(orig.dtype))
                 s = _evaluate(task, work, limit)
-                sweep.append(LayerOption(name, b, f, b * kept / 8, sign * (ref.value - s.value)))
+                stored = stored_bytes(fit.codebook.numel(), int(fit.codebook.shape[-1]), kept, m_bytes, itemsize)
+                sweep.append(LayerOption(name, b, f, stored, sign * (ref.value - s.value)))
         with torch.no_grad():
             weight.copy_(orig)
         log.info("planner: swept %s", name)
-    by_layer: dict[str, list[LayerOption]] = {n: sorted((o for o in sweep if o.layer == n), key=lambda o: -o.payload_bytes) for n in layers}
+    by_layer: dict[str, list[LayerOption]] = {n: sorted((o for o in sweep if o.layer == n), key=lambda o: -o.stored_bytes) for n in layers}
     current = {n: opts[0] for n, opts in by_layer.items()}
     fixed = 4 * (sum(p.numel() for p in work.parameters()) - sum(modules[n].weight.numel() for n in layers))
-    total = fixed + sum(o.payload_bytes for o in current.values())  # float32 biases/BN count too
+    total = fixed + sum(o.stored_bytes for o in current.values())  # float32 biases/BN count too
     while total > weight_bytes:
         best: tuple[float, LayerOption] | None = None
         for n, cur in current.items():
             for o in by_layer[n]:
-                saved = cur.payload_bytes - o.payload_bytes
+                saved = cur.stored_bytes - o.stored_bytes
                 if saved <= 0:
                     continue
                 ratio = (o.drop - cur.drop) / saved
@@ -136,7 +145,7 @@ def plan_memory(
                 "allow fewer bits or more pruning"
             )
         o = best[1]
-        total += o.payload_bytes - current[o.layer].payload_bytes
+        total += o.stored_bytes - current[o.layer].stored_bytes
         current[o.layer] = o
     choices = tuple(current[n] for n in layers)
     spec = replace(
@@ -148,11 +157,11 @@ def plan_memory(
     result = quantize_model(model, spec)
     final = _evaluate(task, result.model, limit)
     drop = sign * (ref.value - final.value)
-    plan = MemoryPlan(spec, choices, weight_bytes, result.payload_bytes, ref.value, ref.metric, final.value, drop,
+    plan = MemoryPlan(spec, choices, weight_bytes, result.weight_bytes, ref.value, ref.metric, final.value, drop,
                       sum(c.drop for c in choices), tuple(sweep), limit)
     if max_drop is not None and drop > max_drop and not best_effort:
         raise BudgetError(
             f"fitting {weight_bytes} bytes costs {drop:.3f} {ref.metric} (> --max-drop {max_drop}); "
-            f"closest point: payload {result.payload_bytes:.0f} bytes, {ref.metric} {final.value:.3f}"
+            f"closest point: {result.weight_bytes} bytes stored, {ref.metric} {final.value:.3f}"
         )
     return plan

@@ -27,9 +27,13 @@ class QuantizeRunResult:
     source: str
     out: str
     files: dict[str, str]
+    weight_bytes: int
+    """The headline, and what ``--weight-bytes`` is judged on: what ``model.slim`` stores of the parameters,
+    every quantised layer's codebook, indices and keep mask + float32 bytes of every other parameter (biases,
+    BN, layers no ``--bits`` rule matched); nothing counts as free."""
     payload_bytes: float
-    """Headline weight payload: Σ bits x kept / 8 over the quantised weights + float32 bytes of every
-    other parameter (biases, BN, layers no ``--bits`` rule matched); nothing counts as free."""
+    """Σ bits x kept / 8 over the quantised weights + float32 bytes of every other parameter (no codebooks,
+    no masks)."""
     paper_payload_bytes: float
     """Paper accounting (Tomè et al.): Σ bits x kept weights / 8 over the quantised layers only."""
     float_bytes: int
@@ -38,6 +42,8 @@ class QuantizeRunResult:
     """Size of ``model.slim`` on disk (codebooks, masks, biases, BN statistics, header included)."""
     original_bytes: int
     """float32 bytes of every parameter of the input model."""
+    compression_weights: float
+    """``original_bytes / weight_bytes``; below 1 the stored weights are larger than the original."""
     compression_payload: float
     """``original_bytes / payload_bytes``; below 1 the payload is larger than the original."""
     compression_paper: float
@@ -57,7 +63,7 @@ class QuantizeRunResult:
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     checks: list[dict[str, Any]] = field(default_factory=list)
-    """The budget checks (``weight_bytes`` on the honest payload, ``max_drop``) measured on the written model."""
+    """The budget checks (``weight_bytes`` on the stored weights, ``max_drop``) measured on the written model."""
     met: bool | None = None
     """Whether every check holds (``None`` without a budget)."""
 
@@ -129,7 +135,7 @@ def quantize_to_dir(
 
     With ``weight_bytes`` (absolute bytes or a ratio of the float32 parameter bytes) the SRAM planner
     chooses the per-layer settings (needs a task); ``spec`` then only provides method/per-channel/
-    codebook options. The budget checks (``weight_bytes`` on the honest payload, ``max_drop`` on the
+    codebook options. The budget checks (``weight_bytes`` on the stored weights, ``max_drop`` on the
     metric) are measured on the model written; a budget that cannot be met still writes the closest
     model, with ``met: false``. ``arch`` is the architecture source of a ``file:`` state_dict
     (``--arch``); ``seed`` seeds a random-init model's weights. ``model.slim`` reloads as
@@ -249,18 +255,20 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     checks = []
     if budget is not None:
         lim = budget.limit(original_bytes)
-        checks.append(ConstraintCheck("weight_bytes", float(pack.payload_bytes), float(lim), pack.payload_bytes <= lim))
+        checks.append(ConstraintCheck("weight_bytes", float(pack.weight_bytes), float(lim), pack.weight_bytes <= lim))
     if max_drop is not None and drop is not None:
         checks.append(ConstraintCheck("max_drop", float(drop), float(max_drop), drop <= max_drop + 1e-12))
     res = QuantizeRunResult(
         source=loaded.source,
         out=str(run.out),
         files={k: str(run.out / v) for k, v in files.items()},
+        weight_bytes=pack.weight_bytes,
         payload_bytes=pack.payload_bytes,
         paper_payload_bytes=pack.paper_payload_bytes,
         float_bytes=result.float_bytes,
         file_bytes=pack.file_bytes,
         original_bytes=result.original_bytes,
+        compression_weights=result.original_bytes / max(pack.weight_bytes, 1),
         compression_payload=result.original_bytes / max(pack.payload_bytes, 1e-9),
         compression_paper=result.original_bytes / max(pack.paper_payload_bytes, 1e-9),
         compression_file=result.original_bytes / pack.file_bytes,
@@ -282,7 +290,7 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     run_result = RunResult(
         "quantize", loaded.source, task=task,
         before=Measured(before, Cost(cost_before.params, cost_before.macs, result.original_bytes, 0, tuple(x.shape))),
-        after=Measured(after, Cost(cost_after.params, cost_after.macs, int(pack.payload_bytes), 0, tuple(x.shape))),
+        after=Measured(after, Cost(cost_after.params, cost_after.macs, pack.weight_bytes, 0, tuple(x.shape))),
         plan=Plan((PlanStep("kmeans", tuple(r["name"] for r in layers), dataclasses.asdict(spec)),), loaded.source,
                   fingerprint(loaded.model), tuple(x.shape), finetuned=finetune_steps > 0),
         checks=tuple(checks), met=res.met, options=options,

@@ -23,12 +23,13 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 def write_slim(folder: Path, loaded: Any, packed: Any, written: nn.Module) -> dict[str, Any]:
     """``model.slim`` of ``packed`` (a :class:`~slimcnn.quantize.QuantizeResult`); ``decodes_to_model_pt`` says
-    whether it decodes bit for bit to ``written`` (``model.pt`` re-loaded)."""
+    whether it decodes bit for bit to ``written`` (``model.pt`` re-loaded). ``weight_bytes`` is what the file
+    stores of the parameters (codebooks, indices, float32 rest), which the k-means family's cost bounds."""
     from slimcnn.quantize import load_packed, save_packed
 
     pack = save_packed(folder / "model.slim", packed, source=loaded.source, info=loaded.info)
     decoded = load_packed(folder / "model.slim").model
-    return {"file_bytes": pack.file_bytes, "payload_bytes": pack.payload_bytes,
+    return {"file_bytes": pack.file_bytes, "weight_bytes": pack.weight_bytes, "payload_bytes": pack.payload_bytes,
             "paper_payload_bytes": pack.paper_payload_bytes, "decodes_to_model_pt": _same_weights(decoded, written)}
 
 

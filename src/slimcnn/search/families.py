@@ -169,11 +169,7 @@ class KMeansFamily(_OneKnob):
 
         def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
             params, macs, wbytes = dense(model, assignment)
-            for layer, bits in assignment.items():
-                n = model.get_submodule(layer).weight.numel()
-                wbytes -= n * 4
-                wbytes += int(-(-n * int(bits) // 8))
-            return params, macs, wbytes
+            return params, macs, wbytes + kmeans_bytes_delta(model, {k: int(v) for k, v in assignment.items()})
 
         return cost
 
@@ -183,6 +179,18 @@ class KMeansFamily(_OneKnob):
     def promises(self, model: nn.Module, assignment: dict[str, float]) -> tuple[Promise, ...]:
         """Each quantised layer keeps its codebook: centroids train, indices stay (``codebook``, ``bits``)."""
         return tuple(Promise(k, "codebook", bits=int(v)) for k, v in assignment.items())
+
+
+def kmeans_bytes_delta(model: nn.Module, bits: dict[str, int]) -> int:
+    """Weight bytes that sharing each layer's float32 weight at its bits adds (negative: saves), counting what
+    ``model.slim`` stores, codebook included (:func:`~slimcnn.quantize.kmeans_bytes_bound`)."""
+    from slimcnn.quantize import kmeans_bytes_bound
+
+    delta = 0
+    for layer, b in bits.items():
+        n = model.get_submodule(layer).weight.numel()
+        delta += kmeans_bytes_bound(n, b) - 4 * n
+    return delta
 
 
 def kmeans_spec(bits: dict[str, int]) -> Any:
