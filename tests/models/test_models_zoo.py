@@ -246,3 +246,17 @@ def test_weights_override_and_zoo_entry_metadata(tmp_path) -> None:
     for name in ZOO:
         entry = ZOO.get(name)
         assert entry.description and entry.info.input_shape[0] == 1
+
+
+def test_a_file_made_from_an_untrained_model_says_so_without_the_sources_advice(tmp_path) -> None:
+    from slimcnn.models import save_model
+
+    untrained = load_model("slimcnn:tiny_cnn")
+    assert any(n.startswith("untrained") and "--weights" in n for n in untrained.info.notes)
+    save_model(untrained, tmp_path / "a" / "model.pt")
+    loaded = load_model(f"file:{tmp_path / 'a' / 'model.pt'}")
+    (note,) = [n for n in loaded.info.notes if n.startswith("untrained")]
+    assert note.startswith("untrained: model.pt was made from an untrained model (") and "--weights" not in note
+    save_model(loaded, tmp_path / "b" / "model.pt")  # a file of a file says it once, not nested
+    (again,) = [n for n in load_model(f"file:{tmp_path / 'b' / 'model.pt'}").info.notes if n.startswith("untrained")]
+    assert again == note

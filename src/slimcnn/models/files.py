@@ -52,6 +52,17 @@ def drop_untrained_notes(notes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in notes if not n.startswith("untrained"))
 
 
+def inherited_untrained_notes(notes: tuple[str, ...], path: Path) -> tuple[str, ...]:
+    """``notes`` of a file made from an untrained model: still untrained, but the source's advice (``pass
+    --weights PATH``) is not for the file, which holds its own weights."""
+    def one(n: str) -> str:
+        if not n.startswith("untrained: ") or "made from an untrained model" in n:  # a file of a file: said once
+            return n
+        return f"untrained: {path.name} was made from an untrained model ({n.removeprefix('untrained: ').split(';')[0]})"
+
+    return tuple(one(n) for n in notes)
+
+
 def register_file_loader(suffix: str, *, override: bool = False) -> Callable[[FileLoader], FileLoader]:
     """Decorator registering a loader for files ending in ``suffix`` (e.g. ``".slim"``)."""
     return FILE_LOADERS.register(suffix.lower(), override=override)
@@ -186,6 +197,9 @@ def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
         )
     if opts.scale is not None and loaded.info.scale not in (None, opts.scale):
         raise ConfigError(f"'{path}' is a x{loaded.info.scale} model; --scale {opts.scale} cannot change it")
+    if not loaded.info.pretrained:
+        loaded = dataclasses.replace(loaded, info=dataclasses.replace(
+            loaded.info, notes=inherited_untrained_notes(loaded.info.notes, path)))
     loaded.model.eval()
     return loaded
 
