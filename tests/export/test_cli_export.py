@@ -42,6 +42,8 @@ def test_export_c_from_slim_file(tmp_path: Path, capsys: pytest.CaptureFixture[s
     res = _result(out)
     assert {a["path"] for a in res["artifacts"]} >= {"slim_model.c", "slim_model.h", "slimcnn_decode.c", "slimcnn_decode.h"}
     assert res["details"]["c"]["kmeans_layers"] == 5 and res["plan"] is None
+    # one count of a k-means model's bytes: the C arrays hold what model.slim stores of the parameters
+    assert res["after"]["cost"]["weight_bytes"] == _result(q)["details"]["weight_bytes"]
     assert "slim_model.c" in capsys.readouterr().out
 
 

@@ -166,7 +166,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             info = write_c(folder, layers, decoded.state_dict(), prefix=spec.c_prefix)
             details["c"] = dataclasses.asdict(info)
             after_model = decoded
-            notes.append("the C arrays decode bit-exactly to the k-means model (tested); its score is that model's")
+            notes.append("the C arrays decode bit-exactly to the k-means model (tested), so the scores here are that model's, run by torch")
         else:
             data = kmeans_onnx(decoded, layers, example)
             path = write_onnx(folder / "model.onnx", data)
