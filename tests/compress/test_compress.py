@@ -106,7 +106,7 @@ def test_a_killed_stage_resumes_its_measured_points(trained_lenet: Path, tmp_pat
     first = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
     assert (tmp_path / "trials-0.pt").is_file()
     (tmp_path / "stage-0.pt").unlink()  # as if killed after the search's points, before the stage was saved
-    with caplog.at_level("WARNING", logger="slimcnn.search"):
+    with caplog.at_level("INFO", logger="slimcnn.progress"):
         again = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
     assert "resuming the search" in caplog.text
     assert again.after["score"].value == first.after["score"].value

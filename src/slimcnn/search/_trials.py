@@ -19,6 +19,7 @@ from typing import Any
 
 from slimcnn._io import save_torch
 from slimcnn.errors import ModelLoadError
+from slimcnn.progress import progress_log
 from slimcnn.train import is_main
 from slimcnn.train._distributed import from_main
 
@@ -69,7 +70,8 @@ class TrialLog:
         elif data.get("baseline") != self.baseline:
             log.warning("ignoring %s: its trials were measured against another baseline", path)
         else:
-            log.warning("resuming the search: %d finished trials in %s", len(data["records"]), path.name)
+            # progress, not a warning: compress reuses a stage's own log when its search re-runs another way
+            progress_log.info("resuming the search: %d finished trials in %s", len(data["records"]), path.name)
             return dict(data["records"]), dict(data["payloads"])
         return None
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from slimcnn._io import write_json
 from slimcnn.errors import ConfigError
-from slimcnn.progress import phase
+from slimcnn.progress import phase, progress_log
 from slimcnn.search._cache import Recording, cacheable_modules, changed_modules, execution_spans
 from slimcnn.tasks.base import Task
 from slimcnn.train import is_main, join_from_env, world
@@ -277,7 +277,7 @@ def sensitivity_sweep(
             done = {(p.knob, p.amount) for p in previous.points}
             total = sum(len(k.amounts) for k in knobs)
             if is_main():
-                log.warning("resuming the sensitivity sweep: %d of %d points already measured",
+                progress_log.info("resuming the sensitivity sweep: %d of %d points already measured",
                             len({(k.name, float(a)) for k in knobs for a in k.amounts} & done), total)
         elif is_main():
             log.warning("ignoring %s: it was measured on a different model or data", resume)
