@@ -122,6 +122,9 @@ def test_apply_replays_a_search_bit_identically(method: str, trained_lenet: Path
     assert rc in (0, 1)
     steps = json.loads((out / "plan.json").read_text())["steps"]
     assert steps and steps[0]["transform"] == {"kmeans": "kmeans", "kernel": "prune_kernels", "lowrank": "lowrank"}[method]
+    result = json.loads((out / "result.json").read_text())
+    # every cost of both ends is measured, peak activations too (no budget asked for them)
+    assert result["before"]["cost"]["activation_bytes"] > 0 and result["after"]["cost"]["activation_bytes"] > 0
     compact = {"kmeans": "slim", "kernel": "slimk"}.get(method)
     if compact is not None:  # the format the bytes were judged in is written and decodes to model.pt
         details = json.loads((out / "result.json").read_text())["details"]

@@ -289,8 +289,10 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     cost_before, cost_after = profile(loaded.model, x), profile(check, x)
     run_result = RunResult(
         "quantize", loaded.source, task=task,
-        before=Measured(before, Cost(cost_before.params, cost_before.macs, result.original_bytes, 0, tuple(x.shape))),
-        after=Measured(after, Cost(cost_after.params, cost_after.macs, pack.weight_bytes, 0, tuple(x.shape))),
+        before=Measured(before, Cost(cost_before.params, cost_before.macs, result.original_bytes,
+                                                 cost_before.activation_bytes, tuple(x.shape))),
+        after=Measured(after, Cost(cost_after.params, cost_after.macs, pack.weight_bytes,
+                                               cost_after.activation_bytes, tuple(x.shape))),
         plan=Plan((PlanStep("kmeans", tuple(r["name"] for r in layers), dataclasses.asdict(spec)),), loaded.source,
                   fingerprint(loaded.model), tuple(x.shape), finetuned=finetune_steps > 0),
         checks=tuple(checks), met=res.met, options=options,

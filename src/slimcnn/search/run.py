@@ -154,9 +154,7 @@ class _Context:
         lat = self.point_latency(model) if self.need_latency and timed else None
         act = 0
         if "activation_bytes" in self.budget.limits or self.budget.objective == "activation_bytes":
-            from slimcnn.measure import profile
-
-            act = profile(model, self.example_input).activation_bytes  # peak live activations (liveness count)
+            act = _peak_activations(model, self.example_input)
         return Cost(params, macs, wbytes, act, latency=lat)
 
     def point_latency(self, model: nn.Module) -> LatencyStats:
@@ -257,6 +255,13 @@ def _int8_bytes(cost_fn: CostFn, example_input: Any, spec: Int8Spec) -> CostFn:
         return params, macs, int8_model_bytes(model, example_input, spec)
 
     return cost
+
+
+def _peak_activations(model: nn.Module, example_input: Any) -> int:
+    """Peak live activation bytes of one forward pass (the liveness count of ``profile``)."""
+    from slimcnn.measure import profile
+
+    return profile(model, example_input).activation_bytes
 
 
 def _spec_key(spec: SearchSpec) -> str:
@@ -419,7 +424,10 @@ def search(
         ctx.finetune(final, assignment)
     full_before = ctx.evaluate(model) if spec.limit is not None else ctx.base_score
     full_after = ctx.evaluate(final)
-    cost_before, cost_after = ctx.base_cost, ctx.measure_cost(final, assignment, timed=False)
+    # the result shows every cost of both ends (the points skip the activation profile no budget needs)
+    cost_before = dataclasses.replace(ctx.base_cost, activation_bytes=_peak_activations(model, example_input))
+    cost_after = dataclasses.replace(ctx.measure_cost(final, assignment, timed=False),
+                                     activation_bytes=_peak_activations(final, example_input))
     if ctx.need_latency:
         cost_before, cost_after = ctx.retime(model, final, cost_before, cost_after)
     checks = budget.check(cost_before, full_before, cost_after, full_after)
