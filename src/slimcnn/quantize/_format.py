@@ -69,7 +69,7 @@ class PackReport:
     file_bytes: int
     """``os.path.getsize`` of the file: everything (header, codebooks, masks, raw tensors)."""
     payload_bytes: float
-    """Honest weight payload: Σ bits x kept weights / 8 + float32 bytes of every parameter not quantised."""
+    """Σ bits x kept weights / 8 + float32 bytes of every parameter not quantised (no codebooks or masks)."""
     paper_payload_bytes: float
     """Paper accounting (Tomè et al.): Σ bits x kept weights / 8 over the quantised layers only."""
     weight_bytes: int
