@@ -47,6 +47,19 @@ def test_infeasible_budget_saves_the_closest_point(trained_lenet: Path, tmp_path
     assert "out of reach" in strategy["out_of_reach"] and not (out / "sensitivity.json").exists()
 
 
+def test_kmeans_out_of_reach_names_the_command_that_allows_fewer_bits(trained_lenet: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--method", "kmeans",
+              "--weight-bytes", "4KB", "--limit", "50", "--finetune-steps", "1"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 1
+    advice = "allow 1 bit (slimcnn search --method kmeans --amounts 8,4,2,1)"
+    assert "strongest amount (2)" in (err := capsys.readouterr().err) and advice in err
+    # taking the advice: 1 bit is tried (and still out of reach of 4 KB with LeNet's codebooks and biases)
+    assert main([*common, "--amounts", "8,4,2,1", "--out", str(tmp_path / "b")]) == 1
+    err = capsys.readouterr().err
+    assert "strongest amount (1)" in err and "allow 1 bit" not in err and "--amounts" not in err.split("No sweep")[1]
+
+
 def test_budget_in_reach_of_the_strongest_amounts_is_searched(trained_lenet: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "k"

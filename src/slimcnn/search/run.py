@@ -304,9 +304,13 @@ def out_of_reach(ctx: _Context, knobs: list[Knob]) -> tuple[dict[str, float], st
     if not missed:
         return None
     amounts = ", ".join(sorted({f"{v:g}" for v in strongest.values()}))
+    # k-means amounts are bits, which compress does not take from --amounts: name the command that does
+    stronger = "give stronger --amounts, "
+    if ctx.family.name == "kmeans":
+        stronger = "allow 1 bit (slimcnn search --method kmeans --amounts 8,4,2,1), " if min(strongest.values()) > 1 else ""
     return strongest, (f"out of reach of {ctx.family.name} even with every layer at its strongest amount ({amounts}): "
-                       f"{'; '.join(missed)}. No sweep: the closest model is that one; loosen the budget, give "
-                       "stronger --amounts, or combine methods (slimcnn compress --recipe auto)")
+                       f"{'; '.join(missed)}. No sweep: the closest model is that one; loosen the budget, {stronger}"
+                       "or combine methods (slimcnn compress --recipe auto)")
 
 
 @STRATEGIES.register("greedy")
