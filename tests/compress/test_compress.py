@@ -291,3 +291,27 @@ def test_a_kernel_stage_writes_the_slimk_its_bytes_and_macs_were_judged_on(train
     assert res["details"]["stages"][0]["cost"]["weight_bytes"] == slimk["weight_bytes"]
     dense = load_model(f"file:{out / 'model.pt'}").model
     assert sum(p.numel() for p in dense.parameters()) > res["after"]["cost"]["params"]  # zeros not counted
+
+
+def test_fp16_codebooks_halve_what_the_codebooks_cost(trained_lenet: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from slimcnn.quantize import read_packed
+
+    sizes = {}
+    for codebook in ("fp32", "fp16"):
+        out = tmp_path / codebook
+        rc = main(["compress", f"file:{trained_lenet}", "--task", "classification", "--data", "digits",
+                   "--recipe", "kmeans", "--codebook", codebook, "--max-drop", "3", "--weight-bytes", "0.3x",
+                   "--limit", "100", "--recovery-steps", "5", "--out", str(out), "--json"])
+        res = json.loads(capsys.readouterr().out)
+        assert rc == (0 if res["met"] else 1)
+        checks = {c["name"]: c for c in res["checks"]}
+        slim = res["details"]["slim"]
+        assert slim["decodes_to_model_pt"] and checks["weight_bytes"]["value"] == slim["weight_bytes"]
+        tensors = read_packed(out / "model.slim").header["tensors"].values()
+        books = [t["codebook"] for t in tensors if t["kind"] == "kmeans"]
+        assert {b["dtype"] for b in books} == {codebook}
+        sizes[codebook] = (res["details"]["kmeans_bits"], sum(b["seg"][1] for b in books), slim["weight_bytes"])
+    (bits32, books32, bytes32), (bits16, books16, bytes16) = sizes["fp32"], sizes["fp16"]
+    # LeNet at 0.3x takes the same bits either way: only the codebooks differ, at half the bytes
+    assert bits16 == bits32 and books16 * 2 == books32 and bytes32 - bytes16 == books32 // 2

@@ -232,3 +232,40 @@ def test_latency_strategy_input_errors(trained_lenet: Path, tmp_path: Path, caps
                "latency", *extra, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc == 2 and needle in err and len(err.strip().splitlines()) == 1
+
+
+def test_kmeans_search_with_fp16_codebooks_stores_and_counts_them(trained_lenet: Path, tmp_path: Path) -> None:
+    from slimcnn.quantize import read_packed
+
+    out = tmp_path / "k16"
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--method", "kmeans",
+               "--codebook", "fp16", "--max-drop", "5", "--weight-bytes", "0.2x", "--finetune-steps", "3",
+               "--limit", "100", "--out", str(out)])
+    assert rc in (0, 1)
+    result = json.loads((out / "result.json").read_text())
+    slim = result["details"]["slim"]
+    # centroids trained in float32 are rounded as stored: model.pt is what model.slim decodes to, bit for bit
+    assert slim["decodes_to_model_pt"] and slim["weight_bytes"] <= result["after"]["cost"]["weight_bytes"]
+    header = read_packed(out / "model.slim").header
+    kmeans = [t for t in header["tensors"].values() if t["kind"] == "kmeans"]
+    assert len(kmeans) == 5 and {t["codebook"]["dtype"] for t in kmeans} == {"fp16"}
+    (step,) = json.loads((out / "plan.json").read_text())["steps"]
+    assert step["params"]["codebook_dtype"] == "fp16"
+    model = load_model(f"file:{out / 'model.pt'}").model
+    for layer in step["layers"]:
+        w = model.get_submodule(layer).weight
+        assert torch.equal(w.half().float(), w)
+
+
+@pytest.mark.parametrize(("command", "extra", "says"), [
+    ("search", ["--method", "kmeans", "--codebook", "fp8"], "--codebook must be fp32 or fp16, got 'fp8'"),
+    ("search", ["--method", "prune", "--codebook", "fp16"], "--codebook works with --method kmeans"),
+    ("compress", ["--recipe", "prune", "--codebook", "fp16"], "has no kmeans stage"),
+])
+def test_codebook_misuse_is_one_line(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                     command: str, extra: list[str], says: str) -> None:
+    rc = main([command, f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--max-drop", "1",
+               "--macs", "0.5x", *extra, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1].startswith("error:") and says in err[-1]
+    assert not (tmp_path / "o").exists()

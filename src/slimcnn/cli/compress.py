@@ -50,6 +50,7 @@ def compress_cmd(
     amounts: str | None = typer.Option(None, "--amounts", help="Fractions a structural stage's sweep tries, e.g. 0.25,0.5,0.75."),
     round_to: str = typer.Option("1", "--round-to", help="Round kept channels to a multiple of N; 'auto' = ONNX Runtime's channel block."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
+    codebook: str = typer.Option("fp32", "--codebook", help="kmeans stage: centroids stored as fp32 or fp16 in model.slim (fp16 halves the codebook bytes counted against --weight-bytes; the model uses the rounded centroids)."),
     compensate: str = typer.Option("none", "--compensate", help="Channel-pruning stages: none, mean (removed channels' mean activations folded into the next layers' bias) or lsq (the next layers refitted by least squares; far smaller drops before fine-tuning, a calibration pass per pruning)."),
     runtime: str | None = typer.Option(None, "--runtime", help="Latency runtime: onnxruntime (default with --latency) or torch."),
     threads: int | None = typer.Option(None, "--threads", help="Runtime threads."),
@@ -75,6 +76,7 @@ def compress_cmd(
     """
     from slimcnn.compress import CompressSpec, assign_targets, auto_recipe, compress, parse_recipe
     from slimcnn.compress._outputs import write_compress_run
+    from slimcnn.compress._run import check_codebook
     from slimcnn.prune._compensate import compensation_mode
     from slimcnn.run import read_result
     from slimcnn.search import Budget
@@ -100,6 +102,7 @@ def compress_cmd(
         runtime = "onnxruntime"
     stages = parse_recipe(recipe) or auto_recipe(set(budget.limits), runtime)
     assign_targets(stages, set(budget.limits))
+    check_codebook(codebook, stages)
     if stages[-1].method == "int8" and runtime not in (None, "onnxruntime"):
         raise ConfigError(f"--recipe ...,int8 is judged in ONNX Runtime; drop --runtime {runtime} or use onnxruntime")
     if input:
@@ -107,7 +110,7 @@ def compress_cmd(
     spec = CompressSpec(recipe=recipe, finetune_steps=finetune_steps, recovery_steps=recovery_steps, finetune={"lr": lr} if lr is not None else {},
                         recovery=recovery, limit=limit, runtime=runtime, threads=threads,
                         round_to=parse_round_to(round_to), amounts=parse_amounts(amounts), device=device,
-                        exclude=tuple(exclude), compensate=compensation_mode(compensate) or "none")
+                        exclude=tuple(exclude), compensate=compensation_mode(compensate) or "none", codebook=codebook)
     options = {**dataclasses.asdict(spec), "max_drop": max_drop, "macs": macs, "params": params,
                "weight_bytes": weight_bytes, "latency": latency, "activation_bytes": activation_bytes, "task": task, "scale": scale, "arch": arch,
                "input": input, "seed": seed}

@@ -60,6 +60,7 @@ def search_cmd(
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     amounts: str | None = typer.Option(None, "--amounts", help="Amounts the sweep tries per knob, e.g. 0.125,0.25,0.5 (prune: fraction removed; lowrank: fraction of weights removed; kmeans: bits)."),
     input: str | None = typer.Option(None, "--input", help="Input shape for costs and latency, e.g. 1x1x128x128 (default: the task's example input)."),
+    codebook: str = typer.Option("fp32", "--codebook", help="kmeans: centroids stored as fp32 or fp16 in model.slim (fp16 halves the codebook bytes counted against --weight-bytes; the model uses the rounded centroids)."),
     compensate: str = typer.Option("none", "--compensate", help="prune: what the layers reading removed channels get: none, mean (their mean activations folded into the bias) or lsq (weights and bias refitted by least squares)."),
     accumulate: bool = typer.Option(False, "--accumulate", help="cpo: prune each step's retrained model further (the paper) instead of the original."),
     device: str = typer.Option("cpu", "--device", help="Where fine-tuning and evaluation run: cpu, cuda, cuda:1, ... (--workers N with cuda: run under torchrun --nproc-per-node N)."),
@@ -110,7 +111,7 @@ def search_cmd(
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=parse_round_to(round_to),
                       exclude=tuple(exclude), compensate=compensate, amounts=parse_amounts(amounts, method), device=device,
-                      accumulate=accumulate, recovery=recovery)
+                      accumulate=accumulate, recovery=recovery, codebook=codebook)
     _check_criterion(method, criterion)
     budget_options = {"max_drop": max_drop, "macs": macs, "params": params, "weight_bytes": weight_bytes,
                       "latency": latency, "activation_bytes": activation_bytes, "objective": objective}

@@ -52,6 +52,9 @@ class CompressSpec:
     channels (:data:`~slimcnn.prune.COMPENSATIONS`), ``none``."""
     int8: Int8Spec = field(default_factory=Int8Spec)
     """How an ``int8`` stage quantises (calibration, images, per-channel weights)."""
+    codebook: str = "fp32"
+    """How a ``kmeans`` stage stores its centroids in ``model.slim``: ``fp32`` or ``fp16`` (half the codebook
+    bytes, which count against ``--weight-bytes``; the model uses the rounded centroids)."""
 
 
 @dataclass
@@ -146,6 +149,7 @@ def compress(
     stages = parse_recipe(spec.recipe) or auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost))
     owned = assign_targets(stages, targets)
     has_int8 = stages[-1].method == "int8"
+    check_codebook(spec.codebook, stages)
     if has_int8 and spec.runtime not in (None, "onnxruntime"):
         raise ConfigError(f"an int8 stage runs in ONNX Runtime; its latency cannot be timed with --runtime {spec.runtime}")
     base_score = task.evaluate(original, device=spec.device)
@@ -209,6 +213,7 @@ def compress(
                            amounts=spec.amounts if stage.method != "kmeans" else None, device=spec.device,
                            exclude=spec.exclude, recovery=spec.recovery, promises=tuple(kept),
                            compensate=spec.compensate if stage.method == "prune" else False,
+                           codebook=spec.codebook if stage.method == "kmeans" else "fp32",
                            int8_weights=spec.int8 if has_int8 and "weight_bytes" in owned[i] else None)
         ts = time.perf_counter()
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
@@ -234,7 +239,7 @@ def compress(
             kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
         if stage.method == "kernel":
             kernel_layers += [k for k, v in res.assignment.items() if v > 0]
-        cost = _cost(current, x, kmeans_bits, kernel_layers)
+        cost = _cost(current, x, kmeans_bits, kernel_layers, spec.codebook)
         result = StageResult(
             stage.name, {"max_drop": allowed, **{k: str(v) for k, v in limits.items()}},
             current_score, cost,
@@ -244,13 +249,13 @@ def compress(
         _save_stage(state_dir, i, current, result)
     packed = None
     if kmeans_bits:  # the written model is the packed one: snap every k-means layer onto its codebook
-        packed = pack(current, kmeans_bits)
+        packed = pack(current, kmeans_bits, spec.codebook)
         current = packed.model.eval()
         current_score = task.evaluate(current, device=spec.device)
     if stages[-1].method == "int8":
         return _finish_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
                             base_cost, current_score, x, spec, factors, t0)
-    final_cost = _cost(current, x, kmeans_bits, kernel_layers)
+    final_cost = _cost(current, x, kmeans_bits, kernel_layers, spec.codebook)
     if packed is not None:  # what model.slim stores exactly (a codebook may need fewer than 2**bits centroids)
         final_cost = dataclasses.replace(final_cost, weight_bytes=packed.weight_bytes)
     before_cost, after_cost = base_cost, final_cost
@@ -342,8 +347,17 @@ def _carried_promises(stage: StageSpec, model: nn.Module, assignment: dict[str, 
     return [p for p in family.promises(model, assignment) if p.kind != "shape"]
 
 
+def check_codebook(codebook: str, stages: Sequence[StageSpec]) -> None:
+    """``--codebook`` is a k-means stage's centroid storage: fp32 or fp16, and only with a kmeans stage."""
+    if codebook not in ("fp32", "fp16"):
+        raise ConfigError(f"--codebook must be fp32 or fp16, got '{codebook}'")
+    if codebook != "fp32" and all(s.method != "kmeans" for s in stages):
+        raise ConfigError(f"--codebook {codebook} stores k-means centroids, and the recipe "
+                          f"({', '.join(s.name for s in stages)}) has no kmeans stage")
+
+
 def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
-          kernel_layers: Sequence[str] = ()) -> Cost:
+          kernel_layers: Sequence[str] = (), codebook: str = "fp32") -> Cost:
     """Params, MACs, activation bytes by profiling; weight bytes with the k-means layers at their bits, or
     with the removed kernels of ``kernel_layers`` left out as ``model.slimk`` stores them (params and MACs too,
     as the kernel search counted them)."""
@@ -353,7 +367,7 @@ def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
     c = profile(model, x)
     wbytes = c.weight_bytes
     if kmeans_bits:
-        wbytes += kmeans_bytes_delta(model, kmeans_bits)
+        wbytes += kmeans_bytes_delta(model, kmeans_bits, codebook)
     elif layers := _kernel_layers(model, kernel_layers):
         params, macs, wbytes = kernel_sparse_cost(model, x, layers)
         c = dataclasses.replace(c, params=params, macs=macs)

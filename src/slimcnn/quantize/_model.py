@@ -92,10 +92,15 @@ def stored_bytes(codebook_entries: int, k: int, kept: int, mask: int = 0, codebo
     return codebook_entries * codebook_itemsize + -(-kept * index_width(k) // 8) + mask
 
 
-def kmeans_bytes_bound(numel: int, bits: int) -> int:
-    """Stored bytes of a weight of ``numel`` values shared at ``bits`` (one fp32 codebook, nothing pruned): an
-    upper bound, since a codebook may need fewer than ``2**bits`` centroids. What searches count for k-means."""
-    return stored_bytes(2**bits, 2**bits, numel)
+def kmeans_bytes_bound(numel: int, bits: int, codebook: CodebookDtype = "fp32") -> int:
+    """Stored bytes of a weight of ``numel`` values shared at ``bits`` (one codebook, nothing pruned): an upper
+    bound, since a codebook may need fewer than ``2**bits`` centroids. What searches count for k-means."""
+    return stored_bytes(2**bits, 2**bits, numel, codebook_itemsize=codebook_itemsize(codebook))
+
+
+def codebook_itemsize(codebook: CodebookDtype) -> int:
+    """Bytes of one stored centroid."""
+    return 2 if codebook == "fp16" else 4
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,7 @@ def quantize_(model: nn.Module, spec: KMeansQuantSpec) -> QuantizeResult:
             payload_bytes=bits * kept / 8,
             stored_bytes=stored_bytes(book.numel(), int(book.shape[-1]), kept,
                                       0 if mask is None else mask_bytes(mask.reshape(-1).cpu().numpy().astype(bool)),
-                                      2 if spec.codebook_dtype == "fp16" else 4),
+                                      codebook_itemsize(spec.codebook_dtype)),
             original_bytes=w.numel() * 4,
             solver=fit.solver,
             sse=fit.objective,

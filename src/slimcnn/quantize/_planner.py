@@ -21,7 +21,13 @@ from torch import nn
 from slimcnn.errors import BudgetError, ConfigError
 from slimcnn.quantize._bits import mask_bytes
 from slimcnn.quantize._kmeans import dequantize, fit_kmeans
-from slimcnn.quantize._model import KMeansQuantSpec, quantizable_layers, quantize_model, stored_bytes
+from slimcnn.quantize._model import (
+    KMeansQuantSpec,
+    codebook_itemsize,
+    quantizable_layers,
+    quantize_model,
+    stored_bytes,
+)
 from slimcnn.quantize._prune import magnitude_mask, n_keep
 
 log = logging.getLogger(__name__)
@@ -103,7 +109,7 @@ def plan_memory(
     layers = quantizable_layers(work)
     modules = dict(work.named_modules())
     ref = _evaluate(task, work, limit)
-    itemsize = 2 if base.codebook_dtype == "fp16" else 4
+    itemsize = codebook_itemsize(base.codebook_dtype)
     sign = 1.0 if ref.higher_is_better else -1.0
     sweep: list[LayerOption] = []
     for name in layers:

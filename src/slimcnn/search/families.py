@@ -149,6 +149,9 @@ class KMeansFamily(_OneKnob):
 
     example_input: Any
     amounts: tuple[float, ...] = (8, 6, 5, 4, 3, 2)
+    codebook: str = "fp32"
+    """Centroid storage in ``model.slim``: ``fp32`` or ``fp16`` (half the codebook bytes; the model uses the
+    rounded centroids)."""
     name: str = "kmeans"
 
     def knobs(self, model: nn.Module, example_input: Any) -> list[Knob]:
@@ -159,7 +162,7 @@ class KMeansFamily(_OneKnob):
     def apply_many(self, model: nn.Module, assignment: dict[str, float]) -> nn.Module:
         if not assignment:
             return copy.deepcopy(model)
-        return pack(model, {k: int(v) for k, v in assignment.items()}).model
+        return pack(model, {k: int(v) for k, v in assignment.items()}, self.codebook).model
 
     def strongest(self, knob: Knob) -> float:
         return min(knob.amounts)  # bits per weight: fewer is smaller
@@ -169,7 +172,8 @@ class KMeansFamily(_OneKnob):
 
         def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
             params, macs, wbytes = dense(model, assignment)
-            return params, macs, wbytes + kmeans_bytes_delta(model, {k: int(v) for k, v in assignment.items()})
+            bits = {k: int(v) for k, v in assignment.items()}
+            return params, macs, wbytes + kmeans_bytes_delta(model, bits, self.codebook)
 
         return cost
 
@@ -181,7 +185,7 @@ class KMeansFamily(_OneKnob):
         return tuple(Promise(k, "codebook", bits=int(v)) for k, v in assignment.items())
 
 
-def kmeans_bytes_delta(model: nn.Module, bits: dict[str, int]) -> int:
+def kmeans_bytes_delta(model: nn.Module, bits: dict[str, int], codebook: str = "fp32") -> int:
     """Weight bytes that sharing each layer's float32 weight at its bits adds (negative: saves), counting what
     ``model.slim`` stores, codebook included (:func:`~slimcnn.quantize.kmeans_bytes_bound`)."""
     from slimcnn.quantize import kmeans_bytes_bound
@@ -189,24 +193,25 @@ def kmeans_bytes_delta(model: nn.Module, bits: dict[str, int]) -> int:
     delta = 0
     for layer, b in bits.items():
         n = model.get_submodule(layer).weight.numel()
-        delta += kmeans_bytes_bound(n, b) - 4 * n
+        delta += kmeans_bytes_bound(n, b, codebook) - 4 * n  # type: ignore[arg-type]
     return delta
 
 
-def kmeans_spec(bits: dict[str, int]) -> Any:
-    """The k-means spec that packs exactly these layers at these bits."""
+def kmeans_spec(bits: dict[str, int], codebook: str = "fp32") -> Any:
+    """The k-means spec that packs exactly these layers at these bits, its centroids stored as ``codebook``."""
     from slimcnn.quantize import KMeansQuantSpec
 
-    return KMeansQuantSpec(bits=tuple((_literal(k), int(b)) for k, b in bits.items()))
+    return KMeansQuantSpec(bits=tuple((_literal(k), int(b)) for k, b in bits.items()),
+                           codebook_dtype=codebook)  # type: ignore[arg-type]
 
 
-def pack(model: nn.Module, bits: dict[str, int]) -> Any:
+def pack(model: nn.Module, bits: dict[str, int], codebook: str = "fp32") -> Any:
     """``model`` with each k-means layer re-shared at its bits (a ``QuantizeResult``: codebooks, indices and the
     model): after a fine-tune that kept the codebooks the model is unchanged; after one that did not, it is the
     model a ``.slim`` file can hold (and is judged)."""
     from slimcnn.quantize import quantize_model
 
-    return quantize_model(model, kmeans_spec(bits))
+    return quantize_model(model, kmeans_spec(bits, codebook))
 
 
 def _literal(name: str) -> str:

@@ -39,8 +39,8 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
         from slimcnn.run._artifacts import write_slim
         from slimcnn.search.families import pack
 
-        details["slim"] = write_slim(run.path, loaded, pack(written, {k: int(v) for k, v in res.assignment.items()}),
-                                     written)
+        bits = {k: int(v) for k, v in res.assignment.items()}
+        details["slim"] = write_slim(run.path, loaded, pack(written, bits, spec.codebook), written)
     write_json(run.path / "pareto.json", {"objective": budget.objective, "points": res.tried})
     plan = search_plan(loaded.model, spec, res, example, source=loaded.source)
     details["layers"] = original_shapes(loaded.model, plan.steps)

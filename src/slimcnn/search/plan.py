@@ -42,7 +42,7 @@ def search_steps(model: nn.Module, spec: Any, result: Any, example_input: Any) -
         from slimcnn.search.families import _literal
 
         bits = [[_literal(k), int(v)] for k, v in assignment.items()]
-        return (PlanStep("kmeans", tuple(assignment), {"bits": bits}),)
+        return (PlanStep("kmeans", tuple(assignment), {"bits": bits, "codebook_dtype": spec.codebook}),)
     raise ValueError(f"no plan for search method {spec.method!r}")  # pragma: no cover - FAMILIES are all above
 
 

@@ -75,6 +75,9 @@ class SearchSpec:
     promises: tuple[Promise, ...] = ()
     """What the input model already promises (earlier transforms: codebooks, zeros), kept by every
     fine-tune of the search together with the family's own promises."""
+    codebook: str = "fp32"
+    """``kmeans``: centroid storage in ``model.slim``, ``fp32`` or ``fp16`` (half the codebook bytes; the model
+    uses the rounded centroids)."""
     int8_weights: Int8Spec | None = None
     """Count ``weight_bytes`` as the ONNX Runtime int8 file this spec writes
     (:func:`~slimcnn.export._int8.int8_model_bytes`) instead of the family's own count: compress gives it to
@@ -97,6 +100,10 @@ class SearchSpec:
         object.__setattr__(self, "compensate", compensation_mode(self.compensate) or False)  # frozen
         if self.compensate and self.method != "prune":
             raise ConfigError(f"--compensate works with --method prune, not '{self.method}'")
+        if self.codebook not in ("fp32", "fp16"):
+            raise ConfigError(f"--codebook must be fp32 or fp16, got '{self.codebook}'")
+        if self.codebook != "fp32" and self.method != "kmeans":
+            raise ConfigError(f"--codebook works with --method kmeans, not '{self.method}'")
 
 
 @dataclass
@@ -134,6 +141,8 @@ class _Context:
                        "task": task, "source": source, "compensate": spec.compensate}
         elif spec.method == "kernel" and spec.criterion is not None:
             kwargs["criterion"] = spec.criterion
+        elif spec.method == "kmeans":
+            kwargs["codebook"] = spec.codebook
         self.family: Family = FAMILIES.get(spec.method)(**kwargs)
         self.cost_fn = self.family.cost(example_input)
         if spec.int8_weights is not None:
@@ -426,6 +435,8 @@ def search(
         final = ctx.family.apply_many(model, assignment)
         details = ctx.family.details(final, assignment)
         ctx.finetune(final, assignment)
+        if spec.codebook != "fp32" and spec.finetune_steps:  # centroids trained in float32: round them as stored
+            final = ctx.family.apply_many(final, assignment)
     full_before = ctx.evaluate(model) if spec.limit is not None else ctx.base_score
     full_after = ctx.evaluate(final)
     # the result shows every cost of both ends (the points skip the activation profile no budget needs)
