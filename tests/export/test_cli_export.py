@@ -112,3 +112,26 @@ def test_export_onnx_int8_scores_the_int8_file(tmp_path: Path, capsys: pytest.Ca
     assert [s.transform for s in plan.steps] == ["int8"]
     replayed = apply_plan(load_model("slimcnn:lenet5").model, plan)
     assert replayed.model_bytes() == (out / "model.onnx").read_bytes()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "onnx-int8", "onnx-kmeans"])
+def test_sr_exports_take_whole_images_of_any_size(fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # scikit-image's photos differ in size; before, every SR export was fixed to the 32x32 example and
+    # scoring it (or onnx-int8's calibration) crashed with a traceback
+    out = tmp_path / fmt
+    extra = ["--bits", "6"] if fmt == "onnx-kmeans" else []
+    rc = main(["export", "slimcnn:tiny_sr", "--format", fmt, *extra, "--task", "sr", "--data", "photos",
+               "--limit", "2", "--runs", "3", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    assert _result(out)["after"]["score"]["n"] == 2
+    assert main(["evaluate", f"file:{out / 'model.onnx'}", "--task", "sr", "--data", "photos", "--limit", "2"]) == 0
+
+
+def test_a_fixed_size_onnx_on_whole_images_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p"  # a run's model.onnx is exported at the example's size (for latency)
+    assert main(["prune", "slimcnn:tiny_sr", "--ratio", "0.25", "--no-latency", "--out", str(out)]) == 0
+    capsys.readouterr()
+    rc = main(["evaluate", f"file:{out / 'model.onnx'}", "--task", "sr", "--data", "photos", "--limit", "1"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("note:")]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error:") and "fixed when it was exported" in err[0]
+    assert f"slimcnn export file:{out / 'model.pt'} --format onnx --task sr" in err[0]

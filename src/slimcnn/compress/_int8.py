@@ -45,7 +45,9 @@ class Int8Outcome:
 
 
 def _batches(task: Any, spec: Int8Spec) -> Any:
-    return task.calibration_batches(-(-spec.samples // max(1, int(getattr(task, "batch_size", 128)))))
+    from slimcnn.export._int8 import calibration_batches
+
+    return calibration_batches(task, spec.samples)
 
 
 def int8_factors(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, threads: int | None,

@@ -318,6 +318,15 @@ class Int8Quantizer:
         log.debug("onnxruntime.quantization: %s", chatter.getvalue().strip())
 
 
+def calibration_batches(task: Any, samples: int) -> list[torch.Tensor]:
+    """About ``samples`` calibration inputs from ``task``, in its own batches (a task without a fixed
+    ``batch_size``, e.g. super-resolution's recipe default, is asked for one batch to learn its size)."""
+    size = getattr(task, "batch_size", None)
+    if not size:
+        size = len(task.calibration_batches(1)[0])
+    return list(task.calibration_batches(-(-samples // max(1, int(size)))))
+
+
 def int8_weight_bytes(int8_onnx: bytes) -> int:
     """Bytes of every initializer of an ONNX model: int8 weights, int32 biases, scales and zero points."""
     import onnx

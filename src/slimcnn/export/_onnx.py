@@ -47,7 +47,7 @@ OUTPUT_NAME = "output"
 
 
 def torch_to_onnx(model: nn.Module, example: torch.Tensor, *, keep_batchnorm: bool = False, dynamic_batch: bool = True,
-                  opset: int = OPSET) -> Any:
+                  dynamic_spatial: bool = False, opset: int = OPSET) -> Any:
     """Export ``model`` (eval mode) with the TorchScript exporter; returns the ``onnx.ModelProto``.
 
     Args:
@@ -57,6 +57,8 @@ def torch_to_onnx(model: nn.Module, example: torch.Tensor, *, keep_batchnorm: bo
             name (needed to find the k-means weights); otherwise batch norm is folded into the
             convolutions (the faster fp32 graph).
         dynamic_batch: make the batch dimension of the input and outputs symbolic (``"batch"``).
+        dynamic_spatial: make height and width of the input and of image outputs symbolic too (a
+            super-resolution net runs on images of any size).
         opset: ONNX opset.
 
     Raises:
@@ -70,12 +72,18 @@ def torch_to_onnx(model: nn.Module, example: torch.Tensor, *, keep_batchnorm: bo
     model.eval()
     buf = io.BytesIO()
     mode = torch.onnx.TrainingMode.PRESERVE if keep_batchnorm else torch.onnx.TrainingMode.EVAL
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    axes: dict[str, dict[int, str]] = {INPUT_NAME: {}, OUTPUT_NAME: {}}
+    if dynamic_batch:
+        axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    if dynamic_spatial:
+        axes[INPUT_NAME] |= {2: "height", 3: "width"}
+        axes[OUTPUT_NAME] |= {2: "out_height", 3: "out_width"}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(model, (example,), buf, opset_version=opset, dynamo=False, training=mode,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                              dynamic_axes={k: v for k, v in axes.items() if v} or None,
                               do_constant_folding=True)
     except Exception as e:  # noqa: BLE001 - the exporter raises anything; report the reason
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -214,7 +222,7 @@ def _add_decoder(graph: Any, p: PackedLayer, out_name: str, prefix: str,
 
 
 def kmeans_onnx(model: nn.Module, layers: dict[str, PackedLayer], example: torch.Tensor, *,
-                dynamic_batch: bool = True) -> bytes:
+                dynamic_batch: bool = True, dynamic_spatial: bool = False) -> bytes:
     """A standard ONNX model whose k-means weights are stored packed and decoded in-graph.
 
     Args:
@@ -222,6 +230,7 @@ def kmeans_onnx(model: nn.Module, layers: dict[str, PackedLayer], example: torch
         layers: the packed k-means layers by module FQN.
         example: ``Tensor[N, C, H, W]``.
         dynamic_batch: symbolic batch dimension.
+        dynamic_spatial: symbolic height and width (see :func:`torch_to_onnx`).
 
     Returns:
         The serialised ONNX model.
@@ -232,7 +241,8 @@ def kmeans_onnx(model: nn.Module, layers: dict[str, PackedLayer], example: torch
     """
     from onnx import numpy_helper
 
-    proto = torch_to_onnx(model, example, keep_batchnorm=True, dynamic_batch=dynamic_batch)
+    proto = torch_to_onnx(model, example, keep_batchnorm=True, dynamic_batch=dynamic_batch,
+                          dynamic_spatial=dynamic_spatial)
     graph = proto.graph
     inits = {t.name: t for t in graph.initializer}
     decoders: list[Any] = []

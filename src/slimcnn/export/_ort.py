@@ -98,6 +98,16 @@ class OrtModule(nn.Module):
     def forward(self, x: torch.Tensor) -> Any:
         """Run the session on ``x`` (``Tensor[N, ...]``); one output -> a tensor, several -> a tuple."""
         arr = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        want = self.input_dims[1:]
+        if len(want) != arr.ndim - 1 or any(isinstance(d, int) and d > 0 and d != n
+                                            for d, n in zip(want, arr.shape[1:], strict=True)):
+            shown = "x".join(str(d) if isinstance(d, int) and d > 0 else "any" for d in want)
+            torch_file = self.path.with_suffix(".pt") if self.path is not None else None
+            source = f"file:{torch_file}" if torch_file is not None and torch_file.is_file() else "MODEL"
+            raise ModelLoadError(
+                f"'{self.name}' takes inputs of {shown} (fixed when it was exported), got "
+                f"{'x'.join(map(str, arr.shape[1:]))}; `slimcnn export {source} --format onnx --task sr --data D` "
+                "writes one that takes images of any size")
         fixed = self.fixed_batch
         if fixed is not None and arr.shape[0] != fixed:
             if fixed != 1:

@@ -140,6 +140,8 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
     t_start = time.perf_counter()
     folder = Path(run.path)
     original = loaded.model.eval()
+    # a super-resolution net runs on whole images of any size: its files take any height and width
+    any_size = "sr" in (loaded.info.task, task_name)
     details: dict[str, Any] = {"format": spec.format}
     notes: list[str] = []
     plan = None
@@ -168,13 +170,13 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             after_model = decoded
             notes.append("the C arrays decode bit-exactly to the k-means model (tested), so the scores here are that model's, run by torch")
         else:
-            data = kmeans_onnx(decoded, layers, example)
+            data = kmeans_onnx(decoded, layers, example, dynamic_spatial=any_size)
             path = write_onnx(folder / "model.onnx", data)
             write_sidecar(path, loaded)
             after_onnx = data
             got = decoded_weights(data, sorted(qkeys))
             exact = all(np.array_equal(got[f"{n}.weight"], p.decode().numpy()) for n, p in layers.items())
-            reference = torch_to_onnx(decoded, example, keep_batchnorm=True).SerializeToString()
+            reference = torch_to_onnx(decoded, example, keep_batchnorm=True, dynamic_spatial=any_size).SerializeToString()
             sess_k, sess_r = OrtModule(path, threads=1), None
             from slimcnn.measure._onnx import ort_session
 
@@ -196,15 +198,19 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             if not details["parity"]["met"]:
                 notes.append(f"ONNX Runtime parity NOT met: {details['parity']}")
     else:
-        fp32 = torch_to_onnx(original, example).SerializeToString()
+        fp32 = torch_to_onnx(original, example, dynamic_spatial=any_size).SerializeToString()
         data = fp32
         if spec.format == "onnx-int8":
             if task is None:
                 raise ConfigError("--format onnx-int8 needs --task and --data (calibration images)")
-            from slimcnn.export._int8 import Int8Quantizer, int8_step_params, int8_weight_bytes
+            from slimcnn.export._int8 import (
+                Int8Quantizer,
+                calibration_batches,
+                int8_step_params,
+                int8_weight_bytes,
+            )
 
-            n_batches = -(-spec.int8.samples // max(1, int(getattr(task, "batch_size", 128))))
-            with Int8Quantizer(fp32, task.calibration_batches(n_batches), spec.int8) as quantizer:
+            with Int8Quantizer(fp32, calibration_batches(task, spec.int8.samples), spec.int8) as quantizer:
                 float_layers: list[str] = []
                 if spec.int8.float_fallback is None:
                     data = quantizer.quantize()
@@ -245,7 +251,8 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         from slimcnn.models import load_model
 
         after_model = load_model(f"file:{folder / 'model.onnx'}").model  # the artifact, re-loaded
-        lat = compare_onnx_latency({"before": torch_to_onnx(original, example).SerializeToString(), "after": after_onnx},
+        before_onnx = torch_to_onnx(original, example, dynamic_spatial=any_size).SerializeToString()
+        lat = compare_onnx_latency({"before": before_onnx, "after": after_onnx},
                                    example, threads=threads, runs=runs)
         before_cost = dataclasses.replace(before_cost, latency=lat["before"])
         after_cost = dataclasses.replace(after_cost, latency=lat["after"])
