@@ -315,3 +315,13 @@ def test_fp16_codebooks_halve_what_the_codebooks_cost(trained_lenet: Path, tmp_p
     (bits32, books32, bytes32), (bits16, books16, bytes16) = sizes["fp32"], sizes["fp16"]
     # LeNet at 0.3x takes the same bits either way: only the codebooks differ, at half the bytes
     assert bits16 == bits32 and books16 * 2 == books32 and bytes32 - bytes16 == books32 // 2
+
+
+def test_an_int8_stage_scores_a_super_resolution_net_on_whole_images(tmp_path: Path) -> None:
+    # the int8 file is scored on the validation photos, each its own size (it was fixed to the 32x32 example)
+    out = tmp_path / "sr"
+    rc = main(["compress", "slimcnn:tiny_sr", "--task", "sr", "--data", "photos", "--recipe", "prune,int8",
+               "--max-drop", "5", "--macs", "0.8x", "--limit", "2", "--finetune-steps", "2", "--out", str(out)])
+    assert rc in (0, 1)
+    res = json.loads((out / "result.json").read_text())
+    assert res["after"]["score"]["metric"] == "psnr" and [s["name"] for s in res["details"]["stages"]] == ["prune", "int8"]

@@ -86,7 +86,8 @@ def int8_stage(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, 
     from slimcnn.progress import phase
 
     n_threads = resolve_threads(threads)
-    fp32 = torch_to_onnx(model, x).SerializeToString()
+    # scored on whole validation images: a super-resolution file must take any height and width
+    fp32 = torch_to_onnx(model, x, dynamic_spatial=getattr(task, "name", None) == "sr").SerializeToString()
     details: dict[str, Any] = {}
     with Int8Quantizer(fp32, _batches(task, spec), spec) as q:
         details["spec"] = dataclasses.asdict(q.spec)  # reduce_range as decided for this CPU
