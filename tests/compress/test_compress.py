@@ -325,3 +325,12 @@ def test_an_int8_stage_scores_a_super_resolution_net_on_whole_images(tmp_path: P
     assert rc in (0, 1)
     res = json.loads((out / "result.json").read_text())
     assert res["after"]["score"]["metric"] == "psnr" and [s["name"] for s in res["details"]["stages"]] == ["prune", "int8"]
+    # the int8 step replays the same file from the float model it quantised (recorded ranges, any image size)
+    from slimcnn.export._int8 import replay_int8
+
+    plan = json.loads((out / "plan.json").read_text())
+    step = plan["steps"][-1]
+    assert step["transform"] == "int8" and step["params"]["any_size"] is True
+    float_model = load_model(f"file:{out / 'model.pt'}").model
+    data = replay_int8(float_model, step["params"], torch.zeros(plan["input_shape"]))
+    assert data == (out / "model.onnx").read_bytes()

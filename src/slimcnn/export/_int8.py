@@ -355,7 +355,9 @@ def int8_step_params(quantizer: Int8Quantizer, float_layers: Sequence[str]) -> d
     """The ``int8`` plan step's params: the spec, the layers kept in float and the recorded activation ranges."""
     spec = {k: v for k, v in dataclasses.asdict(quantizer.spec).items()
             if k not in ("float_fallback", "max_drop", "sweep_limit")}
-    return {"spec": spec, "float_layers": list(float_layers), "ranges": quantizer.ranges()}
+    dims = quantizer.model.graph.input[0].type.tensor_type.shape.dim
+    any_size = len(dims) == 4 and all(d.dim_param for d in dims[2:])  # a super-resolution file: any image size
+    return {"spec": spec, "float_layers": list(float_layers), "ranges": quantizer.ranges(), "any_size": any_size}
 
 
 def replay_int8(model: torch.nn.Module, params: dict[str, Any], example_input: torch.Tensor) -> bytes:
@@ -367,7 +369,7 @@ def replay_int8(model: torch.nn.Module, params: dict[str, Any], example_input: t
     raw = dict(params.get("spec", {}))
     raw["float_layers"] = tuple(raw.get("float_layers", ()))
     spec = from_dict(Int8Spec, raw)
-    fp32 = torch_to_onnx(model, example_input).SerializeToString()
+    fp32 = torch_to_onnx(model, example_input, dynamic_spatial=bool(params.get("any_size"))).SerializeToString()
     with Int8Quantizer(fp32, None, spec, ranges=params["ranges"]) as q:
         return q.quantize(list(params.get("float_layers", ())))
 
