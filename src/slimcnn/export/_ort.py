@@ -106,8 +106,8 @@ class OrtModule(nn.Module):
             source = f"file:{torch_file}" if torch_file is not None and torch_file.is_file() else "MODEL"
             raise ModelLoadError(
                 f"'{self.name}' takes inputs of {shown} (fixed when it was exported), got "
-                f"{'x'.join(map(str, arr.shape[1:]))}; `slimcnn export {source} --format onnx --task sr --data D` "
-                "writes one that takes images of any size")
+                f"{'x'.join(map(str, arr.shape[1:]))}; give it inputs of that size (for a super-resolution model, "
+                f"`slimcnn export {source} --format onnx --task sr --data D` writes a file that takes any size)")
         fixed = self.fixed_batch
         if fixed is not None and arr.shape[0] != fixed:
             if fixed != 1:
