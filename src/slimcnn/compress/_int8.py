@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimcnn.export._int8 import Int8Spec
+from slimcnn.export._int8 import Int8Spec, calibration_batches
 from slimcnn.types import Cost, Score
 
 log = logging.getLogger(__name__)
@@ -44,12 +44,6 @@ class Int8Outcome:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def _batches(task: Any, spec: Int8Spec) -> Any:
-    from slimcnn.export._int8 import calibration_batches
-
-    return calibration_batches(task, spec.samples)
-
-
 def int8_factors(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, threads: int | None,
                  runs: int = 50) -> dict[str, float]:
     """What int8 alone does to ``model``'s latency: ORT median of the int8 model over the fp32 one, timed
@@ -60,7 +54,7 @@ def int8_factors(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *
 
     with phase("int8 on the original: quantise, time fp32 vs int8", 2, "steps") as advance:
         fp32 = torch_to_onnx(model, x).SerializeToString()
-        data = quantize_int8(fp32, _batches(task, spec), spec)
+        data = quantize_int8(fp32, calibration_batches(task, spec.samples), spec)
         advance()
         lat = compare_onnx_latency({"fp32": fp32, "int8": data}, x, threads=threads, runs=runs)
         advance()
@@ -89,7 +83,7 @@ def int8_stage(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, 
     # scored on whole validation images: a super-resolution file must take any height and width
     fp32 = torch_to_onnx(model, x, dynamic_spatial=getattr(task, "name", None) == "sr").SerializeToString()
     details: dict[str, Any] = {}
-    with Int8Quantizer(fp32, _batches(task, spec), spec) as q:
+    with Int8Quantizer(fp32, calibration_batches(task, spec.samples), spec) as q:
         details["spec"] = dataclasses.asdict(q.spec)  # reduce_range as decided for this CPU
         with phase("int8: calibrate and quantise", 1, "model") as advance:
             data = q.quantize()

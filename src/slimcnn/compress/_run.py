@@ -349,8 +349,9 @@ def _carried_promises(stage: StageSpec, model: nn.Module, assignment: dict[str, 
 
 def check_codebook(codebook: str, stages: Sequence[StageSpec]) -> None:
     """``--codebook`` is a k-means stage's centroid storage: fp32 or fp16, and only with a kmeans stage."""
-    if codebook not in ("fp32", "fp16"):
-        raise ConfigError(f"--codebook must be fp32 or fp16, got '{codebook}'")
+    from slimcnn.quantize._model import check_codebook_dtype
+
+    check_codebook_dtype(codebook)
     if codebook != "fp32" and all(s.method != "kmeans" for s in stages):
         raise ConfigError(f"--codebook {codebook} stores k-means centroids, and the recipe "
                           f"({', '.join(s.name for s in stages)}) has no kmeans stage")

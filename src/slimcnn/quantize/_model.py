@@ -57,8 +57,7 @@ class KMeansQuantSpec:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"--method must be one of {list(METHODS)}, got {self.method!r}")
-        if self.codebook_dtype not in ("fp16", "fp32"):
-            raise ConfigError(f"--codebook must be fp16 or fp32, got {self.codebook_dtype!r}")
+        check_codebook_dtype(self.codebook_dtype)
         if self.prune and self.global_prune is not None:
             raise ConfigError("Can't set both per-layer --prune rules and a global pruning factor")
         if self.global_prune is not None:
@@ -79,6 +78,17 @@ class KMeansQuantSpec:
         b = parse_layer_rules(bits, option="--bits", cast=float, check=_is_bits, expect="an integer 1..16")
         p = parse_layer_rules(prune, option="--prune", check=lambda v: v >= 1.0, expect="a factor >= 1")
         return cls(bits=tuple((k, int(v)) for k, v in b), prune=p, **options)  # type: ignore[arg-type]
+
+
+def check_codebook_dtype(codebook: str) -> None:
+    """``--codebook`` (quantize, search, compress): ``fp32`` or ``fp16`` centroids."""
+    if codebook not in ("fp32", "fp16"):
+        raise ConfigError(f"--codebook must be fp32 or fp16, got '{codebook}'")
+
+
+def keep_mask_bytes(mask: torch.Tensor | None) -> int:
+    """Bytes ``model.slim`` stores for a layer's keep mask (0 when every weight is kept)."""
+    return 0 if mask is None else mask_bytes(mask.reshape(-1).cpu().numpy().astype(bool))
 
 
 def index_width(k: int) -> int:
@@ -261,8 +271,7 @@ def quantize_(model: nn.Module, spec: KMeansQuantSpec) -> QuantizeResult:
             prune_factor=round(factor, 4),
             codebook_size=int(book.shape[-1]),
             payload_bytes=bits * kept / 8,
-            stored_bytes=stored_bytes(book.numel(), int(book.shape[-1]), kept,
-                                      0 if mask is None else mask_bytes(mask.reshape(-1).cpu().numpy().astype(bool)),
+            stored_bytes=stored_bytes(book.numel(), int(book.shape[-1]), kept, keep_mask_bytes(mask),
                                       codebook_itemsize(spec.codebook_dtype)),
             original_bytes=w.numel() * 4,
             solver=fit.solver,

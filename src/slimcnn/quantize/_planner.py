@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from slimcnn.errors import BudgetError, ConfigError
-from slimcnn.quantize._bits import mask_bytes
 from slimcnn.quantize._kmeans import dequantize, fit_kmeans
 from slimcnn.quantize._model import (
     KMeansQuantSpec,
     codebook_itemsize,
+    keep_mask_bytes,
     quantizable_layers,
     quantize_model,
     stored_bytes,
@@ -118,7 +118,7 @@ def plan_memory(
         for f in prune_options:
             mask = magnitude_mask(orig, f)
             kept = n_keep(orig.numel(), f)
-            m_bytes = 0 if mask is None else mask_bytes(mask.reshape(-1).cpu().numpy().astype(bool))
+            m_bytes = keep_mask_bytes(mask)
             for b in bits_options:
                 fit = fit_kmeans(orig, b, per_channel=base.per_channel, method=base.method, mask=mask)
                 with torch.no_grad():

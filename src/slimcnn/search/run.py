@@ -100,8 +100,9 @@ class SearchSpec:
         object.__setattr__(self, "compensate", compensation_mode(self.compensate) or False)  # frozen
         if self.compensate and self.method != "prune":
             raise ConfigError(f"--compensate works with --method prune, not '{self.method}'")
-        if self.codebook not in ("fp32", "fp16"):
-            raise ConfigError(f"--codebook must be fp32 or fp16, got '{self.codebook}'")
+        from slimcnn.quantize._model import check_codebook_dtype
+
+        check_codebook_dtype(self.codebook)
         if self.codebook != "fp32" and self.method != "kmeans":
             raise ConfigError(f"--codebook works with --method kmeans, not '{self.method}'")
 
