@@ -147,6 +147,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
     plan = None
     after_model: torch.nn.Module | None = None
     after_onnx: bytes | None = None
+    original_onnx: bytes | None = None  # the original's fp32 ONNX, exported once: quantised and timed against
     before_cost = dataclasses.replace(profile(original, example), layers=())
     after_cost = before_cost
     s_before: Any = None
@@ -198,7 +199,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             if not details["parity"]["met"]:
                 notes.append(f"ONNX Runtime parity NOT met: {details['parity']}")
     else:
-        fp32 = torch_to_onnx(original, example, dynamic_spatial=any_size).SerializeToString()
+        fp32 = original_onnx = torch_to_onnx(original, example, dynamic_spatial=any_size).SerializeToString()
         data = fp32
         if spec.format == "onnx-int8":
             if task is None:
@@ -251,7 +252,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         from slimcnn.models import load_model
 
         after_model = load_model(f"file:{folder / 'model.onnx'}").model  # the artifact, re-loaded
-        before_onnx = torch_to_onnx(original, example, dynamic_spatial=any_size).SerializeToString()
+        before_onnx = original_onnx or torch_to_onnx(original, example, dynamic_spatial=any_size).SerializeToString()
         lat = compare_onnx_latency({"before": before_onnx, "after": after_onnx},
                                    example, threads=threads, runs=runs)
         before_cost = dataclasses.replace(before_cost, latency=lat["before"])
