@@ -76,3 +76,38 @@ def test_unusable_device_is_a_one_line_error(command: list[str], capsys: pytest.
         err = capsys.readouterr().err.strip()
         assert "no CUDA GPU is usable here" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def _digit_folder(root: Path, per_class: int = 2) -> Path:
+    """The last digits of scikit-learn's set as a class-per-folder PNG set (folders 0..9)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for c in range(10):
+        (root / str(c)).mkdir(parents=True)
+        for j, i in enumerate(np.flatnonzero(digits.target == c)[-per_class:]):
+            Image.fromarray((digits.images[i] * 255 / 16).astype(np.uint8)).save(root / str(c) / f"{j}.png")
+    return root
+
+
+def test_train_and_val_data_override_data_on_every_training_command(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """One grammar: --data for both sides, --train-data / --val-data override one (train and decompose had no
+    --val-data, search and compress no --train-data)."""
+    import typer.main
+
+    from slimcnn.cli import app
+
+    commands = typer.main.get_command(app).commands  # type: ignore[attr-defined]
+    for name in ("train", "decompose", "search", "compress"):
+        flags = {o for p in commands[name].params for o in p.opts}
+        assert {"--data", "--train-data", "--val-data"} <= flags, name
+    torch.set_num_threads(1)
+    val = _digit_folder(tmp_path / "val")
+    rc = main(["train", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--val-data", str(val),
+               "--steps", "2", "--out", str(tmp_path / "run"), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["before"]["score"]["n"] == res["after"]["score"]["n"] == 20  # scored on the folder
+    assert res["options"]["val_data"] == str(val)

@@ -170,6 +170,15 @@ def test_python_source(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     sys.modules.pop("user_nets_for_slimcnn", None)
 
 
+def test_python_source_not_on_the_path_names_the_file_form(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console script does not import from the working folder: the error names the form that does."""
+    (tmp_path / "mynet_not_on_path.py").write_text("from torch import nn\ndef build():\n    return nn.Conv2d(3, 4, 3)\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError, match="name the file instead: python:mynet_not_on_path.py:build"):
+        load_model("python:mynet_not_on_path:build")
+    assert isinstance(load_model("python:mynet_not_on_path.py:build").model, nn.Conv2d)
+
+
 def test_sources_registry_is_extensible() -> None:
     def load(name: str, opts: object) -> LoadedModel:
         return LoadedModel(nn.Linear(2, int(name)), f"toy:{name}", ModelInfo(input_shape=(1, 2)))

@@ -25,6 +25,7 @@ from slimcnn.cli._app import (
     say,
     say_notes,
 )
+from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP
 from slimcnn.errors import ConfigError
 
 
@@ -32,8 +33,9 @@ from slimcnn.errors import ConfigError
 def compress_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:resnet56, file:model.pt."),
     task: str = typer.Option(..., "--task", help="classification, sr or detection."),
-    data: str = typer.Option(..., "--data", help="Training data (also validation unless --val-data)."),
-    val_data: str | None = typer.Option(None, "--val-data", help="Validation data: the drop is measured on it against the original."),
+    data: str = typer.Option(..., "--data", help=BOTH_DATA_HELP),
+    train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
+    val_data: str | None = typer.Option(None, "--val-data", help="Validation data: the drop is measured on it against the original (default: --data)."),
     test_data: str | None = typer.Option(None, "--test-data", help="Held-out test data, scored before/after for the report."),
     max_drop: str = typer.Option(..., "--max-drop", help="Allowed drop against the ORIGINAL: 1 (points/dB), 0.2dB or 1%."),
     macs: str | None = typer.Option(None, "--macs", help="MACs target: 0.5x or 300M."),
@@ -115,7 +117,7 @@ def compress_cmd(
                "weight_bytes": weight_bytes, "latency": latency, "activation_bytes": activation_bytes, "task": task, "scale": scale, "arch": arch,
                "input": input, "seed": seed}
     with open_run("compress", out, model=model, weights=weights,
-                  data={"data": data, "val_data": val_data, "test_data": test_data}, options=options, force=force,
+                  data={"data": data, "train_data": train_data, "val_data": val_data, "test_data": test_data}, options=options, force=force,
                   resume=resume) as run:
         say_notes(run)
         state = run.path / "stages"
@@ -127,7 +129,7 @@ def compress_cmd(
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
         from slimcnn.tasks import make_task
 
-        task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, seed=seed)
+        task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, seed=seed)
         test_obj = make_task(task, test_data, info=loaded.info, scale=scale, seed=seed) if test_data else None
         x = example_for(loaded, input) if input else task_obj.example_input()
         res = compress(loaded.model, task_obj, budget, spec, example_input=x, source=loaded.source,

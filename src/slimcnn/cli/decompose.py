@@ -22,6 +22,7 @@ from slimcnn.cli._app import (
     say,
     say_notes,
 )
+from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP, VAL_DATA_HELP
 from slimcnn.errors import ConfigError
 
 
@@ -61,8 +62,9 @@ def decompose_cmd(
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     freeze: str = typer.Option("outer", "--freeze", help="Fine-tuning: outer (freeze outer 1×1 factors), sequential, none."),
     task: str | None = typer.Option(None, "--task", help="classification, sr or detection (enables evaluation)."),
-    data: str | None = typer.Option(None, "--data", help="Validation data for --task."),
-    train_data: str | None = typer.Option(None, "--train-data", help="Training data for fine-tuning (default: --data)."),
+    data: str | None = typer.Option(None, "--data", help=BOTH_DATA_HELP),
+    train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
+    val_data: str | None = typer.Option(None, "--val-data", help=VAL_DATA_HELP),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Recovery fine-tuning steps."),
     lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (default: the task's)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N validation images."),
@@ -113,7 +115,7 @@ def decompose_cmd(
                "confirm_runs": confirm_runs, "e2e_runs": e2e_runs, "freeze": freeze, "task": task,
                "finetune_steps": finetune_steps, "lr": lr, "limit": limit, "arch": arch, "scale": scale, "input": input,
                "seed": seed}
-    with open_run("decompose", out, model=model, weights=weights, data={"data": data, "train_data": train_data},
+    with open_run("decompose", out, model=model, weights=weights, data={"data": data, "train_data": train_data, "val_data": val_data},
                   options=options, force=force, resume=resume) as run:
         say_notes(run)
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
@@ -131,7 +133,7 @@ def decompose_cmd(
         if task is not None:
             from slimcnn.tasks import make_task
 
-            task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data)  # type: ignore[arg-type]
+            task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data)  # type: ignore[arg-type]
             scores["before"] = task_obj.evaluate(loaded.model, limit=limit)
             scores["after_decompose"] = scores["before"] if unchanged else task_obj.evaluate(new, limit=limit)
             if finetune_steps and not unchanged:

@@ -14,6 +14,11 @@ _UNITS = {"top1": "%", "top5": "%", "psnr": "dB"}
 
 TASK_HELP = "Task: classification, sr or detection (default: the model's own task)."
 DATA_HELP = "Data: a folder, an ImageFolder .tar, a CIFAR folder, or a built-in set (digits, photos)."
+# train, decompose, search and compress: one --data for both, --train-data / --val-data override either side
+BOTH_DATA_HELP = DATA_HELP + " Trained on and scored unless --train-data / --val-data."
+TRAIN_DATA_HELP = ("Training data (default: --data; without --val-data, a set with splits trains on its train split "
+                   "and a test set on the training set beside it).")
+VAL_DATA_HELP = "Validation data, scored before and after (default: --data)."
 
 
 def format_score(score: Score) -> str:

@@ -26,6 +26,7 @@ from slimcnn.cli._app import (
     say,
     say_notes,
 )
+from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP
 from slimcnn.errors import ConfigError
 from slimcnn.run import read_result
 from slimcnn.search.outputs import write_search_run
@@ -35,8 +36,9 @@ from slimcnn.search.outputs import write_search_run
 def search_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:fsrcnn, slimcnn:lenet5, file:model.pt."),
     task: str = typer.Option(..., "--task", help="classification, sr or detection."),
-    data: str = typer.Option(..., "--data", help="Training data (also validation unless --val-data)."),
-    val_data: str | None = typer.Option(None, "--val-data", help="Validation data that drives the search."),
+    data: str = typer.Option(..., "--data", help=BOTH_DATA_HELP),
+    train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
+    val_data: str | None = typer.Option(None, "--val-data", help="Validation data that drives the search (default: --data)."),
     metric: str | None = typer.Option(None, "--metric", help="Detection metric driving the search: map50_95 (default) or map50."),
     method: str = typer.Option("prune", "--method", help="prune, kernel, lowrank or kmeans."),
     strategy: str = typer.Option("greedy", "--strategy", help="greedy, cpo (Liu et al.), iterative (Pavlitska et al.) or latency (widths from a measured per-layer latency table and a knapsack under --latency, and --macs if given; --method prune)."),
@@ -126,12 +128,13 @@ def search_cmd(
         if spec is None:  # rank 0 could not open --out and says why
             return 2
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
-        task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric, seed=seed)
+        task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
+                             seed=seed)
         res = search(loaded.model, task_obj, budget, spec, source=loaded.source,
                      example_input=example_for(loaded, input) if input else None, progress=False)
         return 0 if res.met else 1
     try:
-        opened = open_run("search", out, model=model, weights=weights, data={"data": data, "val_data": val_data},
+        opened = open_run("search", out, model=model, weights=weights, data={"data": data, "train_data": train_data, "val_data": val_data},
                           options=options, force=force, resume=resume)
     except BaseException:
         _spec_from_main(None)
@@ -141,7 +144,8 @@ def search_cmd(
         sweep = run.state_file("sensitivity.json", keep=True, ignore=tuple(budget_options))
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
-        task_obj = make_task(task, data, info=loaded.info, scale=scale, val_data=val_data, metric=metric, seed=seed)
+        task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
+                             seed=seed)
         example = example_for(loaded, input) if input else None
         result = write_search_run(run, loaded, task_obj, budget, spec, example, sweep=sweep, progress=not as_json,
                             options=options)

@@ -18,7 +18,15 @@ from slimcnn.cli._app import (
     say,
     say_notes,
 )
-from slimcnn.cli.evaluate import DATA_HELP, TASK_HELP, format_score, model_notes, resolve_task
+from slimcnn.cli.evaluate import (
+    BOTH_DATA_HELP,
+    TASK_HELP,
+    TRAIN_DATA_HELP,
+    VAL_DATA_HELP,
+    format_score,
+    model_notes,
+    resolve_task,
+)
 from slimcnn.errors import ConfigError
 
 
@@ -26,10 +34,11 @@ from slimcnn.errors import ConfigError
 def train_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:lenet5, file:DIR/model.pt."),
     task: str | None = typer.Option(None, "--task", help=TASK_HELP),
-    data: str = typer.Option(..., "--data", help=DATA_HELP + " Evaluated before and after."),
+    data: str = typer.Option(..., "--data", help=BOTH_DATA_HELP),
     steps: int = typer.Option(..., "--steps", help="Optimiser steps."),
     out: str = typer.Option(..., "--out", help="Output directory: model.pt (+ model.json), result.json, manifest.json."),
-    train_data: str | None = typer.Option(None, "--train-data", help="Training data (default: see the task)."),
+    train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
+    val_data: str | None = typer.Option(None, "--val-data", help=VAL_DATA_HELP),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to start from."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
@@ -94,10 +103,10 @@ def train_cmd(
     every = checkpoint_every or max(steps // 10, 1)
     if join_from_env(device) and not is_main():
         _train_other_rank(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
-                          train_data=train_data, batch_size=batch_size, steps=steps, device=device, every=every,
+                          train_data=train_data, val_data=val_data, batch_size=batch_size, steps=steps, device=device, every=every,
                           options=options)
         return 0
-    with open_run("train", out, model=model, weights=weights, data={"data": data, "train_data": train_data},
+    with open_run("train", out, model=model, weights=weights, data={"data": data, "train_data": train_data, "val_data": val_data},
                   options=manifest_options, force=force, resume=resume) as run:
         say_notes(run)
         ckpt = run.state_file("checkpoint.pt")
@@ -107,7 +116,8 @@ def train_cmd(
             note(f"resuming: step {done} of {steps} (checkpoint of an interrupted run with the same options)")
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
         kind = resolve_task(task, loaded.info)
-        t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, batch_size=batch_size, seed=seed)
+        t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
+                      batch_size=batch_size, seed=seed)
         model_notes(loaded.info, loaded.source)
         before = t.evaluate(loaded.model, limit=limit, device=device)
         (note if as_json else say)(f"before: {format_score(before)}")
@@ -125,7 +135,8 @@ def train_cmd(
         skipped = getattr(t, "skipped", None)  # streamed images that could not be decoded
         skipped_details = {"skipped_images": skipped.count, "skipped_examples": skipped.examples} if skipped else {}
         result = RunResult("train", loaded.source, task=kind, before=Measured(before), after=Measured(after),
-                           options=manifest_options | {"data": data, "train_data": train_data, "checkpoint_every": every},
+                           options=manifest_options | {"data": data, "train_data": train_data, "val_data": val_data,
+                                                              "checkpoint_every": every},
                            details={"train": dataclasses.asdict(stats), "pretrained_before": loaded.info.pretrained,
                                     **skipped_details},
                            seconds=round(time.perf_counter() - run.started, 2), environment=environment(seed))
@@ -157,7 +168,7 @@ def _share_checkpoint_path(path: Any) -> Any:
 
 
 def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scale: int | None, seed: int,
-                      task: str | None, data: str, train_data: str | None, batch_size: int | None, steps: int,
+                      task: str | None, data: str, train_data: str | None, val_data: str | None, batch_size: int | None, steps: int,
                       device: str, every: int, options: dict[str, Any]) -> None:
     """A rank other than 0 under torchrun: the same fine-tune (its slice of each batch), no outputs."""
     from slimcnn.models import load_model
@@ -166,6 +177,7 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
     ckpt = _share_checkpoint_path(None)
     loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
     kind = resolve_task(task, loaded.info)
-    t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, batch_size=batch_size, seed=seed)
+    t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
+                  batch_size=batch_size, seed=seed)
     t.finetune(loaded.model, steps, device=device, seed=seed, progress=False, checkpoint=ckpt, checkpoint_every=every,
                **options)

@@ -192,9 +192,11 @@ def _import_target(spec: str) -> Any:
         try:
             module = importlib.import_module(mod_name)
         except ModuleNotFoundError as e:
-            raise ModelLoadError(
-                f"python:{spec}: cannot import '{mod_name}' ({e}); check the module is on PYTHONPATH"
-            ) from e
+            # the console script does not put the working folder on sys.path (python -m does)
+            local = Path(*mod_name.split(".")).with_suffix(".py")
+            fix = (f"name the file instead: python:{local.as_posix()}:{attr}" if local.is_file()
+                   else "check the module is on PYTHONPATH")
+            raise ModelLoadError(f"python:{spec}: cannot import '{mod_name}' ({e}); {fix}") from e
     if not hasattr(module, attr):
         public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
         raise unknown_name(f"factory in {mod_name}", attr, public)
