@@ -1,4 +1,5 @@
-"""Progress for long phases: a rich bar on a terminal, one plain line per phase in logs.
+"""Progress for long phases: a rich bar on a terminal; in logs, one plain line per phase and, while a
+phase runs, a line every :data:`HEARTBEAT_SECONDS` with its count and the time it has left.
 
 Every phase that can take more than a couple of seconds (a fine-tune, an evaluation, latency timing,
 a sweep, a k-means fit) wraps its loop in :func:`phase`. Output goes through the ``slimcnn.progress``
@@ -27,6 +28,10 @@ progress_log = logging.getLogger("slimcnn.progress")
 
 MIN_SECONDS = 2.0
 """Phases shorter than this leave no line in logs (a bar still shows while they run on a terminal)."""
+
+HEARTBEAT_SECONDS = 30.0
+"""In logs (no terminal), a running phase says how far it is at most this often: a 20-minute fine-tune under
+nohup or CI is not silent until it ends."""
 
 _bar: Any = None  # the one rich Progress shared by nested phases
 _depth = 0
@@ -71,11 +76,21 @@ def phase(title: str, total: int | None = None, unit: str = "") -> Iterator[Call
             task = _bar.add_task(title, total=total)
     _depth += 1
 
+    logged = t0  # when this phase last left a line in the log
+
     def advance(n: int = 1) -> None:
-        nonlocal done
+        nonlocal done, logged
         done += n
         if task is not None:
             _bar.update(task, advance=n)
+            return
+        now = time.perf_counter()
+        if now - logged >= HEARTBEAT_SECONDS and progress_log.isEnabledFor(logging.INFO):
+            logged = now
+            left = (f", ~{_duration((now - t0) * (total - done) / done)} left"
+                    if total is not None and 0 < done < total else "")
+            of = f"/{total:,}" if total is not None else ""
+            progress_log.info("%s: %s%s %s [%s%s]", title, f"{done:,}", of, unit, _duration(now - t0), left)
 
     try:
         yield advance
@@ -90,3 +105,13 @@ def phase(title: str, total: int | None = None, unit: str = "") -> Iterator[Call
         if seconds >= MIN_SECONDS:
             count = f": {done:,}{'/' + format(total, ',') if total is not None and total != done else ''} {unit}".rstrip()
             progress_log.info("%s%s [%.1f s]", title, count if (done or total) else "", seconds)
+
+
+def _duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
