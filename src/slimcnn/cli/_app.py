@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from typing import Any
@@ -127,6 +128,23 @@ def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = N
     for line in loaded.info.notes:
         note(f"note: {line}")
     return loaded
+
+
+def settle_info(loaded: Any, kind: str | None, data: str | None, *, val_data: str | None = None,
+                input: str | None = None, quiet: bool = False) -> None:
+    """What a model that does not say (``python:``, bare ``file:``) is taken to be, before anything is built
+    from ``loaded.info`` (the task, the example input, the saved sidecar): the task it is run as, and an
+    input size from ``--input`` or the data instead of a guess (said on stderr)."""
+    if kind is None or data is None:
+        return
+    from slimcnn.tasks import fit_input
+
+    if loaded.info.task is None and kind in TASK_NAMES:  # files written from it then know their task
+        loaded.info = dataclasses.replace(loaded.info, task=kind)
+    loaded.info, said = fit_input(loaded.info, kind, data, val_data=val_data,
+                                  input_shape=parse_shape(input) if input else None)
+    if said and not quiet:
+        note(f"note: {said}")
 
 
 def example_for(loaded: Any, input_shape: str | None, *, check: bool | None = None) -> Any:

@@ -21,6 +21,7 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
+    settle_info,
 )
 from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP, VAL_DATA_HELP
 from slimcnn.errors import ConfigError
@@ -119,6 +120,7 @@ def decompose_cmd(
                   options=options, force=force, resume=resume) as run:
         say_notes(run)
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        settle_info(loaded, task, data, val_data=val_data, input=input)
         for line in loaded.info.notes:
             note(f"note: {line}")
         example = example_for(loaded, input)

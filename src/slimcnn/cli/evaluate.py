@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, check_device, check_task, emit_json, note, say
+from slimcnn.cli._app import app, check_device, check_task, emit_json, note, say, settle_info
 from slimcnn.errors import ConfigError
 from slimcnn.types import Score
 
@@ -87,6 +87,7 @@ def evaluate_cmd(
             raise ConfigError(f"{flag} must be >= 1, got {value}")
     loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
     kind = resolve_task(task, loaded.info)
+    settle_info(loaded, kind, data)
     t = make_task(kind, data, info=loaded.info, scale=scale, batch_size=batch_size)
     model_notes(loaded.info, loaded.source)
     score = t.evaluate(loaded.model, limit=limit, device=device)

@@ -19,6 +19,7 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
+    settle_info,
 )
 from slimcnn.errors import ConfigError
 
@@ -101,6 +102,7 @@ def export_cmd(
                   force=force, resume=resume) as run:
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed)
+        settle_info(loaded, task, data, input=input)
         example = example_for(loaded, input)
         task_obj = None
         if task is not None:

@@ -25,6 +25,7 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
+    settle_info,
 )
 from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP
 from slimcnn.errors import ConfigError
@@ -128,6 +129,7 @@ def search_cmd(
         if spec is None:  # rank 0 could not open --out and says why
             return 2
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
+        settle_info(loaded, task, data, val_data=val_data, input=input, quiet=True)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
                              seed=seed)
         res = search(loaded.model, task_obj, budget, spec, source=loaded.source,
@@ -144,6 +146,7 @@ def search_cmd(
         sweep = run.state_file("sensitivity.json", keep=True, ignore=tuple(budget_options))
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
+        settle_info(loaded, task, data, val_data=val_data, input=input)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
                              seed=seed)
         example = example_for(loaded, input) if input else None

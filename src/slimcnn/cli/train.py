@@ -17,6 +17,7 @@ from slimcnn.cli._app import (
     open_run,
     say,
     say_notes,
+    settle_info,
 )
 from slimcnn.cli.evaluate import (
     BOTH_DATA_HELP,
@@ -116,6 +117,7 @@ def train_cmd(
             note(f"resuming: step {done} of {steps} (checkpoint of an interrupted run with the same options)")
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
         kind = resolve_task(task, loaded.info)
+        settle_info(loaded, kind, data, val_data=val_data)
         t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
                       batch_size=batch_size, seed=seed)
         model_notes(loaded.info, loaded.source)
@@ -177,6 +179,7 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
     ckpt = _share_checkpoint_path(None)
     loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
     kind = resolve_task(task, loaded.info)
+    settle_info(loaded, kind, data, val_data=val_data, quiet=True)
     t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
                   batch_size=batch_size, seed=seed)
     t.finetune(loaded.model, steps, device=device, seed=seed, progress=False, checkpoint=ckpt, checkpoint_every=every,

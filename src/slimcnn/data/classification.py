@@ -193,6 +193,34 @@ def load_classification(
     return _CACHE[key]
 
 
+def native_size(spec: str | Path, split: Split = "test", *, sample: int = 16) -> tuple[int, int] | None:
+    """The one ``(H, W)`` the set's images are stored at, or None when they differ (or cannot tell cheaply).
+
+    ``digits`` is 8x8 and a CIFAR folder 32x32; a folder or ``.tar`` is judged by the headers of its first
+    ``sample`` images of ``split``. WebDataset shards are not sampled (None).
+    """
+    from PIL import Image
+
+    if isinstance(spec, str) and spec in BUILTIN:
+        return (8, 8)
+    if _stream.shard_paths(spec) is not None:
+        return None
+    path = Path(spec)
+    if _cifar_root(path) is not None:
+        return (32, 32)
+    rels, _, _ = _select(_list_images(path), split, path)
+    sizes = set()
+    for n, (_, data) in enumerate(_read_images(path, rels)):
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                sizes.add((im.height, im.width))
+        except UNREADABLE_IMAGE:
+            continue
+        if len(sizes) > 1 or n + 1 >= sample:
+            break
+    return sizes.pop() if len(sizes) == 1 else None
+
+
 def clear_cache() -> None:
     """Forget every decoded set (frees memory)."""
     _CACHE.clear()

@@ -20,7 +20,10 @@ class ModelInfo:
     task: TaskKind | None = None
     """The task the model was built for, if known."""
     input_shape: tuple[int, ...] = (1, 3, 224, 224)
-    """Default example input (batch 1) for analysis, export and latency."""
+    """Default example input (batch 1) for analysis, export and latency; a classifier's data is decoded at it."""
+    input_guessed: bool = False
+    """True when the source does not say its input size (``python:``, ``file:`` without a sidecar): a
+    classification task then takes the size its data is stored at (see :func:`slimcnn.tasks.fit_input`)."""
     mean: tuple[float, ...] | None = None
     """Per-channel normalisation applied to [0, 1] inputs (classification), or None."""
     std: tuple[float, ...] | None = None

@@ -22,6 +22,7 @@ from torch import nn
 
 from slimcnn._io import save_torch, write_json
 from slimcnn.errors import ConfigError, ModelLoadError
+from slimcnn.models._user_modules import import_user_modules, user_module_files
 from slimcnn.models._weights import (
     check_file,
     extract_state_dict,
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "slimcnn-model-info"
 SIDECAR_VERSION = 1
+GUESS_NOTE = "no sidecar"
+"""How the note on a model file without its ``model.json`` starts (dropped once the input size is settled)."""
 
 FileLoader = Callable[[Path, LoadOptions], LoadedModel]
 FILE_LOADERS: Registry[FileLoader] = Registry("model file suffix")
@@ -100,6 +103,16 @@ def read_sidecar(path: str | Path) -> tuple[ModelInfo, str | None] | None:
     return info, data.get("source")
 
 
+def _sidecar_modules(path: Path) -> dict[str, str]:
+    """The user ``.py`` files a pickled ``path`` needs (see :func:`save_model`); {} without a sidecar."""
+    try:
+        data = json.loads(sidecar_path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    modules = data.get("modules") if isinstance(data, dict) else None
+    return {str(k): str(v) for k, v in modules.items()} if isinstance(modules, dict) else {}
+
+
 def save_model(loaded: LoadedModel, path: str | Path) -> Path:
     """Write ``loaded.model`` as a pickled module to ``path`` plus the :class:`ModelInfo` sidecar.
 
@@ -121,9 +134,11 @@ def save_model(loaded: LoadedModel, path: str | Path) -> Path:
     if p.is_dir() or p.suffix == "":
         p = p / "model.pt"
     save_torch(p, loaded.model)
+    modules = user_module_files(loaded.model)  # classes from a python:FILE.py source: re-imported to unpickle
     write_json(
         sidecar_path(p),
-        {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "source": loaded.source, "info": loaded.info},
+        {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION, "source": loaded.source, "info": loaded.info,
+         **({"modules": modules} if modules else {})},
     )
     return p
 
@@ -144,7 +159,12 @@ def _load_torch_file(path: Path, opts: LoadOptions) -> LoadedModel:
         obj: Any = torch_load(path, weights_only=True)
     except pickle.UnpicklingError:
         # Holds classes: a pickled module. Only the user's own file reaches here, so unpickle it.
-        obj = torch_load(path, weights_only=False)
+        import_user_modules(_sidecar_modules(path), path)
+        try:
+            obj = torch_load(path, weights_only=False)
+        except (ImportError, AttributeError) as e:  # a class whose module is not importable here
+            raise ModelLoadError(f"cannot unpickle '{path}' ({e}); make the module that defines its classes importable "
+                                 "(PYTHONPATH), or save a state_dict and load it with --arch") from e
     if isinstance(obj, dict):
         inner = next((obj[k] for k in ("ema", "model") if isinstance(obj.get(k), nn.Module)), None)
         if isinstance(inner, nn.Module):
@@ -184,11 +204,11 @@ def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
         loaded = dataclasses.replace(loaded, info=dataclasses.replace(info, weights=str(path)))
     elif loaded.info.task is None and opts.arch is None:
         ch = _first_in_channels(loaded.model) or 3
-        note = f"no sidecar {sidecar_path(path).name}: input shape (1, {ch}, 224, 224) and preprocessing are guesses"
+        note = f"{GUESS_NOTE} {sidecar_path(path).name}: input shape (1, {ch}, 224, 224) and preprocessing are guesses"
         loaded = dataclasses.replace(
             loaded,
             info=dataclasses.replace(
-                loaded.info, input_shape=(1, ch, 224, 224), notes=(*loaded.info.notes, note)
+                loaded.info, input_shape=(1, ch, 224, 224), input_guessed=True, notes=(*loaded.info.notes, note)
             ),
         )
     if opts.num_classes is not None and opts.arch is None:

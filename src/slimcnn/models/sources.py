@@ -13,7 +13,6 @@ import importlib
 import importlib.util
 import inspect
 import logging
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 from torch import nn
 
 from slimcnn.errors import ConfigError, ModelLoadError, UnknownNameError, require, unknown_name
+from slimcnn.models._user_modules import import_file
 from slimcnn.models._weights import check_file, load_weights_file
 from slimcnn.models._zoo import ZOO, LoadedModel, ModelInfo
 from slimcnn.paths import data_root
@@ -181,13 +181,7 @@ def _import_target(spec: str) -> Any:
             f"python:{spec}: expected python:pkg.module:factory or python:path/to/file.py:factory"
         )
     if mod_name.endswith(".py"):
-        path = check_file(mod_name, "python module")
-        mod_spec = importlib.util.spec_from_file_location(f"_slimcnn_user_{path.stem}", path)
-        if mod_spec is None or mod_spec.loader is None:
-            raise ModelLoadError(f"cannot import '{path}' as a python module")
-        module = importlib.util.module_from_spec(mod_spec)
-        sys.modules[mod_spec.name] = module
-        mod_spec.loader.exec_module(module)
+        module = import_file(check_file(mod_name, "python module"))
     else:
         try:
             module = importlib.import_module(mod_name)
@@ -216,7 +210,8 @@ def _load_python(spec: str, opts: LoadOptions) -> LoadedModel:
         raise ModelLoadError(
             f"python:{spec} returned {type(obj).__name__}; the factory must return an nn.Module"
         )
-    info = ModelInfo(input_shape=(1, _first_in_channels(obj) or 3, 224, 224), num_classes=opts.num_classes)
+    info = ModelInfo(input_shape=(1, _first_in_channels(obj) or 3, 224, 224), input_guessed=True,
+                     num_classes=opts.num_classes)
     return LoadedModel(obj, f"python:{spec}", info)
 
 

@@ -38,6 +38,7 @@ from torch import nn
 
 from slimcnn._io import atomic_write
 from slimcnn.errors import ConfigError, DataError, ModelLoadError
+from slimcnn.models._user_modules import import_user_modules, user_module_files
 from slimcnn.quantize import _bits
 from slimcnn.quantize._kmeans import dequantize
 from slimcnn.quantize._model import QuantizedLayer, QuantizeResult, index_width
@@ -236,7 +237,10 @@ def architecture_record(
         if options is not None:
             return {"kind": "source", "source": cand, "options": options}, None
     data = _module_skeleton(model)
-    return ({"kind": "module"}, data) if data is not None else (None, None)
+    if data is None:
+        return None, None
+    modules = user_module_files(model)  # classes from a python:FILE.py source: re-imported to unpickle
+    return {"kind": "module", **({"modules": modules} if modules else {})}, data
 
 
 def _tied_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], str]:
@@ -455,6 +459,7 @@ def _rebuild(path: str | Path, pf: PackedFile, source: str, info: Any) -> nn.Mod
 
     arch = pf.header.get("arch")
     if arch is not None and arch.get("kind") == "module" and pf.skeleton is not None:
+        import_user_modules(dict(arch.get("modules", {})), path)
         try:
             return _load_skeleton(pf.skeleton)
         except (ImportError, AttributeError) as e:  # a class that is not importable here

@@ -6,6 +6,7 @@ Task modules register a factory in :data:`~slimcnn.tasks.base.TASKS` when import
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 from pathlib import Path
@@ -17,7 +18,7 @@ from slimcnn.tasks.base import TASKS, Batch, Task, TrainStats
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TASKS", "Batch", "Task", "TrainStats", "list_tasks", "make_task"]
+__all__ = ["TASKS", "Batch", "Task", "TrainStats", "fit_input", "list_tasks", "make_task"]
 
 # Modules under slimcnn.tasks that register a task when imported (one line each).
 _TASK_MODULES: tuple[str, ...] = (
@@ -44,6 +45,40 @@ def list_tasks() -> list[str]:
     """Names of every registered task."""
     _import_task_modules()
     return TASKS.names()
+
+
+def fit_input(info: ModelInfo, kind: str, data: str | Path, *, val_data: str | Path | None = None,
+              input_shape: tuple[int, ...] | None = None) -> tuple[ModelInfo, str | None]:
+    """``info`` with an input size the data agrees with, when the model's own was only a guess.
+
+    A ``python:`` factory or a bare pickled module does not say what it takes, and the 224x224 guess
+    would decode CIFAR's 32x32 images at 49x the pixels. ``input_shape`` (the user's ``--input``) settles
+    it; else a classifier takes the one size its evaluation images are stored at, if they share one.
+
+    Returns:
+        The info to use (``input_guessed`` cleared when settled) and a line saying what was chosen, or None.
+    """
+    if not info.input_guessed or len(info.input_shape) != 4:
+        return info, None
+    from slimcnn.models.files import GUESS_NOTE
+
+    settled = dict(input_guessed=False, notes=tuple(n for n in info.notes if not n.startswith(GUESS_NOTE)))
+    if input_shape is not None:
+        return dataclasses.replace(info, input_shape=(1, *input_shape[1:]), **settled), None
+    if kind != "classification":
+        return info, None
+    from slimcnn.data.classification import check_source, native_size
+
+    size = native_size(check_source(val_data if val_data is not None else data), "test")
+    if size is None:
+        return info, None
+    channels = info.input_shape[1]
+    fitted = dataclasses.replace(info, input_shape=(1, channels, *size), **settled)
+    if tuple(info.input_shape[2:]) == size:
+        return fitted, None
+    h, w = size
+    return fitted, (f"input size: the model does not declare one, so it takes its data's {h}x{w} images "
+                    f"(1x{channels}x{h}x{w}), not the {info.input_shape[2]}x{info.input_shape[3]} guess")
 
 
 _DATA_OPTIONS = {"classification": ("stream", "loader_workers", "strict_data", "amp"), "sr": ("stream", "loader_workers"),

@@ -1,0 +1,111 @@
+"""A user's own model file (``python:nets.py:build``) through the CLI: its input size comes from the data,
+not a 224x224 guess, and every file written from it loads again in a fresh process (its classes re-imported)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slimcnn.cli import main
+from slimcnn.data.classification import native_size
+from slimcnn.models import ModelInfo, load_model
+from slimcnn.models._user_modules import PREFIX
+from slimcnn.tasks import fit_input
+
+NETS = textwrap.dedent("""
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                          nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                          nn.AdaptiveAvgPool2d(1))
+            self.fc = nn.Linear(16, 2)
+
+        def forward(self, x):
+            return self.fc(self.features(x).flatten(1))
+
+    def build():
+        return Net()
+""")
+
+
+def _folder(root: Path, sizes: tuple[tuple[int, int], ...] = ((12, 20),), per_class: int = 4) -> Path:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            h, w = sizes[i % len(sizes)]
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def _forget_user_modules() -> None:
+    """As in a new process: the user's file is not imported yet."""
+    for name in [n for n in sys.modules if n.startswith(PREFIX)]:
+        del sys.modules[name]
+
+
+def test_native_size_is_the_one_size_the_images_share(tmp_path: Path) -> None:
+    assert native_size("digits") == (8, 8)
+    assert native_size(_folder(tmp_path / "same")) == (12, 20)
+    assert native_size(_folder(tmp_path / "mixed", sizes=((12, 20), (16, 16)))) is None
+
+
+def test_fit_input_settles_only_a_guess(tmp_path: Path) -> None:
+    data = _folder(tmp_path / "d")
+    guess = ModelInfo(input_shape=(1, 3, 224, 224), input_guessed=True)
+    fitted, said = fit_input(guess, "classification", data)
+    assert fitted.input_shape == (1, 3, 12, 20) and not fitted.input_guessed
+    assert said is not None and "12x20 images (1x3x12x20), not the 224x224 guess" in said
+    assert fit_input(guess, "classification", data, input_shape=(4, 3, 40, 40))[0].input_shape == (1, 3, 40, 40)
+    assert fit_input(guess, "sr", "photos") == (guess, None)  # SR nets take any size: nothing to settle
+    known = ModelInfo(input_shape=(1, 3, 224, 224))
+    assert fit_input(known, "classification", data) == (known, None)  # a model that says its size keeps it
+    bare_file = ModelInfo(input_guessed=True, notes=("no sidecar model.json: input shape (1, 3, 224, 224) and "
+                                                     "preprocessing are guesses", "other"))
+    assert fit_input(bare_file, "classification", data)[0].notes == ("other",)  # not carried into its outputs
+    mixed = _folder(tmp_path / "m", sizes=((12, 20), (16, 16)))
+    assert fit_input(guess, "classification", mixed) == (guess, None)
+
+
+def test_a_python_file_model_trains_at_its_datas_size_and_its_files_load_again(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mynets.py").write_text(NETS)
+    data = str(_folder(tmp_path / "pets"))
+    assert main(["train", "python:mynets.py:build", "--task", "classification", "--data", data, "--steps", "2",
+                 "--out", "trained"]) == 0
+    assert "takes its data's 12x20 images (1x3x12x20), not the 224x224 guess" in capsys.readouterr().err
+    side = json.loads((tmp_path / "trained" / "model.json").read_text())
+    assert side["info"]["input_shape"] == [1, 3, 12, 20] and side["info"]["task"] == "classification"
+    assert list(side["modules"].values()) == [str(tmp_path / "mynets.py")]
+
+    _forget_user_modules()  # it crashed here: ModuleNotFoundError: No module named '_slimcnn_user_mynets'
+    loaded = load_model("file:trained/model.pt")
+    assert loaded.info.input_shape == (1, 3, 12, 20) and loaded.model(torch.rand(2, 3, 12, 20)).shape == (2, 2)
+
+    # a pruned copy is no longer what the factory builds: the .slim stores the pickled architecture
+    assert main(["prune", "file:trained/model.pt", "--ratio", "0.5", "--no-latency", "--out", "pruned"]) == 0
+    assert main(["quantize", "file:pruned/model.pt", "--bits", "4", "--no-onnx", "--out", "packed"]) == 0
+    _forget_user_modules()
+    slim = load_model("file:packed/model.slim")
+    assert slim.model.features[0].out_channels == 8
+    assert torch.equal(slim.model(torch.ones(1, 3, 12, 20)), load_model("file:packed/model.pt").model(torch.ones(1, 3, 12, 20)))
+
+    capsys.readouterr()
+    (tmp_path / "mynets.py").rename(tmp_path / "moved.py")
+    _forget_user_modules()
+    assert main(["evaluate", "file:trained/model.pt", "--data", data]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds classes from" in err and "mynets.py, which is not there any more" in err and "\n" not in err
