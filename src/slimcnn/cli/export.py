@@ -121,8 +121,9 @@ def export_cmd(
     for name, size in d["files"].items():
         say(f"{name:<24}{size:>14,} bytes")
     if "parity" in d:
-        say("ONNX Runtime parity: " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                                                 for k, v in d["parity"].items()))
+        on = d["parity"].get("input", "random example input")
+        say(f"ONNX Runtime parity ({on}): " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+                                                      for k, v in d["parity"].items() if k != "input"))
     if "onnx_vs_slim" in d:
         say(f"model.onnx is {d['onnx_vs_slim']:.3f}x the .slim file ({d['slim_bytes']:,} bytes) and "
             f"{d['onnx_vs_fp32_onnx']:.3f}x the fp32 ONNX ({d['fp32_onnx_bytes']:,} bytes)")
