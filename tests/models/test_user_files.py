@@ -66,13 +66,12 @@ def test_fit_input_settles_only_a_guess(tmp_path: Path) -> None:
     guess = ModelInfo(input_shape=(1, 3, 224, 224), input_guessed=True)
     fitted, said = fit_input(guess, "classification", data)
     assert fitted.input_shape == (1, 3, 12, 20) and not fitted.input_guessed
-    assert said is not None and "12x20 images (1x3x12x20), not the 224x224 guess" in said
+    assert said == "input size: taken from the data, whose images are 12x20 (1x3x12x20 instead of the 224x224 guess)"
     assert fit_input(guess, "classification", data, input_shape=(4, 3, 40, 40))[0].input_shape == (1, 3, 40, 40)
     assert fit_input(guess, "sr", "photos") == (guess, None)  # SR nets take any size: nothing to settle
     known = ModelInfo(input_shape=(1, 3, 224, 224))
     assert fit_input(known, "classification", data) == (known, None)  # a model that says its size keeps it
-    bare_file = ModelInfo(input_guessed=True, notes=("no sidecar model.json: input shape (1, 3, 224, 224) and "
-                                                     "preprocessing are guesses", "other"))
+    bare_file = ModelInfo(input_guessed=True, notes=("input size not declared (no sidecar model.json): ...", "other"))
     assert fit_input(bare_file, "classification", data)[0].notes == ("other",)  # not carried into its outputs
     mixed = _folder(tmp_path / "m", sizes=((12, 20), (16, 16)))
     assert fit_input(guess, "classification", mixed) == (guess, None)
@@ -86,7 +85,9 @@ def test_a_python_file_model_trains_at_its_datas_size_and_its_files_load_again(
     data = str(_folder(tmp_path / "pets"))
     assert main(["train", "python:mynets.py:build", "--task", "classification", "--data", data, "--steps", "2",
                  "--out", "trained"]) == 0
-    assert "takes its data's 12x20 images (1x3x12x20), not the 224x224 guess" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "input size not declared: (1, 3, 224, 224) is a guess" not in err  # settled before it was said
+    assert "taken from the data, whose images are 12x20 (1x3x12x20 instead of the 224x224 guess)" in err
     side = json.loads((tmp_path / "trained" / "model.json").read_text())
     assert side["info"]["input_shape"] == [1, 3, 12, 20] and side["info"]["task"] == "classification"
     assert list(side["modules"].values()) == [str(tmp_path / "mynets.py")]

@@ -13,6 +13,10 @@ from slimcnn.registry import Registry
 TaskKind = Literal["classification", "sr", "detection"]
 
 
+GUESS_NOTE = "input size not declared"
+"""How the note on a model that does not say its input size starts (dropped once it is settled)."""
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What a task needs to know to feed and judge a model, carried with every loaded model."""

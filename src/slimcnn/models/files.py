@@ -30,7 +30,7 @@ from slimcnn.models._weights import (
     load_state_dict_strict,
     torch_load,
 )
-from slimcnn.models._zoo import LoadedModel, ModelInfo
+from slimcnn.models._zoo import GUESS_NOTE, LoadedModel, ModelInfo
 from slimcnn.models.sources import LoadOptions, ModelSource, _first_in_channels, register_model_source
 from slimcnn.registry import Registry
 from slimcnn.types import from_dict
@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = "slimcnn-model-info"
 SIDECAR_VERSION = 1
-GUESS_NOTE = "no sidecar"
-"""How the note on a model file without its ``model.json`` starts (dropped once the input size is settled)."""
 
 FileLoader = Callable[[Path, LoadOptions], LoadedModel]
 FILE_LOADERS: Registry[FileLoader] = Registry("model file suffix")
@@ -204,7 +202,8 @@ def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
         loaded = dataclasses.replace(loaded, info=dataclasses.replace(info, weights=str(path)))
     elif loaded.info.task is None and opts.arch is None:
         ch = _first_in_channels(loaded.model) or 3
-        note = f"{GUESS_NOTE} {sidecar_path(path).name}: input shape (1, {ch}, 224, 224) and preprocessing are guesses"
+        note = (f"{GUESS_NOTE} (no sidecar {sidecar_path(path).name}): (1, {ch}, 224, 224) and the preprocessing "
+                "are guesses; pass --input, or --data to take its images' size")
         loaded = dataclasses.replace(
             loaded,
             info=dataclasses.replace(

@@ -23,7 +23,7 @@ from torch import nn
 from slimcnn.errors import ConfigError, ModelLoadError, UnknownNameError, require, unknown_name
 from slimcnn.models._user_modules import import_file
 from slimcnn.models._weights import check_file, load_weights_file
-from slimcnn.models._zoo import ZOO, LoadedModel, ModelInfo
+from slimcnn.models._zoo import GUESS_NOTE, ZOO, LoadedModel, ModelInfo
 from slimcnn.paths import data_root
 from slimcnn.registry import Registry
 
@@ -210,8 +210,9 @@ def _load_python(spec: str, opts: LoadOptions) -> LoadedModel:
         raise ModelLoadError(
             f"python:{spec} returned {type(obj).__name__}; the factory must return an nn.Module"
         )
-    info = ModelInfo(input_shape=(1, _first_in_channels(obj) or 3, 224, 224), input_guessed=True,
-                     num_classes=opts.num_classes)
+    shape = (1, _first_in_channels(obj) or 3, 224, 224)
+    info = ModelInfo(input_shape=shape, input_guessed=True, num_classes=opts.num_classes,
+                     notes=(f"{GUESS_NOTE}: {shape} is a guess; pass --input, or --data to take its images' size",))
     return LoadedModel(obj, f"python:{spec}", info)
 
 

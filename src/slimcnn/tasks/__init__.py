@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from slimcnn.errors import ConfigError
-from slimcnn.models._zoo import ModelInfo
+from slimcnn.models._zoo import GUESS_NOTE, ModelInfo
 from slimcnn.tasks.base import TASKS, Batch, Task, TrainStats
 
 logger = logging.getLogger(__name__)
@@ -60,8 +60,6 @@ def fit_input(info: ModelInfo, kind: str, data: str | Path, *, val_data: str | P
     """
     if not info.input_guessed or len(info.input_shape) != 4:
         return info, None
-    from slimcnn.models.files import GUESS_NOTE
-
     settled = dict(input_guessed=False, notes=tuple(n for n in info.notes if not n.startswith(GUESS_NOTE)))
     if input_shape is not None:
         return dataclasses.replace(info, input_shape=(1, *input_shape[1:]), **settled), None
@@ -77,8 +75,8 @@ def fit_input(info: ModelInfo, kind: str, data: str | Path, *, val_data: str | P
     if tuple(info.input_shape[2:]) == size:
         return fitted, None
     h, w = size
-    return fitted, (f"input size: the model does not declare one, so it takes its data's {h}x{w} images "
-                    f"(1x{channels}x{h}x{w}), not the {info.input_shape[2]}x{info.input_shape[3]} guess")
+    return fitted, (f"input size: taken from the data, whose images are {h}x{w} (1x{channels}x{h}x{w} instead of "
+                    f"the {info.input_shape[2]}x{info.input_shape[3]} guess)")
 
 
 _DATA_OPTIONS = {"classification": ("stream", "loader_workers", "strict_data", "amp"), "sr": ("stream", "loader_workers"),
