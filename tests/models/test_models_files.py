@@ -63,12 +63,25 @@ def test_state_dict_needs_arch_and_loads_strictly(tmp_path) -> None:
         load_model(f"file:{p}", arch="slimcnn:resnet56")
 
 
-def test_state_dict_with_wrong_shape_names_the_tensor(tmp_path) -> None:
+def test_a_checkpoint_fine_tuned_to_k_classes_loads_with_k_classes(tmp_path) -> None:
+    """Most users' checkpoints have their own classifier: the only rows that differ set num_classes."""
+    five = load_model("slimcnn:tiny_cnn", num_classes=5).model
     p = tmp_path / "sd.pth"
-    torch.save(load_model("slimcnn:tiny_cnn", num_classes=5).model.state_dict(), p)
-    with pytest.raises(ModelLoadError, match=r"'fc\.weight' has shape \(5, 32\)"):
+    torch.save({"epoch": 3, "state_dict": five.state_dict()}, p)
+    for back in (load_model(f"file:{p}", arch="slimcnn:tiny_cnn"), load_model("slimcnn:tiny_cnn", weights=str(p))):
+        assert back.info.num_classes == 5 and "num_classes=5: the checkpoint's fc has 5 outputs" in back.info.notes
+        torch.testing.assert_close(back.model(torch.ones(1, 3, 32, 32)), five.eval()(torch.ones(1, 3, 32, 32)))
+    told = load_model(f"file:{p}", arch="slimcnn:tiny_cnn", num_classes=5)
+    assert told.info.num_classes == 5 and not any(n.startswith("num_classes=") for n in told.info.notes)
+
+
+def test_state_dict_with_wrong_shape_names_the_tensor(tmp_path) -> None:
+    sd = load_model("slimcnn:tiny_cnn", num_classes=5).model.state_dict()
+    sd["stem.weight"] = sd["stem.weight"][:8]  # not the classifier: no number of classes explains it
+    p = tmp_path / "sd.pth"
+    torch.save(sd, p)
+    with pytest.raises(ModelLoadError, match=r"'stem\.weight' has shape \(8, 3, 3, 3\)"):
         load_model(f"file:{p}", arch="slimcnn:tiny_cnn")
-    assert load_model(f"file:{p}", arch="slimcnn:tiny_cnn", num_classes=5).info.num_classes == 5
 
 
 def test_torchscript_file(tmp_path) -> None:

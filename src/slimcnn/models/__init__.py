@@ -12,8 +12,14 @@ import importlib
 
 import torch
 
+from slimcnn.errors import ConfigError, ModelLoadError
 from slimcnn.models import _ultralytics  # noqa: F401  (registers the ultralytics: source)
-from slimcnn.models._weights import load_state_dict_strict, load_weights_file, read_state_dict
+from slimcnn.models._weights import (
+    checkpoint_classes,
+    load_state_dict_strict,
+    load_weights_file,
+    read_state_dict,
+)
 from slimcnn.models._zoo import ZOO, LoadedModel, ModelInfo, ZooEntry, register_zoo_model
 from slimcnn.models.files import (
     FILE_LOADERS,
@@ -97,9 +103,36 @@ def load_model(
     src, name = split_source(source)
     opts = LoadOptions(weights=weights, arch=arch, num_classes=num_classes, scale=scale)
     if arch is not None and src.prefix != "file":
-        from slimcnn.errors import ConfigError
-
         raise ConfigError(f"--arch only applies to file: sources holding a state_dict, not {src.prefix}:")
+    try:
+        return _load(src, name, opts, seed)
+    except ModelLoadError:
+        # a checkpoint fine-tuned to K classes into an architecture built with its default classifier
+        found = None if num_classes is not None or (weights is None and arch is None) else \
+            _classes_of_checkpoint(source, weights, arch, scale)
+        if found is None:
+            raise
+    classes, layer = found
+    loaded = load_model(source, weights=weights, arch=arch, num_classes=classes, scale=scale, seed=seed)
+    loaded.info = dataclasses.replace(loaded.info, notes=(
+        *loaded.info.notes, f"num_classes={classes}: the checkpoint's {layer} has {classes} outputs"))
+    return loaded
+
+
+def _classes_of_checkpoint(source: str, weights: str | None, arch: str | None,
+                           scale: int | None) -> tuple[int, str] | None:
+    """What :func:`checkpoint_classes` finds for ``weights`` (or a ``file:`` state_dict with ``arch``)."""
+    try:
+        model = load_model(arch if arch is not None else source, scale=scale).model
+        path = weights if weights is not None else split_source(source)[1]
+        return checkpoint_classes(model, read_state_dict(path))  # type: ignore[arg-type]
+    except (ModelLoadError, ConfigError):
+        return None
+
+
+def _load(src: ModelSource, name: str, opts: LoadOptions, seed: int | None) -> LoadedModel:
+    """:func:`load_model` once its source is split and its options checked."""
+    weights = opts.weights
     if seed is None:
         loaded = src.load(name, opts)
     else:

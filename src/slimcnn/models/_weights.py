@@ -169,13 +169,29 @@ def load_state_dict_strict(
         if tuple(own[k].shape) != tuple(v.shape):
             raise ModelLoadError(
                 f"weights '{origin}' do not fit {type(model).__name__}: '{k}' has shape {tuple(v.shape)} "
-                f"in the file but {tuple(own[k].shape)} in the model; check --num-classes/--scale or the architecture"
+                f"in the file but {tuple(own[k].shape)} in the model; load it into the architecture it was trained with (--arch, --scale)"
             )
     full = dict(state_dict)
     for k in optional:
         full.setdefault(k, own[k])
     model.load_state_dict(full, strict=True)
     log.debug("loaded %d tensors from %s into %s", len(state_dict), origin, type(model).__name__)
+
+
+def checkpoint_classes(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> tuple[int, str] | None:
+    """``(K, layer)`` when ``state_dict`` differs from ``model`` only in the rows of one layer, all K: a
+    classifier fine-tuned to K classes (ResNet's ``fc``). None when anything else differs."""
+    own = model.state_dict()
+    sd = _match_prefix(own, state_dict)
+    optional = {k for k in own if k.endswith("num_batches_tracked")}
+    if set(own) - optional != set(sd) - optional:
+        return None
+    diff = [k for k in sd if k in own and tuple(own[k].shape) != tuple(sd[k].shape)]
+    layers = {k.rpartition(".")[0] for k in diff}
+    rows = {sd[k].shape[0] if sd[k].dim() else None for k in diff}
+    if len(layers) != 1 or len(rows) != 1 or None in rows or any(sd[k].shape[1:] != own[k].shape[1:] for k in diff):
+        return None
+    return int(rows.pop()), layers.pop()  # type: ignore[arg-type]
 
 
 def load_weights_file(model: nn.Module, path: str | Path) -> None:
