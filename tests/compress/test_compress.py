@@ -67,6 +67,13 @@ def test_compress_cli_two_targets(trained_lenet: Path, tmp_path: Path, capsys: p
     assert checks["weight_bytes"]["value"] == slim["weight_bytes"] == res["after"]["cost"]["weight_bytes"]
     for name in ("model.pt", "model.onnx", "model.slim", "plan.json", "pareto.json"):
         assert (out / name).is_file(), name
+    # a point's drop vs the original = its stage input's (whole set) + its own vs that input (--limit images);
+    # it was the original's whole-set score minus the point's 120-image score: two image sets mixed
+    stage_drops = [s["drop"] for s in res["details"]["stages"]]
+    points = json.loads((out / "pareto.json").read_text())["points"]
+    assert {p["stage"] for p in points} == {0, 1}
+    for p in points:
+        assert p["drop"] == pytest.approx((stage_drops[0] if p["stage"] else 0.0) + p["stage_drop"])
     steps = json.loads((out / "plan.json").read_text())["steps"]
     assert {s["transform"] for s in steps} == {"prune_channels", "kmeans"}
     # the written model holds its bytes: each k-means layer has at most 2**bits distinct values

@@ -45,10 +45,10 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     if test_task is not None:
         details["test"] = {"before": dataclasses.asdict(test_task.evaluate(loaded.model)),
                            "after": dataclasses.asdict(test_task.evaluate(written))}
-    base = res.before["score"]
-    sign = 1.0 if base.higher_is_better else -1.0
-    # a stage's search measures drops against its own input; the report plots them against the original
-    points = [dict(p, stage=i, stage_drop=p["drop"], drop=sign * (base.value - p["metric"]))
+    # A stage's search measures a point's drop against the stage's input, on its own images (--limit); the
+    # report plots it against the original: the input's drop (on the whole validation set) plus the point's.
+    # The point's score minus the original's would mix the two image sets.
+    points = [dict(p, stage=i, stage_drop=p["drop"], drop=(res.stages[i - 1].drop if i else 0.0) + p["drop"])
               for i, s in enumerate(res.stages) for p in s.tried]
     write_json(run.path / "pareto.json", {"points": points})
     steps = tuple(PlanStep(s["transform"], tuple(s["layers"]), s["params"]) for st in res.stages for s in st.steps)
