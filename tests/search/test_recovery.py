@@ -58,3 +58,19 @@ def test_search_finetunes_with_the_original_as_teacher(recovery: str) -> None:
             assert options["teacher"] is loaded.model and options["recovery"] == "kd"
         else:
             assert "teacher" not in options
+
+
+def test_a_point_nothing_was_done_to_is_not_fine_tuned(trained_lenet: Path) -> None:
+    """Fine-tuning an untouched model can only move it off its optimum (an untouched CIFAR net lost 1.2 points in
+    20 steps inside a compress stage): a point with no knob applied scores as the baseline, exactly."""
+    loaded = load_model(f"file:{trained_lenet}")
+    task = Recorder(make_task("classification", "digits", info=loaded.info, batch_size=32))
+    spec = SearchSpec(amounts=(0.25, 0.5), finetune_steps=2, limit=60, finetune={"lr": 0.5})
+    # a drop no pruned point keeps: the search comes down to its empty prefix
+    res = search(loaded.model, task, Budget.from_options(max_drop="0.001", macs="0.7x"), spec, progress=False)
+    untouched = [p for p in res.tried if not any(p["assignment"].values())]
+    touched = [p for p in res.tried if any(p["assignment"].values())]
+    assert untouched and touched
+    assert all(p["drop"] == 0 for p in untouched)
+    # every touched point is fine-tuned, and the chosen model unless it is untouched; never an untouched one
+    assert len(task.calls) == len(touched) + bool(any(res.assignment.values()))
