@@ -104,7 +104,19 @@ def test_a_python_file_model_trains_at_its_datas_size_and_its_files_load_again(
     assert slim.model.features[0].out_channels == 8
     assert torch.equal(slim.model(torch.ones(1, 3, 12, 20)), load_model("file:packed/model.pt").model(torch.ones(1, 3, 12, 20)))
 
+    # without data, --input settles it (apply: the plan's input), and no note calls it a guess
     capsys.readouterr()
+    assert main(["prune", "python:mynets.py:build", "--ratio", "0.5", "--no-latency", "--input", "1x3x12x20",
+                 "--out", "no_data"]) == 0
+    assert "is a guess" not in capsys.readouterr().err
+    info = json.loads((tmp_path / "no_data" / "model.json").read_text())["info"]
+    assert info["input_shape"] == [1, 3, 12, 20] and info["input_guessed"] is False
+    assert main(["apply", "no_data/plan.json", "python:mynets.py:build", "--no-latency", "--out", "applied"]) == 0
+    assert "is a guess" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "applied" / "model.json").read_text())["info"]["input_shape"] == [1, 3, 12, 20]
+    assert main(["prune", "python:mynets.py:build", "--ratio", "0.5", "--no-latency", "--out", "guessed"]) == 0
+    assert "note: input size not declared: (1, 3, 224, 224) is a guess" in capsys.readouterr().err
+
     (tmp_path / "mynets.py").rename(tmp_path / "moved.py")
     _forget_user_modules()
     assert main(["evaluate", "file:trained/model.pt", "--data", data]) == 2

@@ -118,13 +118,16 @@ def _root(
 
 
 def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = None, scale: int | None = None,
-                 num_classes: int | None = None, seed: int | None = None) -> Any:
-    """Load MODEL like every command does and print its notes (e.g. 'untrained') on stderr.
+                 num_classes: int | None = None, seed: int | None = None, task: str | None = None,
+                 data: str | None = None, val_data: str | None = None, input: str | None = None) -> Any:
+    """Load MODEL like every command does, settle what it does not say (:func:`settle_info`) and print its
+    notes (e.g. 'untrained') on stderr.
 
     ``seed`` seeds the initial weights of a model built without trained weights."""
     from slimcnn.models import load_model
 
     loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
+    settle_info(loaded, task, data, val_data=val_data, input=input)
     for line in loaded.info.notes:
         note(f"note: {line}")
     return loaded
@@ -135,13 +138,11 @@ def settle_info(loaded: Any, kind: str | None, data: str | None, *, val_data: st
     """What a model that does not say (``python:``, bare ``file:``) is taken to be, before anything is built
     from ``loaded.info`` (the task, the example input, the saved sidecar): the task it is run as, and an
     input size from ``--input`` or the data instead of a guess (said on stderr)."""
-    if kind is None or data is None:
-        return
     from slimcnn.tasks import fit_input
 
-    if loaded.info.task is None and kind in TASK_NAMES:  # files written from it then know their task
+    if data is not None and loaded.info.task is None and kind in TASK_NAMES:  # files written from it know their task
         loaded.info = dataclasses.replace(loaded.info, task=kind)
-    loaded.info, said = fit_input(loaded.info, kind, data, val_data=val_data,
+    loaded.info, said = fit_input(loaded.info, kind, data if kind is not None else None, val_data=val_data,
                                   input_shape=parse_shape(input) if input else None)
     if said and not quiet:
         note(f"note: {said}")

@@ -17,7 +17,6 @@ from slimcnn.cli._app import (
     open_run,
     parse_shape,
     say_notes,
-    settle_info,
 )
 
 
@@ -61,8 +60,7 @@ def apply_cmd(
         if p.finetuned:
             note("note: the run that made this plan fine-tuned its weights; a plan replays the structure and the "
                  "transform's own weights, so this model has the original (not fine-tuned) weights")
-        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
-        settle_info(loaded, task, data, input=shape)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data, input=shape)
         example = example_for(loaded, shape, check=input is not None)
         batches: list = []
         task_obj = None

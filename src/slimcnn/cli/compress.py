@@ -24,7 +24,6 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
-    settle_info,
 )
 from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP
 from slimcnn.errors import ConfigError
@@ -127,8 +126,8 @@ def compress_cmd(
             run.state_file(f"stages/sensitivity-{i}.json")
             run.state_file(f"stages/trials-{i}.pt")
         state.mkdir(exist_ok=True)
-        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
-        settle_info(loaded, task, data, val_data=val_data, input=input)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
+                              val_data=val_data, input=input)
         from slimcnn.tasks import make_task
 
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, seed=seed)

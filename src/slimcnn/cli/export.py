@@ -19,7 +19,6 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
-    settle_info,
 )
 from slimcnn.errors import ConfigError
 
@@ -101,8 +100,7 @@ def export_cmd(
     with open_run("export", out, model=model, weights=weights, data={"data": data}, options=options,
                   force=force, resume=resume) as run:
         say_notes(run)
-        loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed)
-        settle_info(loaded, task, data, input=input)
+        loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed, task=task, data=data, input=input)
         example = example_for(loaded, input)
         task_obj = None
         if task is not None:

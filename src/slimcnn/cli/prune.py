@@ -27,7 +27,6 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
-    settle_info,
 )
 from slimcnn.errors import ConfigError
 
@@ -138,8 +137,8 @@ def prune_cmd(
     with open_run("prune", out, model=model, weights=weights, data={"data": data}, options=options,
                   force=force, resume=resume) as run:
         say_notes(run)
-        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed)
-        settle_info(loaded, task, data, input=input)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
+                              input=input)
         example = example_for(loaded, input) if shape else example_for(loaded, None)
         task_obj = None
         if task and data:

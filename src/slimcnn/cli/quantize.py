@@ -106,7 +106,7 @@ def _int8(model: str, *, task: str | None, data: str | None, calibration: str, m
     """``--scheme int8``: the ``onnx-int8`` export as a quantize run (model.onnx + plan.json with the int8 step)."""
     import dataclasses
 
-    from slimcnn.cli._app import check_task, load_for_cli, open_run, say_notes, settle_info
+    from slimcnn.cli._app import check_task, load_for_cli, open_run, say_notes
     from slimcnn.export import ExportSpec, Int8Spec, check_export, export_to_run
     from slimcnn.run import read_result, write_run
 
@@ -122,8 +122,7 @@ def _int8(model: str, *, task: str | None, data: str | None, calibration: str, m
     with open_run("quantize", out, model=model, weights=weights, data={"data": data}, options=options, force=force,
                   resume=resume) as run:
         say_notes(run)
-        loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed)
-        settle_info(loaded, task, data)
+        loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed, task=task, data=data)
         from slimcnn.tasks import make_task
 
         task_obj = make_task(task, data, info=loaded.info)  # type: ignore[arg-type]

@@ -145,8 +145,8 @@ def search_cmd(
         _spec_from_main(spec)  # the other ranks start (with rank 0's --round-to auto, if the CPUs differ)
         sweep = run.state_file("sensitivity.json", keep=True, ignore=tuple(budget_options))
         say_notes(run)
-        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
-        settle_info(loaded, task, data, val_data=val_data, input=input)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed,
+                              task=task, data=data, val_data=val_data, input=input)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
                              seed=seed)
         example = example_for(loaded, input) if input else None

@@ -47,7 +47,7 @@ def list_tasks() -> list[str]:
     return TASKS.names()
 
 
-def fit_input(info: ModelInfo, kind: str, data: str | Path, *, val_data: str | Path | None = None,
+def fit_input(info: ModelInfo, kind: str | None, data: str | Path | None, *, val_data: str | Path | None = None,
               input_shape: tuple[int, ...] | None = None) -> tuple[ModelInfo, str | None]:
     """``info`` with an input size the data agrees with, when the model's own was only a guess.
 
@@ -63,7 +63,7 @@ def fit_input(info: ModelInfo, kind: str, data: str | Path, *, val_data: str | P
     settled = dict(input_guessed=False, notes=tuple(n for n in info.notes if not n.startswith(GUESS_NOTE)))
     if input_shape is not None:
         return dataclasses.replace(info, input_shape=(1, *input_shape[1:]), **settled), None
-    if kind != "classification":
+    if kind != "classification" or data is None:
         return info, None
     from slimcnn.data.classification import check_source, native_size
 
