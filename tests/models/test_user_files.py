@@ -55,6 +55,27 @@ def _forget_user_modules() -> None:
         del sys.modules[name]
 
 
+def test_a_model_file_that_imports_its_neighbours_loads_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``nets.py`` doing ``from blocks import Block``: the file's folder is on the path, as ``python nets.py`` has it."""
+    from slimcnn.models import save_model
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "blocks_for_slimcnn_test.py").write_text(
+        "from torch import nn\nclass Block(nn.Sequential):\n    pass\n")
+    (code / "nets.py").write_text("from torch import nn\nfrom blocks_for_slimcnn_test import Block\n"
+                                  "def build():\n    return Block(nn.Conv2d(3, 4, 3), nn.ReLU())\n")
+    saved = list(sys.path)
+    loaded = load_model(f"python:{code / 'nets.py'}:build")
+    save_model(loaded, tmp_path / "out")
+    monkeypatch.setattr(sys, "path", saved)  # a new process: neither the folder nor the modules
+    _forget_user_modules()
+    sys.modules.pop("blocks_for_slimcnn_test", None)
+    back = load_model(f"file:{tmp_path / 'out' / 'model.pt'}")
+    assert type(back.model).__name__ == "Block"
+    sys.modules.pop("blocks_for_slimcnn_test", None)
+
+
 def test_native_size_is_the_one_size_the_images_share(tmp_path: Path) -> None:
     assert native_size("digits") == (8, 8)
     assert native_size(_folder(tmp_path / "same")) == (12, 20)
