@@ -75,6 +75,7 @@ def test_search_report_targets_pareto_and_sensitivity(search_run: Path) -> None:
     drop = next(line for line in md.splitlines() if line.startswith("| max drop | `5` |"))
     assert f"{checks['max_drop']['value']:.4g} top1" in drop and "✓ met" in drop
     assert "drop on digits:val, first 100 images" in md  # the tried points carry their conditions
+    assert re.search(r"\d+ candidates measured, \d+ within every budget\.", md)
     arts = _artifacts(search_run)
     for name in ("pareto.png", "sensitivity.png", "layers.png"):  # re-drawn by the report before they were listed
         assert arts[name]["sha256"] == hashlib.sha256((search_run / name).read_bytes()).hexdigest()
@@ -141,6 +142,13 @@ def test_stage_by_stage_table(prune_run: Path, copy_run: Callable[[Path], Path])
     render_report(folder, result=res)
     rows = [line for line in (folder / "report.md").read_text().splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert rows[0].endswith("| 300 steps plain (from 61.25) |") and rows[1].endswith("| – |")
+    # a compress stage judges its points on its own targets and share of the drop: not "within every budget"
+    point = {"costs": {"macs": half["macs"]}, "metric": 90.0, "feasible": True, "pareto": True}
+    (folder / "pareto.json").write_text(json.dumps({"points": [
+        {**point, "stage": 0, "drop": 1.0}, {**point, "stage": 0, "drop": 3.0, "feasible": False},
+        {**point, "stage": 1, "drop": 1.5}]}))
+    render_report(folder, result=res)
+    assert "3 candidates measured over 2 stages, 2 within their stage's targets." in (folder / "report.md").read_text()
 
 
 def test_render_is_fast_for_a_small_run(search_run: Path, copy_run: Callable[[Path], Path]) -> None:

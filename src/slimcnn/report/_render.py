@@ -146,7 +146,11 @@ def _pareto(data: RunData) -> Section | None:
                                                             max_drop=None if max_drop is None else float(max_drop)),
                   caption)
     feasible = sum(bool(p.get("feasible", True)) for p in points)
-    return Section("Search: Pareto front", (f"{len(points)} candidates measured, {feasible} within every budget.", fig))
+    stages = {p["stage"] for p in points if "stage" in p}
+    # a compress stage judges its points on the targets it owns and its share of the drop, not every budget
+    within = f"{feasible} within their stage's targets" if stages else f"{feasible} within every budget"
+    across = f" over {len(stages)} stages" if len(stages) > 1 else ""
+    return Section("Search: Pareto front", (f"{len(points)} candidates measured{across}, {within}.", fig))
 
 
 def _conditions(data: RunData) -> str:
