@@ -60,6 +60,17 @@ def test_kmeans_out_of_reach_names_the_command_that_allows_fewer_bits(trained_le
     assert "strongest amount (1)" in err and "allow 1 bit" not in err and "--amounts" not in err.split("No sweep")[1]
 
 
+def test_a_cost_the_method_does_not_change_is_not_met_with_stronger_amounts(
+        trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """k-means leaves MACs as they are: 'allow 1 bit' was the advice for --macs."""
+    rc = main(["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--method", "kmeans",
+               "--macs", "0.9x", "--limit", "50", "--out", str(tmp_path / "m")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "budget out of reach of kmeans: it does not change --macs (--macs 0.9x (it keeps" in err
+    assert "use a --method that does, or combine methods (slimcnn compress --recipe auto)" in err
+    assert "allow 1 bit" not in err and "stronger" not in err
+
+
 def test_budget_in_reach_of_the_strongest_amounts_is_searched(trained_lenet: Path, tmp_path: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "k"

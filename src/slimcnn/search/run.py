@@ -309,14 +309,20 @@ def out_of_reach(ctx: _Context, knobs: list[Knob]) -> tuple[dict[str, float], st
     strongest = {k.name: ctx.family.strongest(k) for k in knobs}
     params, macs, wbytes = ctx.cost_fn(ctx.family.apply_many(ctx.model, strongest), strongest)
     least = {"params": float(params), "macs": float(macs), "weight_bytes": float(wbytes)}
-    missed = []
+    missed, unmoved = [], []
     for key, amount in counted.items():
         base = float(cost_value(ctx.base_cost, key))
         if least[key] > amount.limit(base):
             missed.append(f"{flag(key)} {amount} (it keeps {least[key]:,.0f} of {base:,.0f}, "
                           f"{least[key] / max(base, 1):.3f}x)")
+            if least[key] >= base:
+                unmoved.append(flag(key))
     if not missed:
         return None
+    if len(unmoved) == len(missed):  # no amount of this method moves these costs: stronger ones cannot help
+        return strongest, (f"out of reach of {ctx.family.name}: it does not change {' or '.join(unmoved)} "
+                           f"({'; '.join(missed)}). No sweep; use a --method that does, or combine methods "
+                           "(slimcnn compress --recipe auto)")
     amounts = ", ".join(sorted({f"{v:g}" for v in strongest.values()}))
     # k-means amounts are bits, which compress does not take from --amounts: name the command that does
     stronger = "give stronger --amounts, "
