@@ -341,3 +341,35 @@ def test_an_int8_stage_scores_a_super_resolution_net_on_whole_images(tmp_path: P
     float_model = load_model(f"file:{out / 'model.pt'}").model
     data = replay_int8(float_model, step["params"], torch.zeros(plan["input_shape"]))
     assert data == (out / "model.onnx").read_bytes()
+
+
+def test_a_stage_does_not_score_its_input_again(trained_lenet: Path) -> None:
+    """compress has each stage's input scored on the whole validation set already: its search takes that score
+    (on ImageNet-size data each stage spent one more full evaluation on a model it had just scored)."""
+    from slimcnn.compress import CompressSpec, compress
+    from slimcnn.search import Budget
+
+    class Counting:
+        def __init__(self, task: object) -> None:
+            self.task, self.whole = task, []  # type: ignore[var-annotated]
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.task, name)
+
+        def evaluate(self, model: torch.nn.Module, *, limit: int | None = None, **kw: object) -> object:
+            if limit is None:
+                self.whole.append({k: v.clone() for k, v in model.state_dict().items()})
+            return self.task.evaluate(model, limit=limit, **kw)  # type: ignore[attr-defined]
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = Counting(make_task("classification", "digits", info=loaded.info))
+    budget = Budget.from_options(max_drop="3", macs="0.7x", weight_bytes="0.2x")
+    res = compress(loaded.model, task, budget, CompressSpec(recovery="plain", limit=100, amounts=(0.5,)),  # type: ignore[arg-type]
+                   progress=False)
+    assert [s.name for s in res.stages] == ["prune", "kmeans"]
+
+    def same(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    repeats = [i for i, w in enumerate(task.whole) if any(same(w, v) for v in task.whole[:i])]
+    assert not repeats, f"whole-set evaluations {repeats} scored a model already scored"

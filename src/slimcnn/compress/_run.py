@@ -219,13 +219,14 @@ def compress(
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
         trials = str(state_dir / f"trials-{i}.pt") if state_dir is not None else None  # both searches' points
         res = search(current, task, Budget(Amount(share), limits, objective), sspec,  # type: ignore[arg-type]
-                     example_input=x, source=source, resume=resume, trials=trials, progress=progress)
+                     example_input=x, source=source, resume=resume, trials=trials, progress=progress,
+                     input_score=current_score)
         allowed = f"{share:.6g}"
         if not res.met and owned[i] and not last:
             say(i, stage, f"  its share cannot meet {', '.join(sorted(owned[i]))}: meeting them at the least drop")
             res = search(current, task, Budget(None, limits, objective), sspec,  # type: ignore[arg-type]
                          example_input=x, source=source, resume=resume, trials=trials,
-                         progress=progress)
+                         progress=progress, input_score=current_score)
             allowed = "the least that meets its targets"
         steps = [dataclasses.asdict(s) for s in search_steps(current, sspec, res, x)]
         current, current_score = res.model, res.after["score"]
@@ -250,8 +251,9 @@ def compress(
     packed = None
     if kmeans_bits:  # the written model is the packed one: snap every k-means layer onto its codebook
         packed = pack(current, kmeans_bits, spec.codebook)
+        if not _same_weights(packed.model, current):  # else its score is the one just measured
+            current_score = task.evaluate(packed.model.eval(), device=spec.device)
         current = packed.model.eval()
-        current_score = task.evaluate(current, device=spec.device)
     if stages[-1].method == "int8":
         return _finish_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
                             base_cost, current_score, x, spec, factors, t0)
@@ -323,6 +325,12 @@ def _finish_int8(original: nn.Module, current: nn.Module, float_model: nn.Module
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks), recipe=stages,
         seconds=time.perf_counter() - t0, int8=out, float_model=float_model, int8_factors=factors)
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Bit for bit the same state (same keys, dtypes and values)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _recover(model: nn.Module, task: Any, original: nn.Module, kept: list[Any], spec: CompressSpec) -> Score:

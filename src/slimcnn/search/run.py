@@ -128,7 +128,8 @@ class _Context:
     """Shared state of one search: the model, task, family, budget and how to measure a point."""
 
     def __init__(self, model: nn.Module, task: Task, budget: Budget, spec: SearchSpec, example_input: Any,
-                 source: str, progress: bool, resume: str | None = None, trials: str | None = None) -> None:
+                 source: str, progress: bool, resume: str | None = None, trials: str | None = None,
+                 input_score: Score | None = None) -> None:
         self.model, self.task, self.budget, self.spec = model.eval(), task, budget, spec
         self.example_input, self.progress, self.resume = example_input, progress, resume
         self.need_latency = "latency_ms" in budget.limits or budget.objective == "latency_ms" or spec.runtime is not None
@@ -148,7 +149,10 @@ class _Context:
         self.cost_fn = self.family.cost(example_input)
         if spec.int8_weights is not None:
             self.cost_fn = _int8_bytes(self.cost_fn, example_input, spec.int8_weights)
-        self.base_score = self.evaluate(model, limit=spec.limit)
+        self.input_score = input_score
+        """The model's score on the whole validation data, when the caller measured it already."""
+        self.base_score = (input_score if input_score is not None and spec.limit is None
+                           else self.evaluate(model, limit=spec.limit))
         self.base_cost = self.measure_cost(model, {})
         self.tried: list[TriedPoint] = []
         self.model_override: nn.Module | None = None
@@ -423,6 +427,7 @@ def search(
     resume: str | None = None,
     trials: str | None = None,
     progress: bool = True,
+    input_score: Score | None = None,
 ) -> SearchResult:
     """Find the smallest/fastest transformed ``model`` that meets ``budget`` (``model`` is not mutated).
 
@@ -432,11 +437,13 @@ def search(
     ``resume`` names the sensitivity sweep's JSON (finished knobs are skipped); ``trials`` names the
     trial log (:mod:`slimcnn.search._trials`): every finished trial (greedy's measured points, CPO's
     steps, iterative rounds) is saved there and a re-run with the same model, data and spec skips it.
+    ``input_score``: ``model``'s score on the whole validation data when the caller has it (compress: each
+    stage's input), so it is not evaluated again.
     """
     spec = spec or SearchSpec()
     t0 = time.perf_counter()
     example_input = task.example_input() if example_input is None else example_input
-    ctx = _Context(model, task, budget, spec, example_input, source, progress, resume, trials)
+    ctx = _Context(model, task, budget, spec, example_input, source, progress, resume, trials, input_score)
     strategy = STRATEGIES.get(spec.strategy)
     assignment, strategy_log, table = strategy(ctx)
     if ctx.model_override is not None:  # pruned and fine-tuned step by step already
@@ -448,7 +455,7 @@ def search(
         ctx.finetune(final, assignment)
         if spec.codebook != "fp32" and spec.finetune_steps:  # centroids trained in float32: round them as stored
             final = ctx.family.apply_many(final, assignment)
-    full_before = ctx.evaluate(model) if spec.limit is not None else ctx.base_score
+    full_before = ctx.base_score if spec.limit is None else ctx.input_score or ctx.evaluate(model)
     full_after = ctx.evaluate(final)
     # the result shows every cost of both ends (the points skip the activation profile no budget needs)
     cost_before = dataclasses.replace(ctx.base_cost, activation_bytes=_peak_activations(model, example_input))
