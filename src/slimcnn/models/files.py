@@ -42,10 +42,10 @@ SIDECAR_VERSION = 1
 
 FileLoader = Callable[[Path, LoadOptions], LoadedModel]
 FILE_LOADERS: Registry[FileLoader] = Registry("model file suffix")
+"""Suffix (``".slim"``) -> loader; suffixes not registered go to the default torch loader."""
 
 _PLUGIN_MODULES = {".slim": "slimcnn.quantize", ".slimk": "slimcnn.prune.kernel"}
 """Suffixes whose loader lives in another room, imported on first use."""
-"""Suffix (``".slim"``) -> loader; suffixes not registered go to the default torch loader."""
 
 
 def drop_untrained_notes(notes: tuple[str, ...]) -> tuple[str, ...]:
