@@ -138,3 +138,4 @@ def test_fine_tune_hint_only_past_one_percent(tmp_path) -> None:
     assert hint(1.0, 1.005, higher_is_better=False) is None
     assert hint(1.0, 1.1, higher_is_better=False) is not None
     assert hint(83.2, 84.0) is None
+    assert hint(0.0, 0.0) is None  # an untrained detector: "dropped 0 ... recover it" was printed

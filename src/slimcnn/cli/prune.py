@@ -380,7 +380,8 @@ def _finetune_hint(result: Any, out: Path, task: str | None, data: str | None) -
     """How to recover what pruning lost, when the written model scores more than 1 % below the original: prune
     never fine-tunes, and a user seeing a 70-point drop should learn the next command from the output."""
     before, after = result.before.score, result.after.score
-    if before is None or after is None or before.drop_to(after, relative=True) <= 0.01:
+    # an untrained detector scores 0 before and after: nothing was lost (its relative drop is 0/0)
+    if before is None or after is None or before.drop_to(after) <= 0 or before.drop_to(after, relative=True) <= 0.01:
         return None
     model, data = shlex.quote(f"file:{out / 'model.pt'}"), shlex.quote(str(data))
     return (f"note: {before.metric} dropped {before.drop_to(after):.3g} without fine-tuning; recover it with "
