@@ -174,6 +174,7 @@ def test_python_source_not_on_the_path_names_the_file_form(tmp_path, monkeypatch
     """The console script does not import from the working folder: the error names the form that does."""
     (tmp_path / "mynet_not_on_path.py").write_text("from torch import nn\ndef build():\n    return nn.Conv2d(3, 4, 3)\n")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # loading the file puts its folder on it
     with pytest.raises(ModelLoadError, match="name the file instead: python:mynet_not_on_path.py:build"):
         load_model("python:mynet_not_on_path:build")
     assert isinstance(load_model("python:mynet_not_on_path.py:build").model, nn.Conv2d)

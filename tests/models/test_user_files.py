@@ -102,6 +102,7 @@ def test_a_python_file_model_trains_at_its_datas_size_and_its_files_load_again(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the user file's folder goes on it: not for later tests
     (tmp_path / "mynets.py").write_text(NETS)
     data = str(_folder(tmp_path / "pets"))
     assert main(["train", "python:mynets.py:build", "--task", "classification", "--data", data, "--steps", "2",
