@@ -373,3 +373,25 @@ def test_a_stage_does_not_score_its_input_again(trained_lenet: Path) -> None:
 
     repeats = [i for i, w in enumerate(task.whole) if any(same(w, v) for v in task.whole[:i])]
     assert not repeats, f"whole-set evaluations {repeats} scored a model already scored"
+
+
+def test_the_last_stage_meets_its_targets_at_the_least_drop_when_recovery_follows(trained_lenet: Path) -> None:
+    """Within a drop no point keeps, the last stage used to keep the closest point (often the untouched model);
+    with recovery steps after it, it meets its targets at the least drop like earlier stages, and the final check
+    judges (FSRCNN x3 then met 0.25x bytes at 0.168 of 0.2 dB, where it had written 0.29x)."""
+    from slimcnn.compress import CompressSpec, compress
+    from slimcnn.search import Budget
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    budget = Budget.from_options(max_drop="0.0001", weight_bytes="0.15x")
+    for steps in (0, 5):
+        lines: list[str] = []
+        res = compress(loaded.model, task, budget, CompressSpec(recipe="kmeans", recovery="plain", limit=100,
+                                                                recovery_steps=steps),
+                       progress=False, on_stage=lambda i, s, line: lines.append(line))
+        fell_back = any("meeting them at the least drop" in line for line in lines)
+        checks = {c.name: c for c in res.checks}
+        assert fell_back == bool(steps)
+        if steps:
+            assert checks["weight_bytes"].met  # its target met; the drop is the final check's to judge
