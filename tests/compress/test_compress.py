@@ -389,7 +389,7 @@ def test_the_last_stage_meets_its_targets_at_the_least_drop_when_recovery_follow
         lines: list[str] = []
         res = compress(loaded.model, task, budget, CompressSpec(recipe="kmeans", recovery="plain", limit=100,
                                                                 recovery_steps=steps),
-                       progress=False, on_stage=lambda i, s, line: lines.append(line))
+                       progress=False, on_stage=lambda i, s, line, said=lines: said.append(line))
         fell_back = any("meeting them at the least drop" in line for line in lines)
         checks = {c.name: c for c in res.checks}
         assert fell_back == bool(steps)
