@@ -126,10 +126,11 @@ def compress(
     measured against the ORIGINAL on the validation data: a stage may spend an equal share of the drop
     still unspent (the last stage what is left); an earlier stage that cannot meet its targets within its
     share meets them at the least drop instead, and so does the last one when recovery steps follow (they
-    win back much of what the short per-point fine-tunes lose; the final check judges). Each hardware target is owned by the last stage that
-    can move it (``prune`` for MACs/latency, ``kmeans`` for bytes); its limit is passed relative to the
-    stage's input so that latency ratios are taken within one run. With ``state_dir``, each finished
-    stage is kept (``stage-N.pt``) and a re-run with the same options resumes after it.
+    win back much of what the short per-point fine-tunes lose; the final check judges). Each hardware
+    target is owned by the last stage that can move it (``prune`` for MACs/latency, ``kmeans`` for
+    bytes); its limit is passed relative to the stage's input so that latency ratios are taken within
+    one run. With ``state_dir``, each finished stage is kept (``stage-N.pt``) and a re-run with the same
+    options resumes after it.
 
     Raises:
         ConfigError: no ``max_drop``, no hardware target, or a target no stage of the recipe can move.
