@@ -16,6 +16,7 @@ from torch import nn
 from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, parse_recipe
 from slimcnn.errors import ConfigError
 from slimcnn.export._int8 import Int8Spec
+from slimcnn.run._artifacts import same_weights
 from slimcnn.search.budget import Amount, Budget, ConstraintCheck
 from slimcnn.search.families import pack
 from slimcnn.types import Cost, Score
@@ -255,7 +256,7 @@ def compress(
     packed = None
     if kmeans_bits:  # the written model is the packed one: snap every k-means layer onto its codebook
         packed = pack(current, kmeans_bits, spec.codebook)
-        if not _same_weights(packed.model, current):  # else its score is the one just measured
+        if not same_weights(packed.model, current):  # else its score is the one just measured
             current_score = task.evaluate(packed.model.eval(), device=spec.device)
         current = packed.model.eval()
     if stages[-1].method == "int8":
@@ -329,12 +330,6 @@ def _finish_int8(original: nn.Module, current: nn.Module, float_model: nn.Module
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks), recipe=stages,
         seconds=time.perf_counter() - t0, int8=out, float_model=float_model, int8_factors=factors)
-
-
-def _same_weights(a: nn.Module, b: nn.Module) -> bool:
-    """Bit for bit the same state (same keys, dtypes and values)."""
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def _recover(model: nn.Module, task: Any, original: nn.Module, kept: list[Any], spec: CompressSpec) -> Score:

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 
-def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Bit for bit the same state (same keys, dtypes and values)."""
     sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    return sa.keys() == sb.keys() and all(sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa)
 
 
 def write_slim(folder: Path, loaded: Any, packed: Any, written: nn.Module) -> dict[str, Any]:
@@ -30,7 +31,7 @@ def write_slim(folder: Path, loaded: Any, packed: Any, written: nn.Module) -> di
     pack = save_packed(folder / "model.slim", packed, source=loaded.source, info=loaded.info)
     decoded = load_packed(folder / "model.slim").model
     return {"file_bytes": pack.file_bytes, "weight_bytes": pack.weight_bytes, "payload_bytes": pack.payload_bytes,
-            "paper_payload_bytes": pack.paper_payload_bytes, "decodes_to_model_pt": _same_weights(decoded, written)}
+            "paper_payload_bytes": pack.paper_payload_bytes, "decodes_to_model_pt": same_weights(decoded, written)}
 
 
 def write_slimk(folder: Path, loaded: Any, written: nn.Module, layers: Sequence[str]) -> dict[str, Any]:
@@ -55,4 +56,4 @@ def write_slimk(folder: Path, loaded: Any, written: nn.Module, layers: Sequence[
     stored = {f"{name}.weight" for name in layers}
     dense = sum(p.numel() * p.element_size() for n, p in written.named_parameters() if n not in stored)
     return asdict(stats) | {"weight_bytes": stats.kernel_value_bytes + stats.index_bytes + dense,
-                            "decodes_to_model_pt": _same_weights(decoded, written)}
+                            "decodes_to_model_pt": same_weights(decoded, written)}
