@@ -15,7 +15,7 @@ import logging
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -74,8 +74,18 @@ def sidecar_path(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 
 
-def read_sidecar(path: str | Path) -> tuple[ModelInfo, str | None] | None:
-    """The :class:`ModelInfo` (and original source) stored next to ``path``, or None when absent.
+class Sidecar(NamedTuple):
+    """What ``model.json`` beside a model file holds."""
+
+    info: ModelInfo
+    source: str | None
+    """The source the model was made from."""
+    modules: dict[str, str]
+    """User ``.py`` files its pickled classes come from (see :func:`save_model`), imported before unpickling."""
+
+
+def read_sidecar(path: str | Path) -> Sidecar | None:
+    """The :class:`ModelInfo`, original source and user modules stored next to ``path``, or None when absent.
 
     Raises:
         ModelLoadError: when the sidecar exists but is not a slimcnn model-info file.
@@ -98,17 +108,9 @@ def read_sidecar(path: str | Path) -> tuple[ModelInfo, str | None] | None:
         info = from_dict(ModelInfo, data.get("info", {}))
     except TypeError as e:
         raise ModelLoadError(f"sidecar '{side}' has unexpected fields ({e}); delete or fix it") from e
-    return info, data.get("source")
-
-
-def _sidecar_modules(path: Path) -> dict[str, str]:
-    """The user ``.py`` files a pickled ``path`` needs (see :func:`save_model`); {} without a sidecar."""
-    try:
-        data = json.loads(sidecar_path(path).read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    modules = data.get("modules") if isinstance(data, dict) else None
-    return {str(k): str(v) for k, v in modules.items()} if isinstance(modules, dict) else {}
+    modules = data.get("modules")
+    return Sidecar(info, data.get("source"),
+                   {str(k): str(v) for k, v in modules.items()} if isinstance(modules, dict) else {})
 
 
 def save_model(loaded: LoadedModel, path: str | Path) -> Path:
@@ -157,7 +159,6 @@ def _load_torch_file(path: Path, opts: LoadOptions) -> LoadedModel:
         obj: Any = torch_load(path, weights_only=True)
     except pickle.UnpicklingError:
         # Holds classes: a pickled module. Only the user's own file reaches here, so unpickle it.
-        import_user_modules(_sidecar_modules(path), path)
         try:
             obj = torch_load(path, weights_only=False)
         except (ImportError, AttributeError) as e:  # a class whose module is not importable here
@@ -193,10 +194,12 @@ def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
     if suffix in _PLUGIN_MODULES and suffix not in FILE_LOADERS:
         importlib.import_module(_PLUGIN_MODULES[suffix])  # registers its loader
     loader = FILE_LOADERS.get(suffix) if suffix in FILE_LOADERS else _load_torch_file
-    loaded = loader(path, opts)
     side = read_sidecar(path)
+    if side is not None:  # a model built from a user's .py file unpickles only once that file is imported
+        import_user_modules(side.modules, path)
+    loaded = loader(path, opts)
     if side is not None:
-        info, _ = side
+        info = side.info
         if info.pretrained:  # trained (e.g. by `slimcnn train`): the base model's 'untrained' note is stale
             info = dataclasses.replace(info, notes=drop_untrained_notes(info.notes))
         loaded = dataclasses.replace(loaded, info=dataclasses.replace(info, weights=str(path)))
