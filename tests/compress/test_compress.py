@@ -115,7 +115,7 @@ def test_a_killed_stage_resumes_its_measured_points(trained_lenet: Path, tmp_pat
     (tmp_path / "stage-0.pt").unlink()  # as if killed after the search's points, before the stage was saved
     with caplog.at_level("INFO", logger="slimcnn.progress"):
         again = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
-    assert "resuming the search" in caplog.text
+    assert "measured trials of trials-0.pt" in caplog.text
     assert again.after["score"].value == first.after["score"].value
 
 
@@ -343,23 +343,33 @@ def test_an_int8_stage_scores_a_super_resolution_net_on_whole_images(tmp_path: P
     assert data == (out / "model.onnx").read_bytes()
 
 
+class Counting:
+    """A task that records the weights of every model it evaluates on the whole validation set."""
+
+    def __init__(self, task: object) -> None:
+        self.task, self.whole = task, []  # type: ignore[var-annotated]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.task, name)
+
+    def evaluate(self, model: torch.nn.Module, *, limit: int | None = None, **kw: object) -> object:
+        if limit is None:
+            self.whole.append({k: v.clone() for k, v in model.state_dict().items()})
+        return self.task.evaluate(model, limit=limit, **kw)  # type: ignore[attr-defined]
+
+    def repeats(self) -> list[int]:
+        """Indices of whole-set evaluations of a model evaluated before."""
+        def same(a: dict, b: dict) -> bool:
+            return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+        return [i for i, w in enumerate(self.whole) if any(same(w, v) for v in self.whole[:i])]
+
+
 def test_a_stage_does_not_score_its_input_again(trained_lenet: Path) -> None:
     """compress has each stage's input scored on the whole validation set already: its search takes that score
     (on ImageNet-size data each stage spent one more full evaluation on a model it had just scored)."""
     from slimcnn.compress import CompressSpec, compress
     from slimcnn.search import Budget
-
-    class Counting:
-        def __init__(self, task: object) -> None:
-            self.task, self.whole = task, []  # type: ignore[var-annotated]
-
-        def __getattr__(self, name: str) -> object:
-            return getattr(self.task, name)
-
-        def evaluate(self, model: torch.nn.Module, *, limit: int | None = None, **kw: object) -> object:
-            if limit is None:
-                self.whole.append({k: v.clone() for k, v in model.state_dict().items()})
-            return self.task.evaluate(model, limit=limit, **kw)  # type: ignore[attr-defined]
 
     loaded = load_model(f"file:{trained_lenet}")
     task = Counting(make_task("classification", "digits", info=loaded.info))
@@ -367,12 +377,21 @@ def test_a_stage_does_not_score_its_input_again(trained_lenet: Path) -> None:
     res = compress(loaded.model, task, budget, CompressSpec(recovery="plain", limit=100, amounts=(0.5,)),  # type: ignore[arg-type]
                    progress=False)
     assert [s.name for s in res.stages] == ["prune", "kmeans"]
+    assert not task.repeats(), f"whole-set evaluations {task.repeats()} scored a model already scored"
 
-    def same(a: dict, b: dict) -> bool:
-        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
-    repeats = [i for i, w in enumerate(task.whole) if any(same(w, v) for v in task.whole[:i])]
-    assert not repeats, f"whole-set evaluations {repeats} scored a model already scored"
+def test_search_does_not_score_the_untouched_model_again(trained_lenet: Path) -> None:
+    """A drop no point keeps: nothing is applied or fine-tuned, so the final model is the one the search scored
+    first (one whole-set evaluation, not two)."""
+    from slimcnn.search import Budget, SearchSpec, search
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = Counting(make_task("classification", "digits", info=loaded.info))
+    res = search(loaded.model, task, Budget.from_options(max_drop="0", macs="1.0x"),  # type: ignore[arg-type]
+                 SearchSpec(method="prune", finetune_steps=0, amounts=(0.9,), limit=100), progress=False)
+    assert not any(res.assignment.values()) and res.met
+    assert res.after["score"] == res.before["score"]
+    assert len(task.whole) == 1 and not task.repeats()
 
 
 def test_the_last_stage_meets_its_targets_at_the_least_drop_when_recovery_follows(trained_lenet: Path) -> None:

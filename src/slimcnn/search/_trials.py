@@ -71,7 +71,7 @@ class TrialLog:
             log.warning("ignoring %s: its trials were measured against another baseline", path)
         else:
             # progress, not a warning: compress reuses a stage's own log when its search re-runs another way
-            progress_log.info("resuming the search: %d finished trials in %s", len(data["records"]), path.name)
+            progress_log.info("reusing %d measured trials of %s", len(data["records"]), path.name)
             return dict(data["records"]), dict(data["payloads"])
         return None
 

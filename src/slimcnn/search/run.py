@@ -13,6 +13,7 @@ from torch import nn
 
 from slimcnn.errors import ConfigError
 from slimcnn.registry import Registry
+from slimcnn.run._artifacts import same_weights
 from slimcnn.search._trials import TrialLog, trial_key
 from slimcnn.search.budget import Budget, ConstraintCheck, cost_value, flag
 from slimcnn.search.families import FAMILIES, Family
@@ -456,7 +457,8 @@ def search(
         if spec.codebook != "fp32" and spec.finetune_steps:  # centroids trained in float32: round them as stored
             final = ctx.family.apply_many(final, assignment)
     full_before = ctx.base_score if spec.limit is None else ctx.input_score or ctx.evaluate(model)
-    full_after = ctx.evaluate(final)
+    # nothing applied and nothing fine-tuned: the final model is the one scored already
+    full_after = full_before if same_weights(final, model) else ctx.evaluate(final)
     # the result shows every cost of both ends (the points skip the activation profile no budget needs)
     cost_before = dataclasses.replace(ctx.base_cost, activation_bytes=_peak_activations(model, example_input))
     cost_after = dataclasses.replace(ctx.measure_cost(final, assignment, timed=False),
