@@ -155,6 +155,16 @@ def test_slimcnn_compress_is_callable() -> None:
         slimcnn.compress(torch.nn.Linear(2, 2), None, Budget.from_options(macs="0.5x"))
 
 
+def test_a_drop_missed_without_fine_tuning_says_how_to_fine_tune(trained_lenet: Path, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """No --task: the trained file says it. With no fine-tuning asked, a missed drop names the flags that recover."""
+    rc = main(["compress", f"file:{trained_lenet}", "--data", "digits", "--max-drop", "0", "--macs", "0.3x",
+               "--amounts", "0.75", "--limit", "60", "--recipe", "prune", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "budget NOT met" in err
+    assert "nothing was fine-tuned (--finetune-steps 0, --recovery-steps 0)" in err
+
+
 def test_peak_activation_memory_is_a_target(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from slimcnn.measure import profile
 

@@ -66,7 +66,7 @@ def test_export_onnx_fp32_dynamic_batch(tmp_path: Path) -> None:
         (["slimcnn:lenet5", "--format", "onnx-kmeans"], "needs a k-means quantized model: pass file:model.slim"),
         (["slimcnn:lenet5", "--format", "c"], "or add --bits"),
         (["slimcnn:lenet5", "--format", "onnx-int9"], "Did you mean 'onnx-int8'"),
-        (["slimcnn:lenet5", "--format", "onnx-int8"], "add --task and --data"),
+        (["slimcnn:lenet5", "--format", "onnx-int8"], "add --data"),
         (["slimcnn:lenet5", "--format", "onnx", "--bits", "4"], "--bits/--prune apply to --format onnx-kmeans and c"),
         (["slimcnn:lenet5", "--format", "onnx", "--calibration", "entropy"], "apply to --format onnx-int8"),
         (["slimcnn:lenet5", "--format", "onnx-int8", "--task", "classification", "--data", "digits",

@@ -144,3 +144,71 @@ def test_a_python_file_model_trains_at_its_datas_size_and_its_files_load_again(
     assert main(["evaluate", "file:trained/model.pt", "--data", data]) == 2
     err = capsys.readouterr().err.strip()
     assert "holds classes from" in err and "mynets.py, which is not there any more" in err and "\n" not in err
+
+
+UPSCALER = textwrap.dedent("""
+    from torch import nn
+
+    class Upscaler(nn.Module):
+        def __init__(self, scale=3):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.PReLU(8),
+                                      nn.Conv2d(8, scale * scale, 3, padding=1), nn.PixelShuffle(scale))
+
+        def forward(self, x):
+            return self.body(x)
+
+    def build():
+        return Upscaler(3)
+""")
+
+
+def test_fit_sr_measures_how_an_sr_model_is_fed() -> None:
+    from torch import nn
+
+    from slimcnn.errors import ConfigError
+    from slimcnn.tasks import fit_sr
+
+    class X3(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.interpolate(x, scale_factor=3)
+
+    guessed = ModelInfo(input_shape=(1, 1, 224, 224), input_guessed=True, notes=("input size not declared: ...",))
+    info, said = fit_sr(X3(), guessed)
+    assert (info.sr_input, info.scale, info.input_shape, info.input_guessed, info.notes) == ("lr", 3, (1, 1, 32, 32), False, ())
+    assert said is not None and "x3" in said
+    info, said = fit_sr(nn.Conv2d(1, 1, 3, padding=1), ModelInfo(scale=4))  # same size out: the bicubic image, any x
+    assert (info.sr_input, info.scale) == ("upsampled", 4) and said is not None
+    assert fit_sr(nn.Conv2d(1, 1, 3, padding=1), ModelInfo())[0].scale == 2
+    with pytest.raises(ConfigError, match="upscales x3 .* not the --scale 2"):
+        fit_sr(X3(), ModelInfo(scale=2))
+    declared = ModelInfo(sr_input="lr", scale=2)
+    assert fit_sr(X3(), declared) == (declared, None)  # what the model says is not second-guessed
+    assert fit_sr(nn.Conv2d(3, 1, 3), ModelInfo()) == (ModelInfo(), None)  # fails on Y: the task's first forward says so
+
+
+def test_a_python_file_upscaler_is_fed_at_its_own_factor(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A x3 upscaler from a user's file was fed a x2 bicubic image and scored on a crop of its output (11 dB after
+    training, without a word), and --scale 3 was refused for python: sources."""
+    torch.set_num_threads(1)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "mysr.py").write_text(UPSCALER)
+    assert main(["train", "python:mysr.py:build", "--task", "sr", "--data", "photos", "--steps", "2", "--limit", "1",
+                 "--out", "trained"]) == 0
+    err = capsys.readouterr().err
+    assert "the model upscales a 32x32 input to 96x96, so it is fed the low-resolution image, x3" in err
+    info = json.loads((tmp_path / "trained" / "model.json").read_text())["info"]
+    assert (info["task"], info["sr_input"], info["scale"], info["input_shape"]) == ("sr", "lr", 3, [1, 1, 32, 32])
+    assert main(["evaluate", "python:mysr.py:build", "--task", "sr", "--scale", "3", "--data", "photos",
+                 "--limit", "1"]) == 0
+    assert "x3)" in capsys.readouterr().out
+    assert main(["evaluate", "python:mysr.py:build", "--task", "sr", "--scale", "2", "--data", "photos"]) == 2
+    assert "upscales x3" in capsys.readouterr().err
+
+    # the trained file says its task: --data alone measures on it (prune, export; compress and search alike)
+    assert main(["prune", "file:trained/model.pt", "--ratio", "0.5", "--no-latency", "--data", "photos", "--limit", "1",
+                 "--out", "pruned", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["task"] == "sr" and result["after"]["score"]["metric"] == "psnr"

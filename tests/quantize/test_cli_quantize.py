@@ -50,7 +50,7 @@ def test_cli_with_task_reports_metric(tmp_path: Path, capsys: pytest.CaptureFixt
     [
         (["--bits", "conv9=4"], "matches no conv/linear layer"),
         (["--bits", "conv*=20"], "--bits"),
-        (["--weight-bytes", "4MB"], "--task"),
+        (["--weight-bytes", "4MB"], "--data"),
         (["--bits", "4", "--weight-bytes", "4 parsecs"], "not a unit"),
     ],
 )

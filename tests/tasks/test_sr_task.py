@@ -141,6 +141,8 @@ def test_lr_models_are_cropped_or_rejected(hr_folder: Path) -> None:
     assert np.isfinite(score.value) and score.value > 15
     with pytest.raises(DataError, match="smaller than the HR size"):
         task.evaluate(nn.Identity())
+    with pytest.raises(DataError, match="larger than the HR size"):  # a x3 model fed for x2
+        task.evaluate(nn.Upsample(scale_factor=3, mode="nearest"))
 
 
 def test_recipes_by_model_family() -> None:

@@ -66,15 +66,30 @@ TASK_NAMES: tuple[str, ...] = ("classification", "sr", "detection")
 
 
 def check_task(task: str | None, data: str | None = None, *, data_required: bool = True) -> None:
-    """Fail early, in one line, on an unknown ``--task`` or (where both are optional) one without ``--data``."""
+    """Fail early, in one line, on an unknown ``--task`` or (where both are optional) one without ``--data``.
+
+    ``--data`` alone is the model's own task (:func:`task_for`; one written by slimcnn knows it)."""
     if task is not None and task not in TASK_NAMES:
         import difflib
 
         close = difflib.get_close_matches(task, TASK_NAMES, n=1, cutoff=0.5)
         hint = f" Did you mean {close}?" if close else ""
         raise ConfigError(f"--task must be classification, sr or detection, got '{task}'.{hint}")
-    if data_required and (task is None) != (data is None):
-        raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
+    if data_required and task is not None and data is None:
+        raise ConfigError(f"--task {task} needs --data to measure on (e.g. --task classification --data digits)")
+
+
+def resolve_task(task: str | None, info: Any) -> str:
+    """The task name: ``--task`` or the model's own task."""
+    kind = task or getattr(info, "task", None)
+    if kind is None:
+        raise ConfigError("the model does not say which task it is for; pass --task classification|sr|detection")
+    return str(kind)
+
+
+def task_for(task: str | None, data: str | None, info: Any) -> str | None:
+    """The task a command measures on: ``--task``, else the model's own when ``--data`` is given, else None."""
+    return resolve_task(task, info) if data is not None else None
 
 
 def check_runtime(runtime: str | None) -> None:
@@ -127,7 +142,7 @@ def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = N
     from slimcnn.models import load_model
 
     loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
-    settle_info(loaded, task, data, val_data=val_data, input=input)
+    settle_info(loaded, task or loaded.info.task, data, val_data=val_data, input=input)
     for line in loaded.info.notes:
         note(f"note: {line}")
     return loaded
@@ -137,8 +152,9 @@ def settle_info(loaded: Any, kind: str | None, data: str | None, *, val_data: st
                 input: str | None = None, quiet: bool = False) -> None:
     """What a model that does not say (``python:``, bare ``file:``) is taken to be, before anything is built
     from ``loaded.info`` (the task, the example input, the saved sidecar): the task it is run as, and an
-    input size from ``--input`` or the data instead of a guess (said on stderr)."""
-    from slimcnn.tasks import fit_input
+    input size from ``--input`` or the data instead of a guess, and for SR how it is fed and at what scale (said on
+    stderr)."""
+    from slimcnn.tasks import fit_input, fit_sr
 
     if data is not None and loaded.info.task is None and kind in TASK_NAMES:  # files written from it know their task
         loaded.info = dataclasses.replace(loaded.info, task=kind)
@@ -146,6 +162,10 @@ def settle_info(loaded: Any, kind: str | None, data: str | None, *, val_data: st
                                   input_shape=parse_shape(input) if input else None)
     if said and not quiet:
         note(f"note: {said}")
+    if kind == "sr":
+        loaded.info, said = fit_sr(loaded.model, loaded.info)
+        if said and not quiet:
+            note(f"note: {said}")
 
 
 def example_for(loaded: Any, input_shape: str | None, *, check: bool | None = None) -> Any:

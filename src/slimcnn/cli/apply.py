@@ -17,6 +17,7 @@ from slimcnn.cli._app import (
     open_run,
     parse_shape,
     say_notes,
+    task_for,
 )
 
 
@@ -28,7 +29,7 @@ def apply_cmd(
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     input: str | None = typer.Option(None, "--input", help="Input shape (default: the plan's, else the model's)."),
-    task: str | None = typer.Option(None, "--task", help="Task of the calibration data a --compensate plan needs."),
+    task: str | None = typer.Option(None, "--task", help="Task of the calibration data a --compensate plan needs (default: the model's own task)."),
     data: str | None = typer.Option(None, "--data", help="Data for --task (the same as at prune time)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial weights of a model without trained weights (as in the run)."),
     no_latency: bool = typer.Option(False, "--no-latency", help="Skip the ONNX Runtime latency comparison."),
@@ -62,6 +63,7 @@ def apply_cmd(
                  "transform's own weights, so this model has the original (not fine-tuned) weights")
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data, input=shape)
         example = example_for(loaded, shape, check=input is not None)
+        task = task_for(task, data, loaded.info)
         batches: list = []
         task_obj = None
         if task and data:

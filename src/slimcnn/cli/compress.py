@@ -22,17 +22,18 @@ from slimcnn.cli._app import (
     parse_amounts,
     parse_round_to,
     parse_shape,
+    resolve_task,
     say,
     say_notes,
 )
-from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP
+from slimcnn.cli.evaluate import BOTH_DATA_HELP, TASK_HELP, TRAIN_DATA_HELP
 from slimcnn.errors import ConfigError
 
 
 @app.command("compress")
 def compress_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:resnet56, file:model.pt."),
-    task: str = typer.Option(..., "--task", help="classification, sr or detection."),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     data: str = typer.Option(..., "--data", help=BOTH_DATA_HELP),
     train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
     val_data: str | None = typer.Option(None, "--val-data", help="Validation data: the drop is measured on it against the original (default: --data)."),
@@ -85,7 +86,7 @@ def compress_cmd(
     from slimcnn.search.budget import parse_drop
 
     check_device(device)
-    check_task(task, data)
+    check_task(task, data_required=False)
     if recovery not in ("kd", "plain"):
         raise ConfigError(f"--recovery must be kd or plain, got '{recovery}'")
     for flag, value, low in (("--finetune-steps", finetune_steps, 0), ("--recovery-steps", recovery_steps, 0), ("--limit", limit, 1), ("--threads", threads, 1)):
@@ -130,6 +131,7 @@ def compress_cmd(
                               val_data=val_data, input=input)
         from slimcnn.tasks import make_task
 
+        task = resolve_task(task, loaded.info)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, seed=seed)
         test_obj = make_task(task, test_data, info=loaded.info, scale=scale, seed=seed) if test_data else None
         x = example_for(loaded, input) if input else task_obj.example_input()
@@ -150,5 +152,8 @@ def compress_cmd(
         say(f"wrote {run.out}/; report: {run.out / 'report.html'}")
     if not result.met:
         note(f"budget NOT met: the closest model reached is saved in {run.out} (exit code 1)")
+        if finetune_steps == 0 and recovery_steps == 0 and any(c.name == "max_drop" and not c.met for c in result.checks):
+            note("note: nothing was fine-tuned (--finetune-steps 0, --recovery-steps 0), so every point's drop is its "
+                 "raw loss; e.g. --finetune-steps 20 --recovery-steps 300 recovers much of it")
         return 1
     return 0

@@ -14,6 +14,7 @@ from slimcnn.cli._app import (
     RESUME_HELP,
     app,
     check_runtime,
+    check_task,
     emit_json,
     example_for,
     note,
@@ -22,6 +23,7 @@ from slimcnn.cli._app import (
     say,
     say_notes,
     settle_info,
+    task_for,
 )
 from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP, VAL_DATA_HELP
 from slimcnn.errors import ConfigError
@@ -62,7 +64,7 @@ def decompose_cmd(
     spatial: bool = typer.Option(False, "--spatial", help="Spatial SVD (k×1, 1×k) for k×k convs instead of Tucker-2."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     freeze: str = typer.Option("outer", "--freeze", help="Fine-tuning: outer (freeze outer 1×1 factors), sequential, none."),
-    task: str | None = typer.Option(None, "--task", help="classification, sr or detection (enables evaluation)."),
+    task: str | None = typer.Option(None, "--task", help="classification, sr or detection (default: the model's own task); with --data it enables evaluation."),
     data: str | None = typer.Option(None, "--data", help=BOTH_DATA_HELP),
     train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
     val_data: str | None = typer.Option(None, "--val-data", help=VAL_DATA_HELP),
@@ -91,10 +93,9 @@ def decompose_cmd(
     if freeze not in ("outer", "sequential", "none"):
         raise ConfigError(f"--freeze must be outer, sequential or none, got '{freeze}'")
     check_runtime(runtime)
-    if (task is None) != (data is None):
-        raise ConfigError("--task and --data go together (e.g. --task classification --data digits)")
-    if finetune_steps and task is None:
-        raise ConfigError("--finetune-steps needs --task and --data to train on")
+    check_task(task, data)
+    if finetune_steps and data is None:
+        raise ConfigError("--finetune-steps needs --data to train on")
     for flag, value, low in (("--rank", rank, 1), ("--rank-multiple", rank_multiple, 1), ("--threads", threads, 1),
                              ("--scan-runs", scan_runs, 1), ("--confirm-runs", confirm_runs, 1),
                              ("--e2e-runs", e2e_runs, 1), ("--finetune-steps", finetune_steps, 0), ("--limit", limit, 1)):
@@ -120,6 +121,7 @@ def decompose_cmd(
                   options=options, force=force, resume=resume) as run:
         say_notes(run)
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        task = task_for(task, data, loaded.info)
         settle_info(loaded, task, data, val_data=val_data, input=input)
         for line in loaded.info.notes:
             note(f"note: {line}")

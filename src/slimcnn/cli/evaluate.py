@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, check_device, check_task, emit_json, note, say, settle_info
+from slimcnn.cli._app import app, check_device, check_task, emit_json, note, resolve_task, say, settle_info
 from slimcnn.errors import ConfigError
 from slimcnn.types import Score
 
@@ -52,14 +52,6 @@ def model_notes(info: Any, source: str) -> None:
         return
     if not any("untrained" in line for line in lines):
         note(f"note: {source} has no trained weights (random init); its score is meaningless until trained")
-
-
-def resolve_task(task: str | None, info: Any) -> str:
-    """The task name: ``--task`` or the model's own task."""
-    kind = task or getattr(info, "task", None)
-    if kind is None:
-        raise ConfigError("the model does not say which task it is for; pass --task classification|sr|detection")
-    return str(kind)
 
 
 @app.command("evaluate")

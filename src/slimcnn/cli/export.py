@@ -19,6 +19,7 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
+    task_for,
 )
 from slimcnn.errors import ConfigError
 
@@ -42,7 +43,7 @@ def export_cmd(
     max_drop: str | None = typer.Option(None, "--max-drop", help="With --float-fallback auto: allowed score drop, 0.5 (points/dB) or 1% of the original's score."),
     sweep_limit: int = typer.Option(1000, "--sweep-limit", help="With --float-fallback: evaluation images of the per-layer sensitivity sweep (the final score uses --limit/all)."),
     c_prefix: str = typer.Option("slim_model", "--c-prefix", help="c: C name prefix and file stem of the weights."),
-    task: str | None = typer.Option(None, "--task", help="classification, sr or detection: score before/after (onnx-int8: calibration)."),
+    task: str | None = typer.Option(None, "--task", help="classification, sr or detection (default: the model's own task); with --data: score before/after (onnx-int8: calibration)."),
     data: str | None = typer.Option(None, "--data", help="The task's data (folder, .tar, built-in set)."),
     limit: int | None = typer.Option(None, "--limit", help="Score on the first N images only."),
     threads: int | None = typer.Option(None, "--threads", help="ONNX Runtime threads for the latency comparison (default: physical cores)."),
@@ -102,6 +103,7 @@ def export_cmd(
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed, task=task, data=data, input=input)
         example = example_for(loaded, input)
+        task = task_for(task, data, loaded.info)
         task_obj = None
         if task is not None:
             from slimcnn.tasks import make_task

@@ -27,6 +27,7 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
+    task_for,
 )
 from slimcnn.errors import ConfigError
 
@@ -62,7 +63,7 @@ def prune_cmd(
     round_to_text: str = typer.Option("1", "--round-to", help="Round kept widths up to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers whose groups stay (repeatable)."),
     reduce: str = typer.Option("sum", "--reduce", help="Group score over members: sum, mean or max."),
-    task: str | None = typer.Option(None, "--task", help="classification, sr or detection (needed by taylor/chip; adds the metric)."),
+    task: str | None = typer.Option(None, "--task", help="classification, sr or detection (default: the model's own task); with --data it adds the metric (taylor/chip need it)."),
     data: str | None = typer.Option(None, "--data", help="Data for --task."),
     calib: int = typer.Option(8, "--calib", help="Calibration/training batches for data-driven criteria."),
     compensate: str = typer.Option("none", "--compensate", help="What the layers reading removed channels get (needs --task/--data): none, mean (their mean activations folded into the bias) or lsq (weights and bias refitted by least squares to the original outputs)."),
@@ -113,10 +114,10 @@ def prune_cmd(
         if reduce not in ("sum", "mean", "max"):
             raise ConfigError(f"--reduce must be sum, mean or max, got '{reduce}'")
         CRITERIA.get(criterion)
-        if criterion in ("taylor", "chip") and not task:
-            raise ConfigError(f"--criterion {criterion} needs --task and --data (it measures the model on data)")
-        if compensate and not task:
-            raise ConfigError(f"--compensate {compensate} needs calibration data: pass --task and --data")
+        if criterion in ("taylor", "chip") and not data:
+            raise ConfigError(f"--criterion {criterion} needs --data (it measures the model on data)")
+        if compensate and not data:
+            raise ConfigError(f"--compensate {compensate} needs calibration data: pass --data")
         if calib < 1:
             raise ConfigError(f"--calib must be >= 1, got {calib}")
     else:
@@ -140,6 +141,7 @@ def prune_cmd(
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
                               input=input)
         example = example_for(loaded, input) if shape else example_for(loaded, None)
+        task = task_for(task, data, loaded.info)
         task_obj = None
         if task and data:
             from slimcnn.tasks import make_task

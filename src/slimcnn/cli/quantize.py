@@ -23,7 +23,7 @@ def quantize_cmd(
     codebook: str = typer.Option("fp32", "--codebook", help="Centroid storage: fp16 or fp32 (the quantised model uses the stored values)."),
     huffman: bool = typer.Option(False, "--huffman", help="Huffman-code the indices where that is smaller."),
     finetune_steps: int = typer.Option(0, "--finetune-steps", help="Centroid fine-tuning steps (needs --task/--data); 0 = off as in Tomè et al."),
-    task: str | None = typer.Option(None, "--task", help="Task for before/after metric: classification, sr, detection."),
+    task: str | None = typer.Option(None, "--task", help="Task for the before/after metric: classification, sr, detection (default: the model's own task)."),
     data: str | None = typer.Option(None, "--data", help="The task's data (folder, .tar, built-in set)."),
     limit: int | None = typer.Option(None, "--limit", help="Evaluate on the first N images only."),
     weight_bytes: str | None = typer.Option(None, "--weight-bytes", help="Planner: fit the weights as model.slim stores them (codebooks, indices, keep masks, float32 rest) into 4MB, 512KiB or 0.1x of the float32 bytes."),
@@ -106,7 +106,7 @@ def _int8(model: str, *, task: str | None, data: str | None, calibration: str, m
     """``--scheme int8``: the ``onnx-int8`` export as a quantize run (model.onnx + plan.json with the int8 step)."""
     import dataclasses
 
-    from slimcnn.cli._app import check_task, load_for_cli, open_run, say_notes
+    from slimcnn.cli._app import check_task, load_for_cli, open_run, say_notes, task_for
     from slimcnn.export import ExportSpec, Int8Spec, check_export, export_to_run
     from slimcnn.run import read_result, write_run
 
@@ -125,6 +125,7 @@ def _int8(model: str, *, task: str | None, data: str | None, calibration: str, m
         loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed, task=task, data=data)
         from slimcnn.tasks import make_task
 
+        task = task_for(task, data, loaded.info)
         task_obj = make_task(task, data, info=loaded.info)  # type: ignore[arg-type]
         result = export_to_run(run, loaded, model, spec, task_obj.example_input(), task=task_obj, task_name=task,
                                limit=limit, options=options, seed=seed)

@@ -23,11 +23,12 @@ from slimcnn.cli._app import (
     parse_amounts,
     parse_round_to,
     parse_shape,
+    resolve_task,
     say,
     say_notes,
     settle_info,
 )
-from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP
+from slimcnn.cli.evaluate import BOTH_DATA_HELP, TASK_HELP, TRAIN_DATA_HELP
 from slimcnn.errors import ConfigError
 from slimcnn.run import read_result
 from slimcnn.search.outputs import write_search_run
@@ -36,7 +37,7 @@ from slimcnn.search.outputs import write_search_run
 @app.command("search")
 def search_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:fsrcnn, slimcnn:lenet5, file:model.pt."),
-    task: str = typer.Option(..., "--task", help="classification, sr or detection."),
+    task: str | None = typer.Option(None, "--task", help=TASK_HELP),
     data: str = typer.Option(..., "--data", help=BOTH_DATA_HELP),
     train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
     val_data: str | None = typer.Option(None, "--val-data", help="Validation data that drives the search (default: --data)."),
@@ -107,7 +108,7 @@ def search_cmd(
         raise ConfigError(f"--alpha is the metric's exponent in the iterative score and must be above 0, got {alpha:g}")
     budget = Budget.from_options(max_drop=max_drop, macs=macs, params=params, weight_bytes=weight_bytes,
                                  latency=latency, activation_bytes=activation_bytes, objective=objective)  # type: ignore[arg-type]
-    check_task(task, data)
+    check_task(task, data_required=False)
     if input:
         parse_shape(input)
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
@@ -129,6 +130,7 @@ def search_cmd(
         if spec is None:  # rank 0 could not open --out and says why
             return 2
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
+        task = resolve_task(task, loaded.info)
         settle_info(loaded, task, data, val_data=val_data, input=input, quiet=True)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
                              seed=seed)
@@ -147,6 +149,7 @@ def search_cmd(
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed,
                               task=task, data=data, val_data=val_data, input=input)
+        task = resolve_task(task, loaded.info)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
                              seed=seed)
         example = example_for(loaded, input) if input else None

@@ -15,6 +15,7 @@ from slimcnn.cli._app import (
     emit_json,
     note,
     open_run,
+    resolve_task,
     say,
     say_notes,
     settle_info,
@@ -26,7 +27,6 @@ from slimcnn.cli.evaluate import (
     VAL_DATA_HELP,
     format_score,
     model_notes,
-    resolve_task,
 )
 from slimcnn.errors import ConfigError
 

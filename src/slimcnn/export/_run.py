@@ -55,7 +55,7 @@ def check_export(model: str, spec: ExportSpec, *, task: str | None, data: str | 
     Raises:
         ConfigError: unknown ``--format``; a k-means format without ``file:model.slim`` or ``--bits``;
             ``--bits`` for a ``.slim`` model or a non-k-means format; ``onnx-int8`` without
-            ``--task``/``--data``; an ONNX model as input.
+            ``--data``; an ONNX model as input.
     """
     if spec.format not in FORMATS:
         import difflib
@@ -73,9 +73,9 @@ def check_export(model: str, spec: ExportSpec, *, task: str | None, data: str | 
         raise ConfigError(f"{model} is already k-means quantized; drop --bits/--prune")
     if spec.kmeans is not None and spec.format not in KMEANS_FORMATS:
         raise ConfigError(f"--bits/--prune apply to --format onnx-kmeans and c, not {spec.format}")
-    if spec.format == "onnx-int8" and (task is None or data is None):
-        raise ConfigError("--format onnx-int8 calibrates on the task's data: add --task and --data "
-                          "(e.g. --task classification --data cifar10.tar)")
+    if spec.format == "onnx-int8" and data is None:
+        raise ConfigError("--format onnx-int8 calibrates on the task's data: add --data "
+                          "(e.g. --data cifar10.tar; with --task when the model does not say its task)")
 
 
 def write_sidecar(path: Path, loaded: Any) -> None:
@@ -204,7 +204,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         data = fp32
         if spec.format == "onnx-int8":
             if task is None:
-                raise ConfigError("--format onnx-int8 needs --task and --data (calibration images)")
+                raise ConfigError("--format onnx-int8 needs --data (calibration images)")
             from slimcnn.export._int8 import (
                 Int8Quantizer,
                 calibration_batches,

@@ -219,6 +219,8 @@ def _load_file(name: str, opts: LoadOptions) -> LoadedModel:
         )
     if opts.scale is not None and loaded.info.scale not in (None, opts.scale):
         raise ConfigError(f"'{path}' is a x{loaded.info.scale} model; --scale {opts.scale} cannot change it")
+    if opts.scale is not None and loaded.info.scale is None:  # a model that does not say its factor: the user's
+        loaded = dataclasses.replace(loaded, info=dataclasses.replace(loaded.info, scale=opts.scale))
     if not loaded.info.pretrained:
         loaded = dataclasses.replace(loaded, info=dataclasses.replace(
             loaded.info, notes=inherited_untrained_notes(loaded.info.notes, path)))

@@ -90,7 +90,8 @@ def unknown_in_catalogue(kind: str, name: str, valid: list[str], listing: str) -
 
 def _no_scale(prefix: str, opts: LoadOptions) -> None:
     if opts.scale is not None:
-        raise ConfigError(f"--scale only applies to slimcnn: super-resolution models, not {prefix}: sources")
+        raise ConfigError(f"--scale only applies to super-resolution models (slimcnn:, python:, file:), "
+                          f"not {prefix}: sources")
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -198,7 +199,6 @@ def _import_target(spec: str) -> Any:
 
 
 def _load_python(spec: str, opts: LoadOptions) -> LoadedModel:
-    _no_scale("python", opts)
     factory = _import_target(spec)
     kwargs: dict[str, Any] = {}
     if opts.num_classes is not None:
@@ -211,7 +211,7 @@ def _load_python(spec: str, opts: LoadOptions) -> LoadedModel:
             f"python:{spec} returned {type(obj).__name__}; the factory must return an nn.Module"
         )
     shape = (1, _first_in_channels(obj) or 3, 224, 224)
-    info = ModelInfo(input_shape=shape, input_guessed=True, num_classes=opts.num_classes,
+    info = ModelInfo(input_shape=shape, input_guessed=True, num_classes=opts.num_classes, scale=opts.scale,
                      notes=(f"{GUESS_NOTE}: {shape} is a guess; pass --input, or --data to take its images' size",))
     return LoadedModel(obj, f"python:{spec}", info)
 

@@ -143,16 +143,17 @@ def quantize_to_dir(
     (:class:`~slimcnn.run.RunDir`; ``force``/``resume`` as on the command line).
 
     Raises:
-        ConfigError: inconsistent options (planner without a task, fine-tuning without a task...).
+        ConfigError: inconsistent options (planner without data, fine-tuning without data...); ``data`` for a
+            model that does not say its task, without ``task``.
     """
     from slimcnn.run import Manifest, RunDir
 
     if spec is None and weight_bytes is None:
-        raise ConfigError("give --bits (e.g. 'conv1=9,conv*=8,fc*=1') or --weight-bytes with --task/--data")
-    if (weight_bytes is not None or finetune_steps > 0 or max_drop is not None) and task is None:
-        raise ConfigError("--weight-bytes, --max-drop and --finetune-steps need --task and --data")
-    if (task is None) != (data is None):
-        raise ConfigError("--task and --data go together")
+        raise ConfigError("give --bits (e.g. 'conv1=9,conv*=8,fc*=1') or --weight-bytes with --data")
+    if (weight_bytes is not None or finetune_steps > 0 or max_drop is not None) and data is None:
+        raise ConfigError("--weight-bytes, --max-drop and --finetune-steps need --data")
+    if task is not None and data is None:
+        raise ConfigError(f"--task {task} needs --data to measure on")
     if finetune_steps < 0:
         raise ConfigError(f"--finetune-steps must be >= 0, got {finetune_steps}")
     if limit is not None and limit < 1:
@@ -190,8 +191,12 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     original_bytes = 4 * sum(p.numel() for p in loaded.model.parameters())
     the_task = None
     before = None
-    if task is not None:
+    if data is not None:
         from slimcnn.tasks import make_task
+
+        task = task or loaded.info.task
+        if task is None:
+            raise ConfigError("the model does not say which task it is for; pass --task classification|sr|detection")
 
         the_task = make_task(task, data, info=loaded.info)  # type: ignore[arg-type]
         before = the_task.evaluate(loaded.model, limit=limit)
