@@ -75,6 +75,24 @@ def test_a_checkpoint_fine_tuned_to_k_classes_loads_with_k_classes(tmp_path) -> 
     assert told.info.num_classes == 5 and not any(n.startswith("num_classes=") for n in told.info.notes)
 
 
+def test_a_checkpoint_for_other_classes_gets_a_new_classifier_and_keeps_the_rest(tmp_path) -> None:
+    """Transfer learning: an ImageNet-style checkpoint into a model built for the user's classes."""
+    ten = load_model("slimcnn:tiny_cnn", num_classes=10, seed=1).model
+    p = tmp_path / "sd.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in ten.state_dict().items()}}, p)
+    for back in (load_model("slimcnn:tiny_cnn", weights=str(p), num_classes=3),
+                 load_model(f"file:{p}", arch="slimcnn:tiny_cnn", num_classes=3)):
+        assert back.info.pretrained and back.info.num_classes == 3 and back.model(torch.ones(1, 3, 32, 32)).shape == (1, 3)
+        assert any(n.startswith("num_classes=3: fc is new") and "10 outputs" in n for n in back.info.notes)
+        own, ref = back.model.state_dict(), ten.state_dict()
+        assert [k for k in own if not k.startswith("fc.") and not torch.equal(own[k], ref[k])] == []
+    sd = ten.state_dict()
+    sd["stem.weight"] = sd["stem.weight"][:8]  # not only the classifier differs: the error stands
+    torch.save(sd, p)
+    with pytest.raises(ModelLoadError, match=r"stem\.weight"):
+        load_model("slimcnn:tiny_cnn", weights=str(p), num_classes=3)
+
+
 def test_state_dict_with_wrong_shape_names_the_tensor(tmp_path) -> None:
     sd = load_model("slimcnn:tiny_cnn", num_classes=5).model.state_dict()
     sd["stem.weight"] = sd["stem.weight"][:8]  # not the classifier: no number of classes explains it

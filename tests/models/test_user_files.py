@@ -212,3 +212,17 @@ def test_a_python_file_upscaler_is_fed_at_its_own_factor(
                  "--out", "pruned", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["task"] == "sr" and result["after"]["score"]["metric"] == "psnr"
+
+
+def test_train_builds_a_new_classifier_for_the_datas_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A 10-class checkpoint fine-tuned on 2-class data: --num-classes 2 (the data's own error says so)."""
+    ckpt = tmp_path / "ten.pth"
+    torch.save(load_model("slimcnn:tiny_cnn", num_classes=10).model.state_dict(), ckpt)
+    data = str(_folder(tmp_path / "pets"))
+    base = ["train", "slimcnn:tiny_cnn", "--weights", str(ckpt), "--data", data, "--steps", "2"]
+    assert main([*base, "--out", str(tmp_path / "no")]) == 2
+    assert "train one for these with `slimcnn train ... --num-classes 2`" in capsys.readouterr().err
+    assert main([*base, "--num-classes", "2", "--out", str(tmp_path / "two")]) == 0
+    assert "fc is new" in capsys.readouterr().err
+    back = load_model(f"file:{tmp_path / 'two' / 'model.pt'}")
+    assert back.info.num_classes == 2 and back.model(torch.ones(1, 3, 32, 32)).shape == (1, 2)

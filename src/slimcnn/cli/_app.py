@@ -189,6 +189,8 @@ def example_for(loaded: Any, input_shape: str | None, *, check: bool | None = No
 
 
 FORCE_HELP = "Replace an --out made with other options (slimcnn never overwrites folders it did not write)."
+NUM_CLASSES_HELP = ("Classes of the model built (e.g. 10 for CIFAR-10); with --weights from another number of "
+                    "classes, the classifier is new and the rest is loaded.")
 RESUME_HELP = "Continue in an --out made with other options, reusing only the state whose options still match."
 
 

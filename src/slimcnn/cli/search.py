@@ -10,6 +10,7 @@ import typer
 
 from slimcnn.cli._app import (
     FORCE_HELP,
+    NUM_CLASSES_HELP,
     RESUME_HELP,
     app,
     check_device,
@@ -72,7 +73,7 @@ def search_cmd(
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
-    num_classes: int | None = typer.Option(None, "--num-classes", help="Classes when building a model."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help=NUM_CLASSES_HELP),
     seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights and of the data order."),
     out: Path = typer.Option(..., "--out", help="Output directory."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),

@@ -9,6 +9,7 @@ import typer
 
 from slimcnn.cli._app import (
     FORCE_HELP,
+    NUM_CLASSES_HELP,
     RESUME_HELP,
     app,
     check_device,
@@ -43,6 +44,7 @@ def train_cmd(
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to start from."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
     scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor."),
+    num_classes: int | None = typer.Option(None, "--num-classes", help=NUM_CLASSES_HELP),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (task default)."),
     optimizer: str | None = typer.Option(None, "--optimizer", help="sgd, adam or adamw (task default)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Batch size (task default)."),
@@ -80,7 +82,7 @@ def train_cmd(
         raise ConfigError(f"--amp must be {' or '.join(AMP_DTYPES)}, got '{amp}'")
     if steps < 1:
         raise ConfigError(f"--steps must be >= 1, got {steps}")
-    for flag, value in (("--lr", lr), ("--batch-size", batch_size), ("--limit", limit)):
+    for flag, value in (("--lr", lr), ("--batch-size", batch_size), ("--limit", limit), ("--num-classes", num_classes)):
         if value is not None and value <= 0:
             raise ConfigError(f"{flag} must be above 0, got {value}")
     if warmup_steps is not None and warmup_steps < 0:
@@ -99,11 +101,11 @@ def train_cmd(
         "lr": lr, "optimizer": optimizer, "batch_size": batch_size, "warmup_steps": warmup_steps, "schedule": schedule,
         "amp": amp, "channels_last": channels_last or None,
     }.items() if v is not None}
-    manifest_options = {**options, "task": task, "steps": steps, "seed": seed, "arch": arch, "scale": scale,
+    manifest_options = {**options, "task": task, "steps": steps, "seed": seed, "arch": arch, "scale": scale, "num_classes": num_classes,
                         "limit": limit, "device": device}
     every = checkpoint_every or max(steps // 10, 1)
     if join_from_env(device) and not is_main():
-        _train_other_rank(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
+        _train_other_rank(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed, task=task, data=data,
                           train_data=train_data, val_data=val_data, batch_size=batch_size, steps=steps, device=device, every=every,
                           options=options)
         return 0
@@ -115,7 +117,7 @@ def train_cmd(
         if ckpt.exists():
             done = int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"])
             note(f"resuming: step {done} of {steps} (checkpoint of an interrupted run with the same options)")
-        loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
         kind = resolve_task(task, loaded.info)
         settle_info(loaded, kind, data, val_data=val_data)
         t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
@@ -169,7 +171,8 @@ def _share_checkpoint_path(path: Any) -> Any:
     return box[0]
 
 
-def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scale: int | None, seed: int,
+def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scale: int | None, num_classes: int | None,
+                      seed: int,
                       task: str | None, data: str, train_data: str | None, val_data: str | None, batch_size: int | None, steps: int,
                       device: str, every: int, options: dict[str, Any]) -> None:
     """A rank other than 0 under torchrun: the same fine-tune (its slice of each batch), no outputs."""
@@ -177,7 +180,7 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
     from slimcnn.tasks import make_task
 
     ckpt = _share_checkpoint_path(None)
-    loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+    loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
     kind = resolve_task(task, loaded.info)
     settle_info(loaded, kind, data, val_data=val_data, quiet=True)
     t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,

@@ -16,6 +16,7 @@ from slimcnn.errors import ConfigError, ModelLoadError
 from slimcnn.models import _ultralytics  # noqa: F401  (registers the ultralytics: source)
 from slimcnn.models._weights import (
     checkpoint_classes,
+    load_all_but,
     load_state_dict_strict,
     load_weights_file,
     read_state_dict,
@@ -80,7 +81,9 @@ def load_model(
             ``file:PATH``, ``python:pkg.module:factory`` or ``slimcnn:NAME``.
         weights: a local state_dict file loaded strictly into the model (overrides zoo weights).
         arch: for ``file:`` holding a bare state_dict, the source that builds its architecture.
-        num_classes: output classes when building a model.
+        num_classes: output classes when building a model. With a checkpoint (``weights``, or a ``file:``
+            state_dict with ``arch``) whose classifier has other classes, that layer is new (random
+            initialisation, said in a note) and everything else is the checkpoint's: transfer learning.
         scale: super-resolution factor (``slimcnn:`` SR models).
         seed: seed torch's RNG while the model is built, so a random initialisation (e.g.
             ``slimcnn:lenet5`` or ``torchvision:resnet18`` without weights) is reproducible. The
@@ -107,9 +110,14 @@ def load_model(
     try:
         return _load(src, name, opts, seed)
     except ModelLoadError:
+        if num_classes is not None:  # e.g. an ImageNet checkpoint into a model built for the user's 10 classes
+            with_head = None if weights is None and arch is None else \
+                _with_new_head(source, weights, arch, num_classes, scale, seed)
+            if with_head is None:
+                raise
+            return with_head
         # a checkpoint fine-tuned to K classes into an architecture built with its default classifier
-        found = None if num_classes is not None or (weights is None and arch is None) else \
-            _classes_of_checkpoint(source, weights, arch, scale)
+        found = None if weights is None and arch is None else _classes_of_checkpoint(source, weights, arch, scale)
         if found is None:
             raise
     classes, layer = found
@@ -128,6 +136,28 @@ def _classes_of_checkpoint(source: str, weights: str | None, arch: str | None,
         return checkpoint_classes(model, read_state_dict(path))  # type: ignore[arg-type]
     except (ModelLoadError, ConfigError):
         return None
+
+
+def _with_new_head(source: str, weights: str | None, arch: str | None, num_classes: int, scale: int | None,
+                   seed: int | None) -> LoadedModel | None:
+    """The model built with ``num_classes`` and the checkpoint loaded into all of it but the classifier, when the
+    checkpoint differs from it only there (else None: the caller's error stands)."""
+    path = weights if weights is not None else split_source(source)[1]
+    try:
+        state_dict = read_state_dict(path)
+        loaded = load_model(arch if arch is not None else source, num_classes=num_classes, scale=scale, seed=seed)
+    except (ModelLoadError, ConfigError):
+        return None
+    found = checkpoint_classes(loaded.model, state_dict)
+    if found is None:
+        return None
+    classes, layer = found
+    load_all_but(loaded.model, state_dict, layer, path)
+    note = (f"num_classes={num_classes}: {layer} is new (random initialisation; the checkpoint's has {classes} outputs) "
+            "and the rest is the checkpoint's; train it before its score means anything")
+    loaded.info = dataclasses.replace(loaded.info, pretrained=True, weights=str(path),
+                                      notes=(*drop_untrained_notes(loaded.info.notes), note))
+    return dataclasses.replace(loaded, source=source)
 
 
 def _load(src: ModelSource, name: str, opts: LoadOptions, seed: int | None) -> LoadedModel:

@@ -194,6 +194,15 @@ def checkpoint_classes(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
     return int(rows.pop()), layers.pop()  # type: ignore[arg-type]
 
 
+def load_all_but(model: nn.Module, state_dict: Mapping[str, torch.Tensor], layer: str, origin: str | Path) -> None:
+    """Load ``state_dict`` strictly into ``model``, except the tensors of ``layer``, which keep the model's own
+    (a classifier built for other classes than the checkpoint's: see :func:`checkpoint_classes`)."""
+    own = model.state_dict()
+    kept = {k: v for k, v in own.items() if k.rpartition(".")[0] == layer}
+    rest = {k: v for k, v in _match_prefix(own, state_dict).items() if k.rpartition(".")[0] != layer}
+    load_state_dict_strict(model, rest | kept, origin)
+
+
 def load_weights_file(model: nn.Module, path: str | Path) -> None:
     """Read ``path`` (any common checkpoint layout) and load it strictly into ``model``."""
     load_state_dict_strict(model, read_state_dict(path), path)

@@ -100,7 +100,8 @@ def check_classes(found: tuple[str, ...], dataset: str, n_outputs: int, model_cl
     if len(found) != n_outputs:
         raise DataError(
             f"{dataset} holds {len(found)} classes ({_show(found)}) but the model outputs {n_outputs} classes{what}; "
-            f"pass --data with the model's {n_outputs} class folders (or a model trained on these {len(found)})"
+            f"pass --data with the model's {n_outputs} class folders, or train one for these with "
+            f"`slimcnn train ... --num-classes {len(found)}`"
         )
     if expected is None:
         return
