@@ -226,3 +226,4 @@ def test_train_builds_a_new_classifier_for_the_datas_classes(tmp_path: Path, cap
     assert "fc is new" in capsys.readouterr().err
     back = load_model(f"file:{tmp_path / 'two' / 'model.pt'}")
     assert back.info.num_classes == 2 and back.model(torch.ones(1, 3, 32, 32)).shape == (1, 2)
+    assert not any("is new" in n for n in back.info.notes)  # trained now: the note no longer holds

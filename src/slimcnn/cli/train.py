@@ -73,6 +73,7 @@ def train_cmd(
     import torch
 
     from slimcnn.models import LoadedModel, load_model, save_model
+    from slimcnn.models.files import trained_notes
     from slimcnn.run import Measured, RunResult, environment, write_run
     from slimcnn.tasks import make_task
     from slimcnn.train import AMP_DTYPES, is_main, join_from_env
@@ -133,7 +134,7 @@ def train_cmd(
         info = dataclasses.replace(
             loaded.info, pretrained=True, weights=None,
             classes=tuple(trained_on) if trained_on is not None else loaded.info.classes,
-            notes=(*loaded.info.notes, f"fine-tuned by slimcnn train: {kind} on {data}, {steps} steps {trained}".rstrip()),
+            notes=(*trained_notes(loaded.info.notes), f"fine-tuned by slimcnn train: {kind} on {data}, {steps} steps {trained}".rstrip()),
         )
         save_model(LoadedModel(loaded.model, loaded.source, info), run.path / "model.pt")
         skipped = getattr(t, "skipped", None)  # streamed images that could not be decoded

@@ -24,6 +24,7 @@ from slimcnn.models._weights import (
 from slimcnn.models._zoo import ZOO, LoadedModel, ModelInfo, ZooEntry, register_zoo_model
 from slimcnn.models.files import (
     FILE_LOADERS,
+    NEW_LAYER_NOTE,
     drop_untrained_notes,
     read_sidecar,
     register_file_loader,
@@ -153,7 +154,7 @@ def _with_new_head(source: str, weights: str | None, arch: str | None, num_class
         return None
     classes, layer = found
     load_all_but(loaded.model, state_dict, layer, path)
-    note = (f"num_classes={num_classes}: {layer} is new (random initialisation; the checkpoint's has {classes} outputs) "
+    note = (f"num_classes={num_classes}: {layer} {NEW_LAYER_NOTE}; the checkpoint's has {classes} outputs) "
             "and the rest is the checkpoint's; train it before its score means anything")
     loaded.info = dataclasses.replace(loaded.info, pretrained=True, weights=str(path),
                                       notes=(*drop_untrained_notes(loaded.info.notes), note))

@@ -53,6 +53,15 @@ def drop_untrained_notes(notes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(n for n in notes if not n.startswith("untrained"))
 
 
+NEW_LAYER_NOTE = "is new (random initialisation"
+"""Marks the note of a classifier built afresh for other classes than its checkpoint's (``--num-classes``)."""
+
+
+def trained_notes(notes: tuple[str, ...]) -> tuple[str, ...]:
+    """``notes`` of a model that has just been trained: the untrained and new-classifier ones no longer hold."""
+    return tuple(n for n in drop_untrained_notes(notes) if NEW_LAYER_NOTE not in n)
+
+
 def inherited_untrained_notes(notes: tuple[str, ...], path: Path) -> tuple[str, ...]:
     """``notes`` of a file made from an untrained model: still untrained, but the source's advice (``pass
     --weights PATH``) is not for the file, which holds its own weights."""
