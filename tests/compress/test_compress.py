@@ -424,3 +424,32 @@ def test_the_last_stage_meets_its_targets_at_the_least_drop_when_recovery_follow
         assert fell_back == bool(steps)
         if steps:
             assert checks["weight_bytes"].met  # its target met; the drop is the final check's to judge
+
+
+def test_auto_drops_int8_when_it_makes_the_model_slower(trained_lenet: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """mobilenetv3_small_050 ran 2x slower in int8 on ONNX Runtime, and auto's prune stage was given the 0.7x
+    latency target divided by 2. int8 measured no faster is no stage; a resumed run reads the measurement back."""
+    import slimcnn.compress._int8 as int8_mod
+    from slimcnn.compress import CompressSpec, compress
+    from slimcnn.compress._run import INT8_FACTORS
+    from slimcnn.search import Budget
+
+    monkeypatch.setattr(int8_mod, "int8_factors", lambda *a, **k: {"latency_ms": 1.5})  # the measured slowdown
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    budget = Budget.from_options(max_drop="3", latency="0.95x")
+    spec = CompressSpec(recovery="plain", limit=100, amounts=(0.5,), runtime="onnxruntime")
+    with caplog.at_level("WARNING", logger="slimcnn.compress._run"):
+        res = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
+    assert [s.name for s in res.recipe] == ["prune"] and res.int8 is None
+    assert "1.50x as long as fp32" in caplog.text and "the recipe is prune" in caplog.text
+    assert json.loads((tmp_path / INT8_FACTORS).read_text()) == {"latency_ms": 1.5}
+
+    def measured_again(*a: object, **k: object) -> dict[str, float]:
+        raise AssertionError("a resumed run measures int8 again (and may settle another recipe)")
+
+    monkeypatch.setattr(int8_mod, "int8_factors", measured_again)
+    again = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
+    assert [s.name for s in again.recipe] == ["prune"]

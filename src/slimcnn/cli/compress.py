@@ -79,7 +79,7 @@ def compress_cmd(
     """
     from slimcnn.compress import CompressSpec, assign_targets, auto_recipe, compress, parse_recipe
     from slimcnn.compress._outputs import write_compress_run
-    from slimcnn.compress._run import check_codebook
+    from slimcnn.compress._run import INT8_FACTORS, check_codebook
     from slimcnn.prune._compensate import compensation_mode
     from slimcnn.run import read_result
     from slimcnn.search import Budget
@@ -122,6 +122,7 @@ def compress_cmd(
                   resume=resume) as run:
         say_notes(run)
         state = run.path / "stages"
+        run.state_file(f"stages/{INT8_FACTORS}")
         for i in range(len(stages)):
             run.state_file(f"stages/stage-{i}.pt")
             run.state_file(f"stages/sensitivity-{i}.json")

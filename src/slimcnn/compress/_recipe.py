@@ -75,7 +75,7 @@ def parse_recipe(text: str) -> tuple[StageSpec, ...] | None:
 
 
 def auto_recipe(targets: set[str], runtime: str | None = None,
-                ratios: dict[str, float] | None = None) -> tuple[StageSpec, ...]:
+                ratios: dict[str, float] | None = None, *, int8: bool = True) -> tuple[StageSpec, ...]:
     """Compute, latency and activation targets: channel pruning first. Then, for a latency target on ONNX
     Runtime (which runs int8 kernels), int8 last (it cuts latency and weight bytes; k-means ONNX runs at
     fp32 speed); for a weight-byte target without one, weight sharing (k-means) last.
@@ -84,13 +84,14 @@ def auto_recipe(targets: set[str], runtime: str | None = None,
     stores a quarter of fp32 and a structural stage leaves weights roughly in proportion to the time it
     leaves, so a byte ratio under a quarter of the latency ratio would have pruning cut far below the
     latency target just for bytes; k-means (4 bits and fewer) is last instead and pruning owns the latency.
+    ``int8=False``: int8 measured no faster than fp32 on this model (compress checks), so it is not a stage.
     """
     ratios = ratios or {}
     stages = []
     if targets & {"macs", "params", "latency_ms", "activation_bytes"}:
         stages.append(StageSpec("prune"))
     bytes_too_tight_for_int8 = ratios.get("weight_bytes", 1.0) < INT8_BYTES * ratios.get("latency_ms", 1.0)
-    if "latency_ms" in targets and runtime in INT8_RUNTIMES and not bytes_too_tight_for_int8:
+    if int8 and "latency_ms" in targets and runtime in INT8_RUNTIMES and not bytes_too_tight_for_int8:
         stages.append(StageSpec("int8"))
     elif "weight_bytes" in targets:
         stages.append(StageSpec("kmeans"))

@@ -23,6 +23,9 @@ from slimcnn.types import Cost, Score
 
 log = logging.getLogger(__name__)
 
+INT8_FACTORS = "int8-factors.json"
+"""In the state folder: int8's latency factor on the original, measured by the run's first attempt."""
+
 
 @dataclass(frozen=True)
 class CompressSpec:
@@ -149,6 +152,7 @@ def compress(
     x = task.example_input() if example_input is None else example_input
     original = model.eval()
     base_cost = _cost(original, x)
+    auto = not parse_recipe(spec.recipe)
     stages = parse_recipe(spec.recipe) or auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost))
     owned = assign_targets(stages, targets)
     has_int8 = stages[-1].method == "int8"
@@ -163,9 +167,14 @@ def compress(
     # it; its weight bytes are counted as the int8 file itself (SearchSpec.int8_weights), not as a factor
     factors: dict[str, float] = {}
     if has_int8 and any("latency_ms" in owned[i] for i in range(len(stages) - 1)):
-        from slimcnn.compress._int8 import int8_factors
-
-        factors = int8_factors(original, task, x, spec.int8, threads=spec.threads)
+        factors = _int8_factors(original, task, x, spec, state_dir)
+        if auto and factors["latency_ms"] >= 1.0:
+            # depthwise/hard-swish models can run slower in int8 on ONNX Runtime: pruning would then have to buy
+            # back int8's loss on top of the target (mobilenetv3_small_050: 2x, a 0.7x target became 0.35x)
+            stages = auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost), int8=False)
+            owned, has_int8 = assign_targets(stages, targets), False
+            log.warning("int8 runs this model %.2fx as long as fp32 on ONNX Runtime (measured on the original), so "
+                        "it is no stage: the recipe is %s", factors["latency_ms"], ",".join(s.name for s in stages))
     int8_out: Any = None
     float_model: nn.Module | None = None
     results: list[StageResult] = []
@@ -404,6 +413,24 @@ def _target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:
         elif key != "latency_ms":
             out[key] = amount.value / max(float(getattr(base_cost, key)), 1.0)
     return out
+
+
+def _int8_factors(original: nn.Module, task: Any, x: Any, spec: CompressSpec, state_dir: Path | None) -> dict[str, float]:
+    """int8's latency factor on the original, measured once per run: a resumed run reads it back, so the recipe
+    it settles (int8 last, or not) is the one the finished stages were made for."""
+    import json
+
+    from slimcnn.compress._int8 import int8_factors
+
+    path = state_dir / INT8_FACTORS if state_dir is not None else None
+    if path is not None and path.is_file():
+        return dict(json.loads(path.read_text()))
+    factors = int8_factors(original, task, x, spec.int8, threads=spec.threads)
+    if path is not None:
+        from slimcnn._io import write_json
+
+        write_json(path, factors)
+    return factors
 
 
 def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.Module, original: nn.Module, x: Any,
