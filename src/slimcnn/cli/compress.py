@@ -71,7 +71,7 @@ def compress_cmd(
     """Reach --max-drop and every hardware target in one run, combining methods (stages), judged on the original.
 
     `auto` prunes channels first for MACs/params/latency targets; then int8 (ONNX Runtime) last for a latency
-    target, else k-means weight sharing last for a byte target (also with a latency target when the byte ratio
+    target when int8 runs the original faster, else k-means weight sharing last for a byte target (also with a latency target when the byte ratio
     is under a quarter of the latency ratio: more than int8's 8-bit weights can serve); each stage gets the
     budget that is left. With
     int8, model.onnx is the int8 model every 'after' number is measured on. Exit code 1 when a target is not met (the closest
