@@ -10,6 +10,7 @@ import typer
 from slimcnn.cli._app import (
     FORCE_HELP,
     RESUME_HELP,
+    ROUND_TO_HELP,
     app,
     check_device,
     check_runtime,
@@ -20,9 +21,9 @@ from slimcnn.cli._app import (
     note,
     open_run,
     parse_amounts,
-    parse_round_to,
     parse_shape,
     resolve_task,
+    round_to_for,
     say,
     say_notes,
 )
@@ -51,7 +52,7 @@ def compress_cmd(
     lr: float | None = typer.Option(None, "--lr", help="Fine-tuning learning rate (task default)."),
     limit: int | None = typer.Option(None, "--limit", help="Validation images used while searching (results use all)."),
     amounts: str | None = typer.Option(None, "--amounts", help="Fractions a structural stage's sweep tries, e.g. 0.25,0.5,0.75."),
-    round_to: str = typer.Option("1", "--round-to", help="Round kept channels to a multiple of N; 'auto' = ONNX Runtime's channel block."),
+    round_to: str | None = typer.Option(None, "--round-to", help=ROUND_TO_HELP),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     codebook: str = typer.Option("fp32", "--codebook", help="kmeans stage: centroids stored as fp32 or fp16 in model.slim (fp16 halves the codebook bytes counted against --weight-bytes; the model uses the rounded centroids)."),
     compensate: str = typer.Option("none", "--compensate", help="Channel-pruning stages: none, mean (removed channels' mean activations folded into the next layers' bias) or lsq (the next layers refitted by least squares; far smaller drops before fine-tuning, a calibration pass per pruning)."),
@@ -112,7 +113,7 @@ def compress_cmd(
         parse_shape(input)
     spec = CompressSpec(recipe=recipe, finetune_steps=finetune_steps, recovery_steps=recovery_steps, finetune={"lr": lr} if lr is not None else {},
                         recovery=recovery, limit=limit, runtime=runtime, threads=threads,
-                        round_to=parse_round_to(round_to), amounts=parse_amounts(amounts), device=device,
+                        round_to=round_to_for(round_to, latency), amounts=parse_amounts(amounts), device=device,
                         exclude=tuple(exclude), compensate=compensation_mode(compensate) or "none", codebook=codebook)
     options = {**dataclasses.asdict(spec), "max_drop": max_drop, "macs": macs, "params": params,
                "weight_bytes": weight_bytes, "latency": latency, "activation_bytes": activation_bytes, "task": task, "scale": scale, "arch": arch,

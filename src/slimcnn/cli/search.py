@@ -12,6 +12,7 @@ from slimcnn.cli._app import (
     FORCE_HELP,
     NUM_CLASSES_HELP,
     RESUME_HELP,
+    ROUND_TO_HELP,
     app,
     check_device,
     check_runtime,
@@ -22,9 +23,9 @@ from slimcnn.cli._app import (
     note,
     open_run,
     parse_amounts,
-    parse_round_to,
     parse_shape,
     resolve_task,
+    round_to_for,
     say,
     say_notes,
     settle_info,
@@ -61,7 +62,7 @@ def search_cmd(
     workers: int = typer.Option(1, "--workers", help="Local ranks for the sensitivity sweep and CPO's probes: a torch.distributed gloo group on this machine sharing the knobs and probes (CPU; for CUDA launch under torchrun)."),
     iterations: int = typer.Option(3, "--iterations", help="Iterations of the iterative strategy."),
     alpha: float = typer.Option(20.0, "--alpha", help="Metric exponent of the iterative strategy's score."),
-    round_to: str = typer.Option("1", "--round-to", help="Round kept channels to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
+    round_to: str | None = typer.Option(None, "--round-to", help=ROUND_TO_HELP),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers to leave alone (repeatable)."),
     amounts: str | None = typer.Option(None, "--amounts", help="Amounts the sweep tries per knob, e.g. 0.125,0.25,0.5 (prune: fraction removed; lowrank: fraction of weights removed; kmeans: bits)."),
     input: str | None = typer.Option(None, "--input", help="Input shape for costs and latency, e.g. 1x1x128x128 (default: the task's example input)."),
@@ -114,7 +115,7 @@ def search_cmd(
         parse_shape(input)
     spec = SearchSpec(method=method, strategy=strategy, criterion=criterion, finetune_steps=finetune_steps,
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
-                      threads=threads, iterations=iterations, alpha=alpha, round_to=parse_round_to(round_to),
+                      threads=threads, iterations=iterations, alpha=alpha, round_to=round_to_for(round_to, latency),
                       exclude=tuple(exclude), compensate=compensate, amounts=parse_amounts(amounts, method), device=device,
                       accumulate=accumulate, recovery=recovery, codebook=codebook)
     _check_criterion(method, criterion)
