@@ -61,7 +61,7 @@ def part_digits(work: Path) -> dict[str, Any]:
     save_model(loaded, path)
     out = work / "digits"
     opts = ["--max-drop", "1", "--macs", "0.5x", "--latency", "0.8x", "--runtime", "onnxruntime",
-            "--finetune-steps", "40"]
+            "--finetune-steps", "40", "--round-to", "1"]  # the committed run's (the default with --latency: the block)
     rc, res = _search([f"file:{path}", "--task", "classification", "--data", "digits", *opts], out)
     final = load_model(f"file:{out / 'model.pt'}").model.eval()
     base = loaded.model.eval()
@@ -106,7 +106,7 @@ def part_fsrcnn(work: Path, args: argparse.Namespace) -> dict[str, Any]:
     opts = ["--max-drop", "0.2", "--macs", args.sr_macs, "--finetune-steps", str(args.sr_steps),
             "--criterion", args.sr_criterion]
     if args.sr_latency:
-        opts += ["--latency", args.sr_latency, "--runtime", "onnxruntime"]
+        opts += ["--latency", args.sr_latency, "--runtime", "onnxruntime", "--round-to", "1"]  # the committed run's
     if args.sr_compensate:
         opts += ["--compensate", "mean"]
     if args.sr_amounts:
