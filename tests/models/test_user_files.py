@@ -4,6 +4,7 @@ not a 224x224 guess, and every file written from it loads again in a fresh proce
 from __future__ import annotations
 
 import json
+import re
 import sys
 import textwrap
 from pathlib import Path
@@ -227,3 +228,20 @@ def test_train_builds_a_new_classifier_for_the_datas_classes(tmp_path: Path, cap
     back = load_model(f"file:{tmp_path / 'two' / 'model.pt'}")
     assert back.info.num_classes == 2 and back.model(torch.ones(1, 3, 32, 32)).shape == (1, 2)
     assert not any("is new" in n for n in back.info.notes)  # trained now: the note no longer holds
+
+
+def test_a_pickled_module_whose_module_is_beside_it_names_the_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.save(model)`` from ``python`` in the model's folder pickles ``mysr.Upscaler``: ``python`` had that
+    folder on its path, the ``slimcnn`` command has not. The error names it."""
+    from slimcnn.errors import ModelLoadError
+
+    (tmp_path / "mysr_beside.py").write_text(UPSCALER)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    import mysr_beside  # type: ignore[import-not-found]
+
+    torch.save(mysr_beside.build(), tmp_path / "bare.pt")
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+    del sys.modules["mysr_beside"]
+    with pytest.raises(ModelLoadError, match=re.escape(f"'mysr_beside' is in {tmp_path}: run with PYTHONPATH={tmp_path}")):
+        load_model(f"file:{tmp_path / 'bare.pt'}")

@@ -73,6 +73,17 @@ def inherited_untrained_notes(notes: tuple[str, ...], path: Path) -> tuple[str, 
     return tuple(one(n) for n in notes)
 
 
+def _importable_hint(error: Exception, path: Path) -> str:
+    """How to make the missing module of an unpickling ``error`` importable: ``python`` puts the folder it runs in on
+    ``sys.path`` (the model was likely saved so), the ``slimcnn`` command does not."""
+    name = getattr(error, "name", None)
+    top = name.split(".")[0] if isinstance(name, str) else None
+    for folder in (path.resolve().parent, Path.cwd()):
+        if top and ((folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file()):
+            return f"'{top}' is in {folder}: run with PYTHONPATH={folder}"
+    return "make the module that defines its classes importable (PYTHONPATH)"
+
+
 def register_file_loader(suffix: str, *, override: bool = False) -> Callable[[FileLoader], FileLoader]:
     """Decorator registering a loader for files ending in ``suffix`` (e.g. ``".slim"``)."""
     return FILE_LOADERS.register(suffix.lower(), override=override)
@@ -171,8 +182,8 @@ def _load_torch_file(path: Path, opts: LoadOptions) -> LoadedModel:
         try:
             obj = torch_load(path, weights_only=False)
         except (ImportError, AttributeError) as e:  # a class whose module is not importable here
-            raise ModelLoadError(f"cannot unpickle '{path}' ({e}); make the module that defines its classes importable "
-                                 "(PYTHONPATH), or save a state_dict and load it with --arch") from e
+            raise ModelLoadError(f"cannot unpickle '{path}' ({e}); {_importable_hint(e, path)}, or save a state_dict "
+                                 "and load it with --arch") from e
     if isinstance(obj, dict):
         inner = next((obj[k] for k in ("ema", "model") if isinstance(obj.get(k), nn.Module)), None)
         if isinstance(inner, nn.Module):
