@@ -446,6 +446,7 @@ def test_auto_drops_int8_when_it_makes_the_model_slower(trained_lenet: Path, tmp
     assert [s.name for s in res.recipe] == ["prune"] and res.int8 is None
     assert res.stages[0].targets["latency_ms"] == str(budget.limits["latency_ms"])  # not divided by int8's 1.5
     assert "1.50x as long as fp32" in caplog.text and "the recipe is prune" in caplog.text
+    assert res.notes == (caplog.records[-1].getMessage(),)  # result.json and the report say it too
     assert json.loads((tmp_path / INT8_FACTORS).read_text()) == {"latency_ms": 1.5}
 
     def measured_again(*a: object, **k: object) -> dict[str, float]:

@@ -58,7 +58,7 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     result = RunResult(
         "compress", loaded.source, task=task, before=Measured(res.before["score"], res.before["cost"]),
         after=Measured(res.after["score"], res.after["cost"]), plan=plan, checks=tuple(res.checks), met=res.met,
-        options=options, details=details, seconds=round(time.perf_counter() - run.started, 2),
+        options=options, details=details, seconds=round(time.perf_counter() - run.started, 2), notes=res.notes,
         environment=environment(options.get("seed")))
     write_run(run, result)
     return result

@@ -106,6 +106,8 @@ class CompressResult:
     float_model: nn.Module | None = None
     int8_factors: dict[str, float] = field(default_factory=dict)
     """int8's latency factor measured on the original (an earlier stage's latency target was divided by it)."""
+    notes: tuple[str, ...] = ()
+    """What the run decided that the user did not ask for (e.g. ``auto`` leaving int8 out), one line each."""
 
 
 StageCallback = Callable[[int, StageSpec, str], None]
@@ -166,6 +168,7 @@ def compress(
     # int8 (last) scales latency by a factor of the model: an earlier stage gets the latency target divided by
     # it; its weight bytes are counted as the int8 file itself (SearchSpec.int8_weights), not as a factor
     factors: dict[str, float] = {}
+    notes: list[str] = []
     if has_int8 and any("latency_ms" in owned[i] for i in range(len(stages) - 1)):
         factors = _int8_factors(original, task, x, spec, state_dir)
         if auto and factors["latency_ms"] >= 1.0:
@@ -173,8 +176,9 @@ def compress(
             # back int8's loss on top of the target (mobilenetv3_small_050: 2x, a 0.7x target became 0.35x)
             stages = auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost), int8=False)
             owned, has_int8 = assign_targets(stages, targets), False
-            log.warning("int8 runs this model %.2fx as long as fp32 on ONNX Runtime (measured on the original), so "
-                        "it is no stage: the recipe is %s", factors["latency_ms"], ",".join(s.name for s in stages))
+            notes.append(f"int8 runs this model {factors['latency_ms']:.2f}x as long as fp32 on ONNX Runtime (measured "
+                         f"on the original), so it is no stage: the recipe is {','.join(s.name for s in stages)}")
+            log.warning(notes[-1])
             factors = {}  # nothing divides the latency target now
     int8_out: Any = None
     float_model: nn.Module | None = None
@@ -288,7 +292,7 @@ def compress(
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
         recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed,
-        kernel_layers=() if kmeans_bits else tuple(_kernel_layers(current, kernel_layers)))
+        kernel_layers=() if kmeans_bits else tuple(_kernel_layers(current, kernel_layers)), notes=tuple(notes))
 
 
 def _run_int8(stage: StageSpec, current: nn.Module, current_score: Score, task: Any, x: Any, spec: CompressSpec,
