@@ -25,7 +25,7 @@ from slimcnn.cli._app import (
     settle_info,
     task_for,
 )
-from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP, VAL_DATA_HELP
+from slimcnn.cli.evaluate import BOTH_DATA_HELP, TRAIN_DATA_HELP, VAL_DATA_HELP, format_score
 from slimcnn.errors import ConfigError
 
 
@@ -198,6 +198,6 @@ def decompose_cmd(
                 f"({speedup:.3f}x side by side; p10 {lat['before'].p10_ms:.3f} → {lat['after'].p10_ms:.3f}; "
                 f"{runtime}, {lat['after'].threads} threads; decisions took {seconds:.0f} s)")
         for k, v in scores.items():
-            say(f"{k}: {v.metric} {v.value:.4f}")
+            say(f"{k}: {format_score(v)}")
         say(f"wrote {run.out}/ model.pt, model.onnx, plan.json, result.json; report: {run.out / 'report.html'}")
     return 0
