@@ -7,8 +7,8 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, note, parse_shape
-from slimcnn.errors import ConfigError
+from slimcnn.cli._app import app, emit_json, note, parse_shape, say
+from slimcnn.errors import ConfigError, SlimcnnError
 from slimcnn.measure._latency import RUNTIMES
 from slimcnn.types import Cost
 
@@ -101,6 +101,9 @@ def analyze_cmd(
         note(f"note: {line}")
     shape = parse_shape(input_shape) if input_shape else tuple(loaded.info.input_shape)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    if callable(getattr(loaded.model, "model_bytes", None)):  # file:model.onnx: the file itself, in ONNX Runtime
+        return _analyze_onnx(loaded, example, runtime=runtime, threads=threads, runs=runs, latency=not no_latency,
+                             groups=groups, as_json=as_json)
     cost = analyze(loaded.model, example, runtime=runtime, threads=threads, per_layer=per_layer,  # type: ignore[arg-type]
                    bits=bits, latency=not no_latency, runs=runs)
     rows = _group_rows(loaded.model, example) if groups else None
@@ -112,6 +115,52 @@ def analyze_cmd(
         if rows is not None:
             _print_groups(rows)
     return 0
+
+
+def _analyze_onnx(loaded: Any, example: Any, *, runtime: str, threads: int | None, runs: int, latency: bool,
+                  groups: bool, as_json: bool) -> int:
+    """An ONNX file has no torch layers to hook: its initializers are counted and the file is timed as it is.
+
+    (Before, a ``file:model.onnx`` printed 0 params, 0 MACs, 0 bytes and the latency of a re-export of its
+    wrapper.) MACs and activations are not counted from ONNX graphs: analyze the torch model it came from."""
+    import onnx
+    from onnx import numpy_helper
+
+    from slimcnn.export import compare_onnx_latency
+
+    if runtime != "onnxruntime" or groups:
+        raise ConfigError(f"{loaded.source} is an ONNX file: it is timed in ONNX Runtime and has no channel groups; "
+                          "drop --runtime torch/--groups, or analyze the torch model it came from")
+    data = loaded.model.model_bytes()
+    graph = onnx.load_from_string(data).graph
+    try:
+        loaded.model(example)
+    except SlimcnnError:  # the file's own check (a fixed input size) says what to pass
+        raise
+    except Exception as e:  # ONNX Runtime's errors are its own classes: one line, whatever they are
+        dims = [d.dim_value or d.dim_param or "?" for d in graph.input[0].type.tensor_type.shape.dim]
+        raise ConfigError(f"{loaded.source} does not run on input {'x'.join(map(str, example.shape))} "
+                          f"({str(e).splitlines()[0][:160]}); its input is {'x'.join(map(str, dims))}: pass that "
+                          "--input") from None
+    tensors = [numpy_helper.to_array(t) for t in graph.initializer]
+    params, weight_bytes = sum(t.size for t in tensors), sum(t.nbytes for t in tensors)
+    lat = compare_onnx_latency({"file": data}, example, threads=threads, runs=runs)["file"] if latency else None
+    if as_json:
+        emit_json({"source": loaded.source, "input_shape": list(example.shape), "params": params, "macs": None,
+                   "weight_bytes": weight_bytes, "activation_bytes": None,
+                   "latency": dataclasses.asdict(lat) if lat is not None else None, "layers": [],
+                   "pretrained": loaded.info.pretrained, "notes": [*loaded.info.notes, ONNX_NOTE]})
+        return 0
+    say(f"{loaded.source} @ {'x'.join(map(str, example.shape))}: {params:,} values in {len(tensors)} initializers, "
+        f"{weight_bytes:,} B (every initializer of the file)")
+    if lat is not None:
+        say(f"latency {lat.median_ms:.3f} ms median (p10 {lat.p10_ms:.3f}, p90 {lat.p90_ms:.3f}, n={lat.n}) on "
+            f"{lat.runtime}, {lat.threads} threads, {lat.device}, batch {lat.batch}")
+    note(f"note: {ONNX_NOTE}")
+    return 0
+
+
+ONNX_NOTE = "MACs and activations are not counted from an ONNX graph; analyze the torch model it came from for them"
 
 
 def _group_rows(model: Any, example: Any) -> list[dict[str, Any]]:
