@@ -112,3 +112,16 @@ def test_an_onnx_file_is_counted_and_timed_as_the_file(tmp_path: Path, capsys: p
     assert main(["analyze", f"file:{path}", "--input", "1x1x64x64", "--no-latency"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the file's notes (untrained)
     assert last.startswith("error:") and "1x32x32" in last
+
+
+def test_a_slim_file_counts_the_weight_bytes_it_stores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """k-means exists to shrink the stored weights: analyze of a .slim printed the decoded float32 bytes."""
+    out = tmp_path / "q"
+    assert main(["quantize", "slimcnn:lenet5", "--bits", "4", "--no-onnx", "--out", str(out), "--json"]) == 0
+    stored = json.loads(capsys.readouterr().out)["after"]["cost"]["weight_bytes"]
+    assert main(["analyze", f"file:{out / 'model.slim'}", "--json", "--no-latency"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    assert data["weight_bytes"] == stored < data["params"] * 4
+    assert sum(row["weight_bytes"] for row in data["layers"]) == stored
+    assert f"weight bytes as model.slim stores them: {stored:,} B" in captured.err

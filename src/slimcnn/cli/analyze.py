@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -106,6 +107,8 @@ def analyze_cmd(
                              groups=groups, as_json=as_json)
     cost = analyze(loaded.model, example, runtime=runtime, threads=threads, per_layer=per_layer,  # type: ignore[arg-type]
                    bits=bits, latency=not no_latency, runs=runs)
+    if model.startswith("file:") and model.lower().endswith(".slim") and bits == 32:
+        cost = _as_stored(cost, model.removeprefix("file:"))
     rows = _group_rows(loaded.model, example) if groups else None
     if as_json:
         emit_json(cost_to_json(cost, source=loaded.source, notes=loaded.info.notes, pretrained=loaded.info.pretrained)
@@ -115,6 +118,18 @@ def analyze_cmd(
         if rows is not None:
             _print_groups(rows)
     return 0
+
+
+def _as_stored(cost: Cost, path: str) -> Cost:
+    """``cost`` with the weight bytes a ``.slim`` file stores (codebooks, indices, masks; float32 rest), in total and
+    per quantised layer: the decoded model's float32 bytes (what it printed) are not what k-means saved."""
+    from slimcnn.quantize._format import read_packed, stored_weight_bytes
+
+    total, saved = stored_weight_bytes(read_packed(path).header)
+    note(f"note: weight bytes as {Path(path).name} stores them: {total:,} B (float32 after decoding: "
+         f"{cost.weight_bytes:,} B)")
+    rows = tuple(dataclasses.replace(r, weight_bytes=r.weight_bytes - saved.get(r.name, 0)) for r in cost.layers)
+    return dataclasses.replace(cost, weight_bytes=total, layers=rows)
 
 
 def _analyze_onnx(loaded: Any, example: Any, *, runtime: str, threads: int | None, runs: int, latency: bool,

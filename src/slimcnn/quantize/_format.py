@@ -340,6 +340,14 @@ class PackedFile:
     """The pickled architecture (weights on ``meta``) when the header's ``arch`` is a module record."""
 
 
+def stored_weight_bytes(header: dict[str, Any]) -> tuple[int, dict[str, int]]:
+    """What a ``.slim`` file stores of the parameters (:attr:`PackReport.weight_bytes`), from its header: each
+    quantised layer's codebook, indices and mask as written + float32 of the rest; and per quantised layer, the
+    bytes its weight saves against float32."""
+    saved = {str(r["name"]): int(r["original_bytes"]) - int(r["stored_bytes"]) for r in header["layers"]}
+    return int(header["original_bytes"]) - sum(saved.values()), saved
+
+
 def read_packed(path: str | Path) -> PackedFile:
     """Read, verify (sizes, SHA-256) and decode a ``.slim`` file without building a model.
 
