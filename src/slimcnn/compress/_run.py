@@ -173,7 +173,7 @@ def compress(
         factors = _int8_factors(original, task, x, spec, state_dir)
         if auto and factors["latency_ms"] >= 1.0:
             # depthwise/hard-swish models can run slower in int8 on ONNX Runtime: pruning would then have to buy
-            # back int8's loss on top of the target (mobilenetv3_small_050: 2x, a 0.7x target became 0.35x)
+            # back int8's loss on top of the target (timm mobilenetv3_small_050: 1.64x / 1.73x, a 0.7x target became 0.4x)
             stages = auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost), int8=False)
             owned, has_int8 = assign_targets(stages, targets), False
             notes.append(f"int8 runs this model {factors['latency_ms']:.2f}x as long as fp32 on ONNX Runtime (measured "
