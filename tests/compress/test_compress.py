@@ -375,6 +375,24 @@ class Counting:
         return [i for i, w in enumerate(self.whole) if any(same(w, v) for v in self.whole[:i])]
 
 
+def test_an_unmet_search_compress_will_redo_is_not_finished(trained_lenet: Path) -> None:
+    """compress searches a stage again at the least drop when its share misses: the first search's chosen point
+    was fine-tuned, evaluated on the whole validation set and timed, and then thrown away."""
+    from slimcnn.search import Budget, SearchSpec, search
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = Counting(make_task("classification", "digits", info=loaded.info))
+    score = task.task.evaluate(loaded.model)  # type: ignore[attr-defined]
+    budget, spec = Budget.from_options(max_drop="0", macs="0.3x"), SearchSpec(amounts=(0.75,), limit=60)
+    res = search(loaded.model, task, budget, spec, progress=False, input_score=score,  # type: ignore[arg-type]
+                 finish_unmet=False)
+    assert not res.met and res.after == {} and res.strategy_log["chosen_feasible"] is False
+    assert task.whole == []  # nothing evaluated on the whole set
+    finished = search(loaded.model, task, budget, spec, progress=False, input_score=score)  # type: ignore[arg-type]
+    assert not finished.met and finished.assignment == res.assignment
+    assert len(task.whole) == (1 if any(res.assignment.values()) else 0)  # the untouched model was scored already
+
+
 def test_a_stage_does_not_score_its_input_again(trained_lenet: Path) -> None:
     """compress has each stage's input scored on the whole validation set already: its search takes that score
     (on ImageNet-size data each stage spent one more full evaluation on a model it had just scored)."""

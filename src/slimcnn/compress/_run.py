@@ -237,11 +237,12 @@ def compress(
         ts = time.perf_counter()
         resume = str(state_dir / f"sensitivity-{i}.json") if state_dir is not None else None
         trials = str(state_dir / f"trials-{i}.pt") if state_dir is not None else None  # both searches' points
+        least_drop_next = bool(owned[i]) and (not last or spec.recovery_steps > 0)  # when this search misses
         res = search(current, task, Budget(Amount(share), limits, objective), sspec,  # type: ignore[arg-type]
                      example_input=x, source=source, resume=resume, trials=trials, progress=progress,
-                     input_score=current_score)
+                     input_score=current_score, finish_unmet=not least_drop_next)
         allowed = f"{share:.6g}"
-        if not res.met and owned[i] and (not last or spec.recovery_steps > 0):
+        if not res.met and least_drop_next:
             say(i, stage, f"  its share cannot meet {', '.join(sorted(owned[i]))}: meeting them at the least drop")
             res = search(current, task, Budget(None, limits, objective), sspec,  # type: ignore[arg-type]
                          example_input=x, source=source, resume=resume, trials=trials,

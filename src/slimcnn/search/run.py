@@ -353,6 +353,7 @@ def _greedy(ctx: _Context) -> tuple[dict[str, float], dict[str, Any], Sensitivit
     cost_key = ctx.budget.objective if ctx.budget.objective not in ("latency_ms", "activation_bytes") else "macs"
     result = greedy_search(table, ctx.budget, ctx.measure, cost_key=cost_key, max_evaluations=ctx.spec.max_evaluations)
     log_ = {"path": [dataclasses.asdict(s) for s in result.path], "chosen_prefix": result.best.prefix,
+            "chosen_feasible": result.met,
             # a detour: one move off the path on top of that prefix (greedy.detours)
             "chosen_off_path": result.best.assignment != assignment_at(result.path, result.best.prefix)}
     return result.best.assignment, log_, table
@@ -429,6 +430,7 @@ def search(
     trials: str | None = None,
     progress: bool = True,
     input_score: Score | None = None,
+    finish_unmet: bool = True,
 ) -> SearchResult:
     """Find the smallest/fastest transformed ``model`` that meets ``budget`` (``model`` is not mutated).
 
@@ -439,7 +441,10 @@ def search(
     trial log (:mod:`slimcnn.search._trials`): every finished trial (greedy's measured points, CPO's
     steps, iterative rounds) is saved there and a re-run with the same model, data and spec skips it.
     ``input_score``: ``model``'s score on the whole validation data when the caller has it (compress: each
-    stage's input), so it is not evaluated again.
+    stage's input), so it is not evaluated again. ``finish_unmet=False``: when the greedy's chosen point missed
+    the budget on the search's own data, return at once with ``met=False``, ``model`` unchanged and empty
+    ``after``/``checks``, without its final fine-tune, whole-set evaluation and timing (compress then searches
+    the stage again at the least drop, and would throw them away).
     """
     spec = spec or SearchSpec()
     t0 = time.perf_counter()
@@ -447,6 +452,12 @@ def search(
     ctx = _Context(model, task, budget, spec, example_input, source, progress, resume, trials, input_score)
     strategy = STRATEGIES.get(spec.strategy)
     assignment, strategy_log, table = strategy(ctx)
+    if not finish_unmet and strategy_log.get("chosen_feasible") is False:
+        return SearchResult(
+            model=model, assignment=assignment, details={"unfinished": "the chosen point missed the budget"},
+            before={"score": ctx.base_score, "cost": ctx.base_cost}, after={}, checks=[], met=False,
+            tried=_pareto([dataclasses.asdict(p) | {"feasible": p.feasible} for p in ctx.tried], budget),
+            strategy_log=strategy_log, sensitivity=table, seconds=time.perf_counter() - t0)
     if ctx.model_override is not None:  # pruned and fine-tuned step by step already
         final = ctx.model_override
         details: dict[str, Any] = {}
