@@ -111,54 +111,38 @@ def load_model(
     try:
         return _load(src, name, opts, seed)
     except ModelLoadError:
-        if num_classes is not None:  # e.g. an ImageNet checkpoint into a model built for the user's 10 classes
-            with_head = None if weights is None and arch is None else \
-                _with_new_head(source, weights, arch, num_classes, scale, seed)
-            if with_head is None:
-                raise
-            return with_head
-        # a checkpoint fine-tuned to K classes into an architecture built with its default classifier
-        found = None if weights is None and arch is None else _classes_of_checkpoint(source, weights, arch, scale)
-        if found is None:
+        mismatch = None if weights is None and arch is None else \
+            _classifier_mismatch(source, weights, arch, num_classes, scale, seed)
+        if mismatch is None:
             raise
-    classes, layer = found
+    built, state_dict, (classes, layer), path = mismatch
+    if num_classes is not None:  # e.g. an ImageNet checkpoint into a model built for the user's 10 classes
+        load_all_but(built.model, state_dict, layer, path)
+        note = (f"num_classes={num_classes}: {layer} {NEW_LAYER_NOTE}; the checkpoint's has {classes} outputs) "
+                "and the rest is the checkpoint's; train it before its score means anything")
+        built.info = dataclasses.replace(built.info, pretrained=True, weights=str(path),
+                                         notes=(*drop_untrained_notes(built.info.notes), note))
+        return dataclasses.replace(built, source=source)
+    # a checkpoint fine-tuned to K classes into an architecture built with its default classifier
     loaded = load_model(source, weights=weights, arch=arch, num_classes=classes, scale=scale, seed=seed)
     loaded.info = dataclasses.replace(loaded.info, notes=(
         *loaded.info.notes, f"num_classes={classes}: the checkpoint's {layer} has {classes} outputs"))
     return loaded
 
 
-def _classes_of_checkpoint(source: str, weights: str | None, arch: str | None,
-                           scale: int | None) -> tuple[int, str] | None:
-    """What :func:`checkpoint_classes` finds for ``weights`` (or a ``file:`` state_dict with ``arch``)."""
-    try:
-        model = load_model(arch if arch is not None else source, scale=scale).model
-        path = weights if weights is not None else split_source(source)[1]
-        return checkpoint_classes(model, read_state_dict(path))  # type: ignore[arg-type]
-    except (ModelLoadError, ConfigError):
-        return None
-
-
-def _with_new_head(source: str, weights: str | None, arch: str | None, num_classes: int, scale: int | None,
-                   seed: int | None) -> LoadedModel | None:
-    """The model built with ``num_classes`` and the checkpoint loaded into all of it but the classifier, when the
-    checkpoint differs from it only there (else None: the caller's error stands)."""
+def _classifier_mismatch(source: str, weights: str | None, arch: str | None, num_classes: int | None,
+                         scale: int | None, seed: int | None) -> tuple[LoadedModel, dict[str, torch.Tensor], tuple[int, str], str] | None:
+    """When a checkpoint (``weights``, or a ``file:`` state_dict with ``arch``) differs from its architecture built
+    with ``num_classes`` only in the rows of one layer (:func:`checkpoint_classes`): the model built, the
+    checkpoint's state_dict, ``(its classes, that layer)`` and its path. None otherwise: the caller's error stands."""
     path = weights if weights is not None else split_source(source)[1]
     try:
         state_dict = read_state_dict(path)
-        loaded = load_model(arch if arch is not None else source, num_classes=num_classes, scale=scale, seed=seed)
+        built = load_model(arch if arch is not None else source, num_classes=num_classes, scale=scale, seed=seed)
     except (ModelLoadError, ConfigError):
         return None
-    found = checkpoint_classes(loaded.model, state_dict)
-    if found is None:
-        return None
-    classes, layer = found
-    load_all_but(loaded.model, state_dict, layer, path)
-    note = (f"num_classes={num_classes}: {layer} {NEW_LAYER_NOTE}; the checkpoint's has {classes} outputs) "
-            "and the rest is the checkpoint's; train it before its score means anything")
-    loaded.info = dataclasses.replace(loaded.info, pretrained=True, weights=str(path),
-                                      notes=(*drop_untrained_notes(loaded.info.notes), note))
-    return dataclasses.replace(loaded, source=source)
+    found = checkpoint_classes(built.model, state_dict)
+    return None if found is None else (built, state_dict, found, path)
 
 
 def _load(src: ModelSource, name: str, opts: LoadOptions, seed: int | None) -> LoadedModel:
