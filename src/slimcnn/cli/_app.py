@@ -89,16 +89,10 @@ def check_task(task: str | None, data: str | None = None, *, data_required: bool
         raise ConfigError(f"--task {task} needs --data to measure on (e.g. --task classification --data digits)")
 
 
-def resolve_task(task: str | None, info: Any) -> str:
-    """The task name: ``--task`` or the model's own task."""
-    kind = task or getattr(info, "task", None)
-    if kind is None:
-        raise ConfigError("the model does not say which task it is for; pass --task classification|sr|detection")
-    return str(kind)
-
-
 def task_for(task: str | None, data: str | None, info: Any) -> str | None:
     """The task a command measures on: ``--task``, else the model's own when ``--data`` is given, else None."""
+    from slimcnn.tasks import resolve_task
+
     return resolve_task(task, info) if data is not None else None
 
 

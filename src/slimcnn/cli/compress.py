@@ -22,7 +22,6 @@ from slimcnn.cli._app import (
     open_run,
     parse_amounts,
     parse_shape,
-    resolve_task,
     round_to_for,
     say,
     say_notes,
@@ -131,7 +130,7 @@ def compress_cmd(
         state.mkdir(exist_ok=True)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
                               val_data=val_data, input=input)
-        from slimcnn.tasks import make_task
+        from slimcnn.tasks import make_task, resolve_task
 
         task = resolve_task(task, loaded.info)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, seed=seed)

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, check_device, check_task, emit_json, note, resolve_task, say, settle_info
+from slimcnn.cli._app import app, check_device, check_task, emit_json, note, say, settle_info
 from slimcnn.errors import ConfigError
 from slimcnn.types import Score
 
@@ -70,7 +70,7 @@ def evaluate_cmd(
 ) -> int:
     """Score MODEL on a task's data (top-1/top-5 %, PSNR/SSIM dB, mAP)."""
     from slimcnn.models import load_model
-    from slimcnn.tasks import make_task
+    from slimcnn.tasks import make_task, resolve_task
 
     check_device(device)
     check_task(task, data_required=False)

@@ -24,7 +24,6 @@ from slimcnn.cli._app import (
     open_run,
     parse_amounts,
     parse_shape,
-    resolve_task,
     round_to_for,
     say,
     say_notes,
@@ -124,7 +123,7 @@ def search_cmd(
     options = {**dataclasses.asdict(spec), **budget_options, "task": task, "metric": metric, "scale": scale,
                "arch": arch, "num_classes": num_classes, "input": input, "seed": seed}
     from slimcnn.models import load_model
-    from slimcnn.tasks import make_task
+    from slimcnn.tasks import make_task, resolve_task
     from slimcnn.train import is_main, join_from_env
 
     if join_from_env(device) and not is_main():  # under torchrun: the same search, rank 0 writes

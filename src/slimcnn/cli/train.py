@@ -16,7 +16,6 @@ from slimcnn.cli._app import (
     emit_json,
     note,
     open_run,
-    resolve_task,
     say,
     say_notes,
     settle_info,
@@ -75,7 +74,7 @@ def train_cmd(
     from slimcnn.models import LoadedModel, load_model, save_model
     from slimcnn.models.files import trained_notes
     from slimcnn.run import Measured, RunResult, environment, write_run
-    from slimcnn.tasks import make_task
+    from slimcnn.tasks import make_task, resolve_task
     from slimcnn.train import AMP_DTYPES, is_main, join_from_env
 
     check_device(device)
@@ -178,7 +177,7 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
                       device: str, every: int, options: dict[str, Any]) -> None:
     """A rank other than 0 under torchrun: the same fine-tune (its slice of each batch), no outputs."""
     from slimcnn.models import load_model
-    from slimcnn.tasks import make_task
+    from slimcnn.tasks import make_task, resolve_task
 
     ckpt = _share_checkpoint_path(None)
     loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)

@@ -192,13 +192,10 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     the_task = None
     before = None
     if data is not None:
-        from slimcnn.tasks import make_task
+        from slimcnn.tasks import make_task, resolve_task
 
-        task = task or loaded.info.task
-        if task is None:
-            raise ConfigError("the model does not say which task it is for; pass --task classification|sr|detection")
-
-        the_task = make_task(task, data, info=loaded.info)  # type: ignore[arg-type]
+        task = resolve_task(task, loaded.info)
+        the_task = make_task(task, data, info=loaded.info)
         before = the_task.evaluate(loaded.model, limit=limit)
     max_drop = None
     if drop_limit is not None and before is not None:

@@ -18,7 +18,8 @@ from slimcnn.tasks.base import TASKS, Batch, Task, TrainStats
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TASKS", "Batch", "Task", "TrainStats", "fit_input", "fit_sr", "list_tasks", "make_task"]
+__all__ = ["TASKS", "Batch", "Task", "TrainStats", "fit_input", "fit_sr", "list_tasks", "make_task",
+           "resolve_task"]
 
 # Modules under slimcnn.tasks that register a task when imported (one line each).
 _TASK_MODULES: tuple[str, ...] = (
@@ -39,6 +40,14 @@ def _import_task_modules(kind: str | None = None) -> None:
             if e.name != module:  # a dependency of the task module is missing: say so
                 raise
             logger.debug("task module %s is listed but not present", module)
+
+
+def resolve_task(task: str | None, info: ModelInfo | None) -> str:
+    """The task name: ``task`` (the user's ``--task``) or the model's own."""
+    kind = task or getattr(info, "task", None)
+    if kind is None:
+        raise ConfigError("the model does not say which task it is for; pass --task classification|sr|detection")
+    return str(kind)
 
 
 def list_tasks() -> list[str]:
