@@ -168,7 +168,7 @@ def test_fit_sr_measures_how_an_sr_model_is_fed() -> None:
     from torch import nn
 
     from slimcnn.errors import ConfigError
-    from slimcnn.tasks import fit_sr
+    from slimcnn.tasks.sr import fit_sr
 
     class X3(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

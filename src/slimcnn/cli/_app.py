@@ -158,7 +158,8 @@ def settle_info(loaded: Any, kind: str | None, data: str | None, *, val_data: st
     from ``loaded.info`` (the task, the example input, the saved sidecar): the task it is run as, and an
     input size from ``--input`` or the data instead of a guess, and for SR how it is fed and at what scale (said on
     stderr)."""
-    from slimcnn.tasks import fit_input, fit_sr
+    from slimcnn.tasks import fit_input
+    from slimcnn.tasks.sr import fit_sr
 
     if data is not None and loaded.info.task is None and kind in TASK_NAMES:  # files written from it know their task
         loaded.info = dataclasses.replace(loaded.info, task=kind)

@@ -18,8 +18,7 @@ from slimcnn.tasks.base import TASKS, Batch, Task, TrainStats
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TASKS", "Batch", "Task", "TrainStats", "fit_input", "fit_sr", "list_tasks", "make_task",
-           "resolve_task"]
+__all__ = ["TASKS", "Batch", "Task", "TrainStats", "fit_input", "list_tasks", "make_task", "resolve_task"]
 
 # Modules under slimcnn.tasks that register a task when imported (one line each).
 _TASK_MODULES: tuple[str, ...] = (
@@ -56,6 +55,11 @@ def list_tasks() -> list[str]:
     return TASKS.names()
 
 
+def settled_guess(info: ModelInfo) -> dict[str, Any]:
+    """The :class:`ModelInfo` fields of an input size no longer guessed: the flag, and the notes without the guess's."""
+    return dict(input_guessed=False, notes=tuple(n for n in info.notes if not n.startswith(GUESS_NOTE)))
+
+
 def fit_input(info: ModelInfo, kind: str | None, data: str | Path | None, *, val_data: str | Path | None = None,
               input_shape: tuple[int, ...] | None = None) -> tuple[ModelInfo, str | None]:
     """``info`` with an input size the data agrees with, when the model's own was only a guess.
@@ -69,7 +73,7 @@ def fit_input(info: ModelInfo, kind: str | None, data: str | Path | None, *, val
     """
     if not info.input_guessed or len(info.input_shape) != 4:
         return info, None
-    settled = dict(input_guessed=False, notes=tuple(n for n in info.notes if not n.startswith(GUESS_NOTE)))
+    settled = settled_guess(info)
     if input_shape is not None:
         return dataclasses.replace(info, input_shape=(1, *input_shape[1:]), **settled), None
     if kind != "classification" or data is None:
@@ -86,59 +90,6 @@ def fit_input(info: ModelInfo, kind: str | None, data: str | Path | None, *, val
     h, w = size
     return fitted, (f"input size: taken from the data, whose images are {h}x{w} (1x{channels}x{h}x{w} instead of "
                     f"the {info.input_shape[2]}x{info.input_shape[3]} guess)")
-
-
-SR_PROBE_SIDE = 32
-"""Side of the zero image :func:`fit_sr` runs an SR model on (divisible by every stride up to 32)."""
-
-
-def fit_sr(model: Any, info: ModelInfo) -> tuple[ModelInfo, str | None]:
-    """``info`` with how an SR model that does not say it is fed, measured from one forward pass.
-
-    A model that keeps its input's size takes the bicubic-upscaled image (``sr_input="upsampled"``, at
-    ``info.scale`` or the task's x2); one whose output is ``k`` times its input takes the low-resolution
-    image at ``x k``. Before, a ``python:`` x3 upscaler was fed a x2 bicubic image and scored on a crop of
-    its 3x-too-large output (11 dB after training) without a word.
-
-    Returns:
-        The info to use and a line saying what was measured, or ``(info, None)`` when the model says it
-        already or the forward pass fails (the task's own first forward then says why, in one line).
-
-    Raises:
-        ConfigError: the model's factor contradicts the declared ``info.scale`` (the user's ``--scale``).
-    """
-    import torch
-
-    if info.sr_input is not None:
-        return info, None
-    side = SR_PROBE_SIDE
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(1, 1, side, side))
-    except (RuntimeError, ValueError, TypeError, IndexError):
-        return info, None
-    finally:
-        model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.dim() != 4:
-        return info, None
-    h, w = int(out.shape[-2]), int(out.shape[-1])
-    factor = h // side
-    if h != w or h % side or factor < 1:
-        return info, None
-    shape = dict(input_shape=(1, 1, side, side), input_guessed=False,
-                 notes=tuple(n for n in info.notes if not n.startswith(GUESS_NOTE))) if info.input_guessed else {}
-    if factor == 1:
-        scale = info.scale or 2
-        told = "" if info.scale else " (the default; pass --scale N for another)"
-        return (dataclasses.replace(info, sr_input="upsampled", scale=scale, **shape),
-                f"sr: the model keeps a {side}x{side} input's size, so it is fed the bicubic-upscaled image, "
-                f"x{scale}{told}")
-    if info.scale not in (None, factor):
-        raise ConfigError(f"the model upscales x{factor} (a {side}x{side} input gives {h}x{w}), not the --scale "
-                          f"{info.scale} given; pass --scale {factor} or leave it out")
-    return (dataclasses.replace(info, sr_input="lr", scale=factor, **shape),
-            f"sr: the model upscales a {side}x{side} input to {h}x{w}, so it is fed the low-resolution image, x{factor}")
 
 
 _DATA_OPTIONS = {"classification": ("stream", "loader_workers", "strict_data", "amp"), "sr": ("stream", "loader_workers"),

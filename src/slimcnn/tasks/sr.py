@@ -11,6 +11,7 @@ bicubic-upscaled Y and return HR Y; ``"lr"`` (FSRCNN, ESPCN) get LR Y and return
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ from slimcnn.data.sr import SRDataset, SRImage, builtin_sr_sets, load_sr_dataset
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.models._zoo import ModelInfo
 from slimcnn.progress import phase
+from slimcnn.tasks import settled_guess
 from slimcnn.tasks.base import (
     TASKS,
     Batch,
@@ -46,11 +48,64 @@ from slimcnn.tasks.metrics import psnr, ssim
 from slimcnn.tasks.sr_recipes import SR_RECIPES, SRRecipe, recipe_for
 from slimcnn.types import Score
 
-__all__ = ["SR_RECIPES", "SRRecipe", "SRTask", "recipe_for"]
+__all__ = ["SR_RECIPES", "SRRecipe", "SRTask", "fit_sr", "recipe_for"]
 
 log = logging.getLogger(__name__)
 
 SRInput = Literal["upsampled", "lr"]
+
+DEFAULT_SCALE = 2
+"""The factor of a model that does not say one (an ``upsampled`` net works at any)."""
+
+
+SR_PROBE_SIDE = 32
+"""Side of the zero image :func:`fit_sr` runs an SR model on (divisible by every stride up to 32)."""
+
+
+def fit_sr(model: Any, info: ModelInfo) -> tuple[ModelInfo, str | None]:
+    """``info`` with how an SR model that does not say it is fed, measured from one forward pass.
+
+    A model that keeps its input's size takes the bicubic-upscaled image (``sr_input="upsampled"``, at
+    ``info.scale`` or the task's x2); one whose output is ``k`` times its input takes the low-resolution
+    image at ``x k``. Before, a ``python:`` x3 upscaler was fed a x2 bicubic image and scored on a crop of
+    its 3x-too-large output (11 dB after training) without a word.
+
+    Returns:
+        The info to use and a line saying what was measured, or ``(info, None)`` when the model says it
+        already or the forward pass fails (the task's own first forward then says why, in one line).
+
+    Raises:
+        ConfigError: the model's factor contradicts the declared ``info.scale`` (the user's ``--scale``).
+    """
+    if info.sr_input is not None:
+        return info, None
+    side = SR_PROBE_SIDE
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, 1, side, side))
+    except (RuntimeError, ValueError, TypeError, IndexError):
+        return info, None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 4:
+        return info, None
+    h, w = int(out.shape[-2]), int(out.shape[-1])
+    factor = h // side
+    if h != w or h % side or factor < 1:
+        return info, None
+    shape = dict(input_shape=(1, 1, side, side), **settled_guess(info)) if info.input_guessed else {}
+    if factor == 1:
+        scale = info.scale or DEFAULT_SCALE
+        told = "" if info.scale else " (the default; pass --scale N for another)"
+        return (dataclasses.replace(info, sr_input="upsampled", scale=scale, **shape),
+                f"sr: the model keeps a {side}x{side} input's size, so it is fed the bicubic-upscaled image, "
+                f"x{scale}{told}")
+    if info.scale not in (None, factor):
+        raise ConfigError(f"the model upscales x{factor} (a {side}x{side} input gives {h}x{w}), not the --scale "
+                          f"{info.scale} given; pass --scale {factor} or leave it out")
+    return (dataclasses.replace(info, sr_input="lr", scale=factor, **shape),
+            f"sr: the model upscales a {side}x{side} input to {h}x{w}, so it is fed the low-resolution image, x{factor}")
 
 
 class SRTask:
@@ -102,7 +157,7 @@ class SRTask:
         self.loader_workers = loader_workers if loader_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
         self._train_files: tuple[list[tuple[str, Path]], list[tuple[int, int]]] | None = None
         self.info = info
-        self.scale = int(scale or (info.scale if info is not None and info.scale else 2))
+        self.scale = int(scale or (info.scale if info is not None and info.scale else DEFAULT_SCALE))
         sr_input = (info.sr_input if info is not None else None) or "upsampled"
         if sr_input not in ("upsampled", "lr"):
             raise ConfigError(f"ModelInfo.sr_input must be 'upsampled' or 'lr', got {sr_input!r}")
