@@ -139,26 +139,25 @@ def _analyze_onnx(loaded: Any, example: Any, *, runtime: str, threads: int | Non
     (Before, a ``file:model.onnx`` printed 0 params, 0 MACs, 0 bytes and the latency of a re-export of its
     wrapper.) MACs and activations are not counted from ONNX graphs: analyze the torch model it came from."""
     import onnx
-    from onnx import numpy_helper
 
     from slimcnn.export import compare_onnx_latency
+    from slimcnn.export._onnx import initializer_sizes
 
     if runtime != "onnxruntime" or groups:
         raise ConfigError(f"{loaded.source} is an ONNX file: it is timed in ONNX Runtime and has no channel groups; "
                           "drop --runtime torch/--groups, or analyze the torch model it came from")
     data = loaded.model.model_bytes()
-    graph = onnx.load_from_string(data).graph
     try:
         loaded.model(example)
     except SlimcnnError:  # the file's own check (a fixed input size) says what to pass
         raise
     except Exception as e:  # ONNX Runtime's errors are its own classes: one line, whatever they are
-        dims = [d.dim_value or d.dim_param or "?" for d in graph.input[0].type.tensor_type.shape.dim]
+        shape = onnx.load_from_string(data).graph.input[0].type.tensor_type.shape
+        dims = [d.dim_value or d.dim_param or "?" for d in shape.dim]
         raise ConfigError(f"{loaded.source} does not run on input {'x'.join(map(str, example.shape))} "
                           f"({str(e).splitlines()[0][:160]}); its input is {'x'.join(map(str, dims))}: pass that "
                           "--input") from None
-    tensors = [numpy_helper.to_array(t) for t in graph.initializer]
-    params, weight_bytes = sum(t.size for t in tensors), sum(t.nbytes for t in tensors)
+    params, weight_bytes = initializer_sizes(data)
     lat = compare_onnx_latency({"file": data}, example, threads=threads, runs=runs)["file"] if latency else None
     if as_json:
         emit_json({"source": loaded.source, "input_shape": list(example.shape), "params": params, "macs": None,
@@ -166,7 +165,7 @@ def _analyze_onnx(loaded: Any, example: Any, *, runtime: str, threads: int | Non
                    "latency": dataclasses.asdict(lat) if lat is not None else None, "layers": [],
                    "pretrained": loaded.info.pretrained, "notes": [*loaded.info.notes, ONNX_NOTE]})
         return 0
-    say(f"{loaded.source} @ {'x'.join(map(str, example.shape))}: {params:,} values in {len(tensors)} initializers, "
+    say(f"{loaded.source} @ {'x'.join(map(str, example.shape))}: {params:,} values in its initializers, "
         f"{weight_bytes:,} B (every initializer of the file)")
     if lat is not None:
         say(f"latency {lat.median_ms:.3f} ms median (p10 {lat.p10_ms:.3f}, p90 {lat.p90_ms:.3f}, n={lat.n}) on "

@@ -329,10 +329,9 @@ def calibration_batches(task: Any, samples: int) -> list[torch.Tensor]:
 
 def int8_weight_bytes(int8_onnx: bytes) -> int:
     """Bytes of every initializer of an ONNX model: int8 weights, int32 biases, scales and zero points."""
-    import onnx
-    from onnx import numpy_helper
+    from slimcnn.export._onnx import initializer_sizes
 
-    return int(sum(numpy_helper.to_array(t).nbytes for t in onnx.load_from_string(int8_onnx).graph.initializer))
+    return initializer_sizes(int8_onnx)[1]
 
 
 def int8_model_bytes(model: torch.nn.Module, example_input: torch.Tensor, spec: Int8Spec | None = None) -> int:

@@ -286,6 +286,16 @@ def decoded_weights(onnx_model: bytes | str | Path, names: list[str]) -> dict[st
     return dict(zip(names, outs, strict=True))
 
 
+def initializer_sizes(onnx_model: bytes) -> tuple[int, int]:
+    """``(values, bytes)`` of every initializer of an ONNX model: its weights as the file stores them (int8
+    weights, int32 biases, scales and zero points of an int8 model)."""
+    import onnx
+    from onnx import numpy_helper
+
+    arrays = [numpy_helper.to_array(t) for t in onnx.load_from_string(onnx_model).graph.initializer]
+    return sum(int(a.size) for a in arrays), sum(int(a.nbytes) for a in arrays)
+
+
 def write_onnx(path: str | Path, data: bytes) -> Path:
     """Write ONNX bytes atomically."""
     p = Path(path)
