@@ -154,8 +154,8 @@ def compress(
     x = task.example_input() if example_input is None else example_input
     original = model.eval()
     base_cost = _cost(original, x)
-    auto = not parse_recipe(spec.recipe)
-    stages = parse_recipe(spec.recipe) or auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost))
+    named = parse_recipe(spec.recipe)
+    stages = named or auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost))
     owned = assign_targets(stages, targets)
     has_int8 = stages[-1].method == "int8"
     check_codebook(spec.codebook, stages)
@@ -171,7 +171,7 @@ def compress(
     notes: list[str] = []
     if has_int8 and any("latency_ms" in owned[i] for i in range(len(stages) - 1)):
         factors = _int8_factors(original, task, x, spec, state_dir)
-        if auto and factors["latency_ms"] >= 1.0:
+        if not named and factors["latency_ms"] >= 1.0:
             # depthwise/hard-swish models can run slower in int8 on ONNX Runtime: pruning would then have to buy
             # back int8's loss on top of the target (timm mobilenetv3_small_050: 1.64x / 1.73x, a 0.7x target became 0.4x)
             stages = auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost), int8=False)

@@ -452,11 +452,11 @@ def search(
     ctx = _Context(model, task, budget, spec, example_input, source, progress, resume, trials, input_score)
     strategy = STRATEGIES.get(spec.strategy)
     assignment, strategy_log, table = strategy(ctx)
+    tried = _pareto([dataclasses.asdict(p) | {"feasible": p.feasible} for p in ctx.tried], budget)
     if not finish_unmet and strategy_log.get("chosen_feasible") is False:
         return SearchResult(
             model=model, assignment=assignment, details={"unfinished": "the chosen point missed the budget"},
-            before={"score": ctx.base_score, "cost": ctx.base_cost}, after={}, checks=[], met=False,
-            tried=_pareto([dataclasses.asdict(p) | {"feasible": p.feasible} for p in ctx.tried], budget),
+            before={"score": ctx.base_score, "cost": ctx.base_cost}, after={}, checks=[], met=False, tried=tried,
             strategy_log=strategy_log, sensitivity=table, seconds=time.perf_counter() - t0)
     if ctx.model_override is not None:  # pruned and fine-tuned step by step already
         final = ctx.model_override
@@ -477,7 +477,6 @@ def search(
     if ctx.need_latency:
         cost_before, cost_after = ctx.retime(model, final, cost_before, cost_after)
     checks = budget.check(cost_before, full_before, cost_after, full_after)
-    tried = _pareto([dataclasses.asdict(p) | {"feasible": p.feasible} for p in ctx.tried], budget)
     return SearchResult(
         model=final, assignment=assignment, details=details,
         before={"score": full_before, "cost": cost_before}, after={"score": full_after, "cost": cost_after},
