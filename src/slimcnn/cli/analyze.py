@@ -85,6 +85,7 @@ def analyze_cmd(
     """Params, MACs, weight and activation memory, and latency of MODEL (per layer and in total)."""
     import torch
 
+    from slimcnn.export._run import is_slim_source
     from slimcnn.measure import analyze
     from slimcnn.models import load_model
 
@@ -107,7 +108,7 @@ def analyze_cmd(
                              groups=groups, as_json=as_json)
     cost = analyze(loaded.model, example, runtime=runtime, threads=threads, per_layer=per_layer,  # type: ignore[arg-type]
                    bits=bits, latency=not no_latency, runs=runs)
-    if model.startswith("file:") and model.lower().endswith(".slim") and bits == 32:
+    if is_slim_source(model) and bits == 32:
         cost = _as_stored(cost, model.removeprefix("file:"))
     rows = _group_rows(loaded.model, example) if groups else None
     if as_json:
