@@ -125,3 +125,35 @@ def test_a_slim_file_counts_the_weight_bytes_it_stores(tmp_path: Path, capsys: p
     assert data["weight_bytes"] == stored < data["params"] * 4
     assert sum(row["weight_bytes"] for row in data["layers"]) == stored
     assert f"weight bytes as model.slim stores them: {stored:,} B" in captured.err
+
+
+def test_a_slimk_file_counts_what_it_stores_and_the_kept_kernels(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """Kernel removal stores only the kept kernels: analyze of a .slimk printed the dense float32 model it decodes
+    to (removed kernels as zeros). Now params, MACs and bytes are those compress and the kernel search check."""
+    import torch
+
+    from slimcnn.models import load_model
+    from slimcnn.search.families import kernel_sparse_cost
+
+    out = tmp_path / "k"
+    assert main(["prune", "slimcnn:fsrcnn", "--scale", "3", "--granularity", "kernel", "--ratio", "0.5",
+                 "--no-latency", "--out", str(out), "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)["details"]["compact_file"]
+    path = out / "model.slimk"
+    assert main(["analyze", f"file:{path}", "--json", "--no-latency", "--input", "1x1x24x24"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
+    decoded = load_model(f"file:{path}").model
+    layers = [n for n, m in decoded.named_modules()
+              if isinstance(m, torch.nn.Conv2d) and m.weight.detach().abs().amax(dim=(2, 3)).eq(0).any()]
+    assert layers, "the 0.5 kernel ratio removed no kernel"
+    x = torch.zeros(1, 1, 24, 24)
+    params, macs, wbytes = kernel_sparse_cost(decoded, x, layers)
+    dense_params, dense_macs, dense_bytes = kernel_sparse_cost(decoded, x, [])
+    assert params < dense_params and macs < dense_macs and wbytes < dense_bytes
+    assert (data["params"], data["macs"], data["weight_bytes"]) == (params, macs, wbytes)
+    assert wbytes == stats["kernel_value_bytes"] + stats["index_bytes"] + stats["dense_bytes"]  # fsrcnn: no buffers
+    assert sum(r["weight_bytes"] for r in data["layers"]) == wbytes
+    assert sum(r["macs"] for r in data["layers"]) == macs
+    assert f"weights are {wbytes:,} B (float32 after decoding: {dense_bytes:,} B)" in captured.err

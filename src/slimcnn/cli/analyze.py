@@ -110,6 +110,8 @@ def analyze_cmd(
                    bits=bits, latency=not no_latency, runs=runs)
     if is_slim_source(model) and bits == 32:
         cost = _as_stored(cost, model.removeprefix("file:"))
+    elif model.endswith(".slimk") and bits == 32:
+        cost = _as_stored_kernels(cost, model.removeprefix("file:"))
     rows = _group_rows(loaded.model, example) if groups else None
     if as_json:
         emit_json(cost_to_json(cost, source=loaded.source, notes=loaded.info.notes, pretrained=loaded.info.pretrained)
@@ -131,6 +133,36 @@ def _as_stored(cost: Cost, path: str) -> Cost:
          f"{cost.weight_bytes:,} B)")
     rows = tuple(dataclasses.replace(r, weight_bytes=r.weight_bytes - saved.get(r.name, 0)) for r in cost.layers)
     return dataclasses.replace(cost, weight_bytes=total, layers=rows)
+
+
+def _as_stored_kernels(cost: Cost, path: str) -> Cost:
+    """``cost`` of a ``.slimk`` file as the kernel search and compress count it: the removed kernels are gone
+    (params, MACs), and the weight bytes are what the file stores (kept kernels and their index, every other
+    parameter dense), in total and per layer; the decoded dense model (what it printed) holds them as zeros."""
+    import torch
+
+    from slimcnn.prune._kernel_format import read_kernel_compact
+
+    header, _ = read_kernel_compact(path)
+    rows = {r.name: r for r in cost.layers}
+    d_params = d_macs = d_bytes = 0
+    for e in header["tensors"]:
+        name = str(e["name"]).removesuffix(".weight")
+        if e["kind"] != "kernels" or name not in rows:
+            continue
+        o, i, kh, kw = e["shape"]
+        gone = o * i - int(e["n_kept"])
+        r = rows[name]
+        stored = int(e["nbytes"]) + int(e["index_nbytes"])
+        new = dataclasses.replace(r, params=r.params - gone * kh * kw, macs=r.macs - r.macs * gone // (o * i),
+                                  weight_bytes=r.weight_bytes - (o * i * kh * kw * getattr(torch, e["dtype"]).itemsize - stored))
+        d_params, d_macs, d_bytes = (d_params + r.params - new.params, d_macs + r.macs - new.macs,
+                                     d_bytes + r.weight_bytes - new.weight_bytes)
+        rows[name] = new
+    note(f"note: {Path(path).name} counted as stored: removed kernels are gone (params, MACs: a sparse kernel engine's "
+         f"work) and weights are {cost.weight_bytes - d_bytes:,} B (float32 after decoding: {cost.weight_bytes:,} B)")
+    return dataclasses.replace(cost, params=cost.params - d_params, macs=cost.macs - d_macs,
+                               weight_bytes=cost.weight_bytes - d_bytes, layers=tuple(rows.values()))
 
 
 def _analyze_onnx(loaded: Any, example: Any, *, runtime: str, threads: int | None, runs: int, latency: bool,
