@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,15 @@ import torch
 
 from slimcnn.paths import shared_path
 
+torch.set_num_threads(1)  # module- and session-scoped fixtures run before any test's own setup
+
 
 @pytest.fixture(autouse=True)
-def _seed_and_threads() -> None:
+def _seed_and_threads() -> Iterator[None]:
     torch.manual_seed(0)
+    torch.set_num_threads(1)
+    yield
+    # a test that sets its own thread count must not hand it to the next fixture (results would hang on test order)
     torch.set_num_threads(1)
 
 
