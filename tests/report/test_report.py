@@ -135,8 +135,8 @@ def test_stage_by_stage_table(prune_run: Path, copy_run: Callable[[Path], Path])
     assert "## Stage by stage" in md and "against the ORIGINAL" in md
     rows = [line for line in md.splitlines() if line.startswith(("| 1 |", "| 2 |"))]
     assert len(rows) == 2
-    assert "**prune** | MACs 0.5x | 90 | 1 |" in rows[0] and "0.5x (3.83M)" in rows[0] and "✓" in rows[0]
-    assert "**kmeans** | – | 89.5 | 1.5 |" in rows[1] and "0.25x" in rows[1] and "✗ | 1 |" in rows[1]
+    assert "**prune** | MACs 0.5x | 90.00 | 1 |" in rows[0] and "0.5x (3.83M)" in rows[0] and "✓" in rows[0]
+    assert "**kmeans** | – | 89.50 | 1.5 |" in rows[1] and "0.25x" in rows[1] and "✗ | 1 |" in rows[1]
     assert "recovery" not in md
     res["details"]["stages"][0]["recovered"] = {"steps": 300, "recovery": "plain", "score_before": 61.25}
     render_report(folder, result=res)

@@ -12,7 +12,7 @@ from typing import Any
 
 from slimcnn.report._data import COST_KEYS, COST_LABELS, RunData, cost_value, score_drop
 from slimcnn.report._doc import Block, Items, Section, Table
-from slimcnn.report.tables import fmt_bytes, fmt_count, fmt_ratio, fmt_threads
+from slimcnn.report.tables import fmt_bytes, fmt_count, fmt_metric, fmt_ratio, fmt_threads
 
 _OPTION_OF = {"max_drop": ("max_drop",), "macs": ("macs",), "params": ("params",), "weight_bytes": ("weight_bytes",),
               "activation_bytes": ("activation_bytes",), "latency_ms": ("latency_target", "latency"),
@@ -123,7 +123,7 @@ def before_after(data: RunData) -> Section | None:
         for m in sorted(set((bs or {}).get("metrics") or {}) | set((as_ or {}).get("metrics") or {})):
             if m != s.get("metric"):
                 vb, va = (((x or {}).get("metrics") or {}).get(m) for x in (bs, as_))
-                rows.append((m, vb, va, "–"))
+                rows.append((m, fmt_metric(vb), fmt_metric(va), "–"))
     test = (r.get("details") or {}).get("test")
     if isinstance(test, dict) and isinstance(test.get("before"), dict):
         tb, ta = test.get("before"), test.get("after")
@@ -154,8 +154,8 @@ def before_after(data: RunData) -> Section | None:
     return Section("Before and after", tuple(blocks))
 
 
-def _val(s: dict[str, Any] | None) -> float | None:
-    return float(s["value"]) if s and isinstance(s.get("value"), (int, float)) else None
+def _val(s: dict[str, Any] | None) -> str:
+    return fmt_metric(s.get("value") if s else None)
 
 
 def _latency(c: dict[str, Any] | None) -> str:

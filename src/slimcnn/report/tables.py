@@ -33,6 +33,13 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines) + "\n"
 
 
+def fmt_metric(v: Any) -> str:
+    """A quality metric to 4 significant digits, trailing zeros kept: a PSNR of 31.40 beside 31.41 must not read 31.4."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v):
+        return "–"
+    return f"{v:#.4g}".rstrip(".")
+
+
 def fmt_count(n: float | None) -> str:
     """``7651648`` -> ``7.65M`` (k, M, G); small counts as they are."""
     if n is None:
