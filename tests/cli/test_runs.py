@@ -167,3 +167,25 @@ def test_commands_without_shared_work_refuse_torchrun_on_every_rank(
     (line,) = _errors(capsys.readouterr().err)
     assert "slimcnn prune does not run under torchrun yet (only train and search do)" in line
     assert not any(tmp_path.iterdir())
+
+
+def test_an_sr_models_model_onnx_takes_any_image_size(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every command's model.onnx was fixed at the 32x32 example, so a super-resolution net's file could not run
+    a photo (`evaluate file:model.onnx` refused). Now it takes any size and scores what model.pt scores."""
+    import onnx
+
+    out = tmp_path / "p"
+    assert main(["prune", "slimcnn:tiny_sr", "--task", "sr", "--data", "photos", "--ratio", "0.25", "--limit", "2",
+                 "--no-latency", "--out", str(out)]) == 0
+    dims = onnx.load(str(out / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 1, "height", "width"]
+    scores = []
+    for name in ("model.onnx", "model.pt"):
+        capsys.readouterr()
+        assert main(["evaluate", f"file:{out / name}", "--data", "photos", "--limit", "2", "--json"]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["value"])
+    assert scores[0] == pytest.approx(scores[1], abs=1e-3)
+    classifier = tmp_path / "c"
+    assert main([*PRUNE, "--out", str(classifier)]) == 0  # a classifier's file keeps the example's size
+    dims = onnx.load(str(classifier / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert all(d.dim_value for d in dims)

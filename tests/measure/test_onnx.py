@@ -82,3 +82,42 @@ def test_training_mode_restored(tmp_path: Path) -> None:
     model.train()
     export_onnx(model, torch.randn(1, 1, 8, 8), tmp_path / "m.onnx")
     assert model.training and model[1].training
+
+
+class _FixedSize(nn.Module):
+    """Image to image, but its code hard-codes the example's size (a graph that holds at 12x12 only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).reshape(1, 1, 12, 12)
+
+
+def test_any_size_file_runs_other_batches_and_sizes_or_says_it_cannot(tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.PixelShuffle(2))
+    path = export_onnx(net, torch.randn(1, 1, 12, 12), tmp_path / "any.onnx", any_size=True)
+    x = torch.randn(3, 1, 20, 28)
+    (got,) = ort.InferenceSession(str(path)).run(None, {"input0": x.numpy()})
+    assert got.shape == (3, 1, 40, 56) and torch.allclose(torch.from_numpy(got), net(x), atol=1e-5)
+    with pytest.raises(ExportError, match=r"does not run on input \(2, 1, 20, 28\)"):
+        export_onnx(_FixedSize(), torch.randn(1, 1, 12, 12), tmp_path / "fixed.onnx", any_size=True)
+    assert not (tmp_path / "fixed.onnx").exists()
+    with pytest.raises(ConfigError, match="TorchScript"):
+        export_onnx(net, torch.randn(1, 1, 12, 12), tmp_path / "d.onnx", any_size=True, exporter="dynamo")
+
+
+def test_a_run_folders_sr_file_falls_back_to_the_examples_size_with_a_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import onnx
+
+    from slimcnn.run._measure import write_model_onnx
+
+    with caplog.at_level("WARNING"):
+        write_model_onnx(_FixedSize(), torch.randn(1, 1, 12, 12), tmp_path / "model.onnx", any_size=True)
+    dims = onnx.load(str(tmp_path / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_value for d in dims] == [1, 1, 12, 12]
+    assert "model.onnx takes only 1x1x12x12 inputs" in caplog.text

@@ -35,13 +35,17 @@ class ExportError(SlimcnnError, RuntimeError):
     """The model could not be exported to ONNX, or ONNX Runtime disagrees with torch."""
 
 
-def _export_bytes(model: nn.Module, args: tuple[Any, ...], opset: int, exporter: str) -> bytes:
+def _export_bytes(model: nn.Module, args: tuple[Any, ...], opset: int, exporter: str, any_size: bool = False) -> bytes:
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
-            torch.onnx.export(model, args, buf, opset_version=opset, dynamo=False,
-                              input_names=[f"input{i}" for i in range(len(args))], do_constant_folding=True)
+            names = [f"input{i}" for i in range(len(args))]
+            axes = ({names[0]: {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 2: "out_height",
+                                                                                 3: "out_width"}} if any_size else None)
+            torch.onnx.export(model, args, buf, opset_version=opset, dynamo=False, input_names=names,
+                              output_names=["output0"] if any_size else None, dynamic_axes=axes,
+                              do_constant_folding=True)
             return buf.getvalue()
         prog = torch.onnx.export(model, args, dynamo=True, opset_version=max(opset, 18), verbose=False)
         if prog is None:  # pragma: no cover - exporter contract
@@ -50,7 +54,7 @@ def _export_bytes(model: nn.Module, args: tuple[Any, ...], opset: int, exporter:
 
 
 def onnx_bytes(model: nn.Module, example_input: ExampleInput, *, opset: int = 17,
-               exporter: Exporter = "auto") -> bytes:
+               exporter: Exporter = "auto", any_size: bool = False) -> bytes:
     """Serialise ``model`` (eval mode) to an ONNX model in memory.
 
     Args:
@@ -58,9 +62,12 @@ def onnx_bytes(model: nn.Module, example_input: ExampleInput, *, opset: int = 17
         example_input: a tensor or a tuple of positional tensors (lists/dicts are not exportable).
         opset: ONNX opset for the TorchScript exporter (the dynamo exporter uses ``max(opset, 18)``).
         exporter: ``"torchscript"``, ``"dynamo"`` or ``"auto"`` (TorchScript, then dynamo).
+        any_size: batch, height and width of the (4-D) input and of the first output symbolic: an image-to-image
+            (super-resolution) net runs on images of any size. TorchScript exporter only.
 
     Raises:
-        ConfigError: ``exporter`` is unknown or ``example_input`` is not tensors.
+        ConfigError: ``exporter`` is unknown, ``example_input`` is not tensors, or ``any_size`` without a 4-D
+            input or with the dynamo exporter.
         ExportError: every exporter tried failed; the message carries each reason.
     """
     if exporter not in ("auto", "torchscript", "dynamo"):
@@ -69,14 +76,16 @@ def onnx_bytes(model: nn.Module, example_input: ExampleInput, *, opset: int = 17
     if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
         raise ConfigError("ONNX export needs a tensor or a tuple of tensors as example_input "
                           f"(got {type(example_input).__name__}); detection models taking lists are not exportable")
-    order = ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
+    if any_size and (exporter == "dynamo" or args[0].dim() != 4):
+        raise ConfigError("any_size needs the TorchScript exporter and one [N, C, H, W] input")
+    order = ["torchscript"] if any_size else ["torchscript", "dynamo"] if exporter == "auto" else [exporter]
     was_training = model.training
     model.eval()
     errors: list[str] = []
     try:
         for name in order:
             try:
-                data = _export_bytes(model, args, opset, name)
+                data = _export_bytes(model, args, opset, name, any_size)
                 log.debug("exported with the %s exporter (%d bytes)", name, len(data))
                 return data
             except Exception as e:  # noqa: BLE001 - exporters raise anything; we report all reasons
@@ -194,7 +203,7 @@ def parity(model: nn.Module, example_input: ExampleInput, session: Any) -> tuple
 
 def export_onnx(model: nn.Module, example_input: ExampleInput, path: str | Path, *, opset: int = 17,
                 check: bool = True, atol: float = 1e-4, rtol: float = 1e-3,
-                exporter: Exporter = "auto") -> Path:
+                exporter: Exporter = "auto", any_size: bool = False) -> Path:
     """Export ``model`` to ``path`` (atomically) and check ONNX Runtime against torch.
 
     The tolerance is ``atol + rtol * max|torch output|``, so large-valued outputs (logits,
@@ -209,6 +218,8 @@ def export_onnx(model: nn.Module, example_input: ExampleInput, path: str | Path,
         atol: absolute tolerance of the parity check.
         rtol: tolerance relative to the largest torch output magnitude.
         exporter: ``"auto"``, ``"torchscript"`` or ``"dynamo"``.
+        any_size: a file that takes any batch, height and width (see :func:`onnx_bytes`); the check also runs
+            a batch of 2 at 8 rows and 16 columns more than ``example_input``.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -216,15 +227,27 @@ def export_onnx(model: nn.Module, example_input: ExampleInput, path: str | Path,
     Raises:
         ExportError: export failed or the outputs diverge (the message gives the max abs diff).
     """
-    data = onnx_bytes(model, example_input, opset=opset, exporter=exporter)
+    data = onnx_bytes(model, example_input, opset=opset, exporter=exporter, any_size=any_size)
     if check:
         session = ort_session(data, threads=1)
-        diff, scale = parity(model, example_input, session)
-        tol = atol + rtol * scale
-        log.info("ONNX parity: max abs diff %.3g (tolerance %.3g)", diff, tol)
-        if not diff <= tol:
-            raise ExportError(f"ONNX Runtime output diverges from torch: max abs diff {diff:.3g} > "
-                              f"tolerance {tol:.3g} (atol={atol}, rtol={rtol}); the export is not faithful")
+        inputs = [example_input]
+        if any_size:
+            n, c, h, w = example_input.shape  # type: ignore[union-attr]
+            inputs.append(torch.randn(2, c, h + 8, w + 16, generator=torch.Generator().manual_seed(0)))
+        for x in inputs:
+            try:
+                diff, scale = parity(model, x, session)
+            except Exception as e:  # noqa: BLE001 - ORT raises its own classes: a size the graph cannot take
+                if isinstance(e, ExportError):
+                    raise
+                raise ExportError(f"the ONNX file does not run on input {tuple(x.shape)}: "
+                                  f"{str(e).strip().splitlines()[0][:200]}") from e
+            tol = atol + rtol * scale
+            log.info("ONNX parity at %s: max abs diff %.3g (tolerance %.3g)", tuple(x.shape), diff, tol)
+            if not diff <= tol:
+                raise ExportError(f"ONNX Runtime output diverges from torch at input {tuple(x.shape)}: max abs diff "
+                                  f"{diff:.3g} > tolerance {tol:.3g} (atol={atol}, rtol={rtol}); the export is not "
+                                  "faithful")
     path = Path(path)
     atomic_write(path, lambda p: p.write_bytes(data))
     return path

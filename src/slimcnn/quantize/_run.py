@@ -239,9 +239,9 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     t["verify"] = time.perf_counter() - t0
     x = the_task.example_input(1) if the_task is not None else torch.randn(*loaded.info.input_shape)
     if onnx:
-        from slimcnn.measure import export_onnx
+        from slimcnn.run._measure import write_model_onnx
 
-        export_onnx(check.eval(), x, outdir / "model.onnx")
+        write_model_onnx(check.eval(), x, outdir / "model.onnx", any_size=loaded.info.task == "sr")
         files["onnx"] = "model.onnx"
     after = the_task.evaluate(check, limit=limit) if the_task is not None else None  # the artifact, re-loaded
     drop = before.drop_to(after) if (before is not None and after is not None) else None

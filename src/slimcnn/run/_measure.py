@@ -17,7 +17,6 @@ def save_model_files(loaded: Any, model: nn.Module, example: Any, folder: Path, 
     """Write ``model.pt`` (+ ``yolo.pt`` for ultralytics, + ``model.onnx``) and return the model re-loaded
     from ``model.pt``, so every later measurement is of the artifact actually written."""
     from slimcnn.export import OrtModule
-    from slimcnn.measure import export_onnx
     from slimcnn.models import LoadedModel, load_model, save_model
     from slimcnn.prune._ultralytics import (
         is_ultralytics_model,
@@ -33,8 +32,25 @@ def save_model_files(loaded: Any, model: nn.Module, example: Any, folder: Path, 
     if is_ultralytics_model(model):
         save_ultralytics_checkpoint(model, folder / "yolo.pt")
     if onnx:
-        export_onnx(model, example, folder / "model.onnx")
+        write_model_onnx(model, example, folder / "model.onnx", any_size=loaded.info.task == "sr")
     return load_model(f"file:{path}").model.eval()
+
+
+def write_model_onnx(model: nn.Module, example: Any, path: Path, *, any_size: bool) -> None:
+    """``model.onnx``; a super-resolution net's takes images of any size (it runs on whole photos, not on the
+    32x32 example), unless its graph does not hold at another size: then the example's size, with a warning."""
+    import logging
+
+    from slimcnn.measure import ExportError, export_onnx
+
+    if any_size:
+        try:
+            export_onnx(model, example, path, any_size=True)
+            return
+        except ExportError as e:
+            logging.getLogger(__name__).warning("model.onnx takes only %s inputs: %s", "x".join(map(str, example.shape)),
+                                                e)
+    export_onnx(model, example, path)
 
 
 def _save_int8(loaded: Any, model: Any, folder: Path) -> nn.Module:
