@@ -232,14 +232,14 @@ def export_onnx(model: nn.Module, example_input: ExampleInput, path: str | Path,
         session = ort_session(data, threads=1)
         inputs = [example_input]
         if any_size:
-            n, c, h, w = example_input.shape  # type: ignore[union-attr]
+            _, c, h, w = example_input.shape  # type: ignore[union-attr]
             inputs.append(torch.randn(2, c, h + 8, w + 16, generator=torch.Generator().manual_seed(0)))
         for x in inputs:
             try:
                 diff, scale = parity(model, x, session)
+            except ExportError:
+                raise
             except Exception as e:  # noqa: BLE001 - ORT raises its own classes: a size the graph cannot take
-                if isinstance(e, ExportError):
-                    raise
                 raise ExportError(f"the ONNX file does not run on input {tuple(x.shape)}: "
                                   f"{str(e).strip().splitlines()[0][:200]}") from e
             tol = atol + rtol * scale
