@@ -96,6 +96,16 @@ def test_split_folder_and_sibling_archives(tmp_path: Path) -> None:
     assert len(task.train_set) == 9 and len(task.eval_set) == 6
 
 
+def test_training_on_the_evaluation_data_is_said_once(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A search fine-tunes at every point: `compress --data messy` printed this warning eight times."""
+    _write_folder(tmp_path / "only", n=2)
+    task = ClassificationTask(tmp_path / "only")
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            assert task.train_source() == (tmp_path / "only", "test")
+    assert caplog.text.count("no training set found") == 1
+
+
 def test_cifar_python_folder(tmp_path: Path) -> None:
     root = tmp_path / "cifar-10-batches-py"
     root.mkdir()

@@ -182,6 +182,7 @@ class ClassificationTask:
         self.eval_source = check_source(val_data) if val_data is not None else self.data
         self._train_spec = check_source(train_data) if train_data is not None else None
         self._val_given = val_data is not None
+        self._said_no_train = False
         self.size: tuple[int, int] | None = None
         self.channels: int | None = None
         if info is not None and len(info.input_shape) == 4:
@@ -231,7 +232,10 @@ class ClassificationTask:
         if sibling is not None:
             logger.info("training on %s (beside the evaluation data %s)", sibling, self.data)
             return sibling, "train"
-        logger.warning("no training set found for %s; fine-tuning on the evaluation data (pass --train-data)", self.data)
+        if not self._said_no_train:  # asked at every fine-tune of a search: once is enough
+            logger.warning("no training set found for %s; fine-tuning on the evaluation data (pass --train-data)",
+                           self.data)
+            self._said_no_train = True
         return self.data, "test"
 
     @property
