@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slimcnn.errors import ConfigError
-from slimcnn.search.budget import Amount, Budget, parse_amount, parse_drop
+from slimcnn.search.budget import Amount, Budget, ConstraintCheck, parse_amount, parse_drop
 from slimcnn.types import Cost, LatencyStats, Score
 
 
@@ -79,3 +79,12 @@ def test_checks_are_measured_values() -> None:
 def test_unknown_budget_key() -> None:
     with pytest.raises(ConfigError):
         Budget(limits={"flops": Amount(1.0)})
+
+
+def test_a_check_reads_as_whole_counts_and_short_drops() -> None:
+    """Progress lines printed `weight_bytes 5.124e+04/4.099e+04`; summaries `51236 (limit 40988.8)`."""
+    c = ConstraintCheck("weight_bytes", 51236.0, 40988.8, False)
+    assert c.amounts() == "51,236/40,989" and c.line() == "weight_bytes: 51,236 (limit 40,989) NOT MET"
+    assert ConstraintCheck("max_drop", 0.1234567, 0.5, True).line() == "max_drop: 0.1235 (limit 0.5) met"
+    assert ConstraintCheck("latency_ms", 0.41234, 0.48233, True).amounts() == "0.4123/0.4823"
+    assert ConstraintCheck("macs", 13_602_816.0, 13_737_984.0, True).amounts() == "13,602,816/13,737,984"

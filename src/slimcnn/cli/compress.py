@@ -149,7 +149,7 @@ def compress_cmd(
                 f"original), MACs {s['cost']['macs']:,}, weight bytes {s['cost']['weight_bytes']:,}")
         say(summary_line(result.before, result.after))
         for c in result.checks:
-            say(f"  {c.name}: {c.value:.6g} (limit {c.limit:.6g}) {'met' if c.met else 'NOT MET'}")
+            say(f"  {c.line()}")
         say(f"wrote {run.out}/; report: {run.out / 'report.html'}")
     if not result.met:
         note(f"budget NOT met: the closest model reached is saved in {run.out} (exit code 1)")

@@ -56,7 +56,7 @@ def quantize_cmd(
         raise ConfigError("--calibration applies to --scheme int8")
     from slimcnn.quantize import KMeansQuantSpec
     from slimcnn.quantize._run import format_bytes, larger_warning, quantize_to_dir, size_ratio_text
-    from slimcnn.search.budget import parse_amount, parse_drop
+    from slimcnn.search.budget import ConstraintCheck, parse_amount, parse_drop
 
     options = {"per_channel": per_channel, "method": method, "codebook_dtype": codebook, "global_prune": global_prune}
     spec = KMeansQuantSpec.parse(bits, prune, **options) if bits is not None else None
@@ -95,7 +95,7 @@ def quantize_cmd(
     if res.before is not None and res.after is not None:
         say(f"{res.before['metric']}: {res.before['value']:.2f} -> {res.after['value']:.2f} (drop {res.drop:.2f})")
     for c in res.checks:
-        say(f"  {c['name']}: {c['value']:.6g} (limit {c['limit']:.6g}) {'met' if c['met'] else 'NOT MET'}")
+        say(f"  {ConstraintCheck(**c).line()}")
     say(f"wrote {', '.join(res.files.values())}, {res.out}/plan.json, {res.out}/result.json; report: {res.out}/report.html")
     return _budget_exit(res)
 

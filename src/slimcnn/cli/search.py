@@ -164,7 +164,7 @@ def search_cmd(
 
         say(summary_line(result.before, result.after))
         for c in result.checks:
-            say(f"  {c.name}: {c.value:.6g} (limit {c.limit:.6g}) {'met' if c.met else 'NOT MET'}")
+            say(f"  {c.line()}")
         say(f"wrote {run.out}/ ({', '.join(a['path'] for a in report['artifacts'])}); report: {run.out / 'report.html'}")
     if not result.met:
         note("budget NOT met: the closest point reached is saved in " + str(run.out) + " (exit code 1)")

@@ -120,6 +120,25 @@ class ConstraintCheck:
     limit: float
     met: bool
 
+    def amounts(self) -> str:
+        """``value/limit`` as a person reads them: counts and bytes whole with separators, drops and times to 4
+        significant digits (a progress line printed ``weight_bytes 5.124e+04/4.099e+04``)."""
+        return f"{check_amount(self.name, self.value)}/{check_amount(self.name, self.limit)}"
+
+    def line(self) -> str:
+        """``"weight_bytes: 51,236 (limit 40,989) NOT MET"``: one check of a command's summary."""
+        return (f"{self.name}: {check_amount(self.name, self.value)} (limit {check_amount(self.name, self.limit)}) "
+                f"{'met' if self.met else 'NOT MET'}")
+
+
+def check_amount(name: str, v: float) -> str:
+    """A checked quantity: a count (MACs, params, bytes) whole with separators, anything else to 4 significant
+    digits."""
+    return f"{v:,.0f}" if name in _COUNTS and abs(v) >= 1000 else f"{v:.4g}"
+
+
+_COUNTS = frozenset({"macs", "params", "weight_bytes", "activation_bytes"})
+
 
 @dataclass(frozen=True)
 class Budget:

@@ -249,7 +249,7 @@ class _Context:
         point = dataclasses.replace(point, prefix=len(self.tried))
         self.tried.append(point)
         if self.progress and is_main():
-            ratios = ", ".join(f"{c.name} {c.value:.4g}/{c.limit:.4g}" for c in point.checks)
+            ratios = ", ".join(f"{c.name} {c.amounts()}" for c in point.checks)
             progress_log.info("  point %d: %d knobs, %s %.4g (drop %.3g)%s, %s %s", point.prefix,
                               len(point.assignment), self.base_score.metric, point.metric, point.drop,
                               f", {self.spec.finetune_steps} fine-tune steps" if self.spec.finetune_steps else "",
