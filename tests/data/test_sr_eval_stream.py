@@ -118,3 +118,14 @@ def test_slices_stay_lazy_and_bad_images_are_refused_from_their_headers(tmp_path
         load_sr_dataset(bad, 2)
     with pytest.raises(DataError, match="too small for scale 3"):
         load_sr_dataset(_folder(tmp_path / "small", 1, side=5), 3)
+
+
+def test_an_image_too_small_to_score_is_refused_up_front(tmp_path: Path) -> None:
+    """A 16x16 photo passed the old check (>= 2 x scale) and crashed the first SSIM with skimage's ValueError
+    ("win_size exceeds image extent"). The smallest scorable side is 2 x scale + 11: named with the fix."""
+    with pytest.raises(DataError, match=r"'im0' \(16x16\) is too small for scale 3: .* at least 17x17 .*remove it"):
+        load_sr_dataset(_folder(tmp_path / "small", 1, side=16), 3)
+    loaded = load_model("slimcnn:fsrcnn", scale=3)
+    task = make_task("sr", _folder(tmp_path / "ok", 1, side=18), scale=3, info=loaded.info)  # 18 = 6 x 3 >= 17
+    score = task.evaluate(loaded.model)
+    assert np.isfinite(score.metrics["ssim"])
