@@ -95,8 +95,10 @@ def test_check_classes_rules() -> None:
     check_classes(tuple("0123456789"), "digits", 10, CIFAR10_CLASSES)  # names the model does not know
     with pytest.raises(DataError, match="'cat' is output 3 but label 0"):
         check_classes(("cat", "dog", *(f"x{i}" for i in range(8))), "d", 10, None)  # CIFAR names misplaced
-    with pytest.raises(DataError, match="holds 2 classes"):
+    with pytest.raises(DataError, match="holds 2 classes.*--num-classes 2"):
         check_classes(("a", "b"), "d", 3, None)
+    with pytest.raises(DataError, match=r"holds 1 class \(a\).*one class folder can neither train nor score"):
+        check_classes(("a",), "d", 3, None)  # not "train one with --num-classes 1"
 
 
 def test_trained_file_models_are_not_called_untrained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

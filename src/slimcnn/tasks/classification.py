@@ -98,10 +98,11 @@ def check_classes(found: tuple[str, ...], dataset: str, n_outputs: int, model_cl
     expected = expected or known_class_names(n_outputs, found)
     what = f" ({_show(expected)})" if expected else ""
     if len(found) != n_outputs:
+        other = (f", or train one for these with `slimcnn train ... --num-classes {len(found)}`" if len(found) > 1
+                 else " (one class folder can neither train nor score a classifier)")
         raise DataError(
-            f"{dataset} holds {len(found)} classes ({_show(found)}) but the model outputs {n_outputs} classes{what}; "
-            f"pass --data with the model's {n_outputs} class folders, or train one for these with "
-            f"`slimcnn train ... --num-classes {len(found)}`"
+            f"{dataset} holds {len(found)} class{'es' if len(found) != 1 else ''} ({_show(found)}) but the model "
+            f"outputs {n_outputs} classes{what}; pass --data with the model's {n_outputs} class folders{other}"
         )
     if expected is None:
         return
