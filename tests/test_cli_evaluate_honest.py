@@ -97,8 +97,9 @@ def test_check_classes_rules() -> None:
         check_classes(("cat", "dog", *(f"x{i}" for i in range(8))), "d", 10, None)  # CIFAR names misplaced
     with pytest.raises(DataError, match="holds 2 classes.*--num-classes 2"):
         check_classes(("a", "b"), "d", 3, None)
-    with pytest.raises(DataError, match=r"holds 1 class \(a\).*one class folder can neither train nor score"):
-        check_classes(("a",), "d", 3, None)  # not "train one with --num-classes 1"
+    for outputs in (3, 1):  # not "train one with --num-classes 1": that trains to 100 % at loss 0
+        with pytest.raises(DataError, match=r"holds one class folder \(a\): a classifier is trained and scored on"):
+            check_classes(("a",), "d", outputs, None)
 
 
 def test_trained_file_models_are_not_called_untrained(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

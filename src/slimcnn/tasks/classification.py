@@ -97,12 +97,15 @@ def check_classes(found: tuple[str, ...], dataset: str, n_outputs: int, model_cl
     expected = model_classes if model_classes is not None and len(model_classes) == n_outputs else None
     expected = expected or known_class_names(n_outputs, found)
     what = f" ({_show(expected)})" if expected else ""
+    if len(found) == 1:  # a one-output softmax is always right: 100 % top-1 after 3 steps, at loss 0
+        want = f"the model's {n_outputs} class folders" if n_outputs > 1 else "2 or more class folders"
+        raise DataError(f"{dataset} holds one class folder ({found[0]}): a classifier is trained and scored on at "
+                        f"least 2; pass --data with {want}")
     if len(found) != n_outputs:
-        other = (f", or train one for these with `slimcnn train ... --num-classes {len(found)}`" if len(found) > 1
-                 else " (one class folder can neither train nor score a classifier)")
         raise DataError(
-            f"{dataset} holds {len(found)} class{'es' if len(found) != 1 else ''} ({_show(found)}) but the model "
-            f"outputs {n_outputs} classes{what}; pass --data with the model's {n_outputs} class folders{other}"
+            f"{dataset} holds {len(found)} classes ({_show(found)}) but the model outputs {n_outputs} classes{what}; "
+            f"pass --data with the model's {n_outputs} class folders, or train one for these with "
+            f"`slimcnn train ... --num-classes {len(found)}`"
         )
     if expected is None:
         return
