@@ -126,6 +126,8 @@ def test_ultralytics_errors() -> None:
         load_model("ultralytics:https://example.com/yolov8n.pt")
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model("ultralytics:/nonexistent/best.pt")
+    with pytest.raises(ModelLoadError, match=r"'yolov8n.pt' does not exist; nothing is downloaded.*ultralytics:yolov8n.yaml"):
+        load_model("ultralytics:yolov8n.pt")  # a hub name to ultralytics: here the .yaml is the offline way
 
 
 @pytest.mark.slow

@@ -56,6 +56,10 @@ def _load_ultralytics(name: str, opts: LoadOptions) -> LoadedModel:
         notes: tuple[str, ...] = ("untrained: built from a model yaml; pass --weights PATH or a trained .pt",)
         pretrained = False
     elif suffix == ".pt":
+        if not Path(name).expanduser().exists():  # 'yolov8n.pt' is a hub name to ultralytics: here it is a path
+            raise ModelLoadError(f"ultralytics checkpoint file '{name}' does not exist; nothing is downloaded: give the "
+                                 f"path of a trained .pt, or ultralytics:{Path(name).stem}.yaml for the architecture "
+                                 "with random weights")
         path = check_file(name, "ultralytics checkpoint")
         if opts.num_classes is not None:
             raise ConfigError(
