@@ -116,6 +116,17 @@ def test_cli_report_without_result_json_is_one_line_exit_2(tmp_path: Path,
     assert not list((tmp_path / "x").iterdir())
 
 
+def test_a_missed_target_reads_over_by_a_positive_share(search_run: Path, copy_run: Callable[[Path], Path]) -> None:
+    """The margin read "over by 10,247 B (10 KiB) (-25.0% of the limit)": a minus after "over by"."""
+    folder = copy_run(search_run)
+    res = json.loads((folder / "result.json").read_text())
+    macs = next(c for c in res["checks"] if c["name"] == "macs")
+    macs.update(value=macs["limit"] * 1.25, met=False)
+    render_report(folder, result=res)
+    row = next(line for line in (folder / "report.md").read_text().splitlines() if line.startswith("| MACs |"))
+    assert "over by" in row and "(25.0% of the limit)" in row and "-25" not in row and "✗ NOT met" in row
+
+
 def test_stage_by_stage_table(prune_run: Path, copy_run: Callable[[Path], Path]) -> None:
     folder = copy_run(prune_run)
     res = json.loads((folder / "result.json").read_text())

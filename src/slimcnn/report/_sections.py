@@ -86,7 +86,7 @@ def targets(data: RunData) -> Section | None:
         margin = "–"
         if isinstance(value, (int, float)) and isinstance(limit, (int, float)):
             d = float(limit) - float(value)
-            rel = f" ({d / abs(limit):+.1%} of the limit)" if limit and not is_drop else ""
+            rel = f" ({abs(d) / abs(limit):.1%} of the limit)" if limit and not is_drop else ""  # "over by" says the sign
             unit = f" {metric}" if is_drop else ""
             margin = (f"{d:.4g}{unit} to spare{rel}" if d >= 0 else f"over by {-d:.4g}{unit}{rel}") if is_drop else \
                 (f"{fmt_cost(name, d)} to spare{rel}" if d >= 0 else f"over by {fmt_cost(name, -d)}{rel}")
