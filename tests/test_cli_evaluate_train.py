@@ -111,3 +111,16 @@ def test_train_and_val_data_override_data_on_every_training_command(tmp_path: Pa
     res = json.loads(capsys.readouterr().out)
     assert rc == 0 and res["before"]["score"]["n"] == res["after"]["score"]["n"] == 20  # scored on the folder
     assert res["options"]["val_data"] == str(val)
+
+
+def test_scores_print_percent_and_db_to_2_decimals_fractions_to_4_digits() -> None:
+    """`map50 0.02` hid a 0.0196 mAP and `ssim 0.88` an SSIM of 0.8826: fractions get 4 significant digits."""
+    from slimcnn.cli.evaluate import format_score
+    from slimcnn.types import Score
+
+    det = Score("map50_95", 0.007574, metrics={"map50_95": 0.007574, "map50": 0.01962, "lamr": 0.9912}, n=40,
+                dataset="raccoon:test")
+    assert format_score(det) == "map50_95 0.007574  map50 0.01962  lamr 0.9912  (n=40, raccoon:test)"
+    sr = Score("psnr", 31.406, metrics={"psnr": 31.406, "ssim": 0.88264}, n=5, dataset="Set5 x3")
+    assert format_score(sr) == "psnr 31.41 dB  ssim 0.8826  (n=5, Set5 x3)"
+    assert format_score(Score("top1", 83.2, metrics={"top1": 83.2}, n=10)) == "top1 83.20 %  (n=10, )"

@@ -29,7 +29,8 @@ def format_score(score: Score) -> str:
         v = score.metrics.get(k, score.value if k == score.metric else None)
         if v is not None:
             unit = _UNITS.get(k, "dB" if k.startswith("psnr") else "")
-            parts.append(f"{k} {v:.4g} {unit}".rstrip() if abs(v) < 1e-2 else f"{k} {v:.2f} {unit}".rstrip())
+            # % and dB to 2 decimals; fractions (SSIM, mAP, miss rate) to 4 digits: "map50 0.02" hid 0.0196
+            parts.append(f"{k} {v:.2f} {unit}" if unit and abs(v) >= 1e-2 else f"{k} {v:.4g}")
     return "  ".join(parts) + f"  (n={score.n}, {score.dataset})"
 
 
