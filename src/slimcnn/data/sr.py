@@ -198,8 +198,8 @@ def read_y(path: str | Path) -> np.ndarray:
 def make_sr_image(name: str, y: np.ndarray, scale: int) -> SRImage:
     """Build the (HR, LR, bicubic) triple of one Y image with the MATLAB degradation."""
     hr = modcrop(np.asarray(y, dtype=np.float64), scale)
-    if min(hr.shape) < min_side(scale):
-        raise DataError(too_small(name, y.shape[0], y.shape[1], scale))
+    if min(hr.shape) < _min_side(scale):
+        raise DataError(_too_small(name, y.shape[0], y.shape[1], scale))
     lr = imresize(hr, 1.0 / scale)
     if lr.shape != (hr.shape[0] // scale, hr.shape[1] // scale):  # guard against ceil() rounding
         lr = imresize(hr, output_shape=(hr.shape[0] // scale, hr.shape[1] // scale))
@@ -244,24 +244,25 @@ def _check_size(name: str, path: Path, scale: int) -> None:
             w, h = im.size
     except UNREADABLE_IMAGE as e:
         raise DataError(f"cannot read image {path}: {e}") from e
-    if min(h - h % scale, w - w % scale) < min_side(scale):
-        raise DataError(too_small(name, h, w, scale))
+    if min(h - h % scale, w - w % scale) < _min_side(scale):
+        raise DataError(_too_small(name, h, w, scale))
 
 
-SSIM_WINDOW = 11
+_SSIM_WINDOW = 11
 """Side of the SSIM window the SR literature uses (Gaussian, sigma 1.5): it must fit in the shaved image."""
 
 
-def min_side(scale: int) -> int:
+def _min_side(scale: int) -> int:
     """The smallest image side (after cropping to a multiple of ``scale``) that can be scored: ``scale`` pixels are
     shaved off each border and SSIM's window must fit in the rest."""
-    return 2 * scale + SSIM_WINDOW
+    return 2 * scale + _SSIM_WINDOW
 
 
-def too_small(name: str, h: int, w: int, scale: int) -> str:
+def _too_small(name: str, h: int, w: int, scale: int) -> str:
+    """The one-line refusal of an image under :func:`_min_side`."""
     return (f"image '{name}' ({h}x{w}) is too small for scale {scale}: an SR image needs at least "
-            f"{min_side(scale)}x{min_side(scale)} pixels ({scale} shaved off each border, then SSIM's "
-            f"{SSIM_WINDOW}x{SSIM_WINDOW} window); remove it from the data or use larger images")
+            f"{_min_side(scale)}x{_min_side(scale)} pixels ({scale} shaved off each border, then SSIM's "
+            f"{_SSIM_WINDOW}x{_SSIM_WINDOW} window); remove it from the data or use larger images")
 
 
 def load_sr_dataset(source: str | Path | SRDataset, scale: int) -> SRDataset:
