@@ -133,6 +133,12 @@ def test_bad_sources(tmp_path: Path) -> None:
     Image.new("RGB", (4, 4)).save(flat / "x.png")
     with pytest.raises(DataError, match="class folders"):
         load_classification(flat, "test")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "imgs.zip", "w") as zf:
+        zf.write(flat / "x.png", "cat/x.png")
+    with pytest.raises(DataError, match=r"imgs.zip is a .zip archive.*unzip imgs.zip -d imgs.*tar -cf imgs.tar"):
+        load_classification(tmp_path / "imgs.zip", "test")
     with pytest.raises(UnknownNameError, match="classification"):
         make_task("clasification", "digits")
     with pytest.raises(ConfigError, match="--scale"):

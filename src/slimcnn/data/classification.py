@@ -370,6 +370,9 @@ def _list_images(path: Path) -> list[tuple[str, ...]]:
                 )
         except (tarfile.TarError, OSError) as e:
             raise DataError(f"cannot read archive {path}: {e}") from e
+    if path.suffix.lower() == ".zip":  # read in place only as tar: its members can be streamed by offset
+        raise DataError(f"{path} is a .zip archive, which slimcnn does not read: unzip it (unzip {path.name} -d "
+                        f"{path.stem}) and pass the folder, or pack it as .tar (tar -cf {path.stem}.tar -C {path.stem} .)")
     raise DataError(
         f"{path} is neither a folder nor a .tar archive; pass a folder of images, a CIFAR folder, "
         "an ImageFolder .tar, or 'digits'"
