@@ -129,3 +129,10 @@ def test_an_image_too_small_to_score_is_refused_up_front(tmp_path: Path) -> None
     task = make_task("sr", _folder(tmp_path / "ok", 1, side=18), scale=3, info=loaded.info)  # 18 = 6 x 3 >= 17
     score = task.evaluate(loaded.model)
     assert np.isfinite(score.metrics["ssim"])
+
+
+def test_an_archive_as_sr_data_says_to_extract_it(tmp_path: Path) -> None:
+    """It read "cannot read image x.tar.gz: cannot identify image file" (one file is taken as one image)."""
+    (tmp_path / "x.tar.gz").write_bytes(b"\x1f\x8b")
+    with pytest.raises(DataError, match=r"x.tar.gz is not an image: .* a folder of HR images .*extract an archive"):
+        load_sr_dataset(tmp_path / "x.tar.gz", 2)

@@ -220,6 +220,9 @@ def _list_source(source: str) -> tuple[str, list[tuple[str, Path]]]:
         raise DataError(
             f"SR data folder {p} does not exist; give a folder of HR images or one of {sorted(sets)}"
         )
+    if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DataError(f"{p} is not an image: super-resolution --data is a folder of HR images (or one image); "
+                        "extract an archive into a folder and pass that")
     files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
