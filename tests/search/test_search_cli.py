@@ -39,6 +39,7 @@ def test_infeasible_budget_saves_the_closest_point(trained_lenet: Path, tmp_path
     captured = capsys.readouterr()
     assert rc == 1
     assert "NOT met" in captured.err
+    assert "nothing was fine-tuned (--finetune-steps 0), so every point was judged on its raw loss" in captured.err
     assert (out / "model.pt").exists() and not json.loads((out / "result.json").read_text())["met"]
     # every group at 0.75 still keeps more than 2 % of LeNet's MACs: said before any sweep, closest model kept
     assert "budget out of reach of prune even with every layer at its strongest amount (0.75): --macs 0.02x (it " \

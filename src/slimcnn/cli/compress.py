@@ -19,6 +19,7 @@ from slimcnn.cli._app import (
     example_for,
     load_for_cli,
     note,
+    note_nothing_finetuned,
     open_run,
     parse_amounts,
     parse_shape,
@@ -154,7 +155,6 @@ def compress_cmd(
     if not result.met:
         note(f"budget NOT met: the closest model reached is saved in {run.out} (exit code 1)")
         if finetune_steps == 0 and recovery_steps == 0:  # the drop or a target a within-drop point would reach
-            note("note: nothing was fine-tuned (--finetune-steps 0, --recovery-steps 0), so every point was judged on "
-                 "its raw loss; e.g. --finetune-steps 20 --recovery-steps 300 recovers much of it")
+            note_nothing_finetuned("--finetune-steps 0, --recovery-steps 0", "--finetune-steps 20 --recovery-steps 300")
         return 1
     return 0

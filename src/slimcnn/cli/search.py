@@ -21,6 +21,7 @@ from slimcnn.cli._app import (
     example_for,
     load_for_cli,
     note,
+    note_nothing_finetuned,
     open_run,
     parse_amounts,
     parse_shape,
@@ -168,6 +169,8 @@ def search_cmd(
         say(f"wrote {run.out}/ ({', '.join(a['path'] for a in report['artifacts'])}); report: {run.out / 'report.html'}")
     if not result.met:
         note("budget NOT met: the closest point reached is saved in " + str(run.out) + " (exit code 1)")
+        if finetune_steps == 0:
+            note_nothing_finetuned("--finetune-steps 0", "--finetune-steps 20")
         return 1
     return 0
 
