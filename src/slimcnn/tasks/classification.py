@@ -237,8 +237,8 @@ class ClassificationTask:
             logger.info("training on %s (beside the evaluation data %s)", sibling, self.data)
             return sibling, "train"
         if not self._said_no_train:  # asked at every fine-tune of a search: once is enough
-            logger.warning("no training set found for %s; fine-tuning on the evaluation data (pass --train-data)",
-                           self.data)
+            logger.warning("no training set found for %s; fine-tuning and calibration use the evaluation data "
+                           "(pass --train-data)", self.data)
             self._said_no_train = True
         return self.data, "test"
 
