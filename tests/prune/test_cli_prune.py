@@ -139,3 +139,14 @@ def test_fine_tune_hint_only_past_one_percent(tmp_path) -> None:
     assert hint(1.0, 1.1, higher_is_better=False) is not None
     assert hint(83.2, 84.0) is None
     assert hint(0.0, 0.0) is None  # an untrained detector: "dropped 0 ... recover it" was printed
+
+
+@pytest.mark.parametrize("command", [["prune", "slimcnn:tiny_cnn", "--ratio", "0.3", "--no-latency"],
+                                     ["decompose", "slimcnn:tiny_cnn"]])
+def test_an_exclude_pattern_that_matches_no_layer_is_refused(tmp_path, capsys, command) -> None:
+    """`--exclude 'layer9.*'` (a typo) protected nothing and the run pruned every layer, silently."""
+    out = tmp_path / "x"
+    assert main([*command, "--exclude", "nosuch*", "--out", str(out)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "--exclude 'nosuch*' matches no layer of the model" in err[0]
+    assert not out.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import typer
@@ -158,6 +159,20 @@ def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = N
     for line in loaded.info.notes:
         note(f"note: {line}")
     return loaded
+
+
+def check_exclude(model: Any, patterns: Sequence[str]) -> None:
+    """A ``--exclude`` pattern that matches no module of the model would protect nothing, silently (a typo, or
+    the names of another model): one line naming some of the model's layers instead."""
+    import fnmatch
+
+    names = [n for n, _ in model.named_modules() if n]
+    for pat in patterns:
+        if not any(fnmatch.fnmatch(n, pat) for n in names):
+            layers = [n for n, m in model.named_modules() if n and hasattr(m, "weight") and not list(m.children())]
+            shown = ", ".join((layers or names)[:6])
+            raise ConfigError(f"--exclude '{pat}' matches no layer of the model, so it would leave nothing alone; its "
+                              f"layers are named like {shown}, ... (`slimcnn analyze MODEL` lists them all)")
 
 
 def settle_info(loaded: Any, kind: str | None, data: str | None, *, val_data: str | None = None,

@@ -13,6 +13,7 @@ from slimcnn.cli._app import (
     ROUND_TO_HELP,
     app,
     check_device,
+    check_exclude,
     check_runtime,
     check_task,
     emit_json,
@@ -131,6 +132,7 @@ def compress_cmd(
         state.mkdir(exist_ok=True)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
                               val_data=val_data, input=input)
+        check_exclude(loaded.model, exclude)
         from slimcnn.tasks import make_task, resolve_task
 
         task = resolve_task(task, loaded.info)

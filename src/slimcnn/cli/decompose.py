@@ -13,6 +13,7 @@ from slimcnn.cli._app import (
     FORCE_HELP,
     RESUME_HELP,
     app,
+    check_exclude,
     check_runtime,
     check_task,
     emit_json,
@@ -121,6 +122,7 @@ def decompose_cmd(
                   options=options, force=force, resume=resume) as run:
         say_notes(run)
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
+        check_exclude(loaded.model, exclude)
         task = task_for(task, data, loaded.info)
         settle_info(loaded, task, data, val_data=val_data, input=input)
         for line in loaded.info.notes:

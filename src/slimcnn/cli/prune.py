@@ -16,6 +16,7 @@ from slimcnn.cli._app import (
     FORCE_HELP,
     RESUME_HELP,
     app,
+    check_exclude,
     check_runtime,
     check_task,
     emit_json,
@@ -140,6 +141,7 @@ def prune_cmd(
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
                               input=input)
+        check_exclude(loaded.model, exclude)
         example = example_for(loaded, input) if shape else example_for(loaded, None)
         task = task_for(task, data, loaded.info)
         task_obj = None

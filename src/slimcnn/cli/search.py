@@ -15,6 +15,7 @@ from slimcnn.cli._app import (
     ROUND_TO_HELP,
     app,
     check_device,
+    check_exclude,
     check_runtime,
     check_task,
     emit_json,
@@ -151,6 +152,7 @@ def search_cmd(
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed,
                               task=task, data=data, val_data=val_data, input=input)
+        check_exclude(loaded.model, exclude)
         task = resolve_task(task, loaded.info)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
                              seed=seed)
