@@ -133,6 +133,7 @@ def search_cmd(
         if spec is None:  # rank 0 could not open --out and says why
             return 2
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
+        check_exclude(loaded.model, exclude)  # every rank stops on it, as rank 0 does
         task = resolve_task(task, loaded.info)
         settle_info(loaded, task, data, val_data=val_data, input=input, quiet=True)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,
