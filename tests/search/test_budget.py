@@ -88,3 +88,9 @@ def test_a_check_reads_as_whole_counts_and_short_drops() -> None:
     assert ConstraintCheck("max_drop", 0.1234567, 0.5, True).line() == "max_drop: 0.1235 (limit 0.5) met"
     assert ConstraintCheck("latency_ms", 0.41234, 0.48233, True).amounts() == "0.4123/0.4823"
     assert ConstraintCheck("macs", 13_602_816.0, 13_737_984.0, True).amounts() == "13,602,816/13,737,984"
+
+
+def test_an_amount_shown_to_a_person() -> None:
+    """A compress stage's latency share read `1.27625x` in the report's stage table."""
+    assert Amount(1.27625, relative=True).shown("latency_ms") == "1.276x"
+    assert Amount(21652.0).shown("weight_bytes") == "21,652" and Amount(12.5).shown("latency_ms") == "12.5"

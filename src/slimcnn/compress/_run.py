@@ -262,7 +262,7 @@ def compress(
             kernel_layers += [k for k, v in res.assignment.items() if v > 0]
         cost = _cost(current, x, kmeans_bits, kernel_layers, spec.codebook)
         result = StageResult(
-            stage.name, {"max_drop": allowed, **{k: str(v) for k, v in limits.items()}},
+            stage.name, {"max_drop": allowed, **{k: v.shown(k) for k, v in limits.items()}},
             current_score, cost,
             base_score.drop_to(current_score), res.met, dict(res.assignment), steps, res.tried,
             round(time.perf_counter() - ts, 2), recovered)

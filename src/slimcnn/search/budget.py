@@ -43,6 +43,11 @@ class Amount:
     def __str__(self) -> str:
         return f"{self.value:g}x" if self.relative else f"{self.value:g}"
 
+    def shown(self, name: str) -> str:
+        """For a person: a fraction to 4 significant digits (a compress stage's share read ``1.27625x``), a count or
+        byte size whole with separators (:func:`check_amount`)."""
+        return f"{self.value:.4g}x" if self.relative else check_amount(name, self.value)
+
 
 def parse_amount(text: str | float | int, what: str) -> Amount:
     """The one budget grammar of every command: ``0.5x`` (or ``50%``) is a fraction of the original,
