@@ -153,6 +153,12 @@ def test_python_source(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         NOT_A_MODEL = 3
         def bad():
             return 3
+        def needs(width, num_classes=4):
+            return build(num_classes)
+        def fails():
+            raise RuntimeError("no such layer")
+        def plain():
+            return build()
     """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -167,9 +173,27 @@ def test_python_source(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
         load_model("python:user_nets_for_slimcnn:bad")
     with pytest.raises(ModelLoadError, match="cannot import"):
         load_model("python:no_such_pkg_xyz.mod:build")
+    # the factory's own misuse and failures: one line each (they were tracebacks of TypeError / RuntimeError)
+    with pytest.raises(ModelLoadError, match=r":needs needs width, .*def make\(\): return needs\(width=...\)"):
+        load_model("python:user_nets_for_slimcnn:needs")
+    with pytest.raises(ModelLoadError, match=r":fails raised RuntimeError while building the model: no such layer"):
+        load_model("python:user_nets_for_slimcnn:fails")
+    with pytest.raises(ConfigError, match=r":plain takes no num_classes argument, so --num-classes cannot set it"):
+        load_model("python:user_nets_for_slimcnn:plain", num_classes=3)
     with pytest.raises(ConfigError, match="python:pkg.module:factory"):
         load_model("python:just_a_module")
     sys.modules.pop("user_nets_for_slimcnn", None)
+
+
+def test_a_user_file_that_fails_to_import_is_one_line(tmp_path) -> None:
+    """A syntax error or a missing package in the user's file was a traceback with exit code 1."""
+    (tmp_path / "syn.py").write_text("def make(:\n    pass\n")
+    (tmp_path / "imp.py").write_text("import no_such_package_for_slimcnn\n")
+    with pytest.raises(ModelLoadError, match=r"syn.py failed \(line 1\): SyntaxError: invalid syntax \(--debug"):
+        load_model(f"python:{tmp_path / 'syn.py'}:make")
+    with pytest.raises(ModelLoadError, match=r"imp.py failed: ModuleNotFoundError: No module named "
+                                             r"'no_such_package_for_slimcnn'"):
+        load_model(f"python:{tmp_path / 'imp.py'}:make")
 
 
 def test_python_source_not_on_the_path_names_the_file_form(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -47,8 +47,14 @@ def import_file(path: Path) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except BaseException:
+    except BaseException as e:
         del sys.modules[name]
+        if isinstance(e, Exception):  # the file's own error (syntax, a missing package): one line, not a traceback
+            where = f" (line {e.lineno})" if isinstance(e, SyntaxError) and e.lineno else ""
+            text = str(e.msg if isinstance(e, SyntaxError) else e).strip()  # a SyntaxError's str repeats the line
+            first = text.splitlines()[0] if text else ""
+            raise ModelLoadError(f"importing {path} failed{where}: {type(e).__name__}"
+                                 f"{': ' + first if first else ''} (--debug shows the traceback)") from e
         raise
     return module
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from slimcnn.errors import ConfigError, ModelLoadError, UnknownNameError, require, unknown_name
+from slimcnn.errors import ConfigError, ModelLoadError, SlimcnnError, UnknownNameError, require, unknown_name
 from slimcnn.models._user_modules import import_file
 from slimcnn.models._weights import check_file, load_weights_file
 from slimcnn.models._zoo import GUESS_NOTE, ZOO, LoadedModel, ModelInfo
@@ -203,7 +203,7 @@ def _load_python(spec: str, opts: LoadOptions) -> LoadedModel:
     kwargs: dict[str, Any] = {}
     if opts.num_classes is not None:
         kwargs["num_classes"] = opts.num_classes
-    obj = factory(**kwargs) if callable(factory) and not isinstance(factory, nn.Module) else factory
+    obj = _call_factory(spec, factory, kwargs) if callable(factory) and not isinstance(factory, nn.Module) else factory
     if isinstance(obj, LoadedModel):
         return dataclasses.replace(obj, source=f"python:{spec}")
     if not isinstance(obj, nn.Module):
@@ -214,6 +214,34 @@ def _load_python(spec: str, opts: LoadOptions) -> LoadedModel:
     info = ModelInfo(input_shape=shape, input_guessed=True, num_classes=opts.num_classes, scale=opts.scale,
                      notes=(f"{GUESS_NOTE}: {shape} is a guess; pass --input, or --data to take its images' size",))
     return LoadedModel(obj, f"python:{spec}", info)
+
+
+def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)``, its misuse and its own failure as one line each (they were tracebacks)."""
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: nothing to check
+        params = None
+    if params is not None:
+        named = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        missing = [p.name for p in params if p.kind in named and p.default is p.empty and p.name not in kwargs]
+        if missing:
+            raise ModelLoadError(f"python:{spec} needs {', '.join(missing)}, and slimcnn calls a factory without "
+                                 "arguments (only num_classes=, with --num-classes): point at one that needs none, e.g. "
+                                 f"def make(): return {getattr(factory, '__name__', 'factory')}({missing[0]}=...)")
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+        unknown = [k for k in kwargs if not takes_any and k not in {p.name for p in params}]
+        if unknown:
+            raise ConfigError(f"python:{spec} takes no {unknown[0]} argument, so --num-classes cannot set it: give the "
+                              "factory a num_classes parameter, or drop --num-classes")
+    try:
+        return factory(**kwargs)
+    except (SlimcnnError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code raises anything; say what and where
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ModelLoadError(f"python:{spec} raised {type(e).__name__} while building the model"
+                             f"{': ' + first if first else ''} (--debug shows the traceback)") from e
 
 
 def _first_in_channels(model: nn.Module) -> int | None:
