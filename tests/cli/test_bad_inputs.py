@@ -242,6 +242,14 @@ ROWS = [
                                    "--max-drop", "1", "--out", "{data}/runs/a"], "--out"),
     row("search-out-foreign", with_(SEARCH, "--out", "{foreign}", drop=("--out",)), "did not write"),
     row("search-out-other-command", with_(SEARCH, "--out", "{run}", drop=("--out",)), "--force"),
+    # ------------------------------------------------------------------ an ONNX file where a torch model is changed
+    # (compress claimed "met" at 0 MACs -> 0 MACs on one, prune stopped on an IndexError, train on an empty optimizer)
+    *(row(f"{cmd}-onnx-model", [cmd, *([("{run}/plan.json")] if cmd == "apply" else []), "file:{run}/model.onnx",
+                                *extra, *OUT], "is an ONNX file")
+      for cmd, extra in (("compress", ["--data", "digits", "--max-drop", "1", "--macs", "0.5x"]),
+                         ("prune", ["--ratio", "0.3"]), ("search", ["--data", "digits", "--max-drop", "1"]),
+                         ("train", ["--data", "digits", "--steps", "5"]), ("quantize", ["--bits", "4"]), ("decompose", []),
+                         ("apply", []))),
     # ------------------------------------------------------------------ apply
     row("apply-result-json", ["apply", "{run}/result.json", M, *OUT], "result.json"),
     row("apply-not-json", ["apply", "{tmp}/notes.txt", M, *OUT], "not JSON"),

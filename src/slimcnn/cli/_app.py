@@ -161,6 +161,17 @@ def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = N
     return loaded
 
 
+def check_torch_source(model: str, command: str) -> None:
+    """Commands that change or train a model need its torch form: an ONNX file ran as if it had no layers (`compress`
+    claimed "met" at 0 MACs -> 0 MACs, `prune` stopped on an IndexError)."""
+    from slimcnn.export._run import is_onnx_source
+
+    if is_onnx_source(model):
+        raise ConfigError(f"{model} is an ONNX file, and `slimcnn {command}` changes the torch model: pass the model.pt "
+                          "written beside it, or the model it was exported from (evaluate, analyze and export read ONNX "
+                          "files)")
+
+
 def check_exclude(model: Any, patterns: Sequence[str]) -> None:
     """A ``--exclude`` pattern that matches no module of the model would protect nothing, silently (a typo, or
     the names of another model): one line naming some of the model's layers instead."""

@@ -11,6 +11,7 @@ from slimcnn.cli._app import (
     RESUME_HELP,
     app,
     check_task,
+    check_torch_source,
     example_for,
     load_for_cli,
     note,
@@ -45,6 +46,7 @@ def apply_cmd(
     with the original weights. A channel-pruning plan made with --compensate re-computes the folded
     biases from --task/--data (the same data and seed give the same model).
     """
+    check_torch_source(model, "apply")
     from slimcnn.cli.prune import _finish, _report
     from slimcnn.run import Plan, apply_plan
 

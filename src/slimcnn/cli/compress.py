@@ -16,6 +16,7 @@ from slimcnn.cli._app import (
     check_exclude,
     check_runtime,
     check_task,
+    check_torch_source,
     emit_json,
     example_for,
     load_for_cli,
@@ -79,6 +80,7 @@ def compress_cmd(
     int8, model.onnx is the int8 model every 'after' number is measured on. Exit code 1 when a target is not met (the closest
     model is written).
     """
+    check_torch_source(model, "compress")
     from slimcnn.compress import CompressSpec, assign_targets, auto_recipe, compress, parse_recipe
     from slimcnn.compress._outputs import write_compress_run
     from slimcnn.compress._run import INT8_FACTORS, check_codebook

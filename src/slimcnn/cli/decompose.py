@@ -16,6 +16,7 @@ from slimcnn.cli._app import (
     check_exclude,
     check_runtime,
     check_task,
+    check_torch_source,
     emit_json,
     example_for,
     note,
@@ -83,6 +84,7 @@ def decompose_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
     """Decompose Conv2d/Linear layers (SVD, Tucker-2) where the factors are measured faster on --runtime."""
+    check_torch_source(model, "decompose")
     from slimcnn.lowrank import LowRankSpec, decompose
     from slimcnn.lowrank.finetune import finetune_frozen, training_throughput
     from slimcnn.measure import compare_latency, profile

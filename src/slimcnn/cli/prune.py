@@ -19,6 +19,7 @@ from slimcnn.cli._app import (
     check_exclude,
     check_runtime,
     check_task,
+    check_torch_source,
     emit_json,
     example_for,
     load_for_cli,
@@ -81,6 +82,7 @@ def prune_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
     """Remove whole filters/channels (coupled groups found by tracing) and write the pruned model."""
+    check_torch_source(model, "prune")
     from slimcnn.prune import CRITERIA
     from slimcnn.prune._compensate import compensation_mode
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import FORCE_HELP, RESUME_HELP, app, emit_json, note, say
+from slimcnn.cli._app import FORCE_HELP, RESUME_HELP, app, check_torch_source, emit_json, note, say
 from slimcnn.errors import ConfigError
 
 
@@ -39,6 +39,7 @@ def quantize_cmd(
 ) -> int:
     """Share weights by k-means (+ magnitude pruning) into a packed .slim file with honest sizes, or (--scheme
     int8) quantise to int8 with ONNX Runtime: model.onnx is the int8 model, scored and timed itself."""
+    check_torch_source(model, "quantize")
     if scheme not in ("kmeans", "int8"):
         raise ConfigError(f"--scheme must be kmeans or int8, got '{scheme}'")
     if scheme == "int8":

@@ -18,6 +18,7 @@ from slimcnn.cli._app import (
     check_exclude,
     check_runtime,
     check_task,
+    check_torch_source,
     emit_json,
     example_for,
     load_for_cli,
@@ -91,6 +92,7 @@ def search_cmd(
     probes and the iterative rounds' sweeps are sharded over the ranks, fine-tunes run DDP (--batch-size is
     the global batch), latency is timed on rank 0, and rank 0 alone writes --out.
     """
+    check_torch_source(model, "search")
     from slimcnn.search import Budget, SearchSpec, search
 
     check_device(device)

@@ -13,6 +13,7 @@ from slimcnn.cli._app import (
     RESUME_HELP,
     app,
     check_device,
+    check_torch_source,
     emit_json,
     note,
     open_run,
@@ -67,6 +68,7 @@ def train_cmd(
     Under ``torchrun --nproc-per-node N`` (or several nodes through its rendezvous) the fine-tune runs
     DistributedDataParallel with --batch-size as the global batch (a multiple of N); rank 0 writes DIR.
     """
+    check_torch_source(model, "train")
     import time
 
     import torch

@@ -49,6 +49,11 @@ def is_slim_source(model: str) -> bool:
     return model.startswith("file:") and model.lower().endswith(".slim")
 
 
+def is_onnx_source(model: str) -> bool:
+    """``file:...onnx``: an ONNX Runtime session, which commands that change or train a torch model cannot take."""
+    return model.startswith("file:") and model.lower().endswith(".onnx")
+
+
 def check_export(model: str, spec: ExportSpec, *, task: str | None, data: str | None) -> None:
     """Refuse, in one line naming the flag, what the model or format cannot take (before loading anything).
 
@@ -63,7 +68,7 @@ def check_export(model: str, spec: ExportSpec, *, task: str | None, data: str | 
         close = difflib.get_close_matches(spec.format, FORMATS, n=1, cutoff=0.5)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got '{spec.format}'.{hint}")
-    if model.startswith("file:") and model.lower().endswith(".onnx"):
+    if is_onnx_source(model):
         raise ConfigError(f"{model} is already ONNX; export takes the torch model or the .slim file it came from")
     slim = is_slim_source(model)
     if spec.format in KMEANS_FORMATS and not slim and spec.kmeans is None:
