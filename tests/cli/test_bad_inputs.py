@@ -250,6 +250,10 @@ ROWS = [
                          ("prune", ["--ratio", "0.3"]), ("search", ["--data", "digits", "--max-drop", "1"]),
                          ("train", ["--data", "digits", "--steps", "5"]), ("quantize", ["--bits", "4"]), ("decompose", []),
                          ("apply", []))),
+    # a TorchScript archive: no layer hooks, no pickling (tracebacks in analyze, prune, train, export)
+    *(row(f"{cmd}-torchscript-model", [cmd, "file:{tmp}/scripted.pt", *extra], "is a TorchScript archive")
+      for cmd, extra in (("analyze", ["--no-latency"]), ("prune", ["--ratio", "0.3", *OUT]),
+                         ("export", ["--format", "onnx", *OUT]))),
     # ------------------------------------------------------------------ apply
     row("apply-result-json", ["apply", "{run}/result.json", M, *OUT], "result.json"),
     row("apply-not-json", ["apply", "{tmp}/notes.txt", M, *OUT], "not JSON"),
@@ -446,6 +450,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     model_dir = tmp / "models"
     model_dir.mkdir()
     save_model(load_model(M, seed=0), model_dir / "model.pt")
+    import torch
+
+    torch.jit.script(load_model(M, seed=0).model.eval()).save(str(tmp / "scripted.pt"))
     run = tmp / "run"
     assert main(["prune", M, "--ratio", "0.3", "--no-latency", "--out", str(run)]) == 0, "the reference prune run"
     assert (run / "plan.json").is_file() and (run / "manifest.json").is_file()

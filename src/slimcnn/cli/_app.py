@@ -161,15 +161,24 @@ def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = N
     return loaded
 
 
-def check_torch_source(model: str, command: str) -> None:
-    """Commands that change or train a model need its torch form: an ONNX file ran as if it had no layers (`compress`
-    claimed "met" at 0 MACs -> 0 MACs, `prune` stopped on an IndexError)."""
-    from slimcnn.export._run import is_onnx_source
+def check_torch_source(model: str, command: str, *, onnx_ok: bool = False) -> None:
+    """Commands that change, train or profile a model need it as an eager ``nn.Module``: an ONNX file ran as if it
+    had no layers (`compress` claimed "met" at 0 MACs -> 0 MACs, `prune` stopped on an IndexError), and a TorchScript
+    archive takes no hooks and cannot be pickled (tracebacks). ``onnx_ok``: the command reads ONNX files itself."""
+    from pathlib import Path
 
-    if is_onnx_source(model):
+    from slimcnn.export._run import is_onnx_source
+    from slimcnn.models._weights import is_torchscript
+
+    if is_onnx_source(model) and not onnx_ok:
         raise ConfigError(f"{model} is an ONNX file, and `slimcnn {command}` changes the torch model: pass the model.pt "
                           "written beside it, or the model it was exported from (evaluate, analyze and export read ONNX "
                           "files)")
+    path = Path(model.removeprefix("file:")).expanduser()
+    if model.startswith("file:") and path.is_file() and is_torchscript(path):
+        raise ConfigError(f"{model} is a TorchScript archive: `slimcnn {command}` needs the eager nn.Module (TorchScript "
+                          "takes no layer hooks and does not pickle), so pass a torch.save(model) file or a state_dict "
+                          "with --arch (`slimcnn evaluate` runs TorchScript)")
 
 
 def check_exclude(model: Any, patterns: Sequence[str]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import app, emit_json, note, parse_shape, say
+from slimcnn.cli._app import app, check_torch_source, emit_json, note, parse_shape, say
 from slimcnn.errors import ConfigError, SlimcnnError
 from slimcnn.measure._latency import RUNTIMES
 from slimcnn.types import Cost
@@ -83,6 +83,7 @@ def analyze_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
 ) -> int:
     """Params, MACs, weight and activation memory, and latency of MODEL (per layer and in total)."""
+    check_torch_source(model, "analyze", onnx_ok=True)
     import torch
 
     from slimcnn.export._run import is_slim_source

@@ -11,6 +11,7 @@ from slimcnn.cli._app import (
     RESUME_HELP,
     app,
     check_task,
+    check_torch_source,
     emit_json,
     example_for,
     load_for_cli,
@@ -58,6 +59,7 @@ def export_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print result.json on stdout."),
 ) -> int:
     """Write MODEL as a deployable file (ONNX fp32/int8/k-means or C arrays) and measure the file written."""
+    check_torch_source(model, "export", onnx_ok=True)
     from slimcnn.export._int8 import Int8Spec
     from slimcnn.export._run import ExportSpec, check_export, export_to_run
     from slimcnn.quantize import KMeansQuantSpec
