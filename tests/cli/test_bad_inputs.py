@@ -250,6 +250,8 @@ ROWS = [
                          ("prune", ["--ratio", "0.3"]), ("search", ["--data", "digits", "--max-drop", "1"]),
                          ("train", ["--data", "digits", "--steps", "5"]), ("quantize", ["--bits", "4"]), ("decompose", []),
                          ("apply", []))),
+    row("weights-onnx-file", ["analyze", M, "--weights", "{run}/model.onnx", "--no-latency"], "is an ONNX file"),
+    row("weights-torchscript", ["analyze", M, "--weights", "{tmp}/scripted.pt", "--no-latency"], "TorchScript archive"),
     # a TorchScript archive: no layer hooks, no pickling (tracebacks in analyze, prune, train, export)
     *(row(f"{cmd}-torchscript-model", [cmd, "file:{tmp}/scripted.pt", *extra], "is a TorchScript archive")
       for cmd, extra in (("analyze", ["--no-latency"]), ("prune", ["--ratio", "0.3", *OUT]),

@@ -123,6 +123,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         ModelLoadError: missing/corrupt file, or a file that holds pickled classes rather than tensors.
     """
     p = check_file(path, "weights")
+    if p.suffix.lower() == ".onnx":
+        raise ModelLoadError(f"'{p}' is an ONNX file, not a state_dict: load it as a model with file:{p} (evaluate, "
+                             "analyze), or pass the model.pt written beside it")
+    if is_torchscript(p):
+        raise ModelLoadError(f"'{p}' is a TorchScript archive, not a state_dict: save model.state_dict() from the eager "
+                             f"model, or evaluate the archive itself with file:{p}")
     try:
         obj = torch_load(p, weights_only=True)
     except pickle.UnpicklingError:
