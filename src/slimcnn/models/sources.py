@@ -236,7 +236,7 @@ def _call_factory(spec: str, factory: Callable[..., Any], kwargs: dict[str, Any]
                               "factory a num_classes parameter, or drop --num-classes")
     try:
         return factory(**kwargs)
-    except (SlimcnnError, KeyboardInterrupt):
+    except SlimcnnError:
         raise
     except Exception as e:  # noqa: BLE001 - the user's code raises anything; say what and where
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
