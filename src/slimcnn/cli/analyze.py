@@ -111,7 +111,7 @@ def analyze_cmd(
                    bits=bits, latency=not no_latency, runs=runs)
     if is_slim_source(model) and bits == 32:
         cost = _as_stored(cost, model.removeprefix("file:"))
-    elif model.endswith(".slimk") and bits == 32:
+    elif model.startswith("file:") and model.lower().endswith(".slimk") and bits == 32:
         cost = _as_stored_kernels(cost, model.removeprefix("file:"))
     rows = _group_rows(loaded.model, example) if groups else None
     if as_json:
