@@ -104,3 +104,16 @@ def test_apply_replays_a_decomposition_bit_identically(tmp_path: Path) -> None:
     a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
     b = load_model(f"file:{again / 'model.pt'}").model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_drop_without_fine_tuning_names_finetune_steps(trained_lenet: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A raw decomposition lost 27.7 points of my ResNet-20 and the output did not say how to recover them."""
+    rc = main(["decompose", f"file:{trained_lenet}", "--all", "--ratio", "8", "--confirm-runs", "3", "--e2e-runs", "3",
+               "--threads", "1", "--data", "digits", "--out", str(tmp_path / "d")])
+    err = capsys.readouterr().err
+    assert rc == 0
+    res = json.loads((tmp_path / "d" / "result.json").read_text())
+    drop = res["before"]["score"]["value"] - res["after"]["score"]["value"]
+    assert drop > 1.0, "the test needs a decomposition that loses accuracy"
+    assert f"top1 dropped {drop:.3g} without fine-tuning; the same command with --finetune-steps N" in err

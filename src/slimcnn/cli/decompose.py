@@ -204,4 +204,10 @@ def decompose_cmd(
         for k, v in scores.items():
             say(f"{k}: {format_score(v)}")
         say(f"wrote {run.out}/ model.pt, model.onnx, plan.json, result.json; report: {run.out / 'report.html'}")
+    lost = scores.get("before"), scores.get("after_decompose")
+    if not finetune_steps and lost[0] is not None and lost[1] is not None and lost[0].drop_to(lost[1], relative=True) > 0.01:
+        # the paper fine-tunes the factorised model: a raw decomposition is rarely the model to keep
+        note(f"note: {lost[0].metric} dropped {lost[0].drop_to(lost[1]):.3g} without fine-tuning; the same command with "
+             "--finetune-steps N fine-tunes the decomposed model before it is written (--freeze picks the factors "
+             "held fixed)")
     return 0
