@@ -112,3 +112,14 @@ def test_sram_budget_checked_on_the_written_model_and_plan_replays(tmp_path: Pat
     assert main([*common, "--weight-bytes", "100B", "--out", str(tmp_path / "tiny")]) == 1
     assert "NOT met" in capsys.readouterr().err
     assert json.loads((tmp_path / "tiny" / "result.json").read_text())["met"] is False
+
+
+def test_a_drop_without_centroid_training_names_finetune_steps(trained_lenet: Path, tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["quantize", f"file:{trained_lenet}", "--bits", "1", "--data", "digits", "--no-onnx",
+               "--out", str(tmp_path / "q"), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 0
+    drop = json.loads(captured.out)["details"]["drop"]
+    assert drop > 1.0, "the test needs bits that lose accuracy"
+    assert f"top1 dropped {drop:.3g} at these bits; --finetune-steps N trains the centroids" in captured.err

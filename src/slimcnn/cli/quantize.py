@@ -75,6 +75,9 @@ def quantize_cmd(
     warning = larger_warning(res)
     if warning is not None:
         note(warning)
+    if not finetune_steps and res.drop is not None and res.before and res.drop > 0.01 * abs(res.before["value"]):
+        note(f"note: {res.before['metric']} dropped {res.drop:.3g} at these bits; --finetune-steps N trains the "
+             "centroids on --data (Deep Compression's fine-tuning; Tomè et al. use none), or give more --bits")
     if as_json:
         from slimcnn.run import read_result
 
