@@ -86,7 +86,7 @@ def analyze_cmd(
     check_torch_source(model, "analyze", onnx_ok=True)
     import torch
 
-    from slimcnn.export._run import is_slim_source
+    from slimcnn.export._run import is_onnx_source, is_slim_source
     from slimcnn.measure import analyze
     from slimcnn.models import load_model
 
@@ -104,7 +104,7 @@ def analyze_cmd(
         note(f"note: {line}")
     shape = parse_shape(input_shape) if input_shape else tuple(loaded.info.input_shape)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    if callable(getattr(loaded.model, "model_bytes", None)):  # file:model.onnx: the file itself, in ONNX Runtime
+    if is_onnx_source(model):  # the file itself, in ONNX Runtime
         return _analyze_onnx(loaded, example, runtime=runtime, threads=threads, runs=runs, latency=not no_latency,
                              groups=groups, as_json=as_json)
     cost = analyze(loaded.model, example, runtime=runtime, threads=threads, per_layer=per_layer,  # type: ignore[arg-type]
