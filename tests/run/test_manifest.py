@@ -1,16 +1,36 @@
-"""data_fingerprint: what changes a data folder changes its fingerprint; links are followed, once.
-Manifest.differences: one readable line per changed option."""
+"""data_fingerprint: what changes a data folder changes its fingerprint (content for a small set, mtimes for a
+large one), a copy does not; links are followed, once. Manifest.differences: one readable line per changed option."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
-from slimcnn.run import data_fingerprint
+from slimcnn.run import _manifest, data_fingerprint
 from slimcnn.run._manifest import Manifest
 
 
-def test_fingerprint_sees_added_resized_and_touched_files_and_linked_folders(tmp_path: Path) -> None:
+def test_small_set_is_judged_by_content_so_a_copy_is_the_same_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "cat").mkdir(parents=True)
+    (data / "cat" / "1.jpg").write_bytes(b"ab")
+    base = data_fingerprint(str(data))
+    os.utime(data / "cat" / "1.jpg", ns=(1, 1))
+    assert data_fingerprint(str(data)) == base  # touched: same bytes
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy, copy_function=shutil.copyfile)  # new mtimes
+    assert data_fingerprint(str(copy)) == base
+    (copy / "cat" / "1.jpg").write_bytes(b"ba")  # same size, other bytes
+    assert data_fingerprint(str(copy)) != base
+    one = tmp_path / "one" / "1.jpg"  # a data file, not a folder
+    one.parent.mkdir()
+    shutil.copyfile(data / "cat" / "1.jpg", one)
+    assert data_fingerprint(str(one)) == data_fingerprint(str(data / "cat" / "1.jpg"))
+
+
+def test_fingerprint_sees_added_resized_and_touched_files_and_linked_folders(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(_manifest, "_DATA_CONTENT_LIMIT", 0)  # a "large" set: judged by mtimes
     data = tmp_path / "data"
     (data / "cat").mkdir(parents=True)
     (data / "cat" / "1.jpg").write_bytes(b"x")
