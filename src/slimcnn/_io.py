@@ -72,3 +72,14 @@ def save_torch(path: str | Path, obj: Any) -> Path:
 UNREADABLE_IMAGE: tuple[type[Exception], ...] = (OSError, ImportError)
 """What opening a file that is not a readable image raises: PIL's UnidentifiedImageError is an OSError, and an
 ImportError comes from a format plugin another library patched in (ultralytics' ``Image.open`` then tries pi_heif)."""
+
+UNREADABLE_HINT = "remove it from the data, or replace it with a readable copy"
+
+
+def unreadable_reason(e: BaseException) -> str:
+    """Why an image could not be read, for a person: PIL's "cannot identify image file <_io.BytesIO object at
+    0x7f...>" becomes "not an image file PIL can read"; other messages keep their first line."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if type(e).__name__ == "UnidentifiedImageError" or text.startswith("cannot identify image file"):
+        return "not an image file PIL can read"
+    return text

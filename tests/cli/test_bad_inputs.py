@@ -8,6 +8,7 @@ fixtures (``{out}`` is the test's own ``tmp_path/"out"``).
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +313,9 @@ ROWS = [
     row("evaluate-classifier-as-sr", ["evaluate", "slimcnn:lenet5", "--task", "sr", "--data", "photos"], "--task"),
     row("evaluate-class-mismatch", ["evaluate", "slimcnn:resnet20", "--data", "{data}"], "class"),
     row("evaluate-unknown-task", with_(EVAL, "--task", "segmentation", drop=("--task",)), "--task"),
+    row("evaluate-not-an-image", ["evaluate", "slimcnn:lenet5", "--data", "{tmp}/broken"],
+        "cat/fake.png (not an image file PIL can read): remove it"),
+    row("evaluate-truncated-image", ["evaluate", "slimcnn:lenet5", "--data", "{tmp}/truncated"], "dog/cut.png"),
     row("evaluate-missing-data", with_(EVAL, drop=("--data",)), "--data"),
     row("evaluate-data-missing", with_(EVAL, "--data", "{tmp}/nodata", drop=("--data",)), "nodata"),
     row("evaluate-unknown-builtin-data", with_(EVAL, "--data", "mnist", drop=("--data",)), "mnist"),
@@ -449,6 +453,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         (data / cls).mkdir(parents=True)
         for i in range(3):
             Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(data / cls / f"{i}.png")
+    for name, bad, content in (("broken", "cat/fake.png", b"GIF89a"), ("truncated", "dog/cut.png", None)):
+        shutil.copytree(data, tmp / name)  # a class folder with one file that is no readable image
+        whole = (data / "dog" / "0.png").read_bytes()
+        (tmp / name / bad).write_bytes(content if content is not None else whole[: len(whole) // 2])
     model_dir = tmp / "models"
     model_dir.mkdir()
     save_model(load_model(M, seed=0), model_dir / "model.pt")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from slimcnn._io import UNREADABLE_IMAGE
+from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, unreadable_reason
 from slimcnn.data.imresize import modcrop
 from slimcnn.data.sr import SRImage, make_sr_image, read_y, sample_patches
 from slimcnn.errors import DataError
@@ -47,7 +47,7 @@ def image_sizes(files: list[tuple[str, Path]]) -> list[tuple[int, int]]:
             with Image.open(f) as im:
                 sizes.append((im.size[1], im.size[0]))
         except UNREADABLE_IMAGE as e:
-            raise DataError(f"cannot read image {f}: {e}") from e
+            raise DataError(f"cannot read image {f} ({unreadable_reason(e)}): {UNREADABLE_HINT}") from e
     return sizes
 
 

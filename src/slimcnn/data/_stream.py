@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from slimcnn._io import UNREADABLE_HINT, unreadable_reason
 from slimcnn.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -298,7 +299,7 @@ class StreamDataset(Dataset[Any]):
         try:
             x = self.transform(self._decode(i))
         except _UNDECODABLE as e:
-            return None, self.index.describe(i), str(e).splitlines()[0] if str(e) else type(e).__name__
+            return None, self.index.describe(i), unreadable_reason(e)
         return x, int(self.index.labels[i])
 
 
@@ -386,8 +387,8 @@ def stream_batches(
     for x, y, bad in loader:
         if bad:
             if strict:
-                raise DataError(f"cannot decode image {bad[0][0]} ({bad[0][1]}); remove it, or drop --strict-data "
-                                "to skip undecodable images")
+                raise DataError(f"cannot decode image {bad[0][0]} ({bad[0][1]}): {UNREADABLE_HINT} (or leave "
+                                "strict_data off to skip and count undecodable images)")
             if skipped is not None:
                 skipped.add([b[0] for b in bad])
         if len(y):

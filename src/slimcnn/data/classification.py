@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimcnn._io import UNREADABLE_IMAGE
+from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, unreadable_reason
 from slimcnn.data import _stream
 from slimcnn.errors import DataError
 
@@ -444,7 +444,7 @@ def _decode(data: bytes, name: str, size: tuple[int, int] | None, gray: bool) ->
                 im = im.crop((left, top, left + tw, top + th))
             arr = np.asarray(im, dtype=np.uint8)
     except UNREADABLE_IMAGE as e:
-        raise DataError(f"cannot decode image {name}: {e}") from e
+        raise DataError(f"cannot decode image {name} ({unreadable_reason(e)}): {UNREADABLE_HINT}") from e
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
 
 

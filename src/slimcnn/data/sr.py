@@ -29,7 +29,7 @@ from typing import Literal, overload
 
 import numpy as np
 
-from slimcnn._io import UNREADABLE_IMAGE
+from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, unreadable_reason
 from slimcnn.data.imresize import imresize, modcrop, rgb2y
 from slimcnn.errors import ConfigError, DataError, unknown_name
 
@@ -191,7 +191,7 @@ def read_y(path: str | Path) -> np.ndarray:
                 return np.asarray(im, dtype=np.float64) / 65535.0
             rgb = np.asarray(im.convert("RGB"))
     except UNREADABLE_IMAGE as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+        raise DataError(f"cannot read image {path} ({unreadable_reason(e)}): {UNREADABLE_HINT}") from e
     return rgb2y(rgb)
 
 
@@ -246,7 +246,7 @@ def _check_size(name: str, path: Path, scale: int) -> None:
         with Image.open(path) as im:
             w, h = im.size
     except UNREADABLE_IMAGE as e:
-        raise DataError(f"cannot read image {path}: {e}") from e
+        raise DataError(f"cannot read image {path} ({unreadable_reason(e)}): {UNREADABLE_HINT}") from e
     if min(h - h % scale, w - w % scale) < _min_side(scale):
         raise DataError(_too_small(name, h, w, scale))
 

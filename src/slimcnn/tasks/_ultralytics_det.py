@@ -55,9 +55,10 @@ def _letterbox(path: Any, size: int, stride: int) -> tuple[np.ndarray, tuple[int
 
     im = cv2.imread(str(path))
     if im is None:
+        from slimcnn._io import UNREADABLE_HINT
         from slimcnn.errors import DataError
 
-        raise DataError(f"cannot read image {path}")
+        raise DataError(f"cannot read image {path} (OpenCV cannot decode it): {UNREADABLE_HINT}")
     h0, w0 = im.shape[:2]
     r = size / max(h0, w0)
     if r != 1:
