@@ -304,7 +304,8 @@ class ClassificationTask:
             device: Where to run.
 
         Returns:
-            ``Score(metric="top1", value=percent, metrics={"top1", "top5"}, n, dataset)``.
+            ``Score(metric="top1", value=percent, metrics={"top1", "top5"}, n, dataset)``; no ``top5`` for a model
+            of five classes or fewer (it would always be 100 %).
         """
         from slimcnn.progress import phase
         from slimcnn.train import autocast
@@ -337,7 +338,9 @@ class ClassificationTask:
             raise DataError(f"no image of {ds.name} could be decoded ({self.skipped.count} skipped)")
         n = scored
         top1, top5 = 100.0 * correct1 / n, 100.0 * correct5 / n
-        return Score(metric="top1", value=top1, metrics={"top1": top1, "top5": top5}, n=n, dataset=ds.name)
+        # with five classes or fewer every label is in the top five: 100 % says nothing
+        metrics = {"top1": top1, "top5": top5} if logits.shape[1] > 5 else {"top1": top1}
+        return Score(metric="top1", value=top1, metrics=metrics, n=n, dataset=ds.name)
 
     def _ordered(self, ds: ImageSet | StreamIndex, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The first ``n`` images (``uint8``) and labels in the set's fixed order, a batch at a time."""
