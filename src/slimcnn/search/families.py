@@ -257,7 +257,8 @@ class PruneFamily(_OneKnob):
 
         new = copy.deepcopy(model)
         ratios = {_literal(k): float(v) for k, v in assignment.items() if v > 0}
-        if not ratios:
+        if not ratios:  # nothing pruned: no plan, not the last trial's (the run's plan.json would hold it)
+            self.last_plan = None
             return new
         outcome = prune_model_(new, self.example_input, criterion=self.criterion, prune_ratio=ratios,
                                round_to=self.round_to, exclude=self.exclude, task=self.task, calib=self.calib,
