@@ -134,3 +134,25 @@ def test_prune_to_a_pytorch_eager_latency_target(tmp_path, capsys, monkeypatch) 
         assert result[side]["cost"]["latency"]["runtime"] == "torch" and result[side]["cost"]["latency"]["threads"] == 1
     assert result["options"]["runtime"] == "torch" and result["checks"][0]["name"] == "latency_ms"
     assert result["after"]["cost"]["macs"] < result["before"]["cost"]["macs"]
+
+
+def test_a_pruned_model_measured_slower_gets_a_warning_naming_what_prunes_for_time() -> None:
+    """timm:efficientnet_b0 at --macs 0.5x measured 1.18x the original's time on ONNX Runtime (widths off its
+    channel blocks), and prune said nothing about it."""
+    from types import SimpleNamespace
+
+    from slimcnn.cli.prune import _slower
+
+    def result(before_ms: float, after_ms: float) -> SimpleNamespace:
+        def measured(ms: float, macs: int) -> SimpleNamespace:
+            return SimpleNamespace(cost=SimpleNamespace(macs=macs, latency=SimpleNamespace(median_ms=ms,
+                                                                                         runtime="onnxruntime")))
+        return SimpleNamespace(before=measured(before_ms, 1000), after=measured(after_ms, 498))
+
+    line = _slower(result(11.0, 12.99))
+    assert line is not None and line.startswith("warning: the pruned model is SLOWER than the original on onnxruntime")
+    assert "(11 -> 12.99 ms, 1.18x) at 0.498x the MACs" in line and "--latency" in line and "--round-to auto" in line
+    assert _slower(result(11.0, 6.0)) is None
+    no_timing = result(11.0, 12.0)
+    no_timing.after.cost.latency = None  # --no-latency
+    assert _slower(no_timing) is None

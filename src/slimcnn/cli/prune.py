@@ -169,6 +169,8 @@ def prune_cmd(
     _report(result, run.out, as_json)
     if hint := _finetune_hint(result, run.out, task, data):
         note(hint)
+    if lat_target is None and (slower := _slower(result)):
+        note(slower)
     # every target the written model misses is named (result.checks), with what explains it where known
     failed = {c.name: c for c in result.checks if not c.met}
     missed = []
@@ -393,6 +395,18 @@ def _finetune_hint(result: Any, out: Path, task: str | None, data: str | None) -
     return (f"note: {before.metric} dropped {before.drop_to(after):.3g} without fine-tuning; recover it with "
             f"`slimcnn train {model} --task {task} --data {data} --steps N --out DIR`, or prune and "
             "fine-tune (by distillation from the original) in one run with `slimcnn compress`")
+
+
+def _slower(result: Any) -> str | None:
+    """A warning when the written model measured slower than the original (MACs are not time: widths off the
+    runtime's channel blocks, or cuts where the time is not), else None."""
+    before, after = result.before.cost.latency, result.after.cost.latency
+    if before is None or after is None or after.median_ms <= before.median_ms:
+        return None
+    macs = result.after.cost.macs / max(result.before.cost.macs, 1)
+    return (f"warning: the pruned model is SLOWER than the original on {after.runtime} ({before.median_ms:.4g} -> "
+            f"{after.median_ms:.4g} ms, {after.median_ms / before.median_ms:.2f}x) at {macs:.3f}x the MACs; prune for "
+            "time with --latency (e.g. 0.5x), or keep whole channel blocks with --round-to auto")
 
 
 def _report(result: Any, out: Path, as_json: bool) -> None:
