@@ -78,8 +78,10 @@ UNREADABLE_HINT = "remove it from the data, or replace it with a readable copy"
 
 def unreadable_reason(e: BaseException) -> str:
     """Why an image could not be read, for a person: PIL's "cannot identify image file <_io.BytesIO object at
-    0x7f...>" becomes "not an image file PIL can read"; other messages keep their first line."""
+    0x7f...>" becomes "not an image file PIL can read", and so does the ImportError of the plugin ultralytics'
+    patched ``Image.open`` then tries; other messages keep their first line."""
     text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    if type(e).__name__ == "UnidentifiedImageError" or text.startswith("cannot identify image file"):
+    if (type(e).__name__ == "UnidentifiedImageError" or text.startswith("cannot identify image file")
+            or isinstance(e, ImportError)):
         return "not an image file PIL can read"
     return text
