@@ -111,6 +111,15 @@ def test_train_and_val_data_override_data_on_every_training_command(tmp_path: Pa
     res = json.loads(capsys.readouterr().out)
     assert rc == 0 and res["before"]["score"]["n"] == res["after"]["score"]["n"] == 20  # scored on the folder
     assert res["options"]["val_data"] == str(val)
+    # both sides named: --data would serve neither, so it is not asked for (it was: "Missing option '--data'")
+    rc = main(["train", "slimcnn:lenet5", "--task", "classification", "--train-data", "digits", "--val-data",
+               str(val), "--steps", "2", "--out", str(tmp_path / "run2"), "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["after"]["score"]["n"] == 20
+    for name, required in (("train", "--steps"), ("search", "--max-drop"), ("compress", "--max-drop")):
+        # one of the two is not enough
+        assert main([name, "slimcnn:lenet5", "--task", "classification", "--val-data", str(val), required, "2",
+                     "--out", str(tmp_path / "x")]) == 2
+        assert "give --data (trained on and scored), or both --train-data and --val-data" in capsys.readouterr().err
 
 
 def test_scores_print_percent_and_db_to_2_decimals_fractions_to_4_digits() -> None:

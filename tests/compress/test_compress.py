@@ -134,6 +134,21 @@ def test_recovery_steps_fine_tune_each_chosen_model_and_keep_the_codebooks(train
     assert res.stages[-1].score.value == res.after["score"].value  # packing the kept codebooks changed nothing
 
 
+def test_a_stage_that_changes_nothing_gets_no_recovery(trained_lenet: Path) -> None:
+    """A prune stage whose search chose no knob fine-tuned the unchanged model for --recovery-steps anyway (my SR
+    net: 300 steps on other data, 0.006 dB lost to nothing)."""
+    from slimcnn.compress import CompressSpec, compress
+    from slimcnn.search import Budget
+
+    loaded = load_model(f"file:{trained_lenet}")
+    task = make_task("classification", "digits", info=loaded.info)
+    budget = Budget.from_options(max_drop="0.01", weight_bytes="0.5x")  # no pruning loses under 0.005 points
+    spec = CompressSpec(recipe="prune,kmeans", recovery="plain", limit=100, amounts=(0.5,), recovery_steps=5)
+    res = compress(loaded.model, task, budget, spec, progress=False)
+    assert [(s.name, s.steps != [], s.recovered is not None) for s in res.stages] == [
+        ("prune", False, False), ("kmeans", True, True)]
+
+
 def test_compress_needs_targets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ["compress", "slimcnn:lenet5", "--task", "classification", "--data", "digits", "--out", str(tmp_path / "x")]
     assert main([*base, "--max-drop", "1"]) == 2

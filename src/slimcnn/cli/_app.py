@@ -84,6 +84,17 @@ def round_to_for(text: str | None, latency: str | None) -> int:
 TASK_NAMES: tuple[str, ...] = ("classification", "sr", "detection")
 
 
+def data_or_both(data: str | None, train_data: str | None, val_data: str | None) -> str:
+    """``--data``, or ``--val-data`` when ``--train-data`` and ``--val-data`` name both sides (``--data`` would then
+    serve neither); one line when neither way names the data."""
+    if data is not None:
+        return data
+    if train_data is not None and val_data is not None:
+        return val_data
+    raise ConfigError("Missing option '--data': give --data (trained on and scored), or both --train-data and "
+                      "--val-data")
+
+
 def check_task(task: str | None, data: str | None = None, *, data_required: bool = True) -> None:
     """Fail early, in one line, on an unknown ``--task`` or (where both are optional) one without ``--data``.
 

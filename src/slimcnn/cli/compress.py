@@ -17,6 +17,7 @@ from slimcnn.cli._app import (
     check_runtime,
     check_task,
     check_torch_source,
+    data_or_both,
     emit_json,
     example_for,
     load_for_cli,
@@ -37,7 +38,7 @@ from slimcnn.errors import ConfigError
 def compress_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:resnet56, file:model.pt."),
     task: str | None = typer.Option(None, "--task", help=TASK_HELP),
-    data: str = typer.Option(..., "--data", help=BOTH_DATA_HELP),
+    data: str | None = typer.Option(None, "--data", help=BOTH_DATA_HELP),
     train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
     val_data: str | None = typer.Option(None, "--val-data", help="Validation data: the drop is measured on it against the original (default: --data)."),
     test_data: str | None = typer.Option(None, "--test-data", help="Held-out test data, scored before/after for the report."),
@@ -90,6 +91,7 @@ def compress_cmd(
     from slimcnn.search.budget import parse_drop
 
     check_device(device)
+    data = data_or_both(data, train_data, val_data)
     check_task(task, data_required=False)
     if recovery not in ("kd", "plain"):
         raise ConfigError(f"--recovery must be kd or plain, got '{recovery}'")

@@ -19,6 +19,7 @@ from slimcnn.cli._app import (
     check_runtime,
     check_task,
     check_torch_source,
+    data_or_both,
     emit_json,
     example_for,
     load_for_cli,
@@ -42,7 +43,7 @@ from slimcnn.search.outputs import write_search_run
 def search_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:fsrcnn, slimcnn:lenet5, file:model.pt."),
     task: str | None = typer.Option(None, "--task", help=TASK_HELP),
-    data: str = typer.Option(..., "--data", help=BOTH_DATA_HELP),
+    data: str | None = typer.Option(None, "--data", help=BOTH_DATA_HELP),
     train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
     val_data: str | None = typer.Option(None, "--val-data", help="Validation data that drives the search (default: --data)."),
     metric: str | None = typer.Option(None, "--metric", help="Detection metric driving the search: map50_95 (default) or map50."),
@@ -96,6 +97,7 @@ def search_cmd(
     from slimcnn.search import Budget, SearchSpec, search
 
     check_device(device)
+    data = data_or_both(data, train_data, val_data)
     if max_drop is None and not any((macs, params, weight_bytes, latency, activation_bytes)):
         raise ConfigError("give a target: --max-drop and/or one of --macs, --params, --weight-bytes, --latency, "
                           "--activation-bytes")

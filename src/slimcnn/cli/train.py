@@ -14,6 +14,7 @@ from slimcnn.cli._app import (
     app,
     check_device,
     check_torch_source,
+    data_or_both,
     emit_json,
     note,
     open_run,
@@ -36,7 +37,7 @@ from slimcnn.errors import ConfigError
 def train_cmd(
     model: str = typer.Argument(..., help="Model source, e.g. slimcnn:lenet5, file:DIR/model.pt."),
     task: str | None = typer.Option(None, "--task", help=TASK_HELP),
-    data: str = typer.Option(..., "--data", help=BOTH_DATA_HELP),
+    data: str | None = typer.Option(None, "--data", help=BOTH_DATA_HELP),
     steps: int = typer.Option(..., "--steps", help="Optimiser steps."),
     out: str = typer.Option(..., "--out", help="Output directory: model.pt (+ model.json), result.json, manifest.json."),
     train_data: str | None = typer.Option(None, "--train-data", help=TRAIN_DATA_HELP),
@@ -80,6 +81,7 @@ def train_cmd(
     from slimcnn.train import AMP_DTYPES, is_main, join_from_env
 
     check_device(device)
+    data = data_or_both(data, train_data, val_data)
     if amp is not None and amp not in AMP_DTYPES:
         raise ConfigError(f"--amp must be {' or '.join(AMP_DTYPES)}, got '{amp}'")
     if steps < 1:

@@ -252,7 +252,7 @@ def compress(
         current, current_score = res.model, res.after["score"]
         kept += _carried_promises(stage, current, res.assignment, x)
         recovered = None
-        if spec.recovery_steps > 0:
+        if spec.recovery_steps > 0 and steps:  # a stage that changed nothing has nothing to recover
             say(i, stage, f"  recovery: {spec.recovery_steps} fine-tune steps ({spec.recovery}) of the chosen model")
             recovered = {"steps": spec.recovery_steps, "recovery": spec.recovery, "score_before": current_score.value}
             current_score = _recover(current, task, original, kept, spec)
