@@ -115,6 +115,9 @@ def test_train_and_val_data_override_data_on_every_training_command(tmp_path: Pa
     rc = main(["train", "slimcnn:lenet5", "--task", "classification", "--train-data", "digits", "--val-data",
                str(val), "--steps", "2", "--out", str(tmp_path / "run2"), "--json"])
     assert rc == 0 and json.loads(capsys.readouterr().out)["after"]["score"]["n"] == 20
+    rc = main(["decompose", "slimcnn:lenet5", "--task", "classification", "--train-data", "digits", "--val-data",
+               str(val), "--runtime", "torch", "--out", str(tmp_path / "dec"), "--json"])
+    assert rc == 0 and json.loads(capsys.readouterr().out)["before"]["score"]["n"] == 20
     for name, required in (("train", "--steps"), ("search", "--max-drop"), ("compress", "--max-drop")):
         # one of the two is not enough
         assert main([name, "slimcnn:lenet5", "--task", "classification", "--val-data", str(val), required, "2",

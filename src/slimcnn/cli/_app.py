@@ -84,13 +84,15 @@ def round_to_for(text: str | None, latency: str | None) -> int:
 TASK_NAMES: tuple[str, ...] = ("classification", "sr", "detection")
 
 
-def data_or_both(data: str | None, train_data: str | None, val_data: str | None) -> str:
+def data_or_both(data: str | None, train_data: str | None, val_data: str | None, *, required: bool = True) -> Any:
     """``--data``, or ``--val-data`` when ``--train-data`` and ``--val-data`` name both sides (``--data`` would then
-    serve neither); one line when neither way names the data."""
+    serve neither); else one line, or None where the data is optional (``required=False``)."""
     if data is not None:
         return data
     if train_data is not None and val_data is not None:
         return val_data
+    if not required:
+        return None
     raise ConfigError("Missing option '--data': give --data (trained on and scored), or both --train-data and "
                       "--val-data")
 

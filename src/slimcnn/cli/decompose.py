@@ -17,6 +17,7 @@ from slimcnn.cli._app import (
     check_runtime,
     check_task,
     check_torch_source,
+    data_or_both,
     emit_json,
     example_for,
     note,
@@ -96,6 +97,7 @@ def decompose_cmd(
     if freeze not in ("outer", "sequential", "none"):
         raise ConfigError(f"--freeze must be outer, sequential or none, got '{freeze}'")
     check_runtime(runtime)
+    data = data_or_both(data, train_data, val_data, required=False)
     check_task(task, data)
     if finetune_steps and data is None:
         raise ConfigError("--finetune-steps needs --data to train on")
