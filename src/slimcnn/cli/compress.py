@@ -149,10 +149,11 @@ def compress_cmd(
     if as_json:
         emit_json(read_result(run.out))
     else:
+        from slimcnn.report.tables import fmt_metric
         from slimcnn.run._measure import summary_line
 
         for s in result.details["stages"]:
-            say(f"  stage {s['name']}: {s['score']['metric']} {s['score']['value']:.4g} (drop {s['drop']:.3g} vs the "
+            say(f"  stage {s['name']}: {s['score']['metric']} {fmt_metric(s['score']['value'])} (drop {s['drop']:.3g} vs the "
                 f"original), MACs {s['cost']['macs']:,}, weight bytes {s['cost']['weight_bytes']:,}")
         say(summary_line(result.before, result.after))
         for c in result.checks:

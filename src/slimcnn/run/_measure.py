@@ -109,12 +109,12 @@ def _measure_onnx_pair(original: nn.Module, new: Any, example: Any, *, task: Any
 
 def summary_line(before: Measured, after: Measured) -> str:
     """``top1 98.9 -> 98.6 (drop 0.3); params a -> b; MACs a -> b (0.50x); ORT latency x -> y ms (0.62x)``."""
-    from slimcnn.report.tables import fmt_threads
+    from slimcnn.report.tables import fmt_metric, fmt_threads
 
     parts = []
     if before.score is not None and after.score is not None:
-        s0, s1 = before.score, after.score
-        parts.append(f"{s0.metric} {s0.value:.4g} -> {s1.value:.4g} (drop {s0.drop_to(s1):.3g})")
+        s0, s1 = before.score, after.score  # trailing zeros kept, as in the report: 31.40 -> 31.38, not 31.4
+        parts.append(f"{s0.metric} {fmt_metric(s0.value)} -> {fmt_metric(s1.value)} (drop {s0.drop_to(s1):.3g})")
     if before.cost is not None and after.cost is not None:
         c0, c1 = before.cost, after.cost
         parts.append(f"params {c0.params:,} -> {c1.params:,}")
