@@ -108,7 +108,7 @@ def _measure_onnx_pair(original: nn.Module, new: Any, example: Any, *, task: Any
 
 
 def summary_line(before: Measured, after: Measured) -> str:
-    """``top1 98.9 -> 98.6 (drop 0.3); params a -> b; MACs a -> b (0.50x); ORT latency x -> y ms (0.62x)``."""
+    """``top1 98.90 -> 98.60 (drop 0.3); params a -> b; MACs a -> b (0.500x); ORT latency x -> y ms (0.620x)``."""
     from slimcnn.report.tables import fmt_metric, fmt_threads
 
     parts = []
