@@ -123,3 +123,18 @@ def test_a_drop_without_centroid_training_names_finetune_steps(trained_lenet: Pa
     drop = json.loads(captured.out)["details"]["drop"]
     assert drop > 1.0, "the test needs bits that lose accuracy"
     assert f"top1 dropped {drop:.3g} at these bits; --finetune-steps N trains the centroids" in captured.err
+
+
+def test_scale_picks_the_sr_models_factor_in_quantize_and_export(tmp_path: Path) -> None:
+    """`quantize slimcnn:fsrcnn --scale 3` was "No such option: --scale": only the x2 FSRCNN could be quantised or
+    exported from the zoo."""
+    for argv in (["quantize", "slimcnn:fsrcnn", "--bits", "6", "--no-onnx"],
+                 ["quantize", "slimcnn:fsrcnn", "--scheme", "int8", "--task", "sr", "--data", "photos", "--limit", "1"],
+                 ["export", "slimcnn:fsrcnn", "--format", "onnx", "--runs", "1"]):
+        out = tmp_path / "_".join(argv[:3]).replace(":", "")
+        assert main([*argv, "--scale", "3", "--out", str(out)]) == 0, argv
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["options"]["scale"] == 3, argv
+    model = load_model(f"file:{tmp_path / 'quantize_slimcnnfsrcnn_--bits' / 'model.pt'}").model
+    assert model.last_part.stride == (3, 3)  # the x3 transposed conv
+    assert main(["quantize", "slimcnn:fsrcnn", "--bits", "6", "--scale", "0", "--out", str(tmp_path / "z")]) == 2

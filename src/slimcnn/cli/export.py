@@ -52,6 +52,7 @@ def export_cmd(
     input: str | None = typer.Option(None, "--input", help="Input shape like 1x3x32x32 (default: the model's); the batch stays dynamic."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
+    scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor (a slimcnn: SR model's weights, the sr task)."),
     seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights (no --weights)."),
     out: Path = typer.Option(..., "--out", help="Output directory: model.onnx (+ model.json) or the C files, result.json."),
     force: bool = typer.Option(False, "--force", help=FORCE_HELP),
@@ -66,7 +67,7 @@ def export_cmd(
     from slimcnn.run import read_result, write_run
 
     check_task(task, data)
-    for flag, value, low in (("--limit", limit, 1), ("--threads", threads, 1), ("--runs", runs, 1)):
+    for flag, value, low in (("--limit", limit, 1), ("--threads", threads, 1), ("--runs", runs, 1), ("--scale", scale, 1)):
         if value is not None and value < low:
             raise ConfigError(f"{flag} must be >= {low}, got {value}")
     if prune is not None and bits is None:
@@ -99,18 +100,19 @@ def export_cmd(
                "float_fallback": float_fallback, "max_drop": max_drop, "sweep_limit": sweep_limit,
                "symmetric_activations": symmetric_activations, "quant_format": quant_format,
                "c_prefix": c_prefix, "task": task, "limit": limit, "threads": threads, "runs": runs, "input": input,
-               "arch": arch, "seed": seed}
+               "arch": arch, "scale": scale, "seed": seed}
     with open_run("export", out, model=model, weights=weights, data={"data": data}, options=options,
                   force=force, resume=resume) as run:
         say_notes(run)
-        loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed, task=task, data=data, input=input)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
+                              input=input)
         example = example_for(loaded, input)
         task = task_for(task, data, loaded.info)
         task_obj = None
         if task is not None:
             from slimcnn.tasks import make_task
 
-            task_obj = make_task(task, data, info=loaded.info)  # type: ignore[arg-type]
+            task_obj = make_task(task, data, info=loaded.info, scale=scale)  # type: ignore[arg-type]
         result = export_to_run(run, loaded, model, spec, example, task=task_obj, task_name=task, limit=limit,
                                threads=threads, runs=runs, options=options, seed=seed)
         write_run(run, result)

@@ -30,6 +30,7 @@ def quantize_cmd(
     max_drop: str | None = typer.Option(None, "--max-drop", help="Planner: allowed metric drop, 0.5 (metric units) or 1%; exit 1 when the written model loses more."),
     weights: str | None = typer.Option(None, "--weights", help="Local weights (state_dict) to load."),
     arch: str | None = typer.Option(None, "--arch", help="Architecture source for a file: holding a bare state_dict."),
+    scale: int | None = typer.Option(None, "--scale", help="Super-resolution factor (a slimcnn: SR model's weights, the sr task)."),
     seed: int = typer.Option(0, "--seed", help="Seed of a model built with random weights (no --weights)."),
     out: str = typer.Option(..., "--out", help="Output directory: model.slim, model.pt, model.onnx, result.json."),
     no_onnx: bool = typer.Option(False, "--no-onnx", help="Skip the ONNX export."),
@@ -42,6 +43,8 @@ def quantize_cmd(
     check_torch_source(model, "quantize")
     if scheme not in ("kmeans", "int8"):
         raise ConfigError(f"--scheme must be kmeans or int8, got '{scheme}'")
+    if scale is not None and scale < 1:
+        raise ConfigError(f"--scale must be >= 1, got {scale}")
     if scheme == "int8":
         kmeans_flags = {"--bits": bits, "--prune": prune, "--global-prune": global_prune, "--weight-bytes": weight_bytes,
                         "--per-channel": per_channel or None, "--huffman": huffman or None,
@@ -52,7 +55,8 @@ def quantize_cmd(
             raise ConfigError(f"{given[0]} is a k-means option; --scheme int8 takes --task, --data, --calibration, "
                               "--max-drop (keeps the most sensitive layers in float) and --limit")
         return _int8(model, task=task, data=data, calibration=calibration, max_drop=max_drop, limit=limit,
-                     weights=weights, arch=arch, seed=seed, out=out, force=force, resume=resume, as_json=as_json)
+                     weights=weights, arch=arch, scale=scale, seed=seed, out=out, force=force, resume=resume,
+                     as_json=as_json)
     if calibration != "minmax":
         raise ConfigError("--calibration applies to --scheme int8")
     from slimcnn.quantize import KMeansQuantSpec
@@ -68,7 +72,7 @@ def quantize_cmd(
     res = quantize_to_dir(
         model, out, spec=spec, weights=weights, huffman=huffman, task=task, data=data, limit=limit,
         finetune_steps=finetune_steps, weight_bytes=budget, max_drop=drop, onnx=not no_onnx,
-        arch=arch, seed=seed, force=force, resume=resume,
+        arch=arch, scale=scale, seed=seed, force=force, resume=resume,
     )
     for line in res.notes:
         note(f"note: {line}")
@@ -105,8 +109,8 @@ def quantize_cmd(
 
 
 def _int8(model: str, *, task: str | None, data: str | None, calibration: str, max_drop: str | None,
-          limit: int | None, weights: str | None, arch: str | None, seed: int, out: str, force: bool, resume: bool,
-          as_json: bool) -> int:
+          limit: int | None, weights: str | None, arch: str | None, scale: int | None, seed: int, out: str,
+          force: bool, resume: bool, as_json: bool) -> int:
     """``--scheme int8``: the ``onnx-int8`` export as a quantize run (model.onnx + plan.json with the int8 step)."""
     import dataclasses
 
@@ -122,15 +126,15 @@ def _int8(model: str, *, task: str | None, data: str | None, calibration: str, m
     spec = ExportSpec(format="onnx-int8", int8=int8)
     check_export(model, spec, task=task, data=data)
     options = {"scheme": "int8", "calibration": calibration, "max_drop": max_drop, "task": task, "limit": limit,
-               "arch": arch, "seed": seed}
+               "arch": arch, "scale": scale, "seed": seed}
     with open_run("quantize", out, model=model, weights=weights, data={"data": data}, options=options, force=force,
                   resume=resume) as run:
         say_notes(run)
-        loaded = load_for_cli(model, weights=weights, arch=arch, seed=seed, task=task, data=data)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data)
         from slimcnn.tasks import make_task
 
         task = task_for(task, data, loaded.info)
-        task_obj = make_task(task, data, info=loaded.info)  # type: ignore[arg-type]
+        task_obj = make_task(task, data, info=loaded.info, scale=scale)  # type: ignore[arg-type]
         result = export_to_run(run, loaded, model, spec, task_obj.example_input(), task=task_obj, task_name=task,
                                limit=limit, options=options, seed=seed)
         result = dataclasses.replace(result, command="quantize")

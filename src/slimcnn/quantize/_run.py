@@ -126,6 +126,7 @@ def quantize_to_dir(
     max_drop: Amount | float | None = None,
     onnx: bool = True,
     arch: str | None = None,
+    scale: int | None = None,
     seed: int | None = None,
     force: bool = False,
     resume: bool = False,
@@ -164,18 +165,19 @@ def quantize_to_dir(
     drop_limit = Amount(float(max_drop)) if isinstance(max_drop, (int, float)) else max_drop
     options = {"spec": dataclasses.asdict(spec) if spec is not None else None, "huffman": huffman, "task": task,
                "limit": limit, "finetune_steps": finetune_steps, "weight_bytes": str(budget) if budget else None,
-               "max_drop": str(drop_limit) if drop_limit else None, "onnx": onnx, "arch": arch, "seed": seed}
+               "max_drop": str(drop_limit) if drop_limit else None, "onnx": onnx, "arch": arch, "scale": scale,
+               "seed": seed}
     inputs = (weights, source.removeprefix("file:") if source.startswith("file:") else None)
     manifest = Manifest.of("quantize", model=source, weights=weights, data={"data": data}, options=options)
     with RunDir(out, manifest, force=force, resume=resume, inputs=inputs, data=(data,)) as run:
         return _quantize(run, source, spec=spec, weights=weights, huffman=huffman, task=task, data=data, limit=limit,
                          finetune_steps=finetune_steps, budget=budget, drop_limit=drop_limit, onnx=onnx, arch=arch,
-                         seed=seed, options=options)
+                         scale=scale, seed=seed, options=options)
 
 
 def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: str | None, huffman: bool,
               task: str | None, data: str | None, limit: int | None, finetune_steps: int, budget: Amount | None,
-              drop_limit: Amount | None, onnx: bool, arch: str | None, seed: int | None,
+              drop_limit: Amount | None, onnx: bool, arch: str | None, scale: int | None, seed: int | None,
               options: dict[str, Any]) -> QuantizeRunResult:
     from slimcnn.measure import profile
     from slimcnn.models import load_model, save_model
@@ -186,7 +188,7 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     outdir = run.path
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    loaded = load_model(source, weights=weights, arch=arch, seed=seed)
+    loaded = load_model(source, weights=weights, arch=arch, scale=scale, seed=seed)
     notes = list(loaded.info.notes)
     original_bytes = 4 * sum(p.numel() for p in loaded.model.parameters())
     the_task = None
@@ -195,7 +197,7 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
         from slimcnn.tasks import make_task, resolve_task
 
         task = resolve_task(task, loaded.info)
-        the_task = make_task(task, data, info=loaded.info)
+        the_task = make_task(task, data, info=loaded.info, scale=scale)
         before = the_task.evaluate(loaded.model, limit=limit)
     max_drop = None
     if drop_limit is not None and before is not None:
