@@ -114,7 +114,9 @@ def summary_line(before: Measured, after: Measured) -> str:
     parts = []
     if before.score is not None and after.score is not None:
         s0, s1 = before.score, after.score  # trailing zeros kept, as in the report: 31.40 -> 31.38, not 31.4
-        parts.append(f"{s0.metric} {fmt_metric(s0.value)} -> {fmt_metric(s1.value)} (drop {s0.drop_to(s1):.3g})")
+        drop = s0.drop_to(s1)
+        drop = 0.0 if abs(drop) < 1e-6 else drop  # float rounding of an unchanged model read "drop -3.21e-08"
+        parts.append(f"{s0.metric} {fmt_metric(s0.value)} -> {fmt_metric(s1.value)} (drop {drop:.3g})")
     if before.cost is not None and after.cost is not None:
         c0, c1 = before.cost, after.cost
         parts.append(f"params {c0.params:,} -> {c1.params:,}")
