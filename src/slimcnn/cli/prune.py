@@ -169,7 +169,7 @@ def prune_cmd(
     _report(result, run.out, as_json)
     if hint := _finetune_hint(result, run.out, task, data):
         note(hint)
-    if lat_target is None and (slower := _slower(result)):
+    if granularity == "filter" and lat_target is None and (slower := _slower(result)):
         note(slower)
     # every target the written model misses is named (result.checks), with what explains it where known
     failed = {c.name: c for c in result.checks if not c.met}
@@ -399,9 +399,10 @@ def _finetune_hint(result: Any, out: Path, task: str | None, data: str | None) -
 
 def _slower(result: Any) -> str | None:
     """A warning when the written model measured slower than the original (MACs are not time: widths off the
-    runtime's channel blocks, or cuts where the time is not), else None."""
+    runtime's channel blocks, or cuts where the time is not), else None. 2 % of slack: interleaved timings of one
+    model differ by about 1 % on the idle benchmark VM."""
     before, after = result.before.cost.latency, result.after.cost.latency
-    if before is None or after is None or after.median_ms <= before.median_ms:
+    if before is None or after is None or after.median_ms <= 1.02 * before.median_ms:
         return None
     macs = result.after.cost.macs / max(result.before.cost.macs, 1)
     return (f"warning: the pruned model is SLOWER than the original on {after.runtime} ({before.median_ms:.4g} -> "

@@ -268,7 +268,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         after_cost = dataclasses.replace(after_cost, latency=lat["after"])
         details["latency_ratio"] = lat["after"].median_ms / lat["before"].median_ms
         details["latency_note"] = "ONNX Runtime, fp32 export of the original vs the written file, interleaved in one run"
-        if spec.format == "onnx-int8" and details["latency_ratio"] > 1:
+        if spec.format == "onnx-int8" and details["latency_ratio"] > 1.02:  # over the ~1 % timing noise
             notes.append(f"the int8 model runs SLOWER than the fp32 one on ONNX Runtime here ({details['latency_ratio']:.2f}x, "
                          "interleaved): on this model and CPU int8 saves weight bytes, not time; keep the fp32 model "
                          "where speed matters")
