@@ -62,3 +62,16 @@ def test_differences_name_an_option_missing_on_one_side_as_its_default() -> None
     assert new.differences(old) == ["--runtime: (default) then torch", "--threads: (default) then 2"]
     assert old.differences(new) == ["--runtime: torch then (default)", "--threads: 2 then (default)"]
     assert new.differences(new) == []
+
+
+def test_an_option_not_given_reads_not_given_rather_than_none() -> None:
+    old = Manifest.of("compress", options={"macs": "0.8x", "max_drop": "0.2"})
+    new = Manifest.of("compress", options={"macs": None, "max_drop": "0.3"})
+    assert new.differences(old) == ["--macs: 0.8x then (not given)", "--max-drop: 0.2 then 0.3"]
+
+
+def test_a_refusal_says_how_many_differences_it_did_not_name() -> None:
+    from slimcnn.run._outdir import _listed
+
+    assert _listed(["a", "b", "c", "d"]) == "a; b; c; and 1 more"
+    assert _listed(["a", "b"]) == "a; b"

@@ -136,6 +136,11 @@ class Manifest:
                 continue
             if self.options.get(k) != other.options.get(k):
                 # an option absent from one run is at its default (some are recorded only when not)
-                was, now = (o.options[k] if k in o.options else "(default)" for o in (other, self))
+                was, now = (_shown(o.options[k]) if k in o.options else "(default)" for o in (other, self))
                 diffs.append(f"--{k.replace('_', '-')}: {was} then {now}")
         return diffs
+
+
+def _shown(value: Any) -> Any:
+    """An option's value as a person reads it in a difference: an option not given is "(not given)", not None."""
+    return "(not given)" if value is None else value

@@ -102,10 +102,10 @@ class RunDir:
                               "empty folder (slimcnn never overwrites other files)")
         diffs = ["written by an older slimcnn"] if previous is None else self.manifest.differences(previous)
         if diffs and self.resume and not self.force:
-            self.notes.append(f"--resume: --out was made with other options ({'; '.join(diffs[:3])}); only state whose "
+            self.notes.append(f"--resume: --out was made with other options ({_listed(diffs)}); only state whose "
                               "options still match is reused, the rest is computed anew")
         if diffs and not (self.force or self.resume):
-            raise ConfigError(f"--out {self.out} holds a run with other options ({'; '.join(diffs[:3])}); pass --force "
+            raise ConfigError(f"--out {self.out} holds a run with other options ({_listed(diffs)}); pass --force "
                               "to replace it, --resume to continue from what still applies, or choose another --out")
 
     def _lock(self) -> None:
@@ -166,7 +166,7 @@ class RunDir:
             if self.force or diffs:
                 shutil.rmtree(self.stage)
                 if not self.force:
-                    self.notes.append(f"starting fresh: the interrupted run's state differs ({'; '.join(diffs[:3])})")
+                    self.notes.append(f"starting fresh: the interrupted run's state differs ({_listed(diffs)})")
         if not self.stage.exists():
             self.stage.mkdir()
         write_json(self.stage / MANIFEST, self.manifest.to_dict())
@@ -191,7 +191,7 @@ class RunDir:
         previous = _read_manifest(self.out)
         diffs = self.manifest.differences(previous, ignore=ignore) if previous is not None else ["no manifest"]
         if diffs:
-            self.notes.append(f"not reusing {name} of --out: {'; '.join(diffs[:3])}")
+            self.notes.append(f"not reusing {name} of --out: {_listed(diffs)}")
         else:
             shutil.copy2(self.out / name, path)
             self.notes.append(f"reusing {name} of --out (same model, data and options)")
@@ -272,3 +272,10 @@ def _state_names(folder: Path) -> list[str]:
         return [str(n) for n in json.loads((folder / MANIFEST).read_text()).get("state", [])]
     except (OSError, ValueError, AttributeError):
         return []
+
+
+def _listed(diffs: list[str], shown: int = 3) -> str:
+    """The first ``shown`` differences, and how many more there are (a refusal that names three of four
+    differences reads as if the fourth were the same)."""
+    more = f"; and {len(diffs) - shown} more" if len(diffs) > shown else ""
+    return "; ".join(diffs[:shown]) + more
