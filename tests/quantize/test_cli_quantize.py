@@ -108,6 +108,13 @@ def test_sram_budget_checked_on_the_written_model_and_plan_replays(tmp_path: Pat
     a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
     b = load_model(f"file:{again / 'model.pt'}").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # the replay writes the packed file too (it wrote model.pt only, and counted the decoded float32 weights): the
+    # same weights, and its budget judged on the same stored bytes
+    c = load_model(f"file:{again / 'model.slim'}").model.state_dict()
+    assert c.keys() == a.keys() and all(torch.equal(a[k], c[k]) for k in a)
+    replay = json.loads((again / "result.json").read_text())
+    assert replay["details"]["slim"]["decodes_to_model_pt"] is True
+    assert replay["after"]["cost"]["weight_bytes"] == details["weight_bytes"]
     # infeasible: a budget below the float32 biases alone; the closest model is written, exit code 1
     assert main([*common, "--weight-bytes", "100B", "--out", str(tmp_path / "tiny")]) == 1
     assert "NOT met" in capsys.readouterr().err

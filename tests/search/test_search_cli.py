@@ -162,6 +162,12 @@ def test_apply_replays_a_search_bit_identically(method: str, trained_lenet: Path
     a = load_model(f"file:{out / 'model.pt'}").model.state_dict()
     b = load_model(f"file:{again / 'model.pt'}").model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    if compact is not None:  # the replay writes the compact file too, and counts the bytes it stores
+        replay = json.loads((again / "result.json").read_text())
+        assert replay["details"][compact]["decodes_to_model_pt"] is True
+        assert replay["after"]["cost"]["weight_bytes"] == details[compact]["weight_bytes"]
+        c = load_model(f"file:{again / f'model.{compact}'}").model.state_dict()
+        assert all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_rerun_with_another_budget_reuses_the_sweep_only_with_resume(trained_lenet: Path, tmp_path: Path,
@@ -180,7 +186,7 @@ def test_rerun_with_another_budget_reuses_the_sweep_only_with_resume(trained_len
     assert "reusing sensitivity.json" in capsys.readouterr().err
     assert main([*common, "--max-drop", "5", "--macs", "0.8x", "--criterion", "l2", "--resume"]) in (0, 1)
     err = capsys.readouterr().err
-    assert "not reusing sensitivity.json" in err and "--criterion: None then l2" in err
+    assert "not reusing sensitivity.json" in err and "--criterion: (not given) then l2" in err
 
 
 def test_apply_replays_a_prune_search_without_finetuning_bit_identically(trained_lenet: Path, tmp_path: Path) -> None:

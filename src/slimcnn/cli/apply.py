@@ -78,6 +78,6 @@ def apply_cmd(
         new_model = apply_plan(loaded.model, p, example, batches=batches)
         result = _finish(run, "apply", loaded, new_model, example, p.steps, task_obj, limit=None,
                          latency=not no_latency, options=options, details={"finetuned_in_original_run": p.finetuned},
-                         seed=None, finetuned=False)
+                         seed=None, finetuned=False, compact=True)
     _report(result, run.out, as_json)
     return 0

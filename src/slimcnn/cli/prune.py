@@ -347,15 +347,25 @@ def _prune_kernels(loaded: Any, example: Any, folder: Path, granularity: str, *,
 
 def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, steps: tuple[Any, ...], task_obj: Any, *,
             limit: int | None, latency: bool, options: dict[str, Any], details: dict[str, Any], seed: int | None,
-            finetuned: bool, runtime: str = "onnxruntime", threads: int | None = None) -> Any:
-    """Write the model files, measure original vs written model (latency on ``runtime``), and commit the run."""
+            finetuned: bool, runtime: str = "onnxruntime", threads: int | None = None, compact: bool = False) -> Any:
+    """Write the model files, measure original vs written model (latency on ``runtime``), and commit the run.
+
+    ``compact``: also write the compact file the plan's steps call for (``model.slim`` after k-means,
+    ``model.slimk`` after kernel removal; ``apply``), whose stored bytes are the written model's weight bytes."""
+    import dataclasses
+
     from slimcnn.prune import fingerprint
     from slimcnn.run import Plan, RunResult, environment, write_run
+    from slimcnn.run._artifacts import write_plan_artifact
     from slimcnn.run._measure import measure_pair, original_shapes, save_model_files
 
     written = save_model_files(loaded, new_model, example, run.path)
+    stored = write_plan_artifact(run.path, loaded, steps, written) if compact else {}
+    details |= stored
     before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency,
                                  runtime=runtime, threads=threads)
+    for artifact in stored.values():  # a byte budget is judged on the compact file, as in the run that made the plan
+        after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, weight_bytes=artifact["weight_bytes"]))
     checks = _checks(options, before.cost, after.cost)
     if "latency_target" in details and before.cost.latency is not None and after.cost.latency is not None:
         measured = after.cost.latency.median_ms / max(before.cost.latency.median_ms, 1e-12)

@@ -57,3 +57,20 @@ def write_slimk(folder: Path, loaded: Any, written: nn.Module, layers: Sequence[
     dense = sum(p.numel() * p.element_size() for n, p in written.named_parameters() if n not in stored)
     return asdict(stats) | {"weight_bytes": stats.kernel_value_bytes + stats.index_bytes + dense,
                             "decodes_to_model_pt": same_weights(decoded, written)}
+
+
+def write_plan_artifact(folder: Path, loaded: Any, steps: Sequence[Any], written: nn.Module) -> dict[str, Any]:
+    """The compact file of a replayed plan, as the run that made it wrote one: ``{"slim": ...}`` when its last
+    weight-format step is ``kmeans`` (the written weights re-shared at the step's spec, which leaves shared weights
+    as they are), ``{"slimk": ...}`` when it is ``prune_kernels`` that kept every channel (search and compress
+    plans), ``{}`` after ``int8``, without either, or after kernel removal that dropped emptied channels (``prune
+    --granularity kernel``: a ``.slimk`` rebuilds the source's widths, so it holds only the undropped model)."""
+    last = next((s for s in reversed(steps) if s.transform in ("kmeans", "int8", "prune_kernels")), None)
+    if last is None or last.transform == "int8" or last.params.get("drop_channels"):
+        return {}
+    if last.transform == "kmeans":
+        from slimcnn.quantize import quantize_model
+        from slimcnn.run._plan import kmeans_step_spec
+
+        return {"slim": write_slim(folder, loaded, quantize_model(written, kmeans_step_spec(last)), written)}
+    return {"slimk": write_slimk(folder, loaded, written, list(last.params.get("kept", {})))}

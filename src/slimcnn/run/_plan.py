@@ -215,13 +215,20 @@ def _lowrank(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.Module:
 @TRANSFORMS.register("kmeans")
 def _kmeans(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.Module:
     """``params``: a ``KMeansQuantSpec`` dict (bits and pruning rules, method, codebook dtype)."""
-    from slimcnn.quantize import KMeansQuantSpec, quantize_model
+    from slimcnn.quantize import quantize_model
+
+    return quantize_model(model, kmeans_step_spec(step)).model.eval()
+
+
+def kmeans_step_spec(step: PlanStep) -> Any:
+    """The ``KMeansQuantSpec`` a ``kmeans`` step holds."""
+    from slimcnn.quantize import KMeansQuantSpec
     from slimcnn.types import from_dict
 
     raw = dict(step.params)
     raw["bits"] = tuple((str(p), int(b)) for p, b in raw.get("bits", ()))
     raw["prune"] = tuple((str(p), float(f)) for p, f in raw.get("prune", ()))
-    return quantize_model(model, from_dict(KMeansQuantSpec, raw)).model.eval()
+    return from_dict(KMeansQuantSpec, raw)
 
 
 @TRANSFORMS.register("int8")
