@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -37,7 +38,9 @@ class _Twice(nn.Module):
 def test_every_layer_of_real_models_is_read_inside_the_graph(make) -> None:
     torch.manual_seed(0)
     model, x = make().eval(), torch.randn(1, 3, 48, 48)
-    table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
+    # one warm-up and three rounds: from a single cold run the profiler's per-node cost (profiled minus unprofiled
+    # time, spread over the nodes) once exceeded every node of mobilenet_v3_small and zeroed the whole table
+    table = lt.build_latency_table(model, x, runs=3, warmup=1, cache=False)
     layers = {n for n, m in model.named_modules() if isinstance(m, TIMED_LAYERS)}
     assert table.source == "in-graph" and {n.removesuffix(nodes_mod.AFTER) for n in table.layer_ms} == layers
     assert table.base_ms > 0 and table.timings > 1  # the original and the pruned models profiled
@@ -84,6 +87,20 @@ def test_a_graph_whose_nodes_do_not_map_is_timed_layer_by_layer(monkeypatch, cap
         table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
     assert table.source == "alone" and table.call_ms > 0 and table.groups
     assert "do not map" in caplog.text
+
+
+def test_a_profile_at_0_ms_is_not_a_table(monkeypatch, caplog) -> None:
+    """A table whose original takes 0 ms predicts nothing (every ratio divides by it): layers are timed alone."""
+    model, x = _Twice().eval(), torch.randn(1, 3, 16, 16)
+    real = nodes_mod.profile_nodes_interleaved
+
+    def zeroed(models, example, **kw):  # type: ignore[no-untyped-def]
+        return {k: [dataclasses.replace(nd, ms=0.0) for nd in v] for k, v in real(models, example, **kw).items()}
+
+    monkeypatch.setattr(nodes_mod, "profile_nodes_interleaved", zeroed)
+    with caplog.at_level(logging.WARNING, logger=lt.__name__):
+        table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
+    assert table.source == "alone" and table.base_ms > 0 and "0 ms" in caplog.text
 
 
 def test_layers_timed_alone_on_request_under_their_own_cache_key() -> None:

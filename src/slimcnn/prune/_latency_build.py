@@ -226,6 +226,9 @@ def _in_graph_times(models: Mapping[tuple[int, int], nn.Module], x: torch.Tensor
             return None
         timed[k] = mapped[0]
         other = mapped[1] if k == (-1, -1) else other
+    if sum(timed[(-1, -1)].values()) + other <= 0:  # the profiler's cost estimate ate every node (a cold single run)
+        log.warning("ONNX Runtime's profile of the model came out at 0 ms (too few runs?); timing its layers alone")
+        return None
     return timed, other, sum(nd.ms for nd in probe if NODE_KINDS.get(nd.op) == "conv")
 
 
