@@ -75,3 +75,15 @@ def test_a_refusal_says_how_many_differences_it_did_not_name() -> None:
 
     assert _listed(["a", "b", "c", "d"]) == "a; b; c; and 1 more"
     assert _listed(["a", "b"]) == "a; b"
+
+
+def test_a_shard_pattern_is_fingerprinted_by_its_shards(tmp_path: Path) -> None:
+    """``shard-{0..1}.tar`` names no file: it was fingerprinted by its string, so changed shards were the same data."""
+    for i in range(2):
+        (tmp_path / f"shard-{i}.tar").write_bytes(b"ab")
+    pattern = str(tmp_path / "shard-{0..1}.tar")
+    base = data_fingerprint(pattern)
+    assert not base.startswith("builtin:") and data_fingerprint(pattern) == base
+    (tmp_path / "shard-1.tar").write_bytes(b"ba")
+    assert data_fingerprint(pattern) != base
+    assert data_fingerprint("digits") == "builtin:digits"

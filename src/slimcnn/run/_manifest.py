@@ -36,7 +36,7 @@ def sha256_file(path: str | Path) -> str:
 
 
 def data_fingerprint(data: str | None) -> str | None:
-    """A fingerprint of a data folder/file, or a built-in set's name.
+    """A fingerprint of a data folder/file or WebDataset shard pattern, or a built-in set's name.
 
     Relative paths and sizes always; then the files' content when the set holds at most
     :data:`_DATA_CONTENT_LIMIT` bytes, else their mtimes. Content makes a copied or re-extracted set
@@ -46,9 +46,15 @@ def data_fingerprint(data: str | None) -> str | None:
     if data is None:
         return None
     p = Path(data)
-    if not p.exists():
-        return f"builtin:{data}"
-    files = [(p.name, str(p), p.stat())] if p.is_file() else _walk(str(p), "", set())
+    if p.exists():
+        files: Any = [(p.name, str(p), p.stat())] if p.is_file() else _walk(str(p), "", set())
+    else:
+        from slimcnn.data._stream import shard_paths
+
+        shards = shard_paths(data)  # a WebDataset pattern, shard-{000..003}.tar: its files
+        if not shards:
+            return f"builtin:{data}"
+        files = [(s.name, str(s), s.stat()) for s in shards]
     # one pass: mtimes always, content while the running total allows (a large set drops it)
     by_mtime, by_content, total = hashlib.sha256(), hashlib.sha256(), 0
     for rel, path, st in files:
