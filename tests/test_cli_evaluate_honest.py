@@ -13,7 +13,7 @@ import torch
 from slimcnn.cli import main
 from slimcnn.data.classification import CIFAR10_CLASSES
 from slimcnn.errors import DataError
-from slimcnn.tasks.classification import check_classes
+from slimcnn.tasks._classes import check_classes
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
