@@ -139,7 +139,7 @@ def test_a_slimk_file_counts_what_it_stores_and_the_kept_kernels(tmp_path: Path,
     out = tmp_path / "k"
     assert main(["prune", "slimcnn:fsrcnn", "--scale", "3", "--granularity", "kernel", "--ratio", "0.5",
                  "--no-latency", "--out", str(out), "--json"]) == 0
-    stats = json.loads(capsys.readouterr().out)["details"]["compact_file"]
+    stats = json.loads(capsys.readouterr().out)["details"]["slimk"]
     path = out / "model.slimk"
     assert main(["analyze", f"file:{path}", "--json", "--no-latency", "--input", "1x1x24x24"]) == 0
     captured = capsys.readouterr()

@@ -18,12 +18,37 @@ def test_kernel_granularity_writes_a_smaller_compact_file(tmp_path: Path, capsys
                "--no-latency", "--out", str(out), "--json"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
-    cf = result["details"]["compact_file"]
-    assert cf["kernels_kept"] < cf["kernels_total"]
-    assert cf["file_bytes"] < 0.7 * cf["dense_state_bytes"]
+    cf = result["details"]["slimk"]
+    assert cf["kernels_kept"] < cf["kernels_total"] and cf["decodes_to_model_pt"] and cf["rebuilds_architecture"]
+    assert cf["file_bytes"] < 0.7 * result["before"]["cost"]["weight_bytes"]
+    assert result["after"]["cost"]["weight_bytes"] == cf["weight_bytes"]  # judged on the file written
     assert (out / "model.slimk").exists() and json.loads((out / "plan.json").read_text())["steps"][0]["transform"] == "prune_kernels"
     pruned = load_model(f"file:{out / 'model.pt'}").model
     assert pruned(torch.rand(1, 1, 24, 24)).shape == (1, 1, 24, 24)
+
+
+def test_a_kernel_pruned_file_stores_the_written_model_and_loads_without_its_source(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """model.slimk was written before emptied channels were dropped (it rebuilt the source's widths, unlike model.pt)
+    and rebuilt its architecture from the source, so a `file:` model's .slimk failed to load once that file moved
+    (or from another directory: the path was relative). It now records the written model's architecture."""
+    src = tmp_path / "src"
+    assert main(["train", "slimcnn:espcn", "--task", "sr", "--data", "photos", "--steps", "2", "--out", str(src)]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["prune", "file:src/model.pt", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
+                 "--out", "k"]) == 0
+    again = tmp_path / "again"
+    assert main(["apply", "k/plan.json", "file:src/model.pt", "--no-latency", "--out", str(again)]) == 0
+    (src / "model.pt").unlink()
+    monkeypatch.chdir(again)
+    x = torch.rand(1, 1, 20, 20)
+    for folder in (tmp_path / "k", again):
+        written = load_model(f"file:{folder / 'model.pt'}")
+        stored = load_model(f"file:{folder / 'model.slimk'}")
+        assert [p.shape for p in stored.model.parameters()] == [p.shape for p in written.model.parameters()]
+        assert sum(p.numel() for p in written.model.parameters()) < 21_284  # emptied channels were dropped
+        assert torch.equal(stored.model(x), written.model(x))
+        assert stored.info.task == "sr" and stored.info.scale == 2 and stored.info.pretrained
 
 
 def test_grouped_granularity_halves_macs_of_the_grouped_layers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -160,12 +160,12 @@ def prune_cmd(
                                                            objective=objective, params=params_target, runtime=runtime,
                                                            threads=threads)
         else:
-            new_model, plan_step, details = _prune_kernels(loaded, example, run.path, granularity, criterion=criterion,
-                                                           ratio=ratio, groups=groups, scale=scale)
+            new_model, plan_step, details = _prune_kernels(loaded, example, granularity, criterion=criterion,
+                                                           ratio=ratio, groups=groups)
         details["prune_seconds"] = round(time.perf_counter() - t0, 3)
         result = _finish(run, "prune", loaded, new_model, example, (plan_step,), task_obj, limit=limit,
                          latency=not no_latency, options=options, details=details, seed=seed, finetuned=False,
-                         runtime=runtime, threads=threads)
+                         runtime=runtime, threads=threads, compact=granularity == "kernel")
     _report(result, run.out, as_json)
     if hint := _finetune_hint(result, run.out, task, data):
         note(hint)
@@ -305,8 +305,8 @@ def _latency_frac(model: Any, example: Any, target: Any, runtime: str,
     return target.value / base_ms, {"latency_target_ms": target.value, "latency_original_ms_measured": base_ms}
 
 
-def _prune_kernels(loaded: Any, example: Any, folder: Path, granularity: str, *, criterion: str, ratio: float | None,
-                   groups: int, scale: int | None) -> tuple[Any, Any, dict[str, Any]]:
+def _prune_kernels(loaded: Any, example: Any, granularity: str, *, criterion: str, ratio: float | None,
+                   groups: int) -> tuple[Any, Any, dict[str, Any]]:
     """``--granularity kernel|grouped``: Liu et al.'s criterion at the level of single k×k kernels."""
     import copy
 
@@ -316,7 +316,6 @@ def _prune_kernels(loaded: Any, example: Any, folder: Path, granularity: str, *,
         drop_removable_channels_,
         group_kernels_,
         kernel_masks,
-        save_kernel_compact,
     )
     from slimcnn.run import PlanStep
 
@@ -325,11 +324,7 @@ def _prune_kernels(loaded: Any, example: Any, folder: Path, granularity: str, *,
     if granularity == "kernel":
         masks = kernel_masks(new_model, ratio, criterion)  # type: ignore[arg-type]
         apply_kernel_masks_(new_model, masks)
-        stats = save_kernel_compact(new_model, masks, folder / "model.slimk", source=loaded.source, scale=scale)
-        dense_bytes = sum(t.numel() * t.element_size() for t in new_model.state_dict().values())
-        details["compact_file"] = dataclasses.asdict(stats) | {"dense_state_bytes": dense_bytes,
-                                                              "ratio": stats.file_bytes / max(dense_bytes, 1)}
-        details["dropped_channels"] = drop_removable_channels_(new_model, example)
+        details["dropped_channels"] = drop_removable_channels_(new_model, example)  # model.slimk: written by _finish
         kept = {k: m.flatten().nonzero().flatten().tolist() for k, m in masks.items()}
         step = PlanStep("prune_kernels", tuple(kept), {"kept": kept, "criterion": criterion, "prune_ratio": ratio,
                                                        "drop_channels": True})
@@ -352,7 +347,6 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
 
     ``compact``: also write the compact file the plan's steps call for (``model.slim`` after k-means,
     ``model.slimk`` after kernel removal; ``apply``), whose stored bytes are the written model's weight bytes."""
-    import dataclasses
 
     from slimcnn.prune import fingerprint
     from slimcnn.run import Plan, RunResult, environment, write_run

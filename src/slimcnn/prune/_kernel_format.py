@@ -4,8 +4,9 @@ Layout (little-endian)::
 
     b"SLIMKRN1" | u64 header length | header (UTF-8 JSON) | payload | sha256(everything before)
 
-The header holds the format/version, the model source (to rebuild the architecture) and one entry
-per state-dict tensor: ``dense`` (raw bytes) or ``kernels`` (the kept kernels ``[n_kept, kh, kw]`` in
+The header holds the format/version, the model source, how to rebuild the architecture (``arch``: a source
+string that builds it, or the module pickled with its weights on ``meta`` after the payload's tensors, as in
+a ``.slim`` file; :mod:`slimcnn.models._architecture`), the model's info, and one entry per state-dict tensor: ``dense`` (raw bytes) or ``kernels`` (the kept kernels ``[n_kept, kh, kw]`` in
 ``(out, in)`` row-major order plus an index: a bitmap of ``out*in`` bits or a list of flat indices
 as uint16/uint32, whichever is smaller).
 """
@@ -17,6 +18,7 @@ import json
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from slimcnn._io import atomic_write
 from slimcnn.errors import ConfigError, ModelLoadError
+from slimcnn.models._architecture import architecture_record, info_record, rebuild_architecture, stored_info
 
 __all__ = ["KernelFileStats", "load_kernel_compact", "read_kernel_compact", "save_kernel_compact"]
 
@@ -79,6 +82,7 @@ def save_kernel_compact(
     *,
     source: str | None = None,
     scale: int | None = None,
+    info: Any = None,
 ) -> KernelFileStats:
     """Write ``model`` with ``masks`` applied, storing only the kept kernels of masked layers.
 
@@ -89,9 +93,13 @@ def save_kernel_compact(
         masks: ``{conv FQN: BoolTensor[out, in]}`` (``True`` = keep), e.g. from
             :func:`slimcnn.prune.kernel.kernel_masks`.
         path: output file, written atomically.
-        source: model source string (``"slimcnn:vdsr"``) so :func:`load_kernel_compact` can rebuild the
-            architecture without a template.
+        source: model source string (``"slimcnn:vdsr"``, ``file:...``); with it the file records how to
+            rebuild the architecture, so :func:`load_kernel_compact` needs no template: a source that builds it
+            exactly, else the module itself (a channel-pruned model, a ``file:`` source), so the file loads
+            without the source's files.
         scale: SR scale passed back to ``load_model``.
+        info: the model's :class:`~slimcnn.models.ModelInfo` (task, input, scale...), stored for
+            ``file:model.slimk``.
 
     Returns:
         :class:`KernelFileStats`.
@@ -128,20 +136,28 @@ def save_kernel_compact(
             offset += len(b)
             db += len(b)
         entries.append(e)
-    header = json.dumps({"format": FORMAT, "version": VERSION, "source": source, "scale": scale,
-                         "tensors": entries}, separators=(",", ":")).encode()
+    arch: dict[str, Any] | None = None
+    if source:
+        # the scale picks the build (an x3 FSRCNN has the x2 one's state-dict shapes, not its stride)
+        arch, skeleton = architecture_record(model, source, info if info is not None else SimpleNamespace(scale=scale))
+        if arch is not None and skeleton is not None:
+            arch |= {"offset": offset, "nbytes": len(skeleton)}
+            chunks.append(skeleton)
+    header = json.dumps({"format": FORMAT, "version": VERSION, "source": source, "scale": scale, "arch": arch,
+                         "info": info_record(info), "tensors": entries}, separators=(",", ":")).encode()
     blob = MAGIC + struct.pack("<Q", len(header)) + header + b"".join(chunks)
     blob += hashlib.sha256(blob).digest()
     p = Path(path)
     atomic_write(p, lambda tmp: tmp.write_bytes(blob))
-    return KernelFileStats(len(blob), len(blob) - kv - ib - db, kv, ib, db, kept, total)
+    return KernelFileStats(len(blob), len(blob) - kv - ib - db, kv, ib, db, kept, total)  # the skeleton: overhead
 
 
 def read_kernel_compact(path: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
     """Verify and decode a compact file.
 
     Returns:
-        ``(header, state_dict)``; removed kernels are ``+0.0``.
+        ``(header, state_dict)``; removed kernels are ``+0.0``. A stored module skeleton is
+        ``header["arch"]["skeleton"]`` (bytes).
 
     Raises:
         ModelLoadError: missing file, wrong magic/format/version, checksum mismatch or truncation.
@@ -163,6 +179,9 @@ def read_kernel_compact(path: str | Path) -> tuple[dict[str, Any], dict[str, Ten
             f"{p}: format {header.get('format')} v{header.get('version')} not supported (expected {FORMAT} v{VERSION})"
         )
     payload = blob[start + hlen: -32]
+    arch = header.get("arch")
+    if arch and "offset" in arch:
+        arch["skeleton"] = payload[arch["offset"]: arch["offset"] + arch["nbytes"]]
     sd: dict[str, Tensor] = {}
     for e in header["tensors"]:
         data = payload[e["offset"]: e["offset"] + e["nbytes"]]
@@ -201,11 +220,7 @@ def load_kernel_compact(path: str | Path, model: nn.Module | None = None) -> nn.
     """
     header, sd = read_kernel_compact(path)
     if model is None:
-        if not header.get("source"):
-            raise ModelLoadError(f"{path} stores no model source; pass model= (an architecture template)")
-        from slimcnn.models import load_model
-
-        model = load_model(header["source"], scale=header.get("scale")).model
+        model = _architecture(path, header)
     try:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
@@ -213,15 +228,33 @@ def load_kernel_compact(path: str | Path, model: nn.Module | None = None) -> nn.
     return model.eval()
 
 
+def _architecture(path: str | Path, header: dict[str, Any]) -> nn.Module:
+    """The empty architecture a compact file records (its ``arch``), or for older files the build of its source."""
+    arch = header.get("arch")
+    if arch is not None:
+        return rebuild_architecture(path, arch, arch.get("skeleton"), str(header.get("source") or ""),
+                                    stored_info(header))
+    if not header.get("source"):
+        raise ModelLoadError(f"{path} stores no model source; pass model= (an architecture template)")
+    from slimcnn.models import load_model
+
+    return load_model(header["source"], scale=header.get("scale")).model
+
+
 def _slimk_file_loader(path: Path, opts: Any) -> Any:
     """``file:model.slimk`` for every command (registered in ``slimcnn.models.FILE_LOADERS``)."""
     import dataclasses
 
-    from slimcnn.models import load_model
+    from slimcnn.models import LoadedModel, load_model
 
     if getattr(opts, "arch", None) is not None:
         raise ConfigError(f"'{path}' is a kernel-compact file that names its own architecture; drop --arch")
     header, _ = read_kernel_compact(path)
+    if header.get("info") is not None:
+        model = load_kernel_compact(path)
+        info = dataclasses.replace(stored_info(header), weights=str(path))
+        return LoadedModel(model=model, source=f"file:{path}", info=info)
+    # a file without stored info (older slimcnn): the info of its source's build
     if not header.get("source"):
         raise ModelLoadError(f"{path} stores no model source; load it with load_kernel_compact(path, model=...)")
     base = load_model(header["source"], scale=header.get("scale"), weights=None)

@@ -12,7 +12,7 @@ A k-means tensor holds its codebook (fp16/fp32), its indices (fixed ``ceil(log2 
 or canonical Huffman) and, when pruned, the keep mask as the smaller of a bitmap and Deep
 Compression relative indexing. Every other state-dict entry is stored raw; tied tensors once.
 
-``arch`` says how the architecture is rebuilt (:mod:`slimcnn.quantize._architecture`), so
+``arch`` says how the architecture is rebuilt (:mod:`slimcnn.models._architecture`), so
 ``file:model.slim`` loads on its own whatever the model came from.
 """
 
@@ -33,8 +33,8 @@ from torch import nn
 
 from slimcnn._io import atomic_write
 from slimcnn.errors import ConfigError, DataError, ModelLoadError
+from slimcnn.models._architecture import architecture_record, info_record, rebuild_architecture, stored_info
 from slimcnn.quantize import _bits
-from slimcnn.quantize._architecture import architecture_record, rebuild_architecture
 from slimcnn.quantize._kmeans import dequantize
 from slimcnn.quantize._model import QuantizedLayer, QuantizeResult, index_width
 
@@ -194,7 +194,7 @@ def save_packed(
         "version": VERSION,
         "source": source,
         "arch": arch,
-        "info": dataclasses.asdict(info) if dataclasses.is_dataclass(info) and not isinstance(info, type) else None,
+        "info": info_record(info),
         "spec": dataclasses.asdict(result.spec),
         "paper_payload_bytes": result.paper_payload_bytes,
         "payload_bytes": result.payload_bytes,
@@ -339,14 +339,9 @@ def load_packed(path: str | Path, *, model: nn.Module | None = None) -> Any:
     """
     pf = read_packed(path)
     source = str(pf.header.get("source") or "")
-    from slimcnn.models._zoo import LoadedModel, ModelInfo
-    from slimcnn.types import from_dict
+    from slimcnn.models._zoo import LoadedModel
 
-    info = from_dict(ModelInfo, pf.header["info"]) if pf.header.get("info") else ModelInfo()
-    if info.pretrained:
-        from slimcnn.models.files import drop_untrained_notes
-
-        info = dataclasses.replace(info, notes=drop_untrained_notes(info.notes))
+    info = stored_info(pf.header)
     if model is None:
         model = rebuild_architecture(path, pf.header.get("arch"), pf.skeleton, source, info)
     try:

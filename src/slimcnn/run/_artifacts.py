@@ -43,30 +43,34 @@ def write_slimk(folder: Path, loaded: Any, written: nn.Module, layers: Sequence[
     """
     from dataclasses import asdict
 
+    from slimcnn.errors import ModelLoadError
     from slimcnn.prune.kernel import load_kernel_compact, save_kernel_compact
 
     masks = {name: written.get_submodule(name).weight.detach().abs().amax(dim=(2, 3)) > 0 for name in layers}
     path = folder / "model.slimk"
-    stats = save_kernel_compact(written, masks, path, source=loaded.source, scale=loaded.info.scale)
-    template = copy.deepcopy(written)  # NaN everywhere: every value compared below comes from the file
-    for t in template.state_dict().values():
-        if t.is_floating_point():
-            t.fill_(float("nan"))
-    decoded = load_kernel_compact(path, template)
+    stats = save_kernel_compact(written, masks, path, source=loaded.source, scale=loaded.info.scale, info=loaded.info)
+    try:  # as a user loads it: the architecture from the file's own record
+        decoded, rebuilds = load_kernel_compact(path), True
+    except ModelLoadError:  # a module that cannot be pickled: the file holds the weights, loaded into a template
+        template = copy.deepcopy(written)  # NaN everywhere: every value compared below comes from the file
+        for t in template.state_dict().values():
+            if t.is_floating_point():
+                t.fill_(float("nan"))
+        decoded, rebuilds = load_kernel_compact(path, template), False
     stored = {f"{name}.weight" for name in layers}
     dense = sum(p.numel() * p.element_size() for n, p in written.named_parameters() if n not in stored)
     return asdict(stats) | {"weight_bytes": stats.kernel_value_bytes + stats.index_bytes + dense,
-                            "decodes_to_model_pt": same_weights(decoded, written)}
+                            "decodes_to_model_pt": same_weights(decoded, written), "rebuilds_architecture": rebuilds}
 
 
 def write_plan_artifact(folder: Path, loaded: Any, steps: Sequence[Any], written: nn.Module) -> dict[str, Any]:
     """The compact file of a replayed plan, as the run that made it wrote one: ``{"slim": ...}`` when its last
     weight-format step is ``kmeans`` (the written weights re-shared at the step's spec, which leaves shared weights
-    as they are), ``{"slimk": ...}`` when it is ``prune_kernels`` that kept every channel (search and compress
-    plans), ``{}`` after ``int8``, without either, or after kernel removal that dropped emptied channels (``prune
-    --granularity kernel``: a ``.slimk`` rebuilds the source's widths, so it holds only the undropped model)."""
+    as they are), ``{"slimk": ...}`` when it is ``prune_kernels`` (its kernel layers' kept kernels; channels the
+    step emptied and dropped are gone from ``written``, and the file records that architecture), ``{}`` after
+    ``int8`` or without either."""
     last = next((s for s in reversed(steps) if s.transform in ("kmeans", "int8", "prune_kernels")), None)
-    if last is None or last.transform == "int8" or last.params.get("drop_channels"):
+    if last is None or last.transform == "int8":
         return {}
     if last.transform == "kmeans":
         from slimcnn.quantize import quantize_model

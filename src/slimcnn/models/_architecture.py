@@ -1,4 +1,4 @@
-"""How a ``.slim`` file records, and rebuilds, the architecture of the model it stores.
+"""How a compact file (``.slim``, ``.slimk``) records, and rebuilds, the architecture of the model it stores.
 
 The record is a source string whose build matches the model exactly (``slimcnn:lenet5``, a ``python:``
 factory with an absolute path, the source a ``file:model.pt`` was made from or its ``--arch``), or else
@@ -9,6 +9,7 @@ the module pickled with its weights on the ``meta`` device (a pruned file, a cus
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,24 @@ def architecture_record(
         return None, None
     modules = user_module_files(model)  # classes from a python:FILE.py source: re-imported to unpickle
     return {"kind": "module", **({"modules": modules} if modules else {})}, data
+
+
+def stored_info(header: dict[str, Any]) -> Any:
+    """The :class:`~slimcnn.models.ModelInfo` a compact file's header stores (empty for files without one)."""
+    from slimcnn.models._zoo import ModelInfo
+    from slimcnn.types import from_dict
+
+    info = from_dict(ModelInfo, header["info"]) if header.get("info") else ModelInfo()
+    if info.pretrained:
+        from slimcnn.models.files import drop_untrained_notes
+
+        info = dataclasses.replace(info, notes=drop_untrained_notes(info.notes))
+    return info
+
+
+def info_record(info: Any) -> dict[str, Any] | None:
+    """``info`` as the JSON a compact file's header stores (None when it is no dataclass instance)."""
+    return dataclasses.asdict(info) if dataclasses.is_dataclass(info) and not isinstance(info, type) else None
 
 
 def rebuild_architecture(path: str | Path, arch: dict[str, Any] | None, skeleton: bytes | None, source: str,
