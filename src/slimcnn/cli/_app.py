@@ -6,6 +6,7 @@ import dataclasses
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -31,6 +32,16 @@ def emit_json(obj: Any) -> None:
 def say(message: str = "") -> None:
     """Human-readable progress/results go to stderr when --json owns stdout; here to stdout."""
     typer.echo(message)
+
+
+def say_wrote(out: Path | str) -> None:
+    """The closing line of every run: its folder, the files it wrote (``result.json``'s artifacts) and its report."""
+    from slimcnn.run import read_result
+
+    out = Path(out)
+    files = ", ".join(str(a["path"]) for a in read_result(out)["artifacts"])
+    report = f"; report: {out / 'report.html'}" if (out / "report.html").exists() else ""
+    say(f"wrote {out}/ ({files}){report}")
 
 
 def note(message: str) -> None:

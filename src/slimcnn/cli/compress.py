@@ -29,6 +29,7 @@ from slimcnn.cli._app import (
     round_to_for,
     say,
     say_notes,
+    say_wrote,
 )
 from slimcnn.cli.evaluate import BOTH_DATA_HELP, TASK_HELP, TRAIN_DATA_HELP
 from slimcnn.errors import ConfigError
@@ -158,7 +159,7 @@ def compress_cmd(
         say(summary_line(result.before, result.after))
         for c in result.checks:
             say(f"  {c.line()}")
-        say(f"wrote {run.out}/; report: {run.out / 'report.html'}")
+        say_wrote(run.out)
     if not result.met:
         note(f"budget NOT met: the closest model reached is saved in {run.out} (exit code 1)")
         if finetune_steps == 0 and recovery_steps == 0:  # the drop or a target a within-drop point would reach

@@ -25,6 +25,7 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
+    say_wrote,
     settle_info,
     task_for,
 )
@@ -205,7 +206,7 @@ def decompose_cmd(
                 f"{runtime}, {lat['after'].threads} threads; decisions took {seconds:.0f} s)")
         for k, v in scores.items():
             say(f"{k}: {format_score(v)}")
-        say(f"wrote {run.out}/ model.pt, model.onnx, plan.json, result.json; report: {run.out / 'report.html'}")
+        say_wrote(run.out)
     lost = scores.get("before"), scores.get("after_decompose")
     if not finetune_steps and lost[0] is not None and lost[1] is not None and lost[0].drop_to(lost[1], relative=True) > 0.01:
         # the paper fine-tunes the factorised model: a raw decomposition is rarely the model to keep

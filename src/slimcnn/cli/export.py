@@ -20,6 +20,7 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
+    say_wrote,
     task_for,
 )
 from slimcnn.errors import ConfigError
@@ -137,5 +138,5 @@ def export_cmd(
             f"(drop {fb.get('final_drop', float('nan')):.2f} on the written file)")
     if d.get("summary"):
         say(d["summary"])
-    say(f"wrote {run.out}/ {', '.join(d['files'])}, result.json")
+    say_wrote(run.out)
     return 0

@@ -29,6 +29,7 @@ from slimcnn.cli._app import (
     parse_shape,
     say,
     say_notes,
+    say_wrote,
     task_for,
 )
 from slimcnn.errors import ConfigError
@@ -422,10 +423,4 @@ def _report(result: Any, out: Path, as_json: bool) -> None:
         emit_json(read_result(out))
     else:
         say(f"{result.command} {result.source}: {summary_line(result.before, result.after)}")
-        say(f"wrote {out}/ ({', '.join(a.path for a in read_result_artifacts(out))}); report: {out / 'report.html'}")
-
-
-def read_result_artifacts(out: Path) -> list[Any]:
-    from slimcnn.run import Artifact, read_result
-
-    return [Artifact(**a) for a in read_result(out)["artifacts"]]
+        say_wrote(out)

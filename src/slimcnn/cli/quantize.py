@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from slimcnn.cli._app import FORCE_HELP, RESUME_HELP, app, check_torch_source, emit_json, note, say
+from slimcnn.cli._app import FORCE_HELP, RESUME_HELP, app, check_torch_source, emit_json, note, say, say_wrote
 from slimcnn.errors import ConfigError
 
 
@@ -104,7 +104,7 @@ def quantize_cmd(
         say(f"{res.before['metric']}: {res.before['value']:.2f} -> {res.after['value']:.2f} (drop {res.drop:.2f})")
     for c in res.checks:
         say(f"  {ConstraintCheck(**c).line()}")
-    say(f"wrote {', '.join(res.files.values())}, {res.out}/plan.json, {res.out}/result.json; report: {res.out}/report.html")
+    say_wrote(res.out)
     return _budget_exit(res)
 
 
@@ -147,7 +147,7 @@ def _int8(model: str, *, task: str | None, data: str | None, calibration: str, m
     say(result.details["summary"])
     say(f"int8 weight bytes (every initializer of model.onnx): {result.after.cost.weight_bytes:,}; "
         f"ONNX Runtime latency {result.details['latency_ratio']:.3f}x the fp32 model (interleaved)")
-    say(f"wrote {run.out}/ model.onnx, plan.json, result.json; report: {run.out}/report.html")
+    say_wrote(run.out)
     fb = result.details.get("float_fallback", {})
     return 1 if fb.get("final_met") is False else 0
 

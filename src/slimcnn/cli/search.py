@@ -31,6 +31,7 @@ from slimcnn.cli._app import (
     round_to_for,
     say,
     say_notes,
+    say_wrote,
     settle_info,
 )
 from slimcnn.cli.evaluate import BOTH_DATA_HELP, TASK_HELP, TRAIN_DATA_HELP
@@ -173,7 +174,7 @@ def search_cmd(
         say(summary_line(result.before, result.after))
         for c in result.checks:
             say(f"  {c.line()}")
-        say(f"wrote {run.out}/ ({', '.join(a['path'] for a in report['artifacts'])}); report: {run.out / 'report.html'}")
+        say_wrote(run.out)
     if not result.met:
         note("budget NOT met: the closest point reached is saved in " + str(run.out) + " (exit code 1)")
         if finetune_steps == 0:
