@@ -152,8 +152,10 @@ def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
     model, x = loaded.model.eval(), torch.randn(loaded.info.input_shape)
     monkeypatch.setattr(measure, "cpu_contended", lambda: False)
     path = tmp_path / "tables.json"
-    first = build_latency_table(model, x, runs=2, warmup=1, cache_path=path)
-    assert first.groups and first.timings > 0 and first.base_ms > 0 and first.source == "in-graph"
+    first = build_latency_table(model, x, runs=3, warmup=1, cache_path=path)
+    # either way of timing is cached (a profile that comes out at 0 ms under load falls back to timing layers alone:
+    # seen once in a full run)
+    assert first.groups and first.timings > 0 and first.base_ms > 0 and first.source in ("in-graph", "alone")
     assert all(g.widths[-1] == g.size and len(g.widths) == len(g.ms) for g in first.groups)
 
     def boom(*a, **k):
@@ -161,9 +163,9 @@ def test_table_is_built_once_per_key_and_cached(tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(measure, "time_modules_interleaved", boom)
     monkeypatch.setattr(nodes, "profile_nodes_interleaved", boom)
-    assert build_latency_table(model, x, runs=2, warmup=1, cache_path=path) == first
+    assert build_latency_table(model, x, runs=3, warmup=1, cache_path=path) == first
     with pytest.raises(AssertionError, match="timed again"):  # another input shape is another key
-        build_latency_table(model, torch.cat([x, x]), runs=2, warmup=1, cache_path=path)
+        build_latency_table(model, torch.cat([x, x]), runs=3, warmup=1, cache_path=path)
 
 
 def _real_graph_table():
