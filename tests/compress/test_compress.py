@@ -326,6 +326,30 @@ def test_a_kernel_stage_writes_the_slimk_its_bytes_and_macs_were_judged_on(train
     assert sum(p.numel() for p in dense.parameters()) > res["after"]["cost"]["params"]  # zeros not counted
 
 
+def test_kernels_removed_before_kmeans_stay_removed_in_the_written_slim(trained_lenet: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`--recipe kernel,kmeans`: k-means gave the removed kernels a centroid again (none stayed zero, MACs back to
+    1x). They stay zero now, the run counts them gone as the kernel stage did, and analyze of the model.slim it
+    wrote counts the same params and MACs."""
+    out = tmp_path / "kk"
+    rc = main(["compress", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--max-drop", "5",
+               "--weight-bytes", "0.3x", "--recipe", "kernel,kmeans", "--amounts", "0.5", "--limit", "100",
+               "--recovery-steps", "5", "--recovery", "plain", "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == (0 if res["met"] else 1)
+    kernel_stage = res["details"]["stages"][0]
+    assert kernel_stage["cost"]["macs"] < res["before"]["cost"]["macs"], "the kernel stage removed nothing"
+    assert res["after"]["cost"]["macs"] == res["details"]["stages"][1]["cost"]["macs"] == kernel_stage["cost"]["macs"]
+    written = load_model(f"file:{out / 'model.slim'}").model
+    kept = [layer for layer, m in written.named_modules() if isinstance(m, torch.nn.Conv2d)
+            and bool((m.weight.detach().abs().amax(dim=(2, 3)) == 0).any())]
+    assert kept, "no removed kernel is still zero in model.slim"
+    assert main(["analyze", f"file:{out / 'model.slim'}", "--json", "--no-latency"]) == 0
+    analyzed = json.loads(capsys.readouterr().out)
+    assert (analyzed["params"], analyzed["macs"]) == (res["after"]["cost"]["params"], res["after"]["cost"]["macs"])
+    assert analyzed["weight_bytes"] == res["details"]["slim"]["weight_bytes"]
+
+
 def test_fp16_codebooks_halve_what_the_codebooks_cost(trained_lenet: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     from slimcnn.quantize import read_packed

@@ -54,3 +54,28 @@ def test_global_threshold() -> None:
     kept = {k: int(m.sum()) for k, m in masks.items() if m is not None}
     assert sum(kept.values()) == 1000  # half of 2000 (no ties in random data)
     assert kept["big"] > kept["small"]
+
+
+@pytest.mark.parametrize("prune", ["", "c2=2"])
+def test_weights_removed_before_kmeans_stay_zero_and_the_bound_holds(prune: str, tmp_path) -> None:
+    """k-means gave removed k×k kernels (exact zeros) a centroid, so a kernel-then-k-means compress wrote dense
+    kernels back (0.00 of them zero) and kept none of the kernel stage's MACs. Zeros are kept positions no more:
+    they stay zero, sit in the keep mask, and the bytes a search counts bound what the file stores."""
+    from slimcnn.quantize import kmeans_bytes_bound, load_packed, quantize_model, save_packed
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3))
+    removed = torch.rand(16, 16) < 0.6
+    with torch.no_grad():
+        net[2].weight[removed] = 0.0
+    res = quantize_model(net, KMeansQuantSpec.parse("4", prune=prune.replace("c2", "2") or None))
+    w = res.model[2].weight.detach()
+    assert (w[removed] == 0).all()  # every removed kernel is still removed
+    q = res.layers["2"]
+    assert q.mask is not None and int(q.mask.sum()) <= int((~removed).sum()) * 9
+    assert res.layers["0"].mask is None  # a dense layer needs no mask
+    if not prune:
+        assert q.report.stored_bytes <= kmeans_bytes_bound(net[2].weight, 4)
+        assert kmeans_bytes_bound(net[2].weight, 4) < kmeans_bytes_bound(torch.ones(16, 16, 3, 3), 4)
+    save_packed(tmp_path / "m.slim", res, source="")
+    assert torch.equal(load_packed(tmp_path / "m.slim", model=net).model[2].weight, w)

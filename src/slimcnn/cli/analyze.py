@@ -110,7 +110,7 @@ def analyze_cmd(
     cost = analyze(loaded.model, example, runtime=runtime, threads=threads, per_layer=per_layer,  # type: ignore[arg-type]
                    bits=bits, latency=not no_latency, runs=runs)
     if is_slim_source(model) and bits == 32:
-        cost = _as_stored(cost, model.removeprefix("file:"))
+        cost = _as_stored(cost, model.removeprefix("file:"), loaded.model)
     elif model.startswith("file:") and model.lower().endswith(".slimk") and bits == 32:
         cost = _as_stored_kernels(cost, model.removeprefix("file:"))
     rows = _group_rows(loaded.model, example) if groups else None
@@ -124,16 +124,39 @@ def analyze_cmd(
     return 0
 
 
-def _as_stored(cost: Cost, path: str) -> Cost:
+def _as_stored(cost: Cost, path: str, model: Any) -> Cost:
     """``cost`` with the weight bytes a ``.slim`` file stores (codebooks, indices, masks; float32 rest), in total and
-    per quantised layer: the decoded model's float32 bytes (what it printed) are not what k-means saved."""
+    per quantised layer: the decoded model's float32 bytes (what it printed) are not what k-means saved. Whole
+    k×k kernels the file keeps at zero (removed before k-means: compress's kernel stage) are gone from params and
+    MACs, as compress counted them and as a ``.slimk`` is counted."""
     from slimcnn.quantize._format import read_packed, stored_weight_bytes
 
     total, saved = stored_weight_bytes(read_packed(path).header)
     note(f"note: weight bytes as {Path(path).name} stores them: {total:,} B (float32 after decoding: "
          f"{cost.weight_bytes:,} B)")
     rows = tuple(dataclasses.replace(r, weight_bytes=r.weight_bytes - saved.get(r.name, 0)) for r in cost.layers)
-    return dataclasses.replace(cost, weight_bytes=total, layers=rows)
+    cost = dataclasses.replace(cost, weight_bytes=total, layers=rows)
+    zero = {}
+    for name in saved:
+        w = model.get_submodule(name).weight.detach()
+        if w.dim() == 4:
+            zero[name] = (int((w.abs().amax(dim=(2, 3)) == 0).sum()), w.shape[0] * w.shape[1], w[0, 0].numel())
+    return _without_kernels(cost, zero)
+
+
+def _without_kernels(cost: Cost, gone: dict[str, tuple[int, int, int]]) -> Cost:
+    """``cost`` less removed k×k kernels: ``{layer: (kernels gone, kernels in all, weights per kernel)}`` come
+    off the layer's params and, in proportion, its MACs (a sparse kernel engine's work), in its row and the total."""
+    rows = {r.name: r for r in cost.layers}
+    d_params = d_macs = 0
+    for name, (n_gone, n_all, per) in gone.items():
+        if not n_gone or name not in rows:
+            continue
+        r = rows[name]
+        rows[name] = dataclasses.replace(r, params=r.params - n_gone * per, macs=r.macs - r.macs * n_gone // n_all)
+        d_params, d_macs = d_params + n_gone * per, d_macs + r.macs - rows[name].macs
+    return dataclasses.replace(cost, params=cost.params - d_params, macs=cost.macs - d_macs,
+                               layers=tuple(rows.values()))
 
 
 def _as_stored_kernels(cost: Cost, path: str) -> Cost:
@@ -146,24 +169,21 @@ def _as_stored_kernels(cost: Cost, path: str) -> Cost:
 
     header, _ = read_kernel_compact(path)
     rows = {r.name: r for r in cost.layers}
-    d_params = d_macs = d_bytes = 0
+    gone: dict[str, tuple[int, int, int]] = {}
+    d_bytes = 0
     for e in header["tensors"]:
         name = str(e["name"]).removesuffix(".weight")
         if e["kind"] != "kernels" or name not in rows:
             continue
         o, i, kh, kw = e["shape"]
-        gone = o * i - int(e["n_kept"])
-        r = rows[name]
-        stored = int(e["nbytes"]) + int(e["index_nbytes"])
-        new = dataclasses.replace(r, params=r.params - gone * kh * kw, macs=r.macs - r.macs * gone // (o * i),
-                                  weight_bytes=r.weight_bytes - (o * i * kh * kw * getattr(torch, e["dtype"]).itemsize - stored))
-        d_params, d_macs, d_bytes = (d_params + r.params - new.params, d_macs + r.macs - new.macs,
-                                     d_bytes + r.weight_bytes - new.weight_bytes)
-        rows[name] = new
+        gone[name] = (o * i - int(e["n_kept"]), o * i, kh * kw)
+        saved = o * i * kh * kw * getattr(torch, e["dtype"]).itemsize - (int(e["nbytes"]) + int(e["index_nbytes"]))
+        rows[name] = dataclasses.replace(rows[name], weight_bytes=rows[name].weight_bytes - saved)
+        d_bytes += saved
     note(f"note: {Path(path).name} counted as stored: removed kernels are gone (params, MACs: a sparse kernel engine's "
          f"work) and weights are {cost.weight_bytes - d_bytes:,} B (float32 after decoding: {cost.weight_bytes:,} B)")
-    return dataclasses.replace(cost, params=cost.params - d_params, macs=cost.macs - d_macs,
-                               weight_bytes=cost.weight_bytes - d_bytes, layers=tuple(rows.values()))
+    stored = dataclasses.replace(cost, weight_bytes=cost.weight_bytes - d_bytes, layers=tuple(rows.values()))
+    return _without_kernels(stored, gone)
 
 
 def _analyze_onnx(loaded: Any, example: Any, *, runtime: str, threads: int | None, runs: int, latency: bool,

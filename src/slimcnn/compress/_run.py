@@ -381,19 +381,20 @@ def check_codebook(codebook: str, stages: Sequence[StageSpec]) -> None:
 
 def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
           kernel_layers: Sequence[str] = (), codebook: str = "fp32") -> Cost:
-    """Params, MACs, activation bytes by profiling; weight bytes with the k-means layers at their bits, or
-    with the removed kernels of ``kernel_layers`` left out as ``model.slimk`` stores them (params and MACs too,
-    as the kernel search counted them)."""
+    """Params, MACs, activation bytes by profiling, the removed kernels of ``kernel_layers`` left out of params
+    and MACs (as the kernel search counted them; k-means keeps them zero); weight bytes with the k-means layers
+    at their bits (``model.slim``), else without the removed kernels (``model.slimk``)."""
     from slimcnn.measure import profile
     from slimcnn.search.families import kernel_sparse_cost, kmeans_bytes_delta
 
     c = profile(model, x)
     wbytes = c.weight_bytes
+    if layers := _kernel_layers(model, kernel_layers):
+        params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers)
+        c = dataclasses.replace(c, params=params, macs=macs)
+        wbytes = wbytes if kmeans_bits else sparse_bytes
     if kmeans_bits:
         wbytes += kmeans_bytes_delta(model, kmeans_bits, codebook)
-    elif layers := _kernel_layers(model, kernel_layers):
-        params, macs, wbytes = kernel_sparse_cost(model, x, layers)
-        c = dataclasses.replace(c, params=params, macs=macs)
     return dataclasses.replace(c, weight_bytes=wbytes, layers=())
 
 

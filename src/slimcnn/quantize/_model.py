@@ -22,7 +22,7 @@ from slimcnn.quantize._kmeans import (
     dequantize,
     fit_kmeans,
 )
-from slimcnn.quantize._prune import check_factor, global_magnitude_masks, magnitude_mask, n_keep
+from slimcnn.quantize._prune import check_factor, global_magnitude_masks, magnitude_mask
 from slimcnn.quantize._spec import LayerRules, check_rules_used, match_rule, parse_layer_rules
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,13 @@ def stored_bytes(codebook_entries: int, k: int, kept: int, mask: int = 0, codebo
     return codebook_entries * codebook_itemsize + -(-kept * index_width(k) // 8) + mask
 
 
-def kmeans_bytes_bound(numel: int, bits: int, codebook: CodebookDtype = "fp32") -> int:
-    """Stored bytes of a weight of ``numel`` values shared at ``bits`` (one codebook, nothing pruned): an upper
-    bound, since a codebook may need fewer than ``2**bits`` centroids. What searches count for k-means."""
-    return stored_bytes(2**bits, 2**bits, numel, codebook_itemsize=codebook_itemsize(codebook))
+def kmeans_bytes_bound(weight: torch.Tensor, bits: int, codebook: CodebookDtype = "fp32") -> int:
+    """Stored bytes of ``weight`` shared at ``bits`` with one codebook and no magnitude pruning: an upper bound,
+    since a codebook may need fewer than ``2**bits`` centroids. Its exact zeros (removed kernels) are kept zero
+    and stored in the keep mask (:func:`keep_masks`). What searches count for k-means."""
+    mask = keep_masks({"w": weight}, KMeansQuantSpec(bits=(("*", bits),)))["w"]
+    kept = weight.numel() if mask is None else int(mask.sum())
+    return stored_bytes(2**bits, 2**bits, kept, keep_mask_bytes(mask), codebook_itemsize(codebook))
 
 
 def codebook_itemsize(codebook: CodebookDtype) -> int:
@@ -205,27 +208,42 @@ def quantizable_layers(model: nn.Module) -> list[str]:
 
 
 def payload_estimate(model: nn.Module, spec: KMeansQuantSpec) -> dict[str, float]:
-    """Paper-accounted bytes (``bits x kept / 8``) per layer that ``spec`` would give, without k-means.
-
-    Per-layer pruning keeps exactly :func:`~slimcnn.quantize.n_keep` weights; a global threshold
-    needs the masks and computes them.
-    """
+    """Paper-accounted bytes (``bits x kept / 8``) per layer that ``spec`` would give, without k-means (kept:
+    :func:`keep_masks`)."""
     names = quantizable_layers(model)
     check_rules_used(spec.bits, names, option="--bits")
     modules = dict(model.named_modules())
     chosen = {n: int(b) for n in names if (b := match_rule(spec.bits, n)) is not None}
-    if spec.global_prune is not None:
-        masks = global_magnitude_masks({n: modules[n].weight.detach() for n in chosen}, spec.global_prune)
-        kept = {n: (modules[n].weight.numel() if m is None else int(m.sum())) for n, m in masks.items()}
-    else:
-        kept = {n: n_keep(modules[n].weight.numel(), match_rule(spec.prune, n) or 1.0) for n in chosen}
+    masks = keep_masks({n: modules[n].weight.detach() for n in chosen}, spec)
+    kept = {n: (modules[n].weight.numel() if m is None else int(m.sum())) for n, m in masks.items()}
     return {n: chosen[n] * kept[n] / 8 for n in chosen}
+
+
+def keep_masks(weights: dict[str, torch.Tensor], spec: KMeansQuantSpec) -> dict[str, torch.Tensor | None]:
+    """The positions each weight keeps (None: all): magnitude pruning's (``spec.prune`` per layer, or
+    ``spec.global_prune``), and never an exact zero. Zeros are weights an earlier step removed (k×k kernels,
+    pruning): k-means would give them a centroid (the kernels come back, non-zero), so they stay zero and are
+    stored in the keep mask like pruned weights (Deep Compression: prune, then share the survivors)."""
+    if spec.global_prune is not None:
+        masks = global_magnitude_masks(weights, spec.global_prune)
+    else:
+        masks = {n: magnitude_mask(w, match_rule(spec.prune, n) or 1.0) for n, w in weights.items()}
+    return {n: without_zeros(masks[n], w) for n, w in weights.items()}
+
+
+def without_zeros(mask: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor | None:
+    """``mask`` (None: keep all) that also drops ``weight``'s exact zeros (see :func:`keep_masks`)."""
+    nonzero = (weight.detach() != 0).cpu()
+    if bool(nonzero.all()):
+        return mask
+    return nonzero if mask is None else mask & nonzero
 
 
 def quantize_(model: nn.Module, spec: KMeansQuantSpec) -> QuantizeResult:
     """Prune then k-means-quantise ``model`` **in place**; returns the records for packing.
 
-    Order as in Tomè et al.: magnitude pruning first, then k-means over the surviving weights.
+    Order as in Tomè et al.: magnitude pruning first, then k-means over the surviving weights (exact zeros
+    stay zero: :func:`keep_masks`).
 
     Raises:
         ConfigError: a ``bits``/``prune`` pattern matches no conv/linear layer.
@@ -239,11 +257,7 @@ def quantize_(model: nn.Module, spec: KMeansQuantSpec) -> QuantizeResult:
     if not chosen:
         raise ConfigError("--bits selects no layer; nothing to quantise")
     weights = {n: modules[n].weight.detach() for n in chosen}
-    masks: dict[str, torch.Tensor | None]
-    if spec.global_prune is not None:
-        masks = global_magnitude_masks(weights, spec.global_prune)
-    else:
-        masks = {n: magnitude_mask(w, match_rule(spec.prune, n) or 1.0) for n, w in weights.items()}
+    masks = keep_masks(weights, spec)
     result = QuantizeResult(model=model, spec=spec, original_bytes=original)
     for n, bits in chosen.items():
         t0 = time.perf_counter()

@@ -27,8 +27,9 @@ from slimcnn.quantize._model import (
     quantizable_layers,
     quantize_model,
     stored_bytes,
+    without_zeros,
 )
-from slimcnn.quantize._prune import magnitude_mask, n_keep
+from slimcnn.quantize._prune import magnitude_mask
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,8 @@ def plan_memory(
         weight = modules[name].weight
         orig = weight.detach().clone()
         for f in prune_options:
-            mask = magnitude_mask(orig, f)
-            kept = n_keep(orig.numel(), f)
+            mask = without_zeros(magnitude_mask(orig, f), orig)
+            kept = orig.numel() if mask is None else int(mask.sum())
             m_bytes = keep_mask_bytes(mask)
             for b in bits_options:
                 fit = fit_kmeans(orig, b, per_channel=base.per_channel, method=base.method, mask=mask)

@@ -192,8 +192,8 @@ def kmeans_bytes_delta(model: nn.Module, bits: dict[str, int], codebook: str = "
 
     delta = 0
     for layer, b in bits.items():
-        n = model.get_submodule(layer).weight.numel()
-        delta += kmeans_bytes_bound(n, b, codebook) - 4 * n  # type: ignore[arg-type]
+        w = model.get_submodule(layer).weight.detach()
+        delta += kmeans_bytes_bound(w, b, codebook) - 4 * w.numel()  # type: ignore[arg-type]
     return delta
 
 
