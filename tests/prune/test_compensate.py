@@ -213,7 +213,7 @@ def test_least_squares_refit_is_exact_when_the_removed_channels_are_multiples_of
 
 
 def test_repeated_lsq_prunings_reuse_the_full_statistics_and_equal_fresh_ones() -> None:
-    import slimcnn.prune._compensate as comp
+    import slimcnn.prune._lsq as comp
 
     torch.manual_seed(0)
     model = TwinNet().eval()

@@ -13,13 +13,13 @@ from slimcnn.prune._compensate import (
     apply_bias_deltas_,
     bias_delta,
     compensation_deltas,
-    least_squares_fits,
 )
 from slimcnn.prune._criteria import CRITERIA, ScoreContext, group_scores, score_groups
 from slimcnn.prune._knapsack import LatencySelection, knapsack_widths, select_for_latency
 from slimcnn.prune._latency_build import build_latency_table
 from slimcnn.prune._latency_prune import LatencyPruneResult, prune_for_latency_
 from slimcnn.prune._latency_table import GroupLatency, LatencyTable
+from slimcnn.prune._lsq import least_squares_fits
 from slimcnn.prune._plan import PrunePlan, apply_plan, fingerprint
 from slimcnn.prune._presets import chip_cifar_resnet_keep, parse_sparsity
 from slimcnn.prune._select import prunable_groups, removal_for_keep, removal_for_macs, select_removal
