@@ -491,7 +491,7 @@ def test_auto_drops_int8_when_it_makes_the_model_slower(trained_lenet: Path, tmp
     latency target divided by 2. int8 measured no faster is no stage; a resumed run reads the measurement back."""
     import slimcnn.compress._int8 as int8_mod
     from slimcnn.compress import CompressSpec, compress
-    from slimcnn.compress._run import INT8_FACTORS
+    from slimcnn.compress._int8 import INT8_FACTORS
     from slimcnn.search import Budget
 
     monkeypatch.setattr(int8_mod, "int8_factors", lambda *a, **k: {"latency_ms": 1.5})  # the measured slowdown

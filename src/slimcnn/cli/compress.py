@@ -84,8 +84,9 @@ def compress_cmd(
     """
     check_torch_source(model, "compress")
     from slimcnn.compress import CompressSpec, assign_targets, auto_recipe, compress, parse_recipe
+    from slimcnn.compress._int8 import INT8_FACTORS
     from slimcnn.compress._outputs import write_compress_run
-    from slimcnn.compress._run import INT8_FACTORS, check_codebook
+    from slimcnn.compress._run import check_codebook
     from slimcnn.prune._compensate import compensation_mode
     from slimcnn.run import read_result
     from slimcnn.search import Budget

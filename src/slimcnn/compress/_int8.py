@@ -14,16 +14,26 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from slimcnn.compress._recipe import StageSpec
 from slimcnn.export._int8 import Int8Spec, calibration_batches
+from slimcnn.search.budget import Budget
 from slimcnn.types import Cost, Score
 
+if TYPE_CHECKING:  # _run imports this module
+    from slimcnn.compress._run import CompressResult, CompressSpec, StageCallback, StageResult
+
 log = logging.getLogger(__name__)
+
+INT8_FACTORS = "int8-factors.json"
+"""In the state folder: int8's latency factor on the original, measured by the run's first attempt."""
 
 
 @dataclass
@@ -107,3 +117,71 @@ def int8_stage(model: nn.Module, task: Any, x: torch.Tensor, spec: Int8Spec, *, 
     details["onnx_bytes"] = len(data)
     return Int8Outcome(OrtModule(data, float_model=model).eval(), data, fp32, score, cost, float_layers, params,
                        details)
+
+
+def run_int8_factors(original: nn.Module, task: Any, x: Any, spec: CompressSpec, state_dir: Path | None) -> dict[str, float]:
+    """int8's latency factor on the original, measured once per run: a resumed run reads it back, so the recipe
+    it settles (int8 last, or not) is the one the finished stages were made for."""
+    import json
+
+    path = state_dir / INT8_FACTORS if state_dir is not None else None
+    if path is not None and path.is_file():
+        return dict(json.loads(path.read_text()))
+    factors = int8_factors(original, task, x, spec.int8, threads=spec.threads)
+    if path is not None:
+        from slimcnn._io import write_json
+
+        write_json(path, factors)
+    return factors
+
+
+def run_int8_stage(stage: StageSpec, current: nn.Module, current_score: Score, task: Any, x: Any, spec: CompressSpec,
+              base_score: Score, drop_total: float, owned: set[str], budget: Budget, base_cost: Cost, say: StageCallback, i: int,
+              n: int) -> tuple[Any, StageResult]:
+    """The int8 stage of a compress run (:func:`int8_stage`) and its :class:`~slimcnn.compress.StageResult`."""
+    from slimcnn.compress._run import StageResult
+
+    say(i, stage, f"stage {i + 1} of {n}: int8 (ONNX Runtime static QDQ; may lose {drop_total:.4g} "
+                  f"{base_score.metric} in all against the original)")
+    ts = time.perf_counter()
+    out = int8_stage(current, task, x, spec.int8, baseline=base_score, max_drop=drop_total, threads=spec.threads,
+                     float_score=current_score)
+    drop = base_score.drop_to(out.score)
+    met = drop <= drop_total + 1e-12
+    if "weight_bytes" in owned:
+        met = met and out.cost.weight_bytes <= budget.limits["weight_bytes"].limit(base_cost.weight_bytes)
+    layers = [layer for layer in _quantized_layers(out.fp32) if layer not in out.float_layers]
+    step = {"transform": "int8", "layers": layers, "params": out.params}
+    assignment = {layer: 8.0 for layer in layers} | {layer: 32.0 for layer in out.float_layers}
+    result = StageResult("int8", {"max_drop": f"{drop_total:.6g}", **{k: str(budget.limits[k]) for k in owned}},
+                         out.score, out.cost, drop, met, assignment, [step], [], round(time.perf_counter() - ts, 2))
+    return out, result
+
+
+def _quantized_layers(fp32: bytes) -> list[str]:
+    import onnx
+
+    from slimcnn.export._int8 import quantizable_layers
+
+    return list(quantizable_layers(onnx.load_from_string(fp32)))
+
+
+def judge_int8(original: nn.Module, current: nn.Module, float_model: nn.Module | None, out: Any,
+                 results: list[StageResult], stages: tuple[StageSpec, ...], budget: Budget, base_score: Score,
+                 base_cost: Cost, score: Score, x: Any, spec: CompressSpec, factors: dict[str, float],
+                 t0: float) -> CompressResult:
+    """Judge the int8 ONNX model: its cost is the int8 file's, its latency ORT against the original's fp32 ONNX."""
+    from slimcnn.compress._run import CompressResult
+    from slimcnn.export import compare_onnx_latency, torch_to_onnx
+
+    data = current.model_bytes()  # type: ignore[operator]
+    after_cost = results[-1].cost
+    lat = compare_onnx_latency({"before": torch_to_onnx(original, x).SerializeToString(), "after": data}, x,
+                               threads=spec.threads, runs=50)
+    before_cost = dataclasses.replace(base_cost, latency=lat["before"])
+    after_cost = dataclasses.replace(after_cost, latency=lat["after"])
+    checks = budget.check(before_cost, base_score, after_cost, score)
+    return CompressResult(
+        model=current, stages=results, before={"score": base_score, "cost": before_cost},
+        after={"score": score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks), recipe=stages,
+        seconds=time.perf_counter() - t0, int8=out, float_model=float_model, int8_factors=factors)

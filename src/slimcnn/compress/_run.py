@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimcnn.compress._int8 import judge_int8, run_int8_factors, run_int8_stage
 from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, parse_recipe
 from slimcnn.errors import ConfigError
 from slimcnn.export._int8 import Int8Spec
@@ -22,10 +23,6 @@ from slimcnn.search.families import pack
 from slimcnn.types import Cost, Score
 
 log = logging.getLogger(__name__)
-
-INT8_FACTORS = "int8-factors.json"
-"""In the state folder: int8's latency factor on the original, measured by the run's first attempt."""
-
 
 @dataclass(frozen=True)
 class CompressSpec:
@@ -170,7 +167,7 @@ def compress(
     factors: dict[str, float] = {}
     notes: list[str] = []
     if has_int8 and any("latency_ms" in owned[i] for i in range(len(stages) - 1)):
-        factors = _int8_factors(original, task, x, spec, state_dir)
+        factors = run_int8_factors(original, task, x, spec, state_dir)
         if not named and factors["latency_ms"] >= 1.0:
             # depthwise/hard-swish models can run slower in int8 on ONNX Runtime: pruning would then have to buy
             # back int8's loss on top of the target (timm mobilenetv3_small_050: 1.64x / 1.73x, a 0.7x target became 0.4x)
@@ -217,7 +214,7 @@ def compress(
         share = left if last else left / (len(stages) - i)
         if stage.method == "int8":
             float_model = current
-            int8_out, result = _run_int8(stage, current, current_score, task, x, spec, base_score, drop_total, owned[i], budget,
+            int8_out, result = run_int8_stage(stage, current, current_score, task, x, spec, base_score, drop_total, owned[i], budget,
                                          base_cost, say, i, len(stages))
             current, current_score = int8_out.module, int8_out.score
             results.append(result)
@@ -275,7 +272,7 @@ def compress(
             current_score = task.evaluate(packed.model.eval(), device=spec.device)
         current = packed.model.eval()
     if stages[-1].method == "int8":
-        return _finish_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
+        return judge_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
                             base_cost, current_score, x, spec, factors, t0)
     final_cost = _cost(current, x, kmeans_bits, kernel_layers, spec.codebook)
     if packed is not None:  # what model.slim stores exactly (a codebook may need fewer than 2**bits centroids)
@@ -294,57 +291,6 @@ def compress(
         after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
         recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed,
         kernel_layers=() if kmeans_bits else tuple(_kernel_layers(current, kernel_layers)), notes=tuple(notes))
-
-
-def _run_int8(stage: StageSpec, current: nn.Module, current_score: Score, task: Any, x: Any, spec: CompressSpec,
-              base_score: Score, drop_total: float, owned: set[str], budget: Budget, base_cost: Cost, say: StageCallback, i: int,
-              n: int) -> tuple[Any, StageResult]:
-    """The int8 stage: quantise, score against the original, float fallback while the drop is exceeded."""
-    from slimcnn.compress._int8 import int8_stage
-
-    say(i, stage, f"stage {i + 1} of {n}: int8 (ONNX Runtime static QDQ; may lose {drop_total:.4g} "
-                  f"{base_score.metric} in all against the original)")
-    ts = time.perf_counter()
-    out = int8_stage(current, task, x, spec.int8, baseline=base_score, max_drop=drop_total, threads=spec.threads,
-                     float_score=current_score)
-    drop = base_score.drop_to(out.score)
-    met = drop <= drop_total + 1e-12
-    if "weight_bytes" in owned:
-        met = met and out.cost.weight_bytes <= budget.limits["weight_bytes"].limit(base_cost.weight_bytes)
-    layers = [layer for layer in _int8_layers(out.fp32) if layer not in out.float_layers]
-    step = {"transform": "int8", "layers": layers, "params": out.params}
-    assignment = {layer: 8.0 for layer in layers} | {layer: 32.0 for layer in out.float_layers}
-    result = StageResult("int8", {"max_drop": f"{drop_total:.6g}", **{k: str(budget.limits[k]) for k in owned}},
-                         out.score, out.cost, drop, met, assignment, [step], [], round(time.perf_counter() - ts, 2))
-    return out, result
-
-
-def _int8_layers(fp32: bytes) -> list[str]:
-    import onnx
-
-    from slimcnn.export._int8 import quantizable_layers
-
-    return list(quantizable_layers(onnx.load_from_string(fp32)))
-
-
-def _finish_int8(original: nn.Module, current: nn.Module, float_model: nn.Module | None, out: Any,
-                 results: list[StageResult], stages: tuple[StageSpec, ...], budget: Budget, base_score: Score,
-                 base_cost: Cost, score: Score, x: Any, spec: CompressSpec, factors: dict[str, float],
-                 t0: float) -> CompressResult:
-    """Judge the int8 ONNX model: its cost is the int8 file's, its latency ORT against the original's fp32 ONNX."""
-    from slimcnn.export import compare_onnx_latency, torch_to_onnx
-
-    data = current.model_bytes()  # type: ignore[operator]
-    after_cost = results[-1].cost
-    lat = compare_onnx_latency({"before": torch_to_onnx(original, x).SerializeToString(), "after": data}, x,
-                               threads=spec.threads, runs=50)
-    before_cost = dataclasses.replace(base_cost, latency=lat["before"])
-    after_cost = dataclasses.replace(after_cost, latency=lat["after"])
-    checks = budget.check(before_cost, base_score, after_cost, score)
-    return CompressResult(
-        model=current, stages=results, before={"score": base_score, "cost": before_cost},
-        after={"score": score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks), recipe=stages,
-        seconds=time.perf_counter() - t0, int8=out, float_model=float_model, int8_factors=factors)
 
 
 def _recover(model: nn.Module, task: Any, original: nn.Module, kept: list[Any], spec: CompressSpec) -> Score:
@@ -420,24 +366,6 @@ def _target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:
         elif key != "latency_ms":
             out[key] = amount.value / max(float(getattr(base_cost, key)), 1.0)
     return out
-
-
-def _int8_factors(original: nn.Module, task: Any, x: Any, spec: CompressSpec, state_dir: Path | None) -> dict[str, float]:
-    """int8's latency factor on the original, measured once per run: a resumed run reads it back, so the recipe
-    it settles (int8 last, or not) is the one the finished stages were made for."""
-    import json
-
-    from slimcnn.compress._int8 import int8_factors
-
-    path = state_dir / INT8_FACTORS if state_dir is not None else None
-    if path is not None and path.is_file():
-        return dict(json.loads(path.read_text()))
-    factors = int8_factors(original, task, x, spec.int8, threads=spec.threads)
-    if path is not None:
-        from slimcnn._io import write_json
-
-        write_json(path, factors)
-    return factors
 
 
 def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.Module, original: nn.Module, x: Any,
