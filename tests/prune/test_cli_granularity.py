@@ -28,7 +28,7 @@ def test_kernel_granularity_writes_a_smaller_compact_file(tmp_path: Path, capsys
 
 
 def test_a_kernel_pruned_file_stores_the_written_model_and_loads_without_its_source(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """model.slimk was written before emptied channels were dropped (it rebuilt the source's widths, unlike model.pt)
     and rebuilt its architecture from the source, so a `file:` model's .slimk failed to load once that file moved
     (or from another directory: the path was relative). It now records the written model's architecture."""
@@ -43,6 +43,12 @@ def test_a_kernel_pruned_file_stores_the_written_model_and_loads_without_its_sou
     monkeypatch.chdir(again)
     x = torch.rand(1, 1, 20, 20)
     for folder in (tmp_path / "k", again):
+        result = json.loads((folder / "result.json").read_text())
+        capsys.readouterr()
+        assert main(["analyze", f"file:{folder / 'model.slimk'}", "--json", "--no-latency"]) == 0
+        stored_cost = json.loads(capsys.readouterr().out)  # the summary counts the kept kernels, as analyze does
+        assert (result["after"]["cost"]["params"], result["after"]["cost"]["macs"]) == (
+            stored_cost["params"], stored_cost["macs"])
         written = load_model(f"file:{folder / 'model.pt'}")
         stored = load_model(f"file:{folder / 'model.slimk'}")
         assert [p.shape for p in stored.model.parameters()] == [p.shape for p in written.model.parameters()]

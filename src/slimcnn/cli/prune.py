@@ -316,6 +316,7 @@ def _prune_kernels(loaded: Any, example: Any, granularity: str, *, criterion: st
         default_kernel_layers,
         drop_removable_channels_,
         group_kernels_,
+        kept_to_json,
         kernel_masks,
     )
     from slimcnn.run import PlanStep
@@ -326,7 +327,7 @@ def _prune_kernels(loaded: Any, example: Any, granularity: str, *, criterion: st
         masks = kernel_masks(new_model, ratio, criterion)  # type: ignore[arg-type]
         apply_kernel_masks_(new_model, masks)
         details["dropped_channels"] = drop_removable_channels_(new_model, example)  # model.slimk: written by _finish
-        kept = {k: m.flatten().nonzero().flatten().tolist() for k, m in masks.items()}
+        kept = kept_to_json(masks)
         step = PlanStep("prune_kernels", tuple(kept), {"kept": kept, "criterion": criterion, "prune_ratio": ratio,
                                                        "drop_channels": True})
     else:
@@ -351,7 +352,7 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
 
     from slimcnn.prune import fingerprint
     from slimcnn.run import Plan, RunResult, environment, write_run
-    from slimcnn.run._artifacts import write_plan_artifact
+    from slimcnn.run._artifacts import kernel_layers, write_plan_artifact
     from slimcnn.run._measure import measure_pair, original_shapes, save_model_files
 
     written = save_model_files(loaded, new_model, example, run.path)
@@ -361,6 +362,11 @@ def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, s
                                  runtime=runtime, threads=threads)
     for artifact in stored.values():  # a byte budget is judged on the compact file, as in the run that made the plan
         after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, weight_bytes=artifact["weight_bytes"]))
+    if stored and (layers := kernel_layers(steps, written)):  # removed kernels are gone, as compress and analyze count
+        from slimcnn.search.families import kernel_sparse_cost
+
+        params, macs, _ = kernel_sparse_cost(written, example, layers)
+        after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, params=params, macs=macs))
     checks = _checks(options, before.cost, after.cost)
     if "latency_target" in details and before.cost.latency is not None and after.cost.latency is not None:
         measured = after.cost.latency.median_ms / max(before.cost.latency.median_ms, 1e-12)

@@ -19,9 +19,11 @@ first. Pruning single kernels is our design choice (PAPERS.md §1.2), not a repr
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -41,6 +43,8 @@ __all__ = [
     "default_kernel_layers",
     "drop_removable_channels_",
     "group_kernels_",
+    "kept_mask",
+    "kept_to_json",
     "kernel_masks",
     "kernel_scores",
     "load_kernel_compact",
@@ -53,6 +57,40 @@ log = logging.getLogger(__name__)
 
 KernelCriterion = Literal["l1", "sparsity"]
 KERNEL_CRITERIA: tuple[str, ...] = ("l1", "sparsity")
+
+
+# ---- kept kernels in a plan ---------------------------------------------------------------------
+def kept_to_json(masks: dict[str, Tensor]) -> dict[str, dict[str, Any]]:
+    """Each layer's kept kernels as a plan stores them: ``{"shape": [out, in], "count": kept, "bitmap": ...}``,
+    the bitmap being the ``out*in`` keep bits in row-major order, packed and base64-encoded (a list of flat
+    indices made a YOLOv8n plan 9.5 MB of JSON)."""
+    out = {}
+    for layer, m in masks.items():
+        bits = np.packbits(m.detach().cpu().reshape(-1).numpy().astype(bool))
+        out[layer] = {"shape": [int(m.shape[0]), int(m.shape[1])], "count": int(m.sum()),
+                      "bitmap": base64.b64encode(bits.tobytes()).decode("ascii")}
+    return out
+
+
+def kept_mask(kept: Any, shape: tuple[int, int]) -> Tensor:
+    """The ``[out, in]`` keep mask of one layer from a plan: :func:`kept_to_json`'s form, or the flat kernel
+    indices older plans store.
+
+    Raises:
+        ConfigError: the plan's shape is not ``shape`` (the layer in the model), or an index is out of range.
+    """
+    n = shape[0] * shape[1]
+    if isinstance(kept, dict):
+        if [int(d) for d in kept.get("shape", ())] != list(shape):
+            raise ConfigError(f"the plan keeps kernels of a {kept.get('shape')} layer, the model's is {list(shape)}")
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(kept["bitmap"]), dtype=np.uint8), count=n)
+        return torch.from_numpy(bits.astype(bool)).view(shape)
+    index = torch.as_tensor(list(kept), dtype=torch.long)
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
+        raise ConfigError(f"the plan keeps kernel index {int(index.max())} of a layer with {n} kernels")
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[index] = True
+    return mask.view(shape)
 
 
 # ---- scoring and masks -------------------------------------------------------------------------

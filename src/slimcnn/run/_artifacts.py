@@ -78,3 +78,11 @@ def write_plan_artifact(folder: Path, loaded: Any, steps: Sequence[Any], written
 
         return {"slim": write_slim(folder, loaded, quantize_model(written, kmeans_step_spec(last)), written)}
     return {"slimk": write_slimk(folder, loaded, written, list(last.params.get("kept", {})))}
+
+
+def kernel_layers(steps: Sequence[Any], model: nn.Module) -> list[str]:
+    """The layers a plan's ``prune_kernels`` steps removed kernels from that are still convolutions of ``model`` (a
+    later low-rank step may have factorised one)."""
+    names = dict.fromkeys(layer for s in steps if s.transform == "prune_kernels" for layer in s.params.get("kept", {}))
+    convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    return [n for n in names if n in convs]

@@ -170,17 +170,14 @@ def _prune_channels(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.M
 
 @TRANSFORMS.register("prune_kernels")
 def _prune_kernels(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.Module:
-    """``params``: ``{"kept": {layer: [flat kernel index o*in+i, ...]}, "drop_channels": bool}``."""
-    import torch
-
-    from slimcnn.prune.kernel import apply_kernel_masks_, drop_removable_channels_
+    """``params``: ``{"kept": {layer: kept kernels (:func:`slimcnn.prune.kernel.kept_to_json`)}, "drop_channels":
+    bool}``."""
+    from slimcnn.prune.kernel import apply_kernel_masks_, drop_removable_channels_, kept_mask
 
     masks = {}
     for layer, kept in step.params.get("kept", {}).items():
         w = _weight(model, layer)
-        mask = torch.zeros(w.shape[0] * w.shape[1], dtype=torch.bool)
-        mask[torch.as_tensor(kept, dtype=torch.long)] = True
-        masks[layer] = mask.view(w.shape[0], w.shape[1])
+        masks[layer] = kept_mask(kept, (w.shape[0], w.shape[1]))
     apply_kernel_masks_(model, masks)
     if step.params.get("drop_channels"):
         drop_removable_channels_(model, ctx.example_input)

@@ -47,14 +47,14 @@ def search_steps(model: nn.Module, spec: Any, result: Any, example_input: Any) -
 
 
 def _kernel_step(model: nn.Module, spec: Any, assignment: dict[str, float]) -> PlanStep:
-    from slimcnn.prune.kernel import kernel_masks
+    from slimcnn.prune.kernel import kept_to_json, kernel_masks
 
     criterion = spec.criterion or "l1"
     new = copy.deepcopy(model)
-    kept = {}
+    masks = {}
     for layer, amount in assignment.items():  # the family's order: masks of one layer never read another's
-        mask = kernel_masks(new, amount, criterion, layers=[layer])[layer]
-        kept[layer] = mask.flatten().nonzero().flatten().tolist()
+        masks[layer] = kernel_masks(new, amount, criterion, layers=[layer])[layer]
+    kept = kept_to_json(masks)
     return PlanStep("prune_kernels", tuple(kept), {"kept": kept, "criterion": criterion, "drop_channels": False})
 
 
