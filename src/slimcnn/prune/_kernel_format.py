@@ -46,7 +46,7 @@ class KernelFileStats:
 
     file_bytes: int
     header_bytes: int
-    """Magic, length, JSON header and checksum."""
+    """Magic, length, JSON header, the architecture record when one is stored (a pickled module: a few KB) and checksum."""
     kernel_value_bytes: int
     """Kept kernel weights of the pruned layers."""
     index_bytes: int
