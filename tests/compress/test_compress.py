@@ -258,22 +258,22 @@ def test_the_least_drop_search_reuses_the_points_its_stage_measured(trained_lene
 
     from slimcnn.compress import CompressSpec, compress
     from slimcnn.search import Budget
-    from slimcnn.search.run import _Context
+    from slimcnn.search._context import SearchContext
 
     judged: list[str] = []
     replayed: list[str] = []
-    judge, replay = _Context.judge, _Context.replay
+    judge, replay = SearchContext.judge, SearchContext.replay
 
-    def counting_judge(self: _Context, assignment: dict[str, float], model: torch.nn.Module) -> object:
+    def counting_judge(self: SearchContext, assignment: dict[str, float], model: torch.nn.Module) -> object:
         judged.append(_json.dumps(assignment, sort_keys=True))
         return judge(self, assignment, model)
 
-    def counting_replay(self: _Context, point: object) -> object:
+    def counting_replay(self: SearchContext, point: object) -> object:
         replayed.append(_json.dumps(point.assignment, sort_keys=True))  # type: ignore[attr-defined]
         return replay(self, point)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_Context, "judge", counting_judge)
-    monkeypatch.setattr(_Context, "replay", counting_replay)
+    monkeypatch.setattr(SearchContext, "judge", counting_judge)
+    monkeypatch.setattr(SearchContext, "replay", counting_replay)
     loaded = load_model(f"file:{trained_lenet}")
     task = make_task("classification", "digits", info=loaded.info)
     # prune's share of a 0.01-point drop cannot reach 0.4x MACs: it meets the MACs at the least drop instead

@@ -103,7 +103,7 @@ def test_cli_search_killed_mid_way_resumes_from_its_trials(trained_lenet: Path, 
     args = ["search", f"file:{trained_lenet}", "--task", "classification", "--data", "digits", "--max-drop", "3",
             "--macs", "0.6x", "--finetune-steps", "2", "--limit", "60"]
     calls: list[int] = []
-    real = search_run._Context.finetune
+    real = search_run.SearchContext.finetune
 
     def counted(self: Any, model: nn.Module, assignment: Any = None) -> None:
         calls.append(1)
@@ -111,7 +111,7 @@ def test_cli_search_killed_mid_way_resumes_from_its_trials(trained_lenet: Path, 
             raise KeyboardInterrupt
         real(self, model, assignment)
 
-    monkeypatch.setattr(search_run._Context, "finetune", counted)
+    monkeypatch.setattr(search_run.SearchContext, "finetune", counted)
     stop_at = 0
     assert main([*args, "--out", str(tmp_path / "ref")]) == 0
     total = len(calls)

@@ -81,6 +81,6 @@ def _normalised(metric: float, ref: float, higher_is_better: bool) -> float:
 
 
 def _as_point(i: int, assignment: dict[str, float], base: Any, score: Any, cost: Any, ctx: Any, base_cost: Any) -> Any:
-    from slimcnn.search.run import _point
+    from slimcnn.search._context import _point
 
     return _point(i, assignment, base, score, cost, ctx.budget, base_cost)
