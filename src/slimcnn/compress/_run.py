@@ -17,7 +17,7 @@ from slimcnn.compress._int8 import judge_int8, run_int8_factors, run_int8_stage
 from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, parse_recipe
 from slimcnn.errors import ConfigError
 from slimcnn.export._int8 import Int8Spec
-from slimcnn.run._artifacts import same_weights
+from slimcnn.run._artifacts import same_weights, still_convs
 from slimcnn.search.budget import Amount, Budget, ConstraintCheck
 from slimcnn.search.families import pack
 from slimcnn.types import Cost, Score
@@ -290,7 +290,7 @@ def compress(
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
         recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed,
-        kernel_layers=() if kmeans_bits else tuple(_kernel_layers(current, kernel_layers)), notes=tuple(notes))
+        kernel_layers=() if kmeans_bits else tuple(still_convs(current, kernel_layers)), notes=tuple(notes))
 
 
 def _recover(model: nn.Module, task: Any, original: nn.Module, kept: list[Any], spec: CompressSpec) -> Score:
@@ -335,26 +335,13 @@ def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
 
     c = profile(model, x)
     wbytes = c.weight_bytes
-    if layers := _kernel_layers(model, kernel_layers):
+    if layers := still_convs(model, kernel_layers):
         params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers)
         c = dataclasses.replace(c, params=params, macs=macs)
         wbytes = wbytes if kmeans_bits else sparse_bytes
     if kmeans_bits:
         wbytes += kmeans_bytes_delta(model, kmeans_bits, codebook)
     return dataclasses.replace(c, weight_bytes=wbytes, layers=())
-
-
-def _kernel_layers(model: nn.Module, names: Sequence[str]) -> list[str]:
-    """The kernel-pruned layers still convolutions in ``model`` (a later low-rank stage may have factorised one)."""
-    out = []
-    for name in dict.fromkeys(names):
-        try:
-            m = model.get_submodule(name)
-        except AttributeError:
-            continue
-        if isinstance(m, nn.Conv2d):
-            out.append(name)
-    return out
 
 
 def _target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:

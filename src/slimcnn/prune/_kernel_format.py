@@ -6,9 +6,10 @@ Layout (little-endian)::
 
 The header holds the format/version, the model source, how to rebuild the architecture (``arch``: a source
 string that builds it, or the module pickled with its weights on ``meta`` after the payload's tensors, as in
-a ``.slim`` file; :mod:`slimcnn.models._architecture`), the model's info, and one entry per state-dict tensor: ``dense`` (raw bytes) or ``kernels`` (the kept kernels ``[n_kept, kh, kw]`` in
-``(out, in)`` row-major order plus an index: a bitmap of ``out*in`` bits or a list of flat indices
-as uint16/uint32, whichever is smaller).
+a ``.slim`` file; :mod:`slimcnn.models._architecture`), the model's info, and one entry per state-dict
+tensor: ``dense`` (raw bytes) or ``kernels`` (the kept kernels ``[n_kept, kh, kw]`` in ``(out, in)``
+row-major order plus an index: a bitmap of ``out*in`` bits or a list of flat indices as uint16/uint32,
+whichever is smaller).
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class KernelFileStats:
 
     file_bytes: int
     header_bytes: int
-    """Magic, length, JSON header, the architecture record when one is stored (a pickled module: a few KB) and checksum."""
+    """Magic, length, JSON header, the architecture record when one is stored (a pickled module: a few KB) and
+    checksum."""
     kernel_value_bytes: int
     """Kept kernel weights of the pruned layers."""
     index_bytes: int
