@@ -100,6 +100,24 @@ def test_codebook_with_zeros_keeps_both() -> None:
     assert torch.all(w[zeros] == 0) and w[~zeros].unique().numel() <= 4
 
 
+def test_a_codebook_alone_keeps_the_zeros_kmeans_left_out() -> None:
+    """k-means keeps exact zeros out of the codebook (removed kernels, pruning); a codebook promise without a zeros
+    promise counted them as one more centroid and refused the layer (compress --recipe kmeans of a kernel-pruned
+    model: "holds 5 distinct weights, more than 2**2")."""
+    model = _net()
+    with torch.no_grad():
+        model[2].weight[:, :3] = 0  # removed kernels
+    res = quantize_model(model, KMeansQuantSpec.parse("2=2"))
+    model = res.model
+    zeros = model[2].weight.detach() == 0
+    assert model[2].weight.detach().unique().numel() == 5  # four centroids and the zeros
+    with keep_promises(model, [Promise("2", "codebook", bits=2)]):
+        _train(model)
+    w = model[2].weight.detach()
+    assert torch.all(w[zeros] == 0) and w[~zeros].unique().numel() <= 4
+    check_promises(model, [Promise("2", "codebook", bits=2)])
+
+
 def test_broken_or_bad_promises_are_refused() -> None:
     model = _net()
     with pytest.raises(BrokenPromiseError, match="not k-means quantised at 2 bits"):

@@ -106,7 +106,7 @@ def kmeans_bytes_bound(weight: torch.Tensor, bits: int, codebook: CodebookDtype 
     """Stored bytes of ``weight`` shared at ``bits`` with one codebook and no magnitude pruning: an upper bound,
     since a codebook may need fewer than ``2**bits`` centroids. Its exact zeros (removed kernels) are kept zero
     and stored in the keep mask (:func:`keep_masks`). What searches count for k-means."""
-    mask = keep_masks({"w": weight}, KMeansQuantSpec(bits=(("*", bits),)))["w"]
+    mask = without_zeros(None, weight)
     kept = weight.numel() if mask is None else int(mask.sum())
     return stored_bytes(2**bits, 2**bits, kept, keep_mask_bytes(mask), codebook_itemsize(codebook))
 

@@ -3,9 +3,10 @@
 A :class:`Promise` is data (a layer FQN and what must hold for its weight); what exactly holds is
 read from the model when :func:`keep_promises` enters:
 
-- ``codebook`` (k-means, ``bits``): the weight's distinct values (at most ``2**bits``, per output
+- ``codebook`` (k-means, ``bits``): the weight's distinct non-zero values (at most ``2**bits``, per output
   channel with ``per_channel``) become trainable centroids; each weight keeps its centroid index,
-  so a centroid's gradient is the sum of its weights' gradients (Deep Compression §3.2).
+  so a centroid's gradient is the sum of its weights' gradients (Deep Compression §3.2); exact zeros
+  (pruned or removed before k-means) stay zero.
 - ``zeros`` (kernel pruning, magnitude sparsity): the weights that are exactly zero stay zero.
 - ``shape`` (channel pruning, low rank): the weight keeps its shape (pruned widths never grow back).
 
@@ -134,22 +135,26 @@ class KeepZeros(nn.Module):
 
 
 def codebook_of(weight: torch.Tensor, bits: int, *, per_channel: bool = False,
-                keep_zeros: bool = False, layer: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                layer: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Read a k-means layer's ``(codebook, indices, mask)`` back from its dense weight.
 
+    Exact zeros are positions k-means left out (pruned, or removed before it:
+    :func:`slimcnn.quantize.keep_masks`), not a centroid: they are the ``mask`` (None when there are none)
+    and stay zero through a fine-tune.
+
     Args:
-        weight: the layer's weight, holding at most ``2**bits`` distinct values (per output channel
-            with ``per_channel``; exact zeros not counted when ``keep_zeros``).
+        weight: the layer's weight, holding at most ``2**bits`` distinct non-zero values (per output
+            channel with ``per_channel``).
         bits: bits per index.
         per_channel: one codebook per output channel (``codebook`` is then ``[out, K]``, padded).
-        keep_zeros: exact zeros are pruned positions (``mask``), not a centroid.
         layer: the FQN, for messages.
 
     Raises:
         BrokenPromiseError: more distinct values than ``2**bits``.
     """
     w = weight.detach().cpu().to(torch.float32).reshape(weight.shape[0] if per_channel else 1, -1)
-    mask = (w != 0) if keep_zeros else None
+    nonzero = w != 0
+    mask = None if bool(nonzero.all()) else nonzero
     limit = 2 ** int(bits)
     books, indices = [], []
     for r in range(w.shape[0]):
@@ -210,7 +215,7 @@ def keep_promises(model: nn.Module, promises: Iterable[Promise]) -> Iterator[dic
         book = next((p for p in ps if p.kind == "codebook"), None)
         if book is not None:
             codebook, idx, mask = codebook_of(module.weight, int(book.bits or 0), per_channel=book.per_channel,
-                                              keep_zeros=layer in zeros, layer=layer)
+                                              layer=layer)
             made[layer] = SharedWeight(codebook, idx, mask, module.weight.shape, fp16=book.fp16,
                                        grad="mean").to(module.weight.device)
         elif layer in zeros:
@@ -256,7 +261,7 @@ def _check(model: nn.Module, by_layer: dict[str, list[Promise]], shapes: dict[st
             raise BrokenPromiseError(f"layer '{layer}': removed weights became non-zero during fine-tuning")
         for p in ps:
             if p.kind == "codebook":
-                codebook_of(w, int(p.bits or 0), per_channel=p.per_channel, keep_zeros=layer in zeros, layer=layer)
+                codebook_of(w, int(p.bits or 0), per_channel=p.per_channel, layer=layer)
 
 
 def check_promises(model: nn.Module, promises: Iterable[Promise]) -> None:
