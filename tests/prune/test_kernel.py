@@ -296,3 +296,6 @@ def test_plans_store_kept_kernels_as_a_bitmap_and_read_old_index_lists() -> None
         kept_mask(stored["a"], (48, 64))
     with pytest.raises(ConfigError, match="kernel index"):
         kept_mask([0, 15], (3, 5))
+    for broken in ({**stored["a"], "bitmap": "!!notbase64"}, {**stored["a"], "count": 1}, {**stored["a"], "bitmap": ""}):
+        with pytest.raises(ConfigError, match="bitmap of 'a'"):
+            kept_mask(broken, (64, 48), "a")

@@ -72,22 +72,32 @@ def kept_to_json(masks: dict[str, Tensor]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def kept_mask(kept: Any, shape: tuple[int, int]) -> Tensor:
+def kept_mask(kept: Any, shape: tuple[int, int], layer: str = "") -> Tensor:
     """The ``[out, in]`` keep mask of one layer from a plan: :func:`kept_to_json`'s form, or the flat kernel
     indices older plans store.
 
     Raises:
-        ConfigError: the plan's shape is not ``shape`` (the layer in the model), or an index is out of range.
+        ConfigError: the plan's shape is not ``shape`` (the layer in the model), its bitmap does not decode to
+            ``count`` kept kernels, or an index is out of range.
     """
     n = shape[0] * shape[1]
+    where = f" of '{layer}'" if layer else ""
     if isinstance(kept, dict):
         if [int(d) for d in kept.get("shape", ())] != list(shape):
-            raise ConfigError(f"the plan keeps kernels of a {kept.get('shape')} layer, the model's is {list(shape)}")
-        bits = np.unpackbits(np.frombuffer(base64.b64decode(kept["bitmap"]), dtype=np.uint8), count=n)
+            raise ConfigError(f"the plan keeps kernels{where} of a {kept.get('shape')} layer, the model's is "
+                              f"{list(shape)}: apply it to the model it was made from")
+        try:
+            raw = base64.b64decode(str(kept["bitmap"]), validate=True)
+        except (KeyError, ValueError) as e:
+            raise ConfigError(f"the plan's kernel bitmap{where} is corrupt ({e}); re-create the plan") from e
+        bits = np.unpackbits(np.frombuffer(raw, dtype=np.uint8), count=n) if len(raw) * 8 >= n else None
+        if bits is None or int(bits.sum()) != int(kept.get("count", -1)):
+            raise ConfigError(f"the plan's kernel bitmap{where} does not hold its {kept.get('count')} kept kernels; "
+                              "re-create the plan")
         return torch.from_numpy(bits.astype(bool)).view(shape)
     index = torch.as_tensor(list(kept), dtype=torch.long)
     if index.numel() and (int(index.min()) < 0 or int(index.max()) >= n):
-        raise ConfigError(f"the plan keeps kernel index {int(index.max())} of a layer with {n} kernels")
+        raise ConfigError(f"the plan keeps kernel index {int(index.max())}{where}, a layer with {n} kernels")
     mask = torch.zeros(n, dtype=torch.bool)
     mask[index] = True
     return mask.view(shape)

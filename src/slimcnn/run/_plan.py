@@ -177,7 +177,7 @@ def _prune_kernels(model: nn.Module, step: PlanStep, ctx: ApplyContext) -> nn.Mo
     masks = {}
     for layer, kept in step.params.get("kept", {}).items():
         w = _weight(model, layer)
-        masks[layer] = kept_mask(kept, (w.shape[0], w.shape[1]))
+        masks[layer] = kept_mask(kept, (w.shape[0], w.shape[1]), layer)
     apply_kernel_masks_(model, masks)
     if step.params.get("drop_channels"):
         drop_removable_channels_(model, ctx.example_input)
