@@ -136,3 +136,33 @@ def test_scores_print_percent_and_db_to_2_decimals_fractions_to_4_digits() -> No
     sr = Score("psnr", 31.406, metrics={"psnr": 31.406, "ssim": 0.88264}, n=5, dataset="Set5 x3")
     assert format_score(sr) == "psnr 31.41 dB  ssim 0.8826  (n=5, Set5 x3)"
     assert format_score(Score("top1", 83.2, metrics={"top1": 83.2}, n=10)) == "top1 83.20 %  (n=10, )"
+
+
+@pytest.mark.parametrize("how", [["prune", "--granularity", "kernel", "--ratio", "0.6", "--no-latency"],
+                                 ["quantize", "--bits", "3"]])
+def test_training_a_compressed_file_keeps_its_compression(how: list[str], trained_lenet: Path, tmp_path: Path) -> None:
+    """`slimcnn train file:model.slimk` trained the removed kernels back (0 % zero after 20 steps; prune's hint
+    suggested exactly that command) and `train file:model.slim` the codebooks away. The fine-tune now keeps what
+    the file holds, and the trained model is written in the same format, decoding to its model.pt."""
+    from slimcnn.models import load_model
+
+    made = tmp_path / "made"
+    assert main([how[0], f"file:{trained_lenet}", *how[1:], "--out", str(made)]) == 0
+    compact = "model.slimk" if how[0] == "prune" else "model.slim"
+    trained = tmp_path / "trained"
+    assert main(["train", f"file:{made / compact}", "--task", "classification", "--data", "digits", "--steps", "20",
+                 "--lr", "0.05", "--out", str(trained)]) == 0
+    before = load_model(f"file:{made / compact}").model
+    after = load_model(f"file:{trained / 'model.pt'}").model
+    assert not all(torch.equal(a, b) for a, b in zip(before.state_dict().values(), after.state_dict().values(),
+                                                      strict=True)), "it did not train"
+    for name, m in after.named_modules():
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) and m.weight.dim() >= 2:
+            w, w0 = m.weight.detach(), before.get_submodule(name).weight.detach()
+            assert torch.equal(w[w0 == 0], torch.zeros_like(w[w0 == 0])), name  # removed stays removed
+            if how[0] == "quantize":
+                assert w[w != 0].unique().numel() <= 2**3, name  # codebooks kept
+    details = json.loads((trained / "result.json").read_text())["details"]
+    assert details[compact.removeprefix("model.")]["decodes_to_model_pt"]
+    again = load_model(f"file:{trained / compact}").model
+    assert all(torch.equal(a, b) for a, b in zip(again.state_dict().values(), after.state_dict().values(), strict=True))

@@ -402,7 +402,9 @@ def _finetune_hint(result: Any, out: Path, task: str | None, data: str | None) -
     # an untrained detector scores 0 before and after: nothing was lost (its relative drop is 0/0)
     if before is None or after is None or before.drop_to(after) <= 0 or before.drop_to(after, relative=True) <= 0.01:
         return None
-    model, data = shlex.quote(f"file:{out / 'model.pt'}"), shlex.quote(str(data))
+    # from model.slimk, train keeps the removed kernels at zero (from model.pt it would train them back)
+    name = "model.slimk" if (out / "model.slimk").exists() else "model.pt"
+    model, data = shlex.quote(f"file:{out / name}"), shlex.quote(str(data))
     return (f"note: {before.metric} dropped {before.drop_to(after):.3g} without fine-tuning; recover it with "
             f"`slimcnn train {model} --task {task} --data {data} --steps N --out DIR`, or prune and "
             "fine-tune (by distillation from the original) in one run with `slimcnn compress`")

@@ -78,7 +78,7 @@ def train_cmd(
     from slimcnn.models.files import trained_notes
     from slimcnn.run import Measured, RunResult, environment, write_run
     from slimcnn.tasks import make_task, resolve_task
-    from slimcnn.train import AMP_DTYPES, is_main, join_from_env
+    from slimcnn.train import AMP_DTYPES, is_main, join_from_env, keep_promises
 
     check_device(device)
     data = data_or_both(data, train_data, val_data)
@@ -129,8 +129,10 @@ def train_cmd(
         model_notes(loaded.info, loaded.source)
         before = t.evaluate(loaded.model, limit=limit, device=device)
         (note if as_json else say)(f"before: {format_score(before)}")
-        stats = t.finetune(loaded.model, steps, device=device, seed=seed, progress=not as_json, checkpoint=ckpt,
-                           checkpoint_every=every, **options)
+        compact = _compact_source(model)
+        with keep_promises(loaded.model, compact[1]):
+            stats = t.finetune(loaded.model, steps, device=device, seed=seed, progress=not as_json, checkpoint=ckpt,
+                               checkpoint_every=every, **options)
         after = t.evaluate(loaded.model, limit=limit, device=device)
         trained = " ".join(f"{k}={v}" for k, v in options.items())
         trained_on = getattr(getattr(t, "eval_set", None), "classes", None)  # the classes the model now predicts
@@ -140,13 +142,14 @@ def train_cmd(
             notes=(*trained_notes(loaded.info.notes), f"fine-tuned by slimcnn train: {kind} on {data}, {steps} steps {trained}".rstrip()),
         )
         save_model(LoadedModel(loaded.model, loaded.source, info), run.path / "model.pt")
+        stored = _write_compact(run.path, loaded, compact)
         skipped = getattr(t, "skipped", None)  # streamed images that could not be decoded
         skipped_details = {"skipped_images": skipped.count, "skipped_examples": skipped.examples} if skipped else {}
         result = RunResult("train", loaded.source, task=kind, before=Measured(before), after=Measured(after),
                            options=manifest_options | {"data": data, "train_data": train_data, "val_data": val_data,
                                                               "checkpoint_every": every},
                            details={"train": dataclasses.asdict(stats), "pretrained_before": loaded.info.pretrained,
-                                    **skipped_details},
+                                    **skipped_details, **stored},
                            seconds=round(time.perf_counter() - run.started, 2), environment=environment(seed))
         path = write_run(run, result) / "model.pt"
     if as_json:
@@ -159,6 +162,10 @@ def train_cmd(
             say(f"skipped {skipped.count} undecodable image(s), e.g. {skipped.examples[0]}")
         say(f"trained {stats.steps} steps in {stats.seconds:.1f}s ({stats.samples_per_s:.0f} samples/s, "
             f"final loss {stats.final_loss:.4f}); wrote {path} (load it as file:{path})")
+        for kind, kept in (("slimk", "its removed kernels still zero"), ("slim", "its k-means codebooks kept")):
+            if kind in stored:
+                say(f"and {path.parent / ('model.' + kind)} ({kept}, as in {model}; "
+                    f"{stored[kind]['weight_bytes']:,} weight bytes)")
     return 0
 
 
@@ -182,6 +189,7 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
     """A rank other than 0 under torchrun: the same fine-tune (its slice of each batch), no outputs."""
     from slimcnn.models import load_model
     from slimcnn.tasks import make_task, resolve_task
+    from slimcnn.train import keep_promises
 
     ckpt = _share_checkpoint_path(None)
     loaded = load_model(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed)
@@ -189,5 +197,48 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
     settle_info(loaded, kind, data, val_data=val_data, quiet=True)
     t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
                   batch_size=batch_size, seed=seed)
-    t.finetune(loaded.model, steps, device=device, seed=seed, progress=False, checkpoint=ckpt, checkpoint_every=every,
-               **options)
+    with keep_promises(loaded.model, _compact_source(model)[1]):  # the same parametrizations on every rank
+        t.finetune(loaded.model, steps, device=device, seed=seed, progress=False, checkpoint=ckpt,
+                   checkpoint_every=every, **options)
+
+
+def _compact_source(model: str) -> tuple[str | None, list[Any], dict[str, Any]]:
+    """``(kind, promises, header)`` of a compact source: a ``.slimk``'s removed kernels stay zero and a ``.slim``'s
+    k-means layers keep their codebooks (and zeros) through the fine-tune, so the trained model still fits the
+    format it came in (``model.slimk`` / ``model.slim`` are written beside model.pt). Any other source: no promise."""
+    from slimcnn.export._run import is_slim_source
+    from slimcnn.train import Promise
+
+    path = model.removeprefix("file:")
+    if model.startswith("file:") and path.lower().endswith(".slimk"):
+        from slimcnn.prune._kernel_format import read_kernel_compact
+
+        header, _ = read_kernel_compact(path)
+        layers = [str(e["name"]).removesuffix(".weight") for e in header["tensors"] if e["kind"] == "kernels"]
+        return "slimk", [Promise(layer, "zeros") for layer in layers], header
+    if is_slim_source(model):
+        from slimcnn.quantize import read_packed
+
+        header = read_packed(path).header
+        spec = header["spec"]
+        return "slim", [Promise(str(r["name"]), "codebook", bits=int(r["bits"]), per_channel=bool(spec["per_channel"]),
+                                fp16=spec["codebook_dtype"] == "fp16") for r in header["layers"]], header
+    return None, [], {}
+
+
+def _write_compact(folder: Any, loaded: Any, compact: tuple[str | None, list[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The trained model in the compact format its source had (``details.slimk`` / ``details.slim``)."""
+    kind, promises, header = compact
+    if kind == "slimk":
+        from slimcnn.run._artifacts import write_slimk
+
+        return {"slimk": write_slimk(folder, loaded, loaded.model, [p.layer for p in promises])}
+    if kind == "slim":
+        from slimcnn.quantize import quantize_model
+        from slimcnn.run import PlanStep
+        from slimcnn.run._artifacts import write_slim
+        from slimcnn.run._plan import kmeans_step_spec
+
+        spec = kmeans_step_spec(PlanStep("kmeans", (), header["spec"]))
+        return {"slim": write_slim(folder, loaded, quantize_model(loaded.model, spec), loaded.model)}
+    return {}
