@@ -162,10 +162,10 @@ def train_cmd(
             say(f"skipped {skipped.count} undecodable image(s), e.g. {skipped.examples[0]}")
         say(f"trained {stats.steps} steps in {stats.seconds:.1f}s ({stats.samples_per_s:.0f} samples/s, "
             f"final loss {stats.final_loss:.4f}); wrote {path} (load it as file:{path})")
-        for kind, kept in (("slimk", "its removed kernels still zero"), ("slim", "its k-means codebooks kept")):
-            if kind in stored:
-                say(f"and {path.parent / ('model.' + kind)} ({kept}, as in {model}; "
-                    f"{stored[kind]['weight_bytes']:,} weight bytes)")
+        for fmt, kept in (("slimk", "its removed kernels still zero"), ("slim", "its k-means codebooks kept")):
+            if fmt in stored:
+                say(f"and {path.parent / ('model.' + fmt)} ({kept}, as in {model}; "
+                    f"{stored[fmt]['weight_bytes']:,} weight bytes)")
     return 0
 
 
