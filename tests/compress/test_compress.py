@@ -513,3 +513,23 @@ def test_auto_drops_int8_when_it_makes_the_model_slower(trained_lenet: Path, tmp
     monkeypatch.setattr(int8_mod, "int8_factors", measured_again)
     again = compress(loaded.model, task, budget, spec, progress=False, state_dir=tmp_path)
     assert [s.name for s in again.recipe] == ["prune"]
+
+
+def test_a_kernel_pruned_input_keeps_its_removed_kernels_through_every_fine_tune(trained_lenet: Path,
+                                                                                 tmp_path: Path) -> None:
+    """compress of a file:model.slimk fine-tuned the input's removed kernels back (its stages promise only their
+    own transforms); the input's promises now join them, as `train` holds them."""
+    made = tmp_path / "k"
+    assert main(["prune", f"file:{trained_lenet}", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
+                 "--out", str(made)]) == 0
+    out = tmp_path / "c"
+    rc = main(["compress", f"file:{made / 'model.slimk'}", "--task", "classification", "--data", "digits",
+               "--max-drop", "50", "--macs", "0.9x", "--recipe", "prune", "--amounts", "0.25", "--limit", "50",
+               "--finetune-steps", "5", "--recovery-steps", "20", "--recovery", "plain", "--lr", "0.05",
+               "--out", str(out)])
+    assert rc in (0, 1)
+    written = load_model(f"file:{out / 'model.pt'}").model
+    for name, m in written.named_modules():
+        if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1:
+            gone = (m.weight.detach().abs().amax(dim=(2, 3)) == 0).float().mean()
+            assert gone > 0.3, f"{name}: only {gone:.2f} of its kernels still removed"

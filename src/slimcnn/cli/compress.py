@@ -89,6 +89,7 @@ def compress_cmd(
     from slimcnn.compress._run import check_codebook
     from slimcnn.prune._compensate import compensation_mode
     from slimcnn.run import read_result
+    from slimcnn.run._artifacts import compact_source
     from slimcnn.search import Budget
     from slimcnn.search.budget import parse_drop
 
@@ -146,7 +147,8 @@ def compress_cmd(
         test_obj = make_task(task, test_data, info=loaded.info, scale=scale, seed=seed) if test_data else None
         x = example_for(loaded, input) if input else task_obj.example_input()
         res = compress(loaded.model, task_obj, budget, spec, example_input=x, source=loaded.source,
-                       progress=not as_json, state_dir=state, on_stage=lambda i, s, line: note(line))
+                       progress=not as_json, state_dir=state, on_stage=lambda i, s, line: note(line),
+                       promises=compact_source(model)[1])
         result = write_compress_run(run, loaded, res, x, options=options, task=task, test_task=test_obj)
     if as_json:
         emit_json(read_result(run.out))

@@ -95,6 +95,7 @@ def search_cmd(
     the global batch), latency is timed on rank 0, and rank 0 alone writes --out.
     """
     check_torch_source(model, "search")
+    from slimcnn.run._artifacts import compact_source
     from slimcnn.search import Budget, SearchSpec, search
 
     check_device(device)
@@ -123,7 +124,8 @@ def search_cmd(
                       finetune={"lr": lr} if lr is not None else {}, limit=limit, workers=workers, runtime=runtime,
                       threads=threads, iterations=iterations, alpha=alpha, round_to=round_to_for(round_to, latency),
                       exclude=tuple(exclude), compensate=compensate, amounts=parse_amounts(amounts, method), device=device,
-                      accumulate=accumulate, recovery=recovery, codebook=codebook)
+                      accumulate=accumulate, recovery=recovery, codebook=codebook,
+                      promises=tuple(compact_source(model)[1]))  # a compact input keeps its zeros / codebooks
     _check_criterion(method, criterion)
     budget_options = {"max_drop": max_drop, "macs": macs, "params": params, "weight_bytes": weight_bytes,
                       "latency": latency, "activation_bytes": activation_bytes, "objective": objective}

@@ -77,6 +77,7 @@ def train_cmd(
     from slimcnn.models import LoadedModel, load_model, save_model
     from slimcnn.models.files import trained_notes
     from slimcnn.run import Measured, RunResult, environment, write_run
+    from slimcnn.run._artifacts import compact_source
     from slimcnn.tasks import make_task, resolve_task
     from slimcnn.train import AMP_DTYPES, is_main, join_from_env, keep_promises
 
@@ -129,7 +130,7 @@ def train_cmd(
         model_notes(loaded.info, loaded.source)
         before = t.evaluate(loaded.model, limit=limit, device=device)
         (note if as_json else say)(f"before: {format_score(before)}")
-        compact = _compact_source(model)
+        compact = compact_source(model)
         with keep_promises(loaded.model, compact[1]):
             stats = t.finetune(loaded.model, steps, device=device, seed=seed, progress=not as_json, checkpoint=ckpt,
                                checkpoint_every=every, **options)
@@ -188,6 +189,7 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
                       device: str, every: int, options: dict[str, Any]) -> None:
     """A rank other than 0 under torchrun: the same fine-tune (its slice of each batch), no outputs."""
     from slimcnn.models import load_model
+    from slimcnn.run._artifacts import compact_source
     from slimcnn.tasks import make_task, resolve_task
     from slimcnn.train import keep_promises
 
@@ -197,33 +199,9 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
     settle_info(loaded, kind, data, val_data=val_data, quiet=True)
     t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
                   batch_size=batch_size, seed=seed)
-    with keep_promises(loaded.model, _compact_source(model)[1]):  # the same parametrizations on every rank
+    with keep_promises(loaded.model, compact_source(model)[1]):  # the same parametrizations on every rank
         t.finetune(loaded.model, steps, device=device, seed=seed, progress=False, checkpoint=ckpt,
                    checkpoint_every=every, **options)
-
-
-def _compact_source(model: str) -> tuple[str | None, list[Any], dict[str, Any]]:
-    """``(kind, promises, header)`` of a compact source: a ``.slimk``'s removed kernels stay zero and a ``.slim``'s
-    k-means layers keep their codebooks (and zeros) through the fine-tune, so the trained model still fits the
-    format it came in (``model.slimk`` / ``model.slim`` are written beside model.pt). Any other source: no promise."""
-    from slimcnn.export._run import is_slim_source
-    from slimcnn.train import Promise
-
-    path = model.removeprefix("file:")
-    if model.startswith("file:") and path.lower().endswith(".slimk"):
-        from slimcnn.prune._kernel_format import read_kernel_compact
-
-        header, _ = read_kernel_compact(path)
-        layers = [str(e["name"]).removesuffix(".weight") for e in header["tensors"] if e["kind"] == "kernels"]
-        return "slimk", [Promise(layer, "zeros") for layer in layers], header
-    if is_slim_source(model):
-        from slimcnn.quantize import read_packed
-
-        header = read_packed(path).header
-        spec = header["spec"]
-        return "slim", [Promise(str(r["name"]), "codebook", bits=int(r["bits"]), per_channel=bool(spec["per_channel"]),
-                                fp16=spec["codebook_dtype"] == "fp16") for r in header["layers"]], header
-    return None, [], {}
 
 
 def _write_compact(folder: Any, loaded: Any, compact: tuple[str | None, list[Any], dict[str, Any]]) -> dict[str, Any]:

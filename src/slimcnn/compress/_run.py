@@ -122,6 +122,7 @@ def compress(
     progress: bool = True,
     state_dir: Path | None = None,
     on_stage: StageCallback | None = None,
+    promises: Sequence[Any] = (),
 ) -> CompressResult:
     """Compress ``model`` (not mutated) through the recipe's stages until ``budget`` holds.
 
@@ -133,7 +134,8 @@ def compress(
     target is owned by the last stage that can move it (``prune`` for MACs/latency, ``kmeans`` for
     bytes); its limit is passed relative to the stage's input so that latency ratios are taken within
     one run. With ``state_dir``, each finished stage is kept (``stage-N.pt``) and a re-run with the same
-    options resumes after it.
+    options resumes after it. ``promises``: what the input model already holds (a compact file's removed kernels
+    or codebooks: :func:`slimcnn.run._artifacts.compact_source`), kept by every fine-tune.
 
     Raises:
         ConfigError: no ``max_drop``, no hardware target, or a target no stage of the recipe can move.
@@ -182,7 +184,7 @@ def compress(
     results: list[StageResult] = []
     kmeans_bits: dict[str, int] = {}
     kernel_layers: list[str] = []
-    kept: list[Any] = []  # what later stages' fine-tuning must keep of earlier stages (zeros, codebooks)
+    kept: list[Any] = list(promises)  # what fine-tuning must keep of the input and earlier stages (zeros, codebooks)
     for i, stage in enumerate(stages):
         say = on_stage or (lambda *_: None)
         saved = _load_stage(state_dir, i)

@@ -90,3 +90,27 @@ def still_convs(model: nn.Module, names: Sequence[str]) -> list[str]:
     factorised a kernel-pruned layer."""
     convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
     return [n for n in dict.fromkeys(names) if n in convs]
+
+
+def compact_source(model: str) -> tuple[str | None, list[Any], dict[str, Any]]:
+    """``(kind, promises, header)`` of a model source that is a compact file: what every fine-tune of it must keep
+    (a ``.slimk``'s removed kernels stay zero, a ``.slim``'s k-means layers keep their codebooks and zeros), so the
+    result still fits the format it came in. Any other source: ``(None, [], {})``."""
+    from slimcnn.export._run import is_slim_source
+    from slimcnn.train import Promise
+
+    path = model.removeprefix("file:")
+    if model.startswith("file:") and path.lower().endswith(".slimk"):
+        from slimcnn.prune._kernel_format import read_kernel_compact
+
+        header, _ = read_kernel_compact(path)
+        layers = [str(e["name"]).removesuffix(".weight") for e in header["tensors"] if e["kind"] == "kernels"]
+        return "slimk", [Promise(layer, "zeros") for layer in layers], header
+    if is_slim_source(model):
+        from slimcnn.quantize import read_packed
+
+        header = read_packed(path).header
+        spec = header["spec"]
+        return "slim", [Promise(str(r["name"]), "codebook", bits=int(r["bits"]), per_channel=bool(spec["per_channel"]),
+                                fp16=spec["codebook_dtype"] == "fp16") for r in header["layers"]], header
+    return None, [], {}
