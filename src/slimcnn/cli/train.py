@@ -77,7 +77,7 @@ def train_cmd(
     from slimcnn.models import LoadedModel, load_model, save_model
     from slimcnn.models.files import trained_notes
     from slimcnn.run import Measured, RunResult, environment, write_run
-    from slimcnn.run._artifacts import compact_source
+    from slimcnn.run._artifacts import compact_source, write_plan_artifact
     from slimcnn.tasks import make_task, resolve_task
     from slimcnn.train import AMP_DTYPES, is_main, join_from_env, keep_promises
 
@@ -130,8 +130,8 @@ def train_cmd(
         model_notes(loaded.info, loaded.source)
         before = t.evaluate(loaded.model, limit=limit, device=device)
         (note if as_json else say)(f"before: {format_score(before)}")
-        compact = compact_source(model)
-        with keep_promises(loaded.model, compact[1]):
+        promises, compact_step = compact_source(model)
+        with keep_promises(loaded.model, promises):
             stats = t.finetune(loaded.model, steps, device=device, seed=seed, progress=not as_json, checkpoint=ckpt,
                                checkpoint_every=every, **options)
         after = t.evaluate(loaded.model, limit=limit, device=device)
@@ -143,7 +143,8 @@ def train_cmd(
             notes=(*trained_notes(loaded.info.notes), f"fine-tuned by slimcnn train: {kind} on {data}, {steps} steps {trained}".rstrip()),
         )
         save_model(LoadedModel(loaded.model, loaded.source, info), run.path / "model.pt")
-        stored = _write_compact(run.path, loaded, compact)
+        # the trained model in the compact format its source had (details.slimk / details.slim)
+        stored = write_plan_artifact(run.path, loaded, [compact_step], loaded.model) if compact_step else {}
         skipped = getattr(t, "skipped", None)  # streamed images that could not be decoded
         skipped_details = {"skipped_images": skipped.count, "skipped_examples": skipped.examples} if skipped else {}
         result = RunResult("train", loaded.source, task=kind, before=Measured(before), after=Measured(after),
@@ -199,24 +200,6 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
     settle_info(loaded, kind, data, val_data=val_data, quiet=True)
     t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
                   batch_size=batch_size, seed=seed)
-    with keep_promises(loaded.model, compact_source(model)[1]):  # the same parametrizations on every rank
+    with keep_promises(loaded.model, compact_source(model)[0]):  # the same parametrizations on every rank
         t.finetune(loaded.model, steps, device=device, seed=seed, progress=False, checkpoint=ckpt,
                    checkpoint_every=every, **options)
-
-
-def _write_compact(folder: Any, loaded: Any, compact: tuple[str | None, list[Any], dict[str, Any]]) -> dict[str, Any]:
-    """The trained model in the compact format its source had (``details.slimk`` / ``details.slim``)."""
-    kind, promises, header = compact
-    if kind == "slimk":
-        from slimcnn.run._artifacts import write_slimk
-
-        return {"slimk": write_slimk(folder, loaded, loaded.model, [p.layer for p in promises])}
-    if kind == "slim":
-        from slimcnn.quantize import quantize_model
-        from slimcnn.run import PlanStep
-        from slimcnn.run._artifacts import write_slim
-        from slimcnn.run._plan import kmeans_step_spec
-
-        spec = kmeans_step_spec(PlanStep("kmeans", (), header["spec"]))
-        return {"slim": write_slim(folder, loaded, quantize_model(loaded.model, spec), loaded.model)}
-    return {}

@@ -140,8 +140,7 @@ def layer_rows(result: dict[str, Any]) -> list[LayerRow]:
                 s = shapes.get(layer) or (kept.get("shape") if isinstance(kept, dict) else None)
                 total = s[0] * s[1] if s and len(s) >= 2 else None
                 count = int(kept["count"]) if isinstance(kept, dict) else len(kept)
-                put(layer, "kernels", total, count, None if total or isinstance(kept, dict) else
-                    (max(kept) + 1 if kept else None))
+                put(layer, "kernels", total, count, None if total else (max(kept) + 1 if kept else None))
         elif t == "group_kernels":
             for layer, g in (params.get("groups") or {}).items():
                 put(layer, "groups", 1, int(g))
