@@ -63,6 +63,9 @@ def train_cmd(
 ) -> int:
     """Fine-tune MODEL on a task's training data and write DIR/model.pt (load it as file:DIR/model.pt).
 
+    A file:MODEL.slimk or .slim keeps its compression (removed kernels stay zero, k-means codebook indices stay)
+    and the trained model is written in that format too.
+
     Progress is checkpointed in the run's staging folder (every --checkpoint-every steps, default about
     every tenth of the run): after Ctrl-C or a crash, the same command resumes from the last checkpoint.
 
