@@ -515,21 +515,60 @@ def test_auto_drops_int8_when_it_makes_the_model_slower(trained_lenet: Path, tmp
     assert [s.name for s in again.recipe] == ["prune"]
 
 
-def test_a_kernel_pruned_input_keeps_its_removed_kernels_through_every_fine_tune(trained_lenet: Path,
-                                                                                 tmp_path: Path) -> None:
+def _analyzed(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, int, int]:
+    assert main(["analyze", f"file:{path}", "--json", "--no-latency"]) == 0
+    a = json.loads(capsys.readouterr().out)
+    return a["params"], a["macs"], a["weight_bytes"]
+
+
+def _cost_of(res: dict, when: str) -> tuple[int, int, int]:
+    c = res[when]["cost"]
+    return c["params"], c["macs"], c["weight_bytes"]
+
+
+def test_a_kernel_pruned_input_keeps_its_removed_kernels_through_every_fine_tune(
+        trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """compress of a file:model.slimk fine-tuned the input's removed kernels back (its stages promise only their
-    own transforms); the input's promises now join them, as `train` holds them."""
+    own transforms); the input's promises now join them, as `train` holds them. It also counted the input dense
+    (a --macs 0.5x target was half of the dense model, not of the file given) and wrote no model.slimk: the
+    input and the written model are now counted as `analyze` counts their .slimk files."""
     made = tmp_path / "k"
     assert main(["prune", f"file:{trained_lenet}", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
                  "--out", str(made)]) == 0
+    capsys.readouterr()
     out = tmp_path / "c"
     rc = main(["compress", f"file:{made / 'model.slimk'}", "--task", "classification", "--data", "digits",
                "--max-drop", "50", "--macs", "0.9x", "--recipe", "prune", "--amounts", "0.25", "--limit", "50",
                "--finetune-steps", "5", "--recovery-steps", "20", "--recovery", "plain", "--lr", "0.05",
-               "--out", str(out)])
-    assert rc in (0, 1)
+               "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == (0 if res["met"] else 1)
+    assert _cost_of(res, "before") == _analyzed(made / "model.slimk", capsys)
+    assert res["details"]["slimk"]["decodes_to_model_pt"]
+    assert _cost_of(res, "after") == _analyzed(out / "model.slimk", capsys)
     written = load_model(f"file:{out / 'model.pt'}").model
     for name, m in written.named_modules():
         if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1:
             gone = (m.weight.detach().abs().amax(dim=(2, 3)) == 0).float().mean()
             assert gone > 0.3, f"{name}: only {gone:.2f} of its kernels still removed"
+
+
+def test_a_kmeans_input_is_counted_and_written_as_its_slim(trained_lenet: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """compress of a file:model.slim counted the input as float32 (a --weight-bytes 0.5x target was half of the
+    dense model: met by the input alone) and wrote its result as a plain model.pt: now before and after are what
+    `analyze` gives for the .slim given and the .slim written, and the codebooks are kept."""
+    made = tmp_path / "q"
+    assert main(["quantize", f"file:{trained_lenet}", "--bits", "conv*=4,fc*=3", "--no-onnx",
+                 "--out", str(made)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "c"
+    rc = main(["compress", f"file:{made / 'model.slim'}", "--task", "classification", "--data", "digits",
+               "--max-drop", "50", "--macs", "0.9x", "--recipe", "prune", "--amounts", "0.25", "--limit", "50",
+               "--finetune-steps", "5", "--recovery-steps", "10", "--recovery", "plain", "--out", str(out), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == (0 if res["met"] else 1)
+    assert _cost_of(res, "before") == _analyzed(made / "model.slim", capsys)
+    assert res["details"]["slim"]["decodes_to_model_pt"]
+    assert _cost_of(res, "after") == _analyzed(out / "model.slim", capsys)
+    assert res["after"]["cost"]["weight_bytes"] < res["before"]["cost"]["weight_bytes"]

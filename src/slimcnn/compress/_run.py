@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from slimcnn.compress._costs import stage_cost, stage_limits, still_weighted, target_ratios
 from slimcnn.compress._int8 import judge_int8, run_int8_factors, run_int8_stage
 from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, parse_recipe
 from slimcnn.errors import ConfigError
@@ -152,9 +153,16 @@ def compress(
     t0 = time.perf_counter()
     x = task.example_input() if example_input is None else example_input
     original = model.eval()
-    base_cost = _cost(original, x)
     named = parse_recipe(spec.recipe)
-    stages = named or auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost))
+    # a compact input (.slimk / .slim) is counted as its file stores it, as `analyze` counts it, and written so again
+    kernel_layers = [p.layer for p in promises if p.kind == "zeros"]
+    kmeans_bits = {p.layer: int(p.bits) for p in promises if p.kind == "codebook"}
+    books = [p for p in promises if p.kind == "codebook"]
+    stored = ("fp16" if any(p.fp16 for p in books) else "fp32", any(p.per_channel for p in books))
+    base_cost = stage_cost(original, x, kmeans_bits, kernel_layers, stored[0])
+    if kmeans_bits:  # exactly what the input's .slim stores
+        base_cost = dataclasses.replace(base_cost, weight_bytes=pack(original, kmeans_bits, *stored).weight_bytes)
+    stages = named or auto_recipe(targets, spec.runtime, target_ratios(budget, base_cost))
     owned = assign_targets(stages, targets)
     has_int8 = stages[-1].method == "int8"
     check_codebook(spec.codebook, stages)
@@ -173,17 +181,17 @@ def compress(
         if not named and factors["latency_ms"] >= 1.0:
             # depthwise/hard-swish models can run slower in int8 on ONNX Runtime: pruning would then have to buy
             # back int8's loss on top of the target (timm mobilenetv3_small_050: 1.64x / 1.73x, a 0.7x target became 0.4x)
-            stages = auto_recipe(targets, spec.runtime, _target_ratios(budget, base_cost), int8=False)
+            stages = auto_recipe(targets, spec.runtime, target_ratios(budget, base_cost), int8=False)
             owned, has_int8 = assign_targets(stages, targets), False
             notes.append(f"int8 runs this model {factors['latency_ms']:.2f}x as long as fp32 on ONNX Runtime (measured "
                          f"on the original), so it is no stage: the recipe is {','.join(s.name for s in stages)}")
             log.warning(notes[-1])
             factors = {}  # nothing divides the latency target now
+    # the written model.slim: as a kmeans stage shares weights, else as the input stored them
+    codebook, per_channel = (spec.codebook, False) if any(s.method == "kmeans" for s in stages) else stored
     int8_out: Any = None
     float_model: nn.Module | None = None
     results: list[StageResult] = []
-    kmeans_bits: dict[str, int] = {}
-    kernel_layers: list[str] = []
     kept: list[Any] = list(promises)  # what fine-tuning must keep of the input and earlier stages (zeros, codebooks)
     for i, stage in enumerate(stages):
         say = on_stage or (lambda *_: None)
@@ -206,7 +214,7 @@ def compress(
             continue
         left = max(drop_total - base_score.drop_to(current_score), 0.0)
         last = i == len(stages) - 1
-        limits = _stage_limits(owned[i], budget, base_cost, current, original, x, spec, factors)
+        limits = stage_limits(owned[i], budget, base_cost, current, original, x, spec, factors, kernel_layers)
         objective = next((k for k in ("latency_ms", "macs", "params", "activation_bytes", "weight_bytes") if k in limits),
                          "weight_bytes" if stage.method == "kmeans" else "macs")
         # The last stage compresses as far as the drop left allows; an earlier one as far as an equal share
@@ -259,7 +267,7 @@ def compress(
             kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
         if stage.method == "kernel":
             kernel_layers += [k for k, v in res.assignment.items() if v > 0]
-        cost = _cost(current, x, kmeans_bits, kernel_layers, spec.codebook)
+        cost = stage_cost(current, x, kmeans_bits, kernel_layers, codebook)
         result = StageResult(
             stage.name, {"max_drop": allowed, **{k: v.shown(k) for k, v in limits.items()}},
             current_score, cost,
@@ -268,15 +276,16 @@ def compress(
         results.append(result)
         _save_stage(state_dir, i, current, result)
     packed = None
+    kmeans_bits = still_weighted(current, kmeans_bits)  # a low-rank stage may have factorised an input's k-means layer
     if kmeans_bits:  # the written model is the packed one: snap every k-means layer onto its codebook
-        packed = pack(current, kmeans_bits, spec.codebook)
+        packed = pack(current, kmeans_bits, codebook, per_channel)
         if not same_weights(packed.model, current):  # else its score is the one just measured
             current_score = task.evaluate(packed.model.eval(), device=spec.device)
         current = packed.model.eval()
     if stages[-1].method == "int8":
         return judge_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
                             base_cost, current_score, x, spec, factors, t0)
-    final_cost = _cost(current, x, kmeans_bits, kernel_layers, spec.codebook)
+    final_cost = stage_cost(current, x, kmeans_bits, kernel_layers, codebook)
     if packed is not None:  # what model.slim stores exactly (a codebook may need fewer than 2**bits centroids)
         final_cost = dataclasses.replace(final_cost, weight_bytes=packed.weight_bytes)
     before_cost, after_cost = base_cost, final_cost
@@ -325,67 +334,6 @@ def check_codebook(codebook: str, stages: Sequence[StageSpec]) -> None:
     if codebook != "fp32" and all(s.method != "kmeans" for s in stages):
         raise ConfigError(f"--codebook {codebook} stores k-means centroids, and the recipe "
                           f"({', '.join(s.name for s in stages)}) has no kmeans stage")
-
-
-def _cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
-          kernel_layers: Sequence[str] = (), codebook: str = "fp32") -> Cost:
-    """Params, MACs, activation bytes by profiling, the removed kernels of ``kernel_layers`` left out of params
-    and MACs (as the kernel search counted them; k-means keeps them zero); weight bytes with the k-means layers
-    at their bits (``model.slim``), else without the removed kernels (``model.slimk``)."""
-    from slimcnn.measure import profile
-    from slimcnn.search.families import kernel_sparse_cost, kmeans_bytes_delta
-
-    c = profile(model, x)
-    wbytes = c.weight_bytes
-    if layers := still_convs(model, kernel_layers):
-        params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers)
-        c = dataclasses.replace(c, params=params, macs=macs)
-        wbytes = wbytes if kmeans_bits else sparse_bytes
-    if kmeans_bits:
-        wbytes += kmeans_bytes_delta(model, kmeans_bits, codebook)
-    return dataclasses.replace(c, weight_bytes=wbytes, layers=())
-
-
-def _target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:
-    """Each target as a fraction of the original where that needs no timing (an absolute latency needs one)."""
-    out = {}
-    for key, amount in budget.limits.items():
-        if amount.relative:
-            out[key] = amount.value
-        elif key != "latency_ms":
-            out[key] = amount.value / max(float(getattr(base_cost, key)), 1.0)
-    return out
-
-
-def _stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.Module, original: nn.Module, x: Any,
-                  spec: CompressSpec, factors: dict[str, float] | None = None) -> dict[str, Amount]:
-    """The stage's limits relative to its input model (so latency is compared within one run); a latency
-    target a later int8 stage scales by a factor is divided by that factor."""
-    limits: dict[str, Amount] = {}
-    if not owned:
-        return limits
-    if factors:
-        budget = Budget(budget.max_drop, {k: dataclasses.replace(a, value=a.value / factors[k]) if k in factors else a
-                                          for k, a in budget.limits.items()}, budget.objective)
-    cur = _cost(current, x)
-    for key in owned:
-        amount = budget.limits[key]
-        if key == "latency_ms":
-            if current is original:
-                limits[key] = amount
-                continue
-            from slimcnn.measure import compare_latency
-
-            lat = compare_latency({"original": original, "current": current}, x, runtime=spec.runtime or "onnxruntime",  # type: ignore[arg-type]
-                                  threads=spec.threads, runs=30, warmup=5)
-            target = amount.limit(lat["original"].median_ms)
-            limits[key] = Amount(target / lat["current"].median_ms, relative=True)
-        elif key == "weight_bytes":
-            limits[key] = Amount(amount.limit(base_cost.weight_bytes))
-        else:
-            base, now = getattr(base_cost, key), getattr(cur, key)
-            limits[key] = Amount(amount.limit(base) / max(now, 1), relative=True)
-    return limits
 
 
 def _save_stage(state_dir: Path | None, i: int, model: Any, result: StageResult) -> None:

@@ -197,21 +197,22 @@ def kmeans_bytes_delta(model: nn.Module, bits: dict[str, int], codebook: str = "
     return delta
 
 
-def kmeans_spec(bits: dict[str, int], codebook: str = "fp32") -> Any:
-    """The k-means spec that packs exactly these layers at these bits, its centroids stored as ``codebook``."""
+def kmeans_spec(bits: dict[str, int], codebook: str = "fp32", per_channel: bool = False) -> Any:
+    """The k-means spec that packs exactly these layers at these bits, its centroids stored as ``codebook``
+    (one codebook per output channel with ``per_channel``)."""
     from slimcnn.quantize import KMeansQuantSpec
 
     return KMeansQuantSpec(bits=tuple((_literal(k), int(b)) for k, b in bits.items()),
-                           codebook_dtype=codebook)  # type: ignore[arg-type]
+                           codebook_dtype=codebook, per_channel=per_channel)  # type: ignore[arg-type]
 
 
-def pack(model: nn.Module, bits: dict[str, int], codebook: str = "fp32") -> Any:
+def pack(model: nn.Module, bits: dict[str, int], codebook: str = "fp32", per_channel: bool = False) -> Any:
     """``model`` with each k-means layer re-shared at its bits (a ``QuantizeResult``: codebooks, indices and the
     model): after a fine-tune that kept the codebooks the model is unchanged; after one that did not, it is the
     model a ``.slim`` file can hold (and is judged)."""
     from slimcnn.quantize import quantize_model
 
-    return quantize_model(model, kmeans_spec(bits, codebook))
+    return quantize_model(model, kmeans_spec(bits, codebook, per_channel))
 
 
 def _literal(name: str) -> str:
