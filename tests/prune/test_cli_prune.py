@@ -150,3 +150,30 @@ def test_an_exclude_pattern_that_matches_no_layer_is_refused(tmp_path, capsys, c
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(err) == 1 and "--exclude 'nosuch*' matches no layer of the model" in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fmt", ["slimk", "slim"])
+def test_pruning_a_compressed_input_counts_and_writes_it_as_its_file_stores_it(fmt: str, tmp_path, capsys) -> None:
+    """`prune file:model.slimk` (or .slim) counted its input dense and float32 and wrote a plain model.pt: before
+    and after are now what `analyze` gives for the file given and the file of the same format written."""
+    made = tmp_path / "in"
+    make = (["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency"] if fmt == "slimk"
+            else ["quantize", "slimcnn:lenet5", "--bits", "conv*=4,fc*=3", "--no-onnx"])
+    assert main([*make, "--out", str(made)]) == 0
+    out = tmp_path / "p"
+    assert main(["prune", f"file:{made / f'model.{fmt}'}", "--ratio", "0.25", "--no-latency", "--out", str(out)]) == 0
+    capsys.readouterr()
+    res = json.loads((out / "result.json").read_text())
+
+    def analyzed(path):
+        assert main(["analyze", f"file:{path}", "--json", "--no-latency"]) == 0
+        a = json.loads(capsys.readouterr().out)
+        return a["params"], a["macs"], a["weight_bytes"]
+
+    def cost(when):
+        c = res[when]["cost"]
+        return c["params"], c["macs"], c["weight_bytes"]
+
+    assert cost("before") == analyzed(made / f"model.{fmt}")
+    assert cost("after") == analyzed(out / f"model.{fmt}") and cost("after")[1] < cost("before")[1]
+    assert res["details"][fmt]["decodes_to_model_pt"]

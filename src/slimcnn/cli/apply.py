@@ -47,7 +47,7 @@ def apply_cmd(
     biases from --task/--data (the same data and seed give the same model).
     """
     check_torch_source(model, "apply")
-    from slimcnn.cli.prune import _finish, _report
+    from slimcnn.cli._finish import finish_run, report_run
     from slimcnn.run import Plan, apply_plan
 
     check_task(task, data)
@@ -76,8 +76,8 @@ def apply_cmd(
             calib = [int(s.params.get("options", {}).get("calib", 8)) for s in p.steps if s.transform == "prune_channels"]
             batches = list(task_obj.calibration_batches(calib[0] if calib else 8))
         new_model = apply_plan(loaded.model, p, example, batches=batches)
-        result = _finish(run, "apply", loaded, new_model, example, p.steps, task_obj, limit=None,
+        result = finish_run(run, "apply", loaded, new_model, example, p.steps, task_obj, limit=None,
                          latency=not no_latency, options=options, details={"finetuned_in_original_run": p.finetuned},
                          seed=None, finetuned=False, compact=True)
-    _report(result, run.out, as_json)
+    report_run(result, run.out, as_json)
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import time
@@ -20,18 +19,16 @@ from slimcnn.cli._app import (
     check_runtime,
     check_task,
     check_torch_source,
-    emit_json,
     example_for,
     load_for_cli,
     note,
     open_run,
     parse_round_to,
     parse_shape,
-    say,
     say_notes,
-    say_wrote,
     task_for,
 )
+from slimcnn.cli._finish import finish_run, report_run
 from slimcnn.errors import ConfigError
 
 
@@ -164,10 +161,10 @@ def prune_cmd(
             new_model, plan_step, details = _prune_kernels(loaded, example, granularity, criterion=criterion,
                                                            ratio=ratio, groups=groups)
         details["prune_seconds"] = round(time.perf_counter() - t0, 3)
-        result = _finish(run, "prune", loaded, new_model, example, (plan_step,), task_obj, limit=limit,
+        result = finish_run(run, "prune", loaded, new_model, example, (plan_step,), task_obj, limit=limit,
                          latency=not no_latency, options=options, details=details, seed=seed, finetuned=False,
                          runtime=runtime, threads=threads, compact=granularity == "kernel")
-    _report(result, run.out, as_json)
+    report_run(result, run.out, as_json)
     if hint := _finetune_hint(result, run.out, task, data):
         note(hint)
     if granularity == "filter" and lat_target is None and (slower := _slower(result)):
@@ -342,59 +339,6 @@ def _prune_kernels(loaded: Any, example: Any, granularity: str, *, criterion: st
     return new_model, step, details
 
 
-def _finish(run: Any, command: str, loaded: Any, new_model: Any, example: Any, steps: tuple[Any, ...], task_obj: Any, *,
-            limit: int | None, latency: bool, options: dict[str, Any], details: dict[str, Any], seed: int | None,
-            finetuned: bool, runtime: str = "onnxruntime", threads: int | None = None, compact: bool = False) -> Any:
-    """Write the model files, measure original vs written model (latency on ``runtime``), and commit the run.
-
-    ``compact``: also write the compact file the plan's steps call for (``model.slim`` after k-means,
-    ``model.slimk`` after kernel removal; ``apply``), whose stored bytes are the written model's weight bytes."""
-
-    from slimcnn.prune import fingerprint
-    from slimcnn.run import Plan, RunResult, environment, write_run
-    from slimcnn.run._artifacts import kernel_layers, write_plan_artifact
-    from slimcnn.run._measure import measure_pair, original_shapes, save_model_files
-
-    written = save_model_files(loaded, new_model, example, run.path)
-    stored = write_plan_artifact(run.path, loaded, steps, written) if compact else {}
-    details |= stored
-    before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency,
-                                 runtime=runtime, threads=threads)
-    for artifact in stored.values():  # a byte budget is judged on the compact file, as in the run that made the plan
-        after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, weight_bytes=artifact["weight_bytes"]))
-    if stored and (layers := kernel_layers(steps, written)):  # removed kernels are gone, as compress and analyze count
-        from slimcnn.search.families import kernel_sparse_cost
-
-        params, macs, _ = kernel_sparse_cost(written, example, layers)
-        after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, params=params, macs=macs))
-    checks = _checks(options, before.cost, after.cost)
-    if "latency_target" in details and before.cost.latency is not None and after.cost.latency is not None:
-        measured = after.cost.latency.median_ms / max(before.cost.latency.median_ms, 1e-12)
-        predicted = details["latency_predicted_ratio"]
-        details |= {"latency_measured_ratio": measured,
-                    "latency_prediction_error": (predicted - measured) / measured,
-                    "latency_prediction_held": abs(predicted - measured) <= 0.10 * measured,
-                    "latency_target_met": next(c.met for c in checks if c.name == "latency_ms")}
-    plan = Plan(steps, loaded.source, fingerprint(loaded.model), tuple(example.shape), finetuned=finetuned)
-    details.setdefault("layers", original_shapes(loaded.model, steps))
-    result = RunResult(command, loaded.source, seconds=round(time.perf_counter() - run.started, 2), task=getattr(task_obj, "name", None) if task_obj else None,
-                       before=before, after=after, plan=plan, options=options, details=details,
-                       checks=checks, met=all(c.met for c in checks) if checks else None,
-                       environment=environment(seed))
-    write_run(run, result)
-    return result
-
-
-def _checks(options: dict[str, Any], before: Any, after: Any) -> tuple[Any, ...]:
-    """The targets given (``--latency``, ``--macs``, ``--params``) checked on the written model against the original,
-    by the budget every command checks (``None`` ``met`` when only ``--ratio`` was given)."""
-    from slimcnn.search.budget import Budget
-
-    budget = Budget.from_options(macs=options.get("macs"), params=options.get("params"),
-                                 latency=options.get("latency_target"))
-    return tuple(budget.check(before, None, after, None))
-
-
 def _finetune_hint(result: Any, out: Path, task: str | None, data: str | None) -> str | None:
     """How to recover what pruning lost, when the written model scores more than 1 % below the original: prune
     never fine-tunes, and a user seeing a 70-point drop should learn the next command from the output."""
@@ -421,14 +365,3 @@ def _slower(result: Any) -> str | None:
     return (f"warning: the pruned model is SLOWER than the original on {after.runtime} ({before.median_ms:.4g} -> "
             f"{after.median_ms:.4g} ms, {after.median_ms / before.median_ms:.2f}x) at {macs:.3f}x the MACs; prune for "
             "time with --latency (e.g. 0.5x), or keep whole channel blocks with --round-to auto")
-
-
-def _report(result: Any, out: Path, as_json: bool) -> None:
-    from slimcnn.run import read_result
-    from slimcnn.run._measure import summary_line
-
-    if as_json:
-        emit_json(read_result(out))
-    else:
-        say(f"{result.command} {result.source}: {summary_line(result.before, result.after)}")
-        say_wrote(out)

@@ -6,42 +6,14 @@ import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import torch
 from torch import nn
 
-from slimcnn.run._artifacts import still_convs
+from slimcnn.search._stored import stored_cost
 from slimcnn.search.budget import Amount, Budget
 from slimcnn.types import Cost
 
 if TYPE_CHECKING:
     from slimcnn.compress._run import CompressSpec
-
-
-def stage_cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
-               kernel_layers: Sequence[str] = (), codebook: str = "fp32") -> Cost:
-    """Params, MACs, activation bytes by profiling, the all-zero kernels of ``kernel_layers`` and of the k-means
-    layers left out of params and MACs (as the kernel search and ``analyze`` of a ``.slim``/``.slimk`` count
-    them); weight bytes with the k-means layers at their bits (``model.slim``), else without the removed kernels
-    (``model.slimk``)."""
-    from slimcnn.measure import profile
-    from slimcnn.search.families import kernel_sparse_cost, kmeans_bytes_delta
-
-    c = profile(model, x)
-    wbytes = c.weight_bytes
-    bits = still_weighted(model, kmeans_bits or {})
-    if layers := still_convs(model, [*kernel_layers, *bits]):
-        params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers)
-        c = dataclasses.replace(c, params=params, macs=macs)
-        wbytes = wbytes if bits else sparse_bytes
-    if bits:
-        wbytes += kmeans_bytes_delta(model, bits, codebook)
-    return dataclasses.replace(c, weight_bytes=wbytes, layers=())
-
-
-def still_weighted(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
-    """``bits`` of the layers that still hold a ``weight`` tensor."""
-    mods = dict(model.named_modules())
-    return {k: b for k, b in bits.items() if isinstance(getattr(mods.get(k), "weight", None), torch.Tensor)}
 
 
 def target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:
@@ -67,7 +39,7 @@ def stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.M
     if factors:
         budget = Budget(budget.max_drop, {k: dataclasses.replace(a, value=a.value / factors[k]) if k in factors else a
                                           for k, a in budget.limits.items()}, budget.objective)
-    cur = stage_cost(current, x, kernel_layers=kernel_layers)
+    cur = stored_cost(current, x, kernel_layers=kernel_layers)
     for key in owned:
         amount = budget.limits[key]
         if key == "latency_ms":

@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimcnn.compress._costs import stage_cost, stage_limits, still_weighted, target_ratios
+from slimcnn.compress._costs import stage_limits, target_ratios
 from slimcnn.compress._int8 import judge_int8, run_int8_factors, run_int8_stage
 from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, parse_recipe
 from slimcnn.errors import ConfigError
 from slimcnn.export._int8 import Int8Spec
 from slimcnn.run._artifacts import same_weights, still_convs
+from slimcnn.search._stored import still_weighted, stored_cost, stored_form
 from slimcnn.search.budget import Amount, Budget, ConstraintCheck
 from slimcnn.search.families import pack
 from slimcnn.types import Cost, Score
@@ -155,13 +156,11 @@ def compress(
     original = model.eval()
     named = parse_recipe(spec.recipe)
     # a compact input (.slimk / .slim) is counted as its file stores it, as `analyze` counts it, and written so again
-    kernel_layers = [p.layer for p in promises if p.kind == "zeros"]
-    kmeans_bits = {p.layer: int(p.bits) for p in promises if p.kind == "codebook"}
-    books = [p for p in promises if p.kind == "codebook"]
-    stored = ("fp16" if any(p.fp16 for p in books) else "fp32", any(p.per_channel for p in books))
-    base_cost = stage_cost(original, x, kmeans_bits, kernel_layers, stored[0])
+    kernel_layers, kmeans_bits, stored_book, stored_per_channel = stored_form(promises)
+    base_cost = stored_cost(original, x, kmeans_bits, kernel_layers, stored_book)
     if kmeans_bits:  # exactly what the input's .slim stores
-        base_cost = dataclasses.replace(base_cost, weight_bytes=pack(original, kmeans_bits, *stored).weight_bytes)
+        base_cost = dataclasses.replace(base_cost, weight_bytes=pack(original, kmeans_bits, stored_book,
+                                                                     stored_per_channel).weight_bytes)
     stages = named or auto_recipe(targets, spec.runtime, target_ratios(budget, base_cost))
     owned = assign_targets(stages, targets)
     has_int8 = stages[-1].method == "int8"
@@ -188,7 +187,8 @@ def compress(
             log.warning(notes[-1])
             factors = {}  # nothing divides the latency target now
     # the written model.slim: as a kmeans stage shares weights, else as the input stored them
-    codebook, per_channel = (spec.codebook, False) if any(s.method == "kmeans" for s in stages) else stored
+    codebook, per_channel = ((spec.codebook, False) if any(s.method == "kmeans" for s in stages)
+                             else (stored_book, stored_per_channel))
     int8_out: Any = None
     float_model: nn.Module | None = None
     results: list[StageResult] = []
@@ -267,7 +267,7 @@ def compress(
             kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
         if stage.method == "kernel":
             kernel_layers += [k for k, v in res.assignment.items() if v > 0]
-        cost = stage_cost(current, x, kmeans_bits, kernel_layers, codebook)
+        cost = stored_cost(current, x, kmeans_bits, kernel_layers, codebook)
         result = StageResult(
             stage.name, {"max_drop": allowed, **{k: v.shown(k) for k, v in limits.items()}},
             current_score, cost,
@@ -285,7 +285,7 @@ def compress(
     if stages[-1].method == "int8":
         return judge_int8(original, current, float_model, int8_out, results, stages, budget, base_score,
                             base_cost, current_score, x, spec, factors, t0)
-    final_cost = stage_cost(current, x, kmeans_bits, kernel_layers, codebook)
+    final_cost = stored_cost(current, x, kmeans_bits, kernel_layers, codebook)
     if packed is not None:  # what model.slim stores exactly (a codebook may need fewer than 2**bits centroids)
         final_cost = dataclasses.replace(final_cost, weight_bytes=packed.weight_bytes)
     before_cost, after_cost = base_cost, final_cost

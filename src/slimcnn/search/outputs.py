@@ -14,7 +14,7 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     """Search, write every output into ``run`` (a :class:`~slimcnn.run.RunDir`) and commit it.
 
     Writes model.pt (+ yolo.pt) and model.onnx of the chosen model (+ model.slimk after kernel removal, model.slim
-    after k-means: the formats their weight bytes are counted in), pareto.json, sensitivity.json (the sweep,
+    after k-means: the formats their weight bytes are counted in; a compressed input's format again), pareto.json, sensitivity.json (the sweep,
     when ``sweep`` names it), plan.json (the steps that rebuild the model from the original) and result.json;
     ``write_run`` renders the report and its plots (pareto.png, sensitivity.png) from them.
     Returns the :class:`~slimcnn.run.RunResult`.
@@ -30,17 +30,21 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     example = task_obj.example_input() if example is None else example
     written = save_model_files(loaded, res.model, example, run.path)
     details: dict[str, Any] = {"assignment": res.assignment, "strategy": res.strategy_log}
-    # the byte budget of kernel removal and k-means is judged on their compact formats: write that file
-    if spec.method == "kernel" and (layers := [k for k, v in res.assignment.items() if v > 0]):
-        from slimcnn.run._artifacts import write_slimk
+    # the byte budget of kernel removal and k-means is judged on their compact formats: write that file, as a
+    # compressed input's format is written again (its zeros and codebooks were kept)
+    from slimcnn.run._artifacts import still_convs, write_slim, write_slimk
+    from slimcnn.search._stored import still_weighted, stored_form
+    from slimcnn.search.families import pack
 
-        details["slimk"] = write_slimk(run.path, loaded, written, layers)
-    elif spec.method == "kmeans" and res.assignment:
-        from slimcnn.run._artifacts import write_slim
-        from slimcnn.search.families import pack
-
+    kernels, bits, book, per_channel = stored_form(spec.promises)
+    own = [k for k, v in res.assignment.items() if v > 0] if spec.method == "kernel" else []
+    if spec.method == "kmeans" and res.assignment:
         bits = {k: int(v) for k, v in res.assignment.items()}
         details["slim"] = write_slim(run.path, loaded, pack(written, bits, spec.codebook), written)
+    elif bits := still_weighted(written, bits):
+        details["slim"] = write_slim(run.path, loaded, pack(written, bits, book, per_channel), written)
+    elif layers := still_convs(written, [*kernels, *own]):
+        details["slimk"] = write_slimk(run.path, loaded, written, layers)
     write_json(run.path / "pareto.json", {"objective": budget.objective, "points": res.tried})
     plan = search_plan(loaded.model, spec, res, example, source=loaded.source)
     details["layers"] = original_shapes(loaded.model, plan.steps)

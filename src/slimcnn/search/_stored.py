@@ -1,0 +1,66 @@
+"""Costs counted as the compact files store them: a ``.slimk``'s removed kernels gone from params and MACs, a
+``.slim``'s k-means layers at their bits, as ``slimcnn analyze`` counts those files (compress and search judge a
+compressed input, and their result, on these)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimcnn.run._artifacts import still_convs
+from slimcnn.search.sensitivity import CostFn
+from slimcnn.train._promises import Promise
+from slimcnn.types import Cost
+
+
+def stored_cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
+                kernel_layers: Sequence[str] = (), codebook: str = "fp32") -> Cost:
+    """Params, MACs, activation bytes by profiling, the all-zero kernels of ``kernel_layers`` and of the k-means
+    layers left out of params and MACs (as the kernel search and ``analyze`` of a ``.slim``/``.slimk`` count
+    them); weight bytes with the k-means layers at their bits (``model.slim``), else without the removed kernels
+    (``model.slimk``)."""
+    from slimcnn.measure import profile
+    from slimcnn.search.families import kernel_sparse_cost, kmeans_bytes_delta
+
+    c = profile(model, x)
+    wbytes = c.weight_bytes
+    bits = still_weighted(model, kmeans_bits or {})
+    if layers := still_convs(model, [*kernel_layers, *bits]):
+        params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers)
+        c = dataclasses.replace(c, params=params, macs=macs)
+        wbytes = wbytes if bits else sparse_bytes
+    if bits:
+        wbytes += kmeans_bytes_delta(model, bits, codebook)
+    return dataclasses.replace(c, weight_bytes=wbytes, layers=())
+
+
+def still_weighted(model: nn.Module, bits: dict[str, int]) -> dict[str, int]:
+    """``bits`` of the layers that still hold a ``weight`` tensor."""
+    mods = dict(model.named_modules())
+    return {k: b for k, b in bits.items() if isinstance(getattr(mods.get(k), "weight", None), torch.Tensor)}
+
+
+def stored_form(promises: Sequence[Promise]) -> tuple[list[str], dict[str, int], str, bool]:
+    """What a compact input's promises say of its file: ``(kernel layers, k-means bits, codebook dtype,
+    per-channel codebooks)`` (empty for a plain model)."""
+    books = [p for p in promises if p.kind == "codebook"]
+    return ([p.layer for p in promises if p.kind == "zeros"], {p.layer: int(p.bits) for p in books},  # type: ignore[arg-type]
+            "fp16" if any(p.fp16 for p in books) else "fp32", any(p.per_channel for p in books))
+
+
+def as_stored(cost_fn: CostFn, example_input: Any, promises: Sequence[Promise], method: str) -> CostFn:
+    """``cost_fn`` of a search whose input is a compact file: params and MACs without its removed kernels (and the
+    kernel family's own), weight bytes as its format stores them unless the family counts them itself (k-means)."""
+    kernels, bits, codebook, _ = stored_form(promises)
+
+    def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
+        params, macs, wbytes = cost_fn(model, assignment)
+        own = [k for k, v in assignment.items() if v > 0] if method == "kernel" else []
+        c = stored_cost(model, example_input, bits, [*kernels, *own], codebook)
+        return c.params, c.macs, wbytes if method == "kmeans" and assignment else c.weight_bytes
+
+    return cost
