@@ -11,9 +11,9 @@ from typing import Any
 from slimcnn.cli._app import emit_json, say, say_wrote
 
 
-def finish_run(run: Any, command: str, loaded: Any, new_model: Any, example: Any, steps: tuple[Any, ...], task_obj: Any, *,
-            limit: int | None, latency: bool, options: dict[str, Any], details: dict[str, Any], seed: int | None,
-            finetuned: bool, runtime: str = "onnxruntime", threads: int | None = None, compact: bool = False) -> Any:
+def finish_run(run: Any, command: str, loaded: Any, new_model: Any, example: Any, steps: tuple[Any, ...], task_obj: Any,
+               *, limit: int | None, latency: bool, options: dict[str, Any], details: dict[str, Any], seed: int | None,
+               finetuned: bool, runtime: str = "onnxruntime", threads: int | None = None, compact: bool = False) -> Any:
     """Write the model files, measure original vs written model (latency on ``runtime``), and commit the run.
 
     ``compact``: also write the compact file the plan's steps call for (``model.slim`` after k-means,
@@ -77,6 +77,7 @@ def _checks(options: dict[str, Any], before: Any, after: Any) -> tuple[Any, ...]
 
 
 def report_run(result: Any, out: Path, as_json: bool) -> None:
+    """The run's summary and closing line (or result.json on stdout with ``--json``)."""
     from slimcnn.run import read_result
     from slimcnn.run._measure import summary_line
 

@@ -77,7 +77,7 @@ def apply_cmd(
             batches = list(task_obj.calibration_batches(calib[0] if calib else 8))
         new_model = apply_plan(loaded.model, p, example, batches=batches)
         result = finish_run(run, "apply", loaded, new_model, example, p.steps, task_obj, limit=None,
-                         latency=not no_latency, options=options, details={"finetuned_in_original_run": p.finetuned},
-                         seed=None, finetuned=False, compact=True)
+                            latency=not no_latency, options=options, details={"finetuned_in_original_run": p.finetuned},
+                            seed=None, finetuned=False, compact=True)
     report_run(result, run.out, as_json)
     return 0

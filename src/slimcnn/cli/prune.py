@@ -162,8 +162,8 @@ def prune_cmd(
                                                            ratio=ratio, groups=groups)
         details["prune_seconds"] = round(time.perf_counter() - t0, 3)
         result = finish_run(run, "prune", loaded, new_model, example, (plan_step,), task_obj, limit=limit,
-                         latency=not no_latency, options=options, details=details, seed=seed, finetuned=False,
-                         runtime=runtime, threads=threads, compact=granularity == "kernel")
+                            latency=not no_latency, options=options, details=details, seed=seed, finetuned=False,
+                            runtime=runtime, threads=threads, compact=granularity == "kernel")
     report_run(result, run.out, as_json)
     if hint := _finetune_hint(result, run.out, task, data):
         note(hint)

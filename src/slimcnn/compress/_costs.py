@@ -28,18 +28,18 @@ def target_ratios(budget: Budget, base_cost: Cost) -> dict[str, float]:
 
 
 def stage_limits(owned: set[str], budget: Budget, base_cost: Cost, current: nn.Module, original: nn.Module, x: Any,
-                 spec: CompressSpec, factors: dict[str, float] | None = None,
+                 spec: CompressSpec, factors: dict[str, float] | None = None, kmeans_bits: dict[str, int] | None = None,
                  kernel_layers: Sequence[str] = ()) -> dict[str, Amount]:
     """The stage's limits relative to its input model (so latency is compared within one run; params and MACs
-    without the removed kernels of ``kernel_layers``, as ``base_cost`` counts them); a latency target a later
-    int8 stage scales by a factor is divided by that factor."""
+    counted as ``base_cost`` counts them, without the all-zero kernels of ``kernel_layers`` and the k-means
+    layers); a latency target a later int8 stage scales by a factor is divided by that factor."""
     limits: dict[str, Amount] = {}
     if not owned:
         return limits
     if factors:
         budget = Budget(budget.max_drop, {k: dataclasses.replace(a, value=a.value / factors[k]) if k in factors else a
                                           for k, a in budget.limits.items()}, budget.objective)
-    cur = stored_cost(current, x, kernel_layers=kernel_layers)
+    cur = stored_cost(current, x, kmeans_bits, kernel_layers)
     for key in owned:
         amount = budget.limits[key]
         if key == "latency_ms":

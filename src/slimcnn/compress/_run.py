@@ -214,7 +214,7 @@ def compress(
             continue
         left = max(drop_total - base_score.drop_to(current_score), 0.0)
         last = i == len(stages) - 1
-        limits = stage_limits(owned[i], budget, base_cost, current, original, x, spec, factors, kernel_layers)
+        limits = stage_limits(owned[i], budget, base_cost, current, original, x, spec, factors, kmeans_bits, kernel_layers)
         objective = next((k for k in ("latency_ms", "macs", "params", "activation_bytes", "weight_bytes") if k in limits),
                          "weight_bytes" if stage.method == "kmeans" else "macs")
         # The last stage compresses as far as the drop left allows; an earlier one as far as an equal share
