@@ -117,3 +117,32 @@ def test_a_drop_without_fine_tuning_names_finetune_steps(trained_lenet: Path, tm
     drop = res["before"]["score"]["value"] - res["after"]["score"]["value"]
     assert drop > 1.0, "the test needs a decomposition that loses accuracy"
     assert f"top1 dropped {drop:.3g} without fine-tuning; the same command with --finetune-steps N" in err
+
+
+def test_a_kernel_pruned_input_keeps_its_removed_kernels_and_its_format(trained_lenet: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """`decompose file:model.slimk --finetune-steps N` trained the removed kernels of the layers it kept back (no
+    promise held them), counted the input dense and wrote a plain model.pt: the layers it keeps hold their zeros
+    now, and before / after are what `analyze` gives for the .slimk given and the .slimk written."""
+    made = tmp_path / "k"
+    assert main(["prune", f"file:{trained_lenet}", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
+                 "--out", str(made)]) == 0
+    out = tmp_path / "d"
+    rc = main(["decompose", f"file:{made / 'model.slimk'}", "--all", "--exclude", "conv2", "--confirm-runs", "2",
+               "--e2e-runs", "2", "--task", "classification", "--data", "digits", "--finetune-steps", "10",
+               "--lr", "0.05", "--limit", "50", "--out", str(out)])
+    assert rc == 0
+    capsys.readouterr()
+    res = json.loads((out / "result.json").read_text())
+    assert "conv2" not in res["details"]["replaced"] and res["details"]["slimk"]["decodes_to_model_pt"]
+
+    def gone(path: Path) -> float:
+        w = load_model(f"file:{path}").model.conv2.weight.detach()
+        return float((w.abs().amax(dim=(2, 3)) == 0).float().mean())
+
+    assert gone(out / "model.pt") == gone(made / "model.slimk") > 0.3
+    for when, path in (("before", made / "model.slimk"), ("after", out / "model.slimk")):
+        assert main(["analyze", f"file:{path}", "--json", "--no-latency"]) == 0
+        a = json.loads(capsys.readouterr().out)
+        c = res[when]["cost"]
+        assert (c["params"], c["macs"], c["weight_bytes"]) == (a["params"], a["macs"], a["weight_bytes"]), when

@@ -145,3 +145,26 @@ def test_scale_picks_the_sr_models_factor_in_quantize_and_export(tmp_path: Path)
     model = load_model(f"file:{tmp_path / 'quantize_slimcnnfsrcnn_--bits' / 'model.pt'}").model
     assert model.last_part.stride == (3, 3)  # the x3 transposed conv
     assert main(["quantize", "slimcnn:fsrcnn", "--bits", "6", "--scale", "0", "--out", str(tmp_path / "z")]) == 2
+
+
+def test_a_kernel_pruned_input_and_the_written_slim_are_counted_as_analyze_counts_them(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """quantize of a file:model.slimk counted params and MACs of the dense model on both sides (19.2 M MACs for an
+    ESPCN .slimk that `analyze` counts at 8.7 M, and for the model.slim written from it); now both match `analyze`
+    of the file given and of the file written (weight bytes: quantize's own base stays float32, as --weight-bytes)."""
+    made = tmp_path / "k"
+    assert main(["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
+                 "--out", str(made)]) == 0
+    out = tmp_path / "q"
+    assert main(["quantize", f"file:{made / 'model.slimk'}", "--bits", "4", "--no-onnx", "--out", str(out)]) == 0
+    capsys.readouterr()
+    res = json.loads((out / "result.json").read_text())
+    analyzed = {}
+    for name, path in (("in", made / "model.slimk"), ("out", out / "model.slim")):
+        assert main(["analyze", f"file:{path}", "--json", "--no-latency"]) == 0
+        a = json.loads(capsys.readouterr().out)
+        analyzed[name] = (a["params"], a["macs"], a["weight_bytes"])
+    before, after = res["before"]["cost"], res["after"]["cost"]
+    assert (before["params"], before["macs"]) == analyzed["in"][:2]
+    assert (after["params"], after["macs"], after["weight_bytes"]) == analyzed["out"]
+    assert after["macs"] < 416520  # the removed kernels are gone (LeNet-5: 416,520 MACs dense)

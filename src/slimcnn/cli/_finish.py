@@ -25,12 +25,12 @@ def finish_run(run: Any, command: str, loaded: Any, new_model: Any, example: Any
     from slimcnn.run import Plan, RunResult, environment, write_run
     from slimcnn.run._artifacts import compact_source, kernel_layers, still_convs, write_plan_artifact
     from slimcnn.run._measure import measure_pair, original_shapes, save_model_files
-    from slimcnn.search._stored import stored_cost, stored_form
-    from slimcnn.search.families import kernel_sparse_cost, pack
+    from slimcnn.search._stored import stored_form, stored_input_cost
+    from slimcnn.search.families import kernel_sparse_cost
 
     # a compressed input (.slimk / .slim) is counted as its file stores it and written in its format again
     promises, input_step = compact_source(loaded.source)
-    kernels, bits, book, per_channel = stored_form(promises)
+    bits = stored_form(promises)[1]
     formats = [*([input_step] if input_step is not None else []), *(steps if compact else ())]
     written = save_model_files(loaded, new_model, example, run.path)
     stored = write_plan_artifact(run.path, loaded, formats, written) if formats else {}
@@ -38,10 +38,9 @@ def finish_run(run: Any, command: str, loaded: Any, new_model: Any, example: Any
     before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency,
                                  runtime=runtime, threads=threads)
     if promises:
-        c = stored_cost(loaded.model, example, bits, kernels, book)
-        wbytes = pack(loaded.model, bits, book, per_channel).weight_bytes if bits else c.weight_bytes
+        c = stored_input_cost(loaded.model, example, promises)
         before = dataclasses.replace(before, cost=dataclasses.replace(before.cost, params=c.params, macs=c.macs,
-                                                                      weight_bytes=wbytes))
+                                                                      weight_bytes=c.weight_bytes))
     for artifact in stored.values():  # a byte budget is judged on the compact file, as in the run that made the plan
         after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, weight_bytes=artifact["weight_bytes"]))
     # removed kernels are gone (a .slim's all-zero kernels too), as compress and analyze count them

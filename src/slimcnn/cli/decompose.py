@@ -93,7 +93,10 @@ def decompose_cmd(
     from slimcnn.models import load_model
     from slimcnn.prune import fingerprint
     from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment, read_result, write_run
+    from slimcnn.run._artifacts import compact_source
     from slimcnn.run._measure import save_model_files
+    from slimcnn.search._stored import stored_cost, stored_form, stored_input_cost, write_as_input
+    from slimcnn.train import keep_promises
 
     if freeze not in ("outer", "sequential", "none"):
         raise ConfigError(f"--freeze must be outer, sequential or none, got '{freeze}'")
@@ -126,6 +129,7 @@ def decompose_cmd(
     with open_run("decompose", out, model=model, weights=weights, data={"data": data, "train_data": train_data, "val_data": val_data},
                   options=options, force=force, resume=resume) as run:
         say_notes(run)
+        promises = compact_source(model)[0]
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
         check_exclude(loaded.model, exclude)
         task = task_for(task, data, loaded.info)
@@ -149,8 +153,10 @@ def decompose_cmd(
             scores["after_decompose"] = scores["before"] if unchanged else task_obj.evaluate(new, limit=limit)
             if finetune_steps and not unchanged:
                 throughput = training_throughput(new, result, task_obj)
-                finetune_frozen(new, result, task_obj, finetune_steps, freeze=freeze, lr=lr)
+                with keep_promises(new, promises):  # a compact input's layers that stay keep their zeros / codebooks
+                    finetune_frozen(new, result, task_obj, finetune_steps, freeze=freeze, lr=lr)
         written = save_model_files(loaded, new, example, run.path)
+        stored = write_as_input(run.path, loaded, written, promises)
         if task_obj is not None and finetune_steps and not unchanged:
             scores["after_finetune"] = task_obj.evaluate(written, limit=limit)  # the artifact, re-loaded
         lat = None if unchanged else compare_latency(
@@ -159,6 +165,12 @@ def decompose_cmd(
         speedup = 1.0 if lat is None else lat["before"].median_ms / lat["after"].median_ms
         slower = speedup < 1.0
         before, after = profile(loaded.model, example), profile(written, example)
+        if promises:  # counted as the files store them, as `analyze` counts them
+            kernels, bits, book, _ = stored_form(promises)
+            b, a = stored_input_cost(loaded.model, example, promises), stored_cost(written, example, bits, kernels, book)
+            before = dataclasses.replace(before, params=b.params, macs=b.macs, weight_bytes=b.weight_bytes)
+            after = dataclasses.replace(after, params=a.params, macs=a.macs, weight_bytes=next(
+                (s["weight_bytes"] for s in stored.values()), a.weight_bytes))
         if lat is not None:
             before = dataclasses.replace(before, latency=lat["before"])
             after = dataclasses.replace(after, latency=lat["after"])
@@ -178,6 +190,7 @@ def decompose_cmd(
             "scores": {k: dataclasses.asdict(v) for k, v in scores.items()},
             "training_throughput": throughput,
             "decide_seconds": round(seconds, 2),
+            **stored,
         }
         final_score = scores.get("after_finetune", scores.get("after_decompose"))
         run_result = RunResult(

@@ -19,7 +19,7 @@ from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, par
 from slimcnn.errors import ConfigError
 from slimcnn.export._int8 import Int8Spec
 from slimcnn.run._artifacts import same_weights, still_convs
-from slimcnn.search._stored import still_weighted, stored_cost, stored_form
+from slimcnn.search._stored import still_weighted, stored_cost, stored_form, stored_input_cost
 from slimcnn.search.budget import Amount, Budget, ConstraintCheck
 from slimcnn.search.families import pack
 from slimcnn.types import Cost, Score
@@ -157,10 +157,7 @@ def compress(
     named = parse_recipe(spec.recipe)
     # a compact input (.slimk / .slim) is counted as its file stores it, as `analyze` counts it, and written so again
     kernel_layers, kmeans_bits, stored_book, stored_per_channel = stored_form(promises)
-    base_cost = stored_cost(original, x, kmeans_bits, kernel_layers, stored_book)
-    if kmeans_bits:  # exactly what the input's .slim stores
-        base_cost = dataclasses.replace(base_cost, weight_bytes=pack(original, kmeans_bits, stored_book,
-                                                                     stored_per_channel).weight_bytes)
+    base_cost = stored_input_cost(original, x, promises)
     stages = named or auto_recipe(targets, spec.runtime, target_ratios(budget, base_cost))
     owned = assign_targets(stages, targets)
     has_int8 = stages[-1].method == "int8"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from slimcnn.search._stored import as_stored, stored_form
+from slimcnn.search._stored import as_stored, stored_form, stored_input_cost
 from slimcnn.search._trials import TrialLog, trial_key
 from slimcnn.search.budget import Budget
 from slimcnn.search.families import FAMILIES, Family
@@ -53,7 +53,7 @@ class SearchContext:
             kwargs["codebook"] = spec.codebook
         self.family: Family = FAMILIES.get(spec.method)(**kwargs)
         self.cost_fn = self.family.cost(example_input)
-        kernels, bits, book, per_channel = stored_form(spec.promises)
+        kernels, bits, _, _ = stored_form(spec.promises)
         if kernels or bits:  # a compact input is counted as its file stores it (as `analyze` counts it)
             self.cost_fn = as_stored(self.cost_fn, example_input, spec.promises, spec.method)
         if spec.int8_weights is not None:
@@ -64,10 +64,8 @@ class SearchContext:
                            else self.evaluate(model, limit=spec.limit))
         self.base_cost = self.measure_cost(model, {})
         if bits and spec.int8_weights is None:  # exactly the input's .slim bytes, not their bound
-            from slimcnn.search.families import pack
-
-            self.base_cost = dataclasses.replace(self.base_cost,
-                                                 weight_bytes=pack(model, bits, book, per_channel).weight_bytes)
+            self.base_cost = dataclasses.replace(
+                self.base_cost, weight_bytes=stored_input_cost(model, example_input, spec.promises).weight_bytes)
         self.tried: list[TriedPoint] = []
         self.model_override: nn.Module | None = None
         """The final model when the strategy built it step by step (``cpo``, ``iterative``)."""

@@ -64,3 +64,31 @@ def as_stored(cost_fn: CostFn, example_input: Any, promises: Sequence[Promise], 
         return c.params, c.macs, wbytes if method == "kmeans" and assignment else c.weight_bytes
 
     return cost
+
+
+def stored_input_cost(model: nn.Module, example_input: Any, promises: Sequence[Promise]) -> Cost:
+    """A compact input's cost as its file stores it (what ``analyze`` gives for it): removed kernels gone from params
+    and MACs, weight bytes exactly what the ``.slim`` (re-packed; its weights already share their codebooks) or
+    the ``.slimk`` holds."""
+    from slimcnn.search.families import pack
+
+    kernels, bits, codebook, per_channel = stored_form(promises)
+    c = stored_cost(model, example_input, bits, kernels, codebook)
+    if bits:
+        c = dataclasses.replace(c, weight_bytes=pack(model, bits, codebook, per_channel).weight_bytes)
+    return c
+
+
+def write_as_input(folder: Any, loaded: Any, written: nn.Module, promises: Sequence[Promise]) -> dict[str, Any]:
+    """``written`` stored in its compact input's format again, for the layers that are still the input's (a
+    low-rank step may have factorised some): ``{"slim": ...}`` / ``{"slimk": ...}`` (see
+    :func:`~slimcnn.run._artifacts.write_slim`), ``{}`` for a plain input."""
+    from slimcnn.run._artifacts import write_slim, write_slimk
+    from slimcnn.search.families import pack
+
+    kernels, bits, codebook, per_channel = stored_form(promises)
+    if bits := still_weighted(written, bits):
+        return {"slim": write_slim(folder, loaded, pack(written, bits, codebook, per_channel), written)}
+    if layers := still_convs(written, kernels):
+        return {"slimk": write_slimk(folder, loaded, written, layers)}
+    return {}

@@ -33,18 +33,18 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     # the byte budget of kernel removal and k-means is judged on their compact formats: write that file, as a
     # compressed input's format is written again (its zeros and codebooks were kept)
     from slimcnn.run._artifacts import still_convs, write_slim, write_slimk
-    from slimcnn.search._stored import still_weighted, stored_form
+    from slimcnn.search._stored import stored_form, write_as_input
     from slimcnn.search.families import pack
 
-    kernels, bits, book, per_channel = stored_form(spec.promises)
-    own = [k for k, v in res.assignment.items() if v > 0] if spec.method == "kernel" else []
+    kernels, bits, _, _ = stored_form(spec.promises)
     if spec.method == "kmeans" and res.assignment:
         bits = {k: int(v) for k, v in res.assignment.items()}
         details["slim"] = write_slim(run.path, loaded, pack(written, bits, spec.codebook), written)
-    elif bits := still_weighted(written, bits):
-        details["slim"] = write_slim(run.path, loaded, pack(written, bits, book, per_channel), written)
-    elif layers := still_convs(written, [*kernels, *own]):
+    elif spec.method == "kernel" and not bits and (layers := still_convs(written, [
+            *kernels, *(k for k, v in res.assignment.items() if v > 0)])):
         details["slimk"] = write_slimk(run.path, loaded, written, layers)
+    else:
+        details |= write_as_input(run.path, loaded, written, spec.promises)
     write_json(run.path / "pareto.json", {"objective": budget.objective, "points": res.tried})
     plan = search_plan(loaded.model, spec, res, example, source=loaded.source)
     details["layers"] = original_shapes(loaded.model, plan.steps)
