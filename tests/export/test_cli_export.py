@@ -165,3 +165,30 @@ def test_an_int8_file_measured_slower_than_fp32_says_so(tmp_path: Path, capsys: 
                "--calibration-samples", "16", "--limit", "20", "--out", str(tmp_path / "i8")])
     assert rc == 0
     assert "note: the int8 model runs SLOWER than the fp32 one on ONNX Runtime here (1.23x" in capsys.readouterr().err
+
+
+def test_a_compressed_input_is_counted_as_stored_and_the_file_written_as_it_holds_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """export of a file:model.slimk / .slim counted the input dense (params 1.000x), hiding that model.onnx holds
+    a kernel-pruned model dense, and called C arrays of a .slim with zero kernels larger than the .slim: before is
+    now what `analyze` gives for the input, model.onnx is counted dense (with a note), the C arrays as stored."""
+    made = tmp_path / "k"
+    assert main(["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
+                 "--out", str(made)]) == 0
+    assert main(["quantize", f"file:{made / 'model.slimk'}", "--bits", "4", "--no-onnx", "--out", str(tmp_path / "q")]) == 0
+    capsys.readouterr()
+    for source, fmt in ((made / "model.slimk", "onnx"), (tmp_path / "q" / "model.slim", "c")):
+        assert main(["analyze", f"file:{source}", "--json", "--no-latency"]) == 0
+        a = json.loads(capsys.readouterr().out)
+        out = tmp_path / fmt
+        assert main(["export", f"file:{source}", "--format", fmt, "--out", str(out)]) == 0
+        capsys.readouterr()
+        res = _result(out)
+        before, after = res["before"]["cost"], res["after"]["cost"]
+        assert (before["params"], before["macs"], before["weight_bytes"]) == (a["params"], a["macs"], a["weight_bytes"])
+        dense = sum(p.numel() for p in load_model(f"file:{source}").model.parameters())
+        if fmt == "onnx":
+            assert after["params"] == dense > before["params"]
+            assert any("removed kernels are zeros in model.onnx" in n for n in res["notes"])
+        else:
+            assert (after["params"], after["macs"]) == (before["params"], before["macs"]) and before["params"] < dense

@@ -140,7 +140,9 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
     from slimcnn.measure import profile
     from slimcnn.prune import fingerprint
     from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment
+    from slimcnn.run._artifacts import compact_source
     from slimcnn.run._measure import summary_line
+    from slimcnn.search._stored import stored_input_cost
 
     t_start = time.perf_counter()
     folder = Path(run.path)
@@ -154,7 +156,14 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
     after_onnx: bytes | None = None
     original_onnx: bytes | None = None  # the original's fp32 ONNX, exported once: quantised and timed against
     before_cost = dataclasses.replace(profile(original, example), layers=())
-    after_cost = before_cost
+    after_cost = before_cost  # a file that holds the model as it is holds it dense
+    if promises := compact_source(model)[0]:  # a compressed input is counted as its file stores it, as `analyze` does
+        stored = stored_input_cost(original, example, promises)
+        before_cost = dataclasses.replace(before_cost, params=stored.params, macs=stored.macs,
+                                          weight_bytes=stored.weight_bytes)
+        if any(p.kind == "zeros" for p in promises) and spec.format in ("onnx", "onnx-int8"):
+            notes.append(f"{Path(model.removeprefix('file:')).name}'s removed kernels are zeros in model.onnx: "
+                         "ONNX Runtime runs them dense (params, MACs and bytes after are what the file holds)")
     s_before: Any = None
     x_check = torch.cat([example] * 2) if example.dim() == 4 else example
     checked_on = "random example input"
@@ -171,7 +180,13 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         if res is not None:
             plan = Plan((PlanStep("kmeans", tuple(layers), dataclasses.asdict(spec.kmeans)),), loaded.source,
                         fingerprint(loaded.model), tuple(example.shape))
-        if spec.format == "c":
+        if spec.format == "c":  # a sparse engine skips the all-zero kernels the arrays hold, as `analyze` of a .slim counts
+            from slimcnn.run._artifacts import still_convs
+            from slimcnn.search.families import kernel_sparse_cost
+
+            if convs := still_convs(decoded, list(layers)):
+                params, macs, _ = kernel_sparse_cost(decoded, example, convs)
+                after_cost = dataclasses.replace(after_cost, params=params, macs=macs)
             info = write_c(folder, layers, decoded.state_dict(), prefix=spec.c_prefix)
             details["c"] = dataclasses.asdict(info)
             after_model = decoded
