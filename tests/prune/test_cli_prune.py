@@ -177,3 +177,7 @@ def test_pruning_a_compressed_input_counts_and_writes_it_as_its_file_stores_it(f
     assert cost("before") == analyzed(made / f"model.{fmt}")
     assert cost("after") == analyzed(out / f"model.{fmt}") and cost("after")[1] < cost("before")[1]
     assert res["details"][fmt]["decodes_to_model_pt"]
+    again = tmp_path / "a"  # apply of the plan onto the same file writes the same file
+    assert main(["apply", str(out / "plan.json"), f"file:{made / f'model.{fmt}'}", "--no-latency",
+                 "--out", str(again)]) == 0
+    assert (again / f"model.{fmt}").read_bytes() == (out / f"model.{fmt}").read_bytes()

@@ -276,9 +276,11 @@ def sensitivity_sweep(
             table.points = previous.points
             done = {(p.knob, p.amount) for p in previous.points}
             total = sum(len(k.amounts) for k in knobs)
-            if is_main():
-                progress_log.info("resuming the sensitivity sweep: %d of %d points already measured",
-                            len({(k.name, float(a)) for k in knobs for a in k.amounts} & done), total)
+            measured = len({(k.name, float(a)) for k in knobs for a in k.amounts} & done)
+            if is_main() and measured == total:
+                progress_log.info("sensitivity sweep: all %d points measured already, none run again", total)
+            elif is_main():
+                progress_log.info("resuming the sensitivity sweep: %d of %d points already measured", measured, total)
         elif is_main():
             log.warning("ignoring %s: it was measured on a different model or data", resume)
     todo = [Knob(k.name, tuple(a for a in k.amounts if (k.name, float(a)) not in done), k.layers) for k in knobs]
