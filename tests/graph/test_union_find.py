@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from slimcnn.graph._trace import UnionFind
+from slimcnn.graph._state import UnionFind
 
 
 def _reference(n: int, edges: list[tuple[int, int]]) -> list[int]:

@@ -10,7 +10,8 @@ import numpy as np
 from torch import nn
 
 from slimcnn.errors import ConfigError
-from slimcnn.graph._trace import LayerRecord, TraceState, _components, gc_paused, run_trace
+from slimcnn.graph._state import LayerRecord, TraceState, _components
+from slimcnn.graph._trace import gc_paused, run_trace
 
 # weight axis of each (layer kind, role); per-channel layers slice all their per-channel tensors on axis 0
 WEIGHT_DIM: dict[tuple[str, str], int] = {
