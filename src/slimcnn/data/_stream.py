@@ -147,7 +147,7 @@ def _tar_members(path: Path) -> list[tarfile.TarInfo]:
 
 
 def _index_shards(shards: list[Path], name: str) -> StreamIndex:
-    from slimcnn.data.classification import IMAGE_EXTS
+    from slimcnn.data._folder import IMAGE_EXTS
 
     file_of, members, offsets, sizes, labels = [], [], [], [], []
     for k, shard in enumerate(shards):
@@ -182,10 +182,10 @@ def _index_shards(shards: list[Path], name: str) -> StreamIndex:
 
 
 def _index_folder(path: Path, split: str) -> StreamIndex:
-    from slimcnn.data.classification import _list_images, _select
+    from slimcnn.data._folder import list_images, select_split
 
     try:
-        rels, class_of, chosen = _select(_list_images(path), split, path)  # type: ignore[arg-type]
+        rels, class_of, chosen = select_split(list_images(path), split, path)  # type: ignore[arg-type]
     except PermissionError as e:
         raise DataError(f"cannot read folder {path}: {e.strerror or e}; check its permissions") from e
     classes = sorted(set(class_of))

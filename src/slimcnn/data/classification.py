@@ -23,27 +23,31 @@ from __future__ import annotations
 import io
 import logging
 import pickle
-import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, unreadable_reason
+from slimcnn._io import UNREADABLE_IMAGE
 from slimcnn.data import _stream
+from slimcnn.data._folder import (
+    ALL_SPLIT_DIRS,
+    SPLIT_DIRS,
+    Split,
+    decode_image,
+    folder_layout,
+    is_archive,
+    list_images,
+    read_images,
+    select_split,
+)
 from slimcnn.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-Split = Literal["train", "test"]
 BUILTIN: tuple[str, ...] = ("digits",)
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif"})
-_SPLIT_DIRS: dict[str, tuple[str, ...]] = {"train": ("train",), "test": ("test", "val", "valid", "validation")}
-_ALL_SPLIT_DIRS = frozenset(n for names in _SPLIT_DIRS.values() for n in names)
 DIGITS_TRAIN = 1437
 _CACHE: dict[tuple[object, ...], ImageSet] = {}
 
@@ -127,8 +131,8 @@ def source_splits(spec: str | Path) -> frozenset[str]:
         if (root / "test_batch").is_file() or (root / "test").is_file():
             have.add("test")
         return frozenset(have)
-    tops = _folder_layout(_list_images(Path(spec)))[1]
-    return frozenset(s for s, names in _SPLIT_DIRS.items() if tops & set(names))
+    tops = folder_layout(list_images(Path(spec)))[1]
+    return frozenset(s for s, names in SPLIT_DIRS.items() if tops & set(names))
 
 
 def find_train_sibling(spec: str | Path) -> Path | None:
@@ -143,9 +147,9 @@ def find_train_sibling(spec: str | Path) -> Path | None:
     path = Path(spec)
     if path.is_dir():
         cand = path.parent / "train"
-        return cand if path.name.lower() in _ALL_SPLIT_DIRS and cand.is_dir() else None
-    if _is_archive(path):
-        found = [p for p in sorted(path.parent.iterdir()) if p != path and _is_archive(p) and p.name.lower().startswith("train")]
+        return cand if path.name.lower() in ALL_SPLIT_DIRS and cand.is_dir() else None
+    if is_archive(path):
+        found = [p for p in sorted(path.parent.iterdir()) if p != path and is_archive(p) and p.name.lower().startswith("train")]
         if len(found) > 1:
             found = [p for p in found if not any(w in p.name.lower() for w in ("subset", "mini", "small", "tiny"))]
         return found[0] if len(found) == 1 else None
@@ -208,9 +212,9 @@ def native_size(spec: str | Path, split: Split = "test", *, sample: int = 16) ->
     path = Path(spec)
     if _cifar_root(path) is not None:
         return (32, 32)
-    rels, _, _ = _select(_list_images(path), split, path)
+    rels, _, _ = select_split(list_images(path), split, path)
     sizes = set()
-    for n, (_, data) in enumerate(_read_images(path, rels)):
+    for n, (_, data) in enumerate(read_images(path, rels)):
         try:
             with Image.open(io.BytesIO(data)) as im:
                 sizes.add((im.height, im.width))
@@ -352,111 +356,15 @@ def _load_cifar(path: Path, split: Split, size: tuple[int, int] | None, channels
 
 
 # --------------------------------------------------------------------------------------------- folders
-def _is_archive(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and name.endswith((".tar", ".tar.gz", ".tgz"))
-
-
-def _list_images(path: Path) -> list[tuple[str, ...]]:
-    if path.is_dir():
-        return sorted(p.relative_to(path).parts for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-    if _is_archive(path):
-        try:
-            with tarfile.open(path, "r:*") as tar:
-                return sorted(
-                    tuple(p for p in m.name.split("/") if p not in ("", "."))
-                    for m in tar.getmembers()
-                    if m.isfile() and Path(m.name).suffix.lower() in IMAGE_EXTS
-                )
-        except (tarfile.TarError, OSError) as e:
-            raise DataError(f"cannot read archive {path}: {e}") from e
-    if path.suffix.lower() == ".zip":  # read in place only as tar: its members can be streamed by offset
-        raise DataError(f"{path} is a .zip archive, which slimcnn does not read: unzip it (unzip {path.name} -d "
-                        f"{path.stem}) and pass the folder, or pack it as .tar (tar -cf {path.stem}.tar -C {path.stem} .)")
-    raise DataError(
-        f"{path} is neither a folder nor a .tar archive; pass a folder of images, a CIFAR folder, "
-        "an ImageFolder .tar, or 'digits'"
-    )
-
-
-def _folder_layout(paths: list[tuple[str, ...]]) -> tuple[int, frozenset[str]]:
-    """(number of leading common folders to skip, split folder names found at that level)."""
-    skip = 0
-    while paths and all(len(p) > skip + 2 for p in paths) and len({p[skip] for p in paths}) == 1:
-        if paths[0][skip].lower() in _ALL_SPLIT_DIRS:
-            break
-        skip += 1
-    tops = {p[skip].lower() for p in paths if len(p) > skip + 2}
-    if tops and tops <= _ALL_SPLIT_DIRS and all(len(p) > skip + 2 for p in paths):
-        return skip, frozenset(tops)
-    return skip, frozenset()
-
-
-def _select(paths: list[tuple[str, ...]], split: Split, where: Path) -> tuple[list[tuple[str, ...]], list[str], str]:
-    """Pick the split's images; return them, their class names and the split label."""
-    skip, tops = _folder_layout(paths)
-    if tops:
-        wanted = [t for t in _SPLIT_DIRS[split] if t in tops]
-        if wanted:
-            chosen = wanted[0]
-        elif len(tops) == 1:
-            chosen = next(iter(tops))
-        else:
-            raise DataError(f"{where} holds the splits {sorted(tops)} but no '{split}' split")
-        sel = [p for p in paths if p[skip].lower() == chosen]
-        return sel, [p[skip + 1] for p in sel], chosen
-    bad = [p for p in paths if len(p) < skip + 2]
-    if bad or not paths:
-        raise DataError(
-            f"{where} has no images in class folders (expected <class>/<image>, e.g. cat/0001.jpg); "
-            f"found {len(paths)} images" + (f", e.g. {'/'.join(bad[0])} at the top level" if bad else "")
-        )
-    return paths, [p[skip] for p in paths], "all"
-
-
-def _read_images(path: Path, rels: list[tuple[str, ...]]) -> Iterator[tuple[tuple[str, ...], bytes]]:
-    if path.is_dir():
-        for rel in rels:
-            yield rel, path.joinpath(*rel).read_bytes()
-        return
-    wanted = set(rels)
-    with tarfile.open(path, "r:*") as tar:
-        for m in tar:
-            rel = tuple(p for p in m.name.split("/") if p not in ("", "."))
-            if m.isfile() and rel in wanted:
-                f = tar.extractfile(m)
-                if f is not None:
-                    yield rel, f.read()
-
-
-def _decode(data: bytes, name: str, size: tuple[int, int] | None, gray: bool) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im = im.convert("L" if gray else "RGB")
-            if size is not None and (im.height, im.width) != tuple(size):
-                th, tw = size
-                s = max(th / im.height, tw / im.width)
-                nh, nw = max(th, round(im.height * s)), max(tw, round(im.width * s))
-                im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=None)
-                top, left = (nh - th) // 2, (nw - tw) // 2
-                im = im.crop((left, top, left + tw, top + th))
-            arr = np.asarray(im, dtype=np.uint8)
-    except UNREADABLE_IMAGE as e:
-        raise DataError(f"cannot decode image {name} ({unreadable_reason(e)}): {UNREADABLE_HINT}") from e
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-
-
 def _load_folder(path: Path, split: Split, size: tuple[int, int] | None, channels: int | None) -> ImageSet:
-    rels, class_of, chosen = _select(_list_images(path), split, path)
+    rels, class_of, chosen = select_split(list_images(path), split, path)
     classes = sorted(set(class_of))
     index = {c: i for i, c in enumerate(classes)}
     label_of = dict(zip(rels, (index[c] for c in class_of), strict=True))
     gray = channels == 1
     arrays: dict[tuple[str, ...], np.ndarray] = {}
-    for rel, data in _read_images(path, rels):
-        arr = _decode(data, "/".join(rel), size, gray)
+    for rel, data in read_images(path, rels):
+        arr = decode_image(data, "/".join(rel), size, gray)
         if size is None:
             size = (arr.shape[1], arr.shape[2])
         arrays[rel] = arr
