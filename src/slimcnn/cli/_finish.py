@@ -23,14 +23,13 @@ def finish_run(run: Any, command: str, loaded: Any, new_model: Any, example: Any
 
     from slimcnn.prune import fingerprint
     from slimcnn.run import Plan, RunResult, environment, write_run
-    from slimcnn.run._artifacts import compact_source, kernel_layers, still_convs, write_plan_artifact
+    from slimcnn.run._artifacts import compact_source, still_convs, write_plan_artifact
     from slimcnn.run._measure import measure_pair, original_shapes, save_model_files
-    from slimcnn.search._stored import stored_form, stored_input_cost
+    from slimcnn.search._stored import stored_input_cost, unstored_kernel_layers
     from slimcnn.search.families import kernel_sparse_cost
 
     # a compressed input (.slimk / .slim) is counted as its file stores it and written in its format again
     promises, input_step = compact_source(loaded.source)
-    bits = stored_form(promises)[1]
     formats = [*([input_step] if input_step is not None else []), *(steps if compact else ())]
     written = save_model_files(loaded, new_model, example, run.path)
     stored = write_plan_artifact(run.path, loaded, formats, written) if formats else {}
@@ -43,8 +42,8 @@ def finish_run(run: Any, command: str, loaded: Any, new_model: Any, example: Any
                                                                       weight_bytes=c.weight_bytes))
     for artifact in stored.values():  # a byte budget is judged on the compact file, as in the run that made the plan
         after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, weight_bytes=artifact["weight_bytes"]))
-    # removed kernels are gone (a .slim's all-zero kernels too), as compress and analyze count them
-    if stored and (layers := still_convs(written, [*kernel_layers(formats, written), *(bits if "slim" in stored else ())])):
+    # kernels the file does not store are gone, as compress and analyze count them
+    if layers := still_convs(written, unstored_kernel_layers(run.path, stored)):
         params, macs, _ = kernel_sparse_cost(written, example, layers)
         after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, params=params, macs=macs))
     checks = _checks(options, before.cost, after.cost)

@@ -80,11 +80,6 @@ def write_plan_artifact(folder: Path, loaded: Any, steps: Sequence[Any], written
     return {"slimk": write_slimk(folder, loaded, written, list(last.params.get("kept", {})))}
 
 
-def kernel_layers(steps: Sequence[Any], model: nn.Module) -> list[str]:
-    """The layers a plan's ``prune_kernels`` steps removed kernels from, as :func:`still_convs` of ``model``."""
-    return still_convs(model, [layer for s in steps if s.transform == "prune_kernels" for layer in s.params.get("kept", {})])
-
-
 def still_convs(model: nn.Module, names: Sequence[str]) -> list[str]:
     """``names`` (once each, in order) that are still convolutions of ``model``: a later low-rank step may have
     factorised a kernel-pruned layer."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,17 +20,18 @@ from slimcnn.types import Cost
 
 def stored_cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
                 kernel_layers: Sequence[str] = (), codebook: str = "fp32") -> Cost:
-    """Params, MACs, activation bytes by profiling, the all-zero kernels of ``kernel_layers`` and of the k-means
-    layers left out of params and MACs (as the kernel search and ``analyze`` of a ``.slim``/``.slimk`` count
-    them); weight bytes with the k-means layers at their bits (``model.slim``), else without the removed kernels
-    (``model.slimk``)."""
+    """Params, MACs, activation bytes by profiling, and weight bytes, as the file the model is written to stores
+    them (as ``analyze`` counts that file): with k-means layers, ``model.slim`` — those layers at their bits, their
+    all-zero kernels (masked out) gone from params and MACs, every other layer dense (kernels removed from a layer
+    k-means left alone are stored as zeros, and counted); else ``model.slimk`` — the all-zero kernels of
+    ``kernel_layers`` gone (not stored)."""
     from slimcnn.measure import profile
     from slimcnn.search.families import kernel_sparse_cost, kmeans_bytes_delta
 
     c = profile(model, x)
     wbytes = c.weight_bytes
     bits = still_weighted(model, kmeans_bits or {})
-    if layers := still_convs(model, [*kernel_layers, *bits]):
+    if layers := still_convs(model, list(bits) if bits else kernel_layers):
         params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers)
         c = dataclasses.replace(c, params=params, macs=macs)
         wbytes = wbytes if bits else sparse_bytes
@@ -92,3 +94,20 @@ def write_as_input(folder: Any, loaded: Any, written: nn.Module, promises: Seque
     if layers := still_convs(written, kernels):
         return {"slimk": write_slimk(folder, loaded, written, layers)}
     return {}
+
+
+def unstored_kernel_layers(folder: Path, stored: dict[str, Any]) -> list[str]:
+    """The layers whose all-zero kernels the compact file just written does not store (``analyze`` counts them
+    gone): a ``.slim``'s k-means layers (masked out), a ``.slimk``'s kernel layers; ``stored`` names the file
+    (``{"slim": ...}`` / ``{"slimk": ...}``, as :func:`~slimcnn.run._artifacts.write_plan_artifact` returns)."""
+    if "slim" in stored:
+        from slimcnn.quantize import read_packed
+
+        tensors = read_packed(folder / "model.slim").header["tensors"]
+        return [str(k).removesuffix(".weight") for k, e in tensors.items() if e["kind"] == "kmeans"]
+    if "slimk" in stored:
+        from slimcnn.prune._kernel_format import read_kernel_compact
+
+        header, _ = read_kernel_compact(folder / "model.slimk")
+        return [str(e["name"]).removesuffix(".weight") for e in header["tensors"] if e["kind"] == "kernels"]
+    return []
