@@ -158,7 +158,7 @@ def test_pruning_a_compressed_input_counts_and_writes_it_as_its_file_stores_it(f
     and after are now what `analyze` gives for the file given and the file of the same format written."""
     made = tmp_path / "in"
     make = (["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency"] if fmt == "slimk"
-            else ["quantize", "slimcnn:lenet5", "--bits", "conv*=4,fc*=3", "--no-onnx"])
+            else ["quantize", "slimcnn:lenet5", "--bits", "conv*=4,fc*=3", "--prune", "conv*=3,fc*=5", "--no-onnx"])
     assert main([*make, "--out", str(made)]) == 0
     out = tmp_path / "p"
     assert main(["prune", f"file:{made / f'model.{fmt}'}", "--ratio", "0.25", "--no-latency", "--out", str(out)]) == 0

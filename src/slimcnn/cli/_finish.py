@@ -25,14 +25,15 @@ def finish_run(run: Any, command: str, loaded: Any, new_model: Any, example: Any
     from slimcnn.run import Plan, RunResult, environment, write_run
     from slimcnn.run._artifacts import compact_source, still_convs, write_plan_artifact
     from slimcnn.run._measure import measure_pair, original_shapes, save_model_files
-    from slimcnn.search._stored import stored_input_cost, unstored_kernel_layers
+    from slimcnn.search._stored import stored_input_cost, unstored_kernel_layers, write_as_input
     from slimcnn.search.families import kernel_sparse_cost
 
-    # a compressed input (.slimk / .slim) is counted as its file stores it and written in its format again
-    promises, input_step = compact_source(loaded.source)
-    formats = [*([input_step] if input_step is not None else []), *(steps if compact else ())]
     written = save_model_files(loaded, new_model, example, run.path)
-    stored = write_plan_artifact(run.path, loaded, formats, written) if formats else {}
+    stored = write_plan_artifact(run.path, loaded, steps, written) if compact else {}
+    # a compressed input (.slimk / .slim) is counted as its file stores it and, unless a step of the run wrote
+    # another format, written in its format again (its codebooks re-packed as they are, without re-pruning)
+    promises = compact_source(loaded.source)
+    stored = stored or write_as_input(run.path, loaded, written, promises)
     details |= stored
     before, after = measure_pair(loaded.model, written, example, task=task_obj, limit=limit, latency=latency,
                                  runtime=runtime, threads=threads)

@@ -148,7 +148,7 @@ def compress_cmd(
         x = example_for(loaded, input) if input else task_obj.example_input()
         res = compress(loaded.model, task_obj, budget, spec, example_input=x, source=loaded.source,
                        progress=not as_json, state_dir=state, on_stage=lambda i, s, line: note(line),
-                       promises=compact_source(model)[0])
+                       promises=compact_source(model))
         result = write_compress_run(run, loaded, res, x, options=options, task=task, test_task=test_obj)
     if as_json:
         emit_json(read_result(run.out))

@@ -129,7 +129,7 @@ def decompose_cmd(
     with open_run("decompose", out, model=model, weights=weights, data={"data": data, "train_data": train_data, "val_data": val_data},
                   options=options, force=force, resume=resume) as run:
         say_notes(run)
-        promises = compact_source(model)[0]
+        promises = compact_source(model)
         loaded = load_model(model, weights=weights, arch=arch, scale=scale, seed=seed)
         check_exclude(loaded.model, exclude)
         task = task_for(task, data, loaded.info)

@@ -125,7 +125,7 @@ def search_cmd(
                       threads=threads, iterations=iterations, alpha=alpha, round_to=round_to_for(round_to, latency),
                       exclude=tuple(exclude), compensate=compensate, amounts=parse_amounts(amounts, method), device=device,
                       accumulate=accumulate, recovery=recovery, codebook=codebook,
-                      promises=tuple(compact_source(model)[0]))  # a compact input keeps its zeros / codebooks
+                      promises=tuple(compact_source(model)))  # a compact input keeps its zeros / codebooks
     _check_criterion(method, criterion)
     budget_options = {"max_drop": max_drop, "macs": macs, "params": params, "weight_bytes": weight_bytes,
                       "latency": latency, "activation_bytes": activation_bytes, "objective": objective}

@@ -80,7 +80,8 @@ def train_cmd(
     from slimcnn.models import LoadedModel, load_model, save_model
     from slimcnn.models.files import trained_notes
     from slimcnn.run import Measured, RunResult, environment, write_run
-    from slimcnn.run._artifacts import compact_source, write_plan_artifact
+    from slimcnn.run._artifacts import compact_source
+    from slimcnn.search._stored import write_as_input
     from slimcnn.tasks import make_task, resolve_task
     from slimcnn.train import AMP_DTYPES, is_main, join_from_env, keep_promises
 
@@ -133,7 +134,7 @@ def train_cmd(
         model_notes(loaded.info, loaded.source)
         before = t.evaluate(loaded.model, limit=limit, device=device)
         (note if as_json else say)(f"before: {format_score(before)}")
-        promises, compact_step = compact_source(model)
+        promises = compact_source(model)
         with keep_promises(loaded.model, promises):
             stats = t.finetune(loaded.model, steps, device=device, seed=seed, progress=not as_json, checkpoint=ckpt,
                                checkpoint_every=every, **options)
@@ -147,7 +148,7 @@ def train_cmd(
         )
         save_model(LoadedModel(loaded.model, loaded.source, info), run.path / "model.pt")
         # the trained model in the compact format its source had (details.slimk / details.slim)
-        stored = write_plan_artifact(run.path, loaded, [compact_step], loaded.model) if compact_step else {}
+        stored = write_as_input(run.path, loaded, loaded.model, promises)
         skipped = getattr(t, "skipped", None)  # streamed images that could not be decoded
         skipped_details = {"skipped_images": skipped.count, "skipped_examples": skipped.examples} if skipped else {}
         result = RunResult("train", loaded.source, task=kind, before=Measured(before), after=Measured(after),
@@ -203,6 +204,6 @@ def _train_other_rank(model: str, *, weights: str | None, arch: str | None, scal
     settle_info(loaded, kind, data, val_data=val_data, quiet=True)
     t = make_task(kind, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data,
                   batch_size=batch_size, seed=seed)
-    with keep_promises(loaded.model, compact_source(model)[0]):  # the same parametrizations on every rank
+    with keep_promises(loaded.model, compact_source(model)):  # the same parametrizations on every rank
         t.finetune(loaded.model, steps, device=device, seed=seed, progress=False, checkpoint=ckpt,
                    checkpoint_every=every, **options)

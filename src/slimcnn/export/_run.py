@@ -157,7 +157,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
     original_onnx: bytes | None = None  # the original's fp32 ONNX, exported once: quantised and timed against
     before_cost = dataclasses.replace(profile(original, example), layers=())
     after_cost = before_cost  # a file that holds the model as it is holds it dense
-    if promises := compact_source(model)[0]:  # a compressed input is counted as its file stores it, as `analyze` does
+    if promises := compact_source(model):  # a compressed input is counted as its file stores it, as `analyze` does
         stored = stored_input_cost(original, example, promises)
         before_cost = dataclasses.replace(before_cost, params=stored.params, macs=stored.macs,
                                           weight_bytes=stored.weight_bytes)

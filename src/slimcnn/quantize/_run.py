@@ -297,7 +297,7 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     from slimcnn.search._stored import stored_input_cost
     from slimcnn.search.families import kernel_sparse_cost
 
-    if promises := compact_source(loaded.source)[0]:
+    if promises := compact_source(loaded.source):
         cost_before = stored_input_cost(loaded.model, x, promises)
     if convs := still_convs(check, [r["name"] for r in layers]):
         params, macs, _ = kernel_sparse_cost(check, x, convs)

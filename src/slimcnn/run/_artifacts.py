@@ -87,13 +87,11 @@ def still_convs(model: nn.Module, names: Sequence[str]) -> list[str]:
     return [n for n in dict.fromkeys(names) if n in convs]
 
 
-def compact_source(model: str) -> tuple[list[Any], Any]:
-    """``(promises, step)`` of a model source that is a compact file: what every fine-tune of it must keep (a
-    ``.slimk``'s removed kernels stay zero, a ``.slim``'s k-means layers keep their codebooks and zeros), and the
-    plan step whose format it is, so :func:`write_plan_artifact` writes a fine-tuned model in that format again.
-    Any other source: ``([], None)``."""
+def compact_source(model: str) -> list[Any]:
+    """The promises of a model source that is a compact file: what every fine-tune of it must keep (a ``.slimk``'s
+    removed kernels stay zero, a ``.slim``'s k-means layers keep their codebooks and zeros); they also say how the
+    file counts and stores the model (:mod:`slimcnn.search._stored`). Any other source: ``[]``."""
     from slimcnn.export._run import is_slim_source
-    from slimcnn.run._plan import PlanStep
     from slimcnn.train import Promise
 
     path = model.removeprefix("file:")
@@ -102,14 +100,12 @@ def compact_source(model: str) -> tuple[list[Any], Any]:
 
         header, _ = read_kernel_compact(path)
         layers = [str(e["name"]).removesuffix(".weight") for e in header["tensors"] if e["kind"] == "kernels"]
-        return [Promise(layer, "zeros") for layer in layers], PlanStep("prune_kernels", tuple(layers),
-                                                                       {"kept": dict.fromkeys(layers)})
+        return [Promise(layer, "zeros") for layer in layers]
     if is_slim_source(model):
         from slimcnn.quantize import read_packed
 
         header = read_packed(path).header
         spec = header["spec"]
-        promises = [Promise(str(r["name"]), "codebook", bits=int(r["bits"]), per_channel=bool(spec["per_channel"]),
-                            fp16=spec["codebook_dtype"] == "fp16") for r in header["layers"]]
-        return promises, PlanStep("kmeans", tuple(p.layer for p in promises), spec)
-    return [], None
+        return [Promise(str(r["name"]), "codebook", bits=int(r["bits"]), per_channel=bool(spec["per_channel"]),
+                        fp16=spec["codebook_dtype"] == "fp16") for r in header["layers"]]
+    return []
