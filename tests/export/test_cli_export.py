@@ -169,9 +169,9 @@ def test_an_int8_file_measured_slower_than_fp32_says_so(tmp_path: Path, capsys: 
 
 def test_a_compressed_input_is_counted_as_stored_and_the_file_written_as_it_holds_it(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """export of a file:model.slimk / .slim counted the input dense (params 1.000x), hiding that model.onnx holds
-    a kernel-pruned model dense, and called C arrays of a .slim with zero kernels larger than the .slim: before is
-    now what `analyze` gives for the input, model.onnx is counted dense (with a note), the C arrays as stored."""
+    """export of a file:model.slimk / .slim counted both sides dense (params 1.000x), hiding that model.onnx holds
+    a kernel-pruned model dense: before is now what `analyze` gives for the input, model.onnx is counted dense
+    (with a note), the C arrays of a .slim as the .slim stores them."""
     made = tmp_path / "k"
     assert main(["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
                  "--out", str(made)]) == 0

@@ -310,7 +310,7 @@ def _analyzed(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, int,
 def test_a_compressed_input_is_judged_and_written_as_its_file_stores_it(fmt: str, trained_lenet: Path, tmp_path: Path,
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     """A search of a file:model.slimk / .slim counted the input dense and float32 (a --macs 0.5x target was half of
-    the dense model, met by a .slimk at 0.63x of itself) and wrote a plain model.pt: before and after are now what
+    the dense model, above what a .slimk may already hold) and wrote a plain model.pt: before and after are now what
     `analyze` gives for the file given and for the file of the same format written."""
     made = tmp_path / "in"
     make = (["prune", f"file:{trained_lenet}", "--granularity", "kernel", "--ratio", "0.6", "--no-latency"]
