@@ -161,6 +161,8 @@ def _root(
     """Make trained CNNs small and fast for embedded and edge hardware, with measured proof.
 
     MODEL is a source string: torchvision:NAME, timm:NAME, ultralytics:FILE, file:PATH, python:pkg.module:factory or slimcnn:NAME (the built-in zoo). Add --debug for tracebacks.
+
+    A compressed file:model.slimk / model.slim stays compressed: every command counts it as the file stores it (as analyze does) and keeps its removed kernels and codebooks through fine-tuning; train, prune, apply, search, compress and decompose write their result in that format too.
     """
     if version:  # `slimcnn --version` alone is answered before typer (cli.main); this is `--version COMMAND ...`
         from slimcnn.version import __version__

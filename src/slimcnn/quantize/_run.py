@@ -290,17 +290,17 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
         checks=[dataclasses.asdict(c) for c in checks],
         met=all(c.met for c in checks) if checks else None,
     )
-    cost_before, cost_after = profile(loaded.model, x), profile(check, x)
     # params and MACs as `analyze` counts the files: a compact input as it stores them, and the written .slim
     # without its all-zero kernels (removed before k-means: a .slimk input's, or magnitude pruning's)
     from slimcnn.run._artifacts import compact_source, still_convs
     from slimcnn.search._stored import stored_input_cost
     from slimcnn.search.families import kernel_sparse_cost
 
-    if promises := compact_source(loaded.source):
-        cost_before = stored_input_cost(loaded.model, x, promises)
+    promises = compact_source(loaded.source)
+    cost_before = stored_input_cost(loaded.model, x, promises) if promises else profile(loaded.model, x)
+    cost_after = profile(check, x)
     if convs := still_convs(check, [r["name"] for r in layers]):
-        params, macs, _ = kernel_sparse_cost(check, x, convs)
+        params, macs, _ = kernel_sparse_cost(check, x, convs, cost_after)
         cost_after = dataclasses.replace(cost_after, params=params, macs=macs)
     run_result = RunResult(
         "quantize", loaded.source, task=task,

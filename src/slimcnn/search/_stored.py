@@ -32,7 +32,7 @@ def stored_cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = N
     wbytes = c.weight_bytes
     bits = still_weighted(model, kmeans_bits or {})
     if layers := still_convs(model, list(bits) if bits else kernel_layers):
-        params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers)
+        params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers, c)
         c = dataclasses.replace(c, params=params, macs=macs)
         wbytes = wbytes if bits else sparse_bytes
     if bits:
@@ -60,10 +60,10 @@ def as_stored(cost_fn: CostFn, example_input: Any, promises: Sequence[Promise], 
     kernels, bits, codebook, _ = stored_form(promises)
 
     def cost(model: nn.Module, assignment: dict[str, float]) -> tuple[int, int, int]:
-        params, macs, wbytes = cost_fn(model, assignment)
         own = [k for k, v in assignment.items() if v > 0] if method == "kernel" else []
         c = stored_cost(model, example_input, bits, [*kernels, *own], codebook)
-        return c.params, c.macs, wbytes if method == "kmeans" and assignment else c.weight_bytes
+        wbytes = cost_fn(model, assignment)[2] if method == "kmeans" and assignment else c.weight_bytes
+        return c.params, c.macs, wbytes
 
     return cost
 

@@ -332,13 +332,15 @@ class KernelFamily(_OneKnob):
         return tuple(Promise(k, "zeros") for k, v in assignment.items() if v > 0)
 
 
-def kernel_sparse_cost(model: nn.Module, example_input: Any, layers: Sequence[str]) -> tuple[int, int, int]:
+def kernel_sparse_cost(model: nn.Module, example_input: Any, layers: Sequence[str],
+                       profiled: Any = None) -> tuple[int, int, int]:
     """``(params, MACs, weight bytes)`` of ``model`` with the all-zero kernels of ``layers`` removed: params and
     MACs of the kept kernels only, weight bytes as ``model.slimk`` stores them (kept kernels plus their index,
-    every other parameter dense; :func:`slimcnn.run._artifacts.write_slimk` checks the file against it)."""
+    every other parameter dense; :func:`slimcnn.run._artifacts.write_slimk` checks the file against it).
+    ``profiled``: ``profile(model, example_input)`` when the caller has it (with its per-layer rows)."""
     from slimcnn.measure import profile
 
-    c = profile(model, example_input)
+    c = profiled if profiled is not None else profile(model, example_input)
     per_layer = {lc.name: lc for lc in c.layers}
     params, macs, wbytes = c.params, c.macs, c.weight_bytes
     for layer in layers:
