@@ -147,16 +147,18 @@ def test_scale_picks_the_sr_models_factor_in_quantize_and_export(tmp_path: Path)
     assert main(["quantize", "slimcnn:fsrcnn", "--bits", "6", "--scale", "0", "--out", str(tmp_path / "z")]) == 2
 
 
+@pytest.mark.parametrize("bits", ["4", "conv1=4"])  # conv1=4: the kernel-pruned conv2 is left unshared
 def test_a_kernel_pruned_input_and_the_written_slim_are_counted_as_analyze_counts_them(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        bits: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """quantize of a file:model.slimk counted params and MACs of the dense model on both sides (19.2 M MACs for an
     ESPCN .slimk that `analyze` counts at 8.7 M, and for the model.slim written from it); now both match `analyze`
-    of the file given and of the file written (weight bytes: quantize's own base stays float32, as --weight-bytes)."""
+    of the file given and of the file written (weight bytes: quantize's own base stays float32, as --weight-bytes),
+    also when the .slim stores a kernel-pruned layer it does not share without its removed kernels."""
     made = tmp_path / "k"
     assert main(["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
                  "--out", str(made)]) == 0
     out = tmp_path / "q"
-    assert main(["quantize", f"file:{made / 'model.slimk'}", "--bits", "4", "--no-onnx", "--out", str(out)]) == 0
+    assert main(["quantize", f"file:{made / 'model.slimk'}", "--bits", bits, "--no-onnx", "--out", str(out)]) == 0
     capsys.readouterr()
     res = json.loads((out / "result.json").read_text())
     analyzed = {}

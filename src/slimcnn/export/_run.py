@@ -161,9 +161,15 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         stored = stored_input_cost(original, example, promises)
         before_cost = dataclasses.replace(before_cost, params=stored.params, macs=stored.macs,
                                           weight_bytes=stored.weight_bytes)
-        if any(p.kind == "zeros" for p in promises) and spec.format in ("onnx", "onnx-int8"):
-            notes.append(f"{Path(model.removeprefix('file:')).name}'s removed kernels are zeros in model.onnx: "
-                         "ONNX Runtime runs them dense (params, MACs and bytes after are what the file holds)")
+        if zeros := [p.layer for p in promises if p.kind == "zeros"]:
+            name = Path(model.removeprefix("file:")).name
+            if spec.format in ("onnx", "onnx-int8"):
+                notes.append(f"{name}'s removed kernels are zeros in model.onnx: ONNX Runtime runs them dense "
+                             "(params, MACs and bytes after are what the file holds)")
+            elif spec.format in KMEANS_FORMATS:  # a .slim's unshared weights stored as kept kernels
+                notes.append(f"{name} leaves the removed kernels of {', '.join(zeros)} out; the "
+                             f"{'C arrays' if spec.format == 'c' else 'model.onnx'} hold those weights dense "
+                             "(params, MACs and bytes after are what the file holds)")
     s_before: Any = None
     x_check = torch.cat([example] * 2) if example.dim() == 4 else example
     checked_on = "random example input"

@@ -10,7 +10,9 @@ Layout (little-endian)::
 
 A k-means tensor holds its codebook (fp16/fp32), its indices (fixed ``ceil(log2 K)``-bit packing
 or canonical Huffman) and, when pruned, the keep mask as the smaller of a bitmap and Deep
-Compression relative indexing. Every other state-dict entry is stored raw; tied tensors once.
+Compression relative indexing. A weight k-means does not share but whose whole k×k kernels are zero (a kernel
+stage removed them) is stored as its kept kernels and their keep mask (``kernels``, version 2) when that is
+smaller. Every other state-dict entry is stored raw; tied tensors once.
 
 ``arch`` says how the architecture is rebuilt (:mod:`slimcnn.models._architecture`), so
 ``file:model.slim`` loads on its own whatever the model came from.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -36,10 +39,11 @@ from slimcnn.errors import ConfigError, DataError, ModelLoadError
 from slimcnn.models._architecture import architecture_record, info_record, rebuild_architecture, stored_info
 from slimcnn.quantize import _bits
 from slimcnn.quantize._kmeans import dequantize
-from slimcnn.quantize._model import QuantizedLayer, QuantizeResult, index_width
+from slimcnn.quantize._model import QuantizedLayer, QuantizeResult, index_width, kernel_keep
 
 MAGIC = b"SLIMCNN\x00"
-VERSION = 1
+VERSION = 2
+"""The newest version written; 2 adds the ``kernels`` tensor kind (a file without one is written as version 1)."""
 _PRE = struct.Struct("<8sHHQ")
 
 
@@ -140,6 +144,28 @@ def _encode_layer(q: QuantizedLayer, pay: _Payload, *, codebook_dtype: str, huff
     return entry, sizes
 
 
+def _encode_kernels(t: torch.Tensor, keep: np.ndarray, pay: _Payload) -> dict[str, Any]:
+    """A weight k-means does not share, without its all-zero kernels: the kept ``[n, kh, kw]`` kernels in
+    ``(out, in)`` order and their keep mask (the k-means masks' coding; see :func:`kernel_keep`)."""
+    kind, width = _bits.best_sparse_coding(keep)
+    mask, entries = _bits.encode_mask(keep, kind, width)
+    kept = t.detach().cpu().reshape(-1, *t.shape[2:])[torch.from_numpy(keep)]
+    return {"kind": "kernels", "dtype": _dtype_name(t.dtype), "shape": list(t.shape), "seg": pay.add(_tensor_bytes(kept)),
+            "mask": {"coding": kind, "width": width, "entries": entries, "seg": pay.add(mask)}}
+
+
+def _decode_kernels(payload: memoryview, e: dict[str, Any]) -> torch.Tensor:
+    """Inverse of :func:`_encode_kernels`: the removed kernels come back as ``+0.0``."""
+    shape = [int(s) for s in e["shape"]]
+    m = e["mask"]
+    keep = _bits.decode_mask(_seg(payload, m["seg"]), m["coding"], m["width"], m["entries"], shape[0] * shape[1])
+    out = torch.zeros(shape[0] * shape[1], *shape[2:], dtype=_dtype(e["dtype"]))
+    n = int(keep.sum())
+    kept = _raw(_seg(payload, e["seg"]), e["dtype"], [n, *shape[2:]])
+    out[torch.from_numpy(keep)] = kept
+    return out.reshape(shape)
+
+
 def _tied_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], str]:
     return (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), tuple(t.stride()), str(t.dtype))
 
@@ -170,6 +196,7 @@ def save_packed(
     layer_bytes: list[PackedLayerBytes] = []
     by_param = {f"{n}.weight": q for n, q in result.layers.items()}
     seen: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], str], str] = {}
+    params = dict(result.model.named_parameters())
     raw = 0
     for key, t in result.model.state_dict(keep_vars=False).items():
         tk = _tied_key(t)
@@ -181,6 +208,9 @@ def save_packed(
             entry, lb = _encode_layer(by_param[key], pay, codebook_dtype=result.spec.codebook_dtype, huffman=huffman)
             layer_bytes.append(lb)
             tensors[key] = entry
+        elif key in params and (keep := kernel_keep(t)) is not None:
+            tensors[key] = entry = _encode_kernels(t, keep, pay)
+            raw += entry["seg"][1] + entry["mask"]["seg"][1]
         else:
             data = _tensor_bytes(t)
             raw += len(data)
@@ -189,9 +219,11 @@ def save_packed(
     if arch is not None and skeleton is not None:
         arch["seg"] = pay.add(skeleton)
     payload = b"".join(pay.parts)
+    # only a file that uses a kind version 1 lacks says version 2: every other file stays readable by older slimcnn
+    version = VERSION if any(e["kind"] == "kernels" for e in tensors.values()) else 1
     header = {
         "format": "slimcnn.packed",
-        "version": VERSION,
+        "version": version,
         "source": source,
         "arch": arch,
         "info": info_record(info),
@@ -209,7 +241,7 @@ def save_packed(
 
     def write(p: Path) -> None:
         with open(p, "wb") as f:
-            f.write(_PRE.pack(MAGIC, VERSION, 0, len(hbytes)))
+            f.write(_PRE.pack(MAGIC, version, 0, len(hbytes)))
             f.write(hbytes)
             f.write(hashlib.sha256(hbytes).digest())
             f.write(payload)
@@ -220,7 +252,8 @@ def save_packed(
         file_bytes=os.path.getsize(path),
         payload_bytes=result.payload_bytes,
         paper_payload_bytes=result.paper_payload_bytes,
-        weight_bytes=sum(lb.codebook_bytes + lb.index_bytes + lb.mask_bytes for lb in layer_bytes) + result.float_bytes,
+        weight_bytes=sum(lb.codebook_bytes + lb.index_bytes + lb.mask_bytes for lb in layer_bytes) + result.float_bytes
+        - result.kernel_saved_bytes,
         raw_bytes=raw,
         header_bytes=_PRE.size + len(hbytes) + 32,
         layers=tuple(layer_bytes),
@@ -239,9 +272,13 @@ class PackedFile:
 
 def stored_weight_bytes(header: dict[str, Any]) -> tuple[int, dict[str, int]]:
     """What a ``.slim`` file stores of the parameters (:attr:`PackReport.weight_bytes`), from its header: each
-    quantised layer's codebook, indices and mask as written + float32 of the rest; and per quantised layer, the
-    bytes its weight saves against float32."""
+    quantised layer's codebook, indices and mask as written, the kept kernels and keep mask of a ``kernels``
+    weight, + float32 of the rest; and per such layer, the bytes its weight saves against float32."""
     saved = {str(r["name"]): int(r["original_bytes"]) - int(r["stored_bytes"]) for r in header["layers"]}
+    for key, e in header["tensors"].items():
+        if e["kind"] == "kernels":
+            dense = math.prod(e["shape"]) * _dtype(e["dtype"]).itemsize
+            saved[str(key).removesuffix(".weight")] = dense - int(e["seg"][1]) - int(e["mask"]["seg"][1])
     return int(header["original_bytes"]) - sum(saved.values()), saved
 
 
@@ -256,8 +293,8 @@ def read_packed(path: str | Path) -> PackedFile:
     if len(blob) < _PRE.size or blob[:8] != MAGIC:
         raise DataError(f"{p} is not a slimcnn packed file (bad magic)")
     _, version, _, hlen = _PRE.unpack_from(blob)
-    if version != VERSION:
-        raise DataError(f"{p} has packed-format version {version}; this slimcnn reads version {VERSION}")
+    if not 1 <= version <= VERSION:
+        raise DataError(f"{p} has packed-format version {version}; this slimcnn reads versions 1 to {VERSION}")
     start = _PRE.size
     if len(blob) < start + hlen + 32:
         raise DataError(f"{p} is truncated ({len(blob)} bytes; the header alone needs {start + hlen + 32})")
@@ -278,6 +315,8 @@ def read_packed(path: str | Path) -> PackedFile:
             sd[key] = _raw(_seg(payload, e["seg"]), e["dtype"], e["shape"])
         elif e["kind"] == "kmeans":
             sd[key] = _decode_kmeans(payload, e)
+        elif e["kind"] == "kernels":
+            sd[key] = _decode_kernels(payload, e)
     for key, e in header["tensors"].items():
         if e["kind"] == "alias":
             sd[key] = sd[e["of"]]

@@ -6,9 +6,11 @@ import copy
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -89,6 +91,36 @@ def check_codebook_dtype(codebook: str) -> None:
 def keep_mask_bytes(mask: torch.Tensor | None) -> int:
     """Bytes ``model.slim`` stores for a layer's keep mask (0 when every weight is kept)."""
     return 0 if mask is None else mask_bytes(mask.reshape(-1).cpu().numpy().astype(bool))
+
+
+def kernel_keep(t: torch.Tensor) -> np.ndarray | None:
+    """The k×k kernels ``model.slim`` stores of a weight it does not share (flat ``[out * in]`` bools), or None when
+    it stores the weight whole. A 4-D floating weight with all-zero kernels (removed by a kernel stage) is stored as
+    its other kernels and their keep mask when that is smaller, so its removed kernels stay out of the file, as
+    in a ``.slimk`` (before, such a layer was stored dense and its removed kernels counted again)."""
+    if t.dim() != 4 or not t.is_floating_point() or not t.numel():
+        return None
+    keep = t.detach().ne(0).flatten(2).any(-1).reshape(-1).cpu().numpy()
+    if bool(keep.all()):
+        return None
+    kernel = t[0, 0].numel() * t.element_size()
+    return keep if int(keep.sum()) * kernel + mask_bytes(keep) < t.numel() * t.element_size() else None
+
+
+def kernel_saved_bytes(t: torch.Tensor) -> int:
+    """Bytes :func:`kernel_keep` saves on ``t`` against storing it whole (0 when it is stored whole)."""
+    keep = kernel_keep(t)
+    if keep is None:
+        return 0
+    kernel = t[0, 0].numel() * t.element_size()
+    return int((~keep).sum()) * kernel - mask_bytes(keep)
+
+
+def kernel_stored_weights(model: nn.Module, shared: Iterable[str]) -> dict[str, int]:
+    """``{parameter name: bytes saved}`` of the parameters ``model.slim`` stores without their all-zero kernels:
+    every one :func:`kernel_keep` takes but the weights of the ``shared`` (k-means) layers."""
+    skip = {f"{n}.weight" for n in shared}
+    return {n: b for n, p in model.named_parameters() if n not in skip and (b := kernel_saved_bytes(p))}
 
 
 def index_width(k: int) -> int:
@@ -185,10 +217,17 @@ class QuantizeResult:
         return self.paper_payload_bytes + self.float_bytes
 
     @property
+    def kernel_saved_bytes(self) -> int:
+        """Bytes ``model.slim`` saves on the parameters it does not share by leaving out their all-zero kernels
+        (:func:`kernel_keep`)."""
+        return sum(kernel_stored_weights(self.model, self.layers).values())
+
+    @property
     def weight_bytes(self) -> int:
         """What ``model.slim`` stores of the parameters (fixed-width indices): every layer's codebook, indices and
-        keep mask + :attr:`float_bytes`. Budgets (``--weight-bytes``) are judged on this."""
-        return sum(q.report.stored_bytes for q in self.layers.values()) + self.float_bytes
+        keep mask + :attr:`float_bytes` less :attr:`kernel_saved_bytes`. Budgets (``--weight-bytes``) are judged
+        on this."""
+        return sum(q.report.stored_bytes for q in self.layers.values()) + self.float_bytes - self.kernel_saved_bytes
 
     def reports(self) -> list[LayerReport]:
         """Per-layer rows in model order."""

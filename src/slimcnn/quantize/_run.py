@@ -291,15 +291,15 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
         met=all(c.met for c in checks) if checks else None,
     )
     # params and MACs as `analyze` counts the files: a compact input as it stores them, and the written .slim
-    # without its all-zero kernels (removed before k-means: a .slimk input's, or magnitude pruning's)
+    # without the all-zero kernels it leaves out (removed before k-means: a .slimk input's, or magnitude pruning's)
     from slimcnn.run._artifacts import compact_source, still_convs
-    from slimcnn.search._stored import stored_input_cost
+    from slimcnn.search._stored import stored_input_cost, unstored_kernel_layers
     from slimcnn.search.families import kernel_sparse_cost
 
     promises = compact_source(loaded.source)
     cost_before = stored_input_cost(loaded.model, x, promises) if promises else profile(loaded.model, x)
     cost_after = profile(check, x)
-    if convs := still_convs(check, [r["name"] for r in layers]):
+    if convs := still_convs(check, unstored_kernel_layers(outdir, {"slim": pack})):
         params, macs, _ = kernel_sparse_cost(check, x, convs, cost_after)
         cost_after = dataclasses.replace(cost_after, params=params, macs=macs)
     run_result = RunResult(

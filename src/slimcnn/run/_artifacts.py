@@ -89,8 +89,9 @@ def still_convs(model: nn.Module, names: Sequence[str]) -> list[str]:
 
 def compact_source(model: str) -> list[Any]:
     """The promises of a model source that is a compact file: what every fine-tune of it must keep (a ``.slimk``'s
-    removed kernels stay zero, a ``.slim``'s k-means layers keep their codebooks and zeros); they also say how the
-    file counts and stores the model (:mod:`slimcnn.search._stored`). Any other source: ``[]``."""
+    removed kernels stay zero, a ``.slim``'s k-means layers keep their codebooks and zeros, the kernels it leaves out
+    of its other weights stay zero); they also say how the file counts and stores the model
+    (:mod:`slimcnn.search._stored`). Any other source: ``[]``."""
     from slimcnn.export._run import is_slim_source
     from slimcnn.train import Promise
 
@@ -106,6 +107,8 @@ def compact_source(model: str) -> list[Any]:
 
         header = read_packed(path).header
         spec = header["spec"]
-        return [Promise(str(r["name"]), "codebook", bits=int(r["bits"]), per_channel=bool(spec["per_channel"]),
-                        fp16=spec["codebook_dtype"] == "fp16") for r in header["layers"]]
+        kernels = [str(k).removesuffix(".weight") for k, e in header["tensors"].items() if e["kind"] == "kernels"]
+        return [*(Promise(str(r["name"]), "codebook", bits=int(r["bits"]), per_channel=bool(spec["per_channel"]),
+                          fp16=spec["codebook_dtype"] == "fp16") for r in header["layers"]),
+                *(Promise(layer, "zeros") for layer in kernels)]
     return []

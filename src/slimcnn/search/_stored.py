@@ -21,17 +21,19 @@ from slimcnn.types import Cost
 def stored_cost(model: nn.Module, x: Any, kmeans_bits: dict[str, int] | None = None,
                 kernel_layers: Sequence[str] = (), codebook: str = "fp32") -> Cost:
     """Params, MACs, activation bytes by profiling, and weight bytes, as the file the model is written to stores
-    them (as ``analyze`` counts that file): with k-means layers, ``model.slim`` — those layers at their bits, their
-    all-zero kernels (masked out) gone from params and MACs, every other layer dense (kernels removed from a layer
-    k-means left alone are stored as zeros, and counted); else ``model.slimk`` — the all-zero kernels of
+    them (as ``analyze`` counts that file): with k-means layers, ``model.slim`` — those layers at their bits, the
+    other weights without the all-zero kernels it leaves out of them (:func:`~slimcnn.quantize.kernel_stored_weights`),
+    those kernels gone from params and MACs in every convolution; else ``model.slimk`` — the all-zero kernels of
     ``kernel_layers`` gone (not stored)."""
     from slimcnn.measure import profile
+    from slimcnn.quantize import kernel_stored_weights
     from slimcnn.search.families import kernel_sparse_cost, kmeans_bytes_delta
 
     c = profile(model, x)
     wbytes = c.weight_bytes
     bits = still_weighted(model, kmeans_bits or {})
-    if layers := still_convs(model, list(bits) if bits else kernel_layers):
+    unshared = [n.removesuffix(".weight") for n in kernel_stored_weights(model, bits)] if bits else []
+    if layers := still_convs(model, [*bits, *unshared] if bits else kernel_layers):
         params, macs, sparse_bytes = kernel_sparse_cost(model, x, layers, c)
         c = dataclasses.replace(c, params=params, macs=macs)
         wbytes = wbytes if bits else sparse_bytes
@@ -98,13 +100,14 @@ def write_as_input(folder: Any, loaded: Any, written: nn.Module, promises: Seque
 
 def unstored_kernel_layers(folder: Path, stored: dict[str, Any]) -> list[str]:
     """The layers whose all-zero kernels the compact file just written does not store (``analyze`` counts them
-    gone): a ``.slim``'s k-means layers (masked out), a ``.slimk``'s kernel layers; ``stored`` names the file
+    gone): a ``.slim``'s k-means layers (masked out) and the weights it stores as kept kernels, a ``.slimk``'s kernel
+    layers; ``stored`` names the file
     (``{"slim": ...}`` / ``{"slimk": ...}``, as :func:`~slimcnn.run._artifacts.write_plan_artifact` returns)."""
     if "slim" in stored:
         from slimcnn.quantize import read_packed
 
         tensors = read_packed(folder / "model.slim").header["tensors"]
-        return [str(k).removesuffix(".weight") for k, e in tensors.items() if e["kind"] == "kmeans"]
+        return [str(k).removesuffix(".weight") for k, e in tensors.items() if e["kind"] in ("kmeans", "kernels")]
     if "slimk" in stored:
         from slimcnn.prune._kernel_format import read_kernel_compact
 

@@ -187,10 +187,11 @@ class KMeansFamily(_OneKnob):
 
 def kmeans_bytes_delta(model: nn.Module, bits: dict[str, int], codebook: str = "fp32") -> int:
     """Weight bytes that sharing each layer's float32 weight at its bits adds (negative: saves), counting what
-    ``model.slim`` stores, codebook included (:func:`~slimcnn.quantize.kmeans_bytes_bound`)."""
-    from slimcnn.quantize import kmeans_bytes_bound
+    ``model.slim`` stores, codebook included (:func:`~slimcnn.quantize.kmeans_bytes_bound`), and what it saves on
+    the other weights by leaving out their all-zero kernels (:func:`~slimcnn.quantize.kernel_stored_weights`)."""
+    from slimcnn.quantize import kernel_stored_weights, kmeans_bytes_bound
 
-    delta = 0
+    delta = -sum(kernel_stored_weights(model, bits).values()) if bits else 0  # no k-means layer: no model.slim
     for layer, b in bits.items():
         w = model.get_submodule(layer).weight.detach()
         delta += kmeans_bytes_bound(w, b, codebook) - 4 * w.numel()  # type: ignore[arg-type]
