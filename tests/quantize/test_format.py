@@ -10,6 +10,7 @@ from torch import nn
 
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.quantize import KMeansQuantSpec, load_packed, quantize_model, read_packed, save_packed
+from slimcnn.quantize._format import stored_weight_bytes
 
 
 def _same_state(a: nn.Module, b: nn.Module) -> bool:
@@ -42,6 +43,11 @@ def test_roundtrip_bit_identical(tiny: nn.Module, tmp_path: Path, options: dict,
     assert rep.file_bytes == (tmp_path / "m.slim").stat().st_size
     assert rep.paper_payload_bytes == sum(r.bits * r.kept / 8 for r in res.reports())
     assert rep.payload_bytes == rep.paper_payload_bytes + res.float_bytes  # biases, BN count at float32
+    # what the header says the file stores is what was written (it gave the fixed-width bytes of Huffman-coded layers)
+    assert stored_weight_bytes(read_packed(tmp_path / "m.slim").header)[0] == rep.weight_bytes
+    huffman_coded = [lb for lb in rep.layers if lb.index_coding == "huffman"]
+    assert bool(huffman_coded) == huffman
+    assert (rep.weight_bytes != res.weight_bytes) == huffman  # res counts fixed-width indices
 
 
 def test_in_memory_model_uses_rounded_fp16_codebook(tiny: nn.Module) -> None:

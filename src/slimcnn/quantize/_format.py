@@ -219,6 +219,7 @@ def save_packed(
     if arch is not None and skeleton is not None:
         arch["seg"] = pay.add(skeleton)
     payload = b"".join(pay.parts)
+    written = {lb.name: lb.codebook_bytes + lb.index_bytes + lb.mask_bytes for lb in layer_bytes}
     # only a file that uses a kind version 1 lacks says version 2: every other file stays readable by older slimcnn
     version = VERSION if any(e["kind"] == "kernels" for e in tensors.values()) else 1
     header = {
@@ -235,7 +236,9 @@ def save_packed(
         "payload_sha256": hashlib.sha256(payload).hexdigest(),
         "tensors": tensors,
         # no timings in the file: the same model and spec give the same bytes (result.json has them)
-        "layers": [{k: v for k, v in dataclasses.asdict(r).items() if k != "seconds"} for r in result.reports()],
+        # stored_bytes as written (Huffman-coded indices where smaller), which stored_weight_bytes reads back
+        "layers": [{k: v for k, v in dataclasses.asdict(r).items() if k != "seconds"}
+                   | {"stored_bytes": written[r.name]} for r in result.reports()],
     }
     hbytes = json.dumps(header, separators=(",", ":")).encode()
 
@@ -252,8 +255,7 @@ def save_packed(
         file_bytes=os.path.getsize(path),
         payload_bytes=result.payload_bytes,
         paper_payload_bytes=result.paper_payload_bytes,
-        weight_bytes=sum(lb.codebook_bytes + lb.index_bytes + lb.mask_bytes for lb in layer_bytes) + result.float_bytes
-        - result.kernel_saved_bytes,
+        weight_bytes=sum(written.values()) + result.float_bytes - result.kernel_saved_bytes,
         raw_bytes=raw,
         header_bytes=_PRE.size + len(hbytes) + 32,
         layers=tuple(layer_bytes),
