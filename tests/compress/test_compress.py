@@ -553,14 +553,17 @@ def test_a_kernel_pruned_input_keeps_its_removed_kernels_through_every_fine_tune
             assert gone > 0.3, f"{name}: only {gone:.2f} of its kernels still removed"
 
 
-def test_a_kmeans_input_is_counted_and_written_as_its_slim(trained_lenet: Path, tmp_path: Path,
+@pytest.mark.parametrize("huffman", [False, True])
+def test_a_kmeans_input_is_counted_and_written_as_its_slim(huffman: bool, trained_lenet: Path, tmp_path: Path,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """compress of a file:model.slim counted the input as float32 (a --weight-bytes 0.5x target was half of the
     dense model: met by the input alone) and wrote its result as a plain model.pt: now before and after are what
-    `analyze` gives for the .slim given and the .slim written, and the codebooks are kept."""
+    `analyze` gives for the .slim given and the .slim written, and the codebooks (and Huffman coding) are kept."""
+    from slimcnn.quantize import read_packed
+
     made = tmp_path / "q"
-    assert main(["quantize", f"file:{trained_lenet}", "--bits", "conv*=4,fc*=3", "--no-onnx",
-                 "--out", str(made)]) == 0
+    assert main(["quantize", f"file:{trained_lenet}", "--bits", "conv*=4,fc*=3", "--no-onnx", "--out", str(made),
+                 *(["--huffman"] if huffman else [])]) == 0
     capsys.readouterr()
     out = tmp_path / "c"
     rc = main(["compress", f"file:{made / 'model.slim'}", "--task", "classification", "--data", "digits",
@@ -572,3 +575,6 @@ def test_a_kmeans_input_is_counted_and_written_as_its_slim(trained_lenet: Path, 
     assert res["details"]["slim"]["decodes_to_model_pt"]
     assert _cost_of(res, "after") == _analyzed(out / "model.slim", capsys)
     assert res["after"]["cost"]["weight_bytes"] < res["before"]["cost"]["weight_bytes"]
+    for path in (made, out):
+        tensors = read_packed(path / "model.slim").header["tensors"].values()
+        assert ("huffman" in {e["indices"]["coding"] for e in tensors if e["kind"] == "kmeans"}) == huffman

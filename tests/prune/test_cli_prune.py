@@ -152,13 +152,18 @@ def test_an_exclude_pattern_that_matches_no_layer_is_refused(tmp_path, capsys, c
     assert not out.exists()
 
 
-@pytest.mark.parametrize("fmt", ["slimk", "slim"])
-def test_pruning_a_compressed_input_counts_and_writes_it_as_its_file_stores_it(fmt: str, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("kind", ["slimk", "slim", "slim-huffman"])
+def test_pruning_a_compressed_input_counts_and_writes_it_as_its_file_stores_it(kind: str, trained_lenet, tmp_path,
+                                                                               capsys) -> None:
     """`prune file:model.slimk` (or .slim) counted its input dense and float32 and wrote a plain model.pt: before
-    and after are now what `analyze` gives for the file given and the file of the same format written."""
+    and after are now what `analyze` gives for the file given and the file of the same format written (a .slim with
+    Huffman-coded indices is written Huffman-coded again; it was counted and written with fixed-width ones)."""
     made = tmp_path / "in"
-    make = (["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency"] if fmt == "slimk"
-            else ["quantize", "slimcnn:lenet5", "--bits", "conv*=4,fc*=3", "--prune", "conv*=3,fc*=5", "--no-onnx"])
+    fmt = kind.removesuffix("-huffman")
+    make = {"slimk": ["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency"],
+            "slim": ["quantize", "slimcnn:lenet5", "--bits", "conv*=4,fc*=3", "--prune", "conv*=3,fc*=5", "--no-onnx"],
+            # trained weights: their centroids are not used equally often, so Huffman codes are shorter
+            "slim-huffman": ["quantize", f"file:{trained_lenet}", "--bits", "3", "--huffman", "--no-onnx"]}[kind]
     assert main([*make, "--out", str(made)]) == 0
     out = tmp_path / "p"
     assert main(["prune", f"file:{made / f'model.{fmt}'}", "--ratio", "0.25", "--no-latency", "--out", str(out)]) == 0
@@ -177,6 +182,12 @@ def test_pruning_a_compressed_input_counts_and_writes_it_as_its_file_stores_it(f
     assert cost("before") == analyzed(made / f"model.{fmt}")
     assert cost("after") == analyzed(out / f"model.{fmt}") and cost("after")[1] < cost("before")[1]
     assert res["details"][fmt]["decodes_to_model_pt"]
+    if kind == "slim-huffman":
+        from slimcnn.quantize import read_packed
+
+        for path in (made, out):
+            tensors = read_packed(path / "model.slim").header["tensors"].values()
+            assert "huffman" in {e["indices"]["coding"] for e in tensors if e["kind"] == "kmeans"}
     again = tmp_path / "a"  # apply of the plan onto the same file writes the same file
     assert main(["apply", str(out / "plan.json"), f"file:{made / f'model.{fmt}'}", "--no-latency",
                  "--out", str(again)]) == 0

@@ -11,6 +11,7 @@ from torch import nn
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.quantize import KMeansQuantSpec, load_packed, quantize_model, read_packed, save_packed
 from slimcnn.quantize._format import stored_weight_bytes
+from slimcnn.quantize._model import index_width
 
 
 def _same_state(a: nn.Module, b: nn.Module) -> bool:
@@ -46,8 +47,11 @@ def test_roundtrip_bit_identical(tiny: nn.Module, tmp_path: Path, options: dict,
     # what the header says the file stores is what was written (it gave the fixed-width bytes of Huffman-coded layers)
     assert stored_weight_bytes(read_packed(tmp_path / "m.slim").header)[0] == rep.weight_bytes
     huffman_coded = [lb for lb in rep.layers if lb.index_coding == "huffman"]
-    assert bool(huffman_coded) == huffman
-    assert (rep.weight_bytes != res.weight_bytes) == huffman  # res counts fixed-width indices
+    assert huffman or not huffman_coded
+    for lb in huffman_coded:  # only where smaller, its code-length table (k bytes, in index_bytes) included
+        q = res.layers[lb.name]
+        assert lb.index_bytes < -(-q.report.kept * index_width(q.report.codebook_size) // 8)
+    assert (rep.weight_bytes < res.weight_bytes) == bool(huffman_coded)  # res counts fixed-width indices
 
 
 def test_in_memory_model_uses_rounded_fp16_codebook(tiny: nn.Module) -> None:

@@ -37,7 +37,7 @@ def write_compress_run(run: Any, loaded: Any, res: Any, x: Any, *, options: dict
     if res.kmeans_bits:
         from slimcnn.run._artifacts import write_slim
 
-        details["slim"] = write_slim(run.path, loaded, res.packed, written)
+        details["slim"] = write_slim(run.path, loaded, res.packed, written, huffman=res.huffman)
     elif res.kernel_layers and res.int8 is None:
         from slimcnn.run._artifacts import write_slimk
 

@@ -18,8 +18,9 @@ from slimcnn.compress._int8 import judge_int8, run_int8_factors, run_int8_stage
 from slimcnn.compress._recipe import StageSpec, assign_targets, auto_recipe, parse_recipe
 from slimcnn.errors import ConfigError
 from slimcnn.export._int8 import Int8Spec
+from slimcnn.quantize._format import written_weight_bytes
 from slimcnn.run._artifacts import same_weights, still_convs
-from slimcnn.search._stored import still_weighted, stored_cost, stored_form, stored_input_cost
+from slimcnn.search._stored import still_weighted, stored_cost, stored_form, stored_huffman, stored_input_cost
 from slimcnn.search.budget import Amount, Budget, ConstraintCheck
 from slimcnn.search.families import pack
 from slimcnn.types import Cost, Score
@@ -96,6 +97,8 @@ class CompressResult:
     """Bits per layer when a k-means stage ran (the written ``model.slim`` packs them)."""
     packed: Any = None
     """The ``QuantizeResult`` of ``model`` when a k-means stage ran (what ``model.slim`` stores)."""
+    huffman: bool = False
+    """``model.slim`` Huffman-codes its indices, as the ``.slim`` given did."""
     kernel_layers: tuple[str, ...] = ()
     """Layers a kernel stage removed kernels from, when no k-means/int8 stage re-stores the weights: the
     written ``model.slimk`` leaves their zero kernels out, and costs count them removed."""
@@ -157,6 +160,7 @@ def compress(
     named = parse_recipe(spec.recipe)
     # a compact input (.slimk / .slim) is counted as its file stores it, as `analyze` counts it, and written so again
     kernel_layers, kmeans_bits, stored_book, stored_per_channel = stored_form(promises)
+    huffman = stored_huffman(promises)
     base_cost = stored_input_cost(original, x, promises)
     stages = named or auto_recipe(targets, spec.runtime, target_ratios(budget, base_cost))
     owned = assign_targets(stages, targets)
@@ -284,7 +288,7 @@ def compress(
                             base_cost, current_score, x, spec, factors, t0)
     final_cost = stored_cost(current, x, kmeans_bits, kernel_layers, codebook)
     if packed is not None:  # what model.slim stores exactly (a codebook may need fewer than 2**bits centroids)
-        final_cost = dataclasses.replace(final_cost, weight_bytes=packed.weight_bytes)
+        final_cost = dataclasses.replace(final_cost, weight_bytes=written_weight_bytes(packed, huffman=huffman))
     before_cost, after_cost = base_cost, final_cost
     if need_latency:
         from slimcnn.measure import compare_latency
@@ -298,7 +302,8 @@ def compress(
         model=current, stages=results, before={"score": base_score, "cost": before_cost},
         after={"score": current_score, "cost": after_cost}, checks=checks, met=all(c.met for c in checks),
         recipe=stages, seconds=time.perf_counter() - t0, kmeans_bits=kmeans_bits, packed=packed,
-        kernel_layers=() if kmeans_bits else tuple(still_convs(current, kernel_layers)), notes=tuple(notes))
+        kernel_layers=() if kmeans_bits else tuple(still_convs(current, kernel_layers)), notes=tuple(notes),
+        huffman=huffman)
 
 
 def _recover(model: nn.Module, task: Any, original: nn.Module, kept: list[Any], spec: CompressSpec) -> Score:

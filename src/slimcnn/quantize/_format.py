@@ -115,7 +115,8 @@ def _encode_layer(q: QuantizedLayer, pay: _Payload, *, codebook_dtype: str, huff
     coding, idx_bytes, lengths_seg = "fixed", b"", None
     if huffman and k <= 4096 and idx.size:
         lengths = _bits.huffman_lengths(np.bincount(idx, minlength=k).astype(np.int64))
-        if int(lengths.max()) <= _bits.MAX_CODE_LEN and int((lengths[idx]).sum()) < idx.size * width:
+        # smaller with its code-length table (k bytes): else a "Huffman" layer took up to k bytes more than fixed
+        if int(lengths.max()) <= _bits.MAX_CODE_LEN and -(-int(lengths[idx].sum()) // 8) + k < -(-idx.size * width // 8):
             coding, idx_bytes = "huffman", _bits.huffman_encode(idx, lengths)
             lengths_seg = pay.add(lengths.astype(np.uint8).tobytes())
     if coding == "fixed":
@@ -164,6 +165,24 @@ def _decode_kernels(payload: memoryview, e: dict[str, Any]) -> torch.Tensor:
     kept = _raw(_seg(payload, e["seg"]), e["dtype"], [n, *shape[2:]])
     out[torch.from_numpy(keep)] = kept
     return out.reshape(shape)
+
+
+def written_weight_bytes(result: QuantizeResult, *, huffman: bool = False) -> int:
+    """:attr:`PackReport.weight_bytes` of ``save_packed(path, result, huffman=huffman)`` without writing it (with
+    ``huffman`` the indices are encoded to count them; :attr:`QuantizeResult.weight_bytes` counts fixed width)."""
+    if not huffman:
+        return result.weight_bytes
+    pay = _Payload()
+    layers = [_encode_layer(q, pay, codebook_dtype=result.spec.codebook_dtype, huffman=True)[1]
+              for q in result.layers.values()]
+    return _weight_bytes(result, layers)
+
+
+def _weight_bytes(result: QuantizeResult, layers: list[PackedLayerBytes]) -> int:
+    """What the file stores of the parameters: each shared layer as encoded, the rest float32 less the kernels it
+    leaves out."""
+    shared = sum(lb.codebook_bytes + lb.index_bytes + lb.mask_bytes for lb in layers)
+    return shared + result.float_bytes - result.kernel_saved_bytes
 
 
 def _tied_key(t: torch.Tensor) -> tuple[int, int, tuple[int, ...], tuple[int, ...], str]:
@@ -255,7 +274,7 @@ def save_packed(
         file_bytes=os.path.getsize(path),
         payload_bytes=result.payload_bytes,
         paper_payload_bytes=result.paper_payload_bytes,
-        weight_bytes=sum(written.values()) + result.float_bytes - result.kernel_saved_bytes,
+        weight_bytes=_weight_bytes(result, layer_bytes),
         raw_bytes=raw,
         header_bytes=_PRE.size + len(hbytes) + 32,
         layers=tuple(layer_bytes),

@@ -22,13 +22,14 @@ def same_weights(a: nn.Module, b: nn.Module) -> bool:
     return sa.keys() == sb.keys() and all(sa[k].dtype == sb[k].dtype and torch.equal(sa[k], sb[k]) for k in sa)
 
 
-def write_slim(folder: Path, loaded: Any, packed: Any, written: nn.Module) -> dict[str, Any]:
-    """``model.slim`` of ``packed`` (a :class:`~slimcnn.quantize.QuantizeResult`); ``decodes_to_model_pt`` says
-    whether it decodes bit for bit to ``written`` (``model.pt`` re-loaded). ``weight_bytes`` is what the file
-    stores of the parameters (codebooks, indices, float32 rest), which the k-means family's cost bounds."""
+def write_slim(folder: Path, loaded: Any, packed: Any, written: nn.Module, *, huffman: bool = False) -> dict[str, Any]:
+    """``model.slim`` of ``packed`` (a :class:`~slimcnn.quantize.QuantizeResult`; ``huffman``: indices Huffman-coded
+    where smaller); ``decodes_to_model_pt`` says whether it decodes bit for bit to ``written`` (``model.pt``
+    re-loaded). ``weight_bytes`` is what the file stores of the parameters (codebooks, indices, float32 rest),
+    which the k-means family's cost bounds."""
     from slimcnn.quantize import load_packed, save_packed
 
-    pack = save_packed(folder / "model.slim", packed, source=loaded.source, info=loaded.info)
+    pack = save_packed(folder / "model.slim", packed, source=loaded.source, info=loaded.info, huffman=huffman)
     decoded = load_packed(folder / "model.slim").model
     return {"file_bytes": pack.file_bytes, "weight_bytes": pack.weight_bytes, "payload_bytes": pack.payload_bytes,
             "paper_payload_bytes": pack.paper_payload_bytes, "decodes_to_model_pt": same_weights(decoded, written)}
@@ -108,7 +109,8 @@ def compact_source(model: str) -> list[Any]:
         header = read_packed(path).header
         spec = header["spec"]
         kernels = [str(k).removesuffix(".weight") for k, e in header["tensors"].items() if e["kind"] == "kernels"]
+        huffman = any(e["indices"]["coding"] == "huffman" for e in header["tensors"].values() if e["kind"] == "kmeans")
         return [*(Promise(str(r["name"]), "codebook", bits=int(r["bits"]), per_channel=bool(spec["per_channel"]),
-                          fp16=spec["codebook_dtype"] == "fp16") for r in header["layers"]),
+                          fp16=spec["codebook_dtype"] == "fp16", huffman=huffman) for r in header["layers"]),
                 *(Promise(layer, "zeros") for layer in kernels)]
     return []

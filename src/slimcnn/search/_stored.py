@@ -56,6 +56,11 @@ def stored_form(promises: Sequence[Promise]) -> tuple[list[str], dict[str, int],
             "fp16" if any(p.fp16 for p in books) else "fp32", any(p.per_channel for p in books))
 
 
+def stored_huffman(promises: Sequence[Promise]) -> bool:
+    """Whether a compact input's ``.slim`` Huffman-codes its indices (a re-write of it does too)."""
+    return any(p.huffman for p in promises if p.kind == "codebook")
+
+
 def as_stored(cost_fn: CostFn, example_input: Any, promises: Sequence[Promise], method: str) -> CostFn:
     """``cost_fn`` of a search whose input is a compact file: params and MACs without its removed kernels (and the
     kernel family's own), weight bytes as its format stores them unless the family counts them itself (k-means)."""
@@ -72,14 +77,16 @@ def as_stored(cost_fn: CostFn, example_input: Any, promises: Sequence[Promise], 
 
 def stored_input_cost(model: nn.Module, example_input: Any, promises: Sequence[Promise]) -> Cost:
     """A compact input's cost as its file stores it (what ``analyze`` gives for it): removed kernels gone from params
-    and MACs, weight bytes exactly what the ``.slim`` (re-packed; its weights already share their codebooks) or
-    the ``.slimk`` holds."""
+    and MACs, weight bytes exactly what the ``.slim`` (re-packed, Huffman-coded when it was; its weights already
+    share their codebooks) or the ``.slimk`` holds."""
+    from slimcnn.quantize._format import written_weight_bytes
     from slimcnn.search.families import pack
 
     kernels, bits, codebook, per_channel = stored_form(promises)
     c = stored_cost(model, example_input, bits, kernels, codebook)
     if bits:
-        c = dataclasses.replace(c, weight_bytes=pack(model, bits, codebook, per_channel).weight_bytes)
+        packed = pack(model, bits, codebook, per_channel)
+        c = dataclasses.replace(c, weight_bytes=written_weight_bytes(packed, huffman=stored_huffman(promises)))
     return c
 
 
@@ -92,7 +99,8 @@ def write_as_input(folder: Any, loaded: Any, written: nn.Module, promises: Seque
 
     kernels, bits, codebook, per_channel = stored_form(promises)
     if bits := still_weighted(written, bits):
-        return {"slim": write_slim(folder, loaded, pack(written, bits, codebook, per_channel), written)}
+        packed = pack(written, bits, codebook, per_channel)
+        return {"slim": write_slim(folder, loaded, packed, written, huffman=stored_huffman(promises))}
     if layers := still_convs(written, kernels):
         return {"slimk": write_slimk(folder, loaded, written, layers)}
     return {}

@@ -52,9 +52,16 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
     def side(d: dict[str, Any]) -> Measured:
         return Measured(d["score"], dataclasses.replace(d["cost"], layers=()))
 
+    after, checks = side(res.after), tuple(res.checks)
+    if written_bytes := [d["weight_bytes"] for k, d in details.items() if k in ("slim", "slimk")]:
+        # the bytes of the file written (a .slim given with Huffman-coded indices is written so again; the
+        # search's cost counts them at fixed width, a little more)
+        after = dataclasses.replace(after, cost=dataclasses.replace(after.cost, weight_bytes=written_bytes[0]))
+        checks = tuple(dataclasses.replace(c, value=float(written_bytes[0]), met=written_bytes[0] <= c.limit)
+                       if c.name == "weight_bytes" else c for c in checks)
     result = RunResult(
         "search", loaded.source, task=task_obj.name if hasattr(task_obj, "name") else None,
-        before=side(res.before), after=side(res.after), plan=plan, checks=tuple(res.checks), met=res.met,
+        before=side(res.before), after=after, plan=plan, checks=checks, met=all(c.met for c in checks),
         options=options, details=details,
         seconds=round(res.seconds, 2), environment=environment(),
     )

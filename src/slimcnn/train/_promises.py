@@ -54,6 +54,8 @@ class Promise:
     """``codebook``: one codebook per output channel."""
     fp16: bool = False
     """``codebook``: centroids are stored as fp16 (trained in fp32, used rounded)."""
+    huffman: bool = False
+    """``codebook``: the file it came from Huffman-codes indices (storage only: a re-write keeps it)."""
 
     def __post_init__(self) -> None:
         if self.kind not in PROMISE_KINDS:
