@@ -15,7 +15,8 @@ HARNESS = r"""
 #include "slimcnn_decode.h"
 #include "slim_model.h"
 
-/* Decode every k-means layer and copy every float tensor to OUT, in the order of the tables. */
+/* Decode every k-means layer, then every kernel-sparse weight, and copy every float tensor to OUT, in the
+ * order of the tables. */
 int main(int argc, char **argv) {
     size_t i;
     FILE *f;
@@ -26,6 +27,12 @@ int main(int argc, char **argv) {
     for (i = 0; i < slim_model_kmeans_count; ++i) {
         const slim_kmeans_t *w = slim_model_kmeans[i];
         int rc = slim_decode(w, buf);
+        if (rc != SLIM_OK) { fprintf(stderr, "%s: %d\n", w->name, rc); return 1; }
+        fwrite(buf, sizeof(float), w->numel, f);
+    }
+    for (i = 0; i < slim_model_kernels_count; ++i) {
+        const slim_kernels_t *w = slim_model_kernels[i];
+        int rc = slim_decode_kernels(w, buf);
         if (rc != SLIM_OK) { fprintf(stderr, "%s: %d\n", w->name, rc); return 1; }
         fwrite(buf, sizeof(float), w->numel, f);
     }

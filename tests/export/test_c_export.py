@@ -20,10 +20,12 @@ def _check_bit_exact(folder: Path, res, slim_sd: dict[str, torch.Tensor] | None 
     layers = pack_layers(res.layers)
     sd = res.model.state_dict()
     info = write_c(folder, layers, sd)
-    raw = [k for k, v in sd.items() if k not in {f"{n}.weight" for n in layers} and v.is_floating_point()]
+    kernels = list(info.kernel_weights)
+    raw = [k for k, v in sd.items() if k not in {f"{n}.weight" for n in layers} | set(kernels) and v.is_floating_point()]
+    raw = kernels + raw  # decoded in this order: k-means layers, kernel-sparse weights, float tensors
     sizes = [p.numel for p in layers.values()] + [sd[k].numel() for k in raw]
     got = compile_and_decode(folder, sizes)
-    assert info.kmeans_layers == len(layers) and info.raw_tensors == len(raw)
+    assert info.kmeans_layers == len(layers) and info.raw_tensors == len(raw) - len(kernels)
     for (name, p), arr in zip(layers.items(), got, strict=False):
         ref = res.layers[name].decode().numpy().reshape(-1)  # the Python decoder (quantize.dequantize)
         assert arr.view(np.uint32).tobytes() == ref.view(np.uint32).tobytes(), name  # bit-exact, signs of zero too
@@ -55,6 +57,26 @@ def test_c_export_from_slim_file_matches_packed_decoder(tmp_path: Path) -> None:
     for name, p in layers.items():
         assert torch.equal(p.decode(), sd[f"{name}.weight"])
     _check_bit_exact(tmp_path / "c", res, slim_sd=sd)
+
+
+@pytest.mark.parametrize(("removed", "coding"), [(0.1, "bitmap"), (0.97, "relative")])
+def test_a_kernel_pruned_weight_left_unshared_is_stored_as_its_kept_kernels(removed: float, coding: str,
+                                                                            tmp_path: Path) -> None:
+    """A weight k-means does not share, with whole kernels removed, is a slim_kernels_t (kept kernels + keep mask,
+    as model.slim stores it; it was a dense float array), decoded bit-exactly by slim_decode_kernels."""
+    lenet = load_model("slimcnn:lenet5", seed=0)
+    w = lenet.model.conv2.weight
+    gone = torch.rand(w.shape[:2], generator=torch.Generator().manual_seed(0)) < removed
+    with torch.no_grad():
+        w[gone] = 0.0
+    res = quantize_model(lenet.model, KMeansQuantSpec.parse("conv1=4,fc*=3"))
+    info = write_c(tmp_path / "k", pack_layers(res.layers), res.model.state_dict())
+    assert info.kernel_weights == ("conv2.weight",)
+    assert f"SLIM_MASK_{coding.upper()}" in (tmp_path / "k" / "slim_model.c").read_text().split("slim_model_conv2_weight =")[1]
+    kept = int((~gone).sum())
+    assert kept * 25 * 4 < info.kernel_bytes < kept * 25 * 4 + 16  # the kept kernels and a small mask
+    assert info.array_bytes == info.kmeans_bytes + info.kernel_bytes + info.raw_bytes
+    _check_bit_exact(tmp_path / "c", res)
 
 
 def test_resnet20_c_decoder_bit_exact(tmp_path: Path) -> None:

@@ -194,10 +194,10 @@ def test_a_compressed_input_is_counted_as_stored_and_the_file_written_as_it_hold
             assert (after["params"], after["macs"]) == (before["params"], before["macs"]) and before["params"] < dense
 
 
-def test_c_arrays_of_a_slim_hold_its_unshared_kernel_weights_dense_and_say_so(
+def test_c_arrays_of_a_slim_store_its_unshared_kernel_weights_as_it_does(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A .slim stores a weight it does not share without its removed kernels (``kernels``); the C arrays hold that
-    weight dense: after counts it as they hold it, before as `analyze` counts the .slim, and a note names it."""
+    """A .slim stores a weight it does not share without its removed kernels (``kernels``); the C arrays store it so
+    too (a slim_kernels_t), so after is what `analyze` counts for the .slim; model.onnx holds it dense and says so."""
     made = tmp_path / "k"
     assert main(["prune", "slimcnn:lenet5", "--granularity", "kernel", "--ratio", "0.6", "--no-latency",
                  "--out", str(made)]) == 0
@@ -207,11 +207,16 @@ def test_c_arrays_of_a_slim_hold_its_unshared_kernel_weights_dense_and_say_so(
     slim = tmp_path / "q" / "model.slim"
     assert main(["analyze", f"file:{slim}", "--json", "--no-latency"]) == 0
     a = json.loads(capsys.readouterr().out)
-    assert main(["export", f"file:{slim}", "--format", "c", "--out", str(tmp_path / "c")]) == 0
-    res = _result(tmp_path / "c")
-    before, after = res["before"]["cost"], res["after"]["cost"]
-    assert (before["params"], before["macs"], before["weight_bytes"]) == (a["params"], a["macs"], a["weight_bytes"])
-    conv2 = load_model(f"file:{slim}").model.conv2.weight
-    conv2_gone = int((conv2.detach().abs().amax(dim=(2, 3)) == 0).sum()) * conv2[0, 0].numel()
-    assert conv2_gone and after["params"] == before["params"] + conv2_gone
-    assert any("leaves the removed kernels of conv2 out; the C arrays hold those weights dense" in n for n in res["notes"])
+    for fmt in ("c", "onnx-kmeans"):
+        assert main(["export", f"file:{slim}", "--format", fmt, "--out", str(tmp_path / fmt)]) == 0
+        res = _result(tmp_path / fmt)
+        before, after = res["before"]["cost"], res["after"]["cost"]
+        assert (before["params"], before["macs"], before["weight_bytes"]) == (a["params"], a["macs"], a["weight_bytes"])
+        noted = any("leaves the removed kernels of conv2 out; model.onnx holds" in n for n in res["notes"])
+        if fmt == "c":
+            assert res["details"]["c"]["kernel_weights"] == ["conv2.weight"] and not noted
+            assert (after["params"], after["macs"], after["weight_bytes"]) == (a["params"], a["macs"], a["weight_bytes"])
+        else:
+            conv2 = load_model(f"file:{slim}").model.conv2.weight
+            conv2_gone = int((conv2.detach().abs().amax(dim=(2, 3)) == 0).sum()) * conv2[0, 0].numel()
+            assert conv2_gone and after["params"] == before["params"] + conv2_gone and noted

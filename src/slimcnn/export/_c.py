@@ -9,7 +9,9 @@
   hex-float literals, indices as a most-significant-bit-first stream, the keep mask as a bitmap or
   Deep Compression relative indices, exactly the ``.slim`` codings) and one ``slim_tensor_t`` per
   other float tensor (biases, batch-norm statistics, layers left in float32), listed in
-  ``<prefix>_kmeans[]`` and ``<prefix>_tensors[]``.
+  ``<prefix>_kmeans[]`` and ``<prefix>_tensors[]``; a float weight with all-zero k×k kernels is a
+  ``slim_kernels_t`` instead (its kept kernels and their keep mask, as ``model.slim`` stores it; decoded by
+  ``slim_decode_kernels``), listed in ``<prefix>_kernels[]``.
 
 Integer buffers (``num_batches_tracked``) are not inference data and are left out.
 """
@@ -26,6 +28,8 @@ import torch
 from slimcnn._io import write_text
 from slimcnn.errors import ConfigError
 from slimcnn.export._packed import PackedLayer, c_identifier
+from slimcnn.quantize._bits import best_sparse_coding, encode_mask
+from slimcnn.quantize._model import kernel_keep
 
 MAX_DIMS = 6
 _MASK_KIND = {"none": "SLIM_MASK_NONE", "bitmap": "SLIM_MASK_BITMAP", "relative": "SLIM_MASK_RELATIVE"}
@@ -61,6 +65,24 @@ typedef struct {
     const uint8_t *mask;
 } slim_kmeans_t;
 
+/* A float weight stored without its all-zero k x k kernels (a kernel-pruned layer left unshared, as model.slim
+ * stores it): kernel j (of shape[0] * shape[1], in (out, in) order) is kept when its mask says so (a bitmap
+ * or relative entries, coded as a k-means mask), its kernel_size values next in data; the others are 0. */
+typedef struct {
+    const char *name;          /* state-dict key, e.g. "conv2.weight" */
+    uint32_t ndim;
+    uint32_t shape[SLIM_MAX_DIMS];
+    uint32_t numel;
+    uint32_t kernels;          /* shape[0] * shape[1] */
+    uint32_t kernel_size;      /* numel / kernels */
+    uint32_t count;            /* kept kernels */
+    const float *data;         /* count * kernel_size */
+    uint32_t mask_kind;        /* SLIM_MASK_BITMAP or SLIM_MASK_RELATIVE (over kernels, not weights) */
+    uint32_t mask_width;
+    uint32_t mask_entries;
+    const uint8_t *mask;
+} slim_kernels_t;
+
 /* A float tensor stored as is (bias, batch-norm statistics, an unquantised layer). */
 typedef struct {
     const char *name;          /* state-dict key, e.g. "bn1.running_mean" */
@@ -72,6 +94,9 @@ typedef struct {
 
 /* Decode layer w into out[w->numel]; returns SLIM_OK or a negative SLIM_BAD_* code. */
 int slim_decode(const slim_kmeans_t *w, float *out);
+
+/* Decode weight w into out[w->numel]; returns SLIM_OK or a negative SLIM_BAD_* code. */
+int slim_decode_kernels(const slim_kernels_t *w, float *out);
 
 #endif /* SLIMCNN_DECODE_H */
 """
@@ -139,6 +164,45 @@ int slim_decode(const slim_kmeans_t *w, float *out) {
     }
     return SLIM_BAD_LAYOUT;
 }
+
+static int slim_put_kernel(const slim_kernels_t *w, uint32_t j, uint32_t n, float *out) {
+    uint32_t i;
+    if (n == w->count) return SLIM_BAD_COUNT;
+    for (i = 0; i < w->kernel_size; ++i) out[(size_t)j * w->kernel_size + i] = w->data[(size_t)n * w->kernel_size + i];
+    return SLIM_OK;
+}
+
+int slim_decode_kernels(const slim_kernels_t *w, float *out) {
+    uint64_t mbit = 0;
+    uint32_t j, n = 0;
+    int rc;
+    if (w->kernels == 0 || (uint64_t)w->kernels * w->kernel_size != w->numel) return SLIM_BAD_LAYOUT;
+    for (j = 0; j < w->numel; ++j) out[j] = 0.0f;
+    if (w->mask_kind == SLIM_MASK_BITMAP) {
+        for (j = 0; j < w->kernels; ++j) {
+            if ((w->mask[j >> 3] >> (7u - (j & 7u))) & 1u) {
+                if ((rc = slim_put_kernel(w, j, n, out)) != SLIM_OK) return rc;
+                ++n;
+            }
+        }
+        return n == w->count ? SLIM_OK : SLIM_BAD_COUNT;
+    }
+    if (w->mask_kind == SLIM_MASK_RELATIVE) {
+        const uint32_t filler = (1u << w->mask_width) - 1u;
+        int64_t p = -1;
+        uint32_t e;
+        for (e = 0; e < w->mask_entries; ++e) {
+            uint32_t v = slim_read_bits(w->mask, &mbit, w->mask_width);
+            if (v == filler) { p += filler; continue; }
+            p += (int64_t)v + 1;
+            if (p < 0 || p >= (int64_t)w->kernels) return SLIM_BAD_POSITION;
+            if ((rc = slim_put_kernel(w, (uint32_t)p, n, out)) != SLIM_OK) return rc;
+            ++n;
+        }
+        return n == w->count ? SLIM_OK : SLIM_BAD_COUNT;
+    }
+    return SLIM_BAD_LAYOUT;
+}
 """
 
 
@@ -156,6 +220,11 @@ class CExport:
     """Of which the k-means layers (codebooks + indices + masks)."""
     raw_bytes: int
     """Of which the float tensors stored as is."""
+    kernel_weights: tuple[str, ...] = ()
+    """Float weights (state-dict keys) stored without their all-zero kernels (``slim_kernels_t``), as
+    ``model.slim`` stores them."""
+    kernel_bytes: int = 0
+    """Of :attr:`array_bytes`, those weights' kept kernels and keep masks."""
 
 
 def _hex_floats(values: np.ndarray) -> str:
@@ -217,8 +286,10 @@ def write_c(folder: str | Path, layers: dict[str, PackedLayer], state_dict: dict
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     quant_keys = {f"{n}.weight" for n in layers}
-    raw = {k: v for k, v in state_dict.items() if k not in quant_keys and v.is_floating_point()}
-    ids = _unique_ids([*layers, *raw])
+    floats = {k: v for k, v in state_dict.items() if k not in quant_keys and v.is_floating_point()}
+    keeps = {k: keep for k, v in floats.items() if k.endswith(".weight") and (keep := kernel_keep(v.float())) is not None}
+    raw = {k: v for k, v in floats.items() if k not in keeps}
+    ids = _unique_ids([*layers, *keeps, *raw])
     src = [f"/* {prefix}: weights generated by slimcnn export --format c. */", f'#include "{prefix}.h"', ""]
     hdr = [f"/* {prefix}: weights generated by slimcnn export --format c. */",
            f"#ifndef {prefix.upper()}_H", f"#define {prefix.upper()}_H", '#include "slimcnn_decode.h"', ""]
@@ -238,6 +309,20 @@ def write_c(folder: str | Path, layers: dict[str, PackedLayer], state_dict: dict
         hdr.append(f"extern const slim_kmeans_t {prefix}_{i};  /* {name}.weight {list(p.shape)}, {p.width}-bit, "
                    f"{p.mask_kind} mask */")
         kbytes += p.payload_bytes
+    cbytes = 0
+    for key, keep in keeps.items():
+        i, t = ids[key], floats[key].detach().cpu().float()
+        kept = t.reshape(-1, *t.shape[2:])[torch.from_numpy(keep)].numpy()
+        kind, width = best_sparse_coding(keep)
+        mask, entries = encode_mask(keep, kind, width)
+        src.append(f"static const float {i}_data[{max(1, kept.size)}] = {{\n{_hex_floats(kept) if kept.size else '0'}\n}};")
+        src.append(f"static const uint8_t {i}_mask[{max(1, len(mask))}] = {{\n{_byte_list(mask)}\n}};")
+        src.append(f"const slim_kernels_t {prefix}_{i} = {{\"{key}\", {t.dim()}, {_shape(tuple(t.shape), key)}, "
+                   f"{t.numel()}, {keep.size}, {t[0, 0].numel()}, {int(keep.sum())}, {i}_data, {_MASK_KIND[kind]}, "
+                   f"{width}, {entries}, {i}_mask}};\n")
+        hdr.append(f"extern const slim_kernels_t {prefix}_{i};  /* {key} {list(t.shape)}, {int(keep.sum())} of "
+                   f"{keep.size} kernels kept */")
+        cbytes += 4 * kept.size + len(mask)
     for key, t in raw.items():
         i = ids[key]
         arr = t.detach().cpu().float().numpy()
@@ -247,23 +332,28 @@ def write_c(folder: str | Path, layers: dict[str, PackedLayer], state_dict: dict
                    f"{n}, {i}_data}};\n")
         hdr.append(f"extern const slim_tensor_t {prefix}_{i};  /* {key} {list(arr.shape)} */")
         rbytes += 4 * n
-    nk, nr = len(layers), len(raw)
+    nk, nc, nr = len(layers), len(keeps), len(raw)
     src.append(f"const slim_kmeans_t *const {prefix}_kmeans[{max(1, nk)}] = {{"
                + (", ".join(f"&{prefix}_{ids[n]}" for n in layers) or "NULL") + "};")
     src.append(f"const size_t {prefix}_kmeans_count = {nk};")
+    src.append(f"const slim_kernels_t *const {prefix}_kernels[{max(1, nc)}] = {{"
+               + (", ".join(f"&{prefix}_{ids[k]}" for k in keeps) or "NULL") + "};")
+    src.append(f"const size_t {prefix}_kernels_count = {nc};")
     src.append(f"const slim_tensor_t *const {prefix}_tensors[{max(1, nr)}] = {{"
                + (", ".join(f"&{prefix}_{ids[k]}" for k in raw) or "NULL") + "};")
     src.append(f"const size_t {prefix}_tensors_count = {nr};")
+    largest = max([p.numel for p in layers.values()] + [floats[k].numel() for k in keeps] or [0])
     hdr += ["", f"extern const slim_kmeans_t *const {prefix}_kmeans[];", f"extern const size_t {prefix}_kmeans_count;",
+            f"extern const slim_kernels_t *const {prefix}_kernels[];", f"extern const size_t {prefix}_kernels_count;",
             f"extern const slim_tensor_t *const {prefix}_tensors[];", f"extern const size_t {prefix}_tensors_count;",
-            f"#define {prefix.upper()}_MAX_NUMEL {max([p.numel for p in layers.values()] or [0])}u",
+            f"#define {prefix.upper()}_MAX_NUMEL {largest}u",
             "", f"#endif /* {prefix.upper()}_H */"]
     write_text(out / "slimcnn_decode.h", DECODER_H)
     write_text(out / "slimcnn_decode.c", DECODER_C)
     write_text(out / f"{prefix}.h", "\n".join(hdr) + "\n")
     write_text(out / f"{prefix}.c", "\n".join(src) + "\n")
     files = ("slimcnn_decode.h", "slimcnn_decode.c", f"{prefix}.h", f"{prefix}.c")
-    return CExport(files, nk, nr, kbytes + rbytes, kbytes, rbytes)
+    return CExport(files, nk, nr, kbytes + cbytes + rbytes, kbytes, rbytes, tuple(keeps), cbytes)
 
 
 def c_array_bytes(layers: dict[str, PackedLayer]) -> int:

@@ -166,10 +166,9 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             if spec.format in ("onnx", "onnx-int8"):
                 notes.append(f"{name}'s removed kernels are zeros in model.onnx: ONNX Runtime runs them dense "
                              "(params, MACs and bytes after are what the file holds)")
-            elif spec.format in KMEANS_FORMATS:  # a .slim's unshared weights stored as kept kernels
-                notes.append(f"{name} leaves the removed kernels of {', '.join(zeros)} out; the "
-                             f"{'C arrays' if spec.format == 'c' else 'model.onnx'} hold those weights dense "
-                             "(params, MACs and bytes after are what the file holds)")
+            elif spec.format == "onnx-kmeans":  # a .slim's unshared weights stored as kept kernels
+                notes.append(f"{name} leaves the removed kernels of {', '.join(zeros)} out; model.onnx holds those "
+                             "weights dense (params, MACs and bytes after are what the file holds)")
     s_before: Any = None
     x_check = torch.cat([example] * 2) if example.dim() == 4 else example
     checked_on = "random example input"
@@ -190,11 +189,15 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             from slimcnn.run._artifacts import still_convs
             from slimcnn.search.families import kernel_sparse_cost
 
-            if convs := still_convs(decoded, list(layers)):
-                params, macs, _ = kernel_sparse_cost(decoded, example, convs)
-                after_cost = dataclasses.replace(after_cost, params=params, macs=macs)
             info = write_c(folder, layers, decoded.state_dict(), prefix=spec.c_prefix)
             details["c"] = dataclasses.asdict(info)
+            sd = decoded.state_dict()  # weights kept as kernels: their arrays, not 4 bytes a weight
+            after_cost = dataclasses.replace(after_cost, weight_bytes=after_cost.weight_bytes + info.kernel_bytes
+                                             - 4 * sum(sd[k].numel() for k in info.kernel_weights))
+            kernels = [k.removesuffix(".weight") for k in info.kernel_weights]
+            if convs := still_convs(decoded, [*layers, *kernels]):
+                params, macs, _ = kernel_sparse_cost(decoded, example, convs)
+                after_cost = dataclasses.replace(after_cost, params=params, macs=macs)
             after_model = decoded
             notes.append("the C arrays decode bit-exactly to the k-means model (tested), so the scores here are that model's, run by torch")
         else:
