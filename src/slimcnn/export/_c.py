@@ -123,10 +123,49 @@ static int slim_put(const slim_kmeans_t *w, uint64_t *ibit, uint32_t pos, uint32
     return SLIM_OK;
 }
 
+#define SLIM_END 1
+
+/* The kept positions (< limit) of a keep mask, in order: a bitmap (1 bit a position) or relative entries. */
+typedef struct {
+    const uint8_t *mask;
+    uint32_t kind, width, entries, limit;
+    uint32_t next;             /* bitmap: the next position to test; relative: the next entry */
+    uint64_t bit;
+    int64_t pos;
+} slim_kept_t;
+
+/* Set *pos to the next kept position; returns SLIM_OK, SLIM_END after the last, or a negative SLIM_BAD_* code. */
+static int slim_next_kept(slim_kept_t *it, uint32_t *pos) {
+    if (it->kind == SLIM_MASK_BITMAP) {
+        for (; it->next < it->limit; ++it->next) {
+            if ((it->mask[it->next >> 3] >> (7u - (it->next & 7u))) & 1u) {
+                *pos = it->next++;
+                return SLIM_OK;
+            }
+        }
+        return SLIM_END;
+    }
+    if (it->kind == SLIM_MASK_RELATIVE) {
+        const uint32_t filler = (1u << it->width) - 1u;
+        while (it->next < it->entries) {
+            uint32_t v = slim_read_bits(it->mask, &it->bit, it->width);
+            ++it->next;
+            if (v == filler) { it->pos += filler; continue; }
+            it->pos += (int64_t)v + 1;
+            if (it->pos < 0 || it->pos >= (int64_t)it->limit) return SLIM_BAD_POSITION;
+            *pos = (uint32_t)it->pos;
+            return SLIM_OK;
+        }
+        return SLIM_END;
+    }
+    return SLIM_BAD_LAYOUT;
+}
+
 int slim_decode(const slim_kmeans_t *w, float *out) {
-    uint64_t ibit = 0, mbit = 0;
+    uint64_t ibit = 0;
     uint32_t pos, n = 0, per;
     int rc;
+    slim_kept_t it;
     if (w->rows == 0 || w->k == 0 || w->numel % w->rows != 0) return SLIM_BAD_LAYOUT;
     per = w->numel / w->rows;
     for (pos = 0; pos < w->numel; ++pos) out[pos] = 0.0f;
@@ -137,71 +176,32 @@ int slim_decode(const slim_kmeans_t *w, float *out) {
         }
         return SLIM_OK;
     }
-    if (w->mask_kind == SLIM_MASK_BITMAP) {
-        for (pos = 0; pos < w->numel; ++pos) {
-            if ((w->mask[pos >> 3] >> (7u - (pos & 7u))) & 1u) {
-                if (n == w->count) return SLIM_BAD_COUNT;
-                if ((rc = slim_put(w, &ibit, pos, per, out)) != SLIM_OK) return rc;
-                ++n;
-            }
-        }
-        return n == w->count ? SLIM_OK : SLIM_BAD_COUNT;
+    it.mask = w->mask; it.kind = w->mask_kind; it.width = w->mask_width; it.entries = w->mask_entries;
+    it.limit = w->numel; it.next = 0; it.bit = 0; it.pos = -1;
+    while ((rc = slim_next_kept(&it, &pos)) == SLIM_OK) {
+        if (n == w->count) return SLIM_BAD_COUNT;
+        if ((rc = slim_put(w, &ibit, pos, per, out)) != SLIM_OK) return rc;
+        ++n;
     }
-    if (w->mask_kind == SLIM_MASK_RELATIVE) {
-        const uint32_t filler = (1u << w->mask_width) - 1u;
-        int64_t p = -1;
-        uint32_t e;
-        for (e = 0; e < w->mask_entries; ++e) {
-            uint32_t v = slim_read_bits(w->mask, &mbit, w->mask_width);
-            if (v == filler) { p += filler; continue; }
-            p += (int64_t)v + 1;
-            if (p < 0 || p >= (int64_t)w->numel) return SLIM_BAD_POSITION;
-            if (n == w->count) return SLIM_BAD_COUNT;
-            if ((rc = slim_put(w, &ibit, (uint32_t)p, per, out)) != SLIM_OK) return rc;
-            ++n;
-        }
-        return n == w->count ? SLIM_OK : SLIM_BAD_COUNT;
-    }
-    return SLIM_BAD_LAYOUT;
-}
-
-static int slim_put_kernel(const slim_kernels_t *w, uint32_t j, uint32_t n, float *out) {
-    uint32_t i;
-    if (n == w->count) return SLIM_BAD_COUNT;
-    for (i = 0; i < w->kernel_size; ++i) out[(size_t)j * w->kernel_size + i] = w->data[(size_t)n * w->kernel_size + i];
-    return SLIM_OK;
+    if (rc != SLIM_END) return rc;
+    return n == w->count ? SLIM_OK : SLIM_BAD_COUNT;
 }
 
 int slim_decode_kernels(const slim_kernels_t *w, float *out) {
-    uint64_t mbit = 0;
-    uint32_t j, n = 0;
+    uint32_t j, i, n = 0;
     int rc;
+    slim_kept_t it;
     if (w->kernels == 0 || (uint64_t)w->kernels * w->kernel_size != w->numel) return SLIM_BAD_LAYOUT;
     for (j = 0; j < w->numel; ++j) out[j] = 0.0f;
-    if (w->mask_kind == SLIM_MASK_BITMAP) {
-        for (j = 0; j < w->kernels; ++j) {
-            if ((w->mask[j >> 3] >> (7u - (j & 7u))) & 1u) {
-                if ((rc = slim_put_kernel(w, j, n, out)) != SLIM_OK) return rc;
-                ++n;
-            }
-        }
-        return n == w->count ? SLIM_OK : SLIM_BAD_COUNT;
+    it.mask = w->mask; it.kind = w->mask_kind; it.width = w->mask_width; it.entries = w->mask_entries;
+    it.limit = w->kernels; it.next = 0; it.bit = 0; it.pos = -1;
+    while ((rc = slim_next_kept(&it, &j)) == SLIM_OK) {
+        if (n == w->count) return SLIM_BAD_COUNT;
+        for (i = 0; i < w->kernel_size; ++i) out[(size_t)j * w->kernel_size + i] = w->data[(size_t)n * w->kernel_size + i];
+        ++n;
     }
-    if (w->mask_kind == SLIM_MASK_RELATIVE) {
-        const uint32_t filler = (1u << w->mask_width) - 1u;
-        int64_t p = -1;
-        uint32_t e;
-        for (e = 0; e < w->mask_entries; ++e) {
-            uint32_t v = slim_read_bits(w->mask, &mbit, w->mask_width);
-            if (v == filler) { p += filler; continue; }
-            p += (int64_t)v + 1;
-            if (p < 0 || p >= (int64_t)w->kernels) return SLIM_BAD_POSITION;
-            if ((rc = slim_put_kernel(w, (uint32_t)p, n, out)) != SLIM_OK) return rc;
-            ++n;
-        }
-        return n == w->count ? SLIM_OK : SLIM_BAD_COUNT;
-    }
-    return SLIM_BAD_LAYOUT;
+    if (rc != SLIM_END) return rc;
+    return n == w->count ? SLIM_OK : SLIM_BAD_COUNT;
 }
 """
 
