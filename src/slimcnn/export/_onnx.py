@@ -15,6 +15,10 @@ own name:
   dense position takes index number ``CumSum(keep) - 1`` (``Gather``) and ``Where(keep, value, 0)``;
 - ``Reshape`` to the weight's shape.
 
+A float weight with all-zero k×k kernels (kernel-pruned, not shared; as ``model.slim`` stores it) becomes its kept
+kernels ``[kept, kh*kw]`` and their keep mask over the ``out*in`` kernels, decoded the same way: each kernel
+takes row ``CumSum(keep) - 1`` (``Gather``), ``Where(keep, row, 0)``, ``Reshape``.
+
 Only static shapes (no ``NonZero``/``Compress``): ONNX Runtime's constant folding skips
 data-dependent shapes, and the weight would then be decoded on every run.
 
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ from torch import nn
 
 from slimcnn._io import atomic_write
 from slimcnn.errors import ConfigError
-from slimcnn.export._packed import PackedLayer
+from slimcnn.export._packed import KernelWeight, PackedLayer, kernel_weights
 from slimcnn.measure import ExportError
 
 log = logging.getLogger(__name__)
@@ -167,12 +172,14 @@ class _Builder:
         return self.op("Cast", [self.op("MatMul", [fl, powers])], to=TensorProto.INT64)
 
 
-def _keep_bits(b: _Builder, p: PackedLayer) -> str:
-    """int64 ``[numel]`` 0/1 keep mask (static shapes only, so ONNX Runtime constant-folds it)."""
+def _keep_bits(b: _Builder, p: PackedLayer | KernelWeight) -> str:
+    """int64 0/1 keep mask over the weights of a k-means layer or the kernels of a :class:`KernelWeight` (static
+    shapes only, so ONNX Runtime constant-folds it)."""
     from onnx import TensorProto
 
+    n = p.kernels if isinstance(p, KernelWeight) else p.numel
     if p.mask_kind == "bitmap":
-        return b.op("Cast", [b.unpack_bits(p.mask, p.numel)], to=TensorProto.INT64)
+        return b.op("Cast", [b.unpack_bits(p.mask, n)], to=TensorProto.INT64)
     entries = b.unpack_uint(p.mask, p.mask_width, p.mask_entries)
     filler = b.const("filler", np.array([(1 << p.mask_width) - 1], dtype=np.int64))
     is_w = b.op("Less", [entries, filler])
@@ -180,12 +187,35 @@ def _keep_bits(b: _Builder, p: PackedLayer) -> str:
     cum = b.op("CumSum", [step, b.const("axis", np.array(0, dtype=np.int64))])
     pos = b.op("Sub", [cum, b.const("one", np.array([1], dtype=np.int64))])
     # fillers write to a spare slot past the end, sliced off below
-    target = b.op("Where", [is_w, pos, b.const("spare", np.array([p.numel], dtype=np.int64))])
-    zeros = b.filled(p.numel + 1, 0, np.int64)
+    target = b.op("Where", [is_w, pos, b.const("spare", np.array([n], dtype=np.int64))])
+    zeros = b.filled(n + 1, 0, np.int64)
     ones = b.filled(p.mask_entries, 1, np.int64)
     scattered = b.op("ScatterElements", [zeros, target, ones], axis=0)
     return b.op("Slice", [scattered, b.const("start", np.array([0], dtype=np.int64)),
-                          b.const("end", np.array([p.numel], dtype=np.int64))])
+                          b.const("end", np.array([n], dtype=np.int64))])
+
+
+def _kept_rank(b: _Builder, keep: str) -> str:
+    """Position -> its index among the kept ones: CumSum(keep) - 1, clipped at 0 before the first."""
+    cum = b.op("CumSum", [keep, b.const("axis", np.array(0, dtype=np.int64))])
+    return b.op("Max", [b.op("Sub", [cum, b.const("one", np.array([1], dtype=np.int64))]),
+                        b.const("zero", np.array([0], dtype=np.int64))])
+
+
+def _add_kernel_decoder(graph: Any, w: KernelWeight, prefix: str,
+                        shared: dict[tuple[str, tuple[int, ...], bytes], str]) -> list[Any]:
+    """Nodes that rebuild ``w``'s dense float32 weight (its removed kernels zero) as tensor ``w.key``."""
+    from onnx import TensorProto
+
+    b = _Builder(graph, prefix, shared)
+    per = int(math.prod(w.shape[2:]))
+    keep = _keep_bits(b, w)
+    kept = b.const("kernels", w.values.reshape(len(w.values), per).astype(np.float32))
+    rows = b.op("Gather", [kept, _kept_rank(b, keep)], axis=0)  # [kernels, per]
+    mask = b.op("Reshape", [b.op("Cast", [keep], to=TensorProto.BOOL), b.const("col", np.array([-1, 1], dtype=np.int64))])
+    values = b.op("Where", [mask, rows, b.const("fzero", np.array([0.0], dtype=np.float32))])
+    b.op("Reshape", [values, b.const("shape", np.array(w.shape, dtype=np.int64))], out=w.key)
+    return b.nodes
 
 
 def _add_decoder(graph: Any, p: PackedLayer, out_name: str, prefix: str,
@@ -202,12 +232,8 @@ def _add_decoder(graph: Any, p: PackedLayer, out_name: str, prefix: str,
     book = b.const("codebook", p.codebook.reshape(-1).astype(np.float32))
     keep = None
     if p.mask_kind != "none":
-        # dense position -> its index among the kept weights: CumSum(keep) - 1 (clipped at 0 before the first)
         keep = _keep_bits(b, p)
-        cum = b.op("CumSum", [keep, b.const("axis", np.array(0, dtype=np.int64))])
-        rank = b.op("Max", [b.op("Sub", [cum, b.const("one", np.array([1], dtype=np.int64))]),
-                            b.const("zero", np.array([0], dtype=np.int64))])
-        idx = b.op("Gather", [idx, rank], axis=0)
+        idx = b.op("Gather", [idx, _kept_rank(b, keep)], axis=0)
     if p.rows > 1:
         per = p.numel // p.rows
         row = b.op("Mul", [b.op("Div", [b.arange(p.numel), b.const("per", np.array([per], dtype=np.int64))]),
@@ -259,6 +285,13 @@ def kmeans_onnx(model: nn.Module, layers: dict[str, PackedLayer], example: torch
             raise ExportError(f"'{key}' in the model differs from its k-means codes; the model is not the decoded one")
         graph.initializer.remove(init)
         decoders += _add_decoder(graph, p, key, f"k{i}", shared)
+    # the other weights with removed kernels: their kept kernels and keep mask, as model.slim stores them
+    for i, w in enumerate(kernel_weights(dict(model.state_dict()), {f"{n}.weight" for n in layers}).values()):
+        init = inits.get(w.key)
+        if init is None or numpy_helper.to_array(init).shape != w.shape:
+            continue  # folded or renamed by the exporter: stays a dense initializer
+        graph.initializer.remove(init)
+        decoders += _add_kernel_decoder(graph, w, f"z{i}", shared)
     nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(decoders + nodes)  # decoders first: topological order

@@ -137,6 +137,7 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
     from slimcnn.export._c import write_c
     from slimcnn.export._onnx import decoded_weights, kmeans_onnx, torch_to_onnx, write_onnx
     from slimcnn.export._ort import OrtModule, compare_onnx_latency
+    from slimcnn.export._packed import kernel_weights
     from slimcnn.measure import profile
     from slimcnn.prune import fingerprint
     from slimcnn.run import Measured, Plan, PlanStep, RunResult, environment
@@ -167,8 +168,8 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
                 notes.append(f"{name}'s removed kernels are zeros in model.onnx: ONNX Runtime runs them dense "
                              "(params, MACs and bytes after are what the file holds)")
             elif spec.format == "onnx-kmeans":  # a .slim's unshared weights stored as kept kernels
-                notes.append(f"{name} leaves the removed kernels of {', '.join(zeros)} out; model.onnx holds those "
-                             "weights dense (params, MACs and bytes after are what the file holds)")
+                notes.append(f"model.onnx leaves the removed kernels of {', '.join(zeros)} out, as {name} does, but "
+                             "ONNX Runtime decodes them to zeros and runs them dense (params and MACs after are dense)")
     s_before: Any = None
     x_check = torch.cat([example] * 2) if example.dim() == 4 else example
     checked_on = "random example input"
@@ -177,11 +178,13 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
         details["layers"] = describe(layers)
         kbytes = sum(p.payload_bytes for p in layers.values())
         qkeys = {f"{n}.weight" for n in layers}
-        raw_params = sum(v.numel() for k, v in decoded.state_dict().items() if k not in qkeys and v.is_floating_point()
+        sd = decoded.state_dict()
+        kernel_ws = kernel_weights(sd, qkeys)  # both formats store these as kept kernels + keep mask
+        raw_params = sum(v.numel() for k, v in sd.items() if k not in qkeys | set(kernel_ws) and v.is_floating_point()
                          and not k.endswith(("running_mean", "running_var")))
         details["kmeans_payload_bytes"] = kbytes
-        after_cost = dataclasses.replace(dataclasses.replace(profile(decoded, example), layers=()),
-                                         weight_bytes=int(kbytes + 4 * raw_params))
+        after_cost = dataclasses.replace(dataclasses.replace(profile(decoded, example), layers=()), weight_bytes=int(
+            kbytes + sum(w.stored_bytes for w in kernel_ws.values()) + 4 * raw_params))
         if res is not None:
             plan = Plan((PlanStep("kmeans", tuple(layers), dataclasses.asdict(spec.kmeans)),), loaded.source,
                         fingerprint(loaded.model), tuple(example.shape))
@@ -189,13 +192,9 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             from slimcnn.run._artifacts import still_convs
             from slimcnn.search.families import kernel_sparse_cost
 
-            info = write_c(folder, layers, decoded.state_dict(), prefix=spec.c_prefix)
+            info = write_c(folder, layers, sd, prefix=spec.c_prefix)
             details["c"] = dataclasses.asdict(info)
-            sd = decoded.state_dict()  # weights kept as kernels: their arrays, not 4 bytes a weight
-            after_cost = dataclasses.replace(after_cost, weight_bytes=after_cost.weight_bytes + info.kernel_bytes
-                                             - 4 * sum(sd[k].numel() for k in info.kernel_weights))
-            kernels = [k.removesuffix(".weight") for k in info.kernel_weights]
-            if convs := still_convs(decoded, [*layers, *kernels]):
+            if convs := still_convs(decoded, [*layers, *(k.removesuffix(".weight") for k in kernel_ws)]):
                 params, macs, _ = kernel_sparse_cost(decoded, example, convs)
                 after_cost = dataclasses.replace(after_cost, params=params, macs=macs)
             after_model = decoded
@@ -205,8 +204,13 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             path = write_onnx(folder / "model.onnx", data)
             write_sidecar(path, loaded)
             after_onnx = data
-            got = decoded_weights(data, sorted(qkeys))
-            exact = all(np.array_equal(got[f"{n}.weight"], p.decode().numpy()) for n, p in layers.items())
+            import onnx
+
+            inits = {i.name for i in onnx.load_from_string(data).graph.initializer}
+            sparse = [k for k in kernel_ws if k not in inits]  # decoded in-graph (else left a dense initializer)
+            got = decoded_weights(data, sorted(qkeys | set(sparse)))
+            exact = (all(np.array_equal(got[f"{n}.weight"], p.decode().numpy()) for n, p in layers.items())
+                     and all(np.array_equal(got[k], sd[k].float().numpy()) for k in sparse))
             reference = torch_to_onnx(decoded, example, keep_batchnorm=True, dynamic_spatial=any_size).SerializeToString()
             sess_k, sess_r = OrtModule(path, threads=1), None
             from slimcnn.measure._onnx import ort_session
