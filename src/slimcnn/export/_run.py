@@ -211,6 +211,9 @@ def export_to_run(run: Any, loaded: Any, model: str, spec: ExportSpec, example: 
             got = decoded_weights(data, sorted(qkeys | set(sparse)))
             exact = (all(np.array_equal(got[f"{n}.weight"], p.decode().numpy()) for n, p in layers.items())
                      and all(np.array_equal(got[k], sd[k].float().numpy()) for k in sparse))
+            if dense := [w for k, w in kernel_ws.items() if k not in sparse]:  # counted as the file holds them
+                after_cost = dataclasses.replace(after_cost, weight_bytes=after_cost.weight_bytes + sum(
+                    4 * sd[w.key].numel() - w.stored_bytes for w in dense))
             reference = torch_to_onnx(decoded, example, keep_batchnorm=True, dynamic_spatial=any_size).SerializeToString()
             sess_k, sess_r = OrtModule(path, threads=1), None
             from slimcnn.measure._onnx import ort_session
