@@ -61,7 +61,8 @@ def write_search_run(run: Any, loaded: Any, task_obj: Any, budget: Any, spec: An
                        if c.name == "weight_bytes" else c for c in checks)
     result = RunResult(
         "search", loaded.source, task=task_obj.name if hasattr(task_obj, "name") else None,
-        before=side(res.before), after=after, plan=plan, checks=checks, met=all(c.met for c in checks),
+        before=side(res.before), after=after, plan=plan, checks=checks,
+        met=all(c.met for c in checks) if checks else res.met,
         options=options, details=details,
         seconds=round(res.seconds, 2), environment=environment(),
     )
