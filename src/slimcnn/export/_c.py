@@ -308,7 +308,7 @@ def write_c(folder: str | Path, layers: dict[str, PackedLayer], state_dict: dict
         kbytes += p.payload_bytes
     cbytes = 0
     for key, kw in keeps.items():
-        i, kept, n = ids[key], kw.values, len(kw.values)
+        i, kept, n = ids[key], kw.values.numpy(), len(kw.values)
         src.append(f"static const float {i}_data[{max(1, kept.size)}] = {{\n{_hex_floats(kept) if kept.size else '0'}\n}};")
         src.append(f"static const uint8_t {i}_mask[{max(1, len(kw.mask))}] = {{\n{_byte_list(kw.mask)}\n}};")
         src.append(f"const slim_kernels_t {prefix}_{i} = {{\"{key}\", {len(kw.shape)}, {_shape(kw.shape, key)}, "

@@ -41,8 +41,9 @@ from torch import nn
 
 from slimcnn._io import atomic_write
 from slimcnn.errors import ConfigError
-from slimcnn.export._packed import KernelWeight, PackedLayer, kernel_weights
+from slimcnn.export._packed import PackedLayer, kernel_weights
 from slimcnn.measure import ExportError
+from slimcnn.quantize._model import KernelWeight
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,7 @@ def _add_kernel_decoder(graph: Any, w: KernelWeight, prefix: str,
     b = _Builder(graph, prefix, shared)
     per = int(math.prod(w.shape[2:]))
     keep = _keep_bits(b, w)
-    kept = b.const("kernels", w.values.reshape(len(w.values), per).astype(np.float32))
+    kept = b.const("kernels", w.values.reshape(len(w.values), per).numpy().astype(np.float32))
     rows = b.op("Gather", [kept, _kept_rank(b, keep)], axis=0)  # [kernels, per]
     mask = b.op("Reshape", [b.op("Cast", [keep], to=TensorProto.BOOL), b.const("col", np.array([-1, 1], dtype=np.int64))])
     values = b.op("Where", [mask, rows, b.const("fzero", np.array([0.0], dtype=np.float32))])

@@ -24,6 +24,7 @@ import torch
 
 from slimcnn.errors import DataError
 from slimcnn.quantize import QuantizedLayer, _bits, dequantize
+from slimcnn.quantize._model import KernelWeight, kernel_sparse
 
 MaskKind = Literal["none", "bitmap", "relative"]
 
@@ -153,48 +154,14 @@ def slim_layers(path: str | Path) -> dict[str, PackedLayer]:
     return out
 
 
-@dataclass(frozen=True)
-class KernelWeight:
-    """A float weight stored without its all-zero k×k kernels, as ``model.slim`` stores a kernel-pruned weight it
-    does not share: the kept kernels in ``(out, in)`` order and their keep mask over the ``out * in`` kernels, in
-    the k-means masks' coding (:func:`~slimcnn.quantize._model.kernel_keep` decides)."""
-
-    key: str
-    """State-dict key (``"conv2.weight"``)."""
-    shape: tuple[int, ...]
-    values: np.ndarray
-    """float32 ``[kept, *shape[2:]]``."""
-    mask_kind: MaskKind
-    mask_width: int
-    mask_entries: int
-    mask: bytes
-
-    @property
-    def kernels(self) -> int:
-        """Kernels of the dense weight (``out * in``): the positions of the keep mask."""
-        return self.shape[0] * self.shape[1]
-
-    @property
-    def stored_bytes(self) -> int:
-        """The kept kernels (float32) and the keep mask."""
-        return int(self.values.nbytes) + len(self.mask)
-
-
 def kernel_weights(state_dict: dict[str, torch.Tensor], skip: set[str]) -> dict[str, KernelWeight]:
-    """The float weights of ``state_dict`` (but ``skip``, the k-means ones) stored as :class:`KernelWeight`."""
-    from slimcnn.quantize._model import kernel_keep
-
+    """The float weights of ``state_dict`` (but ``skip``, the k-means ones) the exports store as float32 kept
+    kernels and keep mask, as ``model.slim`` stores them (:func:`~slimcnn.quantize._model.kernel_sparse`)."""
     out = {}
     for key, t in state_dict.items():
-        if key in skip or not key.endswith(".weight") or not t.is_floating_point():
-            continue
-        t = t.detach().cpu().float()
-        if (keep := kernel_keep(t)) is None:
-            continue
-        kind, width = _bits.best_sparse_coding(keep)
-        mask, entries = _bits.encode_mask(keep, kind, width)
-        values = t.reshape(-1, *t.shape[2:])[torch.from_numpy(keep)].numpy()
-        out[key] = KernelWeight(key, tuple(t.shape), values, kind, width, entries, mask)  # type: ignore[arg-type]
+        if key not in skip and key.endswith(".weight") and t.is_floating_point():
+            if (kw := kernel_sparse(key, t.detach().cpu().float())) is not None:
+                out[key] = kw
     return out
 
 

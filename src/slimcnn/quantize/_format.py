@@ -39,7 +39,7 @@ from slimcnn.errors import ConfigError, DataError, ModelLoadError
 from slimcnn.models._architecture import architecture_record, info_record, rebuild_architecture, stored_info
 from slimcnn.quantize import _bits
 from slimcnn.quantize._kmeans import dequantize
-from slimcnn.quantize._model import QuantizedLayer, QuantizeResult, index_width, kernel_keep
+from slimcnn.quantize._model import KernelWeight, QuantizedLayer, QuantizeResult, index_width, kernel_sparse
 
 MAGIC = b"SLIMCNN\x00"
 VERSION = 2
@@ -145,14 +145,11 @@ def _encode_layer(q: QuantizedLayer, pay: _Payload, *, codebook_dtype: str, huff
     return entry, sizes
 
 
-def _encode_kernels(t: torch.Tensor, keep: np.ndarray, pay: _Payload) -> dict[str, Any]:
-    """A weight k-means does not share, without its all-zero kernels: the kept ``[n, kh, kw]`` kernels in
-    ``(out, in)`` order and their keep mask (the k-means masks' coding; see :func:`kernel_keep`)."""
-    kind, width = _bits.best_sparse_coding(keep)
-    mask, entries = _bits.encode_mask(keep, kind, width)
-    kept = t.detach().cpu().reshape(-1, *t.shape[2:])[torch.from_numpy(keep)]
-    return {"kind": "kernels", "dtype": _dtype_name(t.dtype), "shape": list(t.shape), "seg": pay.add(_tensor_bytes(kept)),
-            "mask": {"coding": kind, "width": width, "entries": entries, "seg": pay.add(mask)}}
+def _encode_kernels(kw: KernelWeight, pay: _Payload) -> dict[str, Any]:
+    """The ``kernels`` entry of a weight k-means does not share: its kept kernels and their keep mask."""
+    return {"kind": "kernels", "dtype": _dtype_name(kw.values.dtype), "shape": list(kw.shape),
+            "seg": pay.add(_tensor_bytes(kw.values)),
+            "mask": {"coding": kw.mask_kind, "width": kw.mask_width, "entries": kw.mask_entries, "seg": pay.add(kw.mask)}}
 
 
 def _decode_kernels(payload: memoryview, e: dict[str, Any]) -> torch.Tensor:
@@ -227,9 +224,9 @@ def save_packed(
             entry, lb = _encode_layer(by_param[key], pay, codebook_dtype=result.spec.codebook_dtype, huffman=huffman)
             layer_bytes.append(lb)
             tensors[key] = entry
-        elif key in params and (keep := kernel_keep(t)) is not None:
-            tensors[key] = entry = _encode_kernels(t, keep, pay)
-            raw += entry["seg"][1] + entry["mask"]["seg"][1]
+        elif key in params and (kw := kernel_sparse(key, t)) is not None:
+            tensors[key] = _encode_kernels(kw, pay)
+            raw += kw.stored_bytes
         else:
             data = _tensor_bytes(t)
             raw += len(data)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from slimcnn.errors import ConfigError
-from slimcnn.quantize._bits import mask_bytes
+from slimcnn.quantize._bits import best_sparse_coding, encode_mask, mask_bytes
 from slimcnn.quantize._kmeans import (
     DEFAULT_FALLBACK_BINS,
     DEFAULT_MAX_EXACT_WORK,
@@ -105,6 +105,43 @@ def kernel_keep(t: torch.Tensor) -> np.ndarray | None:
         return None
     kernel = t[0, 0].numel() * t.element_size()
     return keep if int(keep.sum()) * kernel + mask_bytes(keep) < t.numel() * t.element_size() else None
+
+
+@dataclass(frozen=True)
+class KernelWeight:
+    """A weight stored without its all-zero k×k kernels (:func:`kernel_keep`), as ``model.slim`` and the C and
+    k-means ONNX exports store it: the kept kernels in ``(out, in)`` order and their keep mask over the
+    ``out * in`` kernels, in the k-means masks' coding (a bitmap or Deep Compression relative entries)."""
+
+    key: str
+    """State-dict key (``"conv2.weight"``)."""
+    shape: tuple[int, ...]
+    values: torch.Tensor
+    """``[kept, *shape[2:]]``, in the weight's dtype."""
+    mask_kind: Literal["bitmap", "relative"]
+    mask_width: int
+    mask_entries: int
+    mask: bytes
+
+    @property
+    def kernels(self) -> int:
+        """Kernels of the dense weight (``out * in``): the positions of the keep mask."""
+        return self.shape[0] * self.shape[1]
+
+    @property
+    def stored_bytes(self) -> int:
+        """The kept kernels and the keep mask."""
+        return self.values.numel() * self.values.element_size() + len(self.mask)
+
+
+def kernel_sparse(key: str, t: torch.Tensor) -> KernelWeight | None:
+    """``t`` as a :class:`KernelWeight`, or None when :func:`kernel_keep` stores it whole."""
+    if (keep := kernel_keep(t)) is None:
+        return None
+    kind, width = best_sparse_coding(keep)
+    mask, entries = encode_mask(keep, kind, width)
+    values = t.detach().cpu().reshape(-1, *t.shape[2:])[torch.from_numpy(keep)]
+    return KernelWeight(key, tuple(t.shape), values, kind, width, entries, mask)  # type: ignore[arg-type]
 
 
 def kernel_saved_bytes(t: torch.Tensor) -> int:
