@@ -48,9 +48,9 @@ class RandomNet(nn.Module):
                 w = 8
             elif op == "se":
                 blk = nn.Sequential(nn.Conv2d(w, 3, 1), nn.ReLU(), nn.Conv2d(3, w, 1))
-            elif op == "shuffle":
-                w = w - w % 2
-                blk = nn.Conv2d(w if w else 2, w, 1)
+            elif op == "shuffle":  # at least 2 channels per shuffle group: a (2, 1) view is a plain reshape
+                blk = nn.Conv2d(w, max(w - w % 2, 4), 1)
+                w = max(w - w % 2, 4)
             elif op == "pixel":
                 blk = nn.Conv2d(w, 4 * 4, 3, padding=1)  # -> pixel_shuffle(2) -> 4 channels, then unshuffle
                 w = 16
@@ -89,7 +89,8 @@ class RandomNet(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(y, 4), 1))
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomized: the same 8 examples on every CI run (the slow variant below explores)
+@settings(max_examples=8, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(
     ops=st.lists(st.sampled_from(OPS), min_size=1, max_size=5),
     width=st.integers(2, 10),

@@ -77,6 +77,30 @@ ALONG_DIM: dict[str, tuple[int, str, int | None]] = {
 ESCAPE: frozenset[str] = frozenset("iter tolist numpy array".split())
 """Ops that move channel data out of torch; the channels become unprunable."""
 
+SHAPE_EXACT: frozenset[str] = (
+    ELEMENTWISE | IDENTITY | SPATIAL | REDUCE | frozenset(ALONG_DIM) | frozenset(
+        """zeros_like ones_like empty_like full_like rand_like randn_like randint_like flatten permute transpose t
+        swapaxes swapdims movedim moveaxis unsqueeze pixel_shuffle pixel_unshuffle flip""".split())
+)
+"""Ops whose result shape follows from the shapes of their tensor inputs alone (no size argument that Python
+code could have written as a literal). A forward whose channel data passes only these ops (and ``cat`` along
+the axis its channels vary on) keeps its shapes under any pruning the trace allows, so the pruned model needs
+no check run (see :attr:`slimcnn.graph.ChannelGraph.check_reason`)."""
+
+CONCAT: frozenset[str] = frozenset("cat concat concatenate".split())
+"""Joins; shape-exact when the joined tensors' channels vary along the joined axis only."""
+
+METADATA: frozenset[str] = frozenset(
+    """dim ndim ndimension dtype device is_floating_point is_complex is_cuda is_cpu is_sparse is_quantized is_meta
+    requires_grad is_leaf layout get_device element_size is_signed""".split()
+)
+"""Tensor queries whose answer no pruning changes."""
+
+SIZE_QUERIES: frozenset[str] = frozenset("size shape numel nelement len stride storage_offset".split())
+"""Queries of a size: pruning changes them for channel data (and layer weights), not for other tensors. Every
+other query (``bool(x)``, ``x.item()``) reads a value, which pruning may change for anything computed from
+channel data, and with it the branch it steers."""
+
 
 def normalize_name(func: object) -> str:
     """The op's canonical name: ``Tensor.__radd__`` -> ``radd``, ``relu_`` -> ``relu``, ``_max_pool2d`` ->

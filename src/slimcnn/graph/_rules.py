@@ -7,19 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.utils._pytree import tree_flatten
 
 from slimcnn.graph import _ops as O
-from slimcnn.graph._trace import _tensors, compact, constant_along
+from slimcnn.graph._trace import _out_tensors, _tensors, compact, constant_along
 
 if TYPE_CHECKING:
     from slimcnn.graph._trace import _Tracer
-
-
-def _out_tensors(out: Any) -> list[Tensor]:
-    if isinstance(out, Tensor):  # the usual case, without pytree's per-node cost
-        return [out]
-    return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
 
 
 def _map_tensors(fn: Any, obj: Any) -> Any:
@@ -56,6 +49,9 @@ def _arg(args: Any, kwargs: dict[str, Any], pos: int, key: str, default: Any) ->
 def handle_op(tr: _Tracer, func: Any, args: Any, kwargs: dict[str, Any], out: Any, labeled: list[Tensor]) -> None:
     """Label ``out`` of one op and record the couplings/blocks it implies."""
     name = O.normalize_name(func)
+    if tr.st.check_reason is None and name not in O.SHAPE_EXACT and not (name in O.CONCAT and _joins_channels(
+            tr, args, kwargs)):
+        tr.needs_check(f"'{name}' on channel data: its result shape may follow Python values (sizes, positions)")
     outs = _out_tensors(out)
     if name == "setitem":
         return _setitem(tr, args, name)
@@ -88,6 +84,19 @@ def handle_op(tr: _Tracer, func: Any, args: Any, kwargs: dict[str, Any], out: An
     return _block_all(tr, labeled, out, f"op '{name}' is not supported by the channel tracer "
                                             "(inside a custom layer? register its type with "
                                             "slimcnn.graph.register_channel_rule)")
+
+
+def _joins_channels(tr: _Tracer, args: Any, kwargs: dict[str, Any]) -> bool:
+    """Whether a concat joins tensors whose channels vary along the joined axis only: every other axis then keeps
+    its size under pruning (it is not tied across the inputs)."""
+    dim = _arg(args, kwargs, 1, "dim", 0)
+    if not isinstance(dim, int):
+        return False
+    for t in _arg(args, kwargs, 0, "tensors", ()):
+        ids = tr.ids(t)
+        if ids is not None and any(d != dim % t.dim() for d in varying_dims(ids)):
+            return False
+    return True
 
 
 def _elementwise(tr: _Tracer, name: str, args: Any, kwargs: Any, out: Tensor, labeled: list[Tensor]) -> None:

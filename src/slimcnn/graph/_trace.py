@@ -11,8 +11,8 @@ tensor the model returns, *block* the ids they touch.
 from __future__ import annotations
 
 import gc
-import itertools
 import logging
+import math
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,6 +26,7 @@ from torch.utils._pytree import tree_flatten
 from slimcnn.graph._layer_rules import rule_of_kind
 from slimcnn.graph._leaf import is_leaf, leaf_kind
 from slimcnn.graph._state import LayerRecord, TraceState
+from slimcnn.graph._watch import watched_widths
 
 log = logging.getLogger(__name__)
 _ATTR = "_slimcnn_ids"
@@ -106,6 +107,12 @@ def _tensors(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
     return found
 
 
+def _out_tensors(out: Any) -> list[Tensor]:
+    if isinstance(out, Tensor):  # the usual case, without pytree's per-node cost
+        return [out]
+    return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+
+
 class _Tracer(TorchFunctionMode):
     def __init__(self, model: nn.Module, names: dict[nn.Module, str],
                  zero_mask: Callable[[str, int], bool] | None = None) -> None:
@@ -119,6 +126,9 @@ class _Tracer(TorchFunctionMode):
         self._mask: Tensor | None = None
         self._tensor_names: dict[int, str] | None = None
         self._escape: dict[Any, bool] = {}
+        self._query: dict[Any, str] = {}
+        self.inputs: set[int] = set()
+        """ids of the model's input tensors: data the trace did not see made, and need not have."""
 
     def tensor_name(self, t: Tensor) -> str | None:
         """Qualified name of the model parameter/buffer ``t`` is (or is a view of), else None."""
@@ -134,7 +144,7 @@ class _Tracer(TorchFunctionMode):
         if not isinstance(t, Tensor):
             return None
         v = getattr(t, _ATTR, None)
-        if v is None or v[0] is not self.token:
+        if v is None or v[0] is not self.token or v[1] is None:
             return None
         ids: Tensor = v[1]
         if ids.dim() != t.dim():
@@ -147,8 +157,7 @@ class _Tracer(TorchFunctionMode):
         if ids is not None:
             ids = compact(ids)  # before the check below: it then scans a few labels, not a feature map
         if ids is None or not bool((ids >= 0).any()):
-            if getattr(t, _ATTR, None) is not None:
-                setattr(t, _ATTR, None)
+            setattr(t, _ATTR, (self.token, None))  # seen made, carries no channel
             return
         setattr(t, _ATTR, (self.token, ids))
         if self.zero_mask is not None:
@@ -158,12 +167,50 @@ class _Tracer(TorchFunctionMode):
                     t.masked_fill_(m.expand(t.shape), 0)
 
     def mask_table(self) -> Tensor:
-        n = len(self.st.owner)
+        n = self.st.uf.n
         if self._mask is None or self._mask.numel() != n + 1:
             assert self.zero_mask is not None
-            vals = [self.zero_mask(f, c) for f, c in self.st.owner] + [False]
+            vals = [self.zero_mask(f, c) for f, c in self.st.owners()] + [False]
             self._mask = torch.tensor(vals, dtype=torch.bool)
         return self._mask
+
+    # ---- whether the pruned model must be run to check its shapes ----------------------------
+    def needs_check(self, reason: str) -> None:
+        """Record the first reason the trace cannot prove that pruning keeps every shape."""
+        if self.st.check_reason is None:
+            self.st.check_reason = reason
+
+    def width_used(self, attr: str) -> None:
+        """Model code (not a layer's own forward) computed with a layer width, e.g. ``self.conv.out_channels``."""
+        if not self.suspended:
+            self.needs_check(f"the forward computes with '{attr}', a width pruning changes")
+
+    def seen(self, t: Tensor) -> bool:
+        """Whether ``t`` is a model input or came out of an op or layer the trace saw."""
+        v = getattr(t, _ATTR, None)
+        return (v is not None and v[0] is self.token) or id(t) in self.inputs
+
+    def _note_query(self, func: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        """A query answered with a plain value (``x.shape``, ``x.size(1)``, ``bool(x)``): Python code may branch on
+        it or pass it on as a literal, so one of channel data (or of unseen data, e.g. a weight) needs the check."""
+        name = self._query.get(func)
+        if name is None:
+            from slimcnn.graph._ops import normalize_name
+
+            obj = getattr(func, "__self__", None) if getattr(func, "__name__", "") == "__get__" else func
+            name = self._query[func] = normalize_name(obj)  # a property (Tensor.shape) by its descriptor's name
+        from slimcnn.graph._ops import METADATA, SIZE_QUERIES
+
+        if name in METADATA:
+            return
+        tensors = _tensors(args, kwargs)
+        if name in SIZE_QUERIES:
+            if any(self.ids(t) is not None or not self.seen(t) for t in tensors):
+                self.needs_check(f"the forward reads '{name}' of channel data (it may steer the forward by a "
+                                 "channel count)")
+        elif any(id(t) not in self.inputs for t in tensors):
+            self.needs_check(f"the forward reads '{name}' of a computed tensor (pruning changes its value, and "
+                             "maybe the path it steers)")
 
     def block(self, ids: Tensor | None, reason: str) -> None:
         if ids is None:
@@ -223,10 +270,16 @@ class _Tracer(TorchFunctionMode):
         fqn = self.names.get(module)
         x = args[0] if args else None
         if fqn is None or not isinstance(x, Tensor) or not isinstance(out, Tensor):
+            self.needs_check(f"{type(module).__name__} is called outside the model's module tree or not on one tensor")
             for t in tree_flatten((args, out))[0]:
                 self.block(self.ids(t), f"{type(module).__name__} called outside the model's module tree")
             return None
+        if not self.seen(x):
+            self.needs_check(f"'{fqn}' reads data the trace did not see made (TorchScript, a C++ extension, a tensor "
+                             "kept on a module)")
         kind = leaf_kind(module)
+        if kind.startswith("rule:"):
+            self.needs_check(f"'{fqn}' is a custom layer type (its channel rule is user code)")
         rule = rule_of_kind(kind)
         rec = self.st.layers.get(fqn)
         if rec is None:
@@ -281,12 +334,11 @@ class _Tracer(TorchFunctionMode):
         if rec.out_base < 0:
             rec.out_base = self.st.uf.add(n_out)
             rec.n_out = n_out
-            self.st.owner.extend(zip(itertools.repeat(fqn, n_out), range(n_out), strict=True))
         shape = [1] * out.dim()
         shape[o_dim] = n_out
         ids = torch.arange(rec.out_base, rec.out_base + n_out).view(shape)
         w = getattr(module, "weight", None)
-        k = int(w[0, 0].numel()) if isinstance(w, Tensor) and w.dim() > 2 else 1
+        k = math.prod(w.shape[2:]) if isinstance(w, Tensor) and w.dim() > 2 else 1  # kernel elements
         spatial = out.numel() // max(n_out, 1)
         if rec.kind != "scatter":  # a scatter only copies
             rec.macs_per_pair += spatial * k
@@ -299,7 +351,10 @@ class _Tracer(TorchFunctionMode):
                     self.block(xi, f"{type(module).__name__} '{fqn}' sees channels along a non-feature axis")
         if rec.groups > 1:
             self._tie_groups(rec, rec.groups, ids, fqn)
-        self.set_ids(out, ids)
+        if self.zero_mask is None:  # fresh ids: a channel vector, all prunable; set_ids' checks would find as much
+            setattr(out, _ATTR, (self.token, ids))
+        else:
+            self.set_ids(out, ids)
         return None
 
     def _tie_groups(self, rec: LayerRecord, groups: int, out_ids: Tensor | None, fqn: str) -> None:
@@ -336,10 +391,24 @@ class _Tracer(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        if self.suspended or (isinstance(out, _PLAIN) and not self._escapes(func)):
+        if self.suspended:
+            return out
+        if isinstance(out, _PLAIN) and not self._escapes(func):
+            if self.st.check_reason is None:
+                self._note_query(func, args, kwargs)
             return out  # shape/dtype queries and the like: nothing to label, nothing escapes
-        labeled = [t for t in _tensors(args, kwargs) if self.ids(t) is not None]
+        tensors = _tensors(args, kwargs)
+        labeled = [t for t in tensors if self.ids(t) is not None]
+        if self.st.check_reason is None:
+            if not all(self.seen(t) for t in tensors):
+                self.needs_check("the forward uses a tensor the trace did not see made (a layer's weights outside "
+                                 "the layer, a tensor kept on a module, TorchScript or a C++ extension)")
+            elif self._escapes(func) and any(id(t) not in self.inputs for t in tensors):
+                self.needs_check("the forward moves a computed tensor out of torch (pruning changes its values)")
         if not labeled:
+            for t in _out_tensors(out):
+                if not self.seen(t):
+                    setattr(t, _ATTR, (self.token, None))
             return out
         from slimcnn.graph._rules import handle_op
 
@@ -348,6 +417,9 @@ class _Tracer(TorchFunctionMode):
             handle_op(self, func, args, kwargs, out, labeled)
         finally:
             self.suspended -= 1
+        for t in _out_tensors(out):
+            if not self.seen(t):
+                setattr(t, _ATTR, (self.token, None))
         return out
 
 
@@ -367,15 +439,23 @@ def run_trace(
     named = list(model.named_modules())  # one walk of the module tree serves names, hooks and the mode check
     modules = [m for _, m in named]
     tracer = _Tracer(model, {m: n for n, m in named}, zero_mask)
+    tracer.inputs = {id(t) for t in tree_flatten(example_input)[0] if isinstance(t, Tensor)}
+    if getattr(nn.modules.module, "_global_forward_hooks", None) or getattr(
+            nn.modules.module, "_global_forward_pre_hooks", None):
+        tracer.needs_check("global module forward hooks are registered (the trace does not see inside a layer)")
     handles = []
-    for m in modules:
-        if is_leaf(m):
-            handles.append(m.register_forward_pre_hook(tracer.pre_hook))
-            handles.append(m.register_forward_hook(tracer.post_hook))
+    leaves = [(name, m) for name, m in named if is_leaf(m)]
+    for name, m in leaves:
+        if m._forward_hooks or m._forward_pre_hooks:
+            tracer.needs_check(f"'{name}' has forward hooks (the trace does not see inside a layer)")
+        handles.append(m.register_forward_pre_hook(tracer.pre_hook))
+        handles.append(m.register_forward_hook(tracer.post_hook))
     try:
-        with eval_mode(model, modules), torch.no_grad(), tracer:
+        with eval_mode(model, modules), torch.no_grad(), watched_widths(leaves, tracer.width_used), tracer:
             out = model(*example_input) if isinstance(example_input, tuple) else model(example_input)
         for t in tree_flatten(out)[0]:  # after the tracer's mode: the bookkeeping is no model op
+            if isinstance(t, Tensor) and not tracer.seen(t):
+                tracer.needs_check("the model returns a tensor the trace did not see made")
             tracer.block(tracer.ids(t), "reaches a model output")
     finally:
         for h in handles:

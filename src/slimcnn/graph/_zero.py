@@ -40,7 +40,7 @@ def zeroed_forward(
     removed = graph.removed_roots(removal)
     root = graph._root
     zero_ids: set[tuple[str, int]] = set()
-    for i, own in enumerate(graph.state.owner):
+    for i, own in enumerate(graph.state.owners()):
         if root[i] in removed:
             zero_ids.add(own)
     _, out = run_trace(model, example_input, zero_mask=lambda fqn, c: (fqn, c) in zero_ids)

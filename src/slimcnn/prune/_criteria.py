@@ -243,10 +243,14 @@ def group_scores(
         if not g.prunable:
             continue
         for source in (layer_scores, fallback or {}):
-            scored = [(torch.tensor(mem.index, dtype=torch.long), s.detach().double().cpu()) for mem in g.members
+            scored = [(mem.index, s) for mem in g.members
                       if (s := source.get((mem.layer, mem.role))) is not None and s.numel() == len(mem.index)]
+            if len(scored) == 1 and scored[0][0] == tuple(range(g.size)):  # one member, channel c = group channel c
+                res[g.id] = scored[0][1].detach().to(torch.float64, copy=True).cpu()  # = any reduction of one score
+                break
             if scored:
-                res[g.id] = _reduce_members(g.size, scored, reduce)
+                res[g.id] = _reduce_members(g.size, [(torch.tensor(i, dtype=torch.long), s.detach().double().cpu())
+                                                     for i, s in scored], reduce)
                 break
         else:
             res[g.id] = torch.zeros(g.size, dtype=torch.float64)

@@ -42,9 +42,9 @@ def prune_(
         removal: ``{group id: [group channel indices]}`` and/or ``{producer FQN: [output channels]}``.
             Removing a channel removes every channel coupled with it.
         graph: a trace of this very model (saves one forward).
-        verify: run the pruned model once and check that every output keeps its shape (for torchvision
+        verify: make sure every output keeps its shape: run the pruned model once and compare (for torchvision
             detectors: the outputs of the backbone and heads before box selection, see
-            :mod:`slimcnn.prune._verify`).
+            :mod:`slimcnn.prune._verify`), unless the trace proves it (``graph.check_reason`` is None).
 
     Returns:
         ``{producer FQN: kept output channels}`` for every producer whose group was touched
@@ -63,6 +63,9 @@ def prune_(
     if not removed:
         return kept
     points = check_points(model) if verify else None
+    if verify and points is None and graph.check_reason is None:
+        verify = False  # the trace proves every shape (see ChannelGraph.check_reason): a run would add nothing
+        log.debug("no check run: the trace proves that every output keeps its shape")
     before = checked_shapes(model, example_input, points, graph.output) if verify else {}
     with rollback_on_error(model):  # a refusal leaves the caller's model as it was
         changed = slice_layers_(model, graph, removed)

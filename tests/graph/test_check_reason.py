@@ -1,0 +1,211 @@
+"""When the trace proves the pruned shapes, pruning skips its check run; everything else still gets one (issue 16)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slimcnn.errors import UnsupportedLayerError
+from slimcnn.graph import ChannelRule, register_channel_rule, trace
+from slimcnn.prune import prune_, prune_model_
+
+from ._nets import Concat, Residual, cbr, randomize_
+
+
+class Counted(nn.Module):
+    """Wraps a model and counts its forward calls (the check run is one) in a list: a refused pruning puts every
+    module's attributes back, a plain int counter too."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.runs: list[int] = []
+
+    @property
+    def calls(self) -> int:
+        return len(self.runs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.runs.append(1)
+        return self.inner(x)
+
+
+def _calls_of_pruning(model: nn.Module) -> tuple[str | None, int]:
+    m = Counted(randomize_(model))
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace(m, x)
+    before = m.calls
+    prune_model_(m, x, criterion="l1", prune_ratio=0.5, graph=graph)
+    return graph.check_reason, m.calls - before
+
+
+@pytest.mark.parametrize("net", [Residual, Concat])
+def test_a_proven_trace_prunes_without_a_check_run(net: type[nn.Module]) -> None:
+    reason, runs = _calls_of_pruning(net())
+    assert reason is None
+    assert runs == 0
+
+
+class BranchOnWidth(nn.Module):
+    """Takes another path once ``a`` is pruned: only a check run can see it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = cbr(3, 8)
+        self.head = nn.Conv2d(8, 4, 1)
+        self.wide = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        if self.a[0].out_channels == 8:
+            return self.head(y)
+        return torch.cat([self.head(y), self.head(y)], 2)  # a taller output: a changed shape
+
+
+class ReadsShape(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        return self.head(y) * (y.shape[1] / 8)
+
+
+class Squeezes(nn.Module):
+    """``squeeze()`` drops every size-1 axis: a channel axis pruned to width 1 would go too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.a(x).unsqueeze(0).squeeze(0))
+
+
+class WeightOutside(nn.Module):
+    """Uses a layer's weight outside the layer (``self.bn.weight``): its shape changes with pruning."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        return self.head(y) + self.a[1].weight.sum()
+
+
+class ValueBranch(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.head(self.a(x))
+        return z if bool(z.mean() > -1e9) else z.mean(2)  # z's values follow the pruning of a
+
+
+class CatAlongSpace(nn.Module):
+    """Joins two differently pruned tensors along height: their channel counts must agree."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.head = cbr(3, 8), cbr(3, 8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(torch.cat([self.a(x), self.b(x)], 2))
+
+
+class Scripted(nn.Module):
+    """A TorchScript block: its ops are invisible to the trace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
+        self.act = torch.jit.script(nn.Hardswish())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.act(self.a(x)))
+
+
+class Hooked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
+        self.a[0].register_forward_hook(lambda m, i, o: o * 1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.a(x))
+
+
+@pytest.mark.parametrize(("net", "why"), [
+    (BranchOnWidth, "a.0.out_channels"),
+    (ReadsShape, "reads 'shape'"),
+    (Squeezes, "'squeeze'"),
+    (WeightOutside, "did not see made"),
+    (ValueBranch, "reads 'bool' of a computed tensor"),
+    (CatAlongSpace, "'cat'"),
+    (Scripted, "did not see made"),
+    (Hooked, "forward hooks"),
+])
+def test_what_the_trace_cannot_prove_gets_a_check_run(net: type[nn.Module], why: str) -> None:
+    m = randomize_(net())
+    x = torch.randn(2, 3, 8, 8)
+    reason = trace(m, x).check_reason
+    assert reason is not None and why in reason
+    counted = Counted(copy.deepcopy(m))
+    graph = trace(counted, x)
+    before = counted.calls
+    try:
+        prune_model_(counted, x, criterion="l1", prune_ratio=0.5, graph=graph)
+    except UnsupportedLayerError:
+        pass  # refused by the check run: what it is for
+    assert counted.calls > before
+
+
+def test_the_width_watch_catches_a_branch_the_labels_do_not_show() -> None:
+    """Without the check run the pruned BranchOnWidth would return a taller output; with it, pruning refuses."""
+    m = randomize_(BranchOnWidth())
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(UnsupportedLayerError, match="changed|fails"):
+        prune_(m, x, {"a.0": [0, 1, 2]})
+    assert m.a[0].out_channels == 8 and type(m.a[0].out_channels) is int  # unchanged, the plain int is back
+
+
+def test_a_custom_layer_rule_always_gets_a_check_run() -> None:
+    class Scale(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.s = nn.Parameter(torch.ones(c))
+
+        def forward(self, x: Tensor) -> Tensor:
+            return x * self.s.view(1, -1, 1, 1)
+
+    def slice_scale(m: nn.Module, kept_out: list[int], kept_in: list[int]) -> None:
+        m.s = nn.Parameter(m.s.detach()[kept_in].clone())
+
+    register_channel_rule(Scale, ChannelRule(slice=slice_scale))  # a local type: the global registry stays clean
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.s, self.head = cbr(3, 8), Scale(8), nn.Conv2d(8, 4, 1)
+
+        def forward(self, x: Tensor) -> Tensor:
+            return self.head(F.relu(self.s(self.a(x))))
+
+    reason = trace(Net(), torch.randn(1, 3, 8, 8)).check_reason
+    assert reason is not None and "custom layer type" in reason
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "efficientnet_b0"])
+def test_torchvision_classifiers_are_proven(name: str) -> None:
+    """Their forwards pass channel data only through shape-exact ops: pruning them needs no check run."""
+    import torchvision
+
+    model = torchvision.models.get_model(name, weights=None).eval()
+    assert trace(model, torch.randn(1, 3, 32, 32)).check_reason is None
