@@ -46,9 +46,15 @@ def _arg(args: Any, kwargs: dict[str, Any], pos: int, key: str, default: Any) ->
     return args[pos] if len(args) > pos else default
 
 
+_NAMES: dict[Any, str] = {}
+"""``normalize_name`` per op function (a few string operations per call otherwise)."""
+
+
 def handle_op(tr: _Tracer, func: Any, args: Any, kwargs: dict[str, Any], out: Any, labeled: list[Tensor]) -> None:
     """Label ``out`` of one op and record the couplings/blocks it implies."""
-    name = O.normalize_name(func)
+    name = _NAMES.get(func)
+    if name is None:
+        name = _NAMES[func] = O.normalize_name(func)
     if tr.st.check_reason is None and name not in O.SHAPE_EXACT and not (name in O.CONCAT and _joins_channels(
             tr, args, kwargs)):
         tr.needs_check(f"'{name}' on channel data: its result shape may follow Python values (sizes, positions)")
@@ -65,7 +71,9 @@ def handle_op(tr: _Tracer, func: Any, args: Any, kwargs: dict[str, Any], out: An
         # labels of an empty result cannot be followed further (e.g. no detection above threshold)
         return _block_all(tr, labeled, out, f"'{name}' produced an empty tensor (data-dependent); its channels are kept")
     if name in O.IDENTITY and len(outs) == 1 and outs[0].shape == labeled[0].shape:
-        tr.set_ids(outs[0], tr.ids(labeled[0]))
+        ids = tr.ids(labeled[0])
+        assert ids is not None
+        tr.pass_ids(outs[0], ids)
         return None
     if name in O.ELEMENTWISE and len(outs) == 1:
         return _elementwise(tr, name, args, kwargs, outs[0], labeled)
@@ -139,7 +147,10 @@ def _elementwise(tr: _Tracer, name: str, args: Any, kwargs: Any, out: Tensor, la
         res = res[0]
     if res.dim() < nd:
         res = res.view((1,) * (nd - res.dim()) + tuple(res.shape))
-    tr.set_ids(out, res)
+    if len(id_list) == 1 and res is id_list[0]:
+        tr.pass_ids(out, res)  # one labeled operand (an activation, a scale by a constant): its labels as they are
+    else:
+        tr.set_ids(out, res)
     return None
 
 

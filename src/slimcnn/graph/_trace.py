@@ -166,6 +166,14 @@ class _Tracer(TorchFunctionMode):
                 with torch.no_grad():
                     t.masked_fill_(m.expand(t.shape), 0)
 
+    def pass_ids(self, t: Tensor, ids: Tensor) -> None:
+        """Label ``t`` with ``ids`` that need none of :meth:`set_ids`' work: an input's labels as they are, or a
+        producer's fresh ones (compact, with a prunable channel). Under a zero mask ``t`` is masked as usual."""
+        if self.zero_mask is None:
+            setattr(t, _ATTR, (self.token, ids))
+        else:
+            self.set_ids(t, ids)
+
     def mask_table(self) -> Tensor:
         n = self.st.uf.n
         if self._mask is None or self._mask.numel() != n + 1:
@@ -297,7 +305,11 @@ class _Tracer(TorchFunctionMode):
             return self._channelwise(rec, reps, ch_dim, x, out, fqn)
         if kind == "gn":
             self._tie_groups(rec, int(module.num_groups), None, fqn)  # type: ignore[arg-type]
-        self.set_ids(out, self.ids(x))
+        ids = self.ids(x)
+        if ids is None:
+            self.set_ids(out, None)
+        else:
+            self.pass_ids(out, ids)
         return None
 
     def _channelwise(self, rec: LayerRecord, reps: list[int], ch_dim: int, x: Tensor, out: Tensor, fqn: str) -> None:
@@ -351,10 +363,7 @@ class _Tracer(TorchFunctionMode):
                     self.block(xi, f"{type(module).__name__} '{fqn}' sees channels along a non-feature axis")
         if rec.groups > 1:
             self._tie_groups(rec, rec.groups, ids, fqn)
-        if self.zero_mask is None:  # fresh ids: a channel vector, all prunable; set_ids' checks would find as much
-            setattr(out, _ATTR, (self.token, ids))
-        else:
-            self.set_ids(out, ids)
+        self.pass_ids(out, ids)
         return None
 
     def _tie_groups(self, rec: LayerRecord, groups: int, out_ids: Tensor | None, fqn: str) -> None:
