@@ -223,8 +223,11 @@ class _Tracer(TorchFunctionMode):
     def block(self, ids: Tensor | None, reason: str) -> None:
         if ids is None:
             return
-        for i in torch.unique(ids[ids >= 0]).tolist():
-            self.st.blocked.setdefault(int(i), reason)
+        # compact labels are mostly a channel vector: a Python set beats four tensor ops on so few
+        found = set(ids.flatten().tolist()) if ids.numel() <= 4096 else torch.unique(ids[ids >= 0]).tolist()
+        for i in found:
+            if i >= 0:
+                self.st.blocked.setdefault(int(i), reason)
 
     def union_pairs(self, a: Tensor, b: Tensor) -> None:
         a, b = torch.broadcast_tensors(a, b)
