@@ -575,7 +575,7 @@ def render(data: dict[str, Any]) -> str:
             f"Median of {next(iter(data['speed'].values()))['repeats']} interleaved rounds (call order rotating, "
             f"`gc.collect()` before each call, one untimed warm-up round), torch on {sp.get('threads', '?')} "
             "intra-op thread(s), every call on a fresh copy of the model. slimcnn = `prune_model_` (trace, "
-            "score, select, slice, shape check of the pruned model); trace given = the same with `graph=` "
+            "score, select, slice, and the check run of the pruned model unless the trace proves its shapes); trace given = the same with `graph=` "
             "(a sweep's trial: the trace is cached between trials). TP = Torch-Pruning default / last layer "
             "protected; `(raised)` = it failed, the time is its time to the error.",
             "",
