@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from slimcnn.graph._trace import compact, constant_along
+from slimcnn.graph._labels import compact, constant_along
 
 
 def _brute_constant(ids: torch.Tensor, d: int) -> bool:

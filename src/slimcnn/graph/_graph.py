@@ -10,8 +10,9 @@ import numpy as np
 from torch import nn
 
 from slimcnn.errors import ConfigError
+from slimcnn.graph._context import gc_paused
 from slimcnn.graph._state import LayerRecord, TraceState, _components
-from slimcnn.graph._trace import gc_paused, run_trace
+from slimcnn.graph._trace import run_trace
 
 # weight axis of each (layer kind, role); per-channel layers slice all their per-channel tensors on axis 0
 WEIGHT_DIM: dict[tuple[str, str], int] = {

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from slimcnn.graph import _ops as O
-from slimcnn.graph._trace import _out_tensors, _tensors, compact, constant_along
+from slimcnn.graph._labels import _out_tensors, _tensors, compact, constant_along
 
 if TYPE_CHECKING:
     from slimcnn.graph._trace import _Tracer

@@ -5,16 +5,15 @@ carries a compact id tensor (broadcastable to its shape, ``-1`` = data of no pru
 hooks handle parameterised layers; a ``TorchFunctionMode`` sees every functional op and Tensor method.
 Shape ops are replayed on the id tensors; element-wise ops union the ids they combine (union-find);
 consumers union all ids that land in one of their input channels. Ops that cannot be mapped, and every
-tensor the model returns, *block* the ids they touch.
+tensor the model returns, *block* the ids they touch. Along the way the trace notes the first thing that keeps
+it from proving the pruned model's shapes (``TraceState.check_reason``; see ``ChannelGraph.check_reason``).
 """
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from slimcnn.graph._context import eval_mode
+from slimcnn.graph._labels import _out_tensors, _tensors, compact
 from slimcnn.graph._layer_rules import rule_of_kind
 from slimcnn.graph._leaf import is_leaf, leaf_kind
 from slimcnn.graph._state import LayerRecord, TraceState
@@ -32,85 +33,8 @@ log = logging.getLogger(__name__)
 _ATTR = "_slimcnn_ids"
 
 
-def compact(ids: Tensor, first: int = 0) -> Tensor:
-    """``ids`` with every axis from ``first`` on along which it is constant narrowed to size 1 (it broadcasts
-    back to the same labels); later label ops then touch a few elements instead of a whole feature map."""
-    if sum(s > 1 for s in ids.shape[first:]) <= 1:
-        return ids  # already as small as it pays to make it (a channel vector)
-    for d in range(first, ids.dim()):
-        if ids.shape[d] > 1 and ids.stride(d) == 0:
-            ids = ids.narrow(d, 0, 1)  # a broadcast (expanded) axis is constant: no need to compare
-    for d in range(first, ids.dim()):
-        if constant_along(ids, d):
-            ids = ids.narrow(d, 0, 1)
-    return ids
-
-
-def constant_along(ids: Tensor, d: int) -> bool:
-    """Whether ``ids`` has size > 1 along ``d`` and the same labels at every position of that axis.
-
-    The first and last slices are compared first: on a channel axis they differ, and the full comparison
-    (a pass over a whole label map) is skipped. The full one compares each slice with the next
-    (``torch.equal``: no broadcast, no boolean map; twice as fast as ``(ids == first).all()``)."""
-    n = ids.shape[d]
-    if n <= 1 or not torch.equal(ids.select(d, 0), ids.select(d, n - 1)):
-        return False
-    return torch.equal(ids.narrow(d, 1, n - 1), ids.narrow(d, 0, n - 1))
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a trace allocates many short-lived objects, and a full collection it
-    would trigger walks the whole process heap (0.4 s with torch and torchvision loaded, more than tracing a
-    ShuffleNet). Nothing the trace builds is cyclic garbage, so nothing is lost; collection resumes after."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
-@contextmanager
-def eval_mode(model: nn.Module, modules: Iterable[nn.Module] | None = None) -> Iterator[None]:
-    """``model`` in eval mode for the body, then back to its top-level mode. A model whose modules are all in
-    eval mode already is left alone: ``Module.train`` walks and re-sets every submodule, a cost on every trace
-    and every shape check of a pruning call. ``modules``: ``model.modules()`` when the caller has them."""
-    if not any(m.training for m in (model.modules() if modules is None else modules)):
-        yield
-        return
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 _PLAIN = (bool, int, float, torch.Size, torch.dtype, torch.device)
 """Results of tensor queries (``dim``, ``shape``, ``__bool__``, ...): they never carry channel labels."""
-
-
-def _tensors(args: Any, kwargs: dict[str, Any]) -> list[Tensor]:
-    """The tensors among an op's arguments (nested lists/tuples/dicts), without pytree's per-node cost."""
-    found: list[Tensor] = []
-    stack: list[Any] = [kwargs, args]  # popped last-in first: argument order is kept
-    while stack:
-        a = stack.pop()
-        if isinstance(a, Tensor):
-            found.append(a)
-        elif isinstance(a, (list, tuple)):
-            stack.extend(reversed(a))
-        elif isinstance(a, dict):
-            stack.extend(reversed(list(a.values())))
-    return found
-
-
-def _out_tensors(out: Any) -> list[Tensor]:
-    if isinstance(out, Tensor):  # the usual case, without pytree's per-node cost
-        return [out]
-    return [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
 
 
 class _Tracer(TorchFunctionMode):

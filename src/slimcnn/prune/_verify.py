@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_flatten
 
-from slimcnn.graph._trace import eval_mode
+from slimcnn.graph._context import eval_mode
 
 CheckPoints = Callable[[nn.Module], list[str]]
 _CHECK_POINTS: list[tuple[Callable[[nn.Module], bool], CheckPoints]] = []
