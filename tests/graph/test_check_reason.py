@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -66,44 +67,39 @@ class BranchOnWidth(nn.Module):
         return torch.cat([self.head(y), self.head(y)], 2)  # a taller output: a changed shape
 
 
-class ReadsShape(nn.Module):
+class _Small(nn.Module):
+    """conv-bn-relu ``a`` then a 1x1 ``head``; each case below changes only the forward between them."""
+
     def __init__(self) -> None:
         super().__init__()
         self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
 
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.a(x))
+
+
+class ReadsShape(_Small):
     def forward(self, x: Tensor) -> Tensor:
         y = self.a(x)
         return self.head(y) * (y.shape[1] / 8)
 
 
-class Squeezes(nn.Module):
+class Squeezes(_Small):
     """``squeeze()`` drops every size-1 axis: a channel axis pruned to width 1 would go too."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.a(x).unsqueeze(0).squeeze(0))
 
 
-class WeightOutside(nn.Module):
-    """Uses a layer's weight outside the layer (``self.bn.weight``): its shape changes with pruning."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
+class WeightOutside(_Small):
+    """Uses a layer's weight outside the layer (``self.a[1].weight``): its shape changes with pruning."""
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.a(x)
         return self.head(y) + self.a[1].weight.sum()
 
 
-class ValueBranch(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
-
+class ValueBranch(_Small):
     def forward(self, x: Tensor) -> Tensor:
         z = self.head(self.a(x))
         return z if bool(z.mean() > -1e9) else z.mean(2)  # z's values follow the pruning of a
@@ -120,26 +116,23 @@ class CatAlongSpace(nn.Module):
         return self.head(torch.cat([self.a(x), self.b(x)], 2))
 
 
-class Scripted(nn.Module):
+class Scripted(_Small):
     """A TorchScript block: its ops are invisible to the trace."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
-        self.act = torch.jit.script(nn.Hardswish())
+        with warnings.catch_warnings():  # torch.jit.script is deprecated, and still what users have
+            warnings.simplefilter("ignore", FutureWarning)
+            self.act = torch.jit.script(nn.Hardswish())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.act(self.a(x)))
 
 
-class Hooked(nn.Module):
+class Hooked(_Small):
     def __init__(self) -> None:
         super().__init__()
-        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
         self.a[0].register_forward_hook(lambda m, i, o: o * 1.0)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.a(x))
 
 
 @pytest.mark.parametrize(("net", "why"), [
