@@ -139,7 +139,7 @@ class Hooked(_Small):
     (BranchOnWidth, "a.0.out_channels"),
     (ReadsShape, "reads 'shape'"),
     (Squeezes, "'squeeze'"),
-    (WeightOutside, "did not see made"),
+    (WeightOutside, "'a.1.weight' outside a layer"),
     (ValueBranch, "reads 'bool' of a computed tensor"),
     (CatAlongSpace, "'cat'"),
     (Scripted, "did not see made"),

@@ -122,6 +122,13 @@ class _Tracer(TorchFunctionMode):
         v = getattr(t, _ATTR, None)
         return (v is not None and v[0] is self.token) or id(t) in self.inputs
 
+    def _unseen_reason(self, t: Tensor) -> str:
+        name = self.tensor_name(t)
+        if name is not None:
+            return f"the forward uses '{name}' outside a layer the trace slices (its shape may change with pruning)"
+        return ("the forward uses a tensor the trace did not see made (a tensor kept on a module, TorchScript or a "
+                "C++ extension)")
+
     def _note_query(self, func: Any, args: Any, kwargs: dict[str, Any]) -> None:
         """A query answered with a plain value (``x.shape``, ``x.size(1)``, ``bool(x)``): Python code may branch on
         it or pass it on as a literal, so one of channel data (or of unseen data, e.g. a weight) needs the check."""
@@ -336,9 +343,9 @@ class _Tracer(TorchFunctionMode):
         tensors = _tensors(args, kwargs)
         labeled = [t for t in tensors if self.ids(t) is not None]
         if self.st.check_reason is None:
-            if not all(self.seen(t) for t in tensors):
-                self.needs_check("the forward uses a tensor the trace did not see made (a layer's weights outside "
-                                 "the layer, a tensor kept on a module, TorchScript or a C++ extension)")
+            unseen = [t for t in tensors if not self.seen(t)]
+            if unseen:
+                self.needs_check(self._unseen_reason(unseen[0]))
             elif self._escapes(func) and any(id(t) not in self.inputs for t in tensors):
                 self.needs_check("the forward moves a computed tensor out of torch (pruning changes its values)")
         if not labeled:
