@@ -186,9 +186,9 @@ class ChannelGraph:
         """Why a pruned copy of the model must be run once to check that every output keeps its shape, or None
         when the trace proves it: the channel data passed only layers with a built-in slicer and ops whose result
         shape follows their inputs' shapes (element-wise, pooling, reductions, flatten, permute, pixel shuffle,
-        concat along the channel axis), no Python code read a shape or a value of it, and every tensor the forward
-        used came from the input or from an op the trace saw (no weight used outside its layer, no TorchScript
-        or C++ extension, no forward hooks on a layer)."""
+        concat along the channel axis), no Python code read a size of it, a value of a computed tensor or a layer
+        width, and every tensor the forward used came from the input or from an op the trace saw (no weight used
+        outside its layer, no TorchScript or C++ extension, no forward hooks on a layer)."""
         return self.state.check_reason
 
     def groups(self) -> list[ChannelGroup]:

@@ -96,11 +96,11 @@ class TraceState:
     uf: UnionFind = field(default_factory=UnionFind)
     blocked: dict[int, str] = field(default_factory=dict)
     layers: dict[str, LayerRecord] = field(default_factory=dict)
+    check_reason: str | None = None
+    """Why the pruned model must be run once to check its shapes; None when the trace proves them (see
+    :attr:`slimcnn.graph.ChannelGraph.check_reason`)."""
+
     def owners(self) -> list[tuple[str, int]]:
         """``(producer FQN, output channel)`` of every channel id, in id order."""
         producers = sorted((r.out_base, r.fqn, r.n_out) for r in self.layers.values() if r.out_base >= 0)
         return [(fqn, c) for _, fqn, n in producers for c in range(n)]
-
-    check_reason: str | None = None
-    """Why the pruned model must be run once to check its shapes; None when the trace proves them (see
-    :attr:`slimcnn.graph.ChannelGraph.check_reason`)."""
