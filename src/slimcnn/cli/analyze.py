@@ -137,12 +137,10 @@ def _as_stored(cost: Cost, path: str, model: Any) -> Cost:
     rows = tuple(dataclasses.replace(r, weight_bytes=r.weight_bytes - saved.get(r.name, 0)) for r in cost.layers)
     cost = dataclasses.replace(cost, weight_bytes=total, layers=rows)
     from slimcnn.run._artifacts import still_convs
+    from slimcnn.search.families import removed_kernels
 
-    zero = {}
-    for name in still_convs(model, list(saved)):  # the convolutions, as compress and search count them
-        w = model.get_submodule(name).weight.detach()
-        zero[name] = (int((w.abs().amax(dim=(2, 3)) == 0).sum()), w.shape[0] * w.shape[1], w[0, 0].numel())
-    return _without_kernels(cost, zero)
+    # the convolutions, as compress and search count them
+    return _without_kernels(cost, removed_kernels(model, still_convs(model, list(saved))))
 
 
 def _without_kernels(cost: Cost, gone: dict[str, tuple[int, int, int]]) -> Cost:

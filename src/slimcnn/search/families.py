@@ -344,16 +344,23 @@ def kernel_sparse_cost(model: nn.Module, example_input: Any, layers: Sequence[st
     c = profiled if profiled is not None else profile(model, example_input)
     per_layer = {lc.name: lc for lc in c.layers}
     params, macs, wbytes = c.params, c.macs, c.weight_bytes
-    for layer in layers:
-        w = model.get_submodule(layer).weight
-        o, i, kh, kw = w.shape
-        kept = int((w.detach().abs().amax(dim=(2, 3)) > 0).sum())
-        gone = o * i - kept
-        params -= gone * kh * kw
+    for layer, (gone, n_all, per) in removed_kernels(model, layers).items():
+        params -= gone * per
         if layer in per_layer:
-            macs -= per_layer[layer].macs * gone // (o * i)
-        wbytes += kernel_index_bytes(o * i, kept) - gone * kh * kw * w.element_size()
+            macs -= per_layer[layer].macs * gone // n_all
+        wbytes += kernel_index_bytes(n_all, n_all - gone) - gone * per * model.get_submodule(layer).weight.element_size()
     return params, macs, wbytes
+
+
+def removed_kernels(model: nn.Module, layers: Sequence[str]) -> dict[str, tuple[int, int, int]]:
+    """``{layer: (all-zero k×k kernels, kernels, weights per kernel)}`` of the conv weights of ``layers``: what a
+    sparse kernel engine skips (its params, and that share of the layer's MACs)."""
+    out = {}
+    for layer in layers:
+        w = model.get_submodule(layer).weight.detach()
+        o, i, kh, kw = w.shape
+        out[layer] = (o * i - int((w.abs().amax(dim=(2, 3)) > 0).sum()), o * i, kh * kw)
+    return out
 
 
 def kernel_index_bytes(n_kernels: int, n_kept: int) -> int:
