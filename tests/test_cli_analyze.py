@@ -73,14 +73,19 @@ def test_bad_options_exit_2(args: list[str], capsys: pytest.CaptureFixture[str])
 
 def test_groups_list_what_pruning_sees(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", "slimcnn:tiny_cnn", "--json", "--no-latency", "--groups"]) == 0
-    groups = json.loads(capsys.readouterr().out)["groups"]
+    traced = json.loads(capsys.readouterr().out)
+    groups = traced["groups"]
+    assert traced["check_run"] is None  # conv, BN, ReLU, add, pool, flatten: the trace proves the pruned shapes
     fixed = [g for g in groups if not g["prunable"]]
     assert len(groups) == 5 and [g["producers"] for g in fixed] == [["fc"]]  # the classifier reaches the output
     assert fixed[0]["fixed"] == fixed[0]["channels"] == 10 and fixed[0]["fixed_because"] == ["reaches a model output"]
     residual = next(g for g in groups if "stem" in g["producers"])
     assert residual["producers"] == ["res_conv2", "stem"]  # added together, so pruned together
     assert main(["analyze", "slimcnn:tiny_cnn", "--no-latency", "--groups"]) == 0
-    assert "4 of 5 prunable" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 of 5 prunable" in out and "no check run needed" in out
+    assert main(["analyze", "slimcnn:yolo_fastestv2", "--input", "1x3x64x64", "--no-latency", "--groups"]) == 0
+    assert "one check run of the pruned model, because 'getitem' on channel data" in capsys.readouterr().out
 
 
 def test_prune_that_removes_nothing_says_why_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

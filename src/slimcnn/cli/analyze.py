@@ -113,14 +113,14 @@ def analyze_cmd(
         cost = _as_stored(cost, model.removeprefix("file:"), loaded.model)
     elif model.startswith("file:") and model.lower().endswith(".slimk") and bits == 32:
         cost = _as_stored_kernels(cost, model.removeprefix("file:"))
-    rows = _group_rows(loaded.model, example) if groups else None
+    traced = _groups(loaded.model, example) if groups else None
     if as_json:
         emit_json(cost_to_json(cost, source=loaded.source, notes=loaded.info.notes, pretrained=loaded.info.pretrained)
-                  | ({"groups": rows} if rows is not None else {}))
+                  | (traced or {}))
     else:
         _print_table(cost, loaded.source)
-        if rows is not None:
-            _print_groups(rows)
+        if traced is not None:
+            _print_groups(traced)
     return 0
 
 
@@ -230,19 +230,23 @@ def _analyze_onnx(loaded: Any, example: Any, *, runtime: str, threads: int | Non
 ONNX_NOTE = "MACs and activations are not counted from an ONNX graph; analyze the torch model it came from for them"
 
 
-def _group_rows(model: Any, example: Any) -> list[dict[str, Any]]:
-    """The channel groups of one trace, as ``--json`` rows."""
+def _groups(model: Any, example: Any) -> dict[str, Any]:
+    """What one trace tells pruning, as ``--json`` keys: ``groups`` (one row per channel group) and ``check_run``
+    (why pruning runs the pruned model to check its shapes; null when the trace proves them)."""
     from slimcnn.graph import trace
 
-    return [{"id": g.id, "channels": g.size, "fixed": len(g.fixed), "prunable": g.prunable,
+    graph = trace(model, example)
+    rows = [{"id": g.id, "channels": g.size, "fixed": len(g.fixed), "prunable": g.prunable,
              "fixed_because": sorted({why for _, why in g.fixed}), "producers": sorted({m.layer for m in g.producers}),
-             "layers": g.layers()} for g in trace(model, example).groups()]
+             "layers": g.layers()} for g in graph.groups()]
+    return {"groups": rows, "check_run": graph.check_reason}
 
 
-def _print_groups(rows: list[dict[str, Any]]) -> None:
+def _print_groups(traced: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    rows = traced["groups"]
     n = sum(r["prunable"] for r in rows)
     table = Table(title=f"channel groups: {n} of {len(rows)} prunable (channels in a group are removed together)")
     for name, justify in (("group", "right"), ("channels", "right"), ("fixed", "right"), ("why fixed", "left"),
@@ -253,3 +257,6 @@ def _print_groups(rows: list[dict[str, Any]]) -> None:
         table.add_row(str(r["id"]), str(r["channels"]), str(r["fixed"]), "; ".join(r["fixed_because"]), producers,
                       str(len(r["layers"])))
     Console().print(table)
+    why = traced["check_run"]
+    print("after pruning: no check run needed, the trace proves every output keeps its shape" if why is None else
+          f"after pruning: one check run of the pruned model, because {why}")
