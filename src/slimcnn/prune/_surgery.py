@@ -76,10 +76,15 @@ def prune_(
             except (RuntimeError, ValueError, IndexError) as e:
                 raise UnsupportedLayerError(
                     f"the pruned model fails to run ({str(e).splitlines()[0]}); its forward code probably "
-                    "hard-codes a channel count. Exclude the affected layers (--exclude) or make the count "
-                    "dynamic. The model was left unchanged"
+                    f"hard-codes a channel count{_noted(graph)}. Exclude the affected layers (--exclude) or make the "
+                    "count dynamic. The model was left unchanged"
                 ) from e
             bad = shape_mismatch(before, after)
             if bad:
-                raise UnsupportedLayerError(f"{bad}; the model was left unchanged")
+                raise UnsupportedLayerError(f"{bad}{_noted(graph)}; the model was left unchanged")
     return kept
+
+
+def _noted(graph: ChannelGraph) -> str:
+    """The trace's first reason to run the check, as a hint in a refusal (where to look in the model's code)."""
+    return f"; the trace noted: {graph.check_reason}" if graph.check_reason else ""
