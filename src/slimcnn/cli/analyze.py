@@ -256,7 +256,8 @@ def _print_groups(traced: dict[str, Any]) -> None:
         producers = ", ".join(r["producers"][:3]) + (f" +{len(r['producers']) - 3}" if len(r["producers"]) > 3 else "")
         table.add_row(str(r["id"]), str(r["channels"]), str(r["fixed"]), "; ".join(r["fixed_because"]), producers,
                       str(len(r["layers"])))
-    Console().print(table)
+    console = Console()
+    console.print(table)
     why = traced["check_run"]
-    print("after pruning: no check run needed, the trace proves every output keeps its shape" if why is None else
-          f"after pruning: one check run of the pruned model, because {why}")
+    console.print("after pruning: no check run needed, the trace proves every output keeps its shape" if why is None
+                  else f"after pruning: one check run of the pruned model, because {why}", markup=False, soft_wrap=True)
