@@ -299,6 +299,12 @@ _CLOCK_WORDS = {
 }
 
 
+def _busy(meta: dict[str, Any]) -> str:
+    """Say the CPUs were shared when the 1-minute load average exceeded this process's threads."""
+    load = max(meta["loadavg_before"][0], meta["loadavg_after"][0])
+    return " (other jobs shared the CPUs)" if load > meta["torch_threads"] + 0.5 else " (idle otherwise)"
+
+
 def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     published = all("published_code_s" in r for r in rows)
     lines = [
@@ -306,7 +312,7 @@ def _markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         "",
         f"Machine: {meta['cpu']}, {meta['logical_cpus']} logical CPUs, torch.set_num_threads({meta['torch_threads']}), "
         f"torch {meta['torch']}, Python {meta['python']}; load average before/after "
-        f"{meta['loadavg_before'][0]:.1f}/{meta['loadavg_after'][0]:.1f} (other jobs shared the CPUs). {meta['date_utc']} UTC. "
+        f"{meta['loadavg_before'][0]:.1f}/{meta['loadavg_after'][0]:.1f}{_busy(meta)}. {meta['date_utc']} UTC. "
         f"Clock: {_CLOCK_WORDS[meta.get('clock', 'wall')]}.",
         f"Features: {meta['features']}.",
         "",
