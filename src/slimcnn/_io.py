@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -69,9 +70,24 @@ def save_torch(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda p: torch.save(obj, p))
 
 
+def open_image(fp: Any) -> Any:
+    """``PIL.Image.open(fp)`` as PIL defines it, also after another library replaced it.
+
+    ultralytics replaces ``Image.open`` on import with a version that, for a file PIL cannot identify, runs its
+    requirements check for a HEIF plugin: two log lines ("attempting AutoUpdate...", "AutoUpdate skipped
+    (offline)") before our one-line error, and a pip install where the network is reachable.
+    """
+    from PIL import Image
+
+    pil_open = Image.open
+    if getattr(pil_open, "__module__", None) != "PIL.Image":
+        pil_open = getattr(sys.modules.get("ultralytics.utils.patches"), "_image_open", None) or pil_open
+    return pil_open(fp)
+
+
 UNREADABLE_IMAGE: tuple[type[Exception], ...] = (OSError, ImportError)
 """What opening a file that is not a readable image raises: PIL's UnidentifiedImageError is an OSError, and an
-ImportError comes from a format plugin another library patched in (ultralytics' ``Image.open`` then tries pi_heif)."""
+ImportError comes from a format plugin another library's patched ``Image.open`` tries."""
 
 UNREADABLE_HINT = "remove it from the data, or replace it with a readable copy"
 

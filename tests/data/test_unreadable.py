@@ -1,10 +1,13 @@
-"""unreadable_reason: what a person reads when an image does not decode."""
+"""Unreadable images: what a person reads, and no other library's noise before it."""
 
 from __future__ import annotations
 
-from PIL import UnidentifiedImageError
+import io
 
-from slimcnn._io import unreadable_reason
+import pytest
+from PIL import Image, UnidentifiedImageError
+
+from slimcnn._io import open_image, unreadable_reason
 
 
 def test_pil_noise_becomes_a_reason_and_real_messages_stay() -> None:
@@ -17,3 +20,18 @@ def test_pil_noise_becomes_a_reason_and_real_messages_stay() -> None:
     assert unreadable_reason(OSError("image file is truncated (3 bytes not processed)\nmore")) == (
         "image file is truncated (3 bytes not processed)")
     assert unreadable_reason(OSError()) == "OSError"
+
+
+def test_open_image_bypasses_ultralytics_patched_open(capfd) -> None:
+    # ultralytics' Image.open tries a pip install of pi-heif (logging two lines first) for a file PIL cannot
+    # identify; slimcnn's reads must raise PIL's own error without a word of that
+    pytest.importorskip("ultralytics.utils.patches", reason="ultralytics is an optional extra")
+    assert Image.open.__module__ != "PIL.Image", "ultralytics no longer patches Image.open: drop the bypass"
+    with pytest.raises(UnidentifiedImageError):
+        open_image(io.BytesIO(b"not an image"))
+    out, err = capfd.readouterr()
+    assert "AutoUpdate" not in out + err
+    png = io.BytesIO()
+    Image.new("RGB", (3, 2)).save(png, format="PNG")
+    with open_image(io.BytesIO(png.getvalue())) as im:
+        assert im.size == (3, 2)

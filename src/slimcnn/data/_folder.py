@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, unreadable_reason
+from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, open_image, unreadable_reason
 from slimcnn.errors import DataError
 
 Split = Literal["train", "test"]
@@ -101,7 +101,7 @@ def decode_image(data: bytes, name: str, size: tuple[int, int] | None, gray: boo
     from PIL import Image
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data)) as im:
             im = im.convert("L" if gray else "RGB")
             if size is not None and (im.height, im.width) != tuple(size):
                 th, tw = size

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, unreadable_reason
+from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, open_image, unreadable_reason
 from slimcnn.data.imresize import modcrop
 from slimcnn.data.sr import SRImage, make_sr_image, read_y, sample_patches
 from slimcnn.errors import DataError
@@ -39,12 +39,11 @@ PATCHES_PER_IMAGE = 8
 
 def image_sizes(files: list[tuple[str, Path]]) -> list[tuple[int, int]]:
     """``(H, W)`` of each image, read from its header (nothing decoded)."""
-    from PIL import Image
 
     sizes = []
     for _, f in files:
         try:
-            with Image.open(f) as im:
+            with open_image(f) as im:
                 sizes.append((im.size[1], im.size[0]))
         except UNREADABLE_IMAGE as e:
             raise DataError(f"cannot read image {f} ({unreadable_reason(e)}): {UNREADABLE_HINT}") from e

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from slimcnn._io import UNREADABLE_HINT, unreadable_reason
+from slimcnn._io import UNREADABLE_HINT, open_image, unreadable_reason
 from slimcnn.errors import DataError
 
 logger = logging.getLogger(__name__)
@@ -290,9 +290,8 @@ class StreamDataset(Dataset[Any]):
         if Path(self.index.members[i]).suffix.lower() in _TORCHVISION_DECODES:
             raw = torch.frombuffer(bytearray(data), dtype=torch.uint8)
             return decode_image(raw, mode=ImageReadMode.GRAY if self.gray else ImageReadMode.RGB)
-        from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as im:
+        with open_image(io.BytesIO(data)) as im:
             return pil_to_tensor(im.convert("L" if self.gray else "RGB"))
 
     def __getitem__(self, i: int) -> tuple[Any, ...]:

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from slimcnn._io import UNREADABLE_IMAGE
+from slimcnn._io import UNREADABLE_IMAGE, open_image
 from slimcnn.data import _stream
 from slimcnn.data._folder import (
     ALL_SPLIT_DIRS,
@@ -203,7 +203,6 @@ def native_size(spec: str | Path, split: Split = "test", *, sample: int = 16) ->
     ``digits`` is 8x8 and a CIFAR folder 32x32; a folder or ``.tar`` is judged by the headers of its first
     ``sample`` images of ``split``. WebDataset shards are not sampled (None).
     """
-    from PIL import Image
 
     if isinstance(spec, str) and spec in BUILTIN:
         return (8, 8)
@@ -216,7 +215,7 @@ def native_size(spec: str | Path, split: Split = "test", *, sample: int = 16) ->
     sizes = set()
     for n, (_, data) in enumerate(read_images(path, rels)):
         try:
-            with Image.open(io.BytesIO(data)) as im:
+            with open_image(io.BytesIO(data)) as im:
                 sizes.add((im.height, im.width))
         except UNREADABLE_IMAGE:
             continue

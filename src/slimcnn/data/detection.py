@@ -21,7 +21,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, unreadable_reason
+from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, open_image, unreadable_reason
 from slimcnn.errors import DataError
 
 __all__ = [
@@ -71,10 +71,9 @@ class DetectionSet:
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             return im.size
     except UNREADABLE_IMAGE as e:
         raise DataError(f"cannot read image {path} ({unreadable_reason(e)}): {UNREADABLE_HINT}") from e

@@ -29,7 +29,7 @@ from typing import Literal, overload
 
 import numpy as np
 
-from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, unreadable_reason
+from slimcnn._io import UNREADABLE_HINT, UNREADABLE_IMAGE, open_image, unreadable_reason
 from slimcnn.data.imresize import imresize, modcrop, rgb2y
 from slimcnn.errors import ConfigError, DataError, unknown_name
 
@@ -181,10 +181,9 @@ def read_y(path: str | Path) -> np.ndarray:
     Raises:
         DataError: The file cannot be read as an image.
     """
-    from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             if im.mode in ("L", "LA", "1"):
                 return np.asarray(im.convert("L"), dtype=np.float64) / 255.0
             if im.mode.startswith("I;16"):
@@ -240,10 +239,9 @@ def _load_cached(source: str, scale: int) -> SRDataset:
 
 def _check_size(name: str, path: Path, scale: int) -> None:
     """Refuse, from its header alone, an image that cannot be read or is too small for ``scale``."""
-    from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             w, h = im.size
     except UNREADABLE_IMAGE as e:
         raise DataError(f"cannot read image {path} ({unreadable_reason(e)}): {UNREADABLE_HINT}") from e

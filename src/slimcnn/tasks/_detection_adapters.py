@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimcnn._io import open_image
 from slimcnn.data.detection import DetectionSample
 from slimcnn.errors import UnsupportedLayerError
 from slimcnn.registry import Registry
@@ -45,7 +46,7 @@ COCO80_TO_91: tuple[int, ...] = (
 def _load_rgb(path: Path, size: int | None) -> torch.Tensor:
     from PIL import Image
 
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im = im.convert("RGB")
         if size is not None:
             im = im.resize((size, size), Image.BILINEAR)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from slimcnn._io import open_image
 from slimcnn.data.detection import DetectionSample, DetectionSet, load_detection
 from slimcnn.errors import ConfigError, UnsupportedLayerError
 from slimcnn.models._zoo import ModelInfo
@@ -40,7 +41,7 @@ def _letterbox_rgb(path: Path, size: int) -> tuple[torch.Tensor, float, tuple[in
     """uint8 CHW ``size x size`` image letterboxed (aspect kept, centred, grey 114), its gain and (left, top)."""
     from PIL import Image
 
-    with Image.open(path) as im:
+    with open_image(path) as im:
         im = im.convert("RGB")
         gain = size / max(im.size)
         w, h = max(round(im.size[0] * gain), 1), max(round(im.size[1] * gain), 1)
