@@ -169,6 +169,51 @@ def test_the_width_watch_catches_a_branch_the_labels_do_not_show() -> None:
     assert m.a[0].out_channels == 8 and type(m.a[0].out_channels) is int  # unchanged, the plain int is back
 
 
+class SameShapeBranch(nn.Module):
+    """Doubles its features once ``a`` is pruned, and every shape stays: only comparing values can see it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.head = cbr(3, 8), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        if self.a[0].out_channels != 8:
+            y = 2 * y
+        return self.head(y)
+
+
+class Noisy(_Small):
+    """Draws noise in eval mode (of a size read from channel data, so it gets a check run): the check compares the
+    pruned and the zeroed forward on the same draws."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = self.head(self.a(x))
+        return z + 0.5 * torch.randn(z.shape)
+
+
+def test_a_branch_that_keeps_every_shape_is_refused_by_its_values() -> None:
+    m = randomize_(SameShapeBranch())
+    x = torch.randn(2, 3, 8, 8)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(UnsupportedLayerError, match="computes something else.*the trace noted: .*out_channels"):
+        prune_(m, x, {"a.0": [0, 1, 2]})
+    assert m.a[0].out_channels == 8 and all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
+    plain = randomize_(_Small())
+    plain.load_state_dict(state)
+    prune_(plain, x, {"a.0": [0, 1, 2]})  # the same pruning of the same weights without the branch passes
+    assert plain.a[0].out_channels == 5
+
+
+def test_a_forward_that_draws_noise_passes_the_value_check() -> None:
+    m = randomize_(Noisy())
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace(m, x)
+    assert graph.check_reason is not None and "shape" in graph.check_reason
+    prune_(m, x, {"a.0": [0, 1, 2]}, graph=graph)
+    assert m.a[0].out_channels == 5
+
+
 def test_a_custom_layer_rule_always_gets_a_check_run() -> None:
     class Scale(nn.Module):
         def __init__(self, c: int) -> None:

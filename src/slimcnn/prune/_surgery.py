@@ -9,8 +9,15 @@ from typing import Any
 from torch import nn
 
 from slimcnn.errors import UnsupportedLayerError
-from slimcnn.graph import ChannelGraph, rollback_on_error, slice_layers_, trace
-from slimcnn.prune._verify import check_points, checked_shapes, shape_mismatch
+from slimcnn.graph import ChannelGraph, rollback_on_error, slice_layers_, trace, zeroed_forward
+from slimcnn.prune._verify import (
+    check_points,
+    checked_shapes,
+    forward,
+    seeded,
+    shape_mismatch,
+    value_mismatch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +51,9 @@ def prune_(
         graph: a trace of this very model (saves one forward).
         verify: make sure every output keeps its shape: run the pruned model once and compare (for torchvision
             detectors: the outputs of the backbone and heads before box selection, see
-            :mod:`slimcnn.prune._verify`), unless the trace proves it (``graph.check_reason`` is None).
+            :mod:`slimcnn.prune._verify`), unless the trace proves it (``graph.check_reason`` is None). Checked
+            at its outputs, the pruned model must also equal the original with the pruned channels zeroed
+            (:func:`slimcnn.graph.zeroed_forward`) to float rounding.
 
     Returns:
         ``{producer FQN: kept output channels}`` for every producer whose group was touched
@@ -53,8 +62,8 @@ def prune_(
     Raises:
         ConfigError: a channel is protected (reaches an output, passes an unmappable op) or a layer
             would lose all its channels.
-        UnsupportedLayerError: the pruned model no longer runs or changed an output shape (e.g. the
-            model's Python code hard-codes a channel count).
+        UnsupportedLayerError: the pruned model no longer runs, changed an output shape or computes something
+            else than the zeroed original (e.g. the model's Python code hard-codes a channel count).
     """
     if graph is None:
         graph = trace(model, example_input)
@@ -67,19 +76,22 @@ def prune_(
         verify = False  # the trace proves every shape (see ChannelGraph.check_reason): a run would add nothing
         log.debug("no check run: the trace proves that every output keeps its shape")
     before = checked_shapes(model, example_input, points, graph.output) if verify else {}
+    # the values a pruned model checked at its outputs must give (a detector's come after box selection)
+    reference = seeded(lambda: zeroed_forward(model, example_input, graph, removal)) if verify and points is None else None
     with rollback_on_error(model):  # a refusal leaves the caller's model as it was
         changed = slice_layers_(model, graph, removed)
         log.info("pruned %d channel units across %d layers", len(removed), len(changed))
         if verify:
             try:
-                after = checked_shapes(model, example_input, points)
+                out = seeded(lambda: forward(model, example_input)) if reference is not None else None
+                after = checked_shapes(model, example_input, points, out)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise UnsupportedLayerError(
                     f"the pruned model fails to run ({str(e).splitlines()[0]}); its forward code probably "
                     f"hard-codes a channel count{_noted(graph)}. Exclude the affected layers (--exclude) or make the "
                     "count dynamic. The model was left unchanged"
                 ) from e
-            bad = shape_mismatch(before, after)
+            bad = shape_mismatch(before, after) or (value_mismatch(reference, out) if reference is not None else None)
             if bad:
                 raise UnsupportedLayerError(f"{bad}{_noted(graph)}; the model was left unchanged")
     return kept

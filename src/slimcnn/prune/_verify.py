@@ -1,10 +1,15 @@
-"""The shape check that ends every pruning: which tensors must keep their shape.
+"""The check that ends a pruning the trace cannot prove: which tensors must keep their shape, and their values.
 
 By default the model's outputs. A detector's outputs come *after* box selection (score threshold, NMS,
 top-k), so their count follows the weights and says nothing about the pruning; for those models the
 check compares the outputs of the layers *before* box selection instead (backbone features, RPN head,
 RoI box/mask/keypoint heads, dense heads), ignoring their leading axis (batch, or the number of RoIs,
 which also follows the weights).
+
+For a model checked at its outputs the values are compared too, against the original model run with the pruned
+channels zeroed (:func:`slimcnn.graph.zeroed_forward`, the reference of the equivalence tests): a forward that
+branches on a layer width or takes channels by a literal index can keep every shape and still compute something
+else.
 """
 
 from __future__ import annotations
@@ -82,6 +87,35 @@ def checked_shapes(model: nn.Module, x: Any, points: list[str] | None, output: A
         for h in handles:
             h.remove()
     return rec
+
+
+VALUE_RTOL = 1e-3
+"""A pruned output may differ from the zeroed original's by this fraction of the output's largest magnitude (float
+rounding is ~1e-7 of it; a forward that steers on a channel count differs by O(1))."""
+
+
+def seeded(fn: Callable[[], Any], seed: int = 0) -> Any:
+    """``fn()`` with torch's CPU generator seeded and restored: a forward that draws noise draws the same twice."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return fn()
+
+
+def value_mismatch(reference: Any, out: Any) -> str | None:
+    """A message naming the first floating output that differs from ``reference`` beyond :data:`VALUE_RTOL` of its
+    largest magnitude, or None. Outputs with a non-finite reference value are not compared."""
+    pairs = zip(tree_flatten(reference)[0], tree_flatten(out)[0], strict=False)
+    for k, (ref, got) in enumerate(pairs):
+        if not (isinstance(ref, torch.Tensor) and isinstance(got, torch.Tensor) and ref.is_floating_point()
+                and ref.shape == got.shape and ref.numel() and bool(torch.isfinite(ref).all())):
+            continue
+        scale = float(ref.abs().max())
+        diff = float((got.to(ref.dtype) - ref).abs().max())
+        if diff > VALUE_RTOL * scale + 1e-6:
+            return (f"the pruned model computes something else than the original with those channels zeroed (output "
+                    f"{k}: max difference {diff:.3g} against max |output| {scale:.3g}): its forward probably depends "
+                    "on a channel count or takes channels by a literal index")
+    return None
 
 
 def shape_mismatch(before: dict[str, Any], after: dict[str, Any]) -> str | None:
