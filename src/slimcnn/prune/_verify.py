@@ -114,7 +114,7 @@ def value_mismatch(reference: Any, out: Any) -> str | None:
         if diff > VALUE_RTOL * scale + 1e-6:
             return (f"the pruned model computes something else than the original with those channels zeroed (output "
                     f"{k}: max difference {diff:.3g} against max |output| {scale:.3g}): its forward probably depends "
-                    "on a channel count or takes channels by a literal index")
+                    "on a channel count or takes channels by a literal index (exclude those layers: --exclude)")
     return None
 
 
