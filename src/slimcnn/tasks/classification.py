@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +24,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from slimcnn.data._stream import (
-    STREAM_ABOVE_BYTES,
-    Skipped,
-    StreamIndex,
-    decoded_bytes,
-    index_images,
-    shard_paths,
-    stream_batches,
-)
-from slimcnn.data.classification import (
-    BUILTIN,
-    ImageSet,
-    _cifar_root,
-    augment_uint8,
-    check_source,
-    find_train_sibling,
-    load_classification,
-    normalize,
-    source_splits,
-)
+from slimcnn.data._stream import Skipped, StreamIndex
+from slimcnn.data.classification import ImageSet, check_source, find_train_sibling, normalize, source_splits
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.models._zoo import ModelInfo
 from slimcnn.tasks._classes import check_classes
+from slimcnn.tasks._classification_data import load_images, ordered_batches, shuffled_batches
 from slimcnn.tasks.base import (
     TASKS,
     Batch,
@@ -152,36 +134,10 @@ class ClassificationTask:
             self.channels, self.size = info.input_shape[1], (info.input_shape[2], info.input_shape[3])
 
     # ------------------------------------------------------------------------------------------ data
-    def _load(self, spec: str | Path, split: str) -> ImageSet | StreamIndex:
-        split = "train" if split == "train" else "test"
-        streamed = self._streamed(spec, split)
-        if streamed is not None:
-            return streamed
-        return load_classification(spec, split, size=self.size, channels=self.channels)  # type: ignore[arg-type]
-
-    def _streamed(self, spec: str | Path, split: str) -> StreamIndex | None:
-        """The index to stream ``spec`` from, or None to decode it into memory (see ``stream``)."""
-        if self.stream is False or spec in BUILTIN:
-            return None
-        if shard_paths(spec) is not None:
-            return index_images(spec, split)
-        path = Path(spec)
-        if path.is_file() and not path.name.lower().endswith(".tar"):  # compressed: no random access
-            return None
-        if self.stream is None:
-            small_archive = path.is_file() and path.stat().st_size < STREAM_ABOVE_BYTES // 32
-            if self.size is None or small_archive or _cifar_root(path) is not None:
-                return None
-            if decoded_bytes(len(index_images(path, split)), self.size, self.channels) <= STREAM_ABOVE_BYTES:
-                return None
-        if self.size is None:
-            raise ConfigError("streaming needs the model's input size (ModelInfo.input_shape)")
-        return index_images(path, split)
-
     @property
     def eval_set(self) -> ImageSet | StreamIndex:
         """The evaluation images (decoded on first use and cached per process, or an index to stream)."""
-        return self._load(self.eval_source, "test")
+        return load_images(self, self.eval_source, "test")
 
     def train_source(self) -> tuple[str | Path, str]:
         """The training data spec and the split to read from it (see the module doc)."""
@@ -205,7 +161,7 @@ class ClassificationTask:
     def train_set(self) -> ImageSet | StreamIndex:
         """The training images (decoded on first use and cached per process, or an index to stream)."""
         spec, split = self.train_source()
-        out = self._load(spec, split)
+        out = load_images(self, spec, split)
         ev = self.eval_set
         if out.classes != ev.classes:
             raise DataError(
@@ -225,33 +181,6 @@ class ClassificationTask:
         if isinstance(ds, StreamIndex):
             return True
         return not ds.name.startswith("digits") and max(ds.images.shape[-2:]) <= 64
-
-    def _stream_options(self) -> dict[str, Any]:
-        return {"size": self.size, "channels": self.channels, "workers": self.loader_workers,
-                "strict": self.strict_data, "skipped": self.skipped}
-
-    def _stream(self, ds: ImageSet | StreamIndex, batch_size: int, *, augment: bool, seed: int,
-                ranks: tuple[int, int] = (0, 1)) -> Iterator[Batch]:
-        """Endless shuffled batches (a new permutation per pass), deterministic from ``seed``.
-
-        A streamed set yields rank ``ranks[0]``'s slice of each global batch (of ``ranks[1]``).
-        """
-        if isinstance(ds, StreamIndex):
-            for x, y in stream_batches(ds, batch_size=batch_size, train=True, augment=augment, seed=seed,
-                                       rank=ranks[0], world=ranks[1], **self._stream_options()):
-                yield self._inputs(x), y
-            return
-        g = torch.Generator().manual_seed(seed)
-        n = len(ds)
-        bs = min(batch_size, n)
-        while True:
-            perm = torch.randperm(n, generator=g)
-            for i in range(0, n - bs + 1, bs):
-                idx = perm[i : i + bs]
-                x = ds.images[idx]
-                if augment:
-                    x = augment_uint8(x, g, pad=max(1, x.shape[-1] // 8))
-                yield self._inputs(x), ds.labels[idx]
 
     # ------------------------------------------------------------------------------------------ Task
     def evaluate(self, model: nn.Module, *, limit: int | None = None, device: str = "cpu") -> Score:
@@ -283,7 +212,7 @@ class ClassificationTask:
         try:
             with torch.inference_mode(), autocast(device, self.amp), \
                     phase(f"evaluate {ds.name}", total=n, unit="images") as advance:
-                for images, y in self._ordered(ds, n):
+                for images, y in ordered_batches(self, ds, n):
                     x = self._inputs(images).to(device)
                     logits = self._first_logits(model, x, ds) if not scored else logits_of(model(x)).float().cpu()
                     top = logits.topk(min(5, logits.shape[1]), dim=1).indices
@@ -300,15 +229,6 @@ class ClassificationTask:
         # with five classes or fewer every label is in the top five: 100 % says nothing
         metrics = {"top1": top1, "top5": top5} if logits.shape[1] > 5 else {"top1": top1}
         return Score(metric="top1", value=top1, metrics=metrics, n=n, dataset=ds.name)
-
-    def _ordered(self, ds: ImageSet | StreamIndex, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The first ``n`` images (``uint8``) and labels in the set's fixed order, a batch at a time."""
-        if isinstance(ds, StreamIndex):
-            yield from stream_batches(ds, batch_size=self.batch_size, train=False, limit=n, **self._stream_options())
-            return
-        for i in range(0, n, self.batch_size):
-            j = min(n, i + self.batch_size)
-            yield ds.images[i:j], ds.labels[i:j]
 
     def _first_logits(self, model: nn.Module, x: torch.Tensor, ds: ImageSet | StreamIndex) -> torch.Tensor:
         """The logits of the first batch, after checking the model is a classifier for ``ds``'s classes."""
@@ -431,7 +351,8 @@ class ClassificationTask:
 
             streamed = isinstance(ds, StreamIndex)
             return fit_(
-                model, lambda: self._stream(ds, bs, augment=use_aug, seed=s, ranks=world() if streamed else (0, 1)),
+                model,
+                lambda: shuffled_batches(self, ds, bs, augment=use_aug, seed=s, ranks=world() if streamed else (0, 1)),
                 loss_fn, steps=steps, local_batches=streamed,
                 optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,  # type: ignore[arg-type]
                 warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip,  # type: ignore[arg-type]
@@ -441,7 +362,7 @@ class ClassificationTask:
 
     def training_batches(self, n: int) -> list[Batch]:
         """``n`` shuffled, un-augmented ``(inputs, labels)`` batches from the training data (seeded)."""
-        stream = self._stream(self.train_set, self.batch_size, augment=False, seed=self.seed)
+        stream = shuffled_batches(self, self.train_set, self.batch_size, augment=False, seed=self.seed)
         return [next(stream) for _ in range(n)]
 
     def calibration_batches(self, n: int) -> list[torch.Tensor]:
@@ -453,7 +374,7 @@ class ClassificationTask:
         ds = self.eval_set
         idx = torch.arange(batch) % len(ds)
         if isinstance(ds, StreamIndex):
-            first = torch.cat([x for x, _ in self._ordered(ds, min(batch, len(ds)))])
+            first = torch.cat([x for x, _ in ordered_batches(self, ds, min(batch, len(ds)))])
             return self._inputs(first[idx % len(first)])
         return self._inputs(ds.images[idx])
 

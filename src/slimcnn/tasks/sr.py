@@ -10,8 +10,6 @@ bicubic-upscaled Y and return HR Y; ``"lr"`` (FSRCNN, ESPCN) get LR Y and return
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -23,18 +21,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from slimcnn.data._sr_stream import (
-    SR_STREAM_ABOVE_BYTES,
-    SRPatchBatches,
-    image_sizes,
-    stream_sr_patches,
-    triple_bytes,
-)
-from slimcnn.data.sr import SRDataset, SRImage, builtin_sr_sets, load_sr_dataset, sample_patches, sr_files
+from slimcnn.data._sr_stream import SR_STREAM_ABOVE_BYTES, image_sizes, triple_bytes
+from slimcnn.data.sr import SRDataset, SRImage, builtin_sr_sets, load_sr_dataset, sr_files
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.models._zoo import ModelInfo
 from slimcnn.progress import phase
-from slimcnn.tasks import settled_guess
+from slimcnn.tasks._sr_fit import DEFAULT_SCALE, fit_sr
+from slimcnn.tasks._sr_train import distill_loss, patch_batches
 from slimcnn.tasks.base import (
     TASKS,
     Batch,
@@ -53,60 +46,6 @@ __all__ = ["SR_RECIPES", "SRRecipe", "SRTask", "fit_sr", "recipe_for"]
 log = logging.getLogger(__name__)
 
 SRInput = Literal["upsampled", "lr"]
-
-DEFAULT_SCALE = 2
-"""The factor of a model that does not say one (an ``upsampled`` net works at any)."""
-
-
-SR_PROBE_SIDE = 32
-"""Side of the zero image :func:`fit_sr` runs an SR model on (divisible by every stride up to 32)."""
-
-
-def fit_sr(model: Any, info: ModelInfo) -> tuple[ModelInfo, str | None]:
-    """``info`` with how an SR model that does not say it is fed, measured from one forward pass.
-
-    A model that keeps its input's size takes the bicubic-upscaled image (``sr_input="upsampled"``, at
-    ``info.scale`` or the task's x2); one whose output is ``k`` times its input takes the low-resolution
-    image at ``x k``. Before, a ``python:`` x3 upscaler was fed a x2 bicubic image and scored on a crop of
-    its 3x-too-large output (11 dB after training) without a word.
-
-    Returns:
-        The info to use and a line saying what was measured, or ``(info, None)`` when the model says it
-        already or the forward pass fails (the task's own first forward then says why, in one line).
-
-    Raises:
-        ConfigError: the model's factor contradicts the declared ``info.scale`` (the user's ``--scale``).
-    """
-    if info.sr_input is not None:
-        return info, None
-    side = SR_PROBE_SIDE
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            out = model.eval()(torch.zeros(1, 1, side, side))
-    except (RuntimeError, ValueError, TypeError, IndexError):
-        return info, None
-    finally:
-        model.train(was_training)
-    if not isinstance(out, torch.Tensor) or out.dim() != 4:
-        return info, None
-    h, w = int(out.shape[-2]), int(out.shape[-1])
-    factor = h // side
-    if h != w or h % side or factor < 1:
-        return info, None
-    shape = dict(input_shape=(1, 1, side, side), **settled_guess(info)) if info.input_guessed else {}
-    if factor == 1:
-        scale = info.scale or DEFAULT_SCALE
-        told = "" if info.scale else " (the default; pass --scale N for another)"
-        return (dataclasses.replace(info, sr_input="upsampled", scale=scale, **shape),
-                f"sr: the model keeps a {side}x{side} input's size, so it is fed the bicubic-upscaled image, "
-                f"x{scale}{told}")
-    if info.scale not in (None, factor):
-        raise ConfigError(f"the model upscales x{factor} (a {side}x{side} input gives {h}x{w}), not the --scale "
-                          f"{info.scale} given; pass --scale {factor} or leave it out")
-    return (dataclasses.replace(info, sr_input="lr", scale=factor, **shape),
-            f"sr: the model upscales a {side}x{side} input to {h}x{w}, so it is fed the low-resolution image, x{factor}")
-
 
 class SRTask:
     """Super-resolution task (registered as ``"sr"``).
@@ -193,16 +132,6 @@ class SRTask:
             return None
         return self._train_files
 
-    def _patch_batches(self, *, patch: int, batch_size: int, seed: int, min_std: float,
-                       augment: bool = True) -> Iterator[Batch]:
-        """Endless training batches: streamed from the files (see ``stream``) or cut from the triples in memory."""
-        streamed = self._streamed_train()
-        if streamed is None:
-            return self._stream(patch=patch, batch_size=batch_size, seed=seed, min_std=min_std, augment=augment)
-        data = SRPatchBatches(*streamed, scale=self.scale, patch=patch, batch_size=batch_size, sr_input=self.sr_input,
-                              seed=seed, augment=augment, min_std=min_std)
-        return stream_sr_patches(data, workers=self.loader_workers)
-
     def _input_of(self, im: SRImage) -> np.ndarray:
         return im.bicubic if self.sr_input == "upsampled" else im.lr
 
@@ -218,36 +147,9 @@ class SRTask:
             return int(shape[-1])
         return self._default_recipe().patch
 
-    def _patches(
-        self,
-        rng: np.random.Generator,
-        *,
-        patch: int | None = None,
-        batch_size: int | None = None,
-        augment: bool = True,
-        min_std: float = 0.0,
-    ) -> Batch:
-        r = self._default_recipe()
-        x, y = sample_patches(
-            self.train_set.images,
-            batch_size or self.batch_size or r.batch_size,
-            patch=patch or self._patch_size(),
-            scale=self.scale,
-            sr_input=self.sr_input,
-            rng=rng,
-            augment=augment,
-            min_std=min_std,
-        )
-        return torch.from_numpy(x), torch.from_numpy(y)
-
-    def _stream(self, *, patch: int, batch_size: int, seed: int, min_std: float, augment: bool = True) -> Iterator[Batch]:
-        rng = np.random.default_rng(seed)
-        while True:
-            yield self._patches(rng, patch=patch, batch_size=batch_size, min_std=min_std, augment=augment)
-
     def _default_batches(self, n: int, seed: int, *, augment: bool) -> list[Batch]:
         bs = self.batch_size or self._default_recipe().batch_size
-        stream = self._patch_batches(patch=self._patch_size(), batch_size=bs, seed=seed, min_std=0.0, augment=augment)
+        stream = patch_batches(self, patch=self._patch_size(), batch_size=bs, seed=seed, min_std=0.0, augment=augment)
         return [next(stream) for _ in range(n)]
 
     def training_batches(self, n: int) -> list[Batch]:
@@ -426,35 +328,13 @@ class SRTask:
         log.info("SR finetune: recipe %s, %d steps, patch %d, batch %d, %s", rname, steps, p, bs, opts)
 
         def batches() -> Iterator[Batch]:
-            return self._patch_batches(patch=p, batch_size=bs, seed=seed, min_std=r.min_patch_std)
+            return patch_batches(self, patch=p, batch_size=bs, seed=seed, min_std=r.min_patch_std)
 
         if not kd:
             return fit_(model, batches, self.loss, steps=steps, progress=progress, device=device, seed=seed, **opts)
-        with self._kd_loss(model, teacher, device, kd_alpha, kd_loss, tuple(kd_features),  # type: ignore[arg-type]
-                           kd_feature_weight) as loss_fn:
+        with distill_loss(self, model, teacher, device, kd_alpha, kd_loss, tuple(kd_features),  # type: ignore[arg-type]
+                          kd_feature_weight) as loss_fn:
             return fit_(model, batches, loss_fn, steps=steps, progress=progress, device=device, seed=seed, **opts)
-
-    @contextlib.contextmanager
-    def _kd_loss(self, student: nn.Module, teacher: nn.Module, device: str, alpha: float, kind: str,
-                 features: tuple[str, ...], feature_weight: float) -> Iterator[Any]:
-        """The distillation loss ``loss(model, batch)`` while the teacher (and feature taps) are set up."""
-        from slimcnn.train import FeatureTap, feature_distill_loss, output_distill_loss, teacher_on
-
-        with contextlib.ExitStack() as stack:
-            run_teacher = stack.enter_context(teacher_on(teacher, device))
-            s_tap = stack.enter_context(FeatureTap(student, features)) if features else None
-            t_tap = stack.enter_context(FeatureTap(teacher, features)) if features else None
-
-            def loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-                x, y = batch
-                out = self._fit_output(model(x), y.shape[-2:])
-                ref = self._fit_output(run_teacher(x), y.shape[-2:])
-                total = (1.0 - alpha) * nn.functional.mse_loss(out, y) + alpha * output_distill_loss(out, ref, kind)
-                if s_tap is not None and t_tap is not None and feature_weight > 0:
-                    total = total + feature_weight * feature_distill_loss(s_tap.features, t_tap.features, kind)
-                return total
-
-            yield loss
 
 
 def _make_sr_task(data: Any, **kwargs: Any) -> SRTask:

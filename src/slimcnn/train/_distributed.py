@@ -102,6 +102,24 @@ def rank_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def ddp_wrapped(model: nn.Module, dev: torch.device) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel inside a process group (rank 0's weights win), else itself."""
+    if world()[1] == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+
+def mean_over_ranks(value: float) -> float:
+    """The global batch's mean loss (every rank holds an equal slice), so all ranks agree on divergence."""
+    if world()[1] == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    torch.distributed.all_reduce(t)
+    return float(t) / world()[1]
+
+
 def _rows(batch: Any) -> int | None:
     if isinstance(batch, torch.Tensor) and batch.dim() > 0:
         return int(batch.shape[0])

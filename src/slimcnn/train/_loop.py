@@ -19,7 +19,15 @@ from slimcnn._io import save_torch
 from slimcnn.errors import ConfigError, SlimcnnError, unknown_name
 from slimcnn.progress import phase
 from slimcnn.tasks.base import Batch, TrainStats
-from slimcnn.train._distributed import join_from_env, local_part, rank_device, synced_batchnorm, world
+from slimcnn.train._distributed import (
+    ddp_wrapped,
+    join_from_env,
+    local_part,
+    mean_over_ranks,
+    rank_device,
+    synced_batchnorm,
+    world,
+)
 from slimcnn.train._schedule import Schedule, lr_at
 
 logger = logging.getLogger(__name__)
@@ -240,7 +248,7 @@ def fit_(
         try:
             with _deterministic_cudnn(dev.type == "cuda"), synced_batchnorm(model):
                 seconds, samples = _run(
-                    model, _parallel(model, dev), stream, loss_fn, opt, losses, start=start, steps=steps, lr=lr,
+                    model, ddp_wrapped(model, dev), stream, loss_fn, opt, losses, start=start, steps=steps, lr=lr,
                     warmup_steps=warmup_steps, schedule=schedule, grad_clip=grad_clip, ckpt=ckpt,
                     checkpoint_every=checkpoint_every, progress=progress, dev=dev,
                     precision=_Precision(amp, scaler, channels_last), local_batches=local_batches,
@@ -275,29 +283,11 @@ def _deterministic_cudnn(on: bool) -> Iterator[None]:
         cudnn.deterministic, cudnn.benchmark = saved
 
 
-def _parallel(model: nn.Module, dev: torch.device) -> nn.Module:
-    """``model`` wrapped in DistributedDataParallel inside a process group (rank 0's weights win), else itself."""
-    if world()[1] == 1:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
-
-    return DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-
 @dataclasses.dataclass(frozen=True)
 class _Precision:
     amp: str | None
     scaler: torch.amp.GradScaler | None
     channels_last: bool
-
-
-def _mean_over_ranks(value: float) -> float:
-    """The global batch's mean loss (every rank holds an equal slice), so all ranks agree on divergence."""
-    if world()[1] == 1:
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    torch.distributed.all_reduce(t)
-    return float(t) / world()[1]
 
 
 def _run(
@@ -338,7 +328,7 @@ def _run(
             opt.zero_grad(set_to_none=True)
             with autocast(dev, precision.amp):
                 loss = loss_fn(net, batch)
-            value = _mean_over_ranks(float(loss.detach()))
+            value = mean_over_ranks(float(loss.detach()))
             if not math.isfinite(value):
                 raise TrainingDivergedError(
                     f"the training loss became {value} at step {step + 1}; lower --lr or add grad_clip"
