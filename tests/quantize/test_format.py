@@ -10,8 +10,8 @@ from torch import nn
 
 from slimcnn.errors import ConfigError, DataError
 from slimcnn.quantize import KMeansQuantSpec, load_packed, quantize_model, read_packed, save_packed
-from slimcnn.quantize._format import stored_weight_bytes
 from slimcnn.quantize._model import index_width
+from slimcnn.quantize._read import stored_weight_bytes
 
 
 def _same_state(a: nn.Module, b: nn.Module) -> bool:

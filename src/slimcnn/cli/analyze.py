@@ -129,7 +129,7 @@ def _as_stored(cost: Cost, path: str, model: Any) -> Cost:
     per quantised layer: the decoded model's float32 bytes (what it printed) are not what k-means saved. Whole
     k×k kernels the file keeps at zero (removed before k-means: compress's kernel stage) are gone from params and
     MACs, as compress counted them and as a ``.slimk`` is counted."""
-    from slimcnn.quantize._format import read_packed, stored_weight_bytes
+    from slimcnn.quantize._read import read_packed, stored_weight_bytes
 
     total, saved = stored_weight_bytes(read_packed(path).header)
     note(f"note: weight bytes as {Path(path).name} stores them: {total:,} B (float32 after decoding: "

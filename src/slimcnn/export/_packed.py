@@ -128,7 +128,8 @@ def slim_layers(path: str | Path) -> dict[str, PackedLayer]:
         DataError: the file is not a packed file, is corrupt, or holds no k-means layer.
     """
     from slimcnn.quantize import read_packed
-    from slimcnn.quantize._format import _PRE, _seg, decode_indices
+    from slimcnn.quantize._format import _PRE
+    from slimcnn.quantize._read import _seg, decode_indices
 
     pf = read_packed(path)  # verifies magic, version, header and payload checksums
     blob = Path(path).read_bytes()

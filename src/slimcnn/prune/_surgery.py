@@ -77,7 +77,9 @@ def prune_(
         log.debug("no check run: the trace proves that every output keeps its shape")
     before = checked_shapes(model, example_input, points, graph.output) if verify else {}
     # the values a pruned model checked at its outputs must give (a detector's come after box selection)
-    reference = seeded(lambda: zeroed_forward(model, example_input, graph, removal)) if verify and points is None else None
+    reference = None
+    if verify and points is None:
+        reference = seeded(lambda: zeroed_forward(model, example_input, graph, removal))
     with rollback_on_error(model):  # a refusal leaves the caller's model as it was
         changed = slice_layers_(model, graph, removed)
         log.info("pruned %d channel units across %d layers", len(removed), len(changed))

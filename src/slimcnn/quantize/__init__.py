@@ -8,8 +8,7 @@ Example:
 """
 
 from slimcnn.quantize._finetune import finetune_centroids_
-from slimcnn.quantize._format import PackedFile, PackReport, load_packed, read_packed, save_packed
-from slimcnn.quantize._format import register_slim_loader as _register_slim_loader
+from slimcnn.quantize._format import PackReport, save_packed
 from slimcnn.quantize._kmeans import KMeansFit, dequantize, fit_kmeans, kmeans_codebook, solve_1d
 from slimcnn.quantize._model import (
     KMeansQuantSpec,
@@ -25,6 +24,8 @@ from slimcnn.quantize._model import (
 )
 from slimcnn.quantize._planner import LayerOption, MemoryPlan, plan_memory
 from slimcnn.quantize._prune import global_magnitude_masks, magnitude_mask, n_keep
+from slimcnn.quantize._read import PackedFile, load_packed, read_packed
+from slimcnn.quantize._read import register_slim_loader as _register_slim_loader
 from slimcnn.quantize._spec import parse_layer_rules
 
 _register_slim_loader()

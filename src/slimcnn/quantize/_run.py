@@ -12,8 +12,9 @@ from typing import Any
 import torch
 
 from slimcnn.errors import ConfigError
-from slimcnn.quantize._format import load_packed, save_packed
+from slimcnn.quantize._format import save_packed
 from slimcnn.quantize._model import KMeansQuantSpec, quantize_model
+from slimcnn.quantize._read import load_packed
 from slimcnn.search.budget import Amount, ConstraintCheck
 
 log = logging.getLogger(__name__)
