@@ -27,7 +27,7 @@ from slimcnn.graph._labels import _out_tensors, _tensors, compact
 from slimcnn.graph._layer_rules import rule_of_kind
 from slimcnn.graph._leaf import is_leaf, leaf_kind
 from slimcnn.graph._state import LayerRecord, TraceState
-from slimcnn.graph._watch import watched_widths
+from slimcnn.graph._watch import note_query, watched_widths
 
 log = logging.getLogger(__name__)
 _ATTR = "_slimcnn_ids"
@@ -50,7 +50,7 @@ class _Tracer(TorchFunctionMode):
         self._mask: Tensor | None = None
         self._tensor_names: dict[int, str] | None = None
         self._escape: dict[Any, bool] = {}
-        self._query: dict[Any, str] = {}
+        self.query_names: dict[Any, str] = {}  # op -> normalized name, for note_query
         self.inputs: set[int] = set()
         """ids of the model's input tensors: data the trace did not see made, and need not have."""
 
@@ -128,28 +128,6 @@ class _Tracer(TorchFunctionMode):
             return f"the forward uses '{name}' outside a layer the trace slices (its shape may change with pruning)"
         return ("the forward uses a tensor the trace did not see made (a tensor kept on a module, TorchScript or a "
                 "C++ extension)")
-
-    def _note_query(self, func: Any, args: Any, kwargs: dict[str, Any]) -> None:
-        """A query answered with a plain value (``x.shape``, ``x.size(1)``, ``bool(x)``): Python code may branch on
-        it or pass it on as a literal, so one of channel data (or of unseen data, e.g. a weight) needs the check."""
-        name = self._query.get(func)
-        if name is None:
-            from slimcnn.graph._ops import normalize_name
-
-            obj = getattr(func, "__self__", None) if getattr(func, "__name__", "") == "__get__" else func
-            name = self._query[func] = normalize_name(obj)  # a property (Tensor.shape) by its descriptor's name
-        from slimcnn.graph._ops import METADATA, SIZE_QUERIES
-
-        if name in METADATA:
-            return
-        tensors = _tensors(args, kwargs)
-        if name in SIZE_QUERIES:
-            if any(self.ids(t) is not None or not self.seen(t) for t in tensors):
-                self.needs_check(f"the forward reads '{name}' of channel data (it may steer the forward by a "
-                                 "channel count)")
-        elif any(id(t) not in self.inputs for t in tensors):
-            self.needs_check(f"the forward reads '{name}' of a computed tensor (pruning changes its value, and "
-                             "maybe the path it steers)")
 
     def block(self, ids: Tensor | None, reason: str) -> None:
         if ids is None:
@@ -338,7 +316,7 @@ class _Tracer(TorchFunctionMode):
             return out
         if isinstance(out, _PLAIN) and not self._escapes(func):
             if self.st.check_reason is None:
-                self._note_query(func, args, kwargs)
+                note_query(self, func, args, kwargs)
             return out  # shape/dtype queries and the like: nothing to label, nothing escapes
         tensors = _tensors(args, kwargs)
         labeled = [t for t in tensors if self.ids(t) is not None]
@@ -348,19 +326,15 @@ class _Tracer(TorchFunctionMode):
                 self.needs_check(self._unseen_reason(unseen[0]))
             elif self._escapes(func) and any(id(t) not in self.inputs for t in tensors):
                 self.needs_check("the forward moves a computed tensor out of torch (pruning changes its values)")
-        if not labeled:
-            for t in _out_tensors(out):
-                if not self.seen(t):
-                    setattr(t, _ATTR, (self.token, None))
-            return out
-        from slimcnn.graph._rules import handle_op
+        if labeled:
+            from slimcnn.graph._rules import handle_op
 
-        self.suspended += 1
-        try:
-            handle_op(self, func, args, kwargs, out, labeled)
-        finally:
-            self.suspended -= 1
-        for t in _out_tensors(out):
+            self.suspended += 1
+            try:
+                handle_op(self, func, args, kwargs, out, labeled)
+            finally:
+                self.suspended -= 1
+        for t in _out_tensors(out):  # made by an op the trace saw, labeled or not
             if not self.seen(t):
                 setattr(t, _ATTR, (self.token, None))
         return out

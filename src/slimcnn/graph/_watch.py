@@ -4,7 +4,8 @@ Pruning changes a layer's ``out_channels`` / ``in_features`` / ``num_groups`` ..
 computes with one (``if self.conv.out_channels == 64:``) may take another path once pruned, which no channel
 label shows. For the length of a trace these attributes hold :class:`WatchedWidth` ints: equal in value and
 in C (``F.conv2d(..., groups=self.groups)`` reads the value directly), but any Python arithmetic, comparison
-or conversion outside the layer's own forward records a reason to run the shape check.
+or conversion outside the layer's own forward records a reason to run the shape check. So does a Python read of
+a size or value of channel data (:func:`note_query`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from torch import nn
+
+from slimcnn.graph._labels import _tensors
 
 WIDTH_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
                "num_channels", "num_groups", "num_parameters")
@@ -64,3 +67,27 @@ def watched_widths(layers: list[tuple[str, nn.Module]], on_use: Callable[[str], 
     finally:
         for m, attr, v in saved:
             m.__dict__[attr] = v
+
+
+def note_query(tr: Any, func: Any, args: Any, kwargs: dict[str, Any]) -> None:
+    """The tracer ``tr`` saw a query answered with a plain value (``x.shape``, ``x.size(1)``, ``bool(x)``): Python code
+    may branch on it or pass it on as a literal, so one of channel data (or of unseen data, e.g. a weight) needs the
+    check."""
+    name = tr.query_names.get(func)
+    if name is None:
+        from slimcnn.graph._ops import normalize_name
+
+        obj = getattr(func, "__self__", None) if getattr(func, "__name__", "") == "__get__" else func
+        name = tr.query_names[func] = normalize_name(obj)  # a property (Tensor.shape) by its descriptor's name
+    from slimcnn.graph._ops import METADATA, SIZE_QUERIES
+
+    if name in METADATA:
+        return
+    tensors = _tensors(args, kwargs)
+    if name in SIZE_QUERIES:
+        if any(tr.ids(t) is not None or not tr.seen(t) for t in tensors):
+            tr.needs_check(f"the forward reads '{name}' of channel data (it may steer the forward by a "
+                           "channel count)")
+    elif any(id(t) not in tr.inputs for t in tensors):
+        tr.needs_check(f"the forward reads '{name}' of a computed tensor (pruning changes its value, and "
+                       "maybe the path it steers)")
