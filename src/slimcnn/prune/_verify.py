@@ -95,8 +95,9 @@ rounding is ~1e-7 of it; a forward that steers on a channel count differs by O(1
 
 
 def seeded(fn: Callable[[], Any], seed: int = 0) -> Any:
-    """``fn()`` with torch's CPU generator seeded and restored: a forward that draws noise draws the same twice."""
-    with torch.random.fork_rng(devices=[]):
+    """``fn()`` with torch's generators seeded and restored: a forward that draws noise draws the same twice."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []  # a model on a GPU draws there
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         return fn()
 
