@@ -85,7 +85,8 @@ def test_groups_list_what_pruning_sees(capsys: pytest.CaptureFixture[str]) -> No
     out = capsys.readouterr().out
     assert "4 of 5 prunable" in out and "no check run needed" in out
     assert main(["analyze", "slimcnn:yolo_fastestv2", "--input", "1x3x64x64", "--no-latency", "--groups"]) == 0
-    assert "one check run of the pruned model, because 'getitem' on channel data" in capsys.readouterr().out
+    assert ("one check run of the pruned model (its shapes, and its values against the original with the pruned "
+            "channels zeroed), because 'getitem' on channel data") in capsys.readouterr().out
 
 
 def test_prune_that_removes_nothing_says_why_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

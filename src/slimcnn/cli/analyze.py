@@ -79,7 +79,7 @@ def analyze_cmd(
     per_layer: bool = typer.Option(True, "--per-layer/--no-per-layer", help="Also time each conv/linear layer alone."),
     bits: int = typer.Option(32, "--bits", help="Bits per weight for the weight size."),
     runs: int = typer.Option(50, "--runs", help="Timed runs of the whole model."),
-    groups: bool = typer.Option(False, "--groups", help="Also list the coupled channel groups pruning sees: size, members, and why a group (or some of its channels) is fixed; and whether pruning runs the pruned model once to check its shapes, and why."),
+    groups: bool = typer.Option(False, "--groups", help="Also list the coupled channel groups pruning sees: size, members, and why a group (or some of its channels) is fixed; and whether pruning runs the pruned model once to check its shapes and values, and why."),
     as_json: bool = typer.Option(False, "--json", help="Print exactly one JSON object on stdout."),
 ) -> int:
     """Params, MACs, weight and activation memory, and latency of MODEL (per layer and in total)."""
@@ -260,4 +260,5 @@ def _print_groups(traced: dict[str, Any]) -> None:
     console.print(table)
     why = traced["check_run"]
     console.print("after pruning: no check run needed, the trace proves every output keeps its shape" if why is None
-                  else f"after pruning: one check run of the pruned model, because {why}", markup=False, soft_wrap=True)
+                  else f"after pruning: one check run of the pruned model (its shapes, and its values against the original "
+                  f"with the pruned channels zeroed), because {why}", markup=False, soft_wrap=True)
