@@ -214,6 +214,24 @@ def test_a_forward_that_draws_noise_passes_the_value_check() -> None:
     assert m.a[0].out_channels == 5
 
 
+class WritesItsInput(_Small):
+    """Scales its input in place and reads a size (so it gets a check run): each run must get the same input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        x.mul_(0.5)
+        y = self.a(x)
+        return self.head(y.view(y.shape))
+
+
+def test_a_forward_that_writes_into_its_input_passes_the_value_check() -> None:
+    m = randomize_(WritesItsInput())
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace(m, x)
+    assert graph.check_reason is not None
+    prune_(m, x, {"a.0": [0, 1, 2]}, graph=graph)
+    assert m.a[0].out_channels == 5
+
+
 def test_a_custom_layer_rule_always_gets_a_check_run() -> None:
     class Scale(nn.Module):
         def __init__(self, c: int) -> None:

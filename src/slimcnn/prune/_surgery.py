@@ -14,6 +14,7 @@ from slimcnn.prune._verify import (
     check_points,
     checked_shapes,
     forward,
+    fresh,
     seeded,
     shape_mismatch,
     value_mismatch,
@@ -79,13 +80,13 @@ def prune_(
     # the values a pruned model checked at its outputs must give (a detector's come after box selection)
     reference = None
     if verify and points is None:
-        reference = seeded(lambda: zeroed_forward(model, example_input, graph, removal))
+        reference = seeded(lambda: zeroed_forward(model, fresh(example_input), graph, removal))
     with rollback_on_error(model):  # a refusal leaves the caller's model as it was
         changed = slice_layers_(model, graph, removed)
         log.info("pruned %d channel units across %d layers", len(removed), len(changed))
         if verify:
             try:
-                out = seeded(lambda: forward(model, example_input)) if reference is not None else None
+                out = seeded(lambda: forward(model, fresh(example_input))) if reference is not None else None
                 after = checked_shapes(model, example_input, points, out)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise UnsupportedLayerError(
