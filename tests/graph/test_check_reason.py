@@ -232,6 +232,21 @@ def test_a_forward_that_writes_into_its_input_passes_the_value_check() -> None:
     assert m.a[0].out_channels == 5
 
 
+def test_without_a_zeroed_reference_the_shapes_are_still_checked(monkeypatch, caplog) -> None:
+    import slimcnn.prune._surgery as surgery
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the masked run failed\nmore")
+
+    monkeypatch.setattr(surgery, "zeroed_forward", fails)
+    ok = randomize_(WritesItsInput())
+    prune_(ok, torch.randn(2, 3, 8, 8), {"a.0": [0, 1, 2]})
+    assert ok.a[0].out_channels == 5
+    assert "no value check of the pruned model: the zeroed original did not run (the masked run failed)" in caplog.text
+    with pytest.raises(UnsupportedLayerError, match="changed"):  # the shape check still refuses
+        prune_(randomize_(BranchOnWidth()), torch.randn(2, 3, 8, 8), {"a.0": [0, 1, 2]})
+
+
 def test_a_custom_layer_rule_always_gets_a_check_run() -> None:
     class Scale(nn.Module):
         def __init__(self, c: int) -> None:
