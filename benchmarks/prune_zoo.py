@@ -13,11 +13,13 @@ Models (random weights, nothing downloaded):
 - the torchvision detectors fasterrcnn_mobilenet_v3_large_fpn, ssdlite320_mobilenet_v3_large,
   retinanet_resnet50_fpn and fcos_resnet50_fpn;
 - ultralytics ``yolov8n.yaml`` and ``yolo11n.yaml``;
-- every slimcnn zoo model (``slimcnn.models.ZOO``).
+- every slimcnn zoo model (``slimcnn.models.ZOO``);
+- 26 timm CNNs and conv-heavy hybrids of distinct block designs (``test_zoo.TIMM``: ghost, mixed-kernel, SK,
+  split-attention, Res2Net, dual-path, CSP, HRNet, RepVGG, NF, FastViT, EfficientViT, ...).
 
 Models and inputs are built by ``tests/prune/test_zoo.py``'s ``_build`` (one place): 64x64 for
-classifiers (80 for inception_v3), 128x128 for detectors and ultralytics, the zoo entry's own input
-shape otherwise. Each case (model x amount) runs in a fresh subprocess with a timeout, so a huge
+classifiers (80 for inception_v3), 128x128 for detectors and ultralytics, 96x96 for timm, the zoo entry's own
+input shape otherwise. Each case (model x amount) runs in a fresh subprocess with a timeout, so a huge
 model cannot take the sweep down, and does:
 ``prune_model_(m, x, criterion="l1", prune_ratio=0.5)`` or ``macs=0.5``, then checks that the pruned
 model runs, every output keeps its shape (detectors: every dimension but the detection count, which
@@ -96,6 +98,7 @@ def all_keys() -> list[str]:
     keys += [f"det:{n}" for n in test_zoo.TV_DETECTORS]
     keys += [f"ultralytics:{n}" for n in test_zoo.ULTRA]
     keys += [f"slimcnn:{n}" for n in sorted(ZOO)]
+    keys += [f"timm:{n}" for n in test_zoo.TIMM]
     light = [k for k in keys if k not in HEAVY]
     return light + [k for k in HEAVY if k in keys]
 
@@ -238,7 +241,7 @@ def env() -> dict[str, Any]:
     from slimcnn.measure import cpu_model, package_versions
 
     return {
-        "versions": package_versions(("slimcnn", "torch", "torchvision", "onnx", "onnxruntime", "ultralytics")),
+        "versions": package_versions(("slimcnn", "torch", "torchvision", "onnx", "onnxruntime", "ultralytics", "timm")),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
@@ -252,7 +255,7 @@ def env() -> dict[str, Any]:
 
 def _group(key: str) -> str:
     return {"tv": "torchvision classifiers", "det": "torchvision detectors", "ultralytics": "ultralytics",
-            "slimcnn": "slimcnn zoo"}[key.split(":", 1)[0]]
+            "slimcnn": "slimcnn zoo", "timm": "timm"}[key.split(":", 1)[0]]
 
 
 def _ok(r: dict[str, Any] | None) -> bool:
@@ -306,7 +309,7 @@ def render(data: dict[str, Any]) -> str:
         "(`slimcnn.measure.profile`; for `macs` the traced conv/linear MACs are <= 0.505x) and "
         "`slimcnn.measure.export_onnx` runs with its ONNX Runtime parity check. MACs x / params x are "
         "profile after / before. Inputs: 64x64 (inception_v3 80x80), detectors and ultralytics 128x128, "
-        "slimcnn zoo models their own input shape.",
+        "timm 96x96, slimcnn zoo models their own input shape.",
         "",
     ]
     if e:

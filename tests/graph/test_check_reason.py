@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from slimcnn.errors import UnsupportedLayerError
-from slimcnn.graph import ChannelRule, register_channel_rule, trace
+from slimcnn.graph import ChannelRule, register_channel_rule, trace, zeroed_forward
 from slimcnn.prune import prune_, prune_model_
 
 from ._nets import Concat, Residual, cbr, randomize_
@@ -245,6 +246,46 @@ def test_without_a_zeroed_reference_the_shapes_are_still_checked(monkeypatch, ca
     assert "no value check of the pruned model: the zeroed original did not run (the masked run failed)" in caplog.text
     with pytest.raises(UnsupportedLayerError, match="changed"):  # the shape check still refuses
         prune_(randomize_(BranchOnWidth()), torch.randn(2, 3, 8, 8), {"a.0": [0, 1, 2]})
+
+
+class ScaledConv(nn.Conv2d):
+    """A Conv2d subclass with its own per-output-channel tensor (as timm's ``ScaledStdConv2d.gain``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gain = nn.Parameter(torch.rand(self.out_channels, 1, 1, 1) + 0.5)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight * self.gain, self.bias, self.stride, self.padding)
+
+
+class WithScaledConv(_Small):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a[0] = ScaledConv(3, 8, 3, padding=1)
+
+
+def test_a_subclass_of_a_builtin_layer_gets_a_check_run_and_its_own_per_channel_tensors_sliced() -> None:
+    m = randomize_(WithScaledConv())
+    x = torch.randn(2, 3, 8, 8)
+    graph = trace(m, x)
+    assert graph.check_reason is not None and "'a.0' is a ScaledConv, a subclass" in graph.check_reason
+    ref = zeroed_forward(m, x, graph, {"a.0": [0, 1, 2]})
+    prune_(m, x, {"a.0": [0, 1, 2]}, graph=graph)
+    assert m.a[0].gain.shape == (5, 1, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_weight_standardized_conv_is_refused_by_its_values() -> None:
+    """timm's NF-ResNet standardizes each filter over its inputs: pruning inputs changes the other weights."""
+    timm = pytest.importorskip("timm", reason="timm is an optional extra")
+    m = timm.create_model("nf_resnet26", pretrained=False).eval()
+    x = torch.randn(1, 3, 64, 64)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    with pytest.raises(UnsupportedLayerError, match="computes something else.*ScaledStdConv2d, a subclass"):
+        prune_model_(m, x, criterion="l1", prune_ratio=0.5)
+    assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
 
 
 def test_a_custom_layer_rule_always_gets_a_check_run() -> None:

@@ -6,6 +6,7 @@ unchanged, MACs drop, ONNX export runs. A fast subset runs by default; ``-m slow
 from __future__ import annotations
 
 import copy
+import importlib.util
 from typing import Any
 
 import pytest
@@ -29,11 +30,24 @@ TV_DETECTORS = ["fasterrcnn_mobilenet_v3_large_fpn", "ssdlite320_mobilenet_v3_la
                 "fcos_resnet50_fpn"]
 SLIMCNN = sorted(ZOO)  # every zoo model, including ones added later
 ULTRA = ["yolov8n.yaml", "yolo11n.yaml"]
+TIMM = [  # timm CNNs (and conv-heavy hybrids) of distinct block designs, built with pretrained=False
+    "resnet50", "efficientnet_b0", "mobilenetv3_large_100", "mobilenetv4_conv_small", "regnety_008", "convnext_nano",
+    "ghostnet_100", "mixnet_s", "rexnet_100", "dla34", "cspresnet50", "cspdarknet53", "res2net50_14w_8s",
+    "resnest14d", "skresnet18", "selecsls42b", "dpn68", "tf_efficientnetv2_b0", "lcnet_050", "repvgg_a2",
+    "hrnet_w18_small", "xception41", "gernet_s", "fastvit_t8", "efficientvit_b0",
+]  # NF-ResNets are refused by the check run (weight standardization): tests/graph/test_check_reason.py
+TIMM_SIDE = 96
+"""timm models run at 96x96 (their pretrained configs say 224: the sweep checks pruning, not accuracy)."""
 FAST = {"tv:squeezenet1_0", "slimcnn:espcn",
         "slimcnn:tiny_cnn"}
 MACS_FLOOR = {
     # (model, best MACs fraction reachable, why): --macs 0.5x then prunes as far as it can and says so
     "slimcnn:alexnet_bvlc": (0.70, "LocalResponseNorm mixes neighbouring channels: conv1/conv2 stay"),
+    # timm blocks whose forward takes channels by literal sizes or mixes them (`slimcnn analyze --groups` says which)
+    "timm:ghostnet_100": (0.82, "GhostModule slices its concatenation to a literal width (getitem): those groups stay"),
+    "timm:mixnet_s": (0.73, "MixedConv2d splits channels by literal sizes (split): those groups stay"),
+    "timm:resnest14d": (0.55, "split attention's softmax over the radix mixes channels: those groups stay"),
+    "timm:skresnet18": (1.0, "selective kernel: a sum and a softmax across its branches mix channels: its convs stay"),
 }
 
 
@@ -56,6 +70,8 @@ def _build(key: str) -> tuple[torch.nn.Module, Any]:
     shape = tuple(loaded.info.input_shape)
     if kind == "ultralytics":
         shape = (1, 3, 128, 128)
+    if kind == "timm":
+        shape = (1, 3, TIMM_SIDE, TIMM_SIDE)
     return loaded.model.eval(), torch.randn(shape)
 
 
@@ -64,7 +80,8 @@ def _shapes(out: Any) -> list[tuple[int, ...]]:
 
 
 ALL = ([f"tv:{n}" for n in TV_CLASSIFIERS] + [f"det:{n}" for n in TV_DETECTORS]
-       + [f"slimcnn:{n}" for n in SLIMCNN] + [f"ultralytics:{n}" for n in ULTRA])
+       + [f"slimcnn:{n}" for n in SLIMCNN] + [f"ultralytics:{n}" for n in ULTRA]
+       + [f"timm:{n}" for n in (TIMM if importlib.util.find_spec("timm") else [])])
 
 
 def _params(keys: list[str], fast: bool) -> list[Any]:

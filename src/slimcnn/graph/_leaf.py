@@ -72,6 +72,12 @@ Types with a :func:`~slimcnn.graph.register_channel_rule` rule are leaves too (s
 BUILTIN_LEAF_TYPES = LEAF_TYPES
 
 
+def is_builtin(module: nn.Module) -> bool:
+    """Whether ``module``'s class is torch's or torchvision's own (a subclass, e.g. timm's ``ScaledStdConv2d``, has a
+    forward of its own that may read more than the tensors pruning slices)."""
+    return type(module).__module__.split(".")[0] in ("torch", "torchvision")
+
+
 def is_leaf(module: nn.Module) -> bool:
     """True for a layer the tracer treats as one unit: a built-in handled type or one with a channel rule."""
     return isinstance(module, LEAF_TYPES) or find_channel_rule(type(module)) is not None

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from slimcnn.errors import UnsupportedLayerError
 from slimcnn.graph._graph import ChannelGraph
 from slimcnn.graph._layer_rules import rule_of_kind
-from slimcnn.graph._leaf import leaf_kind
+from slimcnn.graph._leaf import is_builtin, leaf_kind
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,17 @@ def _conv_like(m: nn.Module, ko: list[int], ki: list[int], transposed: bool) -> 
     _set(m, "weight", w)
     if m.bias is not None:
         _set(m, "bias", _index(m.bias, 0, ko_t))
+    if not is_builtin(m):
+        _own_per_output(m, int(m.out_channels), ko_t)
     m.out_channels, m.in_channels = len(ko), len(ki)
+
+
+def _own_per_output(m: nn.Module, n_out: int, ko: Tensor) -> None:
+    """A subclass's own tensors with one entry per output channel (timm ``ScaledStdConv2d.gain``), sliced like the
+    bias. A guess: the trace asks for a check run of such a layer (shapes and values), which refuses a wrong one."""
+    for name, t in [*m.named_parameters(recurse=False), *m.named_buffers(recurse=False)]:
+        if name not in ("weight", "bias") and t.dim() >= 1 and n_out > 1 and t.shape[0] == n_out:
+            _set(m, name, _index(t, 0, ko))
 
 
 @register_slicer("scatter")

@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_flatten
 from slimcnn.graph._context import eval_mode
 from slimcnn.graph._labels import _out_tensors, _tensors, compact
 from slimcnn.graph._layer_rules import rule_of_kind
-from slimcnn.graph._leaf import is_leaf, leaf_kind
+from slimcnn.graph._leaf import is_builtin, is_leaf, leaf_kind
 from slimcnn.graph._state import LayerRecord, TraceState
 from slimcnn.graph._watch import note_query, watched_widths
 
@@ -200,6 +200,9 @@ class _Tracer(TorchFunctionMode):
         kind = leaf_kind(module)
         if kind.startswith("rule:"):
             self.needs_check(f"'{fqn}' is a custom layer type (its channel rule is user code)")
+        elif kind != "scatter" and not is_builtin(module):  # a ChannelScatter subclass routes by its own contract
+            self.needs_check(f"'{fqn}' is a {type(module).__name__}, a subclass of a built-in layer (its own forward "
+                             "may use more than the tensors pruning slices)")
         rule = rule_of_kind(kind)
         rec = self.st.layers.get(fqn)
         if rec is None:
