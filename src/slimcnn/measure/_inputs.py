@@ -135,3 +135,15 @@ def forward_error(model: nn.Module, example_input: ExampleInput, err: Exception)
         f"the model's forward failed on input {shape_txt}{expected} ({type(err).__name__}: {reason[:200]}); "
         "pass a matching --input shape"
     )
+
+
+def clone_tensors(obj: Any) -> Any:
+    """``obj`` with every tensor in it (nested in lists, tuples and dicts) detached and copied: one run's input or
+    output that a later run must not see changed (a forward that writes into its input, a cached activation)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(clone_tensors(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: clone_tensors(v) for k, v in obj.items()}
+    return obj

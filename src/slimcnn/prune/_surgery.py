@@ -10,11 +10,11 @@ from torch import nn
 
 from slimcnn.errors import UnsupportedLayerError
 from slimcnn.graph import ChannelGraph, rollback_on_error, slice_layers_, trace, zeroed_forward
+from slimcnn.measure._inputs import clone_tensors
 from slimcnn.prune._verify import (
     check_points,
     checked_shapes,
     forward,
-    fresh,
     seeded,
     shape_mismatch,
     value_mismatch,
@@ -81,7 +81,7 @@ def prune_(
     reference = None
     if verify and points is None:
         try:
-            reference = seeded(lambda: zeroed_forward(model, fresh(example_input), graph, removal))
+            reference = seeded(lambda: zeroed_forward(model, clone_tensors(example_input), graph, removal))
         except (RuntimeError, ValueError, TypeError, IndexError) as e:  # the shapes are still checked
             log.warning("no value check of the pruned model: the zeroed original did not run (%s)",
                         str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -90,7 +90,7 @@ def prune_(
         log.info("pruned %d channel units across %d layers", len(removed), len(changed))
         if verify:
             try:
-                out = seeded(lambda: forward(model, fresh(example_input))) if reference is not None else None
+                out = seeded(lambda: forward(model, clone_tensors(example_input))) if reference is not None else None
                 after = checked_shapes(model, example_input, points, out)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise UnsupportedLayerError(

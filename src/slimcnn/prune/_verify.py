@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
 from slimcnn.graph._context import eval_mode
 
@@ -92,12 +92,6 @@ def checked_shapes(model: nn.Module, x: Any, points: list[str] | None, output: A
 VALUE_RTOL = 1e-3
 """A pruned output may differ from the zeroed original's by this fraction of the output's largest magnitude (float
 rounding is ~1e-7 of it; a forward that steers on a channel count differs by O(1))."""
-
-
-def fresh(x: Any) -> Any:
-    """``x`` with its tensors copied, for one run: a forward that writes into its input (``x.mul_(0.5)``) must not
-    feed the next run another input."""
-    return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, x)
 
 
 def seeded(fn: Callable[[], Any], seed: int = 0) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimcnn.measure._inputs import call_args
+from slimcnn.measure._inputs import call_args, clone_tensors
 
 
 def execution_spans(model: nn.Module, example_input: Any) -> dict[str, tuple[int, int]]:
@@ -115,7 +115,7 @@ class Recording:
                 if max_bytes is not None and self.bytes + size > max_bytes:
                     self.incomplete.add(name)
                     return
-                self.outputs[name].append(_clone(out))
+                self.outputs[name].append(clone_tensors(out))
                 self.sizes[name] += size
 
             hooks.append(model.get_submodule(name).register_forward_hook(hook))
@@ -170,17 +170,7 @@ class _Replay(nn.Module):
             raise RuntimeError("activation cache exhausted: the evaluation order changed between runs")
         out = self._outputs[self._i]
         self._i += 1
-        return _clone(out)
-
-
-def _clone(obj: Any) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone(o) for o in obj)
-    if isinstance(obj, dict):
-        return {k: _clone(v) for k, v in obj.items()}
-    return obj
+        return clone_tensors(out)
 
 
 def _nbytes(obj: Any) -> int:
