@@ -41,7 +41,6 @@ from slimcnn.models._yolo_outputs import (
     NUM_ANCHORS,
     STRIDES,
     decode,
-    decode_boxes,  # noqa: F401  (re-exported: part of this module's API)
     split_outputs,
     unflatten,
     yolo_loss,
