@@ -229,7 +229,46 @@ class Scatter(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
+class MixedSplit(nn.Module):
+    """timm MixedConv2d-style: channels split by sizes kept on the module, one conv per part, then concatenated
+    (depthwise parts with different kernels, then 1x1 parts reading a split input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = cbr(3, 12, 1)
+        self.dw = nn.ModuleList([nn.Conv2d(7, 7, 3, padding=1, groups=7), nn.Conv2d(5, 5, 5, padding=2, groups=5)])
+        self.splits = [7, 5]
+        self.bn = nn.BatchNorm2d(12)
+        self.pw = nn.ModuleList([nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 1)])
+        self.pw_splits = [6, 6]
+        self.head = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.expand(x)
+        y = F.relu(self.bn(torch.cat([c(p) for c, p in zip(self.dw, torch.split(y, self.splits, 1), strict=True)], 1)))
+        y = torch.cat([c(p) for c, p in zip(self.pw, y.split(self.pw_splits, dim=1), strict=True)], 1)
+        return self.head(F.relu(y))
+
+
+class GhostPrefix(nn.Module):
+    """GhostNet's GhostModule: a conv, a cheap depthwise conv of it, both concatenated and sliced to
+    ``self.out_chs`` (the whole concatenation: it takes every channel at any pruned width too)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.primary = cbr(3, 6, 1)
+        self.cheap = cbr(6, 6, 3, g=6)
+        self.out_chs = 12
+        self.head = nn.Conv2d(12, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.primary(x)
+        return self.head(torch.cat([y, self.cheap(y)], 1)[:, : self.out_chs, :, :])
+
+
 PATTERNS: dict[str, type[nn.Module]] = {
+    "mixed_split": MixedSplit,
+    "ghost_prefix": GhostPrefix,
     "residual": Residual,
     "concat": Concat,
     "split": SplitC2f,

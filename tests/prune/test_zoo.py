@@ -44,8 +44,6 @@ MACS_FLOOR = {
     # (model, best MACs fraction reachable, why): --macs 0.5x then prunes as far as it can and says so
     "slimcnn:alexnet_bvlc": (0.70, "LocalResponseNorm mixes neighbouring channels: conv1/conv2 stay"),
     # timm blocks whose forward takes channels by literal sizes or mixes them (`slimcnn analyze --groups` says which)
-    "timm:ghostnet_100": (0.82, "GhostModule slices its concatenation to a literal width (getitem): those groups stay"),
-    "timm:mixnet_s": (0.73, "MixedConv2d splits channels by literal sizes (split): those groups stay"),
     "timm:resnest14d": (0.55, "split attention's softmax over the radix mixes channels: those groups stay"),
     "timm:skresnet18": (1.0, "selective kernel: a sum and a softmax across its branches mix channels: its convs stay"),
 }

@@ -13,6 +13,7 @@ from slimcnn.errors import ConfigError
 from slimcnn.graph._context import gc_paused
 from slimcnn.graph._state import LayerRecord, TraceState, _components
 from slimcnn.graph._trace import run_trace
+from slimcnn.graph._widths import SplitSizes
 
 # weight axis of each (layer kind, role); per-channel layers slice all their per-channel tensors on axis 0
 WEIGHT_DIM: dict[tuple[str, str], int] = {
@@ -263,6 +264,12 @@ class ChannelGraph:
             outs, ins = self._out_arr[fqn], self._in_arr[fqn]
             res[fqn] = (np.flatnonzero(~mask[outs]).tolist(), np.flatnonzero(~mask[ins]).tolist())
         return res
+
+    def split_sizes(self, removed: set[int]) -> list[tuple[SplitSizes, list[int]]]:
+        """Each list of split sizes the forward keeps on a module, with its counts under the removed atom roots."""
+        mask, roots = self._mask(removed), self.state.uf.roots_array()
+        return [(rec, [len(seg) - int(mask[np.where(seg >= 0, roots[seg], len(roots))].sum()) for seg in rec.segments])
+                for rec in self.state.splits.values()]
 
     def estimate_macs(self, removed: set[int] | None = None) -> int:
         """Conv/linear MACs of the traced forward after removing ``removed`` (exact for those layers)."""

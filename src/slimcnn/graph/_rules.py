@@ -10,6 +10,7 @@ from torch import Tensor
 
 from slimcnn.graph import _ops as O
 from slimcnn.graph._labels import _out_tensors, _tensors, compact, constant_along
+from slimcnn.graph._widths import record_split
 
 if TYPE_CHECKING:
     from slimcnn.graph._trace import _Tracer
@@ -196,8 +197,9 @@ def _shape(tr: _Tracer, name: str, func: Any, args: Any, kwargs: Any, out: Any, 
     src_t = labeled[0]
     vary = varying_dims(src)
     if name in O.FIXED_INDEX or name in ("getitem", "narrow", "select"):
-        dims = _indexed_dims(name, args, kwargs, src_t.dim())
-        if dims is None or set(dims) & set(vary):
+        dims = _indexed_dims(name, args, kwargs, src_t.shape)
+        split = name in ("split", "split_with_sizes") and dims is not None
+        if (dims is None or set(dims) & set(vary)) and not (split and record_split(tr, args, kwargs, src_t, dims[0])):
             return _block_all(tr, labeled, out, f"'{name}' picks fixed positions along a channel axis")
     if name == "chunk":
         dim = _arg(args, kwargs, 2, "dim", 0) % src_t.dim()
@@ -244,8 +246,12 @@ def _pixel_shuffle(tr: _Tracer, args: Any, kwargs: Any, out: Any, src_t: Tensor)
     return True
 
 
-def _indexed_dims(name: str, args: Any, kwargs: Any, ndim: int) -> list[int] | None:
-    """Axes an indexing op restricts to fixed positions (None = could not tell: treat as all)."""
+def _indexed_dims(name: str, args: Any, kwargs: Any, shape: torch.Size) -> list[int] | None:
+    """Axes an indexing op restricts to fixed positions (None = could not tell: treat as all).
+
+    A slice from the start to at least the axis's length (``x[:, :n]`` with ``n`` >= the width, GhostNet's
+    ``out[:, :self.out_chs]``) restricts nothing: it takes every channel at any narrower width too."""
+    ndim = len(shape)
     if name in ("narrow", "select", "index_select", "split", "tensor_split", "unbind", "split_with_sizes"):
         default = 0
         pos = {"narrow": 1, "select": 1, "index_select": 1, "split": 2, "tensor_split": 2, "unbind": 1}.get(name, 2)
@@ -266,13 +272,20 @@ def _indexed_dims(name: str, args: Any, kwargs: Any, ndim: int) -> list[int] | N
         elif it is None:
             continue
         elif isinstance(it, slice):
-            if not (it.start is None and it.stop is None and it.step is None):
+            if not _whole(it, shape[d] if d < ndim else 0):
                 dims.append(d)
             d += 1
         else:
             dims.append(d)
             d += 1
     return dims
+
+
+def _whole(it: slice, length: int) -> bool:
+    """Whether slice ``it`` takes every position of an axis of ``length`` and of any shorter one."""
+    start_ok = it.start is None or (type(it.start) is int and it.start == 0)
+    step_ok = it.step is None or (type(it.step) is int and it.step == 1)
+    return start_ok and step_ok and (it.stop is None or (type(it.stop) is int and it.stop >= length))
 
 
 def _tie_reshape(tr: _Tracer, src: Tensor, res: Tensor, vary: list[int]) -> None:
@@ -382,7 +395,7 @@ def _setitem(tr: _Tracer, args: Any, name: str) -> None:
     target, idx, value = args[0], args[1], args[2]
     t_ids, v_ids = tr.ids(target), tr.ids(value)
     base = t_ids.expand(target.shape).clone() if t_ids is not None else torch.full(target.shape, -1, dtype=torch.long)
-    dims = _indexed_dims("getitem", (target, idx), {}, target.dim())
+    dims = _indexed_dims("getitem", (target, idx), {}, target.shape)
     chan = set(varying_dims(base)) | ({1} if v_ids is not None else set())
     if dims is None or set(dims) & chan:
         tr.block(t_ids, "'setitem' writes fixed positions along a channel axis")

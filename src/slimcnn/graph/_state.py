@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from slimcnn.graph._widths import SplitSizes
+
 
 def _components(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Smallest id of the connected component of each of ``n`` ids under the edges ``a[i] -- b[i]``.
@@ -96,6 +98,8 @@ class TraceState:
     uf: UnionFind = field(default_factory=UnionFind)
     blocked: dict[int, str] = field(default_factory=dict)
     layers: dict[str, LayerRecord] = field(default_factory=dict)
+    splits: dict[int, SplitSizes] = field(default_factory=dict)
+    """Split sizes kept on a module as a list, by the list's ``id`` (see :mod:`slimcnn.graph._widths`)."""
     check_reason: str | None = None
     """Why the pruned model must be run once to check its shapes; None when the trace proves them (see
     :attr:`slimcnn.graph.ChannelGraph.check_reason`)."""

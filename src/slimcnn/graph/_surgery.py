@@ -12,6 +12,7 @@ from slimcnn.errors import UnsupportedLayerError
 from slimcnn.graph._graph import ChannelGraph
 from slimcnn.graph._layer_rules import rule_of_kind
 from slimcnn.graph._leaf import is_builtin, leaf_kind
+from slimcnn.graph._widths import rewrite_splits_
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ def slice_layers_(model: nn.Module, graph: ChannelGraph, removed: set[int]) -> d
         slicer(m, ko if rec.out_base >= 0 else ki, ki if n_in else list(range(_in_width(m))))
         changed[fqn] = (n_out - len(ko)) + (n_in - len(ki))
         log.debug("sliced %s: out %d -> %d, in %d -> %d", fqn, n_out, len(ko), n_in, len(ki))
+    rewrite_splits_(model, graph.split_sizes(removed))
     return changed
 
 

@@ -51,6 +51,7 @@ class _Tracer(TorchFunctionMode):
         self._tensor_names: dict[int, str] | None = None
         self._escape: dict[Any, bool] = {}
         self.query_names: dict[Any, str] = {}  # op -> normalized name, for note_query
+        self._lists: dict[int, list[tuple[str, str]]] | None = None
         self.inputs: set[int] = set()
         """ids of the model's input tensors: data the trace did not see made, and need not have."""
 
@@ -62,6 +63,16 @@ class _Tracer(TorchFunctionMode):
             if cand is not None and id(cand) in self._tensor_names:
                 return self._tensor_names[id(cand)]
         return None
+
+    def list_owners(self, obj: list[Any]) -> list[tuple[str, str]]:
+        """Every (module FQN, attribute) whose value is the list ``obj`` itself."""
+        if self._lists is None:  # once per trace: the lists a forward reads were made before it
+            self._lists = {}
+            for m, fqn in self.names.items():
+                for attr, v in vars(m).items():
+                    if type(v) is list:
+                        self._lists.setdefault(id(v), []).append((fqn, attr))
+        return self._lists.get(id(obj), [])
 
     # ---- id tensors -------------------------------------------------------------------------
     def ids(self, t: Any) -> Tensor | None:

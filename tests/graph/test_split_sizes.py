@@ -1,0 +1,130 @@
+"""Channels split by sizes kept on a module (timm MixNet) and sliced to a whole-width prefix (GhostNet) prune."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from slimcnn.errors import UnsupportedLayerError
+from slimcnn.graph import rollback_on_error, slice_layers_, trace, zeroed_forward
+from slimcnn.prune import prune_
+
+from ._nets import GhostPrefix, MixedSplit, cbr, randomize_
+
+X = (2, 3, 8, 8)
+
+
+def test_split_sizes_are_rewritten_to_the_kept_counts() -> None:
+    model = randomize_(MixedSplit())
+    x = torch.randn(X)
+    graph = trace(model, x)
+    assert graph.check_reason is not None  # a check run judges the rewrite
+    gid = graph.producer_group("expand.0")
+    assert graph.group(gid).prunable
+    removal = {"expand.0": [0, 1, 8]}  # two channels of the first part, one of the second
+    ref = zeroed_forward(model, x, graph, removal)
+    pruned = copy.deepcopy(model)
+    prune_(pruned, x, removal, graph=graph)
+    assert pruned.splits == [5, 4] and pruned.pw_splits == [4, 5]  # pw_splits counts channels 0-5 / 6-11
+    assert [c.in_channels for c in pruned.dw] == [5, 4] and [c.in_channels for c in pruned.pw] == [4, 5]
+    assert model.splits == [7, 5]  # the original's lists are untouched
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_a_rolled_back_pruning_restores_the_sizes() -> None:
+    model = randomize_(MixedSplit())
+    x = torch.randn(X)
+    graph = trace(model, x)
+    sizes = model.splits
+    with pytest.raises(RuntimeError, match="after the surgery"), rollback_on_error(model):
+        slice_layers_(model, graph, graph.removed_roots({"expand.0": [0, 8]}))
+        assert model.splits == [6, 4]
+        raise RuntimeError("after the surgery")
+    assert model.splits is sizes and model.splits == [7, 5]
+
+
+def test_sizes_changed_since_the_trace_are_refused() -> None:
+    model = randomize_(MixedSplit())
+    x = torch.randn(X)
+    graph = trace(model, x)
+    model.splits = [6, 6]
+    with pytest.raises(UnsupportedLayerError, match=r"'\.splits' changed since the trace"):
+        slice_layers_(model, graph, graph.removed_roots({"expand.0": [0]}))
+
+
+class LiteralSplit(nn.Module):
+    """Split sizes written in the forward: nothing to rewrite, so the channels they count stay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.expand = cbr(3, 12, 1)
+        self.dw = nn.ModuleList([nn.Conv2d(7, 7, 3, padding=1, groups=7), nn.Conv2d(5, 5, 3, padding=1, groups=5)])
+        self.head = nn.Conv2d(12, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = torch.split(self.expand(x), [7, 5], 1)
+        return self.head(torch.cat([c(p) for c, p in zip(self.dw, parts, strict=True)], 1))
+
+
+class PartialPrefix(GhostPrefix):
+    """A prefix slice that drops channels (``out_chs`` below the concatenation's width) takes fixed positions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.out_chs = 10
+        self.head = nn.Conv2d(10, 5, 1)
+
+
+@pytest.mark.parametrize(("net", "op"), [(LiteralSplit, "split"), (PartialPrefix, "getitem")])
+def test_fixed_sizes_keep_their_channels(net: type[nn.Module], op: str) -> None:
+    graph = trace(net(), torch.randn(X))
+    group = graph.group(graph.producer_group("primary.0" if net is PartialPrefix else "expand.0"))
+    assert not group.prunable
+    assert group.reason == f"'{op}' picks fixed positions along a channel axis"
+
+
+def test_a_whole_prefix_slice_prunes() -> None:
+    model = randomize_(GhostPrefix())
+    x = torch.randn(X)
+    graph = trace(model, x)
+    removal = {"primary.0": [1, 4]}
+    pruned = copy.deepcopy(model)
+    prune_(pruned, x, removal, graph=graph)
+    assert pruned.head.in_channels == 8 and pruned.out_chs == 12  # [:, :12] of 8 channels takes all 8
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), zeroed_forward(model, x, graph, removal), rtol=1e-4, atol=1e-5)
+
+
+class OneListTwoSplits(nn.Module):
+    """One list of sizes splits two producers' outputs into different convs: only the list couples them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = cbr(3, 12, 1), cbr(3, 12, 1)
+        self.splits = [7, 5]
+        self.dw_a = nn.ModuleList([nn.Conv2d(7, 7, 3, padding=1, groups=7), nn.Conv2d(5, 5, 3, padding=1, groups=5)])
+        self.dw_b = copy.deepcopy(self.dw_a)
+        self.head = nn.Conv2d(24, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        ya = [c(p) for c, p in zip(self.dw_a, torch.split(self.a(x), self.splits, 1), strict=True)]
+        yb = [c(p) for c, p in zip(self.dw_b, torch.split(self.b(x), self.splits, 1), strict=True)]
+        return self.head(F.relu(torch.cat(ya + yb, 1)))
+
+
+def test_a_list_used_twice_ties_the_channels_it_counts() -> None:
+    model = randomize_(OneListTwoSplits())
+    x = torch.randn(X)
+    graph = trace(model, x)
+    assert graph.producer_group("a.0") == graph.producer_group("b.0")
+    removal = {"a.0": [0, 8]}  # removes b's channels 0 and 8 too
+    pruned = copy.deepcopy(model)
+    prune_(pruned, x, removal, graph=graph)
+    assert pruned.splits == [6, 4] and pruned.b[0].out_channels == 10
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), zeroed_forward(model, x, graph, removal), rtol=1e-4, atol=1e-5)
