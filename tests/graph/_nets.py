@@ -266,7 +266,48 @@ class GhostPrefix(nn.Module):
         return self.head(torch.cat([y, self.cheap(y)], 1)[:, : self.out_chs, :, :])
 
 
+class SelectiveKernel(nn.Module):
+    """timm SK-style: two paths stacked on a new axis, summed over it, attention softmaxed over the paths."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8, 1)
+        self.paths = nn.ModuleList([cbr(8, 12, 3), cbr(8, 12, 5)])
+        self.reduce = cbr(12, 6, 1)
+        self.select = nn.Conv2d(6, 24, 1)
+        self.head = nn.Conv2d(12, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.stem(x)
+        paths = torch.stack([p(y) for p in self.paths], dim=1)  # [B, 2, 12, H, W]
+        attn = self.select(self.reduce(paths.sum(1).mean((2, 3), keepdim=True)))
+        attn = torch.softmax(attn.view(attn.shape[0], 2, -1, 1, 1), dim=1)
+        return self.head(torch.sum(paths * attn, dim=1))
+
+
+class SplitAttention(nn.Module):
+    """timm ResNeSt-style: one conv's channels reshaped into (radix, C), summed over the radix, attention
+    softmaxed over the radix."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = cbr(3, 16, 3)  # radix 2 x 8 channels
+        self.fc1 = cbr(8, 4, 1)
+        self.fc2 = nn.Conv2d(4, 16, 1)
+        self.head = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.conv(x)
+        b, rc = y.shape[:2]
+        y = y.reshape(b, 2, rc // 2, *y.shape[2:])
+        attn = self.fc2(self.fc1(y.sum(dim=1).mean((2, 3), keepdim=True)))
+        attn = F.softmax(attn.view(b, 1, 2, -1).transpose(1, 2), dim=1).reshape(b, -1).view(b, -1, 1, 1)
+        return self.head((y * attn.reshape(b, 2, rc // 2, 1, 1)).sum(dim=1))
+
+
 PATTERNS: dict[str, type[nn.Module]] = {
+    "selective_kernel": SelectiveKernel,
+    "split_attention": SplitAttention,
     "mixed_split": MixedSplit,
     "ghost_prefix": GhostPrefix,
     "residual": Residual,

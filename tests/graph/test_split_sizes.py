@@ -13,7 +13,7 @@ from slimcnn.errors import UnsupportedLayerError
 from slimcnn.graph import rollback_on_error, slice_layers_, trace, zeroed_forward
 from slimcnn.prune import prune_
 
-from ._nets import GhostPrefix, MixedSplit, cbr, randomize_
+from ._nets import GhostPrefix, MixedSplit, SelectiveKernel, SplitAttention, cbr, randomize_
 
 X = (2, 3, 8, 8)
 
@@ -128,3 +128,47 @@ def test_a_list_used_twice_ties_the_channels_it_counts() -> None:
     assert pruned.splits == [6, 4] and pruned.b[0].out_channels == 10
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), zeroed_forward(model, x, graph, removal), rtol=1e-4, atol=1e-5)
+
+
+class ChannelPool(nn.Module):
+    """CBAM-style: a mean and a softmax across the channel axis itself mix every channel: they stay."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.op = op
+        self.a = cbr(3, 8, 1)
+        self.head = nn.Conv2d(8, 5, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.a(x)
+        gate = y.mean(1, keepdim=True) if self.op == "mean" else torch.softmax(y, dim=1)
+        return self.head(y * torch.sigmoid(gate))
+
+
+@pytest.mark.parametrize(("op", "reason"), [("mean", "'mean' reduces across channels"),
+                                            ("softmax", "'softmax' mixes channels")])
+def test_mixing_across_the_channel_axis_keeps_the_channels(op: str, reason: str) -> None:
+    graph = trace(ChannelPool(op), torch.randn(X))
+    group = graph.group(graph.producer_group("a.0"))
+    assert not group.prunable and group.reason == reason
+
+
+@pytest.mark.parametrize("net", [SelectiveKernel, SplitAttention])
+def test_mixing_across_a_branch_axis_ties_each_channel_across_the_branches(net: type[nn.Module]) -> None:
+    model = randomize_(net())
+    x = torch.randn(X)
+    graph = trace(model, x)
+    producer = "paths.0.0" if net is SelectiveKernel else "conv.0"
+    group = graph.group(graph.producer_group(producer))
+    assert group.prunable
+    if net is SelectiveKernel:  # channel c of both paths and of the attention is one unit
+        assert graph.producer_group("paths.1.0") == graph.producer_group("select") == group.id
+        removal = {"paths.0.0": [2, 7]}
+    else:  # channel c of every radix slice
+        removal = {"conv.0": [2, 7]}
+    pruned = copy.deepcopy(model)
+    prune_(pruned, x, removal, graph=graph)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), zeroed_forward(model, x, graph, removal), rtol=1e-4, atol=1e-5)
+    if net is SplitAttention:  # c = 2 and 7 of both radix slices go: 16 -> 12
+        assert pruned.conv[0].out_channels == 12 and pruned.fc2.out_channels == 12

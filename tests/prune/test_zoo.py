@@ -43,9 +43,9 @@ FAST = {"tv:squeezenet1_0", "slimcnn:espcn",
 MACS_FLOOR = {
     # (model, best MACs fraction reachable, why): --macs 0.5x then prunes as far as it can and says so
     "slimcnn:alexnet_bvlc": (0.70, "LocalResponseNorm mixes neighbouring channels: conv1/conv2 stay"),
-    # timm blocks whose forward takes channels by literal sizes or mixes them (`slimcnn analyze --groups` says which)
-    "timm:resnest14d": (0.55, "split attention's softmax over the radix mixes channels: those groups stay"),
-    "timm:skresnet18": (1.0, "selective kernel: a sum and a softmax across its branches mix channels: its convs stay"),
+    # a timm block whose channels the graph ties into whole units (`slimcnn analyze --groups` says which)
+    "timm:resnest14d": (0.55, "split attention's conv is grouped by the radix (whole groups only) and the radix "
+                              "ties its groups: its input channels stay"),
 }
 
 

@@ -363,7 +363,7 @@ def _reduce(tr: _Tracer, name: str, args: Any, kwargs: Any, outs: list[Tensor], 
     if isinstance(dim, str):
         dim = None
     dims = list(range(x.dim())) if dim is None else [int(d) % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim])]
-    if set(dims) & set(varying_dims(ids)):
+    if set(dims) & set(varying_dims(ids)) and not _tie_fibers(tr, name, ids, x.shape, dims):
         return _block_all(tr, [x], outs, f"'{name}' reduces across channels")
     keep = bool(_arg(args, kwargs, 2, "keepdim", False))
     comp = ids
@@ -382,13 +382,30 @@ def _reduce(tr: _Tracer, name: str, args: Any, kwargs: Any, outs: list[Tensor], 
 def _along(tr: _Tracer, name: str, dim: Any, x: Tensor, outs: list[Tensor], why: str = "mixes channels") -> None:
     ids = tr.ids(x)
     assert ids is not None
-    dims = dim if isinstance(dim, (list, tuple)) else [dim]
-    if dim is None or {int(d) % x.dim() for d in dims} & set(varying_dims(ids)):
+    dims = [int(d) % x.dim() for d in (dim if isinstance(dim, (list, tuple)) else [dim])] if dim is not None else []
+    if dim is None or (set(dims) & set(varying_dims(ids)) and not _tie_fibers(tr, name, ids, x.shape, dims)):
         return _block_all(tr, [x], outs, f"'{name}' {why}")
     for o in outs:
         if o.shape == x.shape and o.is_floating_point():
             tr.set_ids(o, ids)
     return None
+
+
+def _tie_fibers(tr: _Tracer, name: str, ids: Tensor, shape: torch.Size, dims: list[int]) -> bool:
+    """An op that mixes values along ``dims`` where the labels vary, while they also vary along another axis: a
+    stacked branch axis (selective kernel's ``stack(paths, 1).sum(1)``, split attention's softmax over the radix).
+    Each fiber along ``dims`` is tied into one class, so pruning removes or keeps it whole and the op computes
+    the others as before. False (tie nothing) when the channels vary along ``dims`` only: that reduces or
+    normalises across the channel axis itself."""
+    if not set(varying_dims(ids)) - set(dims):
+        return False
+    full = ids.expand([shape[d] if d in dims else s for d, s in enumerate(ids.shape)])
+    fibers = full.movedim(dims, list(range(full.dim() - len(dims), full.dim()))).reshape(-1, math.prod(shape[d] for d in dims))
+    for k in range(1, fibers.shape[1]):
+        tr.union_pairs(fibers[:, 0], fibers[:, k])
+    mixed = (fibers < 0).any(1) & (fibers >= 0).any(1)
+    tr.block(fibers[mixed], f"'{name}' combines these channels with fixed data")
+    return True
 
 
 def _setitem(tr: _Tracer, args: Any, name: str) -> None:
