@@ -234,12 +234,12 @@ def test_a_forward_that_writes_into_its_input_passes_the_value_check() -> None:
 
 
 def test_without_a_zeroed_reference_the_shapes_are_still_checked(monkeypatch, caplog) -> None:
-    import slimcnn.prune._surgery as surgery
+    import slimcnn.prune._verify as verify
 
     def fails(*args, **kwargs):
         raise RuntimeError("the masked run failed\nmore")
 
-    monkeypatch.setattr(surgery, "zeroed_forward", fails)
+    monkeypatch.setattr(verify, "zeroed_forward", fails)
     ok = randomize_(WritesItsInput())
     prune_(ok, torch.randn(2, 3, 8, 8), {"a.0": [0, 1, 2]})
     assert ok.a[0].out_channels == 5

@@ -11,8 +11,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
+from slimcnn.errors import UnsupportedLayerError
 from slimcnn.graph import trace, zeroed_forward
-from slimcnn.prune import prune_model_
+from slimcnn.prune import prune_, prune_model_
 from slimcnn.prune._verify import check_points
 
 FAST = ["fasterrcnn_resnet50_fpn", "retinanet_resnet50_fpn_v2"]
@@ -88,3 +89,29 @@ def test_detector_prunes_and_heads_equal_zeroed(name: str) -> None:
 @pytest.mark.parametrize("name", SLOW)
 def test_detector_prunes_and_heads_equal_zeroed_slow(name: str) -> None:
     _check(name)
+
+
+def test_a_detector_whose_head_steers_on_a_pruned_width_is_refused_by_its_values() -> None:
+    """The head's outputs keep their shapes, so only the value check at the dense head can see it."""
+    from torchvision.models import detection
+
+    torch.manual_seed(0)
+    model = detection.retinanet_resnet50_fpn_v2(weights=None, weights_backbone=None, min_size=128, max_size=128)
+    model.eval()
+    x = [torch.rand(3, 128, 128)]
+    inner = model.backbone.body.layer1[0].conv1
+    width = inner.out_channels
+    plain = model.head.forward
+
+    def steered(features: list[Tensor]) -> dict[str, Tensor]:
+        out = plain(features)
+        return out if inner.out_channels == width else {k: 2 * v for k, v in out.items()}
+
+    model.head.forward = steered
+    graph = trace(model, x)
+    with pytest.raises(UnsupportedLayerError, match="computes something else .*'head' output"):
+        prune_(model, x, {"backbone.body.layer1.0.conv1": [0, 1, 2]}, graph=graph)
+    assert inner.out_channels == width  # left unchanged
+    model.head.forward = plain
+    prune_(model, x, {"backbone.body.layer1.0.conv1": [0, 1, 2]}, graph=graph)
+    assert inner.out_channels == width - 3

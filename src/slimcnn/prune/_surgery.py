@@ -9,16 +9,8 @@ from typing import Any
 from torch import nn
 
 from slimcnn.errors import UnsupportedLayerError
-from slimcnn.graph import ChannelGraph, rollback_on_error, slice_layers_, trace, zeroed_forward
-from slimcnn.measure._inputs import clone_tensors
-from slimcnn.prune._verify import (
-    check_points,
-    checked_shapes,
-    forward,
-    seeded,
-    shape_mismatch,
-    value_mismatch,
-)
+from slimcnn.graph import ChannelGraph, rollback_on_error, slice_layers_, trace
+from slimcnn.prune._verify import check_points, expected, mismatch, observed
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +43,10 @@ def prune_(
             Removing a channel removes every channel coupled with it.
         graph: a trace of this very model (saves one forward).
         verify: make sure every output keeps its shape: run the pruned model once and compare (for torchvision
-            detectors: the outputs of the backbone and heads before box selection, see
-            :mod:`slimcnn.prune._verify`), unless the trace proves it (``graph.check_reason`` is None). Checked
-            at its outputs, the pruned model must also equal the original with the pruned channels zeroed
-            (:func:`slimcnn.graph.zeroed_forward`) to float rounding.
+            detectors: the outputs of the heads before box selection, see :mod:`slimcnn.prune._verify`), unless
+            the trace proves it (``graph.check_reason`` is None). The pruned model must also equal the original
+            with the pruned channels zeroed (:func:`slimcnn.graph.zeroed_forward`) to float rounding, at its
+            outputs (a detector: at its dense heads).
 
     Returns:
         ``{producer FQN: kept output channels}`` for every producer whose group was touched
@@ -76,29 +68,20 @@ def prune_(
     if verify and points is None and graph.check_reason is None:
         verify = False  # the trace proves every shape (see ChannelGraph.check_reason): a run would add nothing
         log.debug("no check run: the trace proves that every output keeps its shape")
-    before = checked_shapes(model, example_input, points, graph.output) if verify else {}
-    # the values a pruned model checked at its outputs must give (a detector's come after box selection)
-    reference = None
-    if verify and points is None:
-        try:
-            reference = seeded(lambda: zeroed_forward(model, clone_tensors(example_input), graph, removal))
-        except (RuntimeError, ValueError, TypeError, IndexError) as e:  # the shapes are still checked
-            log.warning("no value check of the pruned model: the zeroed original did not run (%s)",
-                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+    before = expected(model, example_input, points, graph, removal) if verify else None
     with rollback_on_error(model):  # a refusal leaves the caller's model as it was
         changed = slice_layers_(model, graph, removed)
         log.info("pruned %d channel units across %d layers", len(removed), len(changed))
-        if verify:
+        if before is not None:
             try:
-                out = seeded(lambda: forward(model, clone_tensors(example_input))) if reference is not None else None
-                after = checked_shapes(model, example_input, points, out)
+                after = observed(model, example_input, points)
             except (RuntimeError, ValueError, IndexError) as e:
                 raise UnsupportedLayerError(
                     f"the pruned model fails to run ({str(e).splitlines()[0]}); its forward code probably "
                     f"hard-codes a channel count{_noted(graph)}. Exclude the affected layers (--exclude) or make the "
                     "count dynamic. The model was left unchanged"
                 ) from e
-            bad = shape_mismatch(before, after) or (value_mismatch(reference, out) if reference is not None else None)
+            bad = mismatch(before, after)
             if bad:
                 raise UnsupportedLayerError(f"{bad}{_noted(graph)}; the model was left unchanged")
     return kept

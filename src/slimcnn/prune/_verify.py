@@ -6,22 +6,28 @@ check compares the outputs of the layers *before* box selection instead (backbon
 RoI box/mask/keypoint heads, dense heads), ignoring their leading axis (batch, or the number of RoIs,
 which also follows the weights).
 
-For a model checked at its outputs the values are compared too, against the original model run with the pruned
-channels zeroed (:func:`slimcnn.graph.zeroed_forward`, the reference of the equivalence tests): a forward that
-branches on a layer width or takes channels by a literal index can keep every shape and still compute something
-else.
+The values are compared too, against the original model run with the pruned channels zeroed
+(:func:`slimcnn.graph.zeroed_forward`, the reference of the equivalence tests): a forward that branches on a layer
+width or takes channels by a literal index can keep every shape and still compute something else. A detector's
+values are compared at its dense heads (:data:`DENSE_HEADS`), which read the backbone's features before any box
+selection; a RoI head sees the boxes NMS kept, which near-ties can change, so only its shapes are compared.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten
 
+from slimcnn.graph import ChannelGraph, zeroed_forward
 from slimcnn.graph._context import eval_mode
+from slimcnn.measure._inputs import clone_tensors
+
+log = logging.getLogger(__name__)
 
 CheckPoints = Callable[[nn.Module], list[str]]
 _CHECK_POINTS: list[tuple[Callable[[nn.Module], bool], CheckPoints]] = []
@@ -47,6 +53,11 @@ def _torchvision_detectors() -> None:
 _torchvision_detectors()
 
 
+DENSE_HEADS = ("rpn.head", "head")
+"""Check points that read backbone features only (R-CNN's RPN head, RetinaNet/FCOS/SSD heads): their values
+follow the kept channels alone, so the value check compares them."""
+
+
 def check_points(model: nn.Module) -> list[str] | None:
     """FQNs of the submodules whose outputs the check compares, or None for the model's own outputs."""
     for match, points in _CHECK_POINTS:
@@ -65,28 +76,57 @@ def forward(model: nn.Module, x: Any) -> Any:
         return model(*x) if isinstance(x, tuple) else model(x)
 
 
-def checked_shapes(model: nn.Module, x: Any, points: list[str] | None, output: Any = None) -> dict[str, Any]:
-    """Shapes the check compares: ``{"output": [...]}`` or ``{point FQN: [shapes without dim 0]}`` (first call).
-
-    ``output``: the model's output on ``x`` when already known (saves a forward when ``points`` is None).
-    """
-    if points is None:
-        return {"output": _shapes(output if output is not None else forward(model, x))}
-    rec: dict[str, Any] = {}
+def _captured(model: nn.Module, points: list[str], run: Callable[[], Any]) -> dict[str, list[Tensor]]:
+    """The tensors each module ``points`` returns on its first call while ``run()`` runs."""
+    rec: dict[str, list[Tensor]] = {}
     mods = dict(model.named_modules())
 
     def hook(name: str) -> Callable[..., None]:
         def fn(m: nn.Module, i: Any, o: Any) -> None:
-            rec.setdefault(name, [s[1:] for s in _shapes(o)])
+            rec.setdefault(name, [t.detach().clone() for t in tree_flatten(o)[0] if isinstance(t, Tensor)])
         return fn
 
     handles = [mods[p].register_forward_hook(hook(p)) for p in points]
     try:
-        forward(model, x)
+        run()
     finally:
         for h in handles:
             h.remove()
     return rec
+
+
+def _checked(out: Any, points: list[str] | None) -> tuple[dict[str, Any], Any]:
+    """What the check compares of one run: ``({"output": shapes} or {point: shapes without dim 0}, values)``;
+    the values are the outputs (``points`` None) or ``{dense head: tensors}``."""
+    if points is None:
+        return {"output": _shapes(out)}, out
+    return ({p: [tuple(t.shape[1:]) for t in ts] for p, ts in out.items()},
+            {p: ts for p, ts in out.items() if p in DENSE_HEADS})
+
+
+def expected(model: nn.Module, x: Any, points: list[str] | None, graph: ChannelGraph,
+             removal: Mapping[int | str, Any]) -> tuple[dict[str, Any], Any]:
+    """Shapes and values the pruned ``model`` must give on ``x``: those of the original with the channels of
+    ``removal`` zeroed (values None, with a warning, when that run fails: the shapes are still checked)."""
+    def zeroed() -> Any:
+        return seeded(lambda: zeroed_forward(model, clone_tensors(x), graph, removal))
+
+    try:
+        return _checked(zeroed() if points is None else _captured(model, points, zeroed), points)
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        log.warning("no value check of the pruned model: the zeroed original did not run (%s)",
+                    str(e).splitlines()[0] if str(e) else type(e).__name__)
+    if points is None:
+        return {"output": _shapes(graph.output)}, None
+    return _checked(_captured(model, points, lambda: forward(model, x)), points)[0], None
+
+
+def observed(model: nn.Module, x: Any, points: list[str] | None) -> tuple[dict[str, Any], Any]:
+    """Shapes and values of the pruned ``model`` on ``x``, as :func:`expected` gives them."""
+    def run() -> Any:
+        return seeded(lambda: forward(model, clone_tensors(x)))
+
+    return _checked(run() if points is None else _captured(model, points, run), points)
 
 
 VALUE_RTOL = 1e-3
@@ -102,7 +142,19 @@ def seeded(fn: Callable[[], Any], seed: int = 0) -> Any:
         return fn()
 
 
-def value_mismatch(reference: Any, out: Any) -> str | None:
+def mismatch(before: tuple[dict[str, Any], Any], after: tuple[dict[str, Any], Any]) -> str | None:
+    """A message naming the first shape, then the first value, of ``after`` (:func:`observed`) that differs from
+    ``before`` (:func:`expected`), or None."""
+    bad = shape_mismatch(before[0], after[0])
+    if bad or before[1] is None:
+        return bad
+    if isinstance(before[1], dict):  # a detector's dense heads
+        return next((m for p, ref in before[1].items() if (m := value_mismatch(ref, after[1].get(p), f"'{p}' output"))),
+                    None)
+    return value_mismatch(before[1], after[1])
+
+
+def value_mismatch(reference: Any, out: Any, what: str = "output") -> str | None:
     """A message naming the first floating output that differs from ``reference`` beyond :data:`VALUE_RTOL` of its
     largest magnitude, or None. Outputs with a non-finite reference value are not compared."""
     pairs = zip(tree_flatten(reference)[0], tree_flatten(out)[0], strict=False)
@@ -113,7 +165,7 @@ def value_mismatch(reference: Any, out: Any) -> str | None:
         scale = float(ref.abs().max())
         diff = float((got.to(ref.dtype) - ref).abs().max())
         if diff > VALUE_RTOL * scale + 1e-6:
-            return (f"the pruned model computes something else than the original with those channels zeroed (output "
+            return (f"the pruned model computes something else than the original with those channels zeroed ({what} "
                     f"{k}: max difference {diff:.3g} against max |output| {scale:.3g}): its forward probably depends "
                     "on a channel count or takes channels by a literal index (exclude those layers: --exclude)")
     return None
