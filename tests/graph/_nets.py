@@ -250,6 +250,22 @@ class MixedSplit(nn.Module):
         return self.head(F.relu(y))
 
 
+class MixedResidual(MixedSplit):
+    """A MixedSplit block with a residual: ``stem`` makes every channel of the sum, ``pw.0`` / ``pw.1`` half each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = cbr(3, 8, 1)
+        self.expand = cbr(8, 12, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        s = self.stem(x)
+        y = self.expand(s)
+        y = F.relu(self.bn(torch.cat([c(p) for c, p in zip(self.dw, torch.split(y, self.splits, 1), strict=True)], 1)))
+        y = torch.cat([c(p) for c, p in zip(self.pw, y.split(self.pw_splits, dim=1), strict=True)], 1)
+        return self.head(F.relu(y + s))
+
+
 class GhostPrefix(nn.Module):
     """GhostNet's GhostModule: a conv, a cheap depthwise conv of it, both concatenated and sliced to
     ``self.out_chs`` (the whole concatenation: it takes every channel at any pruned width too)."""

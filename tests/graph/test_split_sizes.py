@@ -172,3 +172,30 @@ def test_mixing_across_a_branch_axis_ties_each_channel_across_the_branches(net: 
         torch.testing.assert_close(pruned(x), zeroed_forward(model, x, graph, removal), rtol=1e-4, atol=1e-5)
     if net is SplitAttention:  # c = 2 and 7 of both radix slices go: 16 -> 12
         assert pruned.conv[0].out_channels == 12 and pruned.fc2.out_channels == 12
+
+
+def test_a_group_width_is_asked_of_the_widest_producer_and_nested_asks_must_agree() -> None:
+    from slimcnn.errors import ConfigError
+    from slimcnn.prune import removal_for_keep
+    from slimcnn.prune._latency_table import producer_keep
+
+    from ._nets import MixedResidual
+
+    model = randomize_(MixedResidual())
+    x = torch.randn(X)
+    graph = trace(model, x)
+    g = graph.group(graph.producer_group("stem.0"))
+    assert {m.layer for m in g.producers} == {"stem.0", "pw.0", "pw.1"}
+    assert producer_keep(g.producers, g.size, 4) == {"stem.0": 4}  # pw.0 / pw.1 make parts of stem's channels
+    scores = {g.id: torch.tensor([0.0, 1, 9, 9, 2, 3, 9, 9])}  # stem drops 0, 1 (pw.0's) and 4, 5 (pw.1's)
+    removal = removal_for_keep(graph, scores, {"stem.0": 4, "pw.0": 2})  # pw.0 keeps 2: what stem leaves it
+    assert removal == {g.id: [0, 1, 4, 5]}
+    with pytest.raises(ConfigError, match="conflicts with the coupled layers listed before it"):
+        removal_for_keep(graph, scores, {"stem.0": 4, "pw.0": 1})
+    removal = removal_for_keep(graph, scores, {"pw.0": 1, "stem.0": 4})  # pw.0 first: stem's rest comes from pw.1
+    assert removal == {g.id: [0, 1, 2, 4]}
+    pruned = copy.deepcopy(model)
+    prune_(pruned, x, removal, graph=graph)
+    assert [pruned.stem[0].out_channels, pruned.pw[0].out_channels, pruned.pw[1].out_channels] == [4, 1, 3]
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), zeroed_forward(model, x, graph, removal), rtol=1e-4, atol=1e-5)

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from slimcnn.errors import ConfigError
-from slimcnn.prune._latency_table import LatencyTable, _kept_layer_channels
+from slimcnn.prune._latency_table import LatencyTable, producer_keep
 
 
 @dataclass(frozen=True)
@@ -370,7 +370,5 @@ def keep_counts(graph: object, table: LatencyTable, widths: Mapping[str, int]) -
     keep: dict[str, int] = {}
     for name, w in widths.items():
         g = by_id[table.group(name).group_id]
-        for mem in g.producers:
-            if mem.layer not in keep:
-                keep[mem.layer] = _kept_layer_channels(mem.index, g.size, w)
+        keep.update(producer_keep(g.producers, g.size, w))
     return keep

@@ -44,7 +44,7 @@ from slimcnn._io import write_json
 from slimcnn.errors import ConfigError
 from slimcnn.graph import ChannelGraph, ChannelGroup, trace
 from slimcnn.measure._nodes import AFTER
-from slimcnn.prune._latency_table import GroupLatency, LatencyTable, _kept_layer_channels
+from slimcnn.prune._latency_table import GroupLatency, LatencyTable, _kept_layer_channels, producer_keep
 from slimcnn.prune._plan import fingerprint
 
 log = logging.getLogger(__name__)
@@ -158,8 +158,8 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
     models: dict[tuple[int, int], nn.Module] = {(-1, -1): model}
     for c in sorted(set(colour.values())):
         for k in range(max((len(w) for _, w, _ in plan), default=1) - 1):
-            keep = {mem.layer: _kept_layer_channels(mem.index, g.size, w[k])
-                    for g, w, _ in plan if colour[g.id] == c and k < len(w) - 1 for mem in g.producers}
+            keep = {layer: n for g, w, _ in plan if colour[g.id] == c and k < len(w) - 1
+                    for layer, n in producer_keep(g.producers, g.size, w[k]).items()}
             if keep:
                 models[(c, k)] = copy.deepcopy(model)
                 prune_model_(models[(c, k)], x, criterion="l1", keep=keep, graph=graph)

@@ -195,3 +195,20 @@ def _kept_layer_channels(index: Sequence[int], size: int, width: int) -> int:
     """Layer channels left along a member axis when its group keeps ``width`` of ``size`` channels."""
     inside = sum(1 for i in index if i >= 0)
     return max(1, len(index) - int(round(inside * (size - width) / max(size, 1))))
+
+
+def producer_keep(producers: Sequence[Any], size: int, width: int) -> dict[str, int]:
+    """``keep={producer FQN: output channels}`` that leaves a group of ``size`` channels ``width`` of them.
+
+    ``producers`` are the group's :class:`~slimcnn.graph.GroupMember` s with role ``out``. Only producers whose
+    group channels no wider one already covers are listed: with a residual, the full-width producer decides the
+    group alone, and the split convs that each make part of it (MixNet's ``conv_pwl.0`` / ``.1``) follow; producers
+    that make disjoint parts (a concatenation) each get their proportional share."""
+    keep: dict[str, int] = {}
+    covered: set[int] = set()
+    for mem in sorted(producers, key=lambda m: -len({i for i in m.index if i >= 0})):
+        units = {i for i in mem.index if i >= 0}
+        if not units & covered:
+            covered |= units
+            keep[mem.layer] = _kept_layer_channels(mem.index, size, width)
+    return keep

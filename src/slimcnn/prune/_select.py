@@ -249,6 +249,7 @@ def removal_for_keep(
     """
     out: Removal = {}
     want: dict[tuple[int, frozenset[int]], tuple[str, int]] = {}
+    decided: dict[int, set[int]] = {}
     for fqn, k in keep.items():
         gid = graph.producer_group(fqn)
         g = graph.group(gid)
@@ -263,9 +264,17 @@ def removal_for_keep(
                 raise ConfigError(f"'{fqn}' and '{want[(gid, units)][0]}' are coupled (group {gid}) but ask for different widths")
             continue
         want[(gid, units)] = (fqn, remove)
-        picked = _pick(g, scores.get(gid, torch.zeros(g.size)), remove, set(units), out.get(gid, []))
-        if len(picked) < remove:
+        # layers listed before may make some of these channels too (a residual's full-width producer): what they
+        # removed counts, and the channels they decide stay as they left them
+        done = units & decided.setdefault(gid, set())
+        need = remove - len(units & set(out.get(gid, [])))
+        picked = _pick(g, scores.get(gid, torch.zeros(g.size)), need, set(units - done), out.get(gid, []))
+        if done and (need < 0 or len(picked) < need):
+            raise ConfigError(f"keep count {k} for '{fqn}' conflicts with the coupled layers listed before it (group "
+                              f"{gid}), which decide {len(done)} of its {len(units)} channel units: omit it")
+        if len(picked) < need:
             raise BudgetError(f"'{fqn}' can drop only {len(picked)} of the {remove} channels asked (protected)")
+        decided[gid] |= units
         if picked:
             out[gid] = sorted(set(out.get(gid, [])) | set(picked))
     return out
