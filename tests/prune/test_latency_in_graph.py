@@ -80,6 +80,18 @@ def test_nodes_map_by_kernel_and_size_not_by_order() -> None:
     assert nodes_mod.map_nodes(pair, padded)[0]["conv3"] == 0.25  # input channels padded to the block still fit
 
 
+def test_a_dense_node_leaves_a_depthwise_call_and_an_unfolded_batchnorm_is_no_layer() -> None:
+    # GhostNet pruned: the stem (3 inputs, 4 outputs padded to 16) and a ghost module's depthwise conv (8 channels)
+    calls = [nodes_mod.LayerCall("stem", "conv", (4, 3, 3, 3), (1, 4, 8, 8)),
+             nodes_mod.LayerCall("cheap", "conv", (8, 1, 3, 3), (1, 8, 8, 8))]
+    ran = [_node("Conv", (16, 3, 3, 3), (1, 16, 8, 8), 1.0), _node("Conv", (16, 1, 3, 3), (1, 16, 8, 8), 2.0)]
+    assert nodes_mod.map_nodes(calls, ran)[0] == {"stem": 1.0, "cheap": 2.0, "stem+": 0.0, "cheap+": 0.0}
+    # a BatchNormalization after a concat runs as a (C, 1, 1, 1) conv that no layer of the model is (MixNet)
+    bn = NodeTime("bn_nchwc", "Conv", ((1, 16, 8, 8), (16, 1, 1, 1), (16,)), (1, 16, 8, 8), 0.5)
+    assert nodes_mod.map_nodes(calls, [*ran, bn])[0]["cheap+"] == 0.5
+    assert nodes_mod.map_nodes(calls, [bn, *ran])[1] == 0.5  # before the first layer
+
+
 def test_a_graph_whose_nodes_do_not_map_is_timed_layer_by_layer(monkeypatch, caplog) -> None:
     model, x = _Twice().eval(), torch.randn(1, 3, 16, 16)
     monkeypatch.setattr(nodes_mod, "map_nodes", lambda calls, nodes: None)

@@ -151,9 +151,9 @@ def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[di
 
     Each conv/linear node, in execution order, takes the free call of the same kind, kernel and output size whose
     input channels its weight has, then whose output channels it pads least (NCHWc pads channel counts up to its
-    block), the earliest of equals; a layer's nodes
-    add up. Every other node (activations ONNX Runtime does not fuse, pooling, adds, concats, reorders) is
-    charged to ``layer + AFTER`` of the conv/linear node run last before it: EfficientNet-B0's unfused SiLU and
+    block), the earliest of equals; a layer's nodes add up. Every other node (activations ONNX Runtime does not fuse,
+    pooling, adds, concats, reorders, a BatchNormalization it could not fold run as a per-channel conv) is charged
+    to ``layer + AFTER`` of the conv/linear node run last before it: EfficientNet-B0's unfused SiLU and
     squeeze-excite products are 7 of its 17 ms and shrink with the channels of the layer they follow.
     """
     free = list(range(len(calls)))
@@ -163,13 +163,13 @@ def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[di
     before, last = 0.0, None
     for nd in nodes:
         kind = NODE_KINDS.get(nd.op)
-        if kind is None:
+        fits = [] if kind is None else [(*fit, i) for i in free if (fit := _padding(calls[i], kind, nd)) is not None]
+        if kind is None or (not fits and _per_channel(nd)):  # no layer's node (see _per_channel)
             if last is None:
                 before += nd.ms
             else:
                 ms[last + AFTER] += nd.ms
             continue
-        fits = [(*fit, i) for i in free if (fit := _padding(calls[i], kind, nd)) is not None]
         if not fits:
             return None
         j = min(fits)[-1]
@@ -179,6 +179,16 @@ def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[di
     return (ms, before) if not free else None
 
 
+def _per_channel(node: NodeTime) -> bool:
+    """Whether a conv node scales each channel by itself (a ``(C, 1, 1, 1)`` weight on ``C`` channels): ONNX Runtime
+    runs a BatchNormalization it cannot fold into a conv that way (after a concat: MixNet's split convs, GhostNet's
+    ghost modules), where the model has no conv of its own."""
+    if len(node.inputs) < 2 or len(node.inputs[1]) != 4 or not node.output or len(node.output) < 2:
+        return False
+    c = node.inputs[1][0]
+    return tuple(node.inputs[1][1:]) == (1, 1, 1) and node.output[1] == c and node.inputs[0][1:2] == (c,)
+
+
 AFTER = "+"
 """``layer + AFTER``: where :func:`map_nodes` charges the other nodes run after a conv/linear layer."""
 
@@ -186,7 +196,8 @@ AFTER = "+"
 def _padding(call: LayerCall, kind: str, node: NodeTime) -> tuple[int, int] | None:
     """``(input-channel misfit, output channels node has beyond call's)`` when ``node`` can be that call's node (same
     kind, kernel and output size, output channels padded by less than 16), else None. The misfit (0 when the node's
-    weight has the call's input channels, padded by less than 16, else 1) only ranks candidates: ResNet-50 runs each
+    weight has the call's input channels, padded by less than 16 unless the call is depthwise, else 1) only ranks
+    candidates: ResNet-50 runs each
     stage's downsample conv before its conv3, both 1x1 with the same output, and by output alone the two swapped."""
     if call.kind != kind or not node.output:
         return None
@@ -197,7 +208,9 @@ def _padding(call: LayerCall, kind: str, node: NodeTime) -> tuple[int, int] | No
         if kind == "convt":
             return 0, 0
         extra = node.inputs[1][1] - call.weight[1] if len(node.inputs[1]) > 1 and len(call.weight) > 1 else 0
-        misfit = 0 if 0 <= extra < 16 else 1
+        # a depthwise weight (one input channel per group) is never padded: a dense node does not fit it (GhostNet's
+        # 3-input stem conv took a pruned ghost module's 3x3 depthwise call, then the depthwise node had none left)
+        misfit = 0 if extra == 0 or (call.weight[1] > 1 and 0 < extra < 16) else 1
     want, got = (call.output[-1], node.output[-1]) if kind == "linear" else (call.output[1], node.output[1])
     return (misfit, got - want) if want <= got < want + 16 else None
 
