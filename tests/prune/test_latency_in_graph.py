@@ -90,6 +90,10 @@ def test_a_dense_node_leaves_a_depthwise_call_and_an_unfolded_batchnorm_is_no_la
     bn = NodeTime("bn_nchwc", "Conv", ((1, 16, 8, 8), (16, 1, 1, 1), (16,)), (1, 16, 8, 8), 0.5)
     assert nodes_mod.map_nodes(calls, [*ran, bn])[0]["cheap+"] == 0.5
     assert nodes_mod.map_nodes(calls, [bn, *ran])[1] == 0.5  # before the first layer
+    # ... and it does not take a 1x1 layer of the same output that runs after it
+    pw = nodes_mod.LayerCall("pw", "conv", (16, 8, 1, 1), (1, 16, 8, 8))
+    mapped = nodes_mod.map_nodes([*calls, pw], [*ran, bn, _node("Conv", (16, 16, 1, 1), (1, 16, 8, 8), 3.0)])
+    assert mapped is not None and mapped[0]["pw"] == 3.0 and mapped[0]["cheap+"] == 0.5
 
 
 def test_a_graph_whose_nodes_do_not_map_is_timed_layer_by_layer(monkeypatch, caplog) -> None:

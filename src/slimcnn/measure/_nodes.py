@@ -164,6 +164,8 @@ def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[di
     for nd in nodes:
         kind = NODE_KINDS.get(nd.op)
         fits = [] if kind is None else [(*fit, i) for i in free if (fit := _padding(calls[i], kind, nd)) is not None]
+        if _per_channel(nd):  # a per-channel conv is a layer's only when the layer is one too
+            fits = [f for f in fits if f[0] == 0]
         if kind is None or (not fits and _per_channel(nd)):  # no layer's node (see _per_channel)
             if last is None:
                 before += nd.ms
