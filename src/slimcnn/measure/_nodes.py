@@ -164,9 +164,10 @@ def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[di
     for nd in nodes:
         kind = NODE_KINDS.get(nd.op)
         fits = [] if kind is None else [(*fit, i) for i in free if (fit := _padding(calls[i], kind, nd)) is not None]
-        if _per_channel(nd):  # a per-channel conv is a layer's only when the layer is one too
+        per_channel = kind is not None and _per_channel(nd)
+        if per_channel:  # a per-channel conv is a layer's only when the layer is one too
             fits = [f for f in fits if f[0] == 0]
-        if kind is None or (not fits and _per_channel(nd)):  # no layer's node (see _per_channel)
+        if kind is None or (per_channel and not fits):  # no layer's node (see _per_channel)
             if last is None:
                 before += nd.ms
             else:
@@ -199,8 +200,8 @@ def _padding(call: LayerCall, kind: str, node: NodeTime) -> tuple[int, int] | No
     """``(input-channel misfit, output channels node has beyond call's)`` when ``node`` can be that call's node (same
     kind, kernel and output size, output channels padded by less than 16), else None. The misfit (0 when the node's
     weight has the call's input channels, padded by less than 16 unless the call is depthwise, else 1) only ranks
-    candidates: ResNet-50 runs each
-    stage's downsample conv before its conv3, both 1x1 with the same output, and by output alone the two swapped."""
+    candidates: ResNet-50 runs each stage's downsample conv before its conv3, both 1x1 with the same output, and by
+    output alone the two swapped."""
     if call.kind != kind or not node.output:
         return None
     misfit = 0
