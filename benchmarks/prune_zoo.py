@@ -14,8 +14,8 @@ Models (random weights, nothing downloaded):
   retinanet_resnet50_fpn and fcos_resnet50_fpn;
 - ultralytics ``yolov8n.yaml`` and ``yolo11n.yaml``;
 - every slimcnn zoo model (``slimcnn.models.ZOO``);
-- 26 timm CNNs and conv-heavy hybrids of distinct block designs (``test_zoo.TIMM``: ghost, mixed-kernel, SK,
-  split-attention, Res2Net, dual-path, CSP, HRNet, RepVGG, NF, FastViT, EfficientViT, ...).
+- 41 timm CNNs and conv-heavy hybrids of distinct block designs (``test_zoo.TIMM``: ghost, mixed-kernel, SK,
+  split-attention, Res2Net, dual-path, CSP, HRNet, RepVGG, MobileOne, FastViT, EfficientViT, ...).
 
 Models and inputs are built by ``tests/prune/test_zoo.py``'s ``_build`` (one place): 64x64 for
 classifiers (80 for inception_v3), 128x128 for detectors and ultralytics, 96x96 for timm, the zoo entry's own

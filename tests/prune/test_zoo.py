@@ -35,6 +35,11 @@ TIMM = [  # timm CNNs (and conv-heavy hybrids) of distinct block designs, built 
     "ghostnet_100", "mixnet_s", "rexnet_100", "dla34", "cspresnet50", "cspdarknet53", "res2net50_14w_8s",
     "resnest14d", "skresnet18", "selecsls42b", "dpn68", "tf_efficientnetv2_b0", "lcnet_050", "repvgg_a2",
     "hrnet_w18_small", "xception41", "gernet_s", "fastvit_t8", "efficientvit_b0",
+    # added 2026-12-06: ghost v2/v3 and RepGhost, TF-padded MixNet, reparameterisable and NAS-found mobile nets,
+    # ResNeXt/SE/ECA/GC attention ResNets, Res2NeXt, TResNet, InceptionNeXt
+    "ghostnetv2_100", "ghostnetv3_100", "repghostnet_100", "tf_mixnet_s", "mobileone_s0", "tinynet_a", "fbnetv3_b",
+    "hardcorenas_a", "semnasnet_100", "resnext26ts", "seresnext26d_32x4d", "eca_resnet33ts", "gcresnet33ts",
+    "res2next50", "tresnet_m", "inception_next_tiny",
 ]  # NF-ResNets are refused by the check run (weight standardization): tests/graph/test_check_reason.py
 TIMM_SIDE = 96
 """timm models run at 96x96 (their pretrained configs say 224: the sweep checks pruning, not accuracy)."""
