@@ -1,4 +1,6 @@
-"""Channels split by sizes kept on a module (timm MixNet) and sliced to a whole-width prefix (GhostNet) prune."""
+"""timm block patterns the channel graph prunes: channels split by sizes kept on a module (MixNet), sliced to a
+whole-width prefix (GhostNet), mixed across a stacked branch axis (SK-ResNet, ResNeSt), and a residual group whose
+producers make nested parts of it (a group width asked of the widest one)."""
 
 from __future__ import annotations
 
