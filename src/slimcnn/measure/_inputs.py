@@ -143,7 +143,8 @@ def clone_tensors(obj: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()
     if isinstance(obj, (list, tuple)):
-        return type(obj)(clone_tensors(o) for o in obj)
+        items = [clone_tensors(o) for o in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)  # a namedtuple takes its fields
     if isinstance(obj, dict):
         return {k: clone_tensors(v) for k, v in obj.items()}
     return obj
