@@ -97,9 +97,9 @@ def _captured(model: nn.Module, points: list[str], run: Callable[[], Any]) -> di
 
 def _checked(out: Any, points: list[str] | None) -> tuple[dict[str, Any], Any]:
     """What the check compares of one run: ``({"output": shapes} or {point: shapes without dim 0}, values)``;
-    the values are the outputs (``points`` None) or ``{dense head: tensors}``."""
+    the values are ``{"output": the outputs}`` (``points`` None) or ``{dense head: its tensors}``."""
     if points is None:
-        return {"output": _shapes(out)}, out
+        return {"output": _shapes(out)}, {"output": out}
     return ({p: [tuple(t.shape[1:]) for t in ts] for p, ts in out.items()},
             {p: ts for p, ts in out.items() if p in DENSE_HEADS})
 
@@ -148,10 +148,9 @@ def mismatch(before: tuple[dict[str, Any], Any], after: tuple[dict[str, Any], An
     bad = shape_mismatch(before[0], after[0])
     if bad or before[1] is None:
         return bad
-    if isinstance(before[1], dict):  # a detector's dense heads
-        return next((m for p, ref in before[1].items() if (m := value_mismatch(ref, after[1].get(p), f"'{p}' output"))),
-                    None)
-    return value_mismatch(before[1], after[1])
+    return next((m for name, ref in before[1].items()
+                 if (m := value_mismatch(ref, after[1].get(name), "output" if name == "output" else f"'{name}' output"))),
+                None)
 
 
 def value_mismatch(reference: Any, out: Any, what: str = "output") -> str | None:
