@@ -135,7 +135,7 @@ def prune_model_(
     scores = score_groups(ctx, criterion, reduce=reduce)
     used: float | None = None
     if keep is not None:
-        removal = removal_for_keep(graph, scores, keep)
+        removal = removal_for_keep(graph, scores, keep, round_to=round_to)
     elif macs is not None:
         removal, used = removal_for_macs(graph, scores, macs, scope=scope, round_to=round_to, exclude=exclude,
                                          best_effort=best_effort)

@@ -162,7 +162,7 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
                     for layer, n in producer_keep(g.producers, g.size, w[k]).items()}
             if keep:
                 models[(c, k)] = copy.deepcopy(model)
-                prune_model_(models[(c, k)], x, criterion="l1", keep=keep, graph=graph)
+                prune_model_(models[(c, k)], x, criterion="l1", keep=keep, round_to=block, graph=graph)
     times = _in_graph_times(models, x, runtime=runtime, threads=threads, warmup=warmup, runs=runs)
     if times is None:
         return None
@@ -285,7 +285,7 @@ def table_key(model: nn.Module, input_shape: tuple[int, ...], *, runtime: str, t
 
     shape = "x".join(str(d) for d in input_shape)
     return (f"{fingerprint(model)}|{runtime}|{threads}t|cpu:{cpu_model()}|torch{torch.__version__}/"
-            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v12|runs{runs}|exclude{sorted(exclude)}"
+            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v13|runs{runs}|exclude{sorted(exclude)}"
             + ("" if in_graph else "|alone"))
 
 

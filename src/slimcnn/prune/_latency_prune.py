@@ -210,8 +210,8 @@ def prune_for_latency_(
         keep = keep_counts(graph, table, sel.widths)
         trial = copy.deepcopy(original)
         if keep:
-            prune_model_(trial, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
-                         task=task, calib=calib, seed=seed, graph=graph)
+            prune_model_(trial, example_input, criterion=criterion, keep=keep, round_to=table.block, exclude=exclude,
+                         reduce=reduce, task=task, calib=calib, seed=seed, graph=graph)
         lat = compare_latency({"original": original, "pruned": trial}, example_input, runtime=runtime, runs=runs,
                               warmup=3, threads=threads)
         measured = lat["pruned"].median_ms / max(lat["original"].median_ms, 1e-12)
@@ -227,8 +227,9 @@ def prune_for_latency_(
         if not 0 < knapsack_target < 1:
             break
     sel, keep, measured = best
-    outcome = prune_model_(model, example_input, criterion=criterion, keep=keep, exclude=exclude, reduce=reduce,
-                           task=task, calib=calib, seed=seed, source=source, graph=graph, compensate=compensate)
+    outcome = prune_model_(model, example_input, criterion=criterion, keep=keep, round_to=table.block, exclude=exclude,
+                           reduce=reduce, task=task, calib=calib, seed=seed, source=source, graph=graph,
+                           compensate=compensate)
     result = LatencyPruneResult(outcome, sel, table, measured, table_s, target_ratio, tuple(attempts))
     if result.table_drift is not None and not 1 / DRIFT <= result.table_drift <= DRIFT:
         log.warning("%s", drift_message(result))
@@ -321,7 +322,8 @@ class _CostCounter:
         key = tuple(sorted(widths.items()))
         if key not in self._memo:
             keep = keep_counts(self.graph, self.table, widths)
-            self._memo[key] = (self.graph.removed_roots(removal_for_keep(self.graph, self.scores, keep))
+            self._memo[key] = (self.graph.removed_roots(removal_for_keep(self.graph, self.scores, keep,
+                                                                         round_to=self.table.block))
                                if keep else set())
         return self._of_removed(cost, self._memo[key])
 
