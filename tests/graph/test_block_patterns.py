@@ -201,3 +201,42 @@ def test_a_group_width_is_asked_of_the_widest_producer_and_nested_asks_must_agre
     assert [pruned.stem[0].out_channels, pruned.pw[0].out_channels, pruned.pw[1].out_channels] == [4, 1, 3]
     with torch.no_grad():
         torch.testing.assert_close(pruned(x), zeroed_forward(model, x, graph, removal), rtol=1e-4, atol=1e-5)
+
+
+class Res2Block(nn.Module):
+    """timm Res2Net's hierarchical block: a 1x1 conv split by an int width (fixed), each 3x3 conv adding the previous
+    one's output into the next chunk, the last chunk passed through, all concatenated."""
+
+    def __init__(self, width: int = 4, scale: int = 4) -> None:
+        super().__init__()
+        self.width = width
+        self.conv1 = cbr(3, width * scale, 1)
+        self.convs = nn.ModuleList([nn.Conv2d(width, width, 3, padding=1) for _ in range(scale - 1)])
+        self.conv3 = nn.Conv2d(width * scale, 6, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        spx = torch.split(self.conv1(x), self.width, 1)
+        spo, sp = [], spx[0]
+        for i, conv in enumerate(self.convs):
+            sp = F.relu(conv(sp if i == 0 else sp + spx[i]))
+            spo.append(sp)
+        return self.conv3(torch.cat([*spo, spx[-1]], 1))
+
+
+def test_a_group_width_is_shared_over_the_producers_with_free_channels() -> None:
+    from slimcnn.prune import prune_model_
+    from slimcnn.prune._latency_table import producer_keep
+
+    model = randomize_(Res2Block())
+    x = torch.randn(X)
+    graph = trace(model, x)
+    g = graph.group(graph.producer_group("convs.0"))
+    # convs.0 / convs.1 add into fixed chunks of conv1's output; only convs.2's channels may go
+    assert {m.layer for m in g.producers} == {"convs.0", "convs.1", "convs.2"} and len(g.fixed) == 8
+    keep = producer_keep(g.producers, g.size, 10, g.fixed_set)
+    assert keep == {"convs.2": 2}  # was a share of each (convs.0: 3 of 4, refused as protected)
+    pruned = copy.deepcopy(model)
+    out = prune_model_(pruned, x, keep=keep, graph=graph)
+    assert pruned.convs[2].out_channels == 2 and pruned.conv3.in_channels == 14
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), zeroed_forward(model, x, graph, out.removal), rtol=1e-4, atol=1e-5)

@@ -370,5 +370,5 @@ def keep_counts(graph: object, table: LatencyTable, widths: Mapping[str, int]) -
     keep: dict[str, int] = {}
     for name, w in widths.items():
         g = by_id[table.group(name).group_id]
-        keep.update(producer_keep(g.producers, g.size, w))
+        keep.update(producer_keep(g.producers, g.size, w, g.fixed_set))
     return keep

@@ -159,7 +159,7 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
     for c in sorted(set(colour.values())):
         for k in range(max((len(w) for _, w, _ in plan), default=1) - 1):
             keep = {layer: n for g, w, _ in plan if colour[g.id] == c and k < len(w) - 1
-                    for layer, n in producer_keep(g.producers, g.size, w[k]).items()}
+                    for layer, n in producer_keep(g.producers, g.size, w[k], g.fixed_set).items()}
             if keep:
                 models[(c, k)] = copy.deepcopy(model)
                 prune_model_(models[(c, k)], x, criterion="l1", keep=keep, round_to=block, graph=graph)
@@ -255,8 +255,8 @@ def _time_alone(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *, exclu
         if isinstance(m, TIMED_LAYERS) and shapes.get(name) and (k := add(name, None, None)) is not None:
             full[name] = k
     plan = _plan(graph, full, exclude=exclude, block=block, samples=samples)
-    keys = [[[add(layer, _kept_layer_channels(roles["in"], g.size, w) if "in" in roles else None,
-                  _kept_layer_channels(roles["out"], g.size, w) if "out" in roles else None) or full[layer]
+    keys = [[[add(layer, _kept_layer_channels(roles["in"], g.size, w, g.fixed_set) if "in" in roles else None,
+                  _kept_layer_channels(roles["out"], g.size, w, g.fixed_set) if "out" in roles else None) or full[layer]
               for w in widths] for layer, roles in axes.items()] for g, widths, axes in plan]
     variants[_CALL] = (nn.Conv2d(1, 1, 1), (1, 1, 1, 1))
     stats = time_modules_interleaved(variants, runtime=runtime, threads=threads, warmup=warmup,  # type: ignore[arg-type]

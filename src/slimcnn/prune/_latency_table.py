@@ -20,7 +20,7 @@ point (:func:`slimcnn.prune._knapsack.select_for_latency`).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -191,24 +191,28 @@ class LatencyTable:
         return cls(**{**d, "input_shape": tuple(d["input_shape"]), "groups": groups})
 
 
-def _kept_layer_channels(index: Sequence[int], size: int, width: int) -> int:
-    """Layer channels left along a member axis when its group keeps ``width`` of ``size`` channels."""
-    inside = sum(1 for i in index if i >= 0)
-    return max(1, len(index) - int(round(inside * (size - width) / max(size, 1))))
+def _kept_layer_channels(index: Sequence[int], size: int, width: int, fixed: Collection[int] = ()) -> int:
+    """Layer channels left along a member axis when its group keeps ``width`` of ``size`` channels: the removed
+    ones are shared over the group's free (not ``fixed``) channels in proportion."""
+    free = sum(1 for i in index if i >= 0 and i not in fixed)
+    return max(1, len(index) - int(round(free * (size - width) / max(size - len(fixed), 1))))
 
 
-def producer_keep(producers: Sequence[Any], size: int, width: int) -> dict[str, int]:
+def producer_keep(producers: Sequence[Any], size: int, width: int, fixed: Collection[int] = ()) -> dict[str, int]:
     """``keep={producer FQN: output channels}`` that leaves a group of ``size`` channels ``width`` of them.
 
-    ``producers`` are the group's :class:`~slimcnn.graph.GroupMember` s with role ``out``. Only producers whose
-    group channels no wider one already covers are listed: with a residual, the full-width producer decides the
-    group alone, and the split convs that each make part of it (MixNet's ``conv_pwl.0`` / ``.1``) follow; producers
-    that make disjoint parts (a concatenation) each get their proportional share."""
+    ``producers`` are the group's :class:`~slimcnn.graph.GroupMember` s with role ``out``; ``fixed`` its fixed
+    channels. Only producers whose group channels no wider one already covers are listed: with a residual, the
+    full-width producer decides the group alone, and the split convs that each make part of it (MixNet's
+    ``conv_pwl.0`` / ``.1``) follow; producers that make disjoint parts (a concatenation) each get their share of
+    the free channels, and one whose channels are all fixed none (Res2Net: six of a block's seven 3x3 convs add
+    into fixed split chunks)."""
     keep: dict[str, int] = {}
     covered: set[int] = set()
     for mem in sorted(producers, key=lambda m: -len({i for i in m.index if i >= 0})):
         units = {i for i in mem.index if i >= 0}
         if not units & covered:
             covered |= units
-            keep[mem.layer] = _kept_layer_channels(mem.index, size, width)
+            if units - set(fixed):
+                keep[mem.layer] = _kept_layer_channels(mem.index, size, width, fixed)
     return keep
