@@ -96,6 +96,27 @@ def test_a_dense_node_leaves_a_depthwise_call_and_an_unfolded_batchnorm_is_no_la
     assert mapped is not None and mapped[0]["pw"] == 3.0 and mapped[0]["cheap+"] == 0.5
 
 
+def test_a_node_of_no_layer_is_charged_to_the_layer_before() -> None:
+    # TResNet: a blur pool (a depthwise filter on a buffer, stride 2) runs between two dense 3x3 layers of its output
+    calls = [nodes_mod.LayerCall("conv1", "conv", (128, 64, 3, 3), (1, 128, 32, 32)),
+             nodes_mod.LayerCall("conv2", "conv", (128, 128, 3, 3), (1, 128, 16, 16))]
+    blur = NodeTime("blur", "Conv", ((1, 128, 34, 34), (128, 1, 3, 3)), (1, 128, 16, 16), 0.5)
+    ran = [_node("Conv", (128, 64, 3, 3), (1, 128, 32, 32), 1.0), blur, _node("Conv", (128, 128, 3, 3), (1, 128, 16, 16), 2.0)]
+    assert nodes_mod.map_nodes(calls, ran) == ({"conv1": 1.0, "conv1+": 0.5, "conv2": 2.0, "conv2+": 0.0}, 0.0)
+    # GCNet / EfficientViT: a MatMul of two activations (attention) is no linear layer's, whatever its output width
+    fc = nodes_mod.LayerCall("fc", "linear", (16, 64), (1, 16))
+    attn = NodeTime("attn", "MatMul", ((1, 1, 16, 1024), (1, 1, 1024, 16)), (1, 1, 16, 16), 0.25)
+    mapped = nodes_mod.map_nodes([*calls, fc], [*ran, attn, NodeTime("fc", "Gemm", ((1, 64), (16,)), (1, 16), 0.125)])
+    assert mapped is not None and mapped[0]["fc"] == 0.125 and mapped[0]["conv2+"] == 0.25
+    assert nodes_mod.map_nodes(calls, ran[:2]) is None  # still None when a layer has no node
+    # squeeze-excite: fc1 (16 -> 8, its output padded to 16) and fc2 (8 -> 16) each keep their own node
+    se = [nodes_mod.LayerCall("fc1", "conv", (8, 16, 1, 1), (1, 8, 1, 1)),
+          nodes_mod.LayerCall("fc2", "conv", (16, 8, 1, 1), (1, 16, 1, 1))]
+    ran = [NodeTime("a", "Conv", ((1, 16, 1, 1), (16, 16, 1, 1), (16,)), (1, 16, 1, 1), 1.0),
+           NodeTime("b", "Conv", ((1, 8, 1, 1), (16, 8, 1, 1), (16,)), (1, 16, 1, 1), 2.0)]
+    assert nodes_mod.map_nodes(se, ran)[0] == {"fc1": 1.0, "fc2": 2.0, "fc1+": 0.0, "fc2+": 0.0}
+
+
 def test_a_graph_whose_nodes_do_not_map_is_timed_layer_by_layer(monkeypatch, caplog) -> None:
     model, x = _Twice().eval(), torch.randn(1, 3, 16, 16)
     monkeypatch.setattr(nodes_mod, "map_nodes", lambda calls, nodes: None)

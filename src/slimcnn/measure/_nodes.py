@@ -147,14 +147,16 @@ NODE_KINDS = {"Conv": "conv", "FusedConv": "conv", "ConvTranspose": "convt", "Ge
 
 
 def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[dict[str, float], float] | None:
-    """``({layer: ms}, ms before the first layer)``; None when a conv/linear node or call is left unmatched.
+    """``({layer: ms}, ms before the first layer)``; None when a call is left without a node.
 
     Each conv/linear node, in execution order, takes the free call of the same kind, kernel and output size whose
     input channels its weight has, then whose output channels it pads least (NCHWc pads channel counts up to its
     block), the earliest of equals; a layer's nodes add up. Every other node (activations ONNX Runtime does not fuse,
-    pooling, adds, concats, reorders, a BatchNormalization it could not fold run as a per-channel conv) is charged
-    to ``layer + AFTER`` of the conv/linear node run last before it: EfficientNet-B0's unfused SiLU and
-    squeeze-excite products are 7 of its 17 ms and shrink with the channels of the layer they follow.
+    pooling, adds, concats, reorders, a BatchNormalization it could not fold run as a per-channel conv, and a
+    conv/linear node no free call fits: a functional conv on a buffer such as TResNet's blur pool, a MatMul of two
+    activations in attention) is charged to ``layer + AFTER`` of the conv/linear node run last before it:
+    EfficientNet-B0's unfused SiLU and squeeze-excite products are 7 of its 17 ms and shrink with the channels of
+    the layer they follow.
     """
     free = list(range(len(calls)))
     ms: dict[str, float] = {}
@@ -167,14 +169,12 @@ def map_nodes(calls: Sequence[LayerCall], nodes: Sequence[NodeTime]) -> tuple[di
         per_channel = kind is not None and _per_channel(nd)
         if per_channel:  # a per-channel conv is a layer's only when the layer is one too
             fits = [f for f in fits if f[0] == 0]
-        if kind is None or (per_channel and not fits):  # no layer's node (see _per_channel)
+        if not fits:  # no layer's node
             if last is None:
                 before += nd.ms
             else:
                 ms[last + AFTER] += nd.ms
             continue
-        if not fits:
-            return None
         j = min(fits)[-1]
         free.remove(j)
         last = calls[j].layer
@@ -197,25 +197,32 @@ AFTER = "+"
 
 
 def _padding(call: LayerCall, kind: str, node: NodeTime) -> tuple[int, int] | None:
-    """``(input-channel misfit, output channels node has beyond call's)`` when ``node`` can be that call's node (same
-    kind, kernel and output size, output channels padded by less than 16), else None. The misfit (0 when the node's
-    weight has the call's input channels, padded by less than 16 unless the call is depthwise, else 1) only ranks
-    candidates: ResNet-50 runs each stage's downsample conv before its conv3, both 1x1 with the same output, and by
-    output alone the two swapped."""
+    """``(input-channel misfit, input channels node's weight has beyond call's, output channels node has beyond
+    call's)`` when ``node`` can be that call's node (same kind, kernel and output size, no fewer input channels,
+    output channels padded by less than 16), else None. The misfit (0 when the node's weight has the call's input
+    channels, padded by less than 16 unless the call is depthwise, else 1) and then the input padding rank
+    candidates before the output padding: ResNet-50 runs each stage's downsample conv before its conv3, both 1x1
+    with the same output, and by output alone the two swapped; a squeeze-excite ``fc1`` (16 -> 8, its output padded
+    to 16) took ``fc2``'s call (8 -> 16, its weight's inputs padded to 16) when only the output padding ranked."""
     if call.kind != kind or not node.output:
         return None
-    misfit = 0
+    misfit = pad_in = 0
     if kind == "conv" or kind == "convt":
         if len(node.inputs) < 2 or node.inputs[1][2:] != call.weight[2:] or node.output[2:] != call.output[2:]:
             return None
         if kind == "convt":
-            return 0, 0
+            return 0, 0, 0
         extra = node.inputs[1][1] - call.weight[1] if len(node.inputs[1]) > 1 and len(call.weight) > 1 else 0
+        if extra < 0:  # fewer inputs than the layer's weight: not its node (TResNet's blur pool, a (C, 1, 3, 3)
+            return None  # filter on a buffer, took a dense 3x3 layer's call, and every later layer shifted by one)
         # a depthwise weight (one input channel per group) is never padded: a dense node does not fit it (GhostNet's
         # 3-input stem conv took a pruned ghost module's 3x3 depthwise call, then the depthwise node had none left)
         misfit = 0 if extra == 0 or (call.weight[1] > 1 and 0 < extra < 16) else 1
+        pad_in = extra if misfit == 0 else 0
+    if kind == "linear" and node.inputs and node.inputs[0] and node.inputs[0][-1] != call.weight[-1]:
+        return None  # other input features: a MatMul of two activations (attention), not this layer's
     want, got = (call.output[-1], node.output[-1]) if kind == "linear" else (call.output[1], node.output[1])
-    return (misfit, got - want) if want <= got < want + 16 else None
+    return (misfit, pad_in, got - want) if want <= got < want + 16 else None
 
 
 def time_layers_interleaved(models: Mapping[str, nn.Module], example_input: ExampleInput, *,
