@@ -196,7 +196,7 @@ AFTER = "+"
 """``layer + AFTER``: where :func:`map_nodes` charges the other nodes run after a conv/linear layer."""
 
 
-def _padding(call: LayerCall, kind: str, node: NodeTime) -> tuple[int, int] | None:
+def _padding(call: LayerCall, kind: str, node: NodeTime) -> tuple[int, int, int] | None:
     """``(input-channel misfit, input channels node's weight has beyond call's, output channels node has beyond
     call's)`` when ``node`` can be that call's node (same kind, kernel and output size, no fewer input channels,
     output channels padded by less than 16), else None. The misfit (0 when the node's weight has the call's input

@@ -51,8 +51,8 @@ def prunable_groups(graph: ChannelGraph, exclude: Sequence[str] = ()) -> list[Ch
 def _pick(g: ChannelGroup, scores: Tensor, n_remove: int, allowed: set[int] | None = None,
           already: Sequence[int] = (), round_to: int = 1) -> list[int]:
     """The ``n_remove`` lowest-scoring free channels of ``g`` (within ``allowed``) that leave every member
-    layer non-empty, after the channels in ``already``; with ``round_to > 1`` and split convs among the members,
-    each part's kept width aligned (:func:`_pick_aligned`)."""
+    layer non-empty, after the channels in ``already``; with ``round_to > 1``, where layers each make or read
+    part of them, every part's kept width aligned (:func:`_pick_aligned`)."""
     if n_remove <= 0:
         return []
     if round_to > 1:
@@ -95,8 +95,9 @@ def _pick(g: ChannelGroup, scores: Tensor, n_remove: int, allowed: set[int] | No
 
 
 def _split_parts(g: ChannelGroup, units: set[int]) -> list[list[int]]:
-    """``units`` cut into the parts every member layer takes whole or not at all: one part unless split convs
-    (MixNet's ``conv_pw.0`` / ``.1``, a ``torch.split`` into differently shaped convs) each make or read some."""
+    """``units`` cut into the parts every member layer takes whole or not at all: one part unless some layers each
+    make or read only some of them (split convs such as MixNet's ``conv_pw.0`` / ``.1``, a concatenation's
+    producers)."""
     seen_by: dict[int, list[int]] = {u: [] for u in units}
     for mi, mem in enumerate(g.members):
         seen = {i for i in mem.index if i >= 0} & units
