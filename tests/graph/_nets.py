@@ -233,15 +233,17 @@ class MixedSplit(nn.Module):
     """timm MixedConv2d-style: channels split by sizes kept on the module, one conv per part, then concatenated
     (depthwise parts with different kernels, then 1x1 parts reading a split input)."""
 
-    def __init__(self) -> None:
+    def __init__(self, splits: tuple[int, int] = (7, 5), pw_splits: tuple[int, int] = (6, 6), pw_out: int = 4) -> None:
         super().__init__()
-        self.expand = cbr(3, 12, 1)
-        self.dw = nn.ModuleList([nn.Conv2d(7, 7, 3, padding=1, groups=7), nn.Conv2d(5, 5, 5, padding=2, groups=5)])
-        self.splits = [7, 5]
-        self.bn = nn.BatchNorm2d(12)
-        self.pw = nn.ModuleList([nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 1)])
-        self.pw_splits = [6, 6]
-        self.head = nn.Conv2d(8, 5, 1)
+        width = sum(splits)
+        self.expand = cbr(3, width, 1)
+        self.dw = nn.ModuleList([nn.Conv2d(splits[0], splits[0], 3, padding=1, groups=splits[0]),
+                                 nn.Conv2d(splits[1], splits[1], 5, padding=2, groups=splits[1])])
+        self.splits = list(splits)
+        self.bn = nn.BatchNorm2d(width)
+        self.pw = nn.ModuleList([nn.Conv2d(n, pw_out, 1) for n in pw_splits])
+        self.pw_splits = list(pw_splits)
+        self.head = nn.Conv2d(2 * pw_out, 5, 1)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.expand(x)

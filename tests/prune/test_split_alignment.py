@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from graph._nets import MixedSplit, cbr, randomize_
+from graph._nets import MixedSplit, randomize_
 from torch import nn
 
 from slimcnn.graph import trace, zeroed_forward
@@ -18,18 +18,9 @@ from slimcnn.prune import prune_model_
 X = (2, 3, 8, 8)
 
 
-class WideMixedSplit(MixedSplit):
+def wide_mixed_split() -> MixedSplit:
     """48 channels: depthwise parts of 32 and 16, then 1x1 parts reading 24 and 24 (crossing cuts: 24 / 8 / 16)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.expand = cbr(3, 48, 1)
-        self.dw = nn.ModuleList([nn.Conv2d(32, 32, 3, padding=1, groups=32), nn.Conv2d(16, 16, 5, padding=2, groups=16)])
-        self.splits = [32, 16]
-        self.bn = nn.BatchNorm2d(48)
-        self.pw = nn.ModuleList([nn.Conv2d(24, 16, 1), nn.Conv2d(24, 16, 1)])
-        self.pw_splits = [24, 24]
-        self.head = nn.Conv2d(32, 5, 1)
+    return MixedSplit(splits=(32, 16), pw_splits=(24, 24), pw_out=16)
 
 
 def _pruned(model: nn.Module, **amount) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -42,7 +33,7 @@ def _pruned(model: nn.Module, **amount) -> tuple[nn.Module, torch.Tensor, torch.
 
 
 def test_keep_counts_align_every_split_part() -> None:
-    model = randomize_(WideMixedSplit())
+    model = randomize_(wide_mixed_split())
     plain, _, _ = _pruned(model, keep={"expand.0": 24})
     assert any(n % 8 for n in plain.splits + plain.pw_splits)  # by importance alone the parts land off the block
     pruned, y, ref = _pruned(model, keep={"expand.0": 24}, round_to=8)
@@ -53,7 +44,7 @@ def test_keep_counts_align_every_split_part() -> None:
 
 
 def test_a_ratio_with_round_to_aligns_every_split_part() -> None:
-    model = randomize_(WideMixedSplit())
+    model = randomize_(wide_mixed_split())
     pruned, y, ref = _pruned(model, prune_ratio=0.6, round_to=8)
     assert sum(pruned.splits) == 24  # 48 * 0.4 = 19.2 kept, rounded up to 24
     assert all(n % 8 == 0 for n in pruned.splits + pruned.pw_splits), (pruned.splits, pruned.pw_splits)
@@ -68,7 +59,7 @@ def test_parts_no_wider_than_the_block_are_pruned_by_importance_alone() -> None:
 
 
 def test_each_part_keeps_at_least_a_block() -> None:
-    model = randomize_(WideMixedSplit())
+    model = randomize_(wide_mixed_split())
     pruned, y, ref = _pruned(model, keep={"expand.0": 8}, round_to=8)
     assert pruned.splits == [16, 8] and pruned.pw_splits == [8, 16]  # parts of 24, 8 and 16 keep 8 each
     torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
