@@ -302,8 +302,9 @@ def removal_for_keep(
 
     Layers of one coupled group must agree (their group is pruned once); the count is in the
     producer's own channels, so e.g. a pixel-shuffle producer keeps a multiple of r^2. With ``round_to > 1``,
-    where split convs each make or read part of a listed layer's channels, every part keeps a multiple of
-    ``round_to`` (or at most one block, or all of it): up to a block per part more than asked may stay.
+    where layers each make or read only part of a listed layer's channels (split convs, a concatenation) and some
+    part is wider than ``round_to``, every part keeps a multiple of it or all of it (:func:`_pick_aligned`): up to
+    ``round_to`` channels per part more than asked may stay.
     """
     out: Removal = {}
     want: dict[tuple[int, frozenset[int]], tuple[str, int]] = {}
@@ -326,12 +327,13 @@ def removal_for_keep(
         # removed counts, and the channels they decide stay as they left them
         done = units & decided.setdefault(gid, set())
         need = remove - len(units & set(out.get(gid, [])))
-        group_scores = scores.get(gid, torch.zeros(g.size))
-        picked = _pick(g, group_scores, need, set(units - done), out.get(gid, []), round_to=1 if done else round_to)
+        group_scores, allowed = scores.get(gid, torch.zeros(g.size)), set(units - done)
+        picked = _pick(g, group_scores, need, allowed, out.get(gid, []), round_to=1 if done else round_to)
         if done and (need < 0 or len(picked) < need):
             raise ConfigError(f"keep count {k} for '{fqn}' conflicts with the coupled layers listed before it (group "
                               f"{gid}), which decide {len(done)} of its {len(units)} channel units: omit it")
-        if len(picked) < need and len(_pick(g, group_scores, need, set(units), out.get(gid, []))) < need:
+        # an aligned pick may leave up to a block per part more than asked; short without alignment is protection
+        if len(picked) < need and len(_pick(g, group_scores, need, allowed, out.get(gid, []))) < need:
             raise BudgetError(f"'{fqn}' can drop only {len(picked)} of the {remove} channels asked (protected)")
         decided[gid] |= units
         if picked:
