@@ -379,7 +379,8 @@ def render(data: dict[str, Any]) -> str:
         tp = "; ".join(f"{b['ratio']:.3f} -> {b['latency_ratio']:.3f}x" for b in r["torch_pruning_search"]["bisection"])
         lines.append(f"- {r['model']} ({'x'.join(map(str, r['input']))}, objective {r['objective']}): {tries}. "
                      f"Table: {t['groups']} groups, {_timings(t)}, {t['seconds']} s; whole model "
-                     f"{r['original_ms']:.1f} ms vs the table's {t['base_ms']:.1f} ms{_speed_change(r)}. "
+                     f"{r['original_ms']:.1f} ms vs the table's {t.get('whole_ms') or t['base_ms']:.1f} ms"
+                     f"{_speed_change(r)}. "
                      f"TP: {tp or '-'}.")
     lines += ["", "Read with care: a shared 2-core VM (measurements of one model in two interleaved runs differ by "
               "a few % idle, by up to 30 % at the loads in the last column); random weights, so no accuracy here (see the ResNet-56 table); (a)'s final latency is "

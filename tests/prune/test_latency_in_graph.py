@@ -44,6 +44,7 @@ def test_every_layer_of_real_models_is_read_inside_the_graph(make) -> None:
     layers = {n for n, m in model.named_modules() if isinstance(m, TIMED_LAYERS)}
     assert table.source == "in-graph" and {n.removesuffix(nodes_mod.AFTER) for n in table.layer_ms} == layers
     assert table.base_ms > 0 and table.timings > 1  # the original and the pruned models profiled
+    assert table.whole_ms > 0 and table.built_ms == table.whole_ms  # the original run unprofiled too
     # the dispatch floor is never above a layer seen in the graph (a probe conv timed in a graph of its own was 10x
     # slower than mobilenetv3's squeeze-excite convs in theirs, and every layer under it looked unprunable)
     seen = [v for g in table.groups for layer, p in zip(g.layers, g.parts, strict=True) if not layer.endswith(nodes_mod.AFTER)
@@ -137,7 +138,8 @@ def test_a_profile_at_0_ms_is_not_a_table(monkeypatch, caplog) -> None:
     real = nodes_mod.profile_nodes_interleaved
 
     def zeroed(models, example, **kw):  # type: ignore[no-untyped-def]
-        return {k: [dataclasses.replace(nd, ms=0.0) for nd in v] for k, v in real(models, example, **kw).items()}
+        nodes, whole = real(models, example, **kw)
+        return {k: [dataclasses.replace(nd, ms=0.0) for nd in v] for k, v in nodes.items()}, whole
 
     monkeypatch.setattr(nodes_mod, "profile_nodes_interleaved", zeroed)
     with caplog.at_level(logging.WARNING, logger=lt.__name__):

@@ -397,7 +397,7 @@ def test_latency_search_says_when_the_machine_changed_under_its_table(monkeypatc
     """The original timed far from the table's whole-model time: recorded, and one warning that says what to do."""
     from slimcnn.prune import _latency_table
 
-    monkeypatch.setattr(_latency_table.LatencyTable, "base_ms", property(lambda t: 10.0))  # the table's original
+    monkeypatch.setattr(_latency_table.LatencyTable, "built_ms", property(lambda t: 10.0))  # the table's original
     with caplog.at_level("WARNING", logger="slimcnn.prune._latency_prune"):
         steady, _ = _fixed_table_search(monkeypatch, [0.68], original_ms=10.5)
     assert steady.table_drift == pytest.approx(1.05) and not caplog.records

@@ -51,7 +51,8 @@ class NodeTime:
 
 
 def profile_nodes_interleaved(models: Mapping[str, nn.Module], example_input: ExampleInput, *,
-                              threads: int | None = None, warmup: int = 3, runs: int = 15) -> dict[str, list[NodeTime]]:
+                              threads: int | None = None, warmup: int = 3,
+                              runs: int = 15) -> tuple[dict[str, list[NodeTime]], float]:
     """Per-node kernel times of each model on ONNX Runtime (CPU), the models timed interleaved.
 
     Args:
@@ -62,7 +63,8 @@ def profile_nodes_interleaved(models: Mapping[str, nn.Module], example_input: Ex
         runs: timed rounds.
 
     Returns:
-        name -> its nodes in execution order, less the profiler's per-node cost (see the module notes).
+        (name -> its nodes in execution order, less the profiler's per-node cost (see the module notes); the first
+        model's median ms run unprofiled in the same rounds).
 
     Raises:
         ExportError: a model cannot be exported to ONNX.
@@ -81,9 +83,9 @@ def profile_nodes_interleaved(models: Mapping[str, nn.Module], example_input: Ex
                    "unprofiled": wall_timed(functools.partial(plain.run, None, ort_feed(plain, example_input)))}
         wall = round_robin(runners, warmup=warmup, runs=runs)["unprofiled"]
         timed = {n: _node_times(Path(sessions[n].end_profiling()), warmup) for n in names}
-    first = timed[names[0]]
-    cost = max(0.0, (sum(nd.ms for nd in first) - float(np.median(wall))) / max(len(first), 1))
-    return {n: [dataclasses.replace(nd, ms=max(0.0, nd.ms - cost)) for nd in nodes] for n, nodes in timed.items()}
+    first, wall_ms = timed[names[0]], float(np.median(wall))
+    cost = max(0.0, (sum(nd.ms for nd in first) - wall_ms) / max(len(first), 1))
+    return {n: [dataclasses.replace(nd, ms=max(0.0, nd.ms - cost)) for nd in nodes] for n, nodes in timed.items()}, wall_ms
 
 
 def _node_times(path: Path, warmup: int) -> list[NodeTime]:

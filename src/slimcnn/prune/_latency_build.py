@@ -166,7 +166,7 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
     times = _in_graph_times(models, x, runtime=runtime, threads=threads, warmup=warmup, runs=runs)
     if times is None:
         return None
-    timed, other, floor = times
+    timed, other, floor, whole = times
     for _g, _w, axes in plan:  # the nodes run after a layer follow the groups of that layer
         axes.update({layer + AFTER: roles for layer, roles in list(axes.items())})
     cut: dict[tuple[int, int], set[str]] = {k: set() for k in models}
@@ -185,12 +185,13 @@ def _profile_in_graph(model: nn.Module, x: torch.Tensor, graph: ChannelGraph, *,
     curves = tuple(_curve(g, w, axes, [[timed[(colour[g.id], k)][layer] for k in range(len(w) - 1)] + [layer_ms[layer]]
                                        for layer in axes]) for g, w, axes in plan)
     return {"layer_ms": layer_ms, "groups": curves, "timings": len(models), "other_ms": other, "floor_ms": floor,
-            "source": "in-graph"}
+            "whole_ms": whole, "source": "in-graph"}
 
 
 def _in_graph_times(models: Mapping[tuple[int, int], nn.Module], x: torch.Tensor, *, runtime: str, threads: int,
-                    warmup: int, runs: int) -> tuple[dict[tuple[int, int], dict[str, float]], float, float] | None:
-    """``({model key: {layer: ms, layer + AFTER: ms}}, the original's ms before its first layer, a node's floor)``,
+                    warmup: int, runs: int) -> tuple[dict[tuple[int, int], dict[str, float]], float, float, float] | None:
+    """``({model key: {layer: ms, layer + AFTER: ms}}, the original's ms before its first layer, a node's floor, the
+    original's whole ms unprofiled (0 on PyTorch eager, whose hooks time the whole forward))``,
     every model timed inside its whole forward, interleaved: ONNX Runtime's per-node profile mapped onto the layers
     (None when it cannot be), or PyTorch eager's layer hooks (:func:`slimcnn.measure._nodes.time_layers_interleaved`).
     The floor is the dispatch no cut removes: the time of a one-pixel 8-channel 1x1 conv timed the same way, or of the
@@ -213,11 +214,11 @@ def _in_graph_times(models: Mapping[tuple[int, int], nn.Module], x: torch.Tensor
         floor = time_layers_interleaved({"floor": probe_model}, probe_x, threads=threads, warmup=warmup,
                                         runs=runs)["floor"][0]["0"]
         times = {k: hooked[str(k)][0] for k in models}
-        return times, hooked[str((-1, -1))][1], min(floor, _fastest_layer(times))
+        return times, hooked[str((-1, -1))][1], min(floor, _fastest_layer(times)), 0.0
     try:
-        nodes = profile_nodes_interleaved(named, x, threads=threads, warmup=warmup, runs=runs)
+        nodes, whole = profile_nodes_interleaved(named, x, threads=threads, warmup=warmup, runs=runs)
         probe = profile_nodes_interleaved({"floor": probe_model}, probe_x, threads=threads, warmup=warmup,
-                                          runs=runs)["floor"]
+                                          runs=runs)[0]["floor"]
     except Exception as e:  # noqa: BLE001 - any export or profiler failure: time the layers alone instead
         log.warning("profiling the model in ONNX Runtime failed (%s); timing its layers alone", e)
         return None
@@ -234,7 +235,7 @@ def _in_graph_times(models: Mapping[tuple[int, int], nn.Module], x: torch.Tensor
     if sum(timed[(-1, -1)].values()) + other <= 0:  # the profiler's cost estimate ate every node (a cold single run)
         log.warning("ONNX Runtime's profile of the model came out at 0 ms (too few runs?); timing its layers alone")
         return None
-    return timed, other, min(sum(nd.ms for nd in probe if NODE_KINDS.get(nd.op) == "conv"), _fastest_layer(timed))
+    return timed, other, min(sum(nd.ms for nd in probe if NODE_KINDS.get(nd.op) == "conv"), _fastest_layer(timed)), whole
 
 
 def _fastest_layer(timed: Mapping[tuple[int, int], Mapping[str, float]]) -> float:

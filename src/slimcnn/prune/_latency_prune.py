@@ -89,12 +89,12 @@ class LatencyPruneResult:
 
     @property
     def table_drift(self) -> float | None:
-        """The original's median ms in the checks over the table's (in-graph tables: ``base_ms`` is the original's
-        whole-model time when the table was built); ``None`` for tables of layers timed alone."""
+        """The original's median ms in the checks over its time when the in-graph table was built (``whole_ms``, else
+        the node times' sum ``base_ms``); ``None`` for tables of layers timed alone."""
         ms = [a["original_ms"] for a in self.attempts if "original_ms" in a]
-        if self.table.source != "in-graph" or not ms or self.table.base_ms <= 0:
+        if self.table.source != "in-graph" or not ms or self.table.built_ms <= 0:
             return None
-        return statistics.median(ms) / self.table.base_ms
+        return statistics.median(ms) / self.table.built_ms
 
     def details(self) -> dict[str, Any]:
         """JSON-ready summary for a result's ``details``."""
@@ -102,7 +102,8 @@ class LatencyPruneResult:
         return {"latency_target": self.target_ratio, "latency_knapsack_target": self.selection.target_ratio,
                 "latency_table_drift": self.table_drift,
                 "latency_predicted_ratio": self.selection.predicted_ratio,
-                "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms, "source": t.source,
+                "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms,
+                                  "whole_ms": t.whole_ms, "source": t.source,
                                   "runtime": t.runtime, "threads": t.threads, "block": t.block,
                                   "seconds": round(self.table_seconds, 3), "key": t.key},
                 "latency_widths": self.selection.widths, "latency_attempts": list(self.attempts),
@@ -238,8 +239,8 @@ def prune_for_latency_(
 
 def drift_message(result: LatencyPruneResult) -> str:
     """One line: the original's time now and when the table was built, and what to do."""
-    now = (result.table_drift or 0.0) * result.table.base_ms
-    return (f"the original ran at {now:.3g} ms in these timings but {result.table.base_ms:.3g} ms when its latency "
+    now = (result.table_drift or 0.0) * result.table.built_ms
+    return (f"the original ran at {now:.3g} ms in these timings but {result.table.built_ms:.3g} ms when its latency "
             f"table was built ({result.table_drift:.2f}x): the machine is busier or clocked differently now, so the "
             "table's predictions may not hold; time on an idle machine, or delete the table cache "
             "(latency_tables.json under $SLIMCNN_CACHE_DIR or ~/.cache/slimcnn) to rebuild it")

@@ -99,6 +99,10 @@ class LatencyTable:
     other_ms: float = 0.0
     """Profiled: the nodes run before the first conv/linear layer, held constant (the nodes after a layer are the
     pseudo-layer ``layer + "+"``)."""
+    whole_ms: float = 0.0
+    """Profiled: the unpruned model's whole time, run unprofiled in the same rounds (what the checks time; the node
+    times of :attr:`base_ms` add up to more on small models, whose nodes the profiler's cost estimate cannot go
+    below 0 on); 0 when not known (tables of layers timed alone, PyTorch eager)."""
     call_ms: float = 0.0
     """Timed alone: the runtime's per-call cost subtracted from every timing (a one-channel 1x1 conv)."""
     source: str = "in-graph"
@@ -109,6 +113,11 @@ class LatencyTable:
     def base_ms(self) -> float:
         """The unpruned model's time in the table: the denominator of :meth:`predict_ratio`."""
         return float(sum(self.layer_ms.values())) + self.other_ms
+
+    @property
+    def built_ms(self) -> float:
+        """The original's whole time when the table was built: :attr:`whole_ms` where known, else :attr:`base_ms`."""
+        return self.whole_ms if self.whole_ms > 0 else self.base_ms
 
     @functools.cached_property
     def _by_name(self) -> dict[str, GroupLatency]:
