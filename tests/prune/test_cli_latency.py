@@ -21,6 +21,8 @@ from slimcnn.cli import main
     (["--macs", "0.5x", "--latency-objective", "importance"], "--latency-objective sets what the latency knapsack"),
     (["--macs", "0.5x", "--params", "0.5x"], "--params is a budget of the latency knapsack: give --latency 0.5x too"),
     (["--latency", "0.5x", "--params", "2x"], "--params 2x"),
+    (["--latency", "0.5x", "--tries", "0"], "--tries must be >= 1, got 0"),
+    (["--macs", "0.5x", "--tries", "3"], "--tries sets how many selections --latency times"),
 ])
 def test_latency_option_is_validated_before_loading(tmp_path, capsys, args, needle) -> None:
     assert main(["prune", "file:/nonexistent/model.pt", *args, "--out", str(tmp_path / "o")]) == 2
@@ -157,3 +159,12 @@ def test_a_pruned_model_measured_slower_gets_a_warning_naming_what_prunes_for_ti
     no_timing = result(11.0, 12.0)
     no_timing.after.cost.latency = None  # --no-latency
     assert _slower(no_timing) is None
+
+
+def test_tries_bounds_the_selections_timed(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("SLIMCNN_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "p"
+    rc = main(["prune", "slimcnn:lenet5", "--latency", "0.3x", "--tries", "1", "--out", str(out), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert rc in (0, 1) and result["options"]["latency_tries"] == 1
+    assert len(result["details"]["latency_attempts"]) == 1  # 0.3x of LeNet-5 is rarely met first: the default retries

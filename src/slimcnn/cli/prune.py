@@ -58,6 +58,7 @@ def prune_cmd(
     runtime: str = typer.Option("onnxruntime", "--runtime", help="Where latency is measured: onnxruntime (CPU) or torch (PyTorch eager, CPU); the latency table, --latency and the before/after comparison all use it."),
     threads: int | None = typer.Option(None, "--threads", help="Runtime threads for every latency measured (default: physical cores); part of the latency table's key."),
     latency_objective: str | None = typer.Option(None, "--latency-objective", help="With --latency, what the knapsack keeps: macs (default: each channel's importance weighted by its group's MACs per channel, so the channels that cost the most time per MAC go) or importance (HALP's unweighted importance: keeps the most channels)."),
+    latency_tries: int | None = typer.Option(None, "--tries", help="With --latency: selections timed whole against the original at most (default 4); more narrows the search where timings spread (sub-millisecond models)."),
     params: str | None = typer.Option(None, "--params", help="With --latency: parameter budget as well, 0.6x (of the original) or 1M; the knapsack honours every budget given at once or says which it cannot meet."),
     scope: str = typer.Option("local", "--scope", help="local (same ratio per group) or global ranking."),
     round_to_text: str = typer.Option("1", "--round-to", help="Round kept widths up to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
@@ -99,6 +100,7 @@ def prune_cmd(
     target = macs_keep(macs) if macs else None
     lat_target = latency_keep(latency) if latency else None
     objective = _latency_objective(latency_objective, latency)
+    tries = _latency_tries(latency_tries, latency)
     params_target = _params_budget(params, latency)
     if latency is not None and granularity != "filter":
         raise ConfigError(f"--latency works with --granularity filter only, got '{granularity}'")
@@ -131,7 +133,7 @@ def prune_cmd(
         if groups < 2:
             raise ConfigError(f"--groups must be >= 2, got {groups}")
     options = {"criterion": criterion, "granularity": granularity, "groups": groups if granularity == "grouped" else None,
-               "ratio": ratio, "macs": macs, **({"latency_target": latency, "latency_objective": objective} if latency else {}), **({"params": params} if params else {}), "scope": scope, "round_to": round_to, "exclude": list(exclude),
+               "ratio": ratio, "macs": macs, **({"latency_target": latency, "latency_objective": objective, "latency_tries": tries} if latency else {}), **({"params": params} if params else {}), "scope": scope, "round_to": round_to, "exclude": list(exclude),
                "reduce": reduce, "task": task, "calib": calib, "compensate": compensate, "limit": limit, "seed": seed,
                "arch": arch, "scale": scale, "input": input, "latency": not no_latency,
                **({"runtime": runtime} if runtime != "onnxruntime" else {}),
@@ -155,8 +157,8 @@ def prune_cmd(
                                                            target=target, scope=scope, round_to=round_to,
                                                            exclude=exclude, reduce=reduce, calib=calib, seed=seed,
                                                            compensate=compensate, latency=lat_target,
-                                                           objective=objective, params=params_target, runtime=runtime,
-                                                           threads=threads)
+                                                           objective=objective, tries=tries, params=params_target,
+                                                           runtime=runtime, threads=threads)
         else:
             new_model, plan_step, details = _prune_kernels(loaded, example, granularity, criterion=criterion,
                                                            ratio=ratio, groups=groups)
@@ -190,7 +192,7 @@ def prune_cmd(
 
 def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, ratio: float | None, target: Any,
                    scope: str, round_to: int, exclude: list[str], reduce: str, calib: int, seed: int,
-                   compensate: bool, latency: Any = None, objective: str = "macs",
+                   compensate: bool, tries: int, latency: Any = None, objective: str = "macs",
                    params: Any = None, runtime: str = "onnxruntime",
                    threads: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
     import copy
@@ -219,7 +221,7 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
                                   "give a smaller target")
         lat = prune_for_latency_(new_model, example, frac, criterion=criterion, exclude=exclude, reduce=reduce,  # type: ignore[arg-type]
                                  task=task_obj, calib=calib, seed=seed, source=loaded.source, macs=macs_frac,
-                                 params=params_frac, objective=objective, compensate=compensate,  # type: ignore[arg-type]
+                                 params=params_frac, objective=objective, compensate=compensate, tries=tries,  # type: ignore[arg-type]
                                  runtime=runtime, threads=threads)  # type: ignore[arg-type]
         if not lat.selection.feasible and lat.selection.predicted_ratio > frac:
             note(f"note: the latency table predicts at best {lat.selection.predicted_ratio:.3f}x, above the "
@@ -261,6 +263,20 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
                  "(kept widths move in whole blocks)")
     step = PlanStep("prune_channels", tuple(outcome.plan.layers), outcome.plan.to_dict())
     return new_model, step, details
+
+
+def _latency_tries(tries: int | None, latency: str | None) -> int:
+    """``--tries``, checked: only with ``--latency``, at least 1; :data:`~slimcnn.prune._latency_prune.TRIES` when not
+    given."""
+    from slimcnn.prune._latency_prune import TRIES
+
+    if tries is None:
+        return TRIES
+    if latency is None:
+        raise ConfigError("--tries sets how many selections --latency times: give --latency 0.5x too")
+    if tries < 1:
+        raise ConfigError(f"--tries must be >= 1, got {tries}")
+    return tries
 
 
 def _latency_objective(objective: str | None, latency: str | None) -> str:

@@ -69,6 +69,8 @@ MARGIN = 0.01
 a try measured right at the target passed that second timing about half the time (ResNet-20 at 8x3x32x32,
 ``--latency 0.7x``: kept try 0.697x, the written model 0.714x)."""
 OBJECTIVES = ("macs", "importance")
+TRIES = 4
+"""Selections timed at most by default (``slimcnn prune --tries``)."""
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,7 @@ def prune_for_latency_(
     calib: int = 8,
     seed: int = 0,
     source: str = "",
-    tries: int = 4,
+    tries: int = TRIES,
     runs: int = 20,
     threads: int | None = None,
     cache: bool = True,
