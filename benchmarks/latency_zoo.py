@@ -1,7 +1,8 @@
 """Latency-aware pruning across the timm sweep: does every design build an in-graph table and reach the target?
 
 Run: ``.venv/bin/python benchmarks/latency_zoo.py [--models mixnet_s ...] [--target 0.6] [--tries 3]``.
-Writes/updates ``benchmarks/results/latency_zoo.{md,json}`` (entries merged by model).
+Writes/updates ``benchmarks/results/latency_zoo_<target>x.{md,json}`` (one file per target and input side; entries
+merged by model).
 
 For each timm model of ``tests/prune/test_zoo.py``'s ``TIMM`` list (random weights, built with pretrained=False,
 1x3x128x128): :func:`slimcnn.prune.prune_for_latency_` at ``--target`` (L1 criterion, 2 ONNX Runtime threads, the
@@ -27,7 +28,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-JSON_PATH = RESULTS / "latency_zoo.json"
 sys.path.insert(0, str(ROOT / "tests" / "prune"))
 
 
@@ -55,11 +55,17 @@ def run_one(name: str, target: float, tries: int, side: int) -> dict[str, Any]:
             "params": sum(p.numel() for p in model.parameters()) / max(params0, 1)}
 
 
+def results_path(target: float, side: int) -> Path:
+    """One results file per target (and input side, when not 128): runs at another target never overwrite it."""
+    return RESULTS / f"latency_zoo_{target:g}x{'' if side == 128 else f'_{side}px'}.json"
+
+
 def write(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
     from test_zoo import TIMM
 
     order = [n for n in TIMM if n in rows] + sorted(set(rows) - set(TIMM))
-    JSON_PATH.write_text(json.dumps({**meta, "rows": [rows[n] for n in order]}, indent=1) + "\n")
+    path = results_path(meta["target"], meta["side"])
+    path.write_text(json.dumps({**meta, "rows": [rows[n] for n in order]}, indent=1) + "\n")
     met = sum(1 for r in rows.values() if r.get("met"))
     lines = [f"# Latency-aware pruning across the timm sweep ({meta['target']}x latency target)", "",
              f"Machine: {meta['machine']}; torch {meta['torch']}, ONNX Runtime {meta['onnxruntime']}, timm "
@@ -78,7 +84,7 @@ def write(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
         tries = "; ".join(f"{a:.2f}->{b:.2f}->{c:.2f}" for a, b, c in r["tries"])
         lines.append(f"| {n} | {r['source']} | {r['groups']} | {r['table_s']} | {tries} | {r['measured']:.3f}x | "
                      f"{r['macs']:.3f}x | {r['params']:.3f}x | {'yes' if r['met'] else '**NOT met**'} |")
-    JSON_PATH.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -95,9 +101,9 @@ def main() -> None:
 
     from slimcnn.measure import cpu_model
 
-    old = json.loads(JSON_PATH.read_text()) if JSON_PATH.exists() else {}
-    same = old.get("target") == args.target and old.get("side") == args.side
-    rows = {r["model"]: r for r in old.get("rows", [])} if same else {}
+    path = results_path(args.target, args.side)
+    old = json.loads(path.read_text()) if path.exists() else {}
+    rows = {r["model"]: r for r in old.get("rows", [])}
     meta = {"target": args.target, "side": args.side, "tries": args.tries, "machine": cpu_model(),
             "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "timm": timm.__version__,
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}

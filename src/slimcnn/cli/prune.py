@@ -61,7 +61,7 @@ def prune_cmd(
     latency_tries: int | None = typer.Option(None, "--tries", help="With --latency: selections timed whole against the original at most (default 4); more narrows the search where timings spread (sub-millisecond models)."),
     params: str | None = typer.Option(None, "--params", help="With --latency: parameter budget as well, 0.6x (of the original) or 1M; the knapsack honours every budget given at once or says which it cannot meet."),
     scope: str = typer.Option("local", "--scope", help="local (same ratio per group) or global ranking."),
-    round_to_text: str = typer.Option("1", "--round-to", help="Round kept widths up to a multiple of N; 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
+    round_to_text: str = typer.Option("1", "--round-to", help="Round kept widths up to a multiple of N (every part a split conv or a concatenation's producer makes or reads, too); 'auto' = ONNX Runtime's channel block on this CPU (16 with AVX-512, 8 with AVX2)."),
     exclude: list[str] = typer.Option([], "--exclude", help="fnmatch pattern of layers whose groups stay (repeatable)."),
     reduce: str = typer.Option("sum", "--reduce", help="Group score over members: sum, mean or max."),
     task: str | None = typer.Option(None, "--task", help="classification, sr or detection (default: the model's own task); with --data it adds the metric (taylor/chip need it)."),
