@@ -4,17 +4,23 @@ Run: ``.venv/bin/python benchmarks/latency_protocol.py [--models resnet20 mobile
 Writes ``benchmarks/results/latency_protocol.{md,json}``.
 
 slimcnn reports a pruned model's latency as a ratio to the original from :func:`slimcnn.measure.compare_latency`:
-both ONNX Runtime sessions in one process, one call of each in turn. A session's idle workers must not busy-wait
+the ONNX Runtime sessions in one process, the models taking turns. A session's idle workers must not busy-wait
 on the cores the other session needs, so its workers spin only inside a run and are parked when it returns
 (``spin="in-run"``, ``session.force_spinning_stop=1``). Until 2026-12-04 they were never allowed to spin
-(``session.intra_op.allow_spinning=0``): then every parallel node of a run had to wake a sleeping worker. A
-deployment usually runs one model alone with ONNX Runtime's default, spinning always. This benchmark measures the
-same original/pruned pair (L1, every group -50 %) under three protocols, ``--repeats`` times each (fresh
-sessions every repeat, the protocols' order rotating), on the physical cores:
+(``session.intra_op.allow_spinning=0``): then every parallel node of a run had to wake a sleeping worker. Until
+2026-12-06 a turn was one timed call, which runs on the caches the other models' calls left; now a turn is an
+untimed call and a timed one (``round_robin``'s ``calls_per_turn=2``). A deployment usually runs one model alone
+with ONNX Runtime's default, spinning always. This benchmark measures the same original/pruned pair (L1, every
+group -50 %) under these protocols, ``--repeats`` times each (fresh sessions every repeat, the protocols' order
+rotating), on the physical cores:
 
-* ``interleaved, spin in run``: ``compare_latency`` (what ``slimcnn prune --latency``, the latency table and
-  every latency benchmark measure now);
-* ``interleaved, no spin``: the same round robin with ``spin="never"`` (the protocol before 2026-12-04);
+* ``primed turns``: ``compare_latency`` (what ``slimcnn prune --latency``, the latency table and every latency
+  benchmark measure now);
+* ``cold turns``: the same round robin, one timed call per turn (the protocol until 2026-12-06);
+* ``primed, 4 models`` / ``cold, 4 models``: the same two with two more pruned copies (L1 -25 % and -75 %) taking
+  turns, as in ``latency_aware.py``'s four-way timings: how much the number of models timed together moves a
+  ratio;
+* ``cold, no spin``: one timed call per turn with ``spin="never"`` (the protocol until 2026-12-04);
 * ``alone, spin`` (ONNX Runtime's default, the deployment): each model alone, ``--warmup`` calls then ``--runs``
   timed calls, the two models back to back (their order alternating between repeats).
 
@@ -48,7 +54,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 EXTRA = {"resnet20": ("slimcnn:resnet20", (8, 3, 32, 32))}
 """Models beyond graph_vs_torch_pruning's: ResNet-20 at batch 8 is the small model of the latency issue."""
 DEFAULT_MODELS = ["resnet20", "mobilenet_v2", "resnet50"]
-PROTOCOLS = ("interleaved, spin in run", "interleaved, no spin", "alone, spin")
+PROTOCOLS = ("primed turns", "cold turns", "primed, 4 models", "cold, 4 models", "cold, no spin", "alone, spin")
 
 
 def _model(name: str) -> tuple[nn.Module, tuple[int, ...]]:
@@ -64,26 +70,32 @@ def run(name: str, repeats: int, warmup: int, runs: int, threads: int) -> dict[s
     torch.manual_seed(0)
     original, shape = _model(name)
     x = torch.randn(*shape)
-    pruned = copy.deepcopy(original)
-    prune_model_(pruned, x, criterion="l1", prune_ratio=0.5)
+    pruned, *crowd = (copy.deepcopy(original) for _ in range(3))
+    for m, ratio in ((pruned, 0.5), (crowd[0], 0.25), (crowd[1], 0.75)):
+        prune_model_(m, x, criterion="l1", prune_ratio=ratio)
     ratios: dict[str, list[float]] = {p: [] for p in PROTOCOLS}
     original_ms: dict[str, list[float]] = {p: [] for p in PROTOCOLS}
     load = [os.getloadavg()[0]]
+
+    def turns(models: list[nn.Module], calls: int, spin: str) -> tuple[float, float]:
+        fns = {str(i): wall_timed(make_runner(m, x, runtime="onnxruntime", threads=threads, spin=spin))  # type: ignore[arg-type]
+               for i, m in enumerate(models)}
+        ms = round_robin(fns, warmup=warmup, runs=runs, calls_per_turn=calls)
+        return statistics.median(ms["0"]), statistics.median(ms["1"])
+
     for r in range(repeats):
         for p in PROTOCOLS[r % len(PROTOCOLS):] + PROTOCOLS[: r % len(PROTOCOLS)]:
-            if p == "interleaved, spin in run":
+            if p == "primed turns":
                 lat = compare_latency({"o": original, "p": pruned}, x, runs=runs, warmup=warmup, threads=threads)
                 o, q = lat["o"].median_ms, lat["p"].median_ms
-            elif p == "interleaved, no spin":
-                fns = {k: wall_timed(make_runner(m, x, runtime="onnxruntime", threads=threads, spin="never"))
-                       for k, m in (("o", original), ("p", pruned))}
-                ms = round_robin(fns, warmup=warmup, runs=runs)
-                o, q = statistics.median(ms["o"]), statistics.median(ms["p"])
-            else:
+            elif p == "alone, spin":
                 # each model alone with ONNX Runtime's defaults, back to back, the order alternating
                 pair = [original, pruned] if r % 2 == 0 else [pruned, original]
                 a, b = (measure_latency(m, x, threads=threads, warmup=warmup, runs=runs).median_ms for m in pair)
                 o, q = (a, b) if r % 2 == 0 else (b, a)
+            else:
+                models = [original, pruned, *crowd] if "4 models" in p else [original, pruned]
+                o, q = turns(models, 2 if p.startswith("primed") else 1, "never" if "no spin" in p else "in-run")
             ratios[p].append(q / o)
             original_ms[p].append(o)
         print(f"[{name}] repeat {r + 1}: " + ", ".join(f"{p} {ratios[p][-1]:.3f}" for p in PROTOCOLS), flush=True)
@@ -93,13 +105,13 @@ def run(name: str, repeats: int, warmup: int, runs: int, threads: int) -> dict[s
 
 def render(data: dict[str, Any]) -> str:
     env = data["environment"]
-    lines = ["# Latency ratio of a pruned model (L1, every group -50 %) under three timing protocols", "",
+    lines = [f"# Latency ratio of a pruned model (L1, every group -50 %) under {len(PROTOCOLS)} timing protocols", "",
              f"Machine: {env['cpu']}, {env['cores']} physical cores, ONNX Runtime {env['onnxruntime']} on "
              f"{data['threads']} threads; torch {env['torch']}; {data['date']}. Each repeat: fresh sessions, "
              f"{data['warmup']} warm-up and {data['runs']} timed calls per model; {data['repeats']} repeats, the "
              "protocols' order rotating. Cell: median over repeats of pruned/original (range over repeats); "
              "original ms: median over repeats.", "",
-             "| model (input) | " + " | ".join(PROTOCOLS) + " | original ms (" + " / ".join(PROTOCOLS) + ") | load |",
+             "| model (input) | " + " | ".join(PROTOCOLS) + " | original ms (same order) | load |",
              "|---|" + "---|" * (len(PROTOCOLS) + 2)]
     for m in data["models"]:
         cells = [f"{statistics.median(v):.3f}x ({min(v):.3f}-{max(v):.3f})" for v in m["ratios"].values()]

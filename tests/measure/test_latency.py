@@ -122,15 +122,16 @@ def test_bad_runtime_and_cuda_with_ort() -> None:
 
 def test_compare_latency_round_robin_fake_clock() -> None:
     clock, log = FakeClock(), []
-    a = Sleeper(clock, [0.001], log, "a")
-    b = Sleeper(clock, [0.003], log, "b")
+    # after the warm-up call every turn is two calls, the first slow (cold caches) and untimed
+    a = Sleeper(clock, [0.001, 0.009], log, "a")
+    b = Sleeper(clock, [0.003, 0.009], log, "b")
     out = compare_latency({"a": a, "b": b}, torch.randn(1, 2), runtime="torch", threads=1, warmup=1, runs=4,
                           clock=clock)
     assert list(out) == ["a", "b"]
     assert out["a"].median_ms == pytest.approx(1.0) and out["b"].median_ms == pytest.approx(3.0)
     assert out["b"].median_ms / out["a"].median_ms == pytest.approx(3.0)
-    # warm-up a, b; then rounds alternate the starting model
-    assert log == ["a", "b", "a", "b", "b", "a", "a", "b", "b", "a"]
+    # warm-up a, b; then rounds alternate the starting model, each model called twice a turn (the second timed)
+    assert log == ["a", "b"] + ["a", "a", "b", "b", "b", "b", "a", "a"] * 2
     with pytest.raises(ConfigError):
         compare_latency({}, torch.randn(1, 2))
 

@@ -233,9 +233,20 @@ def wall_timed(fn: Callable[[], Any], clock: Clock = time.perf_counter) -> Calla
     return timed
 
 
-def round_robin(fns: Mapping[str, Callable[[], float]], *, warmup: int, runs: int) -> dict[str, list[float]]:
-    """ms of every ``fns`` entry per round: each warmed up ``warmup`` times, then ``runs`` rounds of one call
-    each, the order rotating from round to round so drift (thermal, other load) hits all of them alike."""
+CALLS_PER_TURN = 2
+"""Calls of one model per turn of :func:`round_robin`; only the last is timed."""
+
+
+def round_robin(fns: Mapping[str, Callable[[], float]], *, warmup: int, runs: int,
+                calls_per_turn: int = CALLS_PER_TURN) -> dict[str, list[float]]:
+    """ms of every ``fns`` entry per round: each warmed up ``warmup`` times, then ``runs`` rounds in which every
+    entry is called ``calls_per_turn`` times in a row and the last call is kept, the order rotating from round to
+    round so drift (thermal, other load) hits all of them alike.
+
+    The untimed first call of a turn brings back into the caches what the other entries' calls evicted: a model
+    timed on the call right after another model's reads slower than it runs on its own, the more so the smaller it
+    is (mobilenet_v2 pruned to 0.46x MACs: 0.48-0.51x the original's latency timed cold, 0.45-0.47x timed
+    this way, 0.42-0.44x timed alone; ``benchmarks/results/latency_protocol.md``)."""
     names = list(fns)
     for n in names:
         for _ in range(warmup):
@@ -244,6 +255,8 @@ def round_robin(fns: Mapping[str, Callable[[], float]], *, warmup: int, runs: in
     for r in range(runs):
         k = r % max(len(names), 1)
         for n in names[k:] + names[:k]:
+            for _ in range(calls_per_turn - 1):
+                fns[n]()
             samples[n].append(fns[n]())
     return samples
 

@@ -25,15 +25,17 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from slimcnn.measure._inputs import ExampleInput
-from slimcnn.measure._latency import eval_mode, resolve_threads, round_robin, wall_timed
+from slimcnn.measure._latency import CALLS_PER_TURN, eval_mode, resolve_threads, round_robin, wall_timed
 from slimcnn.measure._layers import TIMED_LAYERS
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -103,8 +105,13 @@ def _node_times(path: Path, warmup: int) -> list[NodeTime]:
         args = first[node]
         out.append(NodeTime(node, str(args.get("op_name", "")), tuple(_shape(s) for s in args.get("input_type_shape", [])),
                             _shape((args.get("output_type_shape") or [{}])[0]),
-                            float(np.median(durs[warmup:] if len(durs) > warmup else durs))))
+                            float(np.median(_timed_calls(durs, warmup) or durs))))
     return out
+
+
+def _timed_calls(calls: Sequence[T], warmup: int) -> list[T]:
+    """The calls :func:`round_robin` timed, out of every call a model made in it (warm-ups, then whole turns)."""
+    return list(calls[warmup + CALLS_PER_TURN - 1::CALLS_PER_TURN])
 
 
 def _shape(entry: Mapping[str, list[int]]) -> tuple[int, ...]:
@@ -273,7 +280,7 @@ def time_layers_interleaved(models: Mapping[str, nn.Module], example_input: Exam
             h.remove()
     out = {}
     for name, per_run in samples.items():
-        per_run = per_run[warmup:]
+        per_run = _timed_calls(per_run, warmup)
         keys = per_run[0][0].keys() if per_run else ()
         out[name] = ({k: float(np.median([r[0].get(k, 0.0) for r in per_run])) for k in keys},
                      float(np.median([r[1] for r in per_run])) if per_run else 0.0)

@@ -297,7 +297,7 @@ def table_key(model: nn.Module, input_shape: tuple[int, ...], *, runtime: str, t
 
     shape = "x".join(str(d) for d in input_shape)
     return (f"{fingerprint(model)}|{runtime}|{threads}t|cpu:{cpu_model()}|torch{torch.__version__}/"
-            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v15|runs{runs}|exclude{sorted(exclude)}"
+            f"ort{onnxruntime.__version__}|{shape}|block{block}|samples{samples}v16|runs{runs}|exclude{sorted(exclude)}"
             + ("" if in_graph else "|alone"))
 
 
