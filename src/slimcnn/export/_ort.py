@@ -146,8 +146,9 @@ def compare_onnx_latency(models: dict[str, bytes | str | Path], example: torch.T
     """Time ONNX files side by side in one process, interleaved round-robin (fair ratios).
 
     Like :func:`slimcnn.measure.compare_latency`, for models that exist only as ONNX (an int8
-    QDQ model has no torch module): warm-up, then each round times one run of every model, the
-    order rotating from round to round; sessions spin only inside a run (``spin="in-run"``).
+    QDQ model has no torch module): warm-up, then in each round every model runs twice in a row and
+    the second run is timed (:func:`slimcnn.measure._latency.round_robin`), the order rotating from
+    round to round; sessions spin only inside a run (``spin="in-run"``).
 
     Returns:
         name -> :class:`~slimcnn.types.LatencyStats` (median, p10, p90 in ms; ``runtime="onnxruntime"``).

@@ -56,7 +56,7 @@ def time_modules_interleaved(
         runtime: ``"onnxruntime"`` (CPU) or ``"torch"`` (CPU).
         threads: intra-op threads (``None`` = physical cores).
         warmup: untimed calls per module before the rounds.
-        runs: timed rounds (one call of every module per round).
+        runs: timed rounds (every module called twice per round, the second call timed).
         clock: the timer (injectable for tests).
 
     Returns:

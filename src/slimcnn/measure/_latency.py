@@ -342,8 +342,9 @@ def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *
                     clock: Clock = time.perf_counter) -> dict[str, LatencyStats]:
     """Time several models in one process, interleaved round-robin, so their ratios are fair.
 
-    Every model is warmed up, then each round times one call of every model; the order of the
-    models rotates from round to round, so drift (thermal, other load) hits all of them alike.
+    Every model is warmed up, then in each round every model runs twice in a row and the second call is timed
+    (the first brings back what the other models' calls evicted from the caches, :func:`round_robin`); the order
+    of the models rotates from round to round, so drift (thermal, other load) hits all of them alike.
     ONNX Runtime sessions spin only inside a run (``spin="in-run"``, :data:`~slimcnn.measure._onnx.Spin`): as
     deployed between the nodes of a run, parked when it returns so that one model's idle worker threads do not
     busy-wait on the cores the next model needs.
