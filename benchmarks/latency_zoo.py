@@ -49,7 +49,8 @@ def run_one(name: str, target: float, tries: int, side: int) -> dict[str, Any]:
         model(x)  # the pruned model runs
     return {"model": name, "source": r.table.source, "groups": len(r.table.groups),
             "table_s": round(r.table_seconds, 1), "seconds": round(time.perf_counter() - t0, 1),
-            "tries": [[a["knapsack_target"], a["predicted_ratio"], a["measured_ratio"]] for a in r.attempts],
+            "tries": [[a["knapsack_target"], a["predicted_ratio"], a["measured_ratio"], a.get("first_measured_ratio")]
+                      for a in r.attempts],
             "measured": r.measured_ratio, "met": r.measured_ratio <= target,
             "macs": r.outcome.macs_after / max(r.outcome.macs_before, 1),
             "params": sum(p.numel() for p in model.parameters()) / max(params0, 1)}
@@ -73,7 +74,8 @@ def write(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
              f"{meta['tries']} tries, tables rebuilt. Last run {meta['date']}.", "",
              f"**{met} of {len(rows)} met the target** (the applied try's check timing; a written model is timed "
              "again by `slimcnn prune` and can land a few % either way on this VM).", "",
-             "Tries: knapsack target -> table prediction -> measured (whole model, interleaved with the original).",
+             "Tries: knapsack target -> table prediction -> measured (whole model, interleaved with the original; "
+             "\"again\": the try contradicted another and both were timed again together).",
              "", "| model | table | groups | table s | tries | measured | MACs | params | met |",
              "|---|---|---:|---:|---|---:|---:|---:|---|"]
     for n in order:
@@ -81,7 +83,8 @@ def write(rows: dict[str, dict[str, Any]], meta: dict[str, Any]) -> None:
         if "error" in r:
             lines.append(f"| {n} | - | - | - | {r['error']} | - | - | - | error |")
             continue
-        tries = "; ".join(f"{a:.2f}->{b:.2f}->{c:.2f}" for a, b, c in r["tries"])
+        tries = "; ".join(f"{t[0]:.2f}->{t[1]:.2f}->" + (f"{t[3]:.2f} (again {t[2]:.2f})" if t[3:] and t[3] else
+                                                          f"{t[2]:.2f}") for t in r["tries"])
         lines.append(f"| {n} | {r['source']} | {r['groups']} | {r['table_s']} | {tries} | {r['measured']:.3f}x | "
                      f"{r['macs']:.3f}x | {r['params']:.3f}x | {'yes' if r['met'] else '**NOT met**'} |")
     path.with_suffix(".md").write_text("\n".join(lines) + "\n")

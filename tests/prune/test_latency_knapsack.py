@@ -356,7 +356,8 @@ def test_nodes_a_cut_brings_in_cost_time() -> None:
 def _fixed_table_search(monkeypatch, measured: list[float], original_ms: float = 1.0):
     """``prune_for_latency_(model, x, 0.7)`` on a small conv stack with a synthetic table (every layer 4 ms, linear
     in the kept width: the knapsack's answers do not depend on this machine's timing) and checks that measure
-    ``measured`` in turn, the original at ``original_ms``; returns (result, the ratios the checks measured)."""
+    ``measured`` in turn (one per model timed beside the original), the original at ``original_ms``; returns
+    (result, the ratios the checks measured)."""
     from types import SimpleNamespace
 
     import slimcnn.measure as measure
@@ -374,10 +375,12 @@ def _fixed_table_search(monkeypatch, measured: list[float], original_ms: float =
     ratios = iter(measured)
     calls: list[float] = []
 
-    def fake_compare(models, x, **kw):
-        calls.append(next(ratios))
-        return {"original": SimpleNamespace(median_ms=original_ms),
-                "pruned": SimpleNamespace(median_ms=calls[-1] * original_ms)}
+    def fake_compare(models, x, **kw):  # the next ratio for every model but the original, in their order
+        out = {"original": SimpleNamespace(median_ms=original_ms)}
+        for name in list(models)[1:]:
+            calls.append(next(ratios))
+            out[name] = SimpleNamespace(median_ms=calls[-1] * original_ms)
+        return out
 
     monkeypatch.setattr(measure, "compare_latency", fake_compare)
     return prune_for_latency_(model, x, 0.7, cache=False), calls
@@ -391,6 +394,21 @@ def test_latency_search_aims_under_the_target(monkeypatch) -> None:
     assert calls == [0.697, 0.686]  # 0.697 is within 0.7 but above the aim; 0.686 lands in the aim's band
     assert res.measured_ratio == pytest.approx(0.686) and 0.7 - MARGIN - 0.02 <= res.measured_ratio <= 0.7 - MARGIN
     assert res.attempts[0]["knapsack_target"] == pytest.approx(0.7 - MARGIN)  # the first try aims at the aim too
+
+
+def test_latency_search_times_two_contradicting_checks_again(monkeypatch) -> None:
+    """A pick predicted faster that measures slower than an earlier one (a jump of the timing, not of the model) sends
+    both to one more timing side by side, and the search goes on from that timing."""
+    res, calls = _fixed_table_search(monkeypatch, [0.75, 0.95, 0.74, 0.68])
+    assert calls == [0.75, 0.95, 0.74, 0.68]  # try 1, try 2, then both again in one run
+    first, second = res.attempts
+    assert second["predicted_ratio"] < first["predicted_ratio"]
+    assert (second["first_measured_ratio"], second["measured_ratio"]) == (0.95, 0.68)
+    assert (first["first_measured_ratio"], first["measured_ratio"]) == (0.75, 0.74)
+    assert res.measured_ratio == 0.68  # the re-timed try meets the aim's band and is the one applied
+    # consistent checks are not timed again: a faster pick measured faster
+    _, calls = _fixed_table_search(monkeypatch, [0.75, 0.68])
+    assert calls == [0.75, 0.68]
 
 
 def test_latency_search_says_when_the_machine_changed_under_its_table(monkeypatch, caplog) -> None:
