@@ -142,8 +142,9 @@ def test_a_profile_at_0_ms_is_not_a_table(monkeypatch, caplog) -> None:
         return {k: [dataclasses.replace(nd, ms=0.0) for nd in v] for k, v in nodes.items()}, whole
 
     monkeypatch.setattr(nodes_mod, "profile_nodes_interleaved", zeroed)
-    with caplog.at_level(logging.WARNING, logger=lt.__name__):
-        table = lt.build_latency_table(model, x, runs=1, warmup=0, cache=False)
+    with caplog.at_level(logging.WARNING, logger=lt.__name__):  # medians of 5: one call of each layer against one
+        # of the per-call probe came out at 0 ms for every layer once (a hiccup in the probe's only call)
+        table = lt.build_latency_table(model, x, runs=5, warmup=1, cache=False)
     assert table.source == "alone" and table.base_ms > 0 and "0 ms" in caplog.text
 
 

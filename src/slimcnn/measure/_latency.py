@@ -245,8 +245,8 @@ def round_robin(fns: Mapping[str, Callable[[], float]], *, warmup: int, runs: in
 
     The untimed first call of a turn brings back into the caches what the other entries' calls evicted: a model
     timed on the call right after another model's reads slower than it runs on its own, the more so the smaller it
-    is (mobilenet_v2 pruned to 0.46x MACs: 0.48-0.51x the original's latency timed cold, 0.45-0.47x timed
-    this way, 0.42-0.44x timed alone; ``benchmarks/results/latency_protocol.md``)."""
+    is (ResNet-20 at 8x3x32x32, every group -50 %: 0.51x the original's latency timed that way, 0.44x primed, 0.43x
+    each alone; ResNet-50 0.27x in all three; ``benchmarks/results/latency_protocol.md``)."""
     names = list(fns)
     for n in names:
         for _ in range(warmup):

@@ -12,8 +12,8 @@ by linear interpolation between the met and the missed try with the closest knap
 called infeasible (its fastest widths) that still met the target raises the next target to just above the table's
 floor, its prediction for that try: no lower target changes the pick. A try whose check contradicts an earlier
 one (predicted faster, measured slower by more than :data:`NOISE`, or the reverse) is timed again together with
-that one, and both keep the new measurements (one re-timing per try; the tries' records keep the first as
-``first_measured_ratio``). The best try (meeting the aim with the
+that one, and both keep the new measurements (at most one re-timing per try taken; the tries' records keep their
+first measurement as ``first_measured_ratio``). The best try (meeting the aim with the
 most kept value, else the fastest measured) is applied to ``model``. The first try's knapsack target is the aim itself: started at the
 target, 3 of the 5 models of ``benchmarks/latency_aware.py`` missed the aim on their first try at 0.5x, and each
 retry cut MACs faster than latency (README, "Pruning to a latency target").
@@ -290,11 +290,9 @@ def _better(sel: LatencySelection, measured: float, best_sel: LatencySelection, 
 
 
 def _contradicted(attempts: Sequence[dict[str, Any]]) -> int | None:
-    """The earlier try the last one contradicts, if any: one predicted faster (by ``PREDICTION_STEP``) but measured
-    slower by more than ``NOISE``, or the other way round; each try is re-timed once at most."""
+    """The first earlier try the last one contradicts, if any: one predicted faster (by ``PREDICTION_STEP``) but
+    measured slower by more than ``NOISE``, or the other way round."""
     last = attempts[-1]
-    if "first_measured_ratio" in last:
-        return None
     for i, a in enumerate(attempts[:-1]):
         faster, slower = (last, a) if last["predicted_ratio"] < a["predicted_ratio"] else (a, last)
         if (slower["predicted_ratio"] - faster["predicted_ratio"] > PREDICTION_STEP
