@@ -51,6 +51,8 @@ def test_prune_to_a_latency_target_reports_prediction_and_measurement(tmp_path, 
     assert check["limit"] == pytest.approx(0.7 * result["before"]["cost"]["latency"]["median_ms"])
     assert result["met"] == check["met"] == d["latency_target_met"] == (rc == 0)
     assert d["latency_widths"] and d["latency_attempts"]
+    kept = [a for a in d["latency_attempts"] if a["knapsack_target"] == d["latency_knapsack_target"]]
+    assert d["latency_check_ratio"] in [a["measured_ratio"] for a in kept]  # the applied try's own check
     assert d["latency_table"]["timings"] > 0 and d["latency_table"]["key"].startswith(result["plan"]["fingerprint"])
     assert result["after"]["cost"]["macs"] < result["before"]["cost"]["macs"]
     assert (out / "model.pt").exists()
@@ -168,3 +170,15 @@ def test_tries_bounds_the_selections_timed(tmp_path, capsys, monkeypatch) -> Non
     result = json.loads(capsys.readouterr().out)
     assert rc in (0, 1) and result["options"]["latency_tries"] == 1
     assert len(result["details"]["latency_attempts"]) == 1  # 0.3x of LeNet-5 is rarely met first: the default retries
+
+
+def test_a_miss_says_whether_the_search_checked_the_same_widths_under_the_target() -> None:
+    from slimcnn.cli.prune import latency_miss
+
+    base = {"latency_target": 0.5, "latency_measured_ratio": 0.501, "latency_predicted_ratio": 0.529}
+    noise = latency_miss("0.5x", {**base, "latency_check_ratio": 0.482})
+    assert noise.startswith("latency target 0.5x NOT met: the written model measured 0.501x")
+    assert "check of the same widths said 0.482x (table predicted 0.529x)" in noise and "re-run" in noise
+    slow = latency_miss("0.5x", {**base, "latency_measured_ratio": 0.56, "latency_check_ratio": 0.55})
+    assert slow == ("latency target 0.5x NOT met: measured 0.560x of the original (the search's check 0.550x, "
+                    "table predicted 0.529x)")

@@ -113,7 +113,7 @@ class LatencyPruneResult:
         t = self.table
         return {"latency_target": self.target_ratio, "latency_knapsack_target": self.selection.target_ratio,
                 "latency_table_drift": self.table_drift,
-                "latency_predicted_ratio": self.selection.predicted_ratio,
+                "latency_predicted_ratio": self.selection.predicted_ratio, "latency_check_ratio": self.measured_ratio,
                 "latency_table": {"groups": len(t.groups), "timings": t.timings, "base_ms": t.base_ms,
                                   "whole_ms": t.whole_ms, "source": t.source,
                                   "runtime": t.runtime, "threads": t.threads, "block": t.block,
