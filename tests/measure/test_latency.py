@@ -136,6 +136,25 @@ def test_compare_latency_round_robin_fake_clock() -> None:
         compare_latency({}, torch.randn(1, 2))
 
 
+def test_round_robin_goes_on_until_every_model_has_its_seconds() -> None:
+    from slimcnn.measure._latency import round_robin
+
+    calls = {"slow": 0, "fast": 0}
+
+    def timed(name: str, ms: float):
+        def call() -> float:
+            calls[name] += 1
+            return ms
+        return call
+
+    # 2 rounds asked, 10 ms timed per model: the 4 ms model needs 3 rounds, the 1 ms one 10; rounds stop together
+    out = round_robin({"slow": timed("slow", 4.0), "fast": timed("fast", 1.0)}, warmup=0, runs=2, min_seconds=0.01)
+    assert len(out["slow"]) == len(out["fast"]) == 10 and calls == {"slow": 20, "fast": 20}
+    assert len(round_robin({"m": timed("slow", 4.0)}, warmup=0, runs=5, min_seconds=0.001)["m"]) == 5  # runs first
+    assert len(round_robin({"m": timed("slow", 0.0)}, warmup=0, runs=1, min_seconds=1.0, max_runs=7)["m"]) == 7
+    assert round_robin({}, warmup=0, runs=0, min_seconds=1.0) == {}
+
+
 def test_torch_threads_context_restores_on_error() -> None:
     torch.set_num_threads(2)
     with pytest.raises(RuntimeError), torch_threads(1):

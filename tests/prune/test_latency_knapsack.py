@@ -406,6 +406,7 @@ def test_latency_search_times_two_contradicting_checks_again(monkeypatch) -> Non
     assert (second["first_measured_ratio"], second["measured_ratio"]) == (0.95, 0.68)
     assert (first["first_measured_ratio"], first["measured_ratio"]) == (0.75, 0.74)
     assert res.measured_ratio == 0.68  # the re-timed try meets the aim's band and is the one applied
+    assert [a.get("kept") for a in res.attempts] == [None, True]  # and the result says which try that is
     # consistent checks are not timed again: a faster pick measured faster
     _, calls = _fixed_table_search(monkeypatch, [0.75, 0.68])
     assert calls == [0.75, 0.68]

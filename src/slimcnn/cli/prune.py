@@ -189,17 +189,28 @@ def prune_cmd(
     return 1 if missed else 0
 
 
+SPEED_CHANGE = 0.05
+"""The original's median ms in the final timing and in the kept try's check differ by more than this: the machine
+changed speed in between (a shared VM's neighbours, clock states), and a latency miss says so."""
+
+
 def latency_miss(latency: str, details: dict[str, Any]) -> str:
     """The line for a written model slower than ``--latency``: its timing, the search's check of the same widths and
-    the table's prediction; when the check met the target the miss is the timing's spread, and the line says so."""
+    the table's prediction; when the check met the target the miss is the timing's spread, and the line says so, and
+    when the original itself ran at another speed in the two timings, it says that too."""
     measured, check = details["latency_measured_ratio"], details.get("latency_check_ratio")
     predicted = f"table predicted {details['latency_predicted_ratio']:.3f}x"
+    kept = next((a for a in details.get("latency_attempts", ()) if a.get("kept")), {})
+    final_ms, check_ms = details.get("latency_final_original_ms"), kept.get("original_ms")
+    speed = (f"; the original ran at {final_ms:.3g} ms in the final timing and {check_ms:.3g} ms in that check: the "
+             "machine changed speed in between" if final_ms and check_ms and abs(final_ms / check_ms - 1) > SPEED_CHANGE
+             else "")
     if check is not None and check <= details["latency_target"]:
         return (f"latency target {latency} NOT met: the written model measured {measured:.3f}x of the original, where "
-                f"the search's check of the same widths said {check:.3f}x ({predicted}): timings on this machine vary "
-                "by that much, so re-run it or ask a little lower")
+                f"the search's check of the same widths said {check:.3f}x ({predicted}){speed}: timings on this "
+                "machine vary by that much, so re-run it or ask a little lower")
     checked = f"the search's check {check:.3f}x, " if check is not None else ""
-    return f"latency target {latency} NOT met: measured {measured:.3f}x of the original ({checked}{predicted})"
+    return f"latency target {latency} NOT met: measured {measured:.3f}x of the original ({checked}{predicted}){speed}"
 
 
 def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, ratio: float | None, target: Any,

@@ -16,6 +16,7 @@ from slimcnn.measure._analyze import analyze
 from slimcnn.measure._inputs import MAX_INPUT_ELEMENTS, ExampleInput, check_input_shape
 from slimcnn.measure._interleaved import cpu_contended, time_modules_interleaved
 from slimcnn.measure._latency import (
+    CHECK_SECONDS,
     compare_latency,
     cpu_model,
     device_name,
@@ -37,6 +38,7 @@ from slimcnn.measure._onnx import ExportError, export_onnx, onnx_bytes
 from slimcnn.measure._profile import count_params, layer_input_shapes, profile, weight_bytes
 
 __all__ = [
+    "CHECK_SECONDS",
     "TIMED_LAYERS",
     "ExampleInput",
     "ExportError",

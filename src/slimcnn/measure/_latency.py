@@ -233,15 +233,23 @@ def wall_timed(fn: Callable[[], Any], clock: Clock = time.perf_counter) -> Calla
     return timed
 
 
+CHECK_SECONDS = 0.25
+"""Timed seconds per model a check of a pruned model against the original accumulates at least. 20 rounds of a
+0.6 ms model are 12 ms: lcnet_050's ratio spread 0.80-0.94 over ten such checks and 0.85-0.88 with this floor
+(576 rounds); on models of 1-6 ms the spread on the project's VM comes from its speed states and did not narrow
+(``benchmarks/results/check_rounds.md``)."""
+
 CALLS_PER_TURN = 2
 """Calls of one model per turn of :func:`round_robin`; only the last is timed."""
 
 
 def round_robin(fns: Mapping[str, Callable[[], float]], *, warmup: int, runs: int,
-                calls_per_turn: int = CALLS_PER_TURN) -> dict[str, list[float]]:
+                calls_per_turn: int = CALLS_PER_TURN, min_seconds: float | None = None,
+                max_runs: int = 100_000) -> dict[str, list[float]]:
     """ms of every ``fns`` entry per round: each warmed up ``warmup`` times, then ``runs`` rounds in which every
     entry is called ``calls_per_turn`` times in a row and the last call is kept, the order rotating from round to
-    round so drift (thermal, other load) hits all of them alike.
+    round so drift (thermal, other load) hits all of them alike. With ``min_seconds``, rounds go on past ``runs``
+    until every entry's timed calls add up to that many seconds (at most ``max_runs`` rounds).
 
     The untimed first call of a turn brings back into the caches what the other entries' calls evicted: a model
     timed on the call right after another model's reads slower than it runs on its own, the more so the smaller it
@@ -252,12 +260,17 @@ def round_robin(fns: Mapping[str, Callable[[], float]], *, warmup: int, runs: in
         for _ in range(warmup):
             fns[n]()
     samples: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(runs):
+    totals = dict.fromkeys(names, 0.0)
+    floor_ms = (min_seconds or 0.0) * 1e3
+    r = 0
+    while r < runs or (names and r < max_runs and min(totals.values()) < floor_ms):
         k = r % max(len(names), 1)
         for n in names[k:] + names[:k]:
             for _ in range(calls_per_turn - 1):
                 fns[n]()
-            samples[n].append(fns[n]())
+            samples[n].append(ms := fns[n]())
+            totals[n] += ms
+        r += 1
     return samples
 
 
@@ -338,7 +351,8 @@ def measure_latency(model: nn.Module, example_input: ExampleInput, *, runtime: R
 
 def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *,
                     runtime: Runtime = "onnxruntime", threads: int | None = None, warmup: int = 10,
-                    runs: int = 50, device: str = "cpu", runtimes: dict[str, Runtime] | None = None,
+                    runs: int = 50, min_seconds: float | None = None, device: str = "cpu",
+                    runtimes: dict[str, Runtime] | None = None,
                     clock: Clock = time.perf_counter) -> dict[str, LatencyStats]:
     """Time several models in one process, interleaved round-robin, so their ratios are fair.
 
@@ -355,7 +369,9 @@ def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *
         runtime: ``"onnxruntime"`` or ``"torch"``.
         threads: intra-op threads (``None`` = physical cores).
         warmup: untimed calls per model.
-        runs: timed calls per model.
+        runs: timed calls per model (at least).
+        min_seconds: go on past ``runs`` rounds until every model's timed calls add up to this many seconds
+            (:data:`CHECK_SECONDS` gives sub-millisecond models as many rounds as the search's checks need).
         device: ``"cpu"`` or ``"cuda[:i]"`` (torch: CUDA events; onnxruntime: its TensorRT/CUDA provider).
         runtimes: per-model runtime overriding ``runtime`` (e.g. the same module twice, once on
             ``"onnxruntime"`` and once on ``"torch"``, to compare runtimes fairly).
@@ -373,7 +389,7 @@ def compare_latency(models: dict[str, nn.Module], example_input: ExampleInput, *
         fns = {n: make_runner(m, example_input, runtime=rt[n], threads=threads_n, device=device, spin="in-run")
                for n, m in models.items()}
         samples = round_robin({n: _cuda_timed(f) if _events(rt[n], device) else wall_timed(f, clock)
-                               for n, f in fns.items()}, warmup=warmup, runs=runs)
+                               for n, f in fns.items()}, warmup=warmup, runs=runs, min_seconds=min_seconds)
     shape = input_shape(example_input)
     return {n: _make_stats(samples[n], runtime=rt[n], threads=threads_n, device=device, shape=shape,
                            warmup=warmup) for n in names}

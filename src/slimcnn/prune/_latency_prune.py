@@ -97,7 +97,8 @@ class LatencyPruneResult:
     target_ratio: float
     """The latency target asked for (``selection.target_ratio`` is the knapsack's, after rescaling)."""
     attempts: tuple[dict[str, Any], ...] = field(default_factory=tuple)
-    """Each try: knapsack target, predicted and measured ratio, the original's ms in that timing, feasible."""
+    """Each try: knapsack target, predicted and measured ratio, the original's ms in that timing, feasible; the
+    applied one has ``kept: True``."""
 
     @property
     def table_drift(self) -> float | None:
@@ -159,7 +160,8 @@ def prune_for_latency_(
         seed: seed of the random criterion.
         source: model source recorded in the plan.
         tries: selections measured at most (>= 1).
-        runs: interleaved timing rounds per check.
+        runs: interleaved timing rounds per check (at least: a check goes on until each model has been timed for
+            :data:`~slimcnn.measure.CHECK_SECONDS`).
         threads: the runtime's intra-op threads (``None`` = physical cores).
         cache: use the latency-table cache.
         macs: also keep conv/linear MACs at most this fraction of the original (exact, from the graph; see
@@ -184,7 +186,7 @@ def prune_for_latency_(
         ConfigError: ``target_ratio``, ``macs`` or ``params`` outside (0, 1), ``tries < 1``, an unknown
             ``runtime``, ``objective`` or ``compensate`` mode, or compensation without ``task``.
     """
-    from slimcnn.measure import compare_latency
+    from slimcnn.measure import CHECK_SECONDS, compare_latency
 
     if not 0 < target_ratio < 1:
         raise ConfigError(f"--latency must be a fraction of the original below 1, e.g. 0.5x; got {target_ratio:g}")
@@ -224,7 +226,7 @@ def prune_for_latency_(
 
     def ratios(trials: dict[str, nn.Module]) -> tuple[dict[str, float], float]:
         lat = compare_latency({"original": original, **trials}, example_input, runtime=runtime, runs=runs,
-                              warmup=3, threads=threads)
+                              min_seconds=CHECK_SECONDS, warmup=3, threads=threads)
         base = max(lat["original"].median_ms, 1e-12)
         return {n: lat[n].median_ms / base for n in trials}, lat["original"].median_ms
 
@@ -260,6 +262,7 @@ def prune_for_latency_(
         if _better(picks[i][0], attempts[i]["measured_ratio"], picks[best][0], attempts[best]["measured_ratio"], aim):
             best = i
     (sel, keep), measured = picks[best], attempts[best]["measured_ratio"]
+    attempts[best]["kept"] = True
     outcome = prune_model_(model, example_input, criterion=criterion, keep=keep, round_to=table.block, exclude=exclude,
                            reduce=reduce, task=task, calib=calib, seed=seed, source=source, graph=graph,
                            compensate=compensate)

@@ -88,14 +88,15 @@ class SearchContext:
         scaled by the baseline's median. A point timed alone, minutes after the baseline, is not comparable on a
         busy machine (measured: one model 1.7-3.1 ms across a search under load), so its check would be noise.
         Inside a process group rank 0 times and every rank uses its numbers (decisions must agree)."""
-        from slimcnn.measure import compare_latency, measure_latency
+        from slimcnn.measure import CHECK_SECONDS, compare_latency, measure_latency
 
         base = getattr(self, "base_cost", None)
         if base is None or base.latency is None:  # the baseline itself
             return from_main(lambda: measure_latency(model, self.example_input, runtime=self.runtime,  # type: ignore[arg-type]
                                                      threads=self.spec.threads, runs=20, warmup=3))
         stats = from_main(lambda: compare_latency({"original": self.model, "point": model}, self.example_input,
-                                                  runtime=self.runtime, threads=self.spec.threads, runs=20, warmup=3))  # type: ignore[arg-type]
+                                                  runtime=self.runtime, threads=self.spec.threads, runs=20, warmup=3,
+                                                  min_seconds=CHECK_SECONDS))  # type: ignore[arg-type]
         k = base.latency.median_ms / stats["original"].median_ms
         p = stats["point"]
         return dataclasses.replace(p, median_ms=p.median_ms * k, p10_ms=p.p10_ms * k, p90_ms=p.p90_ms * k)
@@ -103,10 +104,11 @@ class SearchContext:
     def retime(self, before: nn.Module, after: nn.Module, cost_before: Cost, cost_after: Cost) -> tuple[Cost, Cost]:
         """Time the original and the final model interleaved in one run, so the latency check compares
         two medians taken under the same load (the search's own timings are minutes apart)."""
-        from slimcnn.measure import compare_latency
+        from slimcnn.measure import CHECK_SECONDS, compare_latency
 
         stats = from_main(lambda: compare_latency({"before": before, "after": after}, self.example_input,
-                                                  runtime=self.runtime, threads=self.spec.threads, runs=50, warmup=5))  # type: ignore[arg-type]
+                                                  runtime=self.runtime, threads=self.spec.threads, runs=50, warmup=5,
+                                                  min_seconds=2 * CHECK_SECONDS))  # type: ignore[arg-type]
         return (dataclasses.replace(cost_before, latency=stats["before"]),
                 dataclasses.replace(cost_after, latency=stats["after"]))
 
