@@ -189,3 +189,31 @@ def test_an_sr_models_model_onnx_takes_any_image_size(tmp_path: Path, capsys: py
     assert main([*PRUNE, "--out", str(classifier)]) == 0  # a classifier's file keeps the example's size
     dims = onnx.load(str(classifier / "model.onnx")).graph.input[0].type.tensor_type.shape.dim
     assert all(d.dim_value for d in dims)
+
+
+def test_a_model_onnx_that_fails_its_parity_check_is_left_out_not_the_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """model.onnx is a convenience copy: a graph ONNX Runtime runs differently from torch (an untrained detector's
+    tied scores, here a forward that changes under export) used to abort the run at its end, losing model.pt."""
+    (tmp_path / "nets.py").write_text(
+        "import torch\n"
+        "from torch import nn\n"
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3)\n"
+        "    def forward(self, x):\n"
+        "        y = self.b(torch.relu(self.a(x)))\n"
+        "        return y + 1 if torch.onnx.is_in_onnx_export() else y\n"
+        "def build():\n"
+        "    return Net()\n"
+    )
+    out = tmp_path / "p"
+    with caplog.at_level("WARNING"):
+        assert main(["prune", f"python:{tmp_path / 'nets.py'}:build", "--input", "1x3x16x16", "--ratio", "0.5",
+                     "--no-latency", "--out", str(out)]) == 0
+    assert (out / "model.pt").is_file() and not (out / "model.onnx").exists()
+    (record,) = [r for r in caplog.records if "model.onnx not written" in r.getMessage()]
+    assert record.levelname == "WARNING" and "diverges from torch" in record.getMessage()
+    assert "model.pt holds the result" in record.getMessage()
+    assert load_model(f"file:{out / 'model.pt'}").model.a.out_channels == 4

@@ -244,8 +244,8 @@ def _quantize(run: Any, source: str, *, spec: KMeansQuantSpec | None, weights: s
     if onnx:
         from slimcnn.run._measure import write_model_onnx
 
-        write_model_onnx(check.eval(), x, outdir / "model.onnx", any_size=loaded.info.task == "sr")
-        files["onnx"] = "model.onnx"
+        if write_model_onnx(check.eval(), x, outdir / "model.onnx", any_size=loaded.info.task == "sr"):
+            files["onnx"] = "model.onnx"
     after = the_task.evaluate(check, limit=limit) if the_task is not None else None  # the artifact, re-loaded
     drop = before.drop_to(after) if (before is not None and after is not None) else None
     per_pack = {lb.name: lb for lb in pack.layers}

@@ -36,21 +36,30 @@ def save_model_files(loaded: Any, model: nn.Module, example: Any, folder: Path, 
     return load_model(f"file:{path}").model.eval()
 
 
-def write_model_onnx(model: nn.Module, example: Any, path: Path, *, any_size: bool) -> None:
+def write_model_onnx(model: nn.Module, example: Any, path: Path, *, any_size: bool) -> bool:
     """``model.onnx``; a super-resolution net's takes images of any size (it runs on whole photos, not on the
-    32x32 example), unless its graph does not hold at another size: then the example's size, with a warning."""
+    32x32 example), unless its graph does not hold at another size: then the example's size, with a warning.
+
+    Returns whether the file was written: one that fails its ONNX Runtime parity check is not (a warning says
+    why), and the run keeps ``model.pt``, its result, instead of losing it to its convenience copy (a detector
+    with untrained weights ties its scores, and the runtimes' NMS then keep different boxes)."""
     import logging
 
     from slimcnn.measure import ExportError, export_onnx
 
+    log = logging.getLogger(__name__)
     if any_size:
         try:
             export_onnx(model, example, path, any_size=True)
-            return
+            return True
         except ExportError as e:
-            logging.getLogger(__name__).warning("model.onnx takes only %s inputs: %s", "x".join(map(str, example.shape)),
-                                                e)
-    export_onnx(model, example, path)
+            log.warning("model.onnx takes only %s inputs: %s", "x".join(map(str, example.shape)), e)
+    try:
+        export_onnx(model, example, path)
+    except ExportError as e:
+        log.warning("model.onnx not written: %s; model.pt holds the result", e)
+        return False
+    return True
 
 
 def _save_int8(loaded: Any, model: Any, folder: Path) -> nn.Module:
