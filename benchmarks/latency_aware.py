@@ -35,8 +35,8 @@ This order because (b) reaches few latencies (at ``round_to`` 8 ResNet-56's 16-c
 bisecting its MACs target to (a)'s latency jumped from ~0.44x to ~0.75x), and because (a) retargeted on its own
 single checks against the original chased timing noise (checks of one model 8 % apart in one run); (a) against
 (b) in one interleaved run is the comparison that matters. Then the same fine-tune (``--steps`` plain SGD steps,
-lr 0.01, cosine, seed 0, on ``train-subset-10k.tar``) and top-1 on all 10,000
-JPEG test images. ``--acc-criterion`` (default ``taylor``) ranks the channels of both and ``--acc-compensate
+lr 0.01, cosine, on ``train-subset-10k.tar``; once per ``--seeds`` seed, default 0, each from the same pruned
+models) and top-1 on all 10,000 JPEG test images. ``--acc-criterion`` (default ``taylor``) ranks the channels of both and ``--acc-compensate
 none|mean|lsq`` (default ``lsq``) compensates both.
 """
 
@@ -172,10 +172,11 @@ def run(name: str, target: float, runs: int, objective: str, timings: int,
 
 
 def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...], criterion: str = "taylor",
-             compensate: str = "lsq", tries: int = 3) -> dict[str, Any]:
+             compensate: str = "lsq", tries: int = 3, seeds: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """ResNet-56 / CIFAR-10 JPEG: (b) at ``target`` MACs, then (a) at the table's predicted latency of (b),
     retargeted (``tries`` selections at most) until it measures at most (b)'s latency in the same interleaved run;
-    both after the same fine-tune, ranked by ``criterion`` and compensated by ``compensate``."""
+    both after the same fine-tune (once per seed of ``seeds``, from the same pruned model), ranked by
+    ``criterion`` and compensated by ``compensate``."""
     from slimcnn.models import load_model
     from slimcnn.tasks import make_task
 
@@ -219,7 +220,8 @@ def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...], crite
     assert best is not None
     _, a, res, lat = best
     base = profile(model, x)
-    out: dict[str, Any] = {"input": list(shape), "target": target, "steps": steps, "attempts": list(res.attempts),
+    out: dict[str, Any] = {"input": list(shape), "target": target, "steps": steps, "seeds": list(seeds),
+                           "attempts": list(res.attempts),
                            "criterion": criterion, "compensate": compensate, "macs_check_ratio": b_check,
                            "pairs": pairs,
                            "macs_predicted_ratio": b_predicted, "macs_widths": b_widths,
@@ -231,10 +233,14 @@ def accuracy(target: float, runs: int, steps: int, shape: tuple[int, ...], crite
         row = {"macs_ratio": c.macs / base.macs, "params_ratio": c.params / base.params,
                "latency_ratio": lat[key].median_ms / lat["original"].median_ms,
                "top1_pruned": task.evaluate(m.eval()).value}
-        t0 = time.perf_counter()
-        task.finetune(m, steps, lr=0.01, seed=0, progress=False)
-        row["finetune_s"] = round(time.perf_counter() - t0, 1)
-        row["top1_finetuned"] = task.evaluate(m.eval()).value
+        t0, tops = time.perf_counter(), []
+        for seed in seeds:
+            tuned = copy.deepcopy(m)
+            task.finetune(tuned, steps, lr=0.01, seed=seed, progress=False)
+            tops.append(task.evaluate(tuned.eval()).value)
+        row["finetune_s"] = round((time.perf_counter() - t0) / len(seeds), 1)
+        row["top1_finetuned_seeds"] = tops
+        row["top1_finetuned"] = statistics.mean(tops)
         out[key] = row
         print(key, json.dumps(row), flush=True)
     out["load_avg"] = os.getloadavg()
@@ -270,20 +276,30 @@ def render_accuracy(acc: dict[str, Any], runs: int) -> list[str]:
              f"with the original ({runs} rounds each; {_pairs_summary(acc)}; {_widths_summary(acc)}); "
              f"load {load} at the end; both ranked by {acc.get('criterion', 'l1')}, "
              f"compensation {acc.get('compensate', 'none')}; then the same {acc['steps']} plain SGD steps "
-             "(lr 0.01, cosine, seed 0, train-subset-10k) and top-1 on all 10,000 test images.", "",
+             f"(lr 0.01, cosine, {_seeds_text(acc)}, train-subset-10k) and top-1 on all 10,000 test images.", "",
              "| method | MACs | params | latency (measured) | top-1 pruned | top-1 after fine-tune |",
              "|---|---|---|---|---|---|"]
     for key, label in METHODS[:2]:
         v = acc[key]
+        seeds = v.get("top1_finetuned_seeds", [])
+        each = f" ({', '.join(f'{t:.2f}' for t in seeds)})" if len(seeds) > 1 else ""
         lines.append(f"| {label} | {v['macs_ratio']:.3f}x | {v['params_ratio']:.3f}x | {v['latency_ratio']:.3f}x | "
-                     f"{v['top1_pruned']:.2f} % | {v['top1_finetuned']:.2f} % |")
+                     f"{v['top1_pruned']:.2f} % | {v['top1_finetuned']:.2f} %{each} |")
     a, b = acc["latency_aware"], acc["macs_target"]
     gap = a["top1_finetuned"] - b["top1_finetuned"]
+    mean = "on the mean of the seeds " if len(acc.get("seeds", [0])) > 1 else ""
     lead = ("(a) and (b) are equally accurate" if gap == 0 else
-            f"{'(a) latency-aware' if gap > 0 else '(b) MACs-targeted'} is ahead by {abs(gap):.2f} points")
-    lines += ["", f"After the same {acc['steps']} steps {lead}, (a) at {a['latency_ratio']:.3f}x and (b) at "
+            f"{'(a) latency-aware' if gap > 0 else '(b) MACs-targeted'} is ahead {mean}by {abs(gap):.2f} points")
+    pairs = list(zip(a.get("top1_finetuned_seeds", []), b.get("top1_finetuned_seeds", []), strict=True))
+    wins = f" ((a) ahead with {sum(x > y for x, y in pairs)} of {len(pairs)} seeds)" if len(pairs) > 1 else ""
+    lines += ["", f"After the same {acc['steps']} steps {lead}{wins}, (a) at {a['latency_ratio']:.3f}x and (b) at "
               f"{b['latency_ratio']:.3f}x latency in the same interleaved run (the kept try's)."]
     return lines
+
+
+def _seeds_text(acc: dict[str, Any]) -> str:
+    seeds = acc.get("seeds", [0])
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {', '.join(map(str, seeds))}, one fine-tune each"
 
 
 def _efficiency(row: dict[str, Any], key: str = "latency_aware") -> float | None:
@@ -409,6 +425,8 @@ def main() -> None:
                     help="compensation of (a) and (b) in the accuracy part")
     ap.add_argument("--acc-tries", type=int, default=3,
                     help="selections of (a) at most in the accuracy part, until it measures at most (b)'s latency")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0],
+                    help="accuracy part: fine-tune (a) and (b) once per seed, from the same pruned models")
     ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"],
                     help="latency part: where every latency is measured (torch: PyTorch eager, results in "
                          "latency_aware_torch.*)")
@@ -437,7 +455,7 @@ def main() -> None:
     if args.part in ("accuracy", "both"):
         shape = tuple(int(d) for d in args.acc_input.split("x"))
         data["accuracy"] = accuracy(args.target, args.runs, args.steps, shape, args.acc_criterion,
-                                    args.acc_compensate, args.acc_tries)
+                                    args.acc_compensate, args.acc_tries, tuple(args.seeds))
     elif same and "accuracy" in old:
         data["accuracy"] = old["accuracy"]
     RESULTS.mkdir(exist_ok=True)
