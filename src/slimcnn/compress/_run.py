@@ -263,7 +263,15 @@ def compress(
         if spec.recovery_steps > 0 and steps:  # a stage that changed nothing has nothing to recover
             say(i, stage, f"  recovery: {spec.recovery_steps} fine-tune steps ({spec.recovery}) of the chosen model")
             recovered = {"steps": spec.recovery_steps, "recovery": spec.recovery, "score_before": current_score.value}
-            current_score = _recover(current, task, original, kept, spec)
+            chosen = {k: v.clone() for k, v in current.state_dict().items()}
+            after_recovery = _recover(current, task, original, kept, spec)
+            if current_score.drop_to(after_recovery) > 0:  # it lost quality: the search's model met its share
+                current.load_state_dict(chosen)
+                recovered["reverted_from"] = after_recovery.value
+                say(i, stage, f"  recovery lowered {current_score.metric} {current_score.value:.4g} -> "
+                              f"{after_recovery.value:.4g}: kept the model before it")
+            else:
+                current_score = after_recovery
         if stage.method == "kmeans":
             kmeans_bits = {k: int(v) for k, v in res.assignment.items()}
         if stage.method == "kernel":

@@ -198,8 +198,11 @@ def stages(data: RunData) -> Section | None:
 def _recovery_text(r: Any) -> str:
     if not isinstance(r, dict):
         return "–"
-    before = r.get("score_before")
-    return f"{r.get('steps')} steps {r.get('recovery', '')} (from {before:.4g})" if isinstance(before, (int, float)) else "–"
+    before, reverted = r.get("score_before"), r.get("reverted_from")
+    if not isinstance(before, (int, float)):
+        return "–"
+    undone = f"; reached {reverted:.4g}, undone" if isinstance(reverted, (int, float)) else ""
+    return f"{r.get('steps')} steps {r.get('recovery', '')} (from {before:.4g}{undone})"
 
 
 def _stage_side(s: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
