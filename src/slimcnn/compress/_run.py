@@ -265,7 +265,7 @@ def compress(
             recovered = {"steps": spec.recovery_steps, "recovery": spec.recovery, "score_before": current_score.value}
             chosen = {k: v.clone() for k, v in current.state_dict().items()}
             after_recovery = _recover(current, task, original, kept, spec)
-            if current_score.drop_to(after_recovery) > 0:  # it lost quality: the search's model met its share
+            if current_score.drop_to(after_recovery) > 0:  # it lost quality on the validation data: keep the search's model
                 current.load_state_dict(chosen)
                 recovered["reverted_from"] = after_recovery.value
                 say(i, stage, f"  recovery lowered {current_score.metric} {current_score.value:.4g} -> "
