@@ -175,7 +175,7 @@ def prune_cmd(
     failed = {c.name: c for c in result.checks if not c.met}
     missed = []
     if "latency_ms" in failed:
-        missed.append(latency_miss(latency, details))
+        missed.append(latency_miss(latency, details, result.before.cost.latency.median_ms))
     if details.get("latency_budgets_unmet"):
         missed.append(details["latency_budgets_unmet"])
     elif "macs" in failed and "macs_reached" in details:
@@ -194,14 +194,15 @@ SPEED_CHANGE = 0.05
 changed speed in between (a shared VM's neighbours, clock states), and a latency miss says so."""
 
 
-def latency_miss(latency: str, details: dict[str, Any]) -> str:
+def latency_miss(latency: str, details: dict[str, Any], final_ms: float | None = None) -> str:
     """The line for a written model slower than ``--latency``: its timing, the search's check of the same widths and
     the table's prediction; when the check met the target the miss is the timing's spread, and the line says so, and
-    when the original itself ran at another speed in the two timings, it says that too."""
+    when the original itself ran at another speed in the final timing (``final_ms``) and in that check, it says that
+    too."""
     measured, check = details["latency_measured_ratio"], details.get("latency_check_ratio")
     predicted = f"table predicted {details['latency_predicted_ratio']:.3f}x"
     kept = next((a for a in details.get("latency_attempts", ()) if a.get("kept")), {})
-    final_ms, check_ms = details.get("latency_final_original_ms"), kept.get("original_ms")
+    check_ms = kept.get("original_ms")
     speed = (f"; the original ran at {final_ms:.3g} ms in the final timing and {check_ms:.3g} ms in that check: the "
              "machine changed speed in between" if final_ms and check_ms and abs(final_ms / check_ms - 1) > SPEED_CHANGE
              else "")

@@ -247,10 +247,10 @@ def prune_for_latency_(
         if (earlier := _contradicted(attempts)) is not None:
             # two checks that cannot both be right (the pick predicted faster measured slower): time the two again
             # side by side, and let that one run decide (sub-millisecond models jump between two checks)
-            again, _ = ratios({"earlier": pruned_copy(picks[earlier][1]), "pruned": trial})
+            again, again_ms = ratios({"earlier": pruned_copy(picks[earlier][1]), "pruned": trial})
             for i, key in ((earlier, "earlier"), (len(attempts) - 1, "pruned")):
                 attempts[i].setdefault("first_measured_ratio", attempts[i]["measured_ratio"])
-                attempts[i]["measured_ratio"] = again[key]
+                attempts[i] |= {"measured_ratio": again[key], "original_ms": again_ms}  # one timing's pair
         measured = attempts[-1]["measured_ratio"]
         if (aim - CLOSE_ENOUGH <= measured <= aim) or (measured > aim and not sel.feasible):
             break
