@@ -174,3 +174,26 @@ def test_ctrl_c_after_the_command_returned_does_not_kill_the_exit(monkeypatch) -
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_inside_an_extension_import_is_an_interrupt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """CI saw it: SIGINT while sklearn imported scipy's extension modules surfaced as ``ImportError:
+    initialization failed`` caused by the KeyboardInterrupt, and the CLI printed its traceback."""
+    from slimcnn.cli import main
+    from slimcnn.data import classification
+
+    def interrupted_import(*args: object) -> None:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:
+            raise ImportError("initialization failed") from e
+
+    monkeypatch.setattr(classification, "_CACHE", {})
+    monkeypatch.setattr(classification, "_load_digits", interrupted_import)
+    out = tmp_path / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"interrupted: nothing to resume; {out} is unchanged"
+    assert "Traceback" not in err and "ImportError" not in err
+    assert not out.exists() and not _stage(out).exists()

@@ -92,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             if not debug:  # one line, not the library's file:line and source line
                 warnings.showwarning = _show_warning
-            result = app(args=args, prog_name="slimcnn", standalone_mode=False)
+            try:
+                result = app(args=args, prog_name="slimcnn", standalone_mode=False)
+            except Exception as e:
+                if _outdir.caused_by_interrupt(e):  # e.g. an import that Ctrl-C cut short: an interrupt, no traceback
+                    raise KeyboardInterrupt from e
+                raise
     except usage as e:
         cmd = e.ctx.command_path if getattr(e, "ctx", None) is not None else "slimcnn"
         click.echo(f"error: {_usage_message(e)} (see {cmd} --help)", err=True)

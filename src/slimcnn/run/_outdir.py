@@ -223,16 +223,16 @@ class RunDir:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            self._close(kind)
+            self._close(exc)
         finally:
             self._unlock()
             if not self.committed and not self.stage.exists():
                 self._remove_made_dirs()
 
-    def _close(self, kind: type[BaseException] | None) -> None:
+    def _close(self, exc: BaseException | None) -> None:
         global last_interrupt
-        if self.committed or kind is None:
-            if not self.committed and kind is None:
+        if self.committed or exc is None:
+            if not self.committed and exc is None:
                 self.commit()
             return
         kept = [n for n in self.state if (self.stage / n).exists()]
@@ -241,10 +241,26 @@ class RunDir:
         else:
             shutil.rmtree(self.stage, ignore_errors=True)
             hint = f"nothing to resume; {self.out} is unchanged"
-        if issubclass(kind, KeyboardInterrupt):
+        if caused_by_interrupt(exc):
             last_interrupt = f"interrupted: {hint}"
         else:
             log.info("run failed: %s", hint)
+
+
+def caused_by_interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` is Ctrl-C or was raised because of it.
+
+    A SIGINT that lands while an extension module initialises (scipy, imported lazily by sklearn) surfaces as
+    ``ImportError: initialization failed`` caused by the KeyboardInterrupt.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @contextlib.contextmanager
