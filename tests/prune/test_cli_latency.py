@@ -189,3 +189,27 @@ def test_a_miss_says_whether_the_search_checked_the_same_widths_under_the_target
     assert changed.endswith("so re-run it or ask a little lower")
     steady = latency_miss("0.5x", {**base, "latency_check_ratio": 0.482, "latency_attempts": attempts}, 1.3)
     assert steady == noise
+
+
+def test_a_model_whose_time_pruning_cannot_shorten_gets_a_note(capsys) -> None:
+    """ssdlite320_mobilenet_v3_large (untrained: NMS over ties dominates) met --latency 0.85x with 3.7 % of its MACs
+    left, and nothing said why."""
+    from types import SimpleNamespace
+
+    from slimcnn.cli.prune import note_fixed_time
+
+    def run(fastest: float, feasible: bool, predicted: float) -> str:
+        table = SimpleNamespace(fastest_ratio=lambda: fastest)
+        selection = SimpleNamespace(feasible=feasible, predicted_ratio=predicted)
+        note_fixed_time(SimpleNamespace(table=table, selection=selection,
+                                        outcome=SimpleNamespace(macs_before=1000, macs_after=37)), 0.85)
+        return capsys.readouterr().err
+
+    assert run(0.3, True, 0.8) == ""  # most of the time is prunable: nothing to say
+    mostly_fixed = run(0.78, True, 0.82)
+    assert mostly_fixed.startswith("note: pruning every channel group to its narrowest leaves 78% of the original's")
+    assert "NMS" in mostly_fixed and "a 0.850x target takes much of what is prunable (MACs kept 0.037x)" in mostly_fixed
+    unreachable = run(0.9, False, 0.9)
+    assert unreachable.startswith("note: the latency table predicts at best 0.900x, above the 0.850x target; pruned "
+                                  "to the fastest widths it offers: pruning every channel group")
+    assert len(unreachable.strip().splitlines()) == 1

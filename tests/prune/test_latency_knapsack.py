@@ -82,6 +82,13 @@ def test_table_interpolates_predicts_and_round_trips() -> None:
         t.group("z")
 
 
+def test_the_fastest_ratio_keeps_what_no_group_shortens() -> None:
+    t = _table()
+    assert t.fastest_ratio() == pytest.approx((0.5 + 0.5 + 3.0) / 10)
+    tail = _of({**t.layer_ms, "nms": 30.0}, *t.groups)  # a detector's post-processing: in no group
+    assert tail.fastest_ratio() == pytest.approx((4.0 + 30.0) / 40)
+
+
 def test_a_layer_cut_on_both_sides_keeps_the_product_and_a_concat_side_adds_up() -> None:
     # layer "m" (8 ms): its input is the concat of groups p and q (4 ms of its time each), its output is group r
     p = _group("p", 0, 16, (8, 16), {"m": ("in", (4.0, 8.0))})

@@ -153,6 +153,11 @@ class LatencyTable:
             total += fl + (ms - fl) * (kept[n][0] * kept[n][1] if n in kept else 1.0)
         return (total + self.other_ms) / max(self.base_ms, 1e-12)
 
+    def fastest_ratio(self) -> float:
+        """The least ratio the table predicts: every group at its narrowest sampled width. What stays is in nodes no
+        channel group shortens (post-processing such as NMS, layers outside every group) and each node's floor."""
+        return self.predict_ratio({g.layer: g.widths[0] for g in self.groups})
+
     def added(self, group: str, widths: Sequence[float]) -> np.ndarray:
         """ms that nodes absent from the unpruned graph cost when ``group`` keeps each of ``widths``.
 
