@@ -197,3 +197,34 @@ def test_ctrl_c_inside_an_extension_import_is_an_interrupt(monkeypatch: pytest.M
     assert err.strip().splitlines()[-1] == f"interrupted: nothing to resume; {out} is unchanged"
     assert "Traceback" not in err and "ImportError" not in err
     assert not out.exists() and not _stage(out).exists()
+
+
+def test_ctrl_c_inside_an_extensions_pyrun_string_still_exits_130(tmp_path: Path) -> None:
+    """CPython flags a KeyboardInterrupt raised in ``PyRun_String`` code as unhandled although the CLI handles it, and
+    ``python -m slimcnn`` then died by SIGINT (exit -2) after printing its interrupt line (2 of 60 kill tests)."""
+    factory = tmp_path / "net.py"
+    factory.write_text(
+        "import ctypes\n"
+        "def build():\n"
+        "    run = ctypes.pythonapi.PyRun_String  # an extension's initialisation code, interrupted\n"
+        "    run.restype, run.argtypes = ctypes.py_object, [ctypes.c_char_p, ctypes.c_int, ctypes.py_object,\n"
+        "                                                   ctypes.py_object]\n"
+        "    run(b'raise KeyboardInterrupt', 257, {}, {})\n")
+    done = _run(["prune", f"python:{factory}:build", "--ratio", "0.5", "--out", str(tmp_path / "o")])
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"interrupted: nothing to resume; {tmp_path / 'o'} is unchanged"
+    assert "Traceback" not in done.stderr
+
+
+def test_ctrl_c_after_the_run_was_written_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from slimcnn.cli import main, prune
+
+    def interrupted_report(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prune, "report_run", interrupted_report)
+    out = tmp_path / "o"
+    assert main(["prune", "slimcnn:lenet5", "--ratio", "0.5", "--no-latency", "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"interrupted after the run was written: {out} is complete"
+    assert _complete(out)

@@ -106,12 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"error: {e.format_message()}", err=True)
         return 2
     except (*aborts, KeyboardInterrupt):
-        click.echo(_outdir.last_interrupt or "interrupted", err=True)
+        click.echo(_outdir.last_interrupt or "interrupted: nothing was written", err=True)
         return 130
     except exits as e:
         code = int(getattr(e, "exit_code", 0) or 0)
         if code == 130 or isinstance(e.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into Exit(130)
-            click.echo(_outdir.last_interrupt or "interrupted", err=True)
+            click.echo(_outdir.last_interrupt or "interrupted: nothing was written", err=True)
             return 130
         return code
     except SlimcnnError as e:

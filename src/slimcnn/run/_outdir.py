@@ -201,6 +201,7 @@ class RunDir:
 
     def commit(self) -> Path:
         """Drop transient state, record the state kept, and rename the staging folder onto ``--out``."""
+        global last_interrupt
         for name, keep in self.state.items():
             if not keep and (self.stage / name).exists():
                 (self.stage / name).unlink()
@@ -217,6 +218,7 @@ class RunDir:
                 os.replace(self.out, old)
             os.replace(self.stage, self.out)
             self.committed = True
+            last_interrupt = f"interrupted after the run was written: {self.out} is complete"
         if old.exists():
             shutil.rmtree(old, ignore_errors=True)
         return self.out
