@@ -213,3 +213,11 @@ def test_a_model_whose_time_pruning_cannot_shorten_gets_a_note(capsys) -> None:
     assert unreachable.startswith("note: the latency table predicts at best 0.900x, above the 0.850x target; pruned "
                                   "to the fastest widths it offers: pruning every channel group")
     assert len(unreachable.strip().splitlines()) == 1
+
+
+def test_a_latency_in_ms_not_below_the_models_own_is_refused_with_its_measured_time(tmp_path, capsys) -> None:
+    assert main(["prune", "slimcnn:lenet5", "--latency", "1000ms", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: --latency 1000 ms is not below the model's measured ") and err.endswith(
+        " ms; give a smaller target")
+    assert not (tmp_path / "o").exists()

@@ -206,8 +206,8 @@ def note_fixed_time(lat: Any, target: float) -> None:
     if lat.selection.feasible and fastest < FIXED_SHARE:
         return
     where = (f"pruning every channel group to its narrowest leaves {fastest:.0%} of the original's time in the "
-             "latency table (nodes no group shortens: post-processing such as NMS, layers outside every group, each "
-             "node's dispatch)")
+             "latency table (nodes no group shortens: layers outside every group, post-processing such as a "
+             "detector's NMS, each node's dispatch)")
     if not lat.selection.feasible and lat.selection.predicted_ratio > target:
         note(f"note: the latency table predicts at best {lat.selection.predicted_ratio:.3f}x, above the "
              f"{target:.3f}x target; pruned to the fastest widths it offers: {where}")
@@ -350,13 +350,14 @@ def _params_budget(params: str | None, latency: str | None) -> Any:
 
 def _latency_frac(model: Any, example: Any, target: Any, runtime: str,
                   threads: int | None) -> tuple[float, dict[str, Any]]:
-    """``--latency`` as a fraction of the original's latency (an absolute target is divided by a measurement)."""
-    from slimcnn.measure import measure_latency
+    """``--latency`` as a fraction of the original's latency (an absolute target is divided by a measurement taken
+    as the final timing takes it: the written model is judged on its ms there)."""
+    from slimcnn.measure import CHECK_SECONDS, compare_latency
 
     if target.relative:
         return float(target.value), {}
-    base_ms = measure_latency(model, example, runtime=runtime, threads=threads, runs=20,  # type: ignore[arg-type]
-                              warmup=3).median_ms
+    base_ms = compare_latency({"original": model}, example, runtime=runtime, threads=threads, runs=20,  # type: ignore[arg-type]
+                              min_seconds=CHECK_SECONDS, warmup=3)["original"].median_ms
     if target.value >= base_ms:
         raise ConfigError(f"--latency {target.value:g} ms is not below the model's measured {base_ms:.3f} ms; "
                           "give a smaller target")
