@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 
 # Before ultralytics is imported: its settings file lives here, and it never reaches for the network.
-os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="slimcnn-yolo-cfg-"))
+if "YOLO_CONFIG_DIR" not in os.environ:
+    os.environ["YOLO_CONFIG_DIR"] = tempfile.mkdtemp(prefix="slimcnn-yolo-cfg-")
+    atexit.register(shutil.rmtree, os.environ["YOLO_CONFIG_DIR"], True)
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
 pytest.importorskip("ultralytics")
