@@ -191,28 +191,28 @@ def test_a_miss_says_whether_the_search_checked_the_same_widths_under_the_target
     assert steady == noise
 
 
-def test_a_model_whose_time_pruning_cannot_shorten_gets_a_note(capsys) -> None:
+def test_a_model_whose_time_pruning_cannot_shorten_gets_a_note() -> None:
     """ssdlite320_mobilenet_v3_large (untrained: NMS over ties dominates) met --latency 0.85x with 3.7 % of its MACs
     left, and nothing said why."""
     from types import SimpleNamespace
 
-    from slimcnn.cli.prune import note_fixed_time
+    from slimcnn.prune import LatencyPruneResult
 
-    def run(fastest: float, feasible: bool, predicted: float) -> str:
-        table = SimpleNamespace(fastest_ratio=lambda: fastest)
-        selection = SimpleNamespace(feasible=feasible, predicted_ratio=predicted)
-        note_fixed_time(SimpleNamespace(table=table, selection=selection,
-                                        outcome=SimpleNamespace(macs_before=1000, macs_after=37)), 0.85)
-        return capsys.readouterr().err
+    def message(fastest: float, feasible: bool, predicted: float) -> str | None:
+        result = SimpleNamespace(table=SimpleNamespace(fastest_ratio=lambda: fastest), target_ratio=0.85,
+                                 selection=SimpleNamespace(feasible=feasible, predicted_ratio=predicted),
+                                 outcome=SimpleNamespace(macs_before=1000, macs_after=37))
+        return LatencyPruneResult.fixed_time_message(result)  # type: ignore[arg-type]
 
-    assert run(0.3, True, 0.8) == ""  # most of the time is prunable: nothing to say
-    mostly_fixed = run(0.78, True, 0.82)
-    assert mostly_fixed.startswith("note: pruning every channel group to its narrowest leaves 78% of the original's")
+    assert message(0.3, True, 0.8) is None  # most of the time is prunable: nothing to say
+    mostly_fixed = message(0.78, True, 0.82)
+    assert mostly_fixed is not None
+    assert mostly_fixed.startswith("pruning every channel group to its narrowest leaves 78% of the original's")
     assert "NMS" in mostly_fixed and "a 0.850x target takes much of what is prunable (MACs kept 0.037x)" in mostly_fixed
-    unreachable = run(0.9, False, 0.9)
-    assert unreachable.startswith("note: the latency table predicts at best 0.900x, above the 0.850x target; pruned "
-                                  "to the fastest widths it offers: pruning every channel group")
-    assert len(unreachable.strip().splitlines()) == 1
+    unreachable = message(0.9, False, 0.9)
+    assert unreachable is not None and unreachable.startswith(
+        "the latency table predicts at best 0.900x, above the 0.850x target; pruned to the fastest widths it offers: "
+        "pruning every channel group")
 
 
 def test_a_latency_in_ms_not_below_the_models_own_is_refused_with_its_measured_time(tmp_path, capsys) -> None:

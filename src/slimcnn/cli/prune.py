@@ -194,28 +194,6 @@ SPEED_CHANGE = 0.05
 changed speed in between (a shared VM's neighbours, clock states), and a latency miss says so."""
 
 
-FIXED_SHARE = 0.5
-"""A latency run notes where the time goes when the table predicts at least this ratio with every group narrowest."""
-
-
-def note_fixed_time(lat: Any, target: float) -> None:
-    """A note when pruning can shorten little of the model's time: the target is below the table's fastest widths,
-    or more than :data:`FIXED_SHARE` of the time is in nodes no channel group shortens (a detector's NMS), where a
-    modest target already costs most of the prunable channels."""
-    fastest = lat.table.fastest_ratio()
-    if lat.selection.feasible and fastest < FIXED_SHARE:
-        return
-    where = (f"pruning every channel group to its narrowest leaves {fastest:.0%} of the original's time in the "
-             "latency table (nodes no group shortens: layers outside every group, post-processing such as a "
-             "detector's NMS, each node's dispatch)")
-    if not lat.selection.feasible and lat.selection.predicted_ratio > target:
-        note(f"note: the latency table predicts at best {lat.selection.predicted_ratio:.3f}x, above the "
-             f"{target:.3f}x target; pruned to the fastest widths it offers: {where}")
-    else:
-        macs = lat.outcome.macs_after / max(lat.outcome.macs_before, 1)
-        note(f"note: {where}, so a {target:.3f}x target takes much of what is prunable (MACs kept {macs:.3f}x)")
-
-
 def latency_miss(latency: str, details: dict[str, Any], final_ms: float | None = None) -> str:
     """The line for a written model slower than ``--latency``: its timing, the search's check of the same widths and
     the table's prediction; when the check met the target the miss is the timing's spread, and the line says so, and
@@ -269,7 +247,8 @@ def _prune_filters(loaded: Any, example: Any, task_obj: Any, *, criterion: str, 
                                  task=task_obj, calib=calib, seed=seed, source=loaded.source, macs=macs_frac,
                                  params=params_frac, objective=objective, compensate=compensate, tries=tries,  # type: ignore[arg-type]
                                  runtime=runtime, threads=threads)  # type: ignore[arg-type]
-        note_fixed_time(lat, frac)
+        if (fixed := lat.fixed_time_message()) is not None:
+            note(f"note: {fixed}")
         outcome, lat_details = lat.outcome, lat.details() | lat_details | {"latency_objective": objective}
         if params_frac is not None:
             reached = sum(p.numel() for p in new_model.parameters()) / max(n_params, 1)

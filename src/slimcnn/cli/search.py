@@ -179,7 +179,7 @@ def search_cmd(
         say_wrote(run.out)
     if not result.met:
         note("budget NOT met: the closest point reached is saved in " + str(run.out) + " (exit code 1)")
-        if finetune_steps == 0:
+        if finetune_steps == 0 and strategy != "latency":  # the knapsack's widths do not depend on the loss
             note_nothing_finetuned("--finetune-steps 0", "--finetune-steps 20")
         return 1
     return 0

@@ -80,6 +80,8 @@ PREDICTION_STEP = 0.005
 """Predictions closer than this (absolute ratio) are the same pick for :data:`NOISE`."""
 OBJECTIVES = ("macs", "importance")
 TRIES = 4
+FIXED_SHARE = 0.5
+"""A result names where the time goes when the table predicts at least this ratio with every group narrowest."""
 """Selections timed at most by default (``slimcnn prune --tries``)."""
 
 
@@ -108,6 +110,22 @@ class LatencyPruneResult:
         if self.table.source != "in-graph" or not ms or self.table.built_ms <= 0:
             return None
         return statistics.median(ms) / self.table.built_ms
+
+    def fixed_time_message(self) -> str | None:
+        """One line when pruning can shorten little of the model's time, else ``None``: the target is below what the
+        table reaches, or every group at its narrowest still leaves :data:`FIXED_SHARE` or more of the time (a
+        detector's NMS), where a modest target already costs much of what is prunable."""
+        fastest, sel = self.table.fastest_ratio(), self.selection
+        if sel.feasible and fastest < FIXED_SHARE:
+            return None
+        where = (f"pruning every channel group to its narrowest leaves {fastest:.0%} of the original's time in the "
+                 "latency table (nodes no group shortens: layers outside every group, post-processing such as a "
+                 "detector's NMS, each node's dispatch)")
+        if not sel.feasible and sel.predicted_ratio > self.target_ratio:
+            return (f"the latency table predicts at best {sel.predicted_ratio:.3f}x, above the {self.target_ratio:.3f}x "
+                    f"target; pruned to the fastest widths it offers: {where}")
+        macs = self.outcome.macs_after / max(self.outcome.macs_before, 1)
+        return f"{where}, so a {self.target_ratio:.3f}x target takes much of what is prunable (MACs kept {macs:.3f}x)"
 
     def details(self) -> dict[str, Any]:
         """JSON-ready summary for a result's ``details``."""

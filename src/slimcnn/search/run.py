@@ -227,6 +227,8 @@ def _latency(ctx: SearchContext) -> tuple[dict[str, float], dict[str, Any], Sens
         res = prune_for_latency_(model, ctx.example_input, frac, criterion=fam.criterion, exclude=fam.exclude,  # type: ignore[attr-defined]
                                  task=ctx.task, source=fam.source, threads=ctx.spec.threads, macs=macs_frac,  # type: ignore[attr-defined]
                                  params=params_frac, compensate=fam.compensate, runtime=ctx.runtime)  # type: ignore[attr-defined]
+        if (fixed := res.fixed_time_message()) is not None:
+            progress_log.warning("note: %s", fixed)
         return model, res.details(), res.measured_ratio, res.outcome.plan.to_dict()
 
     model, details, ratio, plan = from_main(prune)  # built from timings: rank 0's widths for every rank
