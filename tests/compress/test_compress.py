@@ -199,6 +199,18 @@ def test_a_drop_missed_without_fine_tuning_says_how_to_fine_tune(trained_lenet: 
     assert "nothing was fine-tuned (--finetune-steps 0, --recovery-steps 0)" in err
 
 
+def test_a_latency_knapsack_recipe_missed_gives_no_raw_loss_hint(trained_lenet: Path, tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLIMCNN_CACHE_DIR", str(tmp_path / "cache"))
+    rc = main(["compress", f"file:{trained_lenet}", "--data", "digits", "--max-drop", "50", "--latency", "0.1x",
+               "--recipe", "latency", "--limit", "60", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "budget NOT met" in err  # a LeNet's dispatch-bound time: 0.1x is out of reach
+    assert "note: the latency table predicts at best" in err  # what the table can reach, said instead
+    assert "nothing was fine-tuned" not in err  # the knapsack's widths do not depend on the loss
+
+
 def test_peak_activation_memory_is_a_target(trained_lenet: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from slimcnn.measure import profile
 
