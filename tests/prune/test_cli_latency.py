@@ -205,10 +205,11 @@ def test_a_model_whose_time_pruning_cannot_shorten_gets_a_note() -> None:
         return LatencyPruneResult.fixed_time_message(result)  # type: ignore[arg-type]
 
     assert message(0.3, True, 0.8) is None  # most of the time is prunable: nothing to say
+    assert message(0.55, True, 0.8) is None  # a 0.85x target takes a third of the 45 % that pruning can remove
     mostly_fixed = message(0.78, True, 0.82)
     assert mostly_fixed is not None
     assert mostly_fixed.startswith("pruning every channel group to its narrowest leaves 78% of the original's")
-    assert "NMS" in mostly_fixed and "a 0.850x target takes much of what is prunable (MACs kept 0.037x)" in mostly_fixed
+    assert "NMS" in mostly_fixed and "a 0.850x target takes 68% of what pruning can remove (MACs kept 0.037x)" in mostly_fixed
     unreachable = message(0.9, False, 0.9)
     assert unreachable is not None and unreachable.startswith(
         "the latency table predicts at best 0.900x, above the 0.850x target; pruned to the fastest widths it offers: "

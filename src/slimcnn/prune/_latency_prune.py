@@ -80,9 +80,9 @@ PREDICTION_STEP = 0.005
 """Predictions closer than this (absolute ratio) are the same pick for :data:`NOISE`."""
 OBJECTIVES = ("macs", "importance")
 TRIES = 4
+"""Selections timed at most by default (``slimcnn prune --tries``)."""
 FIXED_SHARE = 0.5
 """A result names where the time goes when the table predicts at least this ratio with every group narrowest."""
-"""Selections timed at most by default (``slimcnn prune --tries``)."""
 
 
 @dataclass(frozen=True)
@@ -114,18 +114,20 @@ class LatencyPruneResult:
     def fixed_time_message(self) -> str | None:
         """One line when pruning can shorten little of the model's time, else ``None``: the target is below what the
         table reaches, or every group at its narrowest still leaves :data:`FIXED_SHARE` or more of the time (a
-        detector's NMS), where a modest target already costs much of what is prunable."""
+        detector's NMS) and the target takes more than half of what pruning can remove."""
         fastest, sel = self.table.fastest_ratio(), self.selection
-        if sel.feasible and fastest < FIXED_SHARE:
-            return None
         where = (f"pruning every channel group to its narrowest leaves {fastest:.0%} of the original's time in the "
                  "latency table (nodes no group shortens: layers outside every group, post-processing such as a "
                  "detector's NMS, each node's dispatch)")
         if not sel.feasible and sel.predicted_ratio > self.target_ratio:
             return (f"the latency table predicts at best {sel.predicted_ratio:.3f}x, above the {self.target_ratio:.3f}x "
                     f"target; pruned to the fastest widths it offers: {where}")
+        needed, removable = 1.0 - self.target_ratio, 1.0 - fastest
+        if fastest < FIXED_SHARE or needed <= removable / 2:
+            return None
         macs = self.outcome.macs_after / max(self.outcome.macs_before, 1)
-        return f"{where}, so a {self.target_ratio:.3f}x target takes much of what is prunable (MACs kept {macs:.3f}x)"
+        return (f"{where}, so a {self.target_ratio:.3f}x target takes {min(1.0, needed / removable):.0%} of what "
+                f"pruning can remove (MACs kept {macs:.3f}x)")
 
     def details(self) -> dict[str, Any]:
         """JSON-ready summary for a result's ``details``."""
