@@ -27,8 +27,7 @@ def main() -> int:
         sys.stderr.write("interrupted: nothing was written\n")
         return 130
     code = cli_main()
-    if code == 130:
-        _forget_unhandled_interrupt()
+    _forget_unhandled_interrupt()  # the CLI returned: whatever interrupt it met, it handled
     if previous is not None:
         # the command is over and its outputs are written: a Ctrl-C during interpreter shutdown would otherwise
         # end the process by the signal (exit -2) after a successful run
@@ -37,7 +36,7 @@ def main() -> int:
 
 
 def _forget_unhandled_interrupt() -> None:
-    """Let an interrupt the CLI handled end the process with 130, as the CLI returned.
+    """Let the process end with the code the CLI returned (130 after an interrupt it handled).
 
     CPython marks a KeyboardInterrupt raised in code an extension runs through ``PyRun_String`` as unhandled
     (``_Py_UnhandledKeyboardInterrupt``) even when the caller catches it, and ``python -m`` then ends the process
