@@ -165,7 +165,7 @@ def compress_cmd(
         say_wrote(run.out)
     if not result.met:
         note(f"budget NOT met: the closest model reached is saved in {run.out} (exit code 1)")
-        knapsack_only = all(s["name"].startswith("prune-latency") for s in result.details["stages"])
+        knapsack_only = all(s.strategy == "latency" for s in stages)
         # the drop or a target a within-drop point would reach; a latency knapsack's widths do not depend on the loss
         if finetune_steps == 0 and recovery_steps == 0 and not knapsack_only:
             note_nothing_finetuned("--finetune-steps 0, --recovery-steps 0", "--finetune-steps 20 --recovery-steps 300")
