@@ -83,6 +83,11 @@ ROWS = [
     row("train-missing-steps", with_(TRAIN, drop=("--steps",)), "--steps"),
     row("decompose-missing-out", ["decompose", M], "--out"),
     row("prune-misspelled-option", with_(PRUNE, "--ratios", "0.3"), "--ratios"),
+    # the field's word for an option names the command's own option (click alone suggested --scale for --sram)
+    row("quantize-sram-means-weight-bytes", with_(QUANT, "--sram", "4MB"), "--sram; the weight memory budget"),
+    row("prune-flops-means-macs", with_(PRUNE, "--flops=0.5x", drop=("--ratio",)), "No such option: --flops; the compute budget is --macs"),
+    row("compress-epochs-means-finetune-steps", with_(COMPRESS, "--epochs", "3"), "--finetune-steps"),
+    row("analyze-sram-has-no-budget", ["analyze", M, "--sram", "4MB"], "No such option: --sram (Possible"),
     # ------------------------------------------------------------------ analyze
     row("analyze-unknown-zoo-name", ["analyze", "slimcnn:resnet21", "--no-latency"], "resnet21"),
     row("analyze-unknown-prefix", ["analyze", "foo:bar", "--no-latency"], "foo"),
@@ -99,6 +104,7 @@ ROWS = [
     row("analyze-input-huge", ["analyze", M, "--input", "1x1x100000x100000", "--no-latency"], "--input"),
     row("analyze-input-wrong-rank", ["analyze", M, "--input", "3x32", "--no-latency"], "--input"),
     row("analyze-input-wrong-channels", ["analyze", M, "--input", "1x7x32x32", "--no-latency"], "--input"),
+    row("analyze-input-no-batch", ["analyze", M, "--input", "3x32x32", "--no-latency"], "e.g. --input 1x3x32x32"),
     row("analyze-runtime", ["analyze", M, "--runtime", "tflite"], "--runtime"),
     row("analyze-threads-0", ["analyze", M, "--threads", "0"], "--threads"),
     row("analyze-runs-0", ["analyze", M, "--runs", "0"], "--runs"),

@@ -151,11 +151,38 @@ def _empty_path_option(args: list[str]) -> str | None:
     return None
 
 
+# Words of the field a user may type for an option slimcnn names otherwise: the unknown option's error names the
+# option of that command that means it (click's spelling suggestions only find near-typos, e.g. --sram -> --scale).
+_OPTION_SYNONYMS: dict[str, tuple[str, str]] = {
+    **dict.fromkeys(("--sram", "--memory", "--size", "--model-size", "--max-size", "--max-bytes", "--bytes"),
+                    ("--weight-bytes", "the weight memory budget (on-chip SRAM) is --weight-bytes, e.g. 4MB or 0.1x")),
+    **dict.fromkeys(("--flops", "--gflops", "--max-macs", "--max-flops", "--compute"),
+                    ("--macs", "the compute budget is --macs, e.g. 0.5x or 1.2G")),
+    **dict.fromkeys(("--speedup", "--max-latency", "--target-latency", "--time"),
+                    ("--latency", "the time budget is --latency, e.g. 0.5x (of the original's) or 12ms")),
+    **dict.fromkeys(("--drop", "--max-loss", "--tolerance", "--accuracy-drop", "--quality"),
+                    ("--max-drop", "the quality target is --max-drop, e.g. 1 (metric units) or 1%")),
+    **dict.fromkeys(("--epochs", "--iters", "--fine-tune-steps"),
+                    ("--finetune-steps", "fine-tuning length is --finetune-steps (optimizer steps)")),
+    **dict.fromkeys(("--output", "--output-dir", "--outdir", "--out-dir", "-o"),
+                    ("--out", "the output folder is --out")),
+    **dict.fromkeys(("--dataset", "--data-dir"), ("--data", "the data is --data (folder, .tar or built-in set)")),
+    **dict.fromkeys(("--gpu", "--cuda"), ("--device", "the device is --device, e.g. --device cuda")),
+}
+
+
 def _usage_message(e: Any) -> str:
-    """click's message, with a missing positional named as ``--help`` shows it (``MODEL``, not ``'model'``)."""
+    """click's message, with a missing positional named as ``--help`` shows it (``MODEL``, not ``'model'``) and an
+    unknown option that is a field's word for one of the command's options (``--sram``) pointed at it."""
     param = getattr(e, "param", None)
     if type(e).__name__ == "MissingParameter" and getattr(param, "param_type_name", None) == "argument":
         return f"Missing argument {param.metavar or str(param.name).upper()}."
+    synonym = _OPTION_SYNONYMS.get(str(getattr(e, "option_name", "")).split("=", 1)[0])
+    ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoSuchOption" and synonym is not None and ctx is not None:
+        known = {opt for p in ctx.command.params for opt in p.opts}
+        if synonym[0] in known:
+            return f"No such option: {e.option_name}; {synonym[1]}."
     return " ".join(e.format_message().split())
 
 

@@ -125,6 +125,8 @@ def forward_error(model: nn.Module, example_input: ExampleInput, err: Exception)
     for m in model.modules():
         if isinstance(m, nn.modules.conv._ConvNd):
             expected = f"; the first conv expects {m.in_channels} input channels"
+            if len(shape) == len(m.kernel_size) + 1:  # 3x224x224: the batch dimension is missing
+                expected += f" and a batch dimension first, e.g. --input 1x{'x'.join(str(d) for d in shape)}"
             break
         if isinstance(m, nn.Linear):
             expected = f"; the first linear layer expects {m.in_features} input features"
