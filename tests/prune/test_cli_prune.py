@@ -192,3 +192,19 @@ def test_pruning_a_compressed_input_counts_and_writes_it_as_its_file_stores_it(k
     assert main(["apply", str(out / "plan.json"), f"file:{made / f'model.{fmt}'}", "--no-latency",
                  "--out", str(again)]) == 0
     assert (again / f"model.{fmt}").read_bytes() == (out / f"model.{fmt}").read_bytes()
+
+
+def test_analyze_of_a_written_model_names_the_runs_own_input(tmp_path, capsys) -> None:
+    """model.json keeps the source's input (it sets evaluation preprocessing), so `analyze file:OUT/model.pt` counts
+    at 32x32 a model pruned and counted at --input 1x3x48x48: it says so, and --input reproduces result.json."""
+    out = tmp_path / "p"
+    assert main(["prune", "slimcnn:tiny_cnn", "--ratio", "0.5", "--input", "1x3x48x48", "--no-latency",
+                 "--out", str(out), "--json"]) == 0
+    after = json.loads(capsys.readouterr().out)["after"]["cost"]
+    assert main(["analyze", f"file:{out / 'model.pt'}", "--json", "--no-latency"]) == 0
+    own = capsys.readouterr()
+    assert "counted it at input 1x3x48x48" in own.err and "pass --input 1x3x48x48" in own.err
+    assert json.loads(own.out)["macs"] < after["macs"]
+    assert main(["analyze", f"file:{out / 'model.pt'}", "--json", "--no-latency", "--input", "1x3x48x48"]) == 0
+    same = capsys.readouterr()
+    assert "counted it at input" not in same.err and json.loads(same.out)["macs"] == after["macs"]

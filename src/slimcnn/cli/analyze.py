@@ -11,6 +11,7 @@ import typer
 from slimcnn.cli._app import app, check_torch_source, emit_json, note, parse_shape, say
 from slimcnn.errors import ConfigError, SlimcnnError
 from slimcnn.measure._latency import RUNTIMES
+from slimcnn.run import read_result
 from slimcnn.types import Cost
 
 
@@ -103,6 +104,8 @@ def analyze_cmd(
     for line in loaded.info.notes:
         note(f"note: {line}")
     shape = parse_shape(input_shape) if input_shape else tuple(loaded.info.input_shape)
+    if not input_shape:
+        _note_run_input(model, shape)
     example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     if is_onnx_source(model):  # the file itself, in ONNX Runtime
         return _analyze_onnx(loaded, example, runtime=runtime, threads=threads, runs=runs, latency=not no_latency,
@@ -122,6 +125,26 @@ def analyze_cmd(
         if traced is not None:
             _print_groups(traced)
     return 0
+
+
+def _note_run_input(model: str, shape: tuple[int, ...]) -> None:
+    """A model a run wrote keeps its source's input (it sets evaluation preprocessing), but the run may have counted
+    and timed it at its own ``--input``: say so, so the numbers below are not read as contradicting result.json."""
+    if not model.startswith("file:"):
+        return
+    path = Path(model.removeprefix("file:"))
+    try:
+        result = read_result(path.parent)
+        if not any(a.get("path") == path.name for a in result.get("artifacts", [])):
+            return
+        measured = tuple(int(d) for d in result["after"]["cost"]["input_shape"])
+    except (OSError, ValueError, KeyError, TypeError):  # no run folder around it, or another schema: nothing to say
+        return
+    if measured and measured != tuple(shape):
+        run_shape = "x".join(map(str, measured))
+        note(f"note: the {result.get('command', 'run')} run that wrote {path.name} counted it at input {run_shape} "
+             f"(its result.json); this counts the model's own {'x'.join(map(str, shape))}: pass --input {run_shape} "
+             "to count as the run did")
 
 
 def _as_stored(cost: Cost, path: str, model: Any) -> Cost:
