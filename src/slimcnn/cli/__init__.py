@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
@@ -11,6 +12,7 @@ from typing import Any
 import click
 import typer
 
+from slimcnn._entry import interrupts_deferred
 from slimcnn.cli._app import app
 from slimcnn.errors import SlimcnnError
 
@@ -32,6 +34,29 @@ _COMMAND_MODULES: tuple[str, ...] = (
 )
 for _name in _COMMAND_MODULES:
     importlib.import_module(f"slimcnn.cli.{_name}")
+
+# What a command needs before it can do anything (torch, torchvision, ONNX Runtime, the graph and run rooms): the
+# command modules import it lazily so that `slimcnn --help` or a mistyped option answers in a fraction of a second
+# instead of after ~4 s of imports, and each command loads it first, with Ctrl-C deferred (an interrupt inside an
+# extension's initialisation can abort the interpreter).
+_COMMAND_IMPORTS: tuple[str, ...] = ("slimcnn.measure", "slimcnn.run._plan", "slimcnn.run._result")
+
+
+def _imports_first(callback: Any) -> Any:
+    @functools.wraps(callback)  # typer reads the wrapped signature and its type hints
+    def command(*args: Any, **kwargs: Any) -> Any:
+        with interrupts_deferred() as interrupted:
+            for module in _COMMAND_IMPORTS:
+                importlib.import_module(module)
+        if interrupted:
+            raise KeyboardInterrupt
+        return callback(*args, **kwargs)
+
+    return command
+
+
+for _info in app.registered_commands:
+    _info.callback = _imports_first(_info.callback)
 
 
 def _click_exceptions() -> tuple[Any, ...]:

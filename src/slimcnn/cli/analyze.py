@@ -10,8 +10,6 @@ import typer
 
 from slimcnn.cli._app import app, check_torch_source, emit_json, note, parse_shape, say
 from slimcnn.errors import ConfigError, SlimcnnError
-from slimcnn.measure._latency import RUNTIMES
-from slimcnn.run import read_result
 from slimcnn.types import Cost
 
 
@@ -89,6 +87,7 @@ def analyze_cmd(
 
     from slimcnn.export._run import is_onnx_source, is_slim_source
     from slimcnn.measure import analyze
+    from slimcnn.measure._latency import RUNTIMES
     from slimcnn.models import load_model
 
     if runtime not in RUNTIMES:
@@ -132,6 +131,8 @@ def _note_run_input(model: str, shape: tuple[int, ...]) -> None:
     and timed it at its own ``--input``: say so, so the numbers below are not read as contradicting result.json."""
     if not model.startswith("file:"):
         return
+    from slimcnn.run import read_result
+
     path = Path(model.removeprefix("file:"))
     try:
         result = read_result(path.parent)

@@ -36,8 +36,6 @@ from slimcnn.cli._app import (
 )
 from slimcnn.cli.evaluate import BOTH_DATA_HELP, TASK_HELP, TRAIN_DATA_HELP
 from slimcnn.errors import ConfigError
-from slimcnn.run import read_result
-from slimcnn.search.outputs import write_search_run
 
 
 @app.command("search")
@@ -95,8 +93,10 @@ def search_cmd(
     the global batch), latency is timed on rank 0, and rank 0 alone writes --out.
     """
     check_torch_source(model, "search")
+    from slimcnn.run import read_result
     from slimcnn.run._artifacts import compact_source
     from slimcnn.search import Budget, SearchSpec, search
+    from slimcnn.search.outputs import write_search_run
 
     check_device(device)
     data = data_or_both(data, train_data, val_data)
