@@ -317,6 +317,7 @@ ROWS = [
                                        "--data", "digits", "--steps", "5", "--out", "{model_dir}"], "--out"),
     # ------------------------------------------------------------------ evaluate
     row("evaluate-classifier-as-sr", ["evaluate", "slimcnn:lenet5", "--task", "sr", "--data", "photos"], "--task"),
+    row("evaluate-sr-on-class-folders", ["evaluate", "slimcnn:fsrcnn", "--data", "{data}"], "subfolders cat, dog hold images"),
     row("evaluate-class-mismatch", ["evaluate", "slimcnn:resnet20", "--data", "{data}"], "class"),
     row("evaluate-unknown-task", with_(EVAL, "--task", "segmentation", drop=("--task",)), "--task"),
     row("evaluate-not-an-image", ["evaluate", "slimcnn:lenet5", "--data", "{tmp}/broken"],

@@ -224,7 +224,11 @@ def _list_source(source: str) -> tuple[str, list[tuple[str, Path]]]:
                         "extract an archive into a folder and pass that")
     files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}")
+        nested = sorted(d.name for d in p.iterdir() if d.is_dir() and any(
+            f.suffix.lower() in IMAGE_SUFFIXES for f in d.iterdir()))
+        where = (f"; its subfolders {', '.join(nested[:3])}{', ...' if len(nested) > 3 else ''} hold images: "
+                 f"super-resolution --data is one flat folder of HR images, so pass one of them") if nested else ""
+        raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {p}{where}")
     return p.name, [(f.stem, f) for f in files]
 
 
