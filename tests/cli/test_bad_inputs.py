@@ -88,6 +88,9 @@ ROWS = [
     row("prune-flops-means-macs", with_(PRUNE, "--flops=0.5x", drop=("--ratio",)), "No such option: --flops; the compute budget is --macs"),
     row("compress-epochs-means-finetune-steps", with_(COMPRESS, "--epochs", "3"), "--finetune-steps"),
     row("analyze-sram-has-no-budget", ["analyze", M, "--sram", "4MB"], "No such option: --sram (Possible"),
+    row("prune-weight-bytes-means-params", with_(PRUNE, "--weight-bytes", "4MB", drop=("--ratio",)),
+        "No such option: --weight-bytes; this command's size target is --params"),
+    row("train-epochs-means-steps", with_(TRAIN, "--epochs", "3"), "training length is --steps"),
     # ------------------------------------------------------------------ analyze
     row("analyze-unknown-zoo-name", ["analyze", "slimcnn:resnet21", "--no-latency"], "resnet21"),
     row("analyze-unknown-prefix", ["analyze", "foo:bar", "--no-latency"], "foo"),

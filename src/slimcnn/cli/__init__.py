@@ -177,22 +177,28 @@ def _empty_path_option(args: list[str]) -> str | None:
 
 
 # Words of the field a user may type for an option slimcnn names otherwise: the unknown option's error names the
-# option of that command that means it (click's spelling suggestions only find near-typos, e.g. --sram -> --scale).
-_OPTION_SYNONYMS: dict[str, tuple[str, str]] = {
+# option of that command that means it (click's spelling suggestions only find near-typos, e.g. --sram -> --scale),
+# the first of the candidates the command has.
+_PARAMS_NOT_BYTES = ("--params", "this command's size target is --params (float32 weights, 4 bytes each); quantize "
+                                 "and compress take --weight-bytes")
+_OPTION_SYNONYMS: dict[str, tuple[tuple[str, str], ...]] = {
     **dict.fromkeys(("--sram", "--memory", "--size", "--model-size", "--max-size", "--max-bytes", "--bytes"),
-                    ("--weight-bytes", "the weight memory budget (on-chip SRAM) is --weight-bytes, e.g. 4MB or 0.1x")),
+                    (("--weight-bytes", "the weight memory budget (on-chip SRAM) is --weight-bytes, e.g. 4MB or 0.1x"),
+                     _PARAMS_NOT_BYTES)),
+    "--weight-bytes": (_PARAMS_NOT_BYTES,),
     **dict.fromkeys(("--flops", "--gflops", "--max-macs", "--max-flops", "--compute"),
-                    ("--macs", "the compute budget is --macs, e.g. 0.5x or 1.2G")),
+                    (("--macs", "the compute budget is --macs, e.g. 0.5x or 1.2G"),)),
     **dict.fromkeys(("--speedup", "--max-latency", "--target-latency", "--time"),
-                    ("--latency", "the time budget is --latency, e.g. 0.5x (of the original's) or 12ms")),
+                    (("--latency", "the time budget is --latency, e.g. 0.5x (of the original's) or 12ms"),)),
     **dict.fromkeys(("--drop", "--max-loss", "--tolerance", "--accuracy-drop", "--quality"),
-                    ("--max-drop", "the quality target is --max-drop, e.g. 1 (metric units) or 1%")),
+                    (("--max-drop", "the quality target is --max-drop, e.g. 1 (metric units) or 1%"),)),
     **dict.fromkeys(("--epochs", "--iters", "--fine-tune-steps"),
-                    ("--finetune-steps", "fine-tuning length is --finetune-steps (optimizer steps)")),
+                    (("--finetune-steps", "fine-tuning length is --finetune-steps (optimizer steps)"),
+                     ("--steps", "training length is --steps (optimizer steps)"))),
     **dict.fromkeys(("--output", "--output-dir", "--outdir", "--out-dir", "-o"),
-                    ("--out", "the output folder is --out")),
-    **dict.fromkeys(("--dataset", "--data-dir"), ("--data", "the data is --data (folder, .tar or built-in set)")),
-    **dict.fromkeys(("--gpu", "--cuda"), ("--device", "the device is --device, e.g. --device cuda")),
+                    (("--out", "the output folder is --out"),)),
+    **dict.fromkeys(("--dataset", "--data-dir"), (("--data", "the data is --data (folder, .tar or built-in set)"),)),
+    **dict.fromkeys(("--gpu", "--cuda"), (("--device", "the device is --device, e.g. --device cuda"),)),
 }
 
 
@@ -202,12 +208,12 @@ def _usage_message(e: Any) -> str:
     param = getattr(e, "param", None)
     if type(e).__name__ == "MissingParameter" and getattr(param, "param_type_name", None) == "argument":
         return f"Missing argument {param.metavar or str(param.name).upper()}."
-    synonym = _OPTION_SYNONYMS.get(str(getattr(e, "option_name", "")).split("=", 1)[0])
     ctx = getattr(e, "ctx", None)
-    if type(e).__name__ == "NoSuchOption" and synonym is not None and ctx is not None:
+    if type(e).__name__ == "NoSuchOption" and ctx is not None:
         known = {opt for p in ctx.command.params for opt in p.opts}
-        if synonym[0] in known:
-            return f"No such option: {e.option_name}; {synonym[1]}."
+        for option, meaning in _OPTION_SYNONYMS.get(str(e.option_name).split("=", 1)[0], ()):
+            if option in known:
+                return f"No such option: {e.option_name}; {meaning}."
     return " ".join(e.format_message().split())
 
 
