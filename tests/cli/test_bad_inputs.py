@@ -89,7 +89,7 @@ ROWS = [
     row("compress-epochs-means-finetune-steps", with_(COMPRESS, "--epochs", "3"), "--finetune-steps"),
     row("analyze-sram-has-no-budget", ["analyze", M, "--sram", "4MB"], "No such option: --sram (Possible"),
     row("prune-weight-bytes-means-params", with_(PRUNE, "--weight-bytes", "4MB", drop=("--ratio",)),
-        "No such option: --weight-bytes; this command's size target is --params"),
+        "No such option: --weight-bytes; prune has no weight-bytes budget (search, quantize and compress take"),
     row("train-epochs-means-steps", with_(TRAIN, "--epochs", "3"), "training length is --steps"),
     # ------------------------------------------------------------------ analyze
     row("analyze-unknown-zoo-name", ["analyze", "slimcnn:resnet21", "--no-latency"], "resnet21"),

@@ -179,8 +179,8 @@ def _empty_path_option(args: list[str]) -> str | None:
 # Words of the field a user may type for an option slimcnn names otherwise: the unknown option's error names the
 # option of that command that means it (click's spelling suggestions only find near-typos, e.g. --sram -> --scale),
 # the first of the candidates the command has.
-_PARAMS_NOT_BYTES = ("--params", "this command's size target is --params (float32 weights, 4 bytes each); quantize "
-                                 "and compress take --weight-bytes")
+_PARAMS_NOT_BYTES = ("--params", "prune has no weight-bytes budget (search, quantize and compress take --weight-bytes); "
+                                 "here --ratio or --macs shrink the weights, and --params goes with --latency")
 _OPTION_SYNONYMS: dict[str, tuple[tuple[str, str], ...]] = {
     **dict.fromkeys(("--sram", "--memory", "--size", "--model-size", "--max-size", "--max-bytes", "--bytes"),
                     (("--weight-bytes", "the weight memory budget (on-chip SRAM) is --weight-bytes, e.g. 4MB or 0.1x"),
