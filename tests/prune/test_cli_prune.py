@@ -208,3 +208,16 @@ def test_analyze_of_a_written_model_names_the_runs_own_input(tmp_path, capsys) -
     assert main(["analyze", f"file:{out / 'model.pt'}", "--json", "--no-latency", "--input", "1x3x48x48"]) == 0
     same = capsys.readouterr()
     assert "counted it at input" not in same.err and json.loads(same.out)["macs"] == after["macs"]
+
+
+@pytest.mark.parametrize("command", [["prune", "slimcnn:tiny_cnn", "--ratio", "0.5", "--no-latency"],
+                                     ["quantize", "slimcnn:tiny_cnn", "--bits", "4", "--no-onnx"]])
+def test_an_untrained_original_is_said_in_the_result_and_the_report(command, tmp_path) -> None:
+    """The 'untrained' note went to stderr only: result.json and the report said "every target met" on a model at
+    chance accuracy without a word. Now it is one of the run's notes (once, also where the command kept it itself)
+    and the report's verdict says it."""
+    out = tmp_path / "run"
+    assert main([*command, "--out", str(out)]) == 0
+    notes = json.loads((out / "result.json").read_text())["notes"]
+    assert sum(n.startswith("untrained") for n in notes) == 1, notes
+    assert "the original has untrained (random) weights" in (out / "report.md").read_text()

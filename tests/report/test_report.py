@@ -33,7 +33,7 @@ def _artifacts(folder: Path) -> dict[str, dict[str, object]]:
 def test_every_run_writes_its_report(prune_run: Path) -> None:
     md = (prune_run / "report.md").read_text()
     assert md.startswith("# slimcnn prune: slimcnn:tiny_cnn\n") and "no budget given" in md
-    assert _sections(md) == ["Before and after", "Per layer", "Files", "Environment"]
+    assert _sections(md) == ["Before and after", "Per layer", "Notes", "Files", "Environment"]  # Notes: untrained
     assert "| MACs | 7,651,648 (7.65M) | 4,457,702 (4.46M) | 0.583x |" in md
     assert "| `stem` | channels | 16 | 12 | 0.75x |" in md  # tiny_cnn's stem keeps 12 of 16 (result.json has the 16)
     assert "![layers.png](layers.png)" in md and (prune_run / "layers.png").read_bytes().startswith(PNG)
@@ -66,7 +66,7 @@ def test_search_report_targets_pareto_and_sensitivity(search_run: Path) -> None:
     assert md.startswith("# slimcnn search: slimcnn:lenet5\n")
     assert "task **classification**" in md and "`digits:val` (n=360)" in md and "**every target met**" in md
     assert _sections(md) == ["Targets vs achieved", "Before and after", "Per layer", "Search: Pareto front",
-                             "Sensitivity", "Files", "Environment"]
+                             "Sensitivity", "Notes", "Files", "Environment"]  # Notes: untrained
     res = json.loads((search_run / "result.json").read_text())
     checks = {c["name"]: c for c in res["checks"]}
     macs = next(line for line in md.splitlines() if line.startswith("| MACs | `0.9x` |"))

@@ -173,9 +173,10 @@ def _root(
 
 def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = None, scale: int | None = None,
                  num_classes: int | None = None, seed: int | None = None, task: str | None = None,
-                 data: str | None = None, val_data: str | None = None, input: str | None = None) -> Any:
+                 data: str | None = None, val_data: str | None = None, input: str | None = None,
+                 run: Any = None) -> Any:
     """Load MODEL like every command does, settle what it does not say (:func:`settle_info`) and print its
-    notes (e.g. 'untrained') on stderr.
+    notes (e.g. 'untrained') on stderr; with the open ``run``, they are the run's notes too (:func:`keep_model_notes`).
 
     ``seed`` seeds the initial weights of a model built without trained weights."""
     from slimcnn.models import load_model
@@ -184,7 +185,15 @@ def load_for_cli(model: str, *, weights: str | None = None, arch: str | None = N
     settle_info(loaded, task or loaded.info.task, data, val_data=val_data, input=input)
     for line in loaded.info.notes:
         note(f"note: {line}")
+    if run is not None:
+        keep_model_notes(run, loaded)
     return loaded
+
+
+def keep_model_notes(run: Any, loaded: Any) -> None:
+    """The loaded model's notes ('untrained: ...', a guessed input) go into the run's result.json and report: a
+    report that says "every target met" on a random-weight model at chance accuracy must say so where it is read."""
+    run.notes.extend(line for line in loaded.info.notes if line not in run.notes)
 
 
 def check_torch_source(model: str, command: str, *, onnx_ok: bool = False) -> None:

@@ -63,7 +63,7 @@ def apply_cmd(
         if p.finetuned:
             note("note: the run that made this plan fine-tuned its weights; a plan replays the structure and the "
                  "transform's own weights, so this model has the original (not fine-tuned) weights")
-        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data, input=shape)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data, input=shape, run=run)
         example = example_for(loaded, shape, check=input is not None)
         task = task_for(task, data, loaded.info)
         batches: list = []

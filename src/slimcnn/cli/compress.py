@@ -138,7 +138,7 @@ def compress_cmd(
             run.state_file(f"stages/trials-{i}.pt")
         state.mkdir(exist_ok=True)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
-                              val_data=val_data, input=input)
+                              val_data=val_data, input=input, run=run)
         check_exclude(loaded.model, exclude)
         from slimcnn.tasks import make_task, resolve_task
 

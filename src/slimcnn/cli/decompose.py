@@ -20,6 +20,7 @@ from slimcnn.cli._app import (
     data_or_both,
     emit_json,
     example_for,
+    keep_model_notes,
     note,
     open_run,
     parse_shape,
@@ -136,6 +137,7 @@ def decompose_cmd(
         settle_info(loaded, task, data, val_data=val_data, input=input)
         for line in loaded.info.notes:
             note(f"note: {line}")
+        keep_model_notes(run, loaded)
         example = example_for(loaded, input)
         t0 = time.perf_counter()
         new, result = decompose(loaded.model, example, spec, runtime=runtime, threads=threads,

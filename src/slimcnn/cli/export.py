@@ -106,7 +106,7 @@ def export_cmd(
                   force=force, resume=resume) as run:
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
-                              input=input)
+                              input=input, run=run)
         example = example_for(loaded, input)
         task = task_for(task, data, loaded.info)
         task_obj = None

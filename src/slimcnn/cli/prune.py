@@ -142,7 +142,7 @@ def prune_cmd(
                   force=force, resume=resume) as run:
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data,
-                              input=input)
+                              input=input, run=run)
         check_exclude(loaded.model, exclude)
         example = example_for(loaded, input) if shape else example_for(loaded, None)
         task = task_for(task, data, loaded.info)

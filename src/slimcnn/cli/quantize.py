@@ -130,7 +130,7 @@ def _int8(model: str, *, task: str | None, data: str | None, calibration: str, m
     with open_run("quantize", out, model=model, weights=weights, data={"data": data}, options=options, force=force,
                   resume=resume) as run:
         say_notes(run)
-        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data)
+        loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, seed=seed, task=task, data=data, run=run)
         from slimcnn.tasks import make_task
 
         task = task_for(task, data, loaded.info)

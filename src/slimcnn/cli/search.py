@@ -159,7 +159,7 @@ def search_cmd(
         sweep = run.state_file("sensitivity.json", keep=True, ignore=tuple(budget_options))
         say_notes(run)
         loaded = load_for_cli(model, weights=weights, arch=arch, scale=scale, num_classes=num_classes, seed=seed,
-                              task=task, data=data, val_data=val_data, input=input)
+                              task=task, data=data, val_data=val_data, input=input, run=run)
         check_exclude(loaded.model, exclude)
         task = resolve_task(task, loaded.info)
         task_obj = make_task(task, data, info=loaded.info, scale=scale, train_data=train_data, val_data=val_data, metric=metric,

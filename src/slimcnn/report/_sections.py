@@ -58,6 +58,10 @@ def title(data: RunData) -> tuple[str, str]:
         bits.append(f"scored on `{s['dataset']}` (n={s.get('n', '?')})")
     met = r.get("met")
     bits.append("no budget given" if met is None else ("**every target met**" if met else "**targets NOT met**"))
+    if any(str(n).startswith("untrained") for n in r.get("notes") or []):
+        # a random-weight original scores at chance: "drop 0" and "met" say nothing about the trained model
+        bits.append("**the original has untrained (random) weights**: its scores and drop say nothing about the "
+                    "trained model (pass `--weights`)")
     return head, " · ".join(bits)
 
 

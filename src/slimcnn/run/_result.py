@@ -112,7 +112,7 @@ def write_run(out: RunDir | str | Path, result: RunResult, *, force: bool = Fals
     run = out
     if result.plan is not None:
         result.plan.save(run.path / "plan.json")
-    final = dataclasses.replace(result, notes=tuple(result.notes) + tuple(run.notes),
+    final = dataclasses.replace(result, notes=tuple(dict.fromkeys((*result.notes, *run.notes))),  # once each
                                 environment=result.environment or environment())
     # report.md/.html (+ its figures) from the result in memory, before the files are listed: the figures
     # are artifacts; the report itself, like result.json, is a view of the run and is not listed.
