@@ -335,3 +335,24 @@ def test_a_compressed_input_is_judged_and_written_as_its_file_stores_it(kind: st
     params, macs, wbytes = _analyzed(out / f"model.{fmt}", capsys)
     assert (after["params"], after["macs"]) == (params, macs) and after["macs"] < before["macs"]
     assert after["weight_bytes"] == wbytes == res["details"][fmt]["weight_bytes"]
+
+
+def test_a_missed_drop_judged_on_few_images_says_so(capsys) -> None:
+    """resnet56 searched on 200 CIFAR-10 images chose a point at a drop of 0.5 that dropped 3.33 on all 10,000: the
+    miss names the subset and its grain; a met drop, no --limit or a limit covering the set says nothing."""
+    from types import SimpleNamespace
+
+    from slimcnn.cli._app import note_limited_judging
+    from slimcnn.search.budget import ConstraintCheck
+    from slimcnn.types import Score
+
+    def result(met: bool, n: int = 10_000) -> SimpleNamespace:
+        return SimpleNamespace(checks=[ConstraintCheck("max_drop", 3.33, 1.0, met)],
+                               after=SimpleNamespace(score=Score("top1", 79.87, n=n)))
+
+    note_limited_judging(200, result(met=False))
+    assert "first 200 validation images (--limit; one image moves top1 by 0.5 points), the written model on all " \
+           "10,000" in capsys.readouterr().err
+    for limit, res in ((200, result(met=True)), (None, result(met=False)), (200, result(met=False, n=200))):
+        note_limited_judging(limit, res)
+        assert capsys.readouterr().err == ""

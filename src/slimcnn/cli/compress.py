@@ -22,6 +22,7 @@ from slimcnn.cli._app import (
     example_for,
     load_for_cli,
     note,
+    note_limited_judging,
     note_nothing_finetuned,
     open_run,
     parse_amounts,
@@ -169,5 +170,6 @@ def compress_cmd(
         # the drop or a target a within-drop point would reach; a latency knapsack's widths do not depend on the loss
         if finetune_steps == 0 and recovery_steps == 0 and not knapsack_only:
             note_nothing_finetuned("--finetune-steps 0, --recovery-steps 0", "--finetune-steps 20 --recovery-steps 300")
+        note_limited_judging(limit, result)
         return 1
     return 0

@@ -24,6 +24,7 @@ from slimcnn.cli._app import (
     example_for,
     load_for_cli,
     note,
+    note_limited_judging,
     note_nothing_finetuned,
     open_run,
     parse_amounts,
@@ -181,6 +182,7 @@ def search_cmd(
         note("budget NOT met: the closest point reached is saved in " + str(run.out) + " (exit code 1)")
         if finetune_steps == 0 and strategy != "latency":  # the knapsack's widths do not depend on the loss
             note_nothing_finetuned("--finetune-steps 0", "--finetune-steps 20")
+        note_limited_judging(limit, result)
         return 1
     return 0
 
