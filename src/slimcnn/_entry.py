@@ -5,28 +5,6 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-
-@contextmanager
-def interrupts_deferred() -> Iterator[list[int]]:
-    """Note Ctrl-C instead of raising it inside the block; yields the list the noted signals go to.
-
-    For imports of extension modules (torch, its C++ init): a KeyboardInterrupt raised inside an extension module's
-    initialisation can abort the interpreter (seen as exit -6 under load), so the caller acts on the interrupt
-    after the block. Outside the main thread (embedded use) nothing is deferred.
-    """
-    interrupted: list[int] = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    except ValueError:  # not the main thread: signals go to the main thread's handler anyway
-        previous = None
-    try:
-        yield interrupted
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
 
 
 def main() -> int:
@@ -34,9 +12,12 @@ def main() -> int:
 
     Once the command has returned, Ctrl-C is ignored for the few milliseconds of interpreter shutdown.
     """
-    with interrupts_deferred() as interrupted:
-        from slimcnn.cli import main as cli_main
-    if interrupted:
+    try:  # the first import is pure Python (no torch): an interrupt there is caught below too
+        from slimcnn.run._outdir import interrupts_deferred
+
+        with interrupts_deferred():
+            from slimcnn.cli import main as cli_main
+    except KeyboardInterrupt:
         sys.stderr.write("interrupted: nothing was written\n")
         return 130
     code = cli_main()

@@ -12,9 +12,9 @@ from typing import Any
 import click
 import typer
 
-from slimcnn._entry import interrupts_deferred
 from slimcnn.cli._app import app
 from slimcnn.errors import SlimcnnError
+from slimcnn.run._outdir import interrupts_deferred
 
 # Each module registers its command(s) on ``app`` when imported.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -45,11 +45,9 @@ _COMMAND_IMPORTS: tuple[str, ...] = ("slimcnn.measure", "slimcnn.run._plan", "sl
 def _imports_first(callback: Any) -> Any:
     @functools.wraps(callback)  # typer reads the wrapped signature and its type hints
     def command(*args: Any, **kwargs: Any) -> Any:
-        with interrupts_deferred() as interrupted:
+        with interrupts_deferred():
             for module in _COMMAND_IMPORTS:
                 importlib.import_module(module)
-        if interrupted:
-            raise KeyboardInterrupt
         return callback(*args, **kwargs)
 
     return command

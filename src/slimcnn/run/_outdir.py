@@ -16,7 +16,6 @@ import logging
 import os
 import shutil
 import signal
-import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -213,7 +212,7 @@ class RunDir:
         old = self.out.parent / f".{self.out.name}{_OLD}"
         if old.exists():
             shutil.rmtree(old)
-        with _no_sigint():  # Ctrl-C cannot fall between the two renames (a SIGKILL there is healed on the next run)
+        with interrupts_deferred():  # Ctrl-C cannot fall between the two renames (a SIGKILL there is healed on the next run)
             if self.out.exists():
                 os.replace(self.out, old)
             os.replace(self.stage, self.out)
@@ -266,16 +265,26 @@ def caused_by_interrupt(exc: BaseException) -> bool:
 
 
 @contextlib.contextmanager
-def _no_sigint() -> Iterator[None]:
-    """Defer SIGINT (delivered on exit) where the platform allows it; a no-op elsewhere."""
-    block = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
-    if block:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C inside the block is noted and raised as KeyboardInterrupt when the block ends.
+
+    For work an interrupt must not cut in two: the renames of a commit, and imports of extension modules (a
+    KeyboardInterrupt raised inside an extension's initialisation can abort the interpreter, seen as exit -6 under
+    load). The Python-level handler is swapped, so it holds whichever thread the OS hands the signal to (a blocked
+    signal mask holds only the calling thread). Outside the main thread nothing is deferred.
+    """
+    noted: list[int] = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    except ValueError:  # not the main thread: the main thread's handler gets the signal anyway
+        previous = None
     try:
         yield
     finally:
-        if block:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if noted:
+        raise KeyboardInterrupt
 
 
 def _read_manifest(folder: Path) -> Manifest | None:
